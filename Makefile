@@ -1,0 +1,141 @@
+# Makefile: `make` builds ./train_gpt2 (and ./tokenize), `make test` runs every test that needs no
+# GPU, `make test-gpu` runs the GPU suite, `make enwik8` fetches and splits the corpus.
+#
+# Where nvcc is found the program is built with the CUDA backend (cuBLAS/cuBLASLt, NCCL where
+# found); otherwise gcc builds a CPU-only program. A CUDA build falls back to the CPU when no GPU
+# is visible. GPU architecture: read from nvidia-smi, or `make GPU_ARCH=90`; with no GPU present
+# it builds sm_90 machine code plus compute_90 PTX, which the driver compiles for other GPUs.
+
+BUILD      ?= build
+CC         ?= gcc
+CPU_ARCH   ?= native
+NVCC       ?= $(shell command -v nvcc 2>/dev/null)
+CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+CFLAGS     ?= -O3 -march=$(CPU_ARCH)
+CFLAGS     += -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
+LDLIBS     := -lm
+
+# Programs: train_gpt2.cu and every `*_main.c`; everything else is library code.
+# Library code that has a CUDA counterpart provides a weak CPU-only definition of the symbol
+# (e.g. model/cuda_fallback.c); the CUDA object's strong definition wins when it is linked.
+C_SRCS     := $(filter-out %_main.c, $(wildcard attention/*.c layers/*.c data/*.c model/*.c train/*.c tokenizer/*.c))
+CU_SRCS    := $(wildcard attention/*.cu layers/*.cu model/*.cu train/*.cu)
+C_OBJS     := $(C_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/data/embedded_corpus.o
+CU_OBJS    := $(CU_SRCS:%.cu=$(BUILD)/%.o)
+CPU_LIB    := $(BUILD)/libcpu.a
+
+TEST_SRCS  := $(wildcard test/test_*.c)
+TEST_BINS  := $(TEST_SRCS:%.c=$(BUILD)/%)
+GPU_TEST_SRCS := $(wildcard test/gpu/test_*.cu)
+GPU_TEST_BINS := $(GPU_TEST_SRCS:%.cu=$(BUILD)/%)
+DEV_C_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard dev/*.c))
+DEV_CU_BINS:= $(patsubst %.cu,$(BUILD)/%,$(wildcard dev/*.cu))
+
+ifneq ($(NVCC),)
+  GPU_ARCH ?= $(shell nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n1 | tr -d '. ')
+  ifeq ($(GPU_ARCH),)
+    GENCODE := -gencode arch=compute_90,code=[sm_90,compute_90]
+  else
+    GENCODE := -gencode arch=compute_$(GPU_ARCH),code=[sm_$(GPU_ARCH),compute_$(GPU_ARCH)]
+  endif
+  NVCCFLAGS ?= -O3 -lineinfo
+  NVCCFLAGS += -std=c++17 $(GENCODE) -I. -MMD -MP --expt-relaxed-constexpr \
+               -Xcompiler -fopenmp,-march=$(CPU_ARCH),-Wall,-Wno-unused-parameter
+  HAVE_NCCL := $(shell test -f $(CUDA_HOME)/include/nccl.h -o -f /usr/include/nccl.h -o -f /usr/local/include/nccl.h && echo 1)
+  CUDA_LIBS := -lcublasLt -lcublas -lcudart
+  ifeq ($(HAVE_NCCL),1)
+    NVCCFLAGS += -DHAVE_NCCL
+    CUDA_LIBS += -lnccl
+  endif
+  MAIN_OBJ   := $(BUILD)/train_gpt2.o
+  PROGRAM_OBJS := $(MAIN_OBJ) $(C_OBJS) $(CU_OBJS)
+  LINK       := $(NVCC) $(GENCODE) -Xcompiler -fopenmp
+  LINK_LIBS  := $(CUDA_LIBS) $(LDLIBS)
+else
+  MAIN_OBJ   := $(BUILD)/train_gpt2.o
+  PROGRAM_OBJS := $(MAIN_OBJ) $(C_OBJS)
+  LINK       := $(CC) -fopenmp
+  LINK_LIBS  := $(LDLIBS)
+endif
+
+.PHONY: all test test-gpu bench clean enwik8
+all: train_gpt2 tokenize
+
+train_gpt2: $(PROGRAM_OBJS)
+	$(LINK) -o $@ $^ $(LINK_LIBS)
+
+tokenize: $(BUILD)/tokenizer/tokenize_main.o $(CPU_LIB)
+	$(CC) -fopenmp -o $@ $^ $(LDLIBS)
+
+# --- objects ---------------------------------------------------------------------------------
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+ifeq ($(NVCC),)
+# Without nvcc the entry point is compiled as C: it holds no device code.
+$(BUILD)/train_gpt2.o: train_gpt2.cu
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -x c -c $< -o $@
+endif
+
+# The embedded default corpus: the project's own text, linked into the binary.
+CORPUS_FILES := README.md $(sort $(wildcard */README.md)) $(sort $(wildcard */*.h */*.c */*.cu)) train_gpt2.cu
+$(BUILD)/corpus.txt: $(CORPUS_FILES)
+	@mkdir -p $(dir $@)
+	cat $^ > $@
+$(BUILD)/data/embedded_corpus.o: data/embedded_corpus.S $(BUILD)/corpus.txt
+	@mkdir -p $(dir $@)
+	$(CC) -c -I$(BUILD) $< -o $@
+
+$(CPU_LIB): $(C_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+# --- tests -----------------------------------------------------------------------------------
+$(BUILD)/test/%: test/%.c $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CPU_LIB) $(LDLIBS)
+
+test: $(TEST_BINS) train_gpt2 tokenize
+	@bash test/run.sh $(TEST_BINS) $(wildcard test/test_*.sh)
+
+ifneq ($(NVCC),)
+$(BUILD)/test/gpu/%: test/gpu/%.cu $(C_OBJS) $(CU_OBJS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+
+$(BUILD)/dev/%: dev/%.cu $(C_OBJS) $(CU_OBJS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+
+test-gpu: $(GPU_TEST_BINS) train_gpt2
+	@if [ -z "$(GPU_TEST_BINS)" ]; then echo "test-gpu: no GPU tests yet"; \
+	 else bash test/run.sh $(GPU_TEST_BINS) $(wildcard test/gpu/test_*.sh); fi
+else
+test-gpu:
+	@echo "test-gpu: nvcc not found; the GPU suite needs a CUDA build"; exit 1
+endif
+
+$(BUILD)/dev/%: dev/%.c $(CPU_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(CPU_LIB) $(LDLIBS)
+
+bench: $(DEV_C_BINS) $(if $(NVCC),$(DEV_CU_BINS))
+
+enwik8:
+	bash data/get_enwik8.sh
+
+clean:
+	rm -rf $(BUILD) train_gpt2 tokenize
+
+# Each part of the project may add its own targets in mk/NAME.mk (e.g. the attention shared
+# library, the tokenizer's fuzzers).
+include $(wildcard mk/*.mk)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
