@@ -1,0 +1,22 @@
+/* attention/attention_cuda.h: the CUDA implementations of attention.h's AttnImpl (naive.cu,
+ * memeff.cu, flash.cu); cuda_table.cu gathers them into attn_cuda_table. */
+#ifndef ATTENTION_CUDA_H
+#define ATTENTION_CUDA_H
+
+#include "attention/attention.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+extern const AttnImpl attn_naive_cuda;
+extern const AttnImpl attn_memeff_cuda;
+extern const AttnImpl attn_flash_cuda;
+
+/* The text of the last failure of a CUDA attention call ("" if none). */
+const char *attn_cuda_last_error(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,74 @@
+/* attention/cuda_common.cuh: what the CUDA attention kernels share.
+ *
+ * Error handling returns non-zero (never exits): the first failure's text is kept for
+ * attn_cuda_last_error(); element conversions between fp32/bf16; the mask as the kernels see it;
+ * the token-major addressing of attention.h.
+ */
+#ifndef ATTENTION_CUDA_COMMON_CUH
+#define ATTENTION_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "attention/attention.h"
+#include "attention/attention_cuda.h"
+
+typedef __nv_bfloat16 bf16;
+
+/* Records a message (also printed to stderr) and returns 1, so `return attn_cuda_fail(...)`. */
+int attn_cuda_fail(const char *fmt, ...);
+
+#define ATTN_CUDA_TRY(call)                                                                  \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess)                                                               \
+            return attn_cuda_fail("%s:%d: %s: %s", __FILE__, __LINE__, #call,                \
+                                  cudaGetErrorString(e_));                                   \
+    } while (0)
+
+/* After every launch: a bad configuration shows up here, not at the next sync. */
+#define ATTN_LAUNCH_CHECK() ATTN_CUDA_TRY(cudaGetLastError())
+
+static inline cudaStream_t attn_stream(void *stream) { return (cudaStream_t)stream; }
+static inline size_t attn_esize(AttnDtype d) { return d == ATTN_BF16 ? 2 : 4; }
+static inline long long attn_rows(const AttnShape *s) { return (long long)s->B * s->H * s->T; }
+
+/* ---- element conversion -------------------------------------------------------------------- */
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+template <typename E> __device__ __forceinline__ E from_float(float x);
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloat16(x); }
+
+/* ---- the mask as kernels see it ------------------------------------------------------------ */
+struct MaskDev {
+    int kind;
+    const float *bias;
+    long long stride_b, stride_h, stride_row;
+};
+static inline MaskDev mask_dev(const AttnShape *s) {
+    MaskDev m = {(int)s->mask.kind, s->mask.bias, s->mask.stride_b, s->mask.stride_h,
+                 s->mask.stride_row};
+    return m;
+}
+/* The additive bias of score (b, h, i, j): 0, -inf above the diagonal, or the dense array. */
+__device__ __forceinline__ float mask_bias(const MaskDev &m, int b, int h, int i, int j) {
+    if (m.kind == ATTN_MASK_CAUSAL) return j > i ? -INFINITY : 0.0f;
+    if (m.kind == ATTN_MASK_DENSE)
+        return __ldg(m.bias + b * m.stride_b + h * m.stride_h + i * m.stride_row + j);
+    return 0.0f;
+}
+
+/* Common checks of a shape, as unsupported() reasons. */
+static inline const char *attn_shape_problem(const AttnShape *s) {
+    if (s->B < 1 || s->T < 1 || s->H < 1 || s->D < 1) return "empty shape";
+    if (s->dtype != ATTN_FP32 && s->dtype != ATTN_BF16) return "unknown dtype";
+    if (s->mask.kind < 0 || s->mask.kind >= ATTN_NUM_MASKS) return "unknown mask";
+    if (s->mask.kind == ATTN_MASK_DENSE && !s->mask.bias) return "dense mask without bias";
+    if (s->ld_qkv < s->H * s->D || s->ld_o < s->H * s->D) return "leading dimension < H*D";
+    return NULL;
+}
+
+#endif

@@ -1,0 +1,356 @@
+/* test/gpu/test_attention.cu: every CUDA attention kernel x dtype x mask x head dimension x
+ * awkward T against a float64 CPU reference: the forward output and the three gradients.
+ *
+ *   fp32 kernels: max|x - ref| / (max|ref| + 1e-2) < 1e-4.
+ *   bf16 kernels: FlashAttention's criterion. A plain bf16 computation (inputs in bf16, fp32
+ *   arithmetic, P and dS rounded to bf16 before their products, outputs rounded to bf16) has some
+ *   error against float64; the kernel's error must be <= 2x that + 1e-3.
+ * Inputs are fresh random numbers that bf16 represents exactly, so both dtypes see the same
+ * function. Outputs are poisoned with NaN before every call (all bytes 0xff: NaN in fp32 and
+ * bf16), so an unwritten element fails. Forward is run twice and must be bitwise identical; so
+ * must backward for kernels that claim determinism (naive, memeff).
+ * Layout: GPT-2's packed qkv (B, T, 3C), ld_qkv = 3C; o (B, T, C).
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include "attention/attention.h"
+#include "attention/attention_cuda.h"
+#include "test/test.h"
+
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+
+#define CUDA_OK(call)                                                                        \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                    \
+                    cudaGetErrorString(e_));                                                 \
+            exit(2);                                                                         \
+        }                                                                                    \
+    } while (0)
+
+/* ---- bf16 on the host (round to nearest even) ------------------------------------------- */
+static uint16_t bf16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float bf16_value(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+static float round_bf16(float x) { return bf16_value(bf16_bits(x)); }
+
+/* ---- one problem: shape, inputs, references ---------------------------------------------- */
+enum { BIAS_NONE, BIAS_BROADCAST, BIAS_PER_HEAD };
+
+struct Problem {
+    int B, T, H, D, C;
+    AttnMaskKind mask;
+    int bias_kind;
+    float scale;
+    std::vector<float> qkv, dout, bias;      /* host, bf16-representable (bias: any float) */
+    std::vector<double> o64, dqkv64;         /* float64 reference */
+    std::vector<float> o16, dqkv16;          /* plain bf16 reference */
+    long long sb, sh, srow;                  /* bias strides */
+};
+
+static float bias_at(const Problem &p, int b, int h, int i, int j) {
+    if (p.mask == ATTN_MASK_CAUSAL) return j > i ? -INFINITY : 0.0f;
+    if (p.mask == ATTN_MASK_DENSE) return p.bias[b * p.sb + h * p.sh + i * p.srow + j];
+    return 0.0f;
+}
+
+/* The reference for one (b, h), in the float type R; `bf` rounds P, dS and outputs to bf16. */
+template <typename R>
+static void reference_head(const Problem &p, int b, int h, bool bf, R *o, R *dqkv) {
+    int T = p.T, D = p.D, ld = 3 * p.C;
+    auto q = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + h * D + d]; };
+    auto k = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + h * D + d]; };
+    auto v = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + 2 * p.C + h * D + d]; };
+    auto dout = [&](int t, int d) { return (R)p.dout[(size_t)(b * T + t) * p.C + h * D + d]; };
+    auto rnd = [&](R x) { return bf ? (R)round_bf16((float)x) : x; };
+    std::vector<R> P((size_t)T * T), Pr((size_t)T * T), dS((size_t)T * T);
+    for (int i = 0; i < T; i++) {
+        R mx = -INFINITY;
+        for (int j = 0; j < T; j++) {
+            R s = 0;
+            for (int d = 0; d < D; d++) s += q(i, d) * k(j, d);
+            s = s * (R)p.scale + (R)bias_at(p, b, h, i, j);
+            P[(size_t)i * T + j] = s;
+            if (s > mx) mx = s;
+        }
+        R sum = 0;
+        for (int j = 0; j < T; j++) {
+            R e = mx == -INFINITY ? 0 : exp(P[(size_t)i * T + j] - mx);
+            P[(size_t)i * T + j] = e;
+            sum += e;
+        }
+        for (int j = 0; j < T; j++) {
+            R pij = sum > 0 ? P[(size_t)i * T + j] / sum : 0;
+            P[(size_t)i * T + j] = pij;
+            Pr[(size_t)i * T + j] = rnd(pij);
+        }
+        for (int d = 0; d < D; d++) {
+            R acc = 0;
+            for (int j = 0; j < T; j++) acc += Pr[(size_t)i * T + j] * v(j, d);
+            o[(size_t)(b * T + i) * p.C + h * D + d] = rnd(acc);
+        }
+    }
+    for (int i = 0; i < T; i++) {
+        R Di = 0; /* rowsum(dO * O), O as the forward stored it */
+        for (int d = 0; d < D; d++) Di += dout(i, d) * o[(size_t)(b * T + i) * p.C + h * D + d];
+        for (int j = 0; j < T; j++) {
+            R dp = 0;
+            for (int d = 0; d < D; d++) dp += dout(i, d) * v(j, d);
+            dS[(size_t)i * T + j] = rnd(P[(size_t)i * T + j] * (dp - Di));
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < D; d++) {
+            R dq = 0, dk = 0, dv = 0;
+            for (int u = 0; u < T; u++) {
+                dq += dS[(size_t)t * T + u] * k(u, d);
+                dk += dS[(size_t)u * T + t] * q(u, d);
+                dv += Pr[(size_t)u * T + t] * dout(u, d);
+            }
+            R *row = dqkv + (size_t)(b * T + t) * ld + h * D + d;
+            row[0] = rnd(dq * (R)p.scale);
+            row[p.C] = rnd(dk * (R)p.scale);
+            row[2 * p.C] = rnd(dv);
+        }
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind mask, int bias_kind) {
+    p.B = B; p.T = T; p.H = H; p.D = D; p.C = H * D;
+    p.mask = mask; p.bias_kind = bias_kind;
+    p.scale = 1.0f / sqrtf((float)D);
+    size_t nqkv = (size_t)B * T * 3 * p.C, no = (size_t)B * T * p.C;
+    p.qkv.resize(nqkv);
+    p.dout.resize(no);
+    for (size_t x = 0; x < nqkv; x++) {
+        int col = (int)(x % (3 * p.C));
+        float amp = col < 2 * p.C ? 2.0f : 1.0f; /* q, k larger: a peaked softmax */
+        p.qkv[x] = round_bf16(amp * test_randf(&rng));
+    }
+    for (size_t x = 0; x < no; x++) p.dout[x] = round_bf16(test_randf(&rng));
+    p.sb = p.sh = p.srow = 0;
+    if (mask == ATTN_MASK_DENSE) {
+        int heads = bias_kind == BIAS_PER_HEAD ? B * H : 1;
+        p.bias.resize((size_t)heads * T * T);
+        for (size_t x = 0; x < p.bias.size(); x++) {
+            float r = test_randf(&rng);
+            p.bias[x] = r > 0.8f ? -INFINITY : 2.0f * test_randf(&rng);
+        }
+        /* One fully masked row: O = 0 and zero gradients there. */
+        if (T > 3)
+            for (int j = 0; j < T; j++) p.bias[(size_t)3 * T + j] = -INFINITY;
+        p.srow = T;
+        if (bias_kind == BIAS_PER_HEAD) { p.sh = (long long)T * T; p.sb = (long long)H * T * T; }
+    }
+    p.o64.assign(no, 0.0);
+    p.dqkv64.assign(nqkv, 0.0);
+    p.o16.assign(no, 0.0f);
+    p.dqkv16.assign(nqkv, 0.0f);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            reference_head<double>(p, b, h, false, p.o64.data(), p.dqkv64.data());
+            reference_head<float>(p, b, h, true, p.o16.data(), p.dqkv16.data());
+        }
+}
+
+/* max|x - ref| / (max|ref| + 1e-2) over the elements of one tensor (part `which` of qkv, or o). */
+struct Err { double o, dq, dk, dv; };
+template <typename X>
+static double tensor_err(const Problem &p, const X *x, const double *ref, int ld, int col0) {
+    double worst = 0, mag = 0;
+    for (int bt = 0; bt < p.B * p.T; bt++)
+        for (int c = 0; c < p.C; c++) {
+            size_t at = (size_t)bt * ld + col0 + c;
+            double a = (double)x[at], r = ref[at];
+            if (isnan(a)) return INFINITY;
+            worst = fmax(worst, fabs(a - r));
+            mag = fmax(mag, fabs(r));
+        }
+    return worst / (mag + 1e-2);
+}
+template <typename X>
+static Err errors(const Problem &p, const X *o, const X *dqkv) {
+    Err e;
+    e.o = tensor_err(p, o, p.o64.data(), p.C, 0);
+    e.dq = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, 0);
+    e.dk = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, p.C);
+    e.dv = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, 2 * p.C);
+    return e;
+}
+
+/* ---- running one kernel on one problem ------------------------------------------------------ */
+struct DevBufs {
+    void *qkv = nullptr, *dout = nullptr, *o = nullptr, *dqkv = nullptr, *saved = nullptr,
+         *ws = nullptr;
+    float *bias = nullptr;
+};
+
+static int n_skipped = 0;
+
+static void upload(const std::vector<float> &h, AttnDtype dt, void *d) {
+    if (dt == ATTN_FP32) {
+        CUDA_OK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+    } else {
+        std::vector<uint16_t> t(h.size());
+        for (size_t i = 0; i < h.size(); i++) t[i] = bf16_bits(h[i]);
+        CUDA_OK(cudaMemcpy(d, t.data(), t.size() * 2, cudaMemcpyHostToDevice));
+    }
+}
+static std::vector<double> download(const void *d, size_t n, AttnDtype dt) {
+    std::vector<double> out(n);
+    if (dt == ATTN_FP32) {
+        std::vector<float> t(n);
+        CUDA_OK(cudaMemcpy(t.data(), d, n * 4, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) out[i] = t[i];
+    } else {
+        std::vector<uint16_t> t(n);
+        CUDA_OK(cudaMemcpy(t.data(), d, n * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < n; i++) out[i] = bf16_value(t[i]);
+    }
+    return out;
+}
+static std::vector<uint8_t> bytes_of(const void *d, size_t n) {
+    std::vector<uint8_t> out(n);
+    CUDA_OK(cudaMemcpy(out.data(), d, n, cudaMemcpyDeviceToHost));
+    return out;
+}
+
+static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16) {
+    AttnShape s;
+    memset(&s, 0, sizeof s);
+    s.B = p.B; s.T = p.T; s.H = p.H; s.D = p.D;
+    s.scale = p.scale;
+    s.ld_qkv = 3 * p.C; s.ld_o = p.C;
+    s.mask.kind = p.mask;
+    s.dtype = dt;
+    const char *kname = impl->kernel == ATTN_NAIVE ? "naive" : impl->kernel == ATTN_MEMEFF ? "memeff" : "flash";
+    const char *mname = p.mask == ATTN_MASK_NONE ? "none" : p.mask == ATTN_MASK_CAUSAL ? "causal"
+                        : p.bias_kind == BIAS_PER_HEAD ? "dense/head" : "dense/bcast";
+    char tag[160];
+    snprintf(tag, sizeof tag, "%s %s %s B=%d H=%d T=%d D=%d", kname, dt == ATTN_BF16 ? "bf16" : "fp32",
+             mname, p.B, p.H, p.T, p.D);
+
+    DevBufs d;
+    size_t es = dt == ATTN_BF16 ? 2 : 4;
+    size_t nqkv = p.qkv.size(), no = p.dout.size();
+    if (p.mask == ATTN_MASK_DENSE) {
+        CUDA_OK(cudaMalloc(&d.bias, p.bias.size() * 4));
+        CUDA_OK(cudaMemcpy(d.bias, p.bias.data(), p.bias.size() * 4, cudaMemcpyHostToDevice));
+        s.mask.bias = d.bias;
+        s.mask.stride_b = p.sb; s.mask.stride_h = p.sh; s.mask.stride_row = p.srow;
+    }
+    const char *why = impl->unsupported(&s);
+    if (why) {
+        n_skipped++;
+        if (d.bias) cudaFree(d.bias);
+        return;
+    }
+    CUDA_OK(cudaMalloc(&d.qkv, nqkv * es));
+    CUDA_OK(cudaMalloc(&d.dqkv, nqkv * es));
+    CUDA_OK(cudaMalloc(&d.dout, no * es));
+    CUDA_OK(cudaMalloc(&d.o, no * es));
+    size_t nsaved = impl->saved_bytes(&s), nws = impl->workspace_bytes(&s);
+    if (nsaved) CUDA_OK(cudaMalloc(&d.saved, nsaved));
+    if (nws) CUDA_OK(cudaMalloc(&d.ws, nws));
+    upload(p.qkv, dt, d.qkv);
+    upload(p.dout, dt, d.dout);
+    const char *q = (const char *)d.qkv, *k = q + p.C * es, *v = q + 2 * p.C * es;
+    char *dq = (char *)d.dqkv, *dk = dq + p.C * es, *dv = dq + 2 * p.C * es;
+
+    std::vector<uint8_t> o_first, dqkv_first;
+    int ok = 1;
+    for (int rep = 0; rep < 2 && ok; rep++) {
+        CUDA_OK(cudaMemset(d.o, 0xff, no * es));
+        CUDA_OK(cudaMemset(d.dqkv, 0xff, nqkv * es));
+        if (nsaved) CUDA_OK(cudaMemset(d.saved, 0xff, nsaved));
+        if (nws) CUDA_OK(cudaMemset(d.ws, 0xff, nws));
+        int rc = impl->forward(&s, q, k, v, d.o, d.saved, d.ws, NULL);
+        CHECK(rc == 0, "%s: forward returned %d", tag, rc);
+        if (nws) CUDA_OK(cudaMemset(d.ws, 0xff, nws));
+        rc = rc ? rc : impl->backward(&s, q, k, v, d.o, d.dout, d.saved, dq, dk, dv, d.ws, NULL);
+        CHECK(rc == 0, "%s: backward returned %d", tag, rc);
+        cudaError_t e = cudaDeviceSynchronize();
+        CHECK(e == cudaSuccess, "%s: %s", tag, cudaGetErrorString(e));
+        if (rc || e != cudaSuccess) { ok = 0; break; }
+        if (rep == 0) {
+            o_first = bytes_of(d.o, no * es);
+            dqkv_first = bytes_of(d.dqkv, nqkv * es);
+            std::vector<double> o = download(d.o, no, dt), dqkv = download(d.dqkv, nqkv, dt);
+            Err e = errors(p, o.data(), dqkv.data());
+            double got[4] = {e.o, e.dq, e.dk, e.dv}, r16[4] = {ref16.o, ref16.dq, ref16.dk, ref16.dv};
+            const char *names[4] = {"O", "dQ", "dK", "dV"};
+            for (int x = 0; x < 4; x++) {
+                double bound = dt == ATTN_FP32 ? 1e-4 : 2.0 * r16[x] + 1e-3;
+                CHECK(got[x] <= bound, "%s: %s error %.3g > bound %.3g (bf16 reference %.3g)", tag,
+                      names[x], got[x], bound, r16[x]);
+            }
+        } else {
+            CHECK(bytes_of(d.o, no * es) == o_first, "%s: forward not deterministic", tag);
+            if (impl->kernel != ATTN_FLASH)
+                CHECK(bytes_of(d.dqkv, nqkv * es) == dqkv_first, "%s: backward not deterministic", tag);
+        }
+    }
+    cudaFree(d.qkv); cudaFree(d.dqkv); cudaFree(d.dout); cudaFree(d.o);
+    cudaFree(d.saved); cudaFree(d.ws); cudaFree(d.bias);
+}
+
+static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind) {
+    Problem p;
+    make_problem(p, B, T, H, D, mask, bias_kind);
+    /* The plain bf16 computation's own error against float64. */
+    Err r16;
+    {
+        std::vector<double> o(p.o16.begin(), p.o16.end()), g(p.dqkv16.begin(), p.dqkv16.end());
+        r16 = errors(p, o.data(), g.data());
+    }
+    for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++) {
+        const AttnImpl *impl = attn_cuda_table[kk];
+        if (!impl) { n_skipped += 2; continue; }
+        run_case(p, impl, ATTN_FP32, r16);
+        run_case(p, impl, ATTN_BF16, r16);
+    }
+}
+
+int main(void) {
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+        printf("test_attention_gpu: no GPU visible\n");
+        return test_summary("test_attention_gpu");
+    }
+    const int Ts[] = {1, 17, 64, 127, 200};
+    const int Ds[] = {32, 64, 128};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 5; ti++) {
+            int D = Ds[di], T = Ts[ti];
+            run_problem(2, T, 3, D, ATTN_MASK_NONE, BIAS_NONE);
+            run_problem(2, T, 3, D, ATTN_MASK_CAUSAL, BIAS_NONE);
+            run_problem(2, T, 3, D, ATTN_MASK_DENSE, BIAS_BROADCAST);
+            run_problem(2, T, 3, D, ATTN_MASK_DENSE, BIAS_PER_HEAD);
+        }
+    /* Several query and key blocks, causal block skipping, a ragged last block; large B x H. */
+    run_problem(1, 385, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(1, 385, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(1, 300, 2, 32, ATTN_MASK_NONE, BIAS_NONE);
+    run_problem(4, 127, 12, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(4, 256, 12, 64, ATTN_MASK_NONE, BIAS_NONE);
+    printf("test_attention_gpu: %d kernel/dtype cases skipped (unsupported or not built)\n", n_skipped);
+    return test_summary("test_attention_gpu");
+}
