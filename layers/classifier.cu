@@ -1,0 +1,98 @@
+/* layers/classifier.cu: softmax + cross-entropy + its gradient over the vocabulary, fused.
+ *
+ * Per row z (V logits): M = max z, S = sum exp(z - M), loss = log S + M - z[target],
+ * dz = (exp(z - M) / S - onehot(target)) * dloss, written over z in place, so no probability
+ * tensor and no separate gradient tensor ever exist. A block per row; pass 1 keeps a running
+ * max and rescaled sum per thread (online softmax: one read), pass 2 re-reads the row (from
+ * L2: a 100 KB bf16 row fits easily) and writes dz. Bytes per row: 2 reads + 1 write of V.
+ */
+#include "layers/layers_cuda.h"
+#include "layers/cuda_common.cuh"
+
+enum { CLS_THREADS = 512 };
+
+template <typename T>
+__global__ void __launch_bounds__(CLS_THREADS)
+classifier_kernel(T *logits, float *losses, const int *targets, const float *dloss_ptr,
+                  int V, int ld, int write_dlogits) {
+    __shared__ float shared[32];
+    constexpr int P = Pack16<T>::n;
+    int row = blockIdx.x;
+    T *z = logits + (size_t)row * ld;
+    int target = targets[row];
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x * P; i < V; i += blockDim.x * P) {
+        Pack16<T> x = load16(z + i);
+        for (int j = 0; j < P; j++) {
+            if (i + j >= V) break;
+            float v = to_f32(x.v[j]);
+            if (v > m) { s *= __expf(m - v); m = v; }
+            s += __expf(v - m);
+        }
+    }
+    float M = block_max(m, shared);
+    float S = block_sum(m == -INFINITY ? 0.0f : s * __expf(m - M), shared);
+    float lse = M + logf(S);
+    if (threadIdx.x == 0)
+        losses[row] = target >= 0 ? lse - to_f32(z[target]) : 0.0f;
+    if (!write_dlogits) return;
+    __syncthreads(); /* z[target] was read above before anyone overwrites it */
+    float dloss = target >= 0 ? *dloss_ptr : 0.0f;
+    float inv_S = 1.0f / S;
+    for (int i = threadIdx.x * P; i < ld; i += blockDim.x * P) {
+        Pack16<T> x = load16_cs(z + i), d;
+        for (int j = 0; j < P; j++) {
+            int col = i + j;
+            float g = 0.0f;
+            if (col < V) {
+                float prob = __expf(to_f32(x.v[j]) - M) * inv_S;
+                g = (prob - (col == target ? 1.0f : 0.0f)) * dloss;
+            }
+            d.v[j] = from_f32<T>(g);
+        }
+        store16(z + i, d);
+    }
+}
+
+extern "C" void cuda_classifier(Precision p, void *logits, float *losses, const int *targets,
+                                const float *dloss, int N, int V, int ld, int write_dlogits,
+                                cudaStream_t stream) {
+    if (N <= 0) return;
+    if (p == PRECISION_BF16)
+        classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((bf16 *)logits, losses, targets, dloss, V, ld, write_dlogits);
+    else
+        classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((float *)logits, losses, targets, dloss, V, ld, write_dlogits);
+    CUDA_LAUNCH_CHECK();
+}
+
+__global__ void sum_losses_kernel(float *out, const float *losses, int N, const float *scale) {
+    __shared__ float shared[32];
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < N; i += blockDim.x) s += losses[i];
+    s = block_sum(s, shared);
+    if (threadIdx.x == 0) *out = s * *scale;
+}
+extern "C" void cuda_sum_losses(float *out, const float *losses, int N, const float *scale,
+                                cudaStream_t stream) {
+    sum_losses_kernel<<<1, 1024, 0, stream>>>(out, losses, N, scale);
+    CUDA_LAUNCH_CHECK();
+}
+
+/* A warp per vocabulary entry: out[v] = x . wte[v, :] */
+template <typename T>
+__global__ void logits_row_kernel(float *out, const T *x, const T *wte, int V, int C) {
+    int v = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (v >= V) return;
+    float s = 0.0f;
+    for (int c = lane; c < C; c += 32) s += to_f32(x[c]) * to_f32(wte[(size_t)v * C + c]);
+    s = warp_sum(s);
+    if (lane == 0) out[v] = s;
+}
+extern "C" void cuda_logits_row(Precision p, float *out, const void *x, const void *wte, int V,
+                                int C, cudaStream_t stream) {
+    if (p == PRECISION_BF16)
+        logits_row_kernel<<<ceil_div_u(V, 8), 256, 0, stream>>>(out, (const bf16 *)x, (const bf16 *)wte, V, C);
+    else
+        logits_row_kernel<<<ceil_div_u(V, 8), 256, 0, stream>>>(out, (const float *)x, (const float *)wte, V, C);
+    CUDA_LAUNCH_CHECK();
+}

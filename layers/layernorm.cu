@@ -1,0 +1,195 @@
+/* layers/layernorm.cu: LayerNorm over C channels, with the residual add fused in front.
+ *
+ * Forward, per row: res = a + b (rounded to the activation type first, so a later recompute
+ * from the stored res gives the same numbers), mean = sum(x)/C, rstd = 1/sqrt(var + 1e-5),
+ * y = (x - mean) rstd w + b. One warp per row; the row is staged in shared memory so it is
+ * read from DRAM once: bytes = 2 N C (plain) or 4 N C (fused: read a, b; write res, y).
+ * Backward (g = dout w, xhat = (x - mean) rstd):
+ *   dx  += rstd (g - mean(g) - xhat mean(g xhat))     (one warp per row)
+ *   dw  += sum_n dout xhat,  db += sum_n dout           (row slices, then a fixed-order sum)
+ */
+#include "layers/layers_cuda.h"
+#include "layers/cuda_common.cuh"
+
+enum { LN_WARPS = 4, LN_SLICES = 128, LN_COLS = 64, LN_ROWGROUPS = 8 };
+
+template <typename T, bool RESIDUAL>
+__global__ void layernorm_forward_kernel(T *res, T *out, float *mean, float *rstd, const T *a,
+                                         const T *b, const T *w, const T *bias, int N, int C) {
+    extern __shared__ __align__(16) unsigned char ln_smem[];
+    constexpr int P = Pack16<T>::n;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int row = blockIdx.x * LN_WARPS + warp;
+    if (row >= N) return;
+    T *s = reinterpret_cast<T *>(ln_smem) + (size_t)warp * C;
+    const size_t off = (size_t)row * C;
+    float sum = 0.0f;
+    for (int i = lane * P; i < C; i += 32 * P) {
+        Pack16<T> x = load16_cs(a + off + i);
+        if (RESIDUAL) {
+            Pack16<T> y = load16_cs(b + off + i);
+            for (int j = 0; j < P; j++) x.v[j] = from_f32<T>(to_f32(x.v[j]) + to_f32(y.v[j]));
+            store16(res + off + i, x);
+        }
+        store16(s + i, x);
+        for (int j = 0; j < P; j++) sum += to_f32(x.v[j]);
+    }
+    float m = warp_sum(sum) / C;
+    float sq = 0.0f;
+    for (int i = lane * P; i < C; i += 32 * P) {
+        Pack16<T> x = load16(s + i);
+        for (int j = 0; j < P; j++) { float d = to_f32(x.v[j]) - m; sq += d * d; }
+    }
+    float r = 1.0f / sqrtf(warp_sum(sq) / C + 1e-5f);
+    for (int i = lane * P; i < C; i += 32 * P) {
+        Pack16<T> x = load16(s + i), ww = load16(w + i), bb = load16(bias + i), y;
+        for (int j = 0; j < P; j++)
+            y.v[j] = from_f32<T>((to_f32(x.v[j]) - m) * r * to_f32(ww.v[j]) + to_f32(bb.v[j]));
+        store16(out + off + i, y);
+    }
+    if (lane == 0) { mean[row] = m; rstd[row] = r; }
+}
+
+template <typename T, bool RESIDUAL>
+static void launch_layernorm(T *res, T *out, float *mean, float *rstd, const T *a, const T *b,
+                             const T *w, const T *bias, int N, int C, cudaStream_t stream) {
+    size_t smem = (size_t)LN_WARPS * C * sizeof(T);
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(layernorm_forward_kernel<T, RESIDUAL>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    layernorm_forward_kernel<T, RESIDUAL><<<ceil_div_u(N, LN_WARPS), 32 * LN_WARPS, smem, stream>>>(
+        res, out, mean, rstd, a, b, w, bias, N, C);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_layernorm_forward(Precision p, void *out, float *mean, float *rstd,
+                                       const void *inp, const void *w, const void *b, int N,
+                                       int C, cudaStream_t stream) {
+    if (N <= 0) return;
+    if (p == PRECISION_BF16)
+        launch_layernorm<bf16, false>(NULL, (bf16 *)out, mean, rstd, (const bf16 *)inp, NULL,
+                                      (const bf16 *)w, (const bf16 *)b, N, C, stream);
+    else
+        launch_layernorm<float, false>(NULL, (float *)out, mean, rstd, (const float *)inp, NULL,
+                                       (const float *)w, (const float *)b, N, C, stream);
+}
+
+extern "C" void cuda_residual_layernorm_forward(Precision p, void *res, void *out, float *mean,
+                                                float *rstd, const void *a, const void *b,
+                                                const void *w, const void *bias, int N, int C,
+                                                cudaStream_t stream) {
+    if (N <= 0) return;
+    if (p == PRECISION_BF16)
+        launch_layernorm<bf16, true>((bf16 *)res, (bf16 *)out, mean, rstd, (const bf16 *)a,
+                                     (const bf16 *)b, (const bf16 *)w, (const bf16 *)bias, N, C, stream);
+    else
+        launch_layernorm<float, true>((float *)res, (float *)out, mean, rstd, (const float *)a,
+                                      (const float *)b, (const float *)w, (const float *)bias, N, C, stream);
+}
+
+/* dx for one row per warp; accumulates into dinp. */
+template <typename T>
+__global__ void layernorm_backward_input_kernel(T *dinp, const T *dout, const T *inp, const T *w,
+                                                const float *mean, const float *rstd, int N, int C) {
+    constexpr int P = Pack16<T>::n;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + warp;
+    if (row >= N) return;
+    const size_t off = (size_t)row * C;
+    float m = mean[row], r = rstd[row];
+    float g_sum = 0.0f, gx_sum = 0.0f;
+    for (int i = lane * P; i < C; i += 32 * P) {
+        Pack16<T> dy = load16(dout + off + i), x = load16(inp + off + i), ww = load16(w + i);
+        for (int j = 0; j < P; j++) {
+            float g = to_f32(dy.v[j]) * to_f32(ww.v[j]);
+            g_sum += g;
+            gx_sum += g * (to_f32(x.v[j]) - m) * r;
+        }
+    }
+    float g_mean = warp_sum(g_sum) / C, gx_mean = warp_sum(gx_sum) / C;
+    for (int i = lane * P; i < C; i += 32 * P) {
+        Pack16<T> dy = load16_cs(dout + off + i), x = load16_cs(inp + off + i), ww = load16(w + i);
+        Pack16<T> dx = load16(dinp + off + i);
+        for (int j = 0; j < P; j++) {
+            float xhat = (to_f32(x.v[j]) - m) * r;
+            float g = to_f32(dy.v[j]) * to_f32(ww.v[j]);
+            dx.v[j] = from_f32<T>(to_f32(dx.v[j]) + r * (g - g_mean - xhat * gx_mean));
+        }
+        store16(dinp + off + i, dx);
+    }
+}
+
+/* Partial sums of dout*xhat and dout over a slice of rows: block (32, 8), 2 columns a thread. */
+template <typename T>
+__global__ void layernorm_params_partials_kernel(float *partials, const T *dout, const T *inp,
+                                                 const float *mean, const float *rstd, int N,
+                                                 int C, int rows_per_slice) {
+    __shared__ float acc_w[LN_ROWGROUPS][LN_COLS], acc_b[LN_ROWGROUPS][LN_COLS];
+    int c = blockIdx.x * LN_COLS + 2 * threadIdx.x;
+    int n0 = blockIdx.y * rows_per_slice, n1 = min(N, n0 + rows_per_slice);
+    float w0 = 0.0f, w1 = 0.0f, b0 = 0.0f, b1 = 0.0f;
+    if (c < C) {
+        for (int n = n0 + threadIdx.y; n < n1; n += LN_ROWGROUPS) {
+            size_t o = (size_t)n * C + c;
+            float m = mean[n], r = rstd[n];
+            float d0 = to_f32(dout[o]), d1 = to_f32(dout[o + 1]);
+            w0 += d0 * (to_f32(inp[o]) - m) * r;
+            w1 += d1 * (to_f32(inp[o + 1]) - m) * r;
+            b0 += d0; b1 += d1;
+        }
+    }
+    acc_w[threadIdx.y][2 * threadIdx.x] = w0; acc_w[threadIdx.y][2 * threadIdx.x + 1] = w1;
+    acc_b[threadIdx.y][2 * threadIdx.x] = b0; acc_b[threadIdx.y][2 * threadIdx.x + 1] = b1;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < C) {
+        for (int j = 0; j < 2; j++) {
+            float sw = 0.0f, sb = 0.0f;
+            for (int y = 0; y < LN_ROWGROUPS; y++) {
+                sw += acc_w[y][2 * threadIdx.x + j];
+                sb += acc_b[y][2 * threadIdx.x + j];
+            }
+            partials[(size_t)blockIdx.y * 2 * C + c + j] = sw;
+            partials[(size_t)blockIdx.y * 2 * C + C + c + j] = sb;
+        }
+    }
+}
+__global__ void layernorm_params_finish_kernel(float *dw, float *db, const float *partials, int S, int C) {
+    int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    float sw = 0.0f, sb = 0.0f;
+    for (int i = 0; i < S; i++) {
+        sw += partials[(size_t)i * 2 * C + c];
+        sb += partials[(size_t)i * 2 * C + C + c];
+    }
+    dw[c] += sw;
+    db[c] += sb;
+}
+
+template <typename T>
+static void layernorm_backward(T *dinp, float *dw, float *db, const T *dout, const T *inp,
+                               const T *w, const float *mean, const float *rstd, int N, int C,
+                               float *scratch, cudaStream_t stream) {
+    layernorm_backward_input_kernel<T><<<ceil_div_u(N, 8), 256, 0, stream>>>(dinp, dout, inp, w, mean, rstd, N, C);
+    CUDA_LAUNCH_CHECK();
+    int S = (N + 31) / 32;
+    if (S > LN_SLICES) S = LN_SLICES;
+    int rows = (N + S - 1) / S;
+    dim3 grid(ceil_div_u(C, LN_COLS), S), block(32, LN_ROWGROUPS);
+    layernorm_params_partials_kernel<T><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C, rows);
+    CUDA_LAUNCH_CHECK();
+    layernorm_params_finish_kernel<<<ceil_div_u(C, 256), 256, 0, stream>>>(dw, db, scratch, S, C);
+    CUDA_LAUNCH_CHECK();
+}
+
+extern "C" void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db,
+                                        const void *dout, const void *inp, const void *w,
+                                        const float *mean, const float *rstd, int N, int C,
+                                        float *scratch, cudaStream_t stream) {
+    if (N <= 0) return;
+    if (p == PRECISION_BF16)
+        layernorm_backward((bf16 *)dinp, dw, db, (const bf16 *)dout, (const bf16 *)inp,
+                           (const bf16 *)w, mean, rstd, N, C, scratch, stream);
+    else
+        layernorm_backward((float *)dinp, dw, db, (const float *)dout, (const float *)inp,
+                           (const float *)w, mean, rstd, N, C, scratch, stream);
+}

@@ -1,0 +1,246 @@
+/* layers/matmul.cu: the fully connected layer through cuBLASLt, with fused epilogues.
+ *
+ * Row-major (N, C) activations are column-major (C, N) matrices to cuBLAS, so with W (OC, C)
+ * row-major (= column-major C x OC):
+ *   forward       out^T (OC x N)  = W^T-ish: op(A)=W^T (OC x C), B = inp^T (C x N)   m=OC n=N k=C
+ *   input grad    dinp^T (C x N)  = W (C x OC) * dout^T (OC x N)                     m=C n=N k=OC
+ *   weight grad   dW^T (C x OC)  += inp^T (C x N) * dout (N x OC)                    m=C n=OC k=N
+ * FLOPs: 2 N C OC each. Epilogues fold the pointwise work into the GEMM's store:
+ *   forward: BIAS, or GELU_AUX_BIAS (writes the pre-activation to aux and GELU to out);
+ *   input grad: DGELU (multiplies by GELU'(aux) on the way out);
+ *   weight grad: BGRADB (the bias gradient is the sum of dout over k = N, read anyway).
+ * When cuBLASLt offers no algorithm for a fused form (or fusion is switched off), the plain
+ * GEMM runs and the pointwise kernels (gelu.cu, colsum.cu) do the rest: same math.
+ * Parameter gradients are fp32 in both precisions (bf16 A/B with fp32 C/D and fp32 compute).
+ * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
+ */
+#include "layers/layers_cuda.h"
+#include "layers/cuda_common.cuh"
+#include <cublasLt.h>
+#include <string.h>
+
+#define CUBLAS_CHECK(call)                                                                 \
+    do {                                                                                   \
+        cublasStatus_t st_ = (call);                                                       \
+        if (st_ != CUBLAS_STATUS_SUCCESS) {                                                \
+            fprintf(stderr, "cuBLASLt error %d at %s:%d\n", (int)st_, __FILE__, __LINE__); \
+            return -1;                                                                     \
+        }                                                                                  \
+    } while (0)
+
+static cublasLtHandle_t g_lt = NULL;
+static void *g_workspace = NULL;
+static const size_t g_workspace_bytes = 32u << 20;
+static int g_tf32 = 1, g_fusion = 1;
+static long g_fallbacks = 0;
+
+extern "C" int cuda_matmul_init(void) {
+    if (g_lt) return 0;
+    if (cublasLtCreate(&g_lt) != CUBLAS_STATUS_SUCCESS) return -1;
+    if (cudaMalloc(&g_workspace, g_workspace_bytes) != cudaSuccess) {
+        cublasLtDestroy(g_lt);
+        g_lt = NULL;
+        return -1;
+    }
+    return 0;
+}
+extern "C" void cuda_matmul_shutdown(void) {
+    if (!g_lt) return;
+    cudaFree(g_workspace);
+    cublasLtDestroy(g_lt);
+    g_lt = NULL;
+    g_workspace = NULL;
+}
+extern "C" void cuda_matmul_set_tf32(int enabled) { g_tf32 = enabled != 0; }
+extern "C" int cuda_matmul_get_tf32(void) { return g_tf32; }
+extern "C" void cuda_matmul_set_fusion(int enabled) { g_fusion = enabled != 0; }
+extern "C" long cuda_matmul_fallback_count(void) { return g_fallbacks; }
+extern "C" size_t cuda_matmul_workspace_bytes(void) { return g_workspace_bytes; }
+
+/* Largest power of two up to 256 dividing the address (cuBLASLt picks kernels by alignment). */
+static int alignment_of(const void *p, int ld, int elem) {
+    uintptr_t a = (uintptr_t)p | (uintptr_t)((size_t)ld * elem) | 256u;
+    return (int)(a & (~a + 1));
+}
+
+typedef struct {
+    int m, n, k, lda, ldb, ldd, ldaux, transa, transb, epilogue, ab_type, d_type, compute;
+    int align_a, align_b, align_d, align_aux, beta_nonzero;
+} MatmulKey;
+typedef struct {
+    MatmulKey key;
+    int found; /* 1: algo valid, 0: cuBLASLt offers none */
+    cublasLtMatmulAlgo_t algo;
+} MatmulCacheEntry;
+enum { MATMUL_CACHE_SIZE = 256 };
+static MatmulCacheEntry g_cache[MATMUL_CACHE_SIZE];
+static int g_cache_used = 0;
+
+/* D (m x n, ld ldd) = alpha op(A) op(B) + beta D, with an epilogue. Returns 0 on success,
+ * 1 when cuBLASLt has no algorithm for this combination, -1 on error. */
+static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, int k,
+                     const void *A, int lda, int transa, const void *B, int ldb, int transb,
+                     void *D, int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue,
+                     const void *bias, void *aux, int ldaux, cudaStream_t stream) {
+    if (!g_lt && cuda_matmul_init() != 0) return -1;
+    int ab_size = ab_type == CUDA_R_32F ? 4 : 2, d_size = d_type == CUDA_R_32F ? 4 : 2;
+    cublasComputeType_t compute =
+        (ab_type == CUDA_R_32F && g_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    MatmulKey key;
+    memset(&key, 0, sizeof key);
+    key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldd = ldd;
+    key.ldaux = aux ? ldaux : 0; key.transa = transa; key.transb = transb;
+    key.epilogue = (int)epilogue; key.ab_type = (int)ab_type; key.d_type = (int)d_type;
+    key.compute = (int)compute; key.beta_nonzero = beta != 0.0f;
+    key.align_a = alignment_of(A, lda, ab_size);
+    key.align_b = alignment_of(B, ldb, ab_size);
+    key.align_d = alignment_of(D, ldd, d_size);
+    key.align_aux = aux ? alignment_of(aux, ldaux, d_size) : 0;
+
+    cublasLtMatmulDesc_t desc = NULL;
+    cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
+    cublasOperation_t opa = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasOperation_t opb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
+    int rc = -1;
+    cublasLtMatmulAlgo_t algo;
+    MatmulCacheEntry *hit = NULL;
+    if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa) ||
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb) ||
+        cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                       sizeof epilogue))
+        goto done;
+    if (bias && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                               sizeof bias))
+        goto done;
+    if (aux) {
+        int64_t ldaux64 = ldaux;
+        if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
+                                           &aux, sizeof aux) ||
+            cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldaux64,
+                                           sizeof ldaux64))
+            goto done;
+    }
+    if (cublasLtMatrixLayoutCreate(&la, ab_type, transa ? k : m, transa ? m : k, lda) ||
+        cublasLtMatrixLayoutCreate(&lb, ab_type, transb ? n : k, transb ? k : n, ldb) ||
+        cublasLtMatrixLayoutCreate(&ld, d_type, m, n, ldd))
+        goto done;
+
+    for (int i = 0; i < g_cache_used; i++)
+        if (memcmp(&g_cache[i].key, &key, sizeof key) == 0) { hit = &g_cache[i]; break; }
+    if (hit) {
+        if (!hit->found) { rc = 1; goto done; }
+        algo = hit->algo;
+    } else {
+        cublasLtMatmulPreference_t pref = NULL;
+        cublasLtMatmulHeuristicResult_t result;
+        int found = 0;
+        uint32_t aa = key.align_a, ab = key.align_b, ad = key.align_d;
+        if (cublasLtMatmulPreferenceCreate(&pref)) goto done;
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                             &g_workspace_bytes, sizeof g_workspace_bytes);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad);
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad);
+        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1,
+                                                           &result, &found);
+        cublasLtMatmulPreferenceDestroy(pref);
+        if (st != CUBLAS_STATUS_SUCCESS || found == 0) found = 0;
+        if (g_cache_used < MATMUL_CACHE_SIZE) {
+            MatmulCacheEntry *e = &g_cache[g_cache_used++];
+            e->key = key;
+            e->found = found != 0;
+            if (found) e->algo = result.algo;
+        }
+        if (!found) { rc = 1; goto done; }
+        algo = result.algo;
+    }
+    rc = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo,
+                        g_workspace, g_workspace_bytes, stream) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+    if (rc) fprintf(stderr, "cublasLtMatmul failed (m=%d n=%d k=%d epilogue=%d)\n", m, n, k, (int)epilogue);
+done:
+    if (ld) cublasLtMatrixLayoutDestroy(ld);
+    if (lb) cublasLtMatrixLayoutDestroy(lb);
+    if (la) cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(desc);
+    return rc;
+}
+
+static cudaDataType act_type(Precision p) { return p == PRECISION_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+
+__global__ void add_into_kernel(float *dst, const float *src, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] += src[i];
+}
+
+extern "C" int cuda_matmul_forward(Precision p, void *out, void *gelu_pre, const void *inp,
+                                   const void *weight, const void *bias, int N, int C, int OC,
+                                   int ld_out, cudaStream_t stream) {
+    cudaDataType t = act_type(p);
+    if (ld_out == 0) ld_out = OC;
+    if (!gelu_pre)
+        return lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
+                         bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, bias, NULL, 0,
+                         stream) == 0 ? 0 : -1;
+    if (g_fusion) {
+        int rc = lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
+                           bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX,
+                           bias, gelu_pre, OC, stream);
+        if (rc <= 0) return rc;
+        g_fallbacks++;
+    }
+    /* unfused: GEMM (+bias) into gelu_pre, then GELU into out */
+    if (ld_out != OC) return -1;
+    if (lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, gelu_pre, OC, 1.0f, 0.0f,
+                  bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, bias, NULL, 0,
+                  stream) != 0)
+        return -1;
+    cuda_gelu_forward(p, out, gelu_pre, (size_t)N * OC, stream);
+    return 0;
+}
+
+extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, float *dbias,
+                                    const void *dout, const void *inp, const void *weight,
+                                    const void *gelu_pre, int N, int C, int OC, int ld_dout,
+                                    float alpha, float *scratch, cudaStream_t stream) {
+    cudaDataType t = act_type(p);
+    if (ld_dout == 0) ld_dout = OC;
+    if (dinp) {
+        int rc = 1;
+        if (gelu_pre && g_fusion) {
+            rc = lt_matmul(t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
+                           CUBLASLT_EPILOGUE_DGELU, NULL, (void *)gelu_pre, C, stream);
+            if (rc < 0) return -1;
+            if (rc == 1) g_fallbacks++;
+        }
+        if (rc == 1) {
+            if (lt_matmul(t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
+                          CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, stream) != 0)
+                return -1;
+            if (gelu_pre) cuda_gelu_backward(p, dinp, gelu_pre, dinp, (size_t)N * C, stream);
+        }
+    }
+    /* The bias gradient epilogue overwrites its vector and ignores alpha, so it writes into
+     * scratch and a tiny kernel adds it; only used when alpha == 1. */
+    int bias_done = 0;
+    if (dbias && g_fusion && alpha == 1.0f) {
+        int rc = lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C,
+                           alpha, 1.0f, CUBLASLT_EPILOGUE_BGRADB, scratch, NULL, 0, stream);
+        if (rc < 0) return -1;
+        if (rc == 0) {
+            add_into_kernel<<<ceil_div_u(OC, 256), 256, 0, stream>>>(dbias, scratch, OC);
+            CUDA_LAUNCH_CHECK();
+            bias_done = 1;
+        } else {
+            g_fallbacks++;
+        }
+    }
+    if (!bias_done) {
+        if (lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C, alpha,
+                      1.0f, CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, stream) != 0)
+            return -1;
+        if (dbias) cuda_colsum_accumulate(p, dbias, dout, N, OC, ld_dout, alpha, scratch, stream);
+    }
+    return 0;
+}
