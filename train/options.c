@@ -1,0 +1,238 @@
+/* train/options.c: the command line. One table lists every option: its long and short name,
+ * type, range and help; parsing, range checks and --help all read that table. */
+#include "train/options.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TRAIN_GPT2_VERSION "0.1.0"
+
+typedef enum { OPT_STR, OPT_INT, OPT_U64, OPT_FLOAT, OPT_DOUBLE, OPT_FLAG } OptKind;
+
+typedef struct {
+    const char *name;
+    char short_name;    /* 0 = none */
+    OptKind kind;
+    size_t offset;      /* into Options */
+    double min, max;    /* numeric range, inclusive */
+    const char *arg;    /* how the value looks, for --help */
+    const char *help;
+} OptSpec;
+
+#define F(field) offsetof(Options, field)
+static const OptSpec SPECS[] = {
+    {"data", 'd', OPT_STR, F(data), 0, 0, "FILE", "training data: raw bytes or an llm.c token file (default: data/enwik8/enwik8.train if present, else the embedded corpus)"},
+    {"val-data", 0, OPT_STR, F(val_data), 0, 0, "FILE", "validation data (default: data/enwik8/enwik8.val with enwik8, else the last 5% of --data)"},
+    {"vocab-file", 0, OPT_STR, F(vocab_file), 0, 0, "FILE", "BPE vocabulary of token-file data, to print samples and bits per byte"},
+    {"shuffle", 0, OPT_FLAG, F(shuffle), 0, 1, NULL, "draw training windows in a seeded random order"},
+    {"init", 'i', OPT_STR, F(init), 0, 0, "FILE", "start from an llm.c GPT-2 model file"},
+    {"model", 'm', OPT_STR, F(model), 0, 0, "PRESET", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or dN (N layers)"},
+    {"layers", 0, OPT_INT, F(layers), 1, 4096, "N", "number of layers (overrides the preset)"},
+    {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads (must divide channels)"},
+    {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width"},
+    {"vocab", 0, OPT_INT, F(vocab), 1, 65536, "N", "vocabulary size (default 256, or larger if the data holds larger token ids)"},
+    {"max-seq-len", 0, OPT_INT, F(max_seq_len), 1, 1 << 20, "N", "positions in the model (default: the preset's 1024, at least --seq-len)"},
+    {"batch", 'b', OPT_INT, F(batch), 1, 1 << 20, "B", "sequences per micro-batch"},
+    {"seq-len", 't', OPT_INT, F(seq_len), 1, 1 << 20, "T", "tokens per sequence"},
+    {"grad-accum", 'g', OPT_INT, F(grad_accum), 1, 1 << 20, "N", "micro-batches per optimizer step"},
+    {"steps", 'n', OPT_INT, F(steps), 0, INT_MAX, "N", "optimizer steps"},
+    {"lr", 'l', OPT_FLOAT, F(lr), 0, 10, "X", "peak learning rate"},
+    {"min-lr-frac", 0, OPT_FLOAT, F(min_lr_frac), 0, 1, "X", "cosine decay ends at lr * X"},
+    {"warmup", 0, OPT_INT, F(warmup), 0, INT_MAX, "N", "linear warm-up steps"},
+    {"weight-decay", 0, OPT_FLOAT, F(weight_decay), 0, 10, "X", "AdamW decoupled weight decay (matrices and embeddings only)"},
+    {"grad-clip", 0, OPT_FLOAT, F(grad_clip), 0, 1e9, "X", "clip the global gradient norm to X (0 = off)"},
+    {"beta1", 0, OPT_FLOAT, F(beta1), 0, 0.999999, "X", "AdamW beta1"},
+    {"beta2", 0, OPT_FLOAT, F(beta2), 0, 0.999999, "X", "AdamW beta2"},
+    {"eps", 0, OPT_FLOAT, F(eps), 1e-30, 1, "X", "AdamW epsilon"},
+    {"seed", 's', OPT_U64, F(seed), 0, 1.8e19, "N", "seed of initialisation, shuffling and sampling"},
+    {"attn", 'a', OPT_STR, F(attn), 0, 0, "KERNEL", "attention kernel: naive, memeff, flash or auto"},
+    {"mask", 0, OPT_STR, F(mask), 0, 0, "KIND", "attention mask: causal, none, or dense (a T x T additive bias of -inf above the diagonal)"},
+    {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32 or bf16 (default: bf16 on a GPU of sm80 or newer, else fp32)"},
+    {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
+    {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
+    {"recompute", 0, OPT_FLAG, F(recompute), 0, 1, NULL, "recompute GELU and LayerNorm outputs in backward (GPU; saves memory)"},
+    {"cuda-graph", 0, OPT_FLAG, F(cuda_graph), 0, 1, NULL, "capture the training step as a CUDA graph and replay it"},
+    {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
+    {"val-every", 0, OPT_INT, F(val_every), 0, INT_MAX, "N", "validation loss every N steps (0 = only at the end)"},
+    {"val-batches", 0, OPT_INT, F(val_batches), 1, INT_MAX, "N", "batches per validation"},
+    {"sample-every", 0, OPT_INT, F(sample_every), 0, INT_MAX, "N", "print a sample every N steps (0 = only at the end)"},
+    {"sample-len", 0, OPT_INT, F(sample_len), 0, 1 << 20, "N", "tokens per sample (0 = no samples)"},
+    {"temperature", 0, OPT_FLOAT, F(temperature), 1e-6, 100, "X", "sampling temperature"},
+    {"top-k", 0, OPT_INT, F(top_k), 0, 1 << 20, "K", "sample among the K likeliest tokens (0 = all)"},
+    {"prompt", 0, OPT_STR, F(prompt), 0, 0, "TEXT", "text the samples continue"},
+    {"checkpoint-dir", 'o', OPT_STR, F(checkpoint_dir), 0, 0, "DIR", "write checkpoints here (model_NNNNNNNN.bin in llm.c format + state_NNNNNNNN.bin)"},
+    {"checkpoint-every", 0, OPT_INT, F(checkpoint_every), 0, INT_MAX, "N", "checkpoint every N steps (0 = only at the end)"},
+    {"resume", 'r', OPT_FLAG, F(resume), 0, 1, NULL, "continue from the latest checkpoint in --checkpoint-dir"},
+    {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines"},
+    {"quiet", 'q', OPT_FLAG, F(quiet), 0, 1, NULL, "print only evaluations, samples and the summary"},
+};
+#undef F
+#define NUM_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
+
+void options_defaults(Options *o) {
+    memset(o, 0, sizeof *o);
+    o->model = "d4";
+    o->batch = 4;
+    o->seq_len = 64;
+    o->grad_accum = 1;
+    o->steps = 200;
+    o->lr = 1e-3f;
+    o->min_lr_frac = 0.1f;
+    o->warmup = 20;
+    o->weight_decay = 0.1f;
+    o->grad_clip = 1.0f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.95f;
+    o->eps = 1e-8f;
+    o->seed = 1337;
+    o->attn = "auto";
+    o->mask = "causal";
+    o->device = "auto";
+    o->val_every = 50;
+    o->val_batches = 10;
+    o->sample_len = 200;
+    o->temperature = 1.0f;
+    o->top_k = 40;
+    o->prompt = "The ";
+}
+
+/* The default of an option as text, read from a defaulted Options. */
+static void default_text(const OptSpec *s, const Options *d, char *buf, size_t n) {
+    const char *base = (const char *)d + s->offset;
+    switch (s->kind) {
+    case OPT_STR: {
+        const char *v = *(const char *const *)base;
+        snprintf(buf, n, "%s", v ? v : "-");
+        break;
+    }
+    case OPT_INT: snprintf(buf, n, "%d", *(const int *)base); break;
+    case OPT_U64: snprintf(buf, n, "%llu", *(const unsigned long long *)base); break;
+    case OPT_FLOAT: snprintf(buf, n, "%g", *(const float *)base); break;
+    case OPT_DOUBLE: snprintf(buf, n, "%g", *(const double *)base); break;
+    case OPT_FLAG: snprintf(buf, n, "off"); break;
+    }
+}
+
+void options_print_help(const char *prog) {
+    Options d;
+    options_defaults(&d);
+    printf("usage: %s [options]\n"
+           "Trains GPT-2 on byte-level (or llm.c token-file) data, on the CPU or a GPU, with a\n"
+           "swappable attention kernel. Every option, with its default:\n\n", prog);
+    for (int i = 0; i < NUM_SPECS; i++) {
+        const OptSpec *s = &SPECS[i];
+        char left[64], def[64];
+        snprintf(left, sizeof left, "%s%c%s--%s%s%s", s->short_name ? "-" : "  ",
+                 s->short_name ? s->short_name : ' ', s->short_name ? ", " : "  ", s->name,
+                 s->arg ? " " : "", s->arg ? s->arg : "");
+        default_text(s, &d, def, sizeof def);
+        printf("  %-28s %s [default: %s]\n", left, s->help, def);
+    }
+    printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help", "-V, --version",
+           "print the version");
+}
+
+static int parse_number(const OptSpec *s, const char *text, Options *o) {
+    char *end = NULL;
+    errno = 0;
+    double v;
+    if (s->kind == OPT_U64) {
+        if (text[0] == '-') goto bad;
+        unsigned long long u = strtoull(text, &end, 10);
+        if (errno || end == text || *end) goto bad;
+        *(unsigned long long *)((char *)o + s->offset) = u;
+        return 0;
+    }
+    v = s->kind == OPT_INT ? (double)strtol(text, &end, 10) : strtod(text, &end);
+    if (errno || end == text || *end || isnan(v)) goto bad;
+    if (v < s->min || v > s->max) {
+        fprintf(stderr, "error: --%s %s is out of range (expected %s from %g to %g)\n", s->name,
+                text, s->kind == OPT_INT ? "an integer" : "a number", s->min, s->max);
+        return 2;
+    }
+    if (s->kind == OPT_INT) *(int *)((char *)o + s->offset) = (int)v;
+    else if (s->kind == OPT_FLOAT) *(float *)((char *)o + s->offset) = (float)v;
+    else *(double *)((char *)o + s->offset) = v;
+    return 0;
+bad:
+    fprintf(stderr, "error: --%s expects %s, got '%s'\n", s->name,
+            s->kind == OPT_INT || s->kind == OPT_U64 ? "an integer" : "a number", text);
+    return 2;
+}
+
+static int apply(const OptSpec *s, const char *arg, Options *o) {
+    switch (s->kind) {
+    case OPT_FLAG: *(int *)((char *)o + s->offset) = 1; return 0;
+    case OPT_STR:
+        if (!arg[0]) {
+            fprintf(stderr, "error: --%s expects %s, got an empty string\n", s->name, s->arg);
+            return 2;
+        }
+        *(const char **)((char *)o + s->offset) = arg;
+        return 0;
+    default: return parse_number(s, arg, o);
+    }
+}
+
+int options_parse(Options *o, int argc, char **argv) {
+    struct option longs[NUM_SPECS + 3];
+    char shorts[3 * NUM_SPECS + 8];
+    size_t ns = 0;
+    shorts[ns++] = ':'; /* report a missing argument as ':' */
+    for (int i = 0; i < NUM_SPECS; i++) {
+        const OptSpec *s = &SPECS[i];
+        longs[i] = (struct option){s->name, s->kind == OPT_FLAG ? no_argument : required_argument,
+                                   NULL, 1000 + i};
+        if (s->short_name) {
+            shorts[ns++] = s->short_name;
+            if (s->kind != OPT_FLAG) shorts[ns++] = ':';
+        }
+    }
+    longs[NUM_SPECS] = (struct option){"help", no_argument, NULL, 'h'};
+    longs[NUM_SPECS + 1] = (struct option){"version", no_argument, NULL, 'V'};
+    longs[NUM_SPECS + 2] = (struct option){NULL, 0, NULL, 0};
+    shorts[ns++] = 'h';
+    shorts[ns++] = 'V';
+    shorts[ns] = '\0';
+
+    opterr = 0;
+    optind = 1;
+    int c;
+    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        if (c == 'h') {
+            options_print_help(argv[0]);
+            return 1;
+        }
+        if (c == 'V') {
+            printf("train_gpt2 %s\n", TRAIN_GPT2_VERSION);
+            return 1;
+        }
+        if (c == '?' || c == ':') {
+            const char *what = argv[optind - 1];
+            if (c == ':') fprintf(stderr, "error: option %s needs a value (see --help)\n", what);
+            else if (optopt) fprintf(stderr, "error: unknown option -%c (see --help)\n", optopt);
+            else fprintf(stderr, "error: unknown option %s (see --help)\n", what);
+            return 2;
+        }
+        const OptSpec *s = NULL;
+        if (c >= 1000) s = &SPECS[c - 1000];
+        else
+            for (int i = 0; i < NUM_SPECS; i++)
+                if (SPECS[i].short_name == c) s = &SPECS[i];
+        if (!s) return 2;
+        int rc = apply(s, optarg, o);
+        if (rc) return rc;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "error: unexpected argument '%s' (options start with --; see --help)\n",
+                argv[optind]);
+        return 2;
+    }
+    return 0;
+}

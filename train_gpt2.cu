@@ -1,0 +1,473 @@
+/* train_gpt2.cu: the trainer's entry point -- read the options, set up data and model, then
+ *
+ *   for each step: load a batch, forward, backward (x grad-accum), clip, update, log
+ *
+ * on the CPU reference backend or the CUDA backend (model/backend.h), with the attention kernel
+ * chosen at run time (attention/attention.h). This file holds host code only; it is written in
+ * the common subset of C and C++ so that gcc builds it as C (CPU-only build) and nvcc as C++.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "attention/attention.h"
+#include "data/dataset.h"
+#include "model/backend.h"
+#include "model/gpt2.h"
+#include "model/model_file.h"
+#include "train/checkpoint.h"
+#include "train/options.h"
+#include "train/schedule.h"
+
+#define ENWIK8_TRAIN "data/enwik8/enwik8.train"
+#define ENWIK8_VAL "data/enwik8/enwik8.val"
+
+/* Everything the training loop works with. */
+typedef struct {
+    Options opt;
+    const Backend *be;
+    Model *model;
+    GPT2Config config;
+    ModelOptions mopt;
+    Dataset train_ds, val_ds;
+    int val_is_separate;          /* val_ds is its own file (else a split of train_ds) */
+    DataLoader train_loader, val_loader;
+    int *inputs, *targets;        /* one micro-batch (B, T) */
+    float *dense_bias;            /* (T, T) additive mask for --mask dense */
+    double bytes_per_token;       /* 1 for byte data */
+    FILE *log;
+    int start_step;
+} Trainer;
+
+static void fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+static void open_dataset(Dataset *ds, const char *path) {
+    char err[512];
+    if (dataset_open(ds, path, err, sizeof err) != 0) fail("%s", err);
+}
+
+/* Training data: --data, else enwik8 when `make enwik8` has fetched it, else the embedded
+ * corpus. Validation: --val-data, else enwik8's own validation part, else the 90/5/5 split. */
+static void setup_data(Trainer *tr) {
+    const Options *o = &tr->opt;
+    const char *train_path = o->data, *val_path = o->val_data;
+    if (!train_path && file_exists(ENWIK8_TRAIN)) {
+        train_path = ENWIK8_TRAIN;
+        if (!val_path && file_exists(ENWIK8_VAL)) val_path = ENWIK8_VAL;
+    }
+    if (train_path) {
+        open_dataset(&tr->train_ds, train_path);
+    } else {
+        dataset_embedded(&tr->train_ds);
+        printf("note: enwik8 not found in data/enwik8 (fetch it with `make enwik8`); training on "
+               "the embedded corpus (%zu bytes of this project's own text)\n",
+               tr->train_ds.num_tokens);
+    }
+    if (val_path) {
+        open_dataset(&tr->val_ds, val_path);
+        tr->val_is_separate = 1;
+    }
+}
+
+static void setup_loaders(Trainer *tr) {
+    const Options *o = &tr->opt;
+    char err[512];
+    size_t begin, end;
+    const Dataset *train = &tr->train_ds;
+    if (tr->val_is_separate) {
+        begin = 0;
+        end = train->num_tokens;
+    } else {
+        dataset_split(train, "train", &begin, &end);
+    }
+    if (loader_init(&tr->train_loader, train, begin, end, o->batch, o->seq_len, 0, 1, o->shuffle,
+                    o->seed, err, sizeof err) != 0)
+        fail("training data: %s", err);
+    const Dataset *val = tr->val_is_separate ? &tr->val_ds : train;
+    if (tr->val_is_separate) {
+        begin = 0;
+        end = val->num_tokens;
+    } else {
+        dataset_split(train, "val", &begin, &end);
+    }
+    if (loader_init(&tr->val_loader, val, begin, end, o->batch, o->seq_len, 0, 1, 0, o->seed,
+                    err, sizeof err) != 0)
+        fail("validation data: %s", err);
+}
+
+static int overrides_given(const Options *o) {
+    return o->layers || o->heads || o->channels || o->vocab || o->max_seq_len;
+}
+
+/* The model's shape: from the checkpoint being resumed, the --init file, or the preset with
+ * the explicit overrides. The vocabulary must hold every token id in the data. */
+static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
+    const Options *o = &tr->opt;
+    char err[512];
+    GPT2Config c;
+    const char *from_file = resume_model ? resume_model : o->init;
+    if (from_file) {
+        if (model_file_read_config(from_file, &c, err, sizeof err) != 0) fail("%s", err);
+        if (overrides_given(o) &&
+            ((o->layers && o->layers != c.num_layers) || (o->heads && o->heads != c.num_heads) ||
+             (o->channels && o->channels != c.channels) || (o->vocab && o->vocab != c.vocab_size) ||
+             (o->max_seq_len && o->max_seq_len != c.max_seq_len)))
+            fail("--layers/--heads/--channels/--vocab/--max-seq-len differ from the model in %s",
+                 from_file);
+    } else {
+        if (gpt2_config_preset(o->model, &c, err, sizeof err) != 0) fail("%s", err);
+        if (o->layers) c.num_layers = o->layers;
+        if (o->heads) c.num_heads = o->heads;
+        if (o->channels) c.channels = o->channels;
+        if (o->max_seq_len) c.max_seq_len = o->max_seq_len;
+        else if (c.max_seq_len < o->seq_len) c.max_seq_len = o->seq_len;
+        int data_vocab = tr->train_ds.max_token + 1;
+        c.vocab_size = o->vocab ? o->vocab : (data_vocab > 256 ? data_vocab : 256);
+        c.padded_vocab_size = gpt2_padded_vocab(c.vocab_size);
+        if (gpt2_config_validate(&c, err, sizeof err) != 0) fail("%s", err);
+    }
+    if (o->seq_len > c.max_seq_len)
+        fail("--seq-len %d is over the model's maximum sequence length %d", o->seq_len, c.max_seq_len);
+    int max_tok = tr->train_ds.max_token;
+    if (tr->val_is_separate && tr->val_ds.max_token > max_tok) max_tok = tr->val_ds.max_token;
+    if (max_tok >= c.vocab_size)
+        fail("the data holds token id %d but the model's vocabulary is %d (set --vocab)", max_tok,
+             c.vocab_size);
+    return c;
+}
+
+static const Backend *choose_backend(const Options *o) {
+    char why[256] = "";
+    if (strcmp(o->device, "cpu") == 0) return &cpu_backend;
+    const Backend *cuda = cuda_backend_if_available(why, sizeof why);
+    if (strcmp(o->device, "cuda") == 0) {
+        if (!cuda) fail("--device cuda: %s", why);
+        return cuda;
+    }
+    if (strcmp(o->device, "auto") != 0) fail("--device expects auto, cpu or cuda, got '%s'", o->device);
+    if (!cuda) printf("note: using the CPU backend (%s)\n", why);
+    return cuda ? cuda : &cpu_backend;
+}
+
+/* --mask dense: the causal mask handed to the kernel as a materialised T x T additive bias. */
+static float *make_dense_causal_bias(int T) {
+    float *bias = (float *)malloc((size_t)T * T * sizeof(float));
+    if (!bias) fail("out of memory for a %d x %d mask", T, T);
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) bias[(size_t)i * T + j] = j <= i ? 0.0f : -INFINITY;
+    return bias;
+}
+
+static void setup_model_options(Trainer *tr) {
+    const Options *o = &tr->opt;
+    ModelOptions *m = &tr->mopt;
+    memset(m, 0, sizeof *m);
+    m->config = tr->config;
+    m->B = o->batch;
+    m->T = o->seq_len;
+    m->recompute = o->recompute;
+    m->threads = o->threads;
+    int is_cpu = tr->be == &cpu_backend;
+    if (!o->precision) m->precision = is_cpu ? PRECISION_FP32 : PRECISION_BF16;
+    else if (precision_from_name(o->precision, &m->precision) != 0)
+        fail("--precision expects fp32 or bf16, got '%s'", o->precision);
+    if (is_cpu && m->precision != PRECISION_FP32)
+        fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
+    if (attn_mask_from_name(o->mask, &m->mask) != 0)
+        fail("--mask expects causal, none or dense, got '%s'", o->mask);
+    if (m->mask == ATTN_MASK_DENSE) {
+        tr->dense_bias = make_dense_causal_bias(o->seq_len);
+        m->dense_bias = tr->dense_bias;
+    }
+    AttnKernel k;
+    if (attn_kernel_from_name(o->attn, &k) != 0)
+        fail("--attn expects naive, memeff, flash or auto, got '%s'", o->attn);
+    AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
+    AttnDtype dtype = m->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32;
+    int C = tr->config.channels, H = tr->config.num_heads;
+    AttnShape s = attn_shape_packed(o->batch, o->seq_len, H, C / H, m->mask, dtype);
+    if (k == ATTN_AUTO) k = attn_resolve_auto(&s, place);
+    const AttnImpl *impl = attn_impl(k, place);
+    if (!impl) fail("attention kernel '%s' is not available on the %s", attn_kernel_name(k), tr->be->name);
+    if (m->mask == ATTN_MASK_DENSE) {
+        s.mask.bias = tr->dense_bias;
+        s.mask.stride_row = o->seq_len;
+    }
+    const char *why = impl->unsupported(&s);
+    if (why) fail("attention kernel '%s' cannot run this configuration: %s", attn_kernel_name(k), why);
+    m->attn = k;
+}
+
+/* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
+static void load_initial_state(Trainer *tr, const char *resume_model, const char *resume_state) {
+    char err[512];
+    size_t n = gpt2_num_params(&tr->config);
+    float *params = (float *)malloc(n * sizeof(float));
+    if (!params) fail("out of host memory for %zu parameters", n);
+    const char *from_file = resume_model ? resume_model : tr->opt.init;
+    if (from_file) {
+        if (model_file_load(from_file, &tr->config, params, err, sizeof err) != 0) fail("%s", err);
+    } else {
+        gpt2_init_params(&tr->config, params, tr->opt.seed);
+    }
+    tr->be->set_params(tr->model, params);
+    if (resume_state) {
+        float *mom = (float *)malloc(n * sizeof(float)), *var = (float *)malloc(n * sizeof(float));
+        TrainProgress p;
+        if (!mom || !var) fail("out of host memory for the optimizer state");
+        if (checkpoint_load_state(resume_state, n, mom, var, &p, err, sizeof err) != 0) fail("%s", err);
+        tr->be->set_adam_state(tr->model, mom, var);
+        loader_seek(&tr->train_loader, p.loader_epoch, (size_t)p.loader_step);
+        tr->start_step = (int)p.step;
+        free(mom);
+        free(var);
+    }
+    free(params);
+}
+
+/* ---- reporting ------------------------------------------------------------------------ */
+
+static double bits_per_byte(const Trainer *tr, double loss) {
+    return loss / log(2.0) / tr->bytes_per_token;
+}
+
+static double evaluate(Trainer *tr) {
+    const Options *o = &tr->opt;
+    loader_reset(&tr->val_loader);
+    int batches = o->val_batches;
+    if ((size_t)batches > tr->val_loader.steps_per_epoch) batches = (int)tr->val_loader.steps_per_epoch;
+    double total = 0.0;
+    for (int i = 0; i < batches; i++) {
+        loader_next(&tr->val_loader, tr->inputs, tr->targets);
+        total += tr->be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
+    }
+    return total / batches;
+}
+
+static void report_validation(Trainer *tr, int step) {
+    double loss = evaluate(tr);
+    printf("val   %6d | loss %.4f | bpb %.4f\n", step, loss, bits_per_byte(tr, loss));
+    if (tr->log)
+        fprintf(tr->log, "{\"type\":\"val\",\"step\":%d,\"loss\":%.6f,\"bpb\":%.6f}\n", step, loss,
+                bits_per_byte(tr, loss));
+}
+
+static void print_byte_token(int token, void *ctx) {
+    (void)ctx;
+    unsigned char c = (unsigned char)token;
+    putchar(c == '\n' || c == '\t' || c >= 32 ? c : '?');
+}
+
+static void print_sample(Trainer *tr, int step) {
+    const Options *o = &tr->opt;
+    if (o->sample_len <= 0) return;
+    size_t plen = strlen(o->prompt);
+    int *tokens = (int *)malloc((plen + o->sample_len + 1) * sizeof(int));
+    int n = 0;
+    for (size_t i = 0; i < plen; i++) tokens[n++] = (unsigned char)o->prompt[i];
+    if (n == 0) tokens[n++] = '\n';
+    for (int i = 0; i < n; i++)
+        if (tokens[i] >= tr->config.vocab_size) tokens[i] = 0;
+    printf("sample %5d | %s", step, o->prompt);
+    generate(tr->be, tr->model, tokens, n, o->sample_len, o->seq_len, tr->config.vocab_size,
+             o->temperature, o->top_k, o->seed + (uint64_t)step, print_byte_token, NULL);
+    printf("\n");
+    free(tokens);
+}
+
+static void save_checkpoint(Trainer *tr, int step) {
+    char err[512];
+    size_t n = gpt2_num_params(&tr->config);
+    float *params = (float *)malloc(n * sizeof(float));
+    float *mom = (float *)malloc(n * sizeof(float)), *var = (float *)malloc(n * sizeof(float));
+    if (!params || !mom || !var) fail("out of host memory writing a checkpoint");
+    tr->be->get_params(tr->model, params);
+    tr->be->get_adam_state(tr->model, mom, var);
+    TrainProgress p;
+    p.step = (uint64_t)step;
+    p.loader_epoch = tr->train_loader.epoch;
+    p.loader_step = tr->train_loader.step_in_epoch;
+    p.seed = tr->opt.seed;
+    if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
+        fail("%s", err);
+    printf("checkpoint %d written to %s\n", step, tr->opt.checkpoint_dir);
+    free(params);
+    free(mom);
+    free(var);
+}
+
+/* ---- the training loop ----------------------------------------------------------------- */
+
+/* One optimizer step: grad_accum micro-batches, each contributing 1/grad_accum of the mean
+ * loss's gradient; then the global norm, clipping, and AdamW. Returns the mean loss. */
+static float train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
+    const Options *o = &tr->opt;
+    const Backend *be = tr->be;
+    be->zero_grad(tr->model);
+    double loss = 0.0;
+    for (int micro = 0; micro < o->grad_accum; micro++) {
+        loader_next(&tr->train_loader, tr->inputs, tr->targets);
+        loss += be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
+        be->backward(tr->model, 1.0f / o->grad_accum);
+    }
+    float norm = be->grad_norm(tr->model);
+    AdamWStep s;
+    s.lr = lr_at_step(step, o->steps, o->warmup, o->lr, o->min_lr_frac);
+    s.beta1 = o->beta1;
+    s.beta2 = o->beta2;
+    s.eps = o->eps;
+    s.weight_decay = o->weight_decay;
+    s.grad_scale = (o->grad_clip > 0 && norm > o->grad_clip) ? o->grad_clip / norm : 1.0f;
+    s.t = step + 1;
+    be->update(tr->model, &s);
+    *norm_out = norm;
+    *lr_out = s.lr;
+    return (float)(loss / o->grad_accum);
+}
+
+static void log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms) {
+    const Options *o = &tr->opt;
+    double tokens = (double)o->batch * o->seq_len * o->grad_accum;
+    double tok_per_s = tokens / (ms / 1000.0);
+    size_t mem = tr->be->memory_in_use(tr->model);
+    if (!o->quiet) {
+        printf("step %5d/%d | loss %.4f | bpb %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s",
+               step + 1, o->steps, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s);
+        if (mem) printf(" | mem %.2f GiB", mem / (1024.0 * 1024.0 * 1024.0));
+        printf("\n");
+    }
+    if (tr->log)
+        fprintf(tr->log, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%.6f,\"lr\":%.6e,"
+                "\"norm\":%.6f,\"ms\":%.3f,\"tok_per_s\":%.1f,\"mem_bytes\":%zu}\n",
+                step + 1, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s, mem);
+}
+
+static void setup(Trainer *tr, int argc, char **argv) {
+    char err[512];
+    options_defaults(&tr->opt);
+    int rc = options_parse(&tr->opt, argc, argv);
+    if (rc == 1) exit(0);
+    if (rc != 0) exit(2);
+    Options *o = &tr->opt;
+
+    const char *resume_model = NULL, *resume_state = NULL;
+    static char model_path[4096], state_path[4096];
+    if (o->resume && !o->checkpoint_dir) fail("--resume needs --checkpoint-dir DIR");
+    if (o->checkpoint_dir && checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0)
+        fail("%s", err);
+    if (o->resume) {
+        long step = checkpoint_latest(o->checkpoint_dir);
+        if (step < 0) {
+            printf("note: no checkpoint in %s; starting from scratch\n", o->checkpoint_dir);
+        } else {
+            checkpoint_paths(o->checkpoint_dir, step, model_path, state_path, sizeof model_path);
+            resume_model = model_path;
+            resume_state = state_path;
+        }
+    }
+    if (o->log && !(tr->log = fopen(o->log, o->resume ? "a" : "w")))
+        fail("cannot write log file %s", o->log);
+
+    setup_data(tr);
+    tr->config = choose_config(tr, resume_model);
+    tr->be = choose_backend(o);
+    setup_model_options(tr);
+    setup_loaders(tr);
+    tr->model = tr->be->create(&tr->mopt, err, sizeof err);
+    if (!tr->model) fail("%s", err);
+    tr->inputs = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
+    tr->targets = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
+    tr->bytes_per_token = 1.0;
+    load_initial_state(tr, resume_model, resume_state);
+    if (tr->start_step > o->steps) fail("the checkpoint is at step %d, past --steps %d", tr->start_step, o->steps);
+
+    const GPT2Config *c = &tr->config;
+    printf("model: %d layers, %d heads, %d channels, vocab %d (padded %d), max seq %d: %.2fM parameters\n",
+           c->num_layers, c->num_heads, c->channels, c->vocab_size, c->padded_vocab_size,
+           c->max_seq_len, gpt2_num_params(c) / 1e6);
+    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d\n",
+           tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
+           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step);
+    printf("data: %s (%zu tokens), validation: %s\n", tr->train_ds.name, tr->train_ds.num_tokens,
+           tr->val_is_separate ? tr->val_ds.name : "5% split of the training data");
+    fflush(stdout);
+}
+
+static void teardown(Trainer *tr) {
+    tr->be->destroy(tr->model);
+    loader_free(&tr->train_loader);
+    loader_free(&tr->val_loader);
+    dataset_close(&tr->train_ds);
+    if (tr->val_is_separate) dataset_close(&tr->val_ds);
+    free(tr->inputs);
+    free(tr->targets);
+    free(tr->dense_bias);
+    if (tr->log) fclose(tr->log);
+}
+
+int main(int argc, char **argv) {
+    static Trainer tr;
+    setup(&tr, argc, argv);
+    const Options *o = &tr.opt;
+
+    double timed_ms = 0.0;
+    int timed_steps = 0;
+    for (int step = tr.start_step; step < o->steps; step++) {
+        if (o->val_every > 0 && step % o->val_every == 0) report_validation(&tr, step);
+        if (o->sample_every > 0 && step > 0 && step % o->sample_every == 0) print_sample(&tr, step);
+
+        double t0 = now_seconds();
+        float norm, lr;
+        float loss = train_step(&tr, step, &norm, &lr);
+        double ms = (now_seconds() - t0) * 1000.0;
+        if (!isfinite(loss)) fail("the loss became %f at step %d; lower --lr?", loss, step + 1);
+        log_step(&tr, step, loss, norm, lr, ms);
+        if (step - tr.start_step >= 3) { /* the first steps warm caches and allocators */
+            timed_ms += ms;
+            timed_steps++;
+        }
+        if (o->checkpoint_dir && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 &&
+            step + 1 < o->steps)
+            save_checkpoint(&tr, step + 1);
+        fflush(stdout);
+    }
+    report_validation(&tr, o->steps);
+    if (o->checkpoint_dir && o->steps > tr.start_step) save_checkpoint(&tr, o->steps);
+    print_sample(&tr, o->steps);
+    if (timed_steps > 0) {
+        double ms = timed_ms / timed_steps;
+        double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum / (ms / 1000.0);
+        printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)\n", ms,
+               tok_per_s, timed_steps);
+        if (tr.log)
+            fprintf(tr.log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f}\n", ms, tok_per_s);
+    }
+    teardown(&tr);
+    return 0;
+}
