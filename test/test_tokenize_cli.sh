@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# test/test_tokenize_cli.sh: the ./tokenize command end to end.
+# train -> encode -> decode gives back the exact bytes (text with NUL and invalid UTF-8 in it),
+# for a BPE vocabulary and for --bytes; every bad input exits 2 with exactly one line on
+# stderr and leaves no output file behind.
+set -u
+cd "$(dirname "$0")/.."
+passed=0
+failed=0
+ok()   { passed=$((passed + 1)); }
+fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
+
+TOK=./tokenize
+if [ ! -x "$TOK" ]; then
+    echo "FAIL: $TOK not built (make tokenize)"
+    echo "test_tokenize_cli: 0 passed, 1 failed"
+    exit 1
+fi
+dir=$(mktemp -d /tmp/test_tokenize_cli.XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+
+# expect_ok NAME CMD...: exit 0
+expect_ok() {
+    local name=$1; shift
+    if "$@" >"$dir/out.txt" 2>"$dir/err.txt"; then ok; else fail "$name: exit $? ($(head -c 300 "$dir/err.txt"))"; fi
+}
+# expect_bad NAME PATTERN CMD...: exit 2, one line on stderr matching PATTERN, nothing on stdout
+expect_bad() {
+    local name=$1 pattern=$2; shift 2
+    "$@" >"$dir/out.txt" 2>"$dir/err.txt"
+    local rc=$? lines
+    lines=$(wc -l <"$dir/err.txt")
+    if [ "$rc" -ne 2 ]; then fail "$name: exit $rc, expected 2"; return; fi
+    if [ "$lines" -ne 1 ]; then fail "$name: $lines lines on stderr"; cat "$dir/err.txt"; return; fi
+    if ! grep -qiE -- "$pattern" "$dir/err.txt"; then fail "$name: message lacks /$pattern/: $(cat "$dir/err.txt")"; return; fi
+    if [ -s "$dir/out.txt" ]; then fail "$name: printed on stdout"; return; fi
+    ok
+}
+
+# --- a small corpus: repeated text, NUL bytes, invalid UTF-8, a long run ---------------------
+for i in $(seq 1 300); do
+    printf 'the cat sat on the mat %d times; the dog didn'"'"'t.\n' "$i"
+    printf 'caf\xc3\xa9 \xff\xfe\x00\x00 broken \xc3 utf8 \x80\x80\t\n'
+done >"$dir/corpus.txt"
+head -c 3000 /dev/zero | tr '\0' ' ' >>"$dir/corpus.txt"
+printf 'no newline at the end' >>"$dir/corpus.txt"
+
+# --- help ---------------------------------------------------------------------------------------
+expect_ok "--help" $TOK --help
+grep -q "tokenize train" "$dir/out.txt" && ok || fail "--help lacks the train command"
+expect_ok "train --help" $TOK train --help
+grep -q -- "--vocab-size" "$dir/out.txt" && ok || fail "train --help lacks --vocab-size"
+
+# --- train, encode, decode ----------------------------------------------------------------------
+expect_ok "train" $TOK train --input "$dir/corpus.txt" --vocab-size 400 --out "$dir/vocab.bin" --quiet
+[ -s "$dir/vocab.bin" ] && ok || fail "train wrote no vocabulary"
+[ "$(head -c 8 "$dir/vocab.bin")" = "BPEVOCAB" ] && ok || fail "vocabulary magic"
+expect_ok "info" $TOK info --vocab "$dir/vocab.bin"
+grep -qE "^.*: [0-9]+ tokens" "$dir/out.txt" && ok || fail "info output: $(cat "$dir/out.txt")"
+expect_ok "train again" $TOK train --input "$dir/corpus.txt" --vocab-size=400 --out="$dir/vocab2.bin" --quiet
+cmp -s "$dir/vocab.bin" "$dir/vocab2.bin" && ok || fail "training is not deterministic"
+
+expect_ok "encode" $TOK encode --vocab "$dir/vocab.bin" --input "$dir/corpus.txt" --out "$dir/tokens.bin" --quiet
+size_text=$(stat -c %s "$dir/corpus.txt")
+size_tok=$(stat -c %s "$dir/tokens.bin")
+# an llm.c token file: 1024-byte header, then 2 bytes a token; BPE must use fewer tokens than bytes
+[ $(( (size_tok - 1024) % 2 )) -eq 0 ] && [ $(( (size_tok - 1024) / 2 )) -lt "$size_text" ] && ok \
+    || fail "token file size $size_tok for $size_text bytes of text"
+expect_ok "decode" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/tokens.bin" --out "$dir/decoded.txt"
+cmp -s "$dir/corpus.txt" "$dir/decoded.txt" && ok || fail "BPE round trip differs"
+
+expect_ok "encode --bytes" $TOK encode --bytes --input "$dir/corpus.txt" --out "$dir/bytes.bin" --quiet
+[ "$(stat -c %s "$dir/bytes.bin")" -eq $((1024 + 2 * size_text)) ] && ok || fail "byte token file size"
+expect_ok "decode --bytes" $TOK decode --bytes --input "$dir/bytes.bin" --out "$dir/decoded2.txt"
+cmp -s "$dir/corpus.txt" "$dir/decoded2.txt" && ok || fail "byte round trip differs"
+
+# random binary input round-trips too
+head -c 20000 /dev/urandom >"$dir/random.bin"
+expect_ok "encode random" $TOK encode --vocab "$dir/vocab.bin" --input "$dir/random.bin" --out "$dir/random.tok" --quiet
+expect_ok "decode random" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/random.tok" --out "$dir/random.dec"
+cmp -s "$dir/random.bin" "$dir/random.dec" && ok || fail "random bytes round trip differs"
+
+# --- bad usage and bad input: exit 2, one line ---------------------------------------------------
+expect_bad "no command" "command" $TOK
+expect_bad "unknown command" "unknown command" $TOK frobnicate
+expect_bad "unknown option" "unknown option" $TOK train --colour red
+expect_bad "missing value" "needs a value" $TOK encode --input
+expect_bad "stray argument" "unexpected argument" $TOK info --vocab "$dir/vocab.bin" extra
+expect_bad "missing --input" "--input is required" $TOK train --vocab-size 300 --out "$dir/v.bin"
+expect_bad "missing --vocab-size" "--vocab-size is required" $TOK train --input "$dir/corpus.txt" --out "$dir/v.bin"
+expect_bad "vocab too large" "uint16" $TOK train --input "$dir/corpus.txt" --vocab-size 65536 --out "$dir/v.bin"
+expect_bad "vocab 50257*2" "uint16" $TOK train --input "$dir/corpus.txt" --vocab-size 100514 --out "$dir/v.bin"
+expect_bad "vocab too small" "too small" $TOK train --input "$dir/corpus.txt" --vocab-size 100 --out "$dir/v.bin"
+expect_bad "vocab not a number" "whole number" $TOK train --input "$dir/corpus.txt" --vocab-size 12k --out "$dir/v.bin"
+expect_bad "missing corpus" "cannot open" $TOK train --input "$dir/nope.txt" --vocab-size 300 --out "$dir/v.bin"
+[ ! -e "$dir/v.bin" ] && ok || fail "a failed train left $dir/v.bin"
+expect_bad "output dir missing" "cannot write" $TOK train --input "$dir/corpus.txt" --vocab-size 300 --out "$dir/no/such/dir/v.bin" --quiet
+
+expect_bad "missing vocab" "cannot open" $TOK encode --vocab "$dir/nope.bin" --input "$dir/corpus.txt" --out "$dir/t.bin"
+expect_bad "vocab and bytes" "not both" $TOK encode --vocab "$dir/vocab.bin" --bytes --input "$dir/corpus.txt" --out "$dir/t.bin"
+expect_bad "neither vocab nor bytes" "vocab" $TOK encode --input "$dir/corpus.txt" --out "$dir/t.bin"
+head -c 20 "$dir/vocab.bin" >"$dir/short.bin"
+expect_bad "truncated vocab" "truncated" $TOK encode --vocab "$dir/short.bin" --input "$dir/corpus.txt" --out "$dir/t.bin"
+head -c $(( $(stat -c %s "$dir/vocab.bin") - 6 )) "$dir/vocab.bin" >"$dir/short2.bin"
+expect_bad "vocab cut mid-merges" "truncated" $TOK decode --vocab "$dir/short2.bin" --input "$dir/tokens.bin" --out "$dir/t.txt"
+cp "$dir/vocab.bin" "$dir/corrupt.bin"
+printf '\x7f' | dd of="$dir/corrupt.bin" bs=1 seek=40 conv=notrunc 2>/dev/null
+expect_bad "corrupt vocab" "corrupt|invalid" $TOK encode --vocab "$dir/corrupt.bin" --input "$dir/corpus.txt" --out "$dir/t.bin"
+expect_bad "text as vocab" "magic|truncated" $TOK info --vocab "$dir/corpus.txt"
+expect_bad "missing text" "cannot open" $TOK encode --bytes --input "$dir/nope.txt" --out "$dir/t.bin"
+: >"$dir/empty.txt"
+expect_bad "empty text" "empty" $TOK encode --bytes --input "$dir/empty.txt" --out "$dir/t.bin"
+[ ! -e "$dir/t.bin" ] && ok || fail "a failed encode left $dir/t.bin"
+
+expect_bad "decode a text file" "not a token file" $TOK decode --bytes --input "$dir/corpus.txt" --out "$dir/t.txt"
+expect_bad "decode missing file" "cannot open" $TOK decode --bytes --input "$dir/nope.bin" --out "$dir/t.txt"
+expect_bad "ids beyond vocab" "outside the vocabulary" $TOK decode --bytes --input "$dir/tokens.bin" --out "$dir/t.txt"
+head -c 2000 "$dir/tokens.bin" >"$dir/short.tok"
+expect_bad "truncated token file" "truncated" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/short.tok" --out "$dir/t.txt"
+[ ! -e "$dir/t.txt" ] && ok || fail "a failed decode left $dir/t.txt"
+ls "$dir" | grep -q '\.tmp' && fail "temporary files left: $(ls "$dir" | grep '\.tmp')" || ok
+
+echo "test_tokenize_cli: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
