@@ -1,0 +1,631 @@
+/* test/test_attention_cpu.c: the three CPU attention kernels (naive, memeff, flash) against a
+ * float64 reference written here from the definition, against each other, and against finite
+ * differences in double; plus the name tables, attn_impl, auto resolution and bad input.
+ *
+ * Every call gets fresh random inputs, outputs and gradients poisoned with NaN, and padding
+ * that must stay untouched (a sentinel) or must never be read (NaN in inputs and bias).
+ * Tolerance: fp32 against double, 1e-5 of the tensor's largest magnitude. dQ and dK of a row
+ * that sees a single key are 0 in exact arithmetic and pure rounding in fp32 (dS = P(dP - D)
+ * cancels), so their magnitude has a floor: the size of one term scale * |k| * |dO . v|.
+ */
+#include <time.h>
+#include "attention/attention.h"
+#include "test/test.h"
+
+#define TOL 1e-5
+#define SENTINEL 1234.5f
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+/* ---- problems: a shape, its buffers in some layout, and double copies ------------------- */
+
+typedef enum { LAYOUT_PACKED, LAYOUT_SEPARATE, LAYOUT_PADDED, NUM_LAYOUTS } Layout;
+static const char *const layout_names[NUM_LAYOUTS] = {"packed", "separate", "padded"};
+
+typedef enum {
+    MV_NONE,     /* no mask */
+    MV_CAUSAL,   /* causal */
+    MV_SHARED,   /* dense T x T bias shared by every batch and head (strides 0, 0, T) */
+    MV_PER_HEAD, /* dense bias per head, rows padded to T + 3 (strides 0, T*(T+3), T+3) */
+    MV_KEY_PAD,  /* dense key-padding bias per batch row, one row for all queries (T, 0, 0) */
+    NUM_MV
+} MaskVariant;
+static const char *const mv_names[NUM_MV] = {"none", "causal", "dense-shared", "dense-per-head",
+                                             "dense-key-pad"};
+
+typedef struct {
+    AttnShape s;
+    Layout layout;
+    size_t n_in, n_out; /* floats in the input/gradient block and in the o/dout buffers */
+    float *in, *grad;   /* q, k, v and dq, dk, dv live in these */
+    float *q, *k, *v, *dq, *dk, *dv;
+    float *o, *dout, *bias;
+    size_t n;               /* B*T*H*D: elements of one logical tensor */
+    double *Q, *K, *V, *dO; /* logical (B, T, H, D) copies of the inputs */
+} Problem;
+
+static size_t lidx(const AttnShape *s, int b, int t, int h, int d) {
+    return (((size_t)b * s->T + t) * s->H + h) * s->D + d;
+}
+static size_t pidx(int ld, const AttnShape *s, int b, int t, int h, int d) {
+    return ((size_t)b * s->T + t) * ld + (size_t)h * s->D + d;
+}
+
+/* Writes value(x) into every element (b, t, h, d) of a tensor with leading dimension ld. */
+static void gather(const float *x, int ld, const AttnShape *s, float *out) {
+    for (int b = 0; b < s->B; b++)
+        for (int t = 0; t < s->T; t++)
+            for (int h = 0; h < s->H; h++)
+                for (int d = 0; d < s->D; d++)
+                    out[lidx(s, b, t, h, d)] = x[pidx(ld, s, b, t, h, d)];
+}
+
+static void fill_heads_random(float *x, int ld, const AttnShape *s, double *copy, float amp) {
+    for (int b = 0; b < s->B; b++)
+        for (int t = 0; t < s->T; t++)
+            for (int h = 0; h < s->H; h++)
+                for (int d = 0; d < s->D; d++) {
+                    float val = amp * test_randf(&rng);
+                    x[pidx(ld, s, b, t, h, d)] = val;
+                    copy[lidx(s, b, t, h, d)] = val;
+                }
+}
+static void poison_heads(float *x, int ld, const AttnShape *s) {
+    for (int b = 0; b < s->B; b++)
+        for (int t = 0; t < s->T; t++)
+            for (int h = 0; h < s->H; h++)
+                for (int d = 0; d < s->D; d++) x[pidx(ld, s, b, t, h, d)] = NAN;
+}
+static void fill(float *x, size_t n, float val) {
+    for (size_t i = 0; i < n; i++) x[i] = val;
+}
+/* 1 when every element outside the heads (the padding) still holds SENTINEL. */
+static int padding_intact(const float *x, size_t n, int ld, const AttnShape *s, int tensors) {
+    const int C = s->H * s->D;
+    for (size_t i = 0; i < n; i++) {
+        size_t col = i % (size_t)ld;
+        int in_tensor = (col < (size_t)C * tensors); /* packed: C, 2C, 3C columns hold tensors */
+        if (!in_tensor && x[i] != SENTINEL) return 0;
+    }
+    return 1;
+}
+
+static float *bias_for(MaskVariant mv, AttnShape *s) {
+    const int B = s->B, T = s->T, H = s->H;
+    float *bias = NULL;
+    AttnMask *m = &s->mask;
+    m->kind = mv == MV_NONE ? ATTN_MASK_NONE : mv == MV_CAUSAL ? ATTN_MASK_CAUSAL : ATTN_MASK_DENSE;
+    if (mv == MV_SHARED) {
+        bias = malloc((size_t)T * T * sizeof(float));
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++) {
+                float val = test_randf(&rng);
+                if (test_randf(&rng) > 0.7f) val = -INFINITY;     /* ~15% masked */
+                if (i == 2) val = -INFINITY;                      /* a fully masked row */
+                if (i == T - 1 && j < T / 2 + 1) val = -INFINITY; /* a masked first key tile */
+                bias[(size_t)i * T + j] = val;
+            }
+        m->stride_b = 0, m->stride_h = 0, m->stride_row = T;
+    } else if (mv == MV_PER_HEAD) {
+        const int ldr = T + 3;
+        bias = malloc((size_t)H * T * ldr * sizeof(float));
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < ldr; j++) {
+                    float val = 2.0f * test_randf(&rng);
+                    if (test_randf(&rng) > 0.8f) val = -INFINITY;
+                    if (h == H - 1 && i == 0) val = -INFINITY;
+                    if (j >= T) val = NAN; /* row padding: must never be read */
+                    bias[((size_t)h * T + i) * ldr + j] = val;
+                }
+        m->stride_b = 0, m->stride_h = (long long)T * ldr, m->stride_row = ldr;
+    } else if (mv == MV_KEY_PAD) {
+        bias = malloc((size_t)B * T * sizeof(float));
+        for (int b = 0; b < B; b++) {
+            int len = 1 + (int)(test_rng_next(&rng) % (uint64_t)T);
+            if (b == 0) len = T > 1 ? T - 1 : 1;
+            for (int j = 0; j < T; j++) bias[(size_t)b * T + j] = j < len ? 0.0f : -INFINITY;
+        }
+        m->stride_b = T, m->stride_h = 0, m->stride_row = 0;
+    }
+    m->bias = bias;
+    return bias;
+}
+
+static Problem problem_new(int B, int T, int H, int D, MaskVariant mv, Layout layout) {
+    Problem p;
+    memset(&p, 0, sizeof p);
+    p.layout = layout;
+    p.s = attn_shape_packed(B, T, H, D, ATTN_MASK_NONE, ATTN_FP32);
+    const int C = H * D;
+    if (layout == LAYOUT_SEPARATE) p.s.ld_qkv = C, p.s.ld_o = C;
+    if (layout == LAYOUT_PADDED) p.s.ld_qkv = C + 5, p.s.ld_o = C + 3;
+    const size_t rows = (size_t)B * T;
+    p.n = rows * C;
+    p.n_in = layout == LAYOUT_PACKED ? rows * 3 * C : 3 * rows * p.s.ld_qkv;
+    p.n_out = rows * p.s.ld_o;
+    p.in = malloc(p.n_in * sizeof(float));
+    p.grad = malloc(p.n_in * sizeof(float));
+    p.o = malloc(p.n_out * sizeof(float));
+    p.dout = malloc(p.n_out * sizeof(float));
+    const size_t step = layout == LAYOUT_PACKED ? (size_t)C : rows * p.s.ld_qkv;
+    p.q = p.in, p.k = p.in + step, p.v = p.in + 2 * step;
+    p.dq = p.grad, p.dk = p.grad + step, p.dv = p.grad + 2 * step;
+    p.Q = malloc(p.n * sizeof(double));
+    p.K = malloc(p.n * sizeof(double));
+    p.V = malloc(p.n * sizeof(double));
+    p.dO = malloc(p.n * sizeof(double));
+    fill(p.in, p.n_in, NAN); /* padding of inputs: reading it would show */
+    fill(p.dout, p.n_out, NAN);
+    /* Q and K of amplitude 2 make the softmax rows far from uniform. */
+    fill_heads_random(p.q, p.s.ld_qkv, &p.s, p.Q, 2.0f);
+    fill_heads_random(p.k, p.s.ld_qkv, &p.s, p.K, 2.0f);
+    fill_heads_random(p.v, p.s.ld_qkv, &p.s, p.V, 1.0f);
+    fill_heads_random(p.dout, p.s.ld_o, &p.s, p.dO, 1.0f);
+    p.bias = bias_for(mv, &p.s);
+    return p;
+}
+
+static void problem_free(Problem *p) {
+    free(p->in), free(p->grad), free(p->o), free(p->dout), free(p->bias);
+    free(p->Q), free(p->K), free(p->V), free(p->dO);
+}
+
+/* ---- the float64 reference -------------------------------------------------------------- */
+
+static double bias_at(const AttnShape *s, int b, int h, int i, int j) {
+    const AttnMask *m = &s->mask;
+    if (m->kind == ATTN_MASK_CAUSAL) return j > i ? -INFINITY : 0.0;
+    if (m->kind == ATTN_MASK_DENSE)
+        return m->bias[b * m->stride_b + h * m->stride_h + i * m->stride_row + j];
+    return 0.0;
+}
+
+typedef struct {
+    double *O, *dQ, *dK, *dV; /* logical (B, T, H, D) */
+    double *L;                /* (B, H, T) log-sum-exp, +inf for a row that sees no key */
+    double *P;                /* (B, H, T, T) */
+} Ref;
+
+/* O = softmax(scale Q K^T + bias) V per (b, h); with dO also the gradients:
+ * dP = dO V^T, dS = P (dP - rowsum(P dP)), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. */
+static void reference(const AttnShape *s, const double *Q, const double *K, const double *V,
+                      const double *dO, Ref *r) {
+    const int B = s->B, T = s->T, H = s->H, D = s->D;
+    const double scale = s->scale;
+    if (dO) {
+        memset(r->dQ, 0, sizeof(double) * (size_t)B * T * H * D);
+        memset(r->dK, 0, sizeof(double) * (size_t)B * T * H * D);
+        memset(r->dV, 0, sizeof(double) * (size_t)B * T * H * D);
+    }
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            double *S = malloc(sizeof(double) * T), *dP = malloc(sizeof(double) * T);
+            for (int i = 0; i < T; i++) {
+                double mx = -INFINITY;
+                for (int j = 0; j < T; j++) {
+                    double dot = 0.0;
+                    for (int d = 0; d < D; d++)
+                        dot += Q[lidx(s, b, i, h, d)] * K[lidx(s, b, j, h, d)];
+                    S[j] = scale * dot + bias_at(s, b, h, i, j);
+                    if (S[j] > mx) mx = S[j];
+                }
+                double sum = 0.0;
+                for (int j = 0; j < T; j++) {
+                    S[j] = mx == -INFINITY ? 0.0 : exp(S[j] - mx);
+                    sum += S[j];
+                }
+                for (int j = 0; j < T; j++) S[j] = sum > 0 ? S[j] / sum : 0.0; /* now P */
+                size_t row = ((size_t)b * H + h) * T + i;
+                if (r->L) r->L[row] = sum > 0 ? mx + log(sum) : INFINITY;
+                if (r->P) memcpy(r->P + row * T, S, sizeof(double) * T);
+                for (int d = 0; d < D; d++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < T; j++) acc += S[j] * V[lidx(s, b, j, h, d)];
+                    r->O[lidx(s, b, i, h, d)] = acc;
+                }
+                if (!dO) continue;
+                double rowdot = 0.0;
+                for (int j = 0; j < T; j++) {
+                    double dot = 0.0;
+                    for (int d = 0; d < D; d++)
+                        dot += dO[lidx(s, b, i, h, d)] * V[lidx(s, b, j, h, d)];
+                    dP[j] = dot;
+                    rowdot += S[j] * dot;
+                }
+                for (int j = 0; j < T; j++) {
+                    double ds = S[j] * (dP[j] - rowdot);
+                    for (int d = 0; d < D; d++) {
+                        r->dQ[lidx(s, b, i, h, d)] += scale * ds * K[lidx(s, b, j, h, d)];
+                        r->dK[lidx(s, b, j, h, d)] += scale * ds * Q[lidx(s, b, i, h, d)];
+                        r->dV[lidx(s, b, j, h, d)] += S[j] * dO[lidx(s, b, i, h, d)];
+                    }
+                }
+            }
+            free(S), free(dP);
+        }
+}
+
+static Ref ref_new(const AttnShape *s) {
+    size_t n = (size_t)s->B * s->T * s->H * s->D, rows = (size_t)s->B * s->H * s->T;
+    Ref r = {malloc(n * sizeof(double)),    malloc(n * sizeof(double)),
+             malloc(n * sizeof(double)),    malloc(n * sizeof(double)),
+             malloc(rows * sizeof(double)), malloc(rows * s->T * sizeof(double))};
+    return r;
+}
+static void ref_free(Ref *r) {
+    free(r->O), free(r->dQ), free(r->dK), free(r->dV), free(r->L), free(r->P);
+}
+
+/* ---- comparing -------------------------------------------------------------------------- */
+
+static double max_abs_d(const double *x, size_t n) {
+    double m = 0.0;
+    for (size_t i = 0; i < n; i++)
+        if (fabs(x[i]) > m) m = fabs(x[i]);
+    return m;
+}
+
+/* max |got - want| / max(max |want|, floor); INFINITY when got has a NaN or an infinity. */
+static double err_scaled(const float *got, const double *want, size_t n, double floor_) {
+    double worst = 0.0, mag = floor_ > 1e-30 ? floor_ : 1e-30;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(got[i])) return INFINITY;
+        double e = fabs(got[i] - want[i]);
+        if (e > worst) worst = e;
+        if (fabs(want[i]) > mag) mag = fabs(want[i]);
+    }
+    return worst / mag;
+}
+
+/* Floors for dQ and dK: the size of one term scale * |k| * |dO . v|, |dO . v| <~ sqrt(D). */
+typedef struct {
+    double dq, dk;
+} Floors;
+static Floors floors_of(const Problem *p) {
+    double dov = max_abs_d(p->dO, p->n) * max_abs_d(p->V, p->n) * sqrt((double)p->s.D);
+    Floors f = {p->s.scale * max_abs_d(p->K, p->n) * dov, p->s.scale * max_abs_d(p->Q, p->n) * dov};
+    return f;
+}
+
+static double worst_err[ATTN_NUM_KERNELS][4]; /* O, dQ, dK, dV: the largest error seen */
+static double worst_cross[4];
+
+typedef struct {
+    float *O, *dQ, *dK, *dV; /* logical copies of a kernel's results */
+} Result;
+
+static Result result_new(size_t n) {
+    Result r = {malloc(n * sizeof(float)), malloc(n * sizeof(float)), malloc(n * sizeof(float)),
+                malloc(n * sizeof(float))};
+    return r;
+}
+static void result_free(Result *r) { free(r->O), free(r->dQ), free(r->dK), free(r->dV); }
+
+/* Runs kernel k forward and backward on p with poisoned outputs and canaries around saved and
+ * workspace; checks buffers, L (memeff, flash) or P (naive); fills res. Returns 0 on success. */
+static int run_kernel(AttnKernel kern, Problem *p, const Ref *ref, Result *res, const char *ctx) {
+    const AttnImpl *impl = attn_impl(kern, ATTN_CPU);
+    const AttnShape *s = &p->s;
+    const char *kn = attn_kernel_name(kern);
+    CHECK(impl && impl->unsupported(s) == NULL, "%s %s: unsupported: %s", kn, ctx,
+          impl ? impl->unsupported(s) : "no impl");
+    if (!impl || impl->unsupported(s)) return -1;
+    const size_t saved_bytes = impl->saved_bytes(s), ws_bytes = impl->workspace_bytes(s);
+    const size_t canary = 16; /* floats after each buffer that must stay untouched */
+    float *saved = malloc(saved_bytes + canary * sizeof(float));
+    float *ws = malloc(ws_bytes + canary * sizeof(float));
+    const size_t n_saved = saved_bytes / sizeof(float), n_ws = ws_bytes / sizeof(float);
+    fill(saved, n_saved, NAN), fill(saved + n_saved, canary, SENTINEL);
+    fill(ws, n_ws, NAN), fill(ws + n_ws, canary, SENTINEL);
+    fill(p->o, p->n_out, SENTINEL), poison_heads(p->o, s->ld_o, s);
+    fill(p->grad, p->n_in, SENTINEL);
+    poison_heads(p->dq, s->ld_qkv, s), poison_heads(p->dk, s->ld_qkv, s),
+        poison_heads(p->dv, s->ld_qkv, s);
+
+    int rc = impl->forward(s, p->q, p->k, p->v, p->o, saved, ws_bytes ? ws : NULL, NULL);
+    CHECK(rc == 0, "%s %s: forward returned %d", kn, ctx, rc);
+    fill(ws, n_ws, NAN); /* workspace is scratch: backward may not rely on forward's */
+    rc |= impl->backward(s, p->q, p->k, p->v, p->o, p->dout, saved, p->dq, p->dk, p->dv,
+                         ws_bytes ? ws : NULL, NULL);
+    CHECK(rc == 0, "%s %s: backward returned %d", kn, ctx, rc);
+
+    int canaries = 1;
+    for (size_t i = 0; i < canary; i++)
+        canaries &= saved[n_saved + i] == SENTINEL && ws[n_ws + i] == SENTINEL;
+    CHECK(canaries, "%s %s: wrote past saved_bytes or workspace_bytes", kn, ctx);
+    CHECK(padding_intact(p->o, p->n_out, s->ld_o, s, 1), "%s %s: wrote into O's padding", kn, ctx);
+    int packed = p->layout == LAYOUT_PACKED;
+    CHECK(padding_intact(p->grad, p->n_in, s->ld_qkv, s, packed ? 3 : 1),
+          "%s %s: wrote into the gradients' padding", kn, ctx);
+
+    gather(p->o, s->ld_o, s, res->O);
+    gather(p->dq, s->ld_qkv, s, res->dQ);
+    gather(p->dk, s->ld_qkv, s, res->dK);
+    gather(p->dv, s->ld_qkv, s, res->dV);
+    Floors f = floors_of(p);
+    double e[4] = {err_scaled(res->O, ref->O, p->n, 0), err_scaled(res->dQ, ref->dQ, p->n, f.dq),
+                   err_scaled(res->dK, ref->dK, p->n, f.dk), err_scaled(res->dV, ref->dV, p->n, 0)};
+    static const char *const what[4] = {"O", "dQ", "dK", "dV"};
+    for (int t = 0; t < 4; t++) {
+        CHECK(e[t] <= TOL, "%s %s: %s error %.3g vs double", kn, ctx, what[t], e[t]);
+        if (e[t] > worst_err[kern][t]) worst_err[kern][t] = e[t];
+    }
+
+    /* The saved statistics follow the contract: P for naive, L for memeff and flash. */
+    const size_t rows = (size_t)s->B * s->H * s->T;
+    if (kern == ATTN_NAIVE) {
+        double pe = 0.0;
+        for (size_t i = 0; i < rows * s->T; i++) {
+            double d = isfinite(saved[i]) ? fabs(saved[i] - ref->P[i]) : INFINITY;
+            if (d > pe) pe = d;
+        }
+        CHECK(pe <= TOL, "%s %s: saved P error %.3g", kn, ctx, pe);
+    } else {
+        int ok = 1;
+        for (size_t i = 0; i < rows; i++) {
+            if (isinf(ref->L[i]))
+                ok &= isinf(saved[i]) && saved[i] > 0;
+            else
+                ok &= fabs(saved[i] - ref->L[i]) <= TOL * fmax(1.0, fabs(ref->L[i]));
+        }
+        CHECK(ok, "%s %s: saved L differs from the log-sum-exp", kn, ctx);
+    }
+    free(saved), free(ws);
+    return rc;
+}
+
+/* fp32 against fp32: the other kernels against naive. */
+static void cross_check(const Problem *p, const Result *a, const Result *b, const char *ctx) {
+    double *tmp = malloc(p->n * sizeof(double));
+    const float *x[4] = {a->O, a->dQ, a->dK, a->dV}, *y[4] = {b->O, b->dQ, b->dK, b->dV};
+    Floors f = floors_of(p);
+    double fl[4] = {0, f.dq, f.dk, 0};
+    for (int t = 0; t < 4; t++) {
+        for (size_t i = 0; i < p->n; i++) tmp[i] = x[t][i];
+        double e = err_scaled(y[t], tmp, p->n, fl[t]);
+        CHECK(e <= TOL, "%s: kernels disagree on tensor %d: %.3g", ctx, t, e);
+        if (e > worst_cross[t]) worst_cross[t] = e;
+    }
+    free(tmp);
+}
+
+/* ---- the sweep -------------------------------------------------------------------------- */
+
+static void sweep_one(int B, int T, int H, int D, MaskVariant mv, Layout layout) {
+    char ctx[160];
+    snprintf(ctx, sizeof ctx, "B=%d T=%d H=%d D=%d mask=%s layout=%s", B, T, H, D, mv_names[mv],
+             layout_names[layout]);
+    Problem p = problem_new(B, T, H, D, mv, layout);
+    Ref ref = ref_new(&p.s);
+    reference(&p.s, p.Q, p.K, p.V, p.dO, &ref);
+    Result res[ATTN_NUM_KERNELS];
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        res[k] = result_new(p.n);
+        run_kernel((AttnKernel)k, &p, &ref, &res[k], ctx);
+    }
+    for (int k = 1; k < ATTN_NUM_KERNELS; k++) cross_check(&p, &res[0], &res[k], ctx);
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) result_free(&res[k]);
+    ref_free(&ref);
+    problem_free(&p);
+}
+
+static void test_sweep(void) {
+    static const int Ds[] = {32, 64, 128}, Ts[] = {1, 7, 64, 130}, BHs[][2] = {{1, 1}, {2, 3}};
+    int n = 0;
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 4; ti++)
+            for (int bi = 0; bi < 2; bi++)
+                for (int mv = 0; mv < NUM_MV; mv++, n++)
+                    sweep_one(BHs[bi][0], Ts[ti], BHs[bi][1], Ds[di], (MaskVariant)mv,
+                              (Layout)(n % NUM_LAYOUTS));
+    /* Awkward head sizes and lengths: D = 1 and 24, T around the tile sizes, longer T. */
+    static const int odd[][4] = {
+        {3, 33, 1, 1}, {1, 97, 5, 24}, {2, 65, 2, 8}, {1, 129, 1, 16}, {1, 300, 2, 64}};
+    for (int c = 0; c < 5; c++)
+        for (int mv = 0; mv < NUM_MV; mv++, n++)
+            sweep_one(odd[c][0], odd[c][1], odd[c][2], odd[c][3], (MaskVariant)mv,
+                      (Layout)(n % NUM_LAYOUTS));
+    /* The longest sequence the CPU trainer's tests use. */
+    sweep_one(1, 1024, 1, 64, MV_CAUSAL, LAYOUT_PACKED);
+    sweep_one(1, 1024, 1, 64, MV_SHARED, LAYOUT_SEPARATE);
+}
+
+/* ---- fully masked rows and heads -------------------------------------------------------- */
+
+static void test_fully_masked(void) {
+    const int B = 2, T = 37, H = 3, D = 32;
+    Problem p = problem_new(B, T, H, D, MV_NONE, LAYOUT_SEPARATE);
+    /* per-head bias shared over batches: head 0 entirely -inf, head 1 row 5 -inf */
+    float *bias = malloc((size_t)H * T * T * sizeof(float));
+    for (int h = 0; h < H; h++)
+        for (int i = 0; i < T; i++)
+            for (int j = 0; j < T; j++)
+                bias[((size_t)h * T + i) * T + j] =
+                    (h == 0 || (h == 1 && i == 5)) ? -INFINITY : 0.5f * test_randf(&rng);
+    p.bias = bias;
+    p.s.mask = (AttnMask){ATTN_MASK_DENSE, bias, 0, (long long)T * T, T};
+    Ref ref = ref_new(&p.s);
+    reference(&p.s, p.Q, p.K, p.V, p.dO, &ref);
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        Result r = result_new(p.n);
+        run_kernel((AttnKernel)k, &p, &ref, &r, "fully masked rows");
+        int zeros = 1;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int d = 0; d < D; d++) {
+                    size_t h0 = lidx(&p.s, b, t, 0, d), h1 = lidx(&p.s, b, 5, 1, d);
+                    zeros &= r.O[h0] == 0.0f && r.dQ[h0] == 0.0f && r.dK[h0] == 0.0f &&
+                             r.dV[h0] == 0.0f && r.O[h1] == 0.0f && r.dQ[h1] == 0.0f;
+                }
+        CHECK(zeros, "%s: a fully -inf row must give O = 0 and zero gradients",
+              attn_kernel_name((AttnKernel)k));
+        result_free(&r);
+    }
+    ref_free(&ref);
+    problem_free(&p);
+}
+
+/* ---- finite differences ----------------------------------------------------------------- */
+
+static double loss_of(const Problem *p, const double *R, Ref *r) {
+    reference(&p->s, p->Q, p->K, p->V, NULL, r);
+    double loss = 0.0;
+    for (size_t i = 0; i < p->n; i++) loss += r->O[i] * R[i];
+    return loss;
+}
+
+/* d loss / d x[i] for loss = sum(O * R), x one of the double inputs, central differences. */
+static double numeric_grad(Problem *p, double *x, size_t i, const double *R, Ref *r) {
+    const double h = 1e-5, x0 = x[i];
+    x[i] = x0 + h;
+    double up = loss_of(p, R, r);
+    x[i] = x0 - h;
+    double down = loss_of(p, R, r);
+    x[i] = x0;
+    return (up - down) / (2 * h);
+}
+
+static void test_finite_differences(MaskVariant mv) {
+    const int B = 2, T = 9, H = 2, D = 5;
+    Problem p = problem_new(B, T, H, D, mv, LAYOUT_PACKED);
+    Ref ref = ref_new(&p.s);
+    reference(&p.s, p.Q, p.K, p.V, p.dO, &ref); /* dout = R: the loss's gradient wrt O */
+    Ref scratch = ref_new(&p.s);
+    double *inputs[3] = {p.Q, p.K, p.V}, *ref_grads[3] = {ref.dQ, ref.dK, ref.dV};
+    static const char *const names[3] = {"Q", "K", "V"};
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        Result r = result_new(p.n);
+        run_kernel((AttnKernel)k, &p, &ref, &r, "finite differences");
+        float *grads[3] = {r.dQ, r.dK, r.dV};
+        for (int t = 0; t < 3; t++) {
+            double mag = 0.0;
+            for (size_t i = 0; i < p.n; i++) mag = fmax(mag, fabs(grads[t][i]));
+            double worst_kernel = 0.0, worst_ref = 0.0;
+            for (int e = 0; e < 6; e++) {
+                size_t i = test_rng_next(&rng) % p.n;
+                double fd = numeric_grad(&p, inputs[t], i, p.dO, &scratch);
+                worst_kernel = fmax(worst_kernel, fabs(grads[t][i] - fd) / fmax(mag, 1e-3));
+                worst_ref = fmax(worst_ref, fabs(ref_grads[t][i] - fd) / fmax(mag, 1e-3));
+            }
+            CHECK(worst_kernel <= TOL, "%s %s d%s: analytic vs finite differences %.3g",
+                  attn_kernel_name((AttnKernel)k), mv_names[mv], names[t], worst_kernel);
+            CHECK(worst_ref <= 1e-8, "reference %s d%s: vs finite differences %.3g", mv_names[mv],
+                  names[t], worst_ref);
+        }
+        result_free(&r);
+    }
+    ref_free(&scratch);
+    ref_free(&ref);
+    problem_free(&p);
+}
+
+/* ---- names, tables, bad input ----------------------------------------------------------- */
+
+static void test_names_and_tables(void) {
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        AttnKernel back = ATTN_AUTO;
+        CHECK(attn_kernel_from_name(attn_kernel_name((AttnKernel)k), &back) == 0 && back == k,
+              "kernel name round trip %d", k);
+        const AttnImpl *impl = attn_impl((AttnKernel)k, ATTN_CPU);
+        CHECK(impl && impl->kernel == k && impl->place == ATTN_CPU, "cpu impl of kernel %d", k);
+        const AttnImpl *cuda = attn_impl((AttnKernel)k, ATTN_CUDA);
+        CHECK(!cuda || (cuda->kernel == k && cuda->place == ATTN_CUDA), "cuda impl %d", k);
+    }
+    AttnKernel k = ATTN_NAIVE;
+    CHECK(attn_kernel_from_name("auto", &k) == 0 && k == ATTN_AUTO, "\"auto\" parses");
+    CHECK(strcmp(attn_kernel_name(ATTN_AUTO), "auto") == 0, "ATTN_AUTO is named auto");
+    CHECK(attn_kernel_from_name("flash2", &k) == -1, "unknown kernel name rejected");
+    CHECK(attn_kernel_from_name(NULL, &k) == -1, "NULL kernel name rejected");
+    for (int m = 0; m < ATTN_NUM_MASKS; m++) {
+        AttnMaskKind back = ATTN_NUM_MASKS;
+        CHECK(attn_mask_from_name(attn_mask_name((AttnMaskKind)m), &back) == 0 &&
+                  back == (AttnMaskKind)m,
+              "mask name round trip %d", m);
+    }
+    AttnMaskKind mk;
+    CHECK(attn_mask_from_name("causall", &mk) == -1, "unknown mask name rejected");
+    CHECK(strcmp(attn_dtype_name(ATTN_FP32), "fp32") == 0 &&
+              strcmp(attn_dtype_name(ATTN_BF16), "bf16") == 0,
+          "dtype names");
+    CHECK(attn_impl(ATTN_AUTO, ATTN_CPU) == NULL && attn_impl(ATTN_NUM_KERNELS, ATTN_CPU) == NULL,
+          "attn_impl rejects kernels outside the table");
+
+    AttnShape s = attn_shape_packed(4, 64, 4, 64, ATTN_MASK_CAUSAL, ATTN_FP32);
+    CHECK(s.ld_qkv == 3 * 256 && s.ld_o == 256 && fabsf(s.scale - 0.125f) < 1e-7f &&
+              s.mask.kind == ATTN_MASK_CAUSAL && s.mask.bias == NULL && s.dtype == ATTN_FP32,
+          "attn_shape_packed fills GPT-2's layout");
+    CHECK(attn_resolve_auto(&s, ATTN_CPU) == ATTN_FLASH, "auto on the CPU is flash");
+    int any_cuda = 0;
+    for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+        any_cuda |= attn_impl((AttnKernel)i, ATTN_CUDA) != NULL;
+    AttnKernel cuda_auto = attn_resolve_auto(&s, ATTN_CUDA);
+    CHECK(any_cuda ? cuda_auto >= 0 : cuda_auto == ATTN_AUTO,
+          "auto on CUDA picks an existing kernel (or none in a CPU-only build)");
+
+    /* saved and workspace sizes of the contract */
+    const size_t bht = 4 * 4 * 64 * sizeof(float);
+    CHECK(attn_impl(ATTN_NAIVE, ATTN_CPU)->saved_bytes(&s) == bht * 64, "naive saves P");
+    CHECK(attn_impl(ATTN_MEMEFF, ATTN_CPU)->saved_bytes(&s) == bht, "memeff saves L");
+    CHECK(attn_impl(ATTN_FLASH, ATTN_CPU)->saved_bytes(&s) == bht, "flash saves L");
+}
+
+static void test_bad_input(void) {
+    float buf[3 * 2 * 4 * 8] = {0}, out[2 * 4 * 8], saved[4096], ws[4096];
+    fprintf(stderr, "(the error lines below are expected)\n");
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        const AttnImpl *impl = attn_impl((AttnKernel)k, ATTN_CPU);
+        const char *kn = attn_kernel_name((AttnKernel)k);
+        AttnShape good = attn_shape_packed(1, 4, 2, 8, ATTN_MASK_CAUSAL, ATTN_FP32);
+        CHECK(impl->unsupported(&good) == NULL, "%s: a good shape is supported", kn);
+        CHECK(impl->unsupported(NULL) != NULL, "%s: NULL shape", kn);
+        AttnShape bad[7];
+        for (int i = 0; i < 7; i++) bad[i] = good;
+        bad[0].dtype = ATTN_BF16;
+        bad[1].T = 0;
+        bad[2].ld_qkv = 15;
+        bad[3].mask.kind = ATTN_MASK_DENSE; /* no bias */
+        bad[4].mask.kind = (AttnMaskKind)7;
+        bad[5].mask = (AttnMask){ATTN_MASK_DENSE, buf, 0, 0, -1};
+        bad[6].D = -3;
+        for (int i = 0; i < 7; i++) {
+            CHECK(impl->unsupported(&bad[i]) != NULL, "%s: bad shape %d accepted", kn, i);
+            CHECK(impl->forward(&bad[i], buf, buf + 16, buf + 32, out, saved, ws, NULL) != 0,
+                  "%s: forward ran bad shape %d", kn, i);
+        }
+        CHECK(impl->forward(&good, NULL, buf + 16, buf + 32, out, saved, ws, NULL) != 0,
+              "%s: forward with NULL q", kn);
+        CHECK(impl->backward(&good, buf, buf + 16, buf + 32, out, out, saved, NULL, buf, buf, ws,
+                             NULL) != 0,
+              "%s: backward with NULL dq", kn);
+        CHECK(impl->forward(NULL, buf, buf + 16, buf + 32, out, saved, ws, NULL) != 0,
+              "%s: forward with NULL shape", kn);
+    }
+    const AttnImpl *flash = attn_impl(ATTN_FLASH, ATTN_CPU);
+    AttnShape good = attn_shape_packed(1, 4, 2, 8, ATTN_MASK_NONE, ATTN_FP32);
+    CHECK(flash->backward(&good, buf, buf + 16, buf + 32, out, out, saved, buf, buf, buf, NULL,
+                          NULL) != 0,
+          "flash backward needs its workspace");
+}
+
+int main(void) {
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    test_names_and_tables();
+    test_bad_input();
+    test_sweep();
+    test_fully_masked();
+    for (int mv = 0; mv < NUM_MV; mv++) test_finite_differences((MaskVariant)mv);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    static const char *const what[4] = {"O", "dQ", "dK", "dV"};
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        printf("%-7s worst error vs double:", attn_kernel_name((AttnKernel)k));
+        for (int t = 0; t < 4; t++) printf("  %s %.2e", what[t], worst_err[k][t]);
+        printf("\n");
+    }
+    printf("kernels vs naive, worst:");
+    for (int t = 0; t < 4; t++) printf("  %s %.2e", what[t], worst_cross[t]);
+    printf("\n%.1f s\n", (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec));
+    return test_summary("test_attention_cpu");
+}
