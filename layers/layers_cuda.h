@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-/* ---- matmul (layers/matmul.cu): cuBLASLt, one handle and one workspace per process ------ */
+/* ---- matmul (layers/matmul_cuda.cu): cuBLASLt, one handle and one workspace per process ------ */
 /* Creates the handle and workspace on first use; cuda_matmul_shutdown frees them. */
 int cuda_matmul_init(void);
 void cuda_matmul_shutdown(void);
@@ -56,13 +56,13 @@ int cuda_matmul_backward(Precision p, void *dinp, float *dweight, float *dbias,
                          const void *gelu_pre, int N, int C, int OC, int ld_dout, float alpha,
                          float *scratch, cudaStream_t stream);
 
-/* ---- column sums (layers/colsum.cu): the deterministic row reduction ------------------- */
+/* ---- column sums (layers/colsum_cuda.cu): the deterministic row reduction ------------------- */
 size_t cuda_colsum_scratch_floats(int C);
 /* dst[c] += alpha * sum_n X[n, c]  over N rows of stride ld. */
 void cuda_colsum_accumulate(Precision p, float *dst, const void *x, int N, int C, int ld,
                             float alpha, float *scratch, cudaStream_t stream);
 
-/* ---- LayerNorm (layers/layernorm.cu) ---------------------------------------------------- */
+/* ---- LayerNorm (layers/layernorm_cuda.cu) ---------------------------------------------------- */
 /* out = LN(inp) * w + b; mean, rstd (N floats) saved for backward. w, b are X. */
 void cuda_layernorm_forward(Precision p, void *out, float *mean, float *rstd, const void *inp,
                             const void *w, const void *b, int N, int C, cudaStream_t stream);
@@ -78,7 +78,7 @@ void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db, cons
                              const float *rstd, int N, int C, float *scratch,
                              cudaStream_t stream);
 
-/* ---- GELU, tanh approximation (layers/gelu.cu), where the matmul does not fuse it -------- */
+/* ---- GELU, tanh approximation (layers/gelu_cuda.cu), where the matmul does not fuse it -------- */
 void cuda_gelu_forward(Precision p, void *out, const void *inp, size_t n, cudaStream_t stream);
 /* dinp = GELU'(inp) * dout (overwrites; dinp may alias dout). */
 void cuda_gelu_backward(Precision p, void *dinp, const void *inp, const void *dout, size_t n,
@@ -87,7 +87,7 @@ void cuda_gelu_backward(Precision p, void *dinp, const void *inp, const void *do
 void cuda_add(Precision p, void *out, const void *a, const void *b, size_t n,
               cudaStream_t stream);
 
-/* ---- token + position embedding (layers/encoder.cu) ------------------------------------- */
+/* ---- token + position embedding (layers/encoder_cuda.cu) ------------------------------------- */
 /* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]; wte, wpe are X. */
 void cuda_encoder_forward(Precision p, void *out, const int *inp, const void *wte,
                           const void *wpe, int B, int T, int C, cudaStream_t stream);
@@ -104,7 +104,7 @@ void cuda_encoder_backward(Precision p, float *dwte, float *dwpe, const void *do
                            const int *uniq, const int *start, const int *pos,
                            const int *num_uniq, int B, int T, int C, cudaStream_t stream);
 
-/* ---- softmax + cross-entropy over the vocabulary (layers/classifier.cu) ----------------- */
+/* ---- softmax + cross-entropy over the vocabulary (layers/classifier_cuda.cu) ----------------- */
 /* For each of N rows of logits (X, row stride ld, V valid columns):
  *   losses[i] = logsumexp(z_i) - z_i[target_i]   (0 when target_i < 0)
  * and when write_dlogits, the row is overwritten IN PLACE with
@@ -121,7 +121,7 @@ void cuda_sum_losses(float *out, const float *losses, int N, const float *scale,
 void cuda_logits_row(Precision p, float *out, const void *x, const void *wte, int V, int C,
                      cudaStream_t stream);
 
-/* ---- optimizer (layers/adamw.cu) -------------------------------------------------------- */
+/* ---- optimizer (layers/adamw_cuda.cu) -------------------------------------------------------- */
 /* AdamW over n fp32 master params (see layers.h adamw_update), and when params_x is not NULL
  * the updated value is also written there rounded to X (the bf16 copy the matmuls read). */
 void cuda_adamw(Precision p, float *params, void *params_x, const float *grads, float *m,
@@ -131,7 +131,7 @@ void cuda_adamw(Precision p, float *params, void *params_x, const float *grads, 
 void cuda_convert_from_f32(Precision p, void *dst, const float *src, size_t n,
                            cudaStream_t stream);
 
-/* ---- global gradient norm (layers/global_norm.cu) --------------------------------------- */
+/* ---- global gradient norm (layers/global_norm_cuda.cu) --------------------------------------- */
 /* Two stages: fixed-size grid of partial sums, then one block; deterministic.
  * scratch: CUDA_NORM_BLOCKS floats; *out = sum of x^2. */
 enum { CUDA_NORM_BLOCKS = 1024 };

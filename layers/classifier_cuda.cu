@@ -1,4 +1,4 @@
-/* layers/classifier.cu: softmax + cross-entropy + its gradient over the vocabulary, fused.
+/* layers/classifier_cuda.cu: softmax + cross-entropy + its gradient over the vocabulary, fused.
  *
  * Per row z (V logits): M = max z, S = sum exp(z - M), loss = log S + M - z[target],
  * dz = (exp(z - M) / S - onehot(target)) * dloss, written over z in place, so no probability

@@ -1,4 +1,4 @@
-/* layers/colsum.cu: column sums of an (N, C) matrix, the reduction behind bias gradients.
+/* layers/colsum_cuda.cu: column sums of an (N, C) matrix, the reduction behind bias gradients.
  *
  * dst[c] += alpha * sum_n x[n, c]. Two stages so the order of additions never depends on
  * scheduling (bitwise reproducible, no atomics): S row slices each sum their rows into

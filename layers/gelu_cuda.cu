@@ -1,4 +1,4 @@
-/* layers/gelu.cu: GELU (tanh approximation) and elementwise add, where no matmul fuses them.
+/* layers/gelu_cuda.cu: GELU (tanh approximation) and elementwise add, where no matmul fuses them.
  *
  *   gelu(x)  = 0.5 x (1 + tanh(u)),  u = sqrt(2/pi) (x + 0.044715 x^3)
  *   gelu'(x) = 0.5 (1 + tanh(u)) + 0.5 x (1 - tanh(u)^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)

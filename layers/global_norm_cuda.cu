@@ -1,4 +1,4 @@
-/* layers/global_norm.cu: sum of squares of all gradients, for the global norm and clipping.
+/* layers/global_norm_cuda.cu: sum of squares of all gradients, for the global norm and clipping.
  *
  * Stage 1: a fixed grid of CUDA_NORM_BLOCKS blocks, each thread striding the array in a fixed
  * pattern, block sums into scratch; stage 2: one block adds the partials. The grid does not

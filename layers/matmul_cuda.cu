@@ -1,4 +1,4 @@
-/* layers/matmul.cu: the fully connected layer through cuBLASLt, with fused epilogues.
+/* layers/matmul_cuda.cu: the fully connected layer through cuBLASLt, with fused epilogues.
  *
  * Row-major (N, C) activations are column-major (C, N) matrices to cuBLAS, so with W (OC, C)
  * row-major (= column-major C x OC):
@@ -10,7 +10,7 @@
  *   input grad: DGELU (multiplies by GELU'(aux) on the way out);
  *   weight grad: BGRADB (the bias gradient is the sum of dout over k = N, read anyway).
  * When cuBLASLt offers no algorithm for a fused form (or fusion is switched off), the plain
- * GEMM runs and the pointwise kernels (gelu.cu, colsum.cu) do the rest: same math.
+ * GEMM runs and the pointwise kernels (gelu_cuda.cu, colsum_cuda.cu) do the rest: same math.
  * Parameter gradients are fp32 in both precisions (bf16 A/B with fp32 C/D and fp32 compute).
  * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
  */

@@ -1,4 +1,4 @@
-/* layers/encoder.cu: token + position embedding, forward and backward.
+/* layers/encoder_cuda.cu: token + position embedding, forward and backward.
  *
  * Forward: out[n, :] = wte[inp[n], :] + wpe[n % T, :], one 16-byte pack per thread.
  * Backward without atomics, in a fixed order (reproducible):

@@ -1,4 +1,4 @@
-/* layers/adamw.cu: AdamW on fp32 master weights, writing the bf16 working copy in the same pass.
+/* layers/adamw_cuda.cu: AdamW on fp32 master weights, writing the bf16 working copy in the same pass.
  *
  *   g = grad * grad_scale;  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
  *   p -= lr ( (m / bc1) / (sqrt(v / bc2) + eps) + wd p ),  bc = 1 - beta^t

@@ -1,4 +1,4 @@
-/* layers/layernorm.cu: LayerNorm over C channels, with the residual add fused in front.
+/* layers/layernorm_cuda.cu: LayerNorm over C channels, with the residual add fused in front.
  *
  * Forward, per row: res = a + b (rounded to the activation type first, so a later recompute
  * from the stored res gives the same numbers), mean = sum(x)/C, rstd = 1/sqrt(var + 1e-5),

@@ -1,0 +1,721 @@
+/* model/gpt2_cuda.cu: the CUDA backend: GPT-2 forward, backward and AdamW on one GPU.
+ *
+ * Precision: master weights, gradients and AdamW state are fp32; with PRECISION_BF16 the
+ * matmuls and every activation use a bf16 copy of the weights (rewritten by each AdamW step)
+ * and bf16 activations, accumulating in fp32. PRECISION_FP32 keeps everything fp32.
+ *
+ * Memory: three arenas, sized before anything is allocated and allocated once in create():
+ *   params  master, grads, m, v (fp32) + the bf16 weight copy
+ *   acts    what backward needs from forward, per layer (the attention's saved buffer too)
+ *   scratch gradients of activations (shared by all layers), logits, reduction scratch
+ * With --recompute the LayerNorm outputs and the GELU output are not kept per layer: backward
+ * recomputes them into one shared buffer each.
+ *
+ * A step (one stream, no host synchronisation except to return the loss and the norm):
+ *   forward: encoder, L x [LN1 -> qkv -> attention -> proj -> residual+LN2 -> fc+GELU ->
+ *            fcproj -> residual+next LN], logits = lnf wte^T, fused softmax/CE which already
+ *            writes dlogits = (p - y)/n_valid over the logits (bf16; fp32 in row chunks).
+ *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; bias gradients and
+ *            GELU' ride on the matmuls' epilogues.
+ * The loss returned by forward is the mean over tokens with target >= 0 (as the CPU).
+ */
+#include "model/backend.h"
+#include "model/cuda_extras.h"
+#include "layers/layers_cuda.h"
+#include "layers/cuda_common.cuh"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- settings shared by all models of the process (cuda_extras) ------------------------- */
+static int g_use_graphs = 0;
+static int g_logits_chunk_rows = 0;
+
+typedef struct {
+    /* per layer (L copies) unless recompute shares them */
+    void *ln1, *qkv, *atty, *res2, *ln2, *fch, *fch_gelu, *res3;
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
+    char *att_saved;
+    void *encoded, *lnf;
+    float *lnf_mean, *lnf_rstd, *losses;
+} Acts;
+
+typedef struct {
+    void *proj;     /* (N, C): attproj / fcproj output before the residual add */
+    void *dres;     /* (N, C): gradient of the residual stream */
+    void *dln;      /* (N, C): gradient into a LayerNorm output / attention output */
+    void *dbig;     /* (N, 4C): gradient of the MLP pre-activation */
+    void *dqkv;     /* (N, 3C) */
+    void *logits;   /* (chunk_rows, ld_logits): logits, then dlogits in place */
+    void *att_ws;
+    float *reduce;  /* column-sum partials / bias-gradient scratch */
+    float *norm_partials;
+    float *logits_row; /* Vp floats for logits_at */
+    int *inputs, *targets, *uniq, *start, *pos, *num_uniq;
+    float *dloss, *loss, *sumsq;
+} Scratch;
+
+typedef struct {
+    cudaGraphExec_t exec;
+    int B, T, flag; /* flag: has_targets (forward) or loss_scale bits (backward) */
+    int seen;       /* times run eagerly with this key; captured on the second */
+} GraphSlot;
+
+struct Model {
+    ModelOptions opt;
+    GPT2Config c;
+    Precision prec;
+    size_t esize;
+    const AttnImpl *attn;
+    size_t num_params, off[GPT2_NUM_PARAM_TENSORS], size[GPT2_NUM_PARAM_TENSORS];
+    int L, C, H, V, Vp, maxB, maxT, ld_logits, chunk_rows;
+    size_t att_saved_per_layer, att_ws_bytes;
+    cudaStream_t stream;
+    /* arenas */
+    char *param_arena, *act_arena, *scratch_arena;
+    size_t param_bytes, act_bytes, scratch_bytes, held_bytes;
+    float *params, *grads, *adam_m, *adam_v;
+    void *params_x; /* the weights the matmuls read: bf16 copy, or == params in fp32 */
+    float *dense_bias;
+    Acts a;
+    Scratch s;
+    /* host staging (pinned) of what forward uploads */
+    int *h_inputs, *h_targets, *h_uniq, *h_start, *h_pos, *h_counts, *h_num_uniq;
+    float *h_dloss, *h_out;
+    cudaEvent_t staged; /* the last upload finished: staging may be rewritten */
+    /* state of the last forward */
+    int B, T, has_targets, dlogits_ready;
+    GraphSlot fwd_graph, bwd_graph;
+};
+
+/* ---- memory plan ---------------------------------------------------------------------- */
+
+typedef struct {
+    char *base; /* NULL while only measuring */
+    size_t used;
+} Arena;
+
+static void *arena_take(Arena *a, size_t bytes) {
+    size_t at = (a->used + 255) & ~(size_t)255;
+    a->used = at + bytes;
+    return a->base ? a->base + at : NULL;
+}
+
+static AttnShape attn_shape_for(const Model *m, int B, int T) {
+    AttnShape s = attn_shape_packed(B, T, m->H, m->C / m->H, m->opt.mask,
+                                    m->prec == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+    if (m->opt.mask == ATTN_MASK_DENSE) {
+        s.mask.bias = m->dense_bias;
+        s.mask.stride_b = 0;
+        s.mask.stride_h = 0;
+        s.mask.stride_row = m->maxT;
+    }
+    return s;
+}
+
+static size_t plan_params(Model *m, Arena *a) {
+    size_t n = m->num_params;
+    m->params = (float *)arena_take(a, n * 4);
+    m->grads = (float *)arena_take(a, n * 4);
+    m->adam_m = (float *)arena_take(a, n * 4);
+    m->adam_v = (float *)arena_take(a, n * 4);
+    m->params_x = m->prec == PRECISION_BF16 ? arena_take(a, n * 2) : (void *)m->params;
+    if (m->opt.mask == ATTN_MASK_DENSE)
+        m->dense_bias = (float *)arena_take(a, (size_t)m->maxT * m->maxT * 4);
+    return a->used;
+}
+
+static size_t plan_acts(Model *m, Arena *a, int B, int T) {
+    size_t N = (size_t)B * T, C = m->C, L = m->L, e = m->esize;
+    size_t Lr = m->opt.recompute ? 1 : L; /* copies of what recompute shares */
+    Acts *x = &m->a;
+    x->encoded = arena_take(a, N * C * e);
+    x->ln1 = arena_take(a, Lr * N * C * e);
+    x->ln1_mean = (float *)arena_take(a, L * N * 4);
+    x->ln1_rstd = (float *)arena_take(a, L * N * 4);
+    x->qkv = arena_take(a, L * N * 3 * C * e);
+    x->atty = arena_take(a, L * N * C * e);
+    x->att_saved = (char *)arena_take(a, L * m->att_saved_per_layer);
+    x->res2 = arena_take(a, L * N * C * e);
+    x->ln2 = arena_take(a, Lr * N * C * e);
+    x->ln2_mean = (float *)arena_take(a, L * N * 4);
+    x->ln2_rstd = (float *)arena_take(a, L * N * 4);
+    x->fch = arena_take(a, L * N * 4 * C * e);
+    x->fch_gelu = arena_take(a, Lr * N * 4 * C * e);
+    x->res3 = arena_take(a, L * N * C * e);
+    x->lnf = arena_take(a, N * C * e);
+    x->lnf_mean = (float *)arena_take(a, N * 4);
+    x->lnf_rstd = (float *)arena_take(a, N * 4);
+    x->losses = (float *)arena_take(a, N * 4);
+    return a->used;
+}
+
+static size_t plan_scratch(Model *m, Arena *a, int B, int T) {
+    size_t N = (size_t)B * T, C = m->C, e = m->esize;
+    Scratch *s = &m->s;
+    s->proj = arena_take(a, N * C * e);
+    s->dres = arena_take(a, N * C * e);
+    s->dln = arena_take(a, N * C * e);
+    s->dbig = arena_take(a, N * 4 * C * e);
+    s->dqkv = arena_take(a, N * 3 * C * e);
+    s->logits = arena_take(a, (size_t)m->chunk_rows * m->ld_logits * e);
+    s->att_ws = m->att_ws_bytes ? arena_take(a, m->att_ws_bytes) : NULL;
+    size_t red = cuda_colsum_scratch_floats(4 * m->C);
+    if (2 * cuda_colsum_scratch_floats(m->C) > red) red = 2 * cuda_colsum_scratch_floats(m->C);
+    s->reduce = (float *)arena_take(a, red * 4);
+    s->norm_partials = (float *)arena_take(a, CUDA_NORM_BLOCKS * 4);
+    s->logits_row = (float *)arena_take(a, (size_t)m->Vp * 4);
+    s->inputs = (int *)arena_take(a, N * 4);
+    s->targets = (int *)arena_take(a, N * 4);
+    s->uniq = (int *)arena_take(a, N * 4);
+    s->start = (int *)arena_take(a, (N + 1) * 4);
+    s->pos = (int *)arena_take(a, N * 4);
+    s->num_uniq = (int *)arena_take(a, 4);
+    s->dloss = (float *)arena_take(a, 4);
+    s->loss = (float *)arena_take(a, 4);
+    s->sumsq = (float *)arena_take(a, 4);
+    return a->used;
+}
+
+/* Rows of logits per chunk: all N in bf16; fp32 keeps at most 256 MiB unless told. */
+static int logits_chunk_rows(const Model *m, int N) {
+    if (m->prec == PRECISION_BF16) return N;
+    int rows = g_logits_chunk_rows;
+    if (rows <= 0) rows = (int)((256u << 20) / ((size_t)m->ld_logits * 4));
+    if (rows < 1) rows = 1;
+    return rows < N ? rows : N;
+}
+
+/* Sizes the attention buffers and all three arenas for batch B (without allocating). */
+static size_t bytes_needed(Model *m, int B, size_t *pb, size_t *ab, size_t *sb) {
+    int T = m->maxT;
+    AttnShape shape = attn_shape_for(m, B, T);
+    m->att_saved_per_layer = (m->attn->saved_bytes(&shape) + 255) & ~(size_t)255;
+    m->att_ws_bytes = m->attn->workspace_bytes(&shape);
+    m->chunk_rows = logits_chunk_rows(m, B * T);
+    Arena p = {NULL, 0}, x = {NULL, 0}, s = {NULL, 0};
+    *pb = plan_params(m, &p);
+    *ab = plan_acts(m, &x, B, T);
+    *sb = plan_scratch(m, &s, B, T);
+    return *pb + *ab + *sb + cuda_matmul_workspace_bytes();
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || !errlen) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void cuda_destroy(Model *m);
+
+static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
+    char why[256];
+    if (gpt2_config_validate(&opt->config, why, sizeof why) != 0) {
+        set_err(err, errlen, "%s", why);
+        return NULL;
+    }
+    const GPT2Config *c = &opt->config;
+    if (c->channels % 8 != 0 || (c->channels / c->num_heads) % 8 != 0) {
+        set_err(err, errlen, "the CUDA backend needs channels and head size divisible by 8 (C=%d, H=%d)",
+                c->channels, c->num_heads);
+        return NULL;
+    }
+    if (opt->T > c->max_seq_len || opt->B < 1 || opt->T < 1) {
+        set_err(err, errlen, "bad B=%d T=%d (max_seq_len %d)", opt->B, opt->T, c->max_seq_len);
+        return NULL;
+    }
+    const AttnImpl *attn = attn_impl(opt->attn, ATTN_CUDA);
+    if (!attn) {
+        set_err(err, errlen, "no CUDA implementation of attention '%s' in this build",
+                attn_kernel_name(opt->attn));
+        return NULL;
+    }
+    Model *m = (Model *)calloc(1, sizeof(Model));
+    m->opt = *opt;
+    m->c = *c;
+    m->prec = opt->precision;
+    m->esize = m->prec == PRECISION_BF16 ? 2 : 4;
+    m->attn = attn;
+    m->L = c->num_layers; m->C = c->channels; m->H = c->num_heads;
+    m->V = c->vocab_size; m->Vp = c->padded_vocab_size;
+    m->maxB = opt->B; m->maxT = opt->T;
+    m->ld_logits = (m->Vp + 7) & ~7;
+    m->num_params = gpt2_param_sizes(c, m->size);
+    gpt2_param_offsets(c, m->off);
+
+    AttnShape shape = attn_shape_for(m, m->maxB, m->maxT);
+    const char *unsup = attn->unsupported(&shape);
+    if (unsup) {
+        set_err(err, errlen, "attention '%s' on CUDA: %s", attn_kernel_name(opt->attn), unsup);
+        free(m);
+        return NULL;
+    }
+    if (cuda_matmul_init() != 0) {
+        set_err(err, errlen, "cuBLASLt could not be initialised");
+        free(m);
+        return NULL;
+    }
+
+    /* Does it fit? Everything is sized before the first allocation. */
+    size_t pb, ab, sb, free_b = 0, total_b = 0;
+    size_t need = bytes_needed(m, m->maxB, &pb, &ab, &sb);
+    cudaMemGetInfo(&free_b, &total_b);
+    const size_t reserve = 256u << 20; /* cuBLAS, attention handles, graphs, fragmentation */
+    if (need + reserve > free_b) {
+        int best = 0;
+        for (int b = m->maxB - 1; b >= 1; b--) {
+            size_t p2, a2, s2;
+            if (bytes_needed(m, b, &p2, &a2, &s2) + reserve <= free_b) { best = b; break; }
+        }
+        set_err(err, errlen, "needs %.2f GiB, %.2f GiB free; the largest batch that fits is B=%d",
+                (double)(need + reserve) / (1 << 30), (double)free_b / (1 << 30), best);
+        free(m);
+        return NULL;
+    }
+    bytes_needed(m, m->maxB, &pb, &ab, &sb); /* restore the full-size plan */
+    m->param_bytes = pb; m->act_bytes = ab; m->scratch_bytes = sb;
+    if (cudaMalloc((void **)&m->param_arena, pb) != cudaSuccess ||
+        cudaMalloc((void **)&m->act_arena, ab) != cudaSuccess ||
+        cudaMalloc((void **)&m->scratch_arena, sb) != cudaSuccess) {
+        cudaGetLastError();
+        set_err(err, errlen, "cudaMalloc failed for %.2f GiB (%.2f GiB were free)",
+                (double)need / (1 << 30), (double)free_b / (1 << 30));
+        cuda_destroy(m);
+        return NULL;
+    }
+    m->held_bytes = pb + ab + sb + cuda_matmul_workspace_bytes();
+    Arena p = {m->param_arena, 0}, x = {m->act_arena, 0}, s = {m->scratch_arena, 0};
+    plan_params(m, &p);
+    plan_acts(m, &x, m->maxB, m->maxT);
+    plan_scratch(m, &s, m->maxB, m->maxT);
+
+    size_t N = (size_t)m->maxB * m->maxT;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&m->staged, cudaEventDisableTiming));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_inputs, N * 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_targets, N * 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_uniq, N * 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_start, (N + 1) * 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_pos, N * 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_num_uniq, 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_dloss, 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_out, 4));
+    m->h_counts = (int *)malloc(sizeof(int) * ((size_t)m->V + 1));
+
+    CUDA_CHECK(cudaMemsetAsync(m->param_arena, 0, pb, m->stream));
+    CUDA_CHECK(cudaMemsetAsync(m->act_arena, 0, ab, m->stream));
+    CUDA_CHECK(cudaMemsetAsync(m->scratch_arena, 0, sb, m->stream));
+    if (opt->mask == ATTN_MASK_DENSE && opt->dense_bias)
+        CUDA_CHECK(cudaMemcpyAsync(m->dense_bias, opt->dense_bias,
+                                   (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    return m;
+}
+
+static void drop_graph(GraphSlot *g) {
+    if (g->exec) cudaGraphExecDestroy(g->exec);
+    memset(g, 0, sizeof *g);
+}
+
+static void cuda_destroy(Model *m) {
+    if (!m) return;
+    if (m->stream) cudaStreamSynchronize(m->stream);
+    drop_graph(&m->fwd_graph);
+    drop_graph(&m->bwd_graph);
+    cudaFree(m->param_arena);
+    cudaFree(m->act_arena);
+    cudaFree(m->scratch_arena);
+    cudaFreeHost(m->h_inputs); cudaFreeHost(m->h_targets); cudaFreeHost(m->h_uniq);
+    cudaFreeHost(m->h_start); cudaFreeHost(m->h_pos); cudaFreeHost(m->h_num_uniq);
+    cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_out);
+    free(m->h_counts);
+    if (m->staged) cudaEventDestroy(m->staged);
+    if (m->stream) cudaStreamDestroy(m->stream);
+    free(m);
+}
+
+/* ---- parameter access ------------------------------------------------------------------ */
+
+static void *wx(Model *m, int t, int l) { /* weights as the matmuls read them, layer l's slice */
+    size_t per = m->size[t] / (t == P_WTE || t == P_WPE || t == P_LNFW || t == P_LNFB ? 1 : m->L);
+    return (char *)m->params_x + (m->off[t] + (size_t)l * per) * m->esize;
+}
+static float *gr(Model *m, int t, int l) {
+    size_t per = m->size[t] / (t == P_WTE || t == P_WPE || t == P_LNFW || t == P_LNFB ? 1 : m->L);
+    return m->grads + m->off[t] + (size_t)l * per;
+}
+/* Layer l's slice of a per-layer activation with `width` elements per token (or the one
+ * shared copy when recompute shares it). */
+static void *act(const Model *m, void *base, int l, int width, int shared) {
+    size_t N = (size_t)m->maxB * m->maxT;
+    int idx = shared && m->opt.recompute ? 0 : l;
+    return (char *)base + (size_t)idx * N * width * m->esize;
+}
+static float *stat(const Model *m, float *base, int l) { return base + (size_t)l * m->maxB * m->maxT; }
+
+static void sync_params_x(Model *m) {
+    if (m->prec == PRECISION_BF16)
+        cuda_convert_from_f32(m->prec, m->params_x, m->params, m->num_params, m->stream);
+}
+
+static void cuda_set_params(Model *m, const float *p) {
+    CUDA_CHECK(cudaMemcpyAsync(m->params, p, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
+    sync_params_x(m);
+    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+}
+static void copy_out(Model *m, float *dst, const float *src, size_t n) {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n * 4, cudaMemcpyDeviceToHost, m->stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+}
+static void cuda_get_params(Model *m, float *p) { copy_out(m, p, m->params, m->num_params); }
+static void cuda_get_grads(Model *m, float *g) { copy_out(m, g, m->grads, m->num_params); }
+static void cuda_set_adam_state(Model *m, const float *mom, const float *var) {
+    CUDA_CHECK(cudaMemcpyAsync(m->adam_m, mom, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
+    CUDA_CHECK(cudaMemcpyAsync(m->adam_v, var, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+}
+static void cuda_get_adam_state(Model *m, float *mom, float *var) {
+    copy_out(m, mom, m->adam_m, m->num_params);
+    copy_out(m, var, m->adam_v, m->num_params);
+}
+
+/* ---- forward ----------------------------------------------------------------------------- */
+
+static void check_mm(int rc, const char *what) {
+    if (rc != 0) {
+        fprintf(stderr, "cuda backend: matmul failed in %s\n", what);
+        exit(1);
+    }
+}
+
+/* Logits of rows [r0, r0+rows) into the logits buffer, then the fused classifier. */
+static void classifier_chunk(Model *m, int r0, int rows, int write_dlogits) {
+    const int C = m->C;
+    check_mm(cuda_matmul_forward(m->prec, m->s.logits, NULL, (char *)m->a.lnf + (size_t)r0 * C * m->esize,
+                                 wx(m, P_WTE, 0), NULL, rows, C, m->Vp, m->ld_logits, m->stream),
+             "lm head");
+    cuda_classifier(m->prec, m->s.logits, m->a.losses + r0, m->s.targets + r0, m->s.dloss, rows,
+                    m->V, m->ld_logits, write_dlogits, m->stream);
+}
+
+static void forward_body(Model *m, int B, int T, int has_targets) {
+    const int C = m->C, L = m->L, N = B * T;
+    const Precision p = m->prec;
+    cudaStream_t st = m->stream;
+    Acts *a = &m->a;
+    AttnShape shape = attn_shape_for(m, B, T);
+
+    cuda_encoder_forward(p, a->encoded, m->s.inputs, wx(m, P_WTE, 0), wx(m, P_WPE, 0), B, T, C, st);
+    cuda_layernorm_forward(p, act(m, a->ln1, 0, C, 1), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
+                           a->encoded, wx(m, P_LN1W, 0), wx(m, P_LN1B, 0), N, C, st);
+    for (int l = 0; l < L; l++) {
+        void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
+        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);
+        void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
+        void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1), *res3 = act(m, a->res3, l, C, 0);
+        char *qkvc = (char *)qkv;
+        size_t Ce = (size_t)C * m->esize;
+
+        check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, 3 * C, 0, st), "qkv");
+        if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty,
+                             m->a.att_saved + (size_t)l * m->att_saved_per_layer, m->s.att_ws, st) != 0) {
+            fprintf(stderr, "cuda backend: attention forward failed\n");
+            exit(1);
+        }
+        check_mm(cuda_matmul_forward(p, m->s.proj, NULL, atty, wx(m, P_ATTPROJW, l), wx(m, P_ATTPROJB, l), N, C, C, 0, st), "attproj");
+        cuda_residual_layernorm_forward(p, res2, ln2, stat(m, a->ln2_mean, l), stat(m, a->ln2_rstd, l),
+                                        residual, m->s.proj, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
+        check_mm(cuda_matmul_forward(p, fch_gelu, fch, ln2, wx(m, P_FCW, l), wx(m, P_FCB, l), N, C, 4 * C, 0, st), "fc");
+        check_mm(cuda_matmul_forward(p, m->s.proj, NULL, fch_gelu, wx(m, P_FCPROJW, l), wx(m, P_FCPROJB, l), N, 4 * C, C, 0, st), "fcproj");
+        /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
+        if (l + 1 < L)
+            cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, 1), stat(m, a->ln1_mean, l + 1),
+                                            stat(m, a->ln1_rstd, l + 1), res2, m->s.proj,
+                                            wx(m, P_LN1W, l + 1), wx(m, P_LN1B, l + 1), N, C, st);
+        else
+            cuda_residual_layernorm_forward(p, res3, a->lnf, a->lnf_mean, a->lnf_rstd, res2, m->s.proj,
+                                            wx(m, P_LNFW, 0), wx(m, P_LNFB, 0), N, C, st);
+    }
+    if (L == 0)
+        cuda_layernorm_forward(p, a->lnf, a->lnf_mean, a->lnf_rstd, a->encoded, wx(m, P_LNFW, 0),
+                               wx(m, P_LNFB, 0), N, C, st);
+    if (!has_targets) return;
+    /* One chunk: dlogits stay for backward. Several: only the losses now; backward recomputes. */
+    int single = m->chunk_rows >= N;
+    for (int r0 = 0; r0 < N; r0 += m->chunk_rows) {
+        int rows = N - r0 < m->chunk_rows ? N - r0 : m->chunk_rows;
+        classifier_chunk(m, r0, rows, single);
+    }
+    cuda_sum_losses(m->s.loss, a->losses, N, m->s.dloss, st);
+}
+
+/* ---- backward ---------------------------------------------------------------------------- */
+
+static void backward_body(Model *m, int B, int T, float loss_scale) {
+    const int C = m->C, L = m->L, N = B * T;
+    const Precision p = m->prec;
+    cudaStream_t st = m->stream;
+    Acts *a = &m->a;
+    Scratch *s = &m->s;
+    AttnShape shape = attn_shape_for(m, B, T);
+    const size_t Ce = (size_t)C * m->esize;
+
+    /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale */
+    int single = m->chunk_rows >= N;
+    for (int r0 = 0; r0 < N; r0 += m->chunk_rows) {
+        int rows = N - r0 < m->chunk_rows ? N - r0 : m->chunk_rows;
+        if (!single) classifier_chunk(m, r0, rows, 1);
+        check_mm(cuda_matmul_backward(p, (char *)s->dln + (size_t)r0 * Ce, gr(m, P_WTE, 0), NULL, s->logits,
+                                      (char *)a->lnf + (size_t)r0 * Ce, wx(m, P_WTE, 0), NULL, rows, C,
+                                      m->Vp, m->ld_logits, loss_scale, s->reduce, st),
+                 "lm head backward");
+    }
+    CUDA_CHECK(cudaMemsetAsync(s->dres, 0, (size_t)N * Ce, st));
+    void *last = L > 0 ? act(m, a->res3, L - 1, C, 0) : a->encoded;
+    cuda_layernorm_backward(p, s->dres, gr(m, P_LNFW, 0), gr(m, P_LNFB, 0), s->dln, last, wx(m, P_LNFW, 0),
+                            a->lnf_mean, a->lnf_rstd, N, C, s->reduce, st);
+
+    for (int l = L - 1; l >= 0; l--) {
+        void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
+        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);
+        void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
+        void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1);
+        float *ln1_mean = stat(m, a->ln1_mean, l), *ln1_rstd = stat(m, a->ln1_rstd, l);
+        float *ln2_mean = stat(m, a->ln2_mean, l), *ln2_rstd = stat(m, a->ln2_rstd, l);
+        char *qkvc = (char *)qkv, *dqkvc = (char *)s->dqkv;
+
+        /* MLP: dres is d(res3) = d(res2) through the add, and the fcproj input gradient */
+        if (m->opt.recompute) cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
+        check_mm(cuda_matmul_backward(p, s->dbig, gr(m, P_FCPROJW, l), gr(m, P_FCPROJB, l), s->dres, fch_gelu,
+                                      wx(m, P_FCPROJW, l), fch, N, 4 * C, C, 0, 1.0f, s->reduce, st),
+                 "fcproj backward");
+        if (m->opt.recompute)
+            cuda_layernorm_forward(p, ln2, ln2_mean, ln2_rstd, res2, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_FCW, l), gr(m, P_FCB, l), s->dbig, ln2, wx(m, P_FCW, l),
+                                      NULL, N, C, 4 * C, 0, 1.0f, s->reduce, st),
+                 "fc backward");
+        cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
+                                ln2_mean, ln2_rstd, N, C, s->reduce, st);
+        /* attention: dres is now d(res2) */
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_ATTPROJW, l), gr(m, P_ATTPROJB, l), s->dres, atty,
+                                      wx(m, P_ATTPROJW, l), NULL, N, C, C, 0, 1.0f, s->reduce, st),
+                 "attproj backward");
+        if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty, s->dln,
+                              a->att_saved + (size_t)l * m->att_saved_per_layer, dqkvc, dqkvc + Ce,
+                              dqkvc + 2 * Ce, s->att_ws, st) != 0) {
+            fprintf(stderr, "cuda backend: attention backward failed\n");
+            exit(1);
+        }
+        if (m->opt.recompute)
+            cuda_layernorm_forward(p, ln1, ln1_mean, ln1_rstd, residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_QKVW, l), gr(m, P_QKVB, l), s->dqkv, ln1, wx(m, P_QKVW, l),
+                                      NULL, N, C, 3 * C, 0, 1.0f, s->reduce, st),
+                 "qkv backward");
+        cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
+                                ln1_mean, ln1_rstd, N, C, s->reduce, st);
+    }
+    cuda_encoder_backward(p, gr(m, P_WTE, 0), gr(m, P_WPE, 0), s->dres, s->uniq, s->start, s->pos,
+                          s->num_uniq, B, T, C, st);
+}
+
+/* ---- graphs: capture a body once per shape, replay it after ----------------------------- */
+
+typedef void (*BodyFn)(Model *m, int B, int T, int flag);
+
+static void run_body(Model *m, GraphSlot *g, int B, int T, int flag, BodyFn body) {
+    if (!g_use_graphs) {
+        body(m, B, T, flag);
+        return;
+    }
+    if (g->exec && (g->B != B || g->T != T || g->flag != flag)) drop_graph(g);
+    if (!g->exec) {
+        if (g->B != B || g->T != T || g->flag != flag) { g->B = B; g->T = T; g->flag = flag; g->seen = 0; }
+        if (g->seen++ == 0) { /* first time: eager, so lazy initialisation happens outside capture */
+            body(m, B, T, flag);
+            return;
+        }
+        cudaGraph_t graph;
+        CUDA_CHECK(cudaStreamBeginCapture(m->stream, cudaStreamCaptureModeThreadLocal));
+        body(m, B, T, flag);
+        CUDA_CHECK(cudaStreamEndCapture(m->stream, &graph));
+        CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
+        CUDA_CHECK(cudaGraphDestroy(graph));
+    }
+    CUDA_CHECK(cudaGraphLaunch(g->exec, m->stream));
+}
+
+static void forward_fn(Model *m, int B, int T, int flag) { forward_body(m, B, T, flag); }
+static void backward_fn(Model *m, int B, int T, int flag) {
+    float scale;
+    memcpy(&scale, &flag, sizeof scale);
+    backward_body(m, B, T, scale);
+}
+
+static float cuda_forward(Model *m, const int *inputs, const int *targets, int B, int T) {
+    if (B > m->maxB || T > m->maxT || B < 1 || T < 1) {
+        fprintf(stderr, "cuda backend: forward with B=%d T=%d beyond the created %d x %d\n", B, T, m->maxB, m->maxT);
+        exit(1);
+    }
+    const int N = B * T;
+    /* the previous upload must have left the pinned staging before it is rewritten */
+    CUDA_CHECK(cudaEventSynchronize(m->staged));
+    memcpy(m->h_inputs, inputs, (size_t)N * 4);
+    int counted = 0;
+    if (targets) {
+        memcpy(m->h_targets, targets, (size_t)N * 4);
+        for (int i = 0; i < N; i++) counted += targets[i] >= 0;
+    }
+    *m->h_dloss = counted ? 1.0f / counted : 0.0f;
+    *m->h_num_uniq = cuda_encoder_group_tokens(inputs, N, m->V, m->h_uniq, m->h_start, m->h_pos, m->h_counts);
+    cudaStream_t st = m->stream;
+    Scratch *s = &m->s;
+    CUDA_CHECK(cudaMemcpyAsync(s->inputs, m->h_inputs, (size_t)N * 4, cudaMemcpyHostToDevice, st));
+    if (targets) CUDA_CHECK(cudaMemcpyAsync(s->targets, m->h_targets, (size_t)N * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->uniq, m->h_uniq, (size_t)*m->h_num_uniq * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->start, m->h_start, (size_t)(*m->h_num_uniq + 1) * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->pos, m->h_pos, (size_t)N * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->num_uniq, m->h_num_uniq, 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->dloss, m->h_dloss, 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaEventRecord(m->staged, st));
+
+    m->B = B; m->T = T; m->has_targets = targets != NULL;
+    run_body(m, &m->fwd_graph, B, T, targets != NULL, forward_fn);
+    m->dlogits_ready = targets != NULL;
+    if (!targets) return 0.0f;
+    CUDA_CHECK(cudaMemcpyAsync(m->h_out, s->loss, 4, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    return *m->h_out;
+}
+
+static void cuda_backward(Model *m, float loss_scale) {
+    if (!m->dlogits_ready) {
+        fprintf(stderr, "cuda backend: backward needs a forward with targets first\n");
+        exit(1);
+    }
+    int flag;
+    memcpy(&flag, &loss_scale, sizeof flag);
+    run_body(m, &m->bwd_graph, m->B, m->T, flag, backward_fn);
+}
+
+static void cuda_logits_at(Model *m, int b, int t, float *out) {
+    size_t row = (size_t)b * m->T + t;
+    cuda_logits_row(m->prec, m->s.logits_row, (char *)m->a.lnf + row * m->C * m->esize, wx(m, P_WTE, 0),
+                    m->V, m->C, m->stream);
+    copy_out(m, out, m->s.logits_row, (size_t)m->V);
+}
+
+static void cuda_zero_grad(Model *m) {
+    CUDA_CHECK(cudaMemsetAsync(m->grads, 0, m->num_params * 4, m->stream));
+}
+
+static float cuda_grad_norm(Model *m) {
+    cuda_sum_of_squares(m->s.sumsq, m->grads, m->num_params, m->s.norm_partials, m->stream);
+    CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    return sqrtf(*m->h_out);
+}
+
+static void cuda_update(Model *m, const AdamWStep *s) {
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        size_t o = m->off[t];
+        void *px = m->prec == PRECISION_BF16 ? (char *)m->params_x + o * 2 : NULL;
+        float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;
+        cuda_adamw(m->prec, m->params + o, px, m->grads + o, m->adam_m + o, m->adam_v + o, m->size[t],
+                   s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);
+    }
+}
+
+static size_t cuda_memory_in_use(Model *m) { return m->held_bytes; }
+
+static const Backend cuda_backend = {
+    "cuda",           cuda_create,      cuda_destroy,        cuda_set_params,
+    cuda_get_params,  cuda_get_grads,   cuda_set_adam_state, cuda_get_adam_state,
+    cuda_forward,     cuda_logits_at,   cuda_zero_grad,      cuda_backward,
+    cuda_grad_norm,   cuda_update,      cuda_memory_in_use,
+};
+
+extern "C" const Backend *cuda_backend_if_available(char *why, size_t whylen) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        set_err(why, whylen, "no CUDA device: %s", cudaGetErrorString(e));
+        return NULL;
+    }
+    if (n == 0) {
+        set_err(why, whylen, "no CUDA device is visible");
+        return NULL;
+    }
+    return &cuda_backend;
+}
+
+/* ---- extras ---------------------------------------------------------------------------- */
+
+static int extras_device_name(char *buf, size_t len) {
+    int dev = 0;
+    cudaDeviceProp prop;
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+        cudaGetLastError();
+        set_err(buf, len, "none");
+        return -1;
+    }
+    set_err(buf, len, "%s", prop.name);
+    return 0;
+}
+
+/* Dense peak TFLOP/s (no sparsity) from the vendors' datasheets. */
+typedef struct { const char *name_part; double bf16, tf32, fp32; } PeakRow;
+static const PeakRow PEAKS[] = {
+    {"H200", 989.4, 494.7, 66.9},     {"H100 PCIe", 756.0, 378.0, 51.2},
+    {"H100 NVL", 835.0, 417.5, 60.0}, {"H100", 989.4, 494.7, 66.9},
+    {"H800", 989.4, 494.7, 66.9},     {"GH200", 989.4, 494.7, 66.9},
+    {"B200", 2250.0, 1100.0, 80.0},   {"A100", 312.0, 156.0, 19.5},
+    {"A800", 312.0, 156.0, 19.5},     {"A10G", 70.0, 35.0, 31.2},
+    {"A10", 125.0, 62.5, 31.2},       {"L40S", 362.0, 183.0, 91.6},
+    {"L4", 121.0, 60.0, 30.3},        {"RTX 4090", 165.2, 82.6, 82.6},
+    {"RTX 3090", 71.0, 35.6, 35.6},   {"V100", 0.0, 0.0, 15.7},
+};
+
+static double extras_peak_tflops(Precision p, double override_tflops) {
+    if (override_tflops > 0) return override_tflops;
+    char name[256];
+    if (extras_device_name(name, sizeof name) != 0) return 0.0;
+    for (size_t i = 0; i < sizeof PEAKS / sizeof PEAKS[0]; i++) {
+        if (!strstr(name, PEAKS[i].name_part)) continue;
+        if (p == PRECISION_BF16) return PEAKS[i].bf16;
+        return cuda_matmul_get_tf32() ? PEAKS[i].tf32 : PEAKS[i].fp32;
+    }
+    return 0.0;
+}
+
+static Precision extras_default_precision(void) {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+        cudaGetLastError();
+        return PRECISION_FP32;
+    }
+    return major >= 8 ? PRECISION_BF16 : PRECISION_FP32;
+}
+
+static int extras_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    if (cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+static void extras_set_graphs(int enabled) { g_use_graphs = enabled != 0; }
+static void extras_set_chunk(int rows) { g_logits_chunk_rows = rows; }
+
+static const CudaExtras extras = {
+    extras_device_name, extras_peak_tflops, extras_default_precision, extras_mem_info,
+    extras_set_graphs,  cuda_matmul_set_tf32, extras_set_chunk,      cuda_matmul_set_fusion,
+};
+
+extern "C" const CudaExtras *cuda_extras(void) { return &extras; }

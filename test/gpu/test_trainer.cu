@@ -1,0 +1,482 @@
+/* test/gpu/test_trainer.cu: the CUDA backend against the CPU reference on small models.
+ *
+ *  fp32 (TF32 off): loss, logits, grad norm and every parameter gradient within 1e-4 of the
+ *     CPU (error scaled by each tensor's largest magnitude); shapes: V=300 (padded to 384),
+ *     V=250 unpadded with odd T=31 and B=1, a chunked classifier, --recompute.
+ *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU.
+ *  bf16: the GPU's error against the fp32 CPU result must be within 2x (+ a tiny floor) of the
+ *     error of a CPU emulation that rounds to bf16 at the points the GPU does (weights, every
+ *     activation and activation gradient, attention's P and dS); the emulation itself is
+ *     checked to equal the CPU backend when it does not round.
+ *  CUDA graphs replay bitwise what eager execution computes; results are reproducible;
+ *  a batch that cannot fit is refused with the one-line message.
+ */
+#include "test/test.h"
+#include "model/backend.h"
+#include "model/cuda_extras.h"
+#include "model/gpt2.h"
+#include "layers/layers.h"
+#include "layers/layers_cuda.h"
+#include "attention/attention.h"
+
+#include <vector>
+#include <string>
+
+typedef std::vector<float> Vec;
+
+static const Backend *gpu;
+static const CudaExtras *extras;
+
+static GPT2Config small_config(int V, int L, int C, int H, int maxT) {
+    GPT2Config c;
+    memset(&c, 0, sizeof c);
+    c.max_seq_len = maxT;
+    c.vocab_size = V;
+    c.padded_vocab_size = gpt2_padded_vocab(V);
+    c.num_layers = L;
+    c.channels = C;
+    c.num_heads = H;
+    return c;
+}
+
+static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, int recompute) {
+    ModelOptions o;
+    memset(&o, 0, sizeof o);
+    o.config = c;
+    o.B = B;
+    o.T = T;
+    o.attn = ATTN_NAIVE;
+    o.mask = ATTN_MASK_CAUSAL;
+    o.precision = p;
+    o.recompute = recompute;
+    char err[512] = "";
+    Model *m = be->create(&o, err, sizeof err);
+    if (!m) fprintf(stderr, "%s create failed: %s\n", be->name, err);
+    return m;
+}
+
+static void random_tokens(std::vector<int> &x, int V, uint64_t *rng, int allow_ignore) {
+    for (size_t i = 0; i < x.size(); i++) {
+        x[i] = (int)(test_rng_next(rng) % (uint64_t)V);
+        if (allow_ignore && i % 13 == 5) x[i] = -1;
+    }
+}
+
+static double rel(double a, double b) { return fabs(a - b) / (fabs(b) + 1e-12); }
+
+/* ---- a CPU emulation of the GPU's bf16 rounding (fp32 when round == 0) ------------------- */
+
+static float bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+static void rnd(Vec &x, int on) {
+    if (on) for (auto &v : x) v = bf16_round(v);
+}
+
+/* Causal attention on the packed qkv (N, 3C); P (B,H,T,T) kept; P rounded when `round`. */
+static void emu_attn_forward(Vec &out, Vec &P, const Vec &qkv, int B, int T, int H, int C, int round) {
+    int D = C / H;
+    float scale = 1.0f / sqrtf((float)D);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *q = &qkv[((size_t)b * T + i) * 3 * C + h * D];
+                float *p = &P[(((size_t)b * H + h) * T + i) * T];
+                float mx = -INFINITY;
+                for (int j = 0; j <= i; j++) {
+                    const float *k = &qkv[((size_t)b * T + j) * 3 * C + C + h * D];
+                    float s = 0.0f;
+                    for (int d = 0; d < D; d++) s += q[d] * k[d];
+                    p[j] = s * scale;
+                    mx = fmaxf(mx, p[j]);
+                }
+                double sum = 0.0;
+                for (int j = 0; j <= i; j++) { p[j] = expf(p[j] - mx); sum += p[j]; }
+                for (int j = 0; j < T; j++) {
+                    p[j] = j <= i ? (float)(p[j] / sum) : 0.0f;
+                    if (round) p[j] = bf16_round(p[j]);
+                }
+                float *o = &out[((size_t)b * T + i) * C + h * D];
+                for (int d = 0; d < D; d++) {
+                    float acc = 0.0f;
+                    for (int j = 0; j <= i; j++) acc += p[j] * qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * D + d];
+                    o[d] = acc;
+                }
+            }
+}
+static void emu_attn_backward(Vec &dqkv, const Vec &dout, const Vec &P, const Vec &qkv, int B, int T, int H, int C,
+                              int round) {
+    int D = C / H;
+    float scale = 1.0f / sqrtf((float)D);
+    std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+    Vec dS(T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < T; i++) {
+                const float *p = &P[(((size_t)b * H + h) * T + i) * T];
+                const float *dO = &dout[((size_t)b * T + i) * C + h * D];
+                float acc = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    const float *v = &qkv[((size_t)b * T + j) * 3 * C + 2 * C + h * D];
+                    float dp = 0.0f;
+                    for (int d = 0; d < D; d++) dp += dO[d] * v[d];
+                    dS[j] = dp;
+                    acc += p[j] * dp;
+                }
+                for (int j = 0; j <= i; j++) {
+                    dS[j] = p[j] * (dS[j] - acc);
+                    if (round) dS[j] = bf16_round(dS[j]);
+                }
+                const float *q = &qkv[((size_t)b * T + i) * 3 * C + h * D];
+                float *dq = &dqkv[((size_t)b * T + i) * 3 * C + h * D];
+                for (int j = 0; j <= i; j++) {
+                    const float *k = &qkv[((size_t)b * T + j) * 3 * C + C + h * D];
+                    float *dk = &dqkv[((size_t)b * T + j) * 3 * C + C + h * D];
+                    float *dv = &dqkv[((size_t)b * T + j) * 3 * C + 2 * C + h * D];
+                    for (int d = 0; d < D; d++) {
+                        dq[d] += scale * dS[j] * k[d];
+                        dk[d] += scale * dS[j] * q[d];
+                        dv[d] += p[j] * dO[d];
+                    }
+                }
+            }
+    rnd(dqkv, round);
+}
+
+/* One forward + backward (loss_scale 1) of GPT-2 with CPU layers; grads overwritten. */
+static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vector<int> &inp,
+                      const std::vector<int> &tgt, int B, int T, int round, Vec &grads) {
+    const int C = c.channels, L = c.num_layers, V = c.vocab_size, H = c.num_heads, N = B * T;
+    size_t off[GPT2_NUM_PARAM_TENSORS], sz[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_sizes(&c, sz);
+    gpt2_param_offsets(&c, off);
+    Vec p = params_in;
+    rnd(p, round);
+    grads.assign(p.size(), 0.0f);
+    auto P_ = [&](int t, int l) { return &p[off[t] + (size_t)l * (sz[t] / L)]; };
+    auto G_ = [&](int t, int l) { return &grads[off[t] + (size_t)l * (sz[t] / L)]; };
+    const size_t NC = (size_t)N * C;
+    Vec encoded(NC);
+    std::vector<Vec> ln1(L, Vec(NC)), qkv(L, Vec(3 * NC)), atty(L, Vec(NC)), att(L, Vec((size_t)B * H * T * T)),
+        res2(L, Vec(NC)), ln2(L, Vec(NC)), fch(L, Vec(4 * NC)), fchg(L, Vec(4 * NC)), res3(L, Vec(NC));
+    std::vector<Vec> m1(L, Vec(N)), r1(L, Vec(N)), m2(L, Vec(N)), r2(L, Vec(N));
+    Vec proj(NC), tmp4(4 * NC), lnf(NC), mf(N), rf(N);
+    encoder_forward(encoded.data(), inp.data(), &p[off[P_WTE]], &p[off[P_WPE]], B, T, C);
+    rnd(encoded, round);
+    for (int l = 0; l < L; l++) {
+        const Vec &res = l == 0 ? encoded : res3[l - 1];
+        layernorm_forward(ln1[l].data(), m1[l].data(), r1[l].data(), res.data(), P_(P_LN1W, l), P_(P_LN1B, l), N, C);
+        rnd(ln1[l], round);
+        matmul_forward(qkv[l].data(), ln1[l].data(), P_(P_QKVW, l), P_(P_QKVB, l), N, C, 3 * C);
+        rnd(qkv[l], round);
+        emu_attn_forward(atty[l], att[l], qkv[l], B, T, H, C, round);
+        rnd(atty[l], round);
+        matmul_forward(proj.data(), atty[l].data(), P_(P_ATTPROJW, l), P_(P_ATTPROJB, l), N, C, C);
+        rnd(proj, round);
+        residual_forward(res2[l].data(), res.data(), proj.data(), NC);
+        rnd(res2[l], round);
+        layernorm_forward(ln2[l].data(), m2[l].data(), r2[l].data(), res2[l].data(), P_(P_LN2W, l), P_(P_LN2B, l), N, C);
+        rnd(ln2[l], round);
+        matmul_forward(tmp4.data(), ln2[l].data(), P_(P_FCW, l), P_(P_FCB, l), N, C, 4 * C);
+        gelu_forward(fchg[l].data(), tmp4.data(), 4 * NC); /* the epilogue applies GELU before rounding */
+        fch[l] = tmp4;
+        rnd(fch[l], round);
+        rnd(fchg[l], round);
+        matmul_forward(proj.data(), fchg[l].data(), P_(P_FCPROJW, l), P_(P_FCPROJB, l), N, 4 * C, C);
+        rnd(proj, round);
+        residual_forward(res3[l].data(), res2[l].data(), proj.data(), NC);
+        rnd(res3[l], round);
+    }
+    const Vec &last = L ? res3[L - 1] : encoded;
+    layernorm_forward(lnf.data(), mf.data(), rf.data(), last.data(), &p[off[P_LNFW]], &p[off[P_LNFB]], N, C);
+    rnd(lnf, round);
+    Vec logits((size_t)N * V), probs((size_t)N * V), losses(N);
+    matmul_forward(logits.data(), lnf.data(), &p[off[P_WTE]], NULL, N, C, V);
+    rnd(logits, round);
+    softmax_crossentropy_forward(probs.data(), losses.data(), logits.data(), tgt.data(), N, V, V);
+    double total = 0.0;
+    int counted = 0;
+    for (int i = 0; i < N; i++)
+        if (tgt[i] >= 0) { total += losses[i]; counted++; }
+    float dloss = counted ? 1.0f / counted : 0.0f;
+    /* backward */
+    Vec dlogits((size_t)N * V), dln(NC), dres(NC), dfch(4 * NC), dqkv(3 * NC);
+    softmax_crossentropy_backward(dlogits.data(), probs.data(), tgt.data(), N, V, V, dloss);
+    rnd(dlogits, round);
+    std::fill(dln.begin(), dln.end(), 0.0f);
+    matmul_backward(dln.data(), &grads[off[P_WTE]], NULL, dlogits.data(), lnf.data(), &p[off[P_WTE]], N, C, V);
+    rnd(dln, round);
+    std::fill(dres.begin(), dres.end(), 0.0f);
+    layernorm_backward(dres.data(), &grads[off[P_LNFW]], &grads[off[P_LNFB]], dln.data(), last.data(),
+                       &p[off[P_LNFW]], mf.data(), rf.data(), N, C);
+    rnd(dres, round);
+    for (int l = L - 1; l >= 0; l--) {
+        const Vec &res = l == 0 ? encoded : res3[l - 1];
+        std::fill(tmp4.begin(), tmp4.end(), 0.0f);
+        matmul_backward(tmp4.data(), G_(P_FCPROJW, l), G_(P_FCPROJB, l), dres.data(), fchg[l].data(),
+                        P_(P_FCPROJW, l), N, 4 * C, C);
+        std::fill(dfch.begin(), dfch.end(), 0.0f);
+        gelu_backward(dfch.data(), fch[l].data(), tmp4.data(), 4 * NC);
+        rnd(dfch, round);
+        std::fill(dln.begin(), dln.end(), 0.0f);
+        matmul_backward(dln.data(), G_(P_FCW, l), G_(P_FCB, l), dfch.data(), ln2[l].data(), P_(P_FCW, l), N, C, 4 * C);
+        rnd(dln, round);
+        layernorm_backward(dres.data(), G_(P_LN2W, l), G_(P_LN2B, l), dln.data(), res2[l].data(), P_(P_LN2W, l),
+                           m2[l].data(), r2[l].data(), N, C);
+        rnd(dres, round);
+        std::fill(dln.begin(), dln.end(), 0.0f);
+        matmul_backward(dln.data(), G_(P_ATTPROJW, l), G_(P_ATTPROJB, l), dres.data(), atty[l].data(),
+                        P_(P_ATTPROJW, l), N, C, C);
+        rnd(dln, round);
+        emu_attn_backward(dqkv, dln, att[l], qkv[l], B, T, H, C, round);
+        std::fill(dln.begin(), dln.end(), 0.0f);
+        matmul_backward(dln.data(), G_(P_QKVW, l), G_(P_QKVB, l), dqkv.data(), ln1[l].data(), P_(P_QKVW, l), N, C, 3 * C);
+        rnd(dln, round);
+        layernorm_backward(dres.data(), G_(P_LN1W, l), G_(P_LN1B, l), dln.data(), res.data(), P_(P_LN1W, l),
+                           m1[l].data(), r1[l].data(), N, C);
+        rnd(dres, round);
+    }
+    encoder_backward(&grads[off[P_WTE]], &grads[off[P_WPE]], dres.data(), inp.data(), B, T, C);
+    return counted ? (float)(total / counted) : 0.0f;
+}
+
+/* ---- helpers over a backend ---------------------------------------------------------- */
+
+static float one_step(const Backend *be, Model *m, const std::vector<int> &inp, const std::vector<int> &tgt,
+                      int B, int T, Vec &grads) {
+    be->zero_grad(m);
+    float loss = be->forward(m, inp.data(), tgt.data(), B, T);
+    be->backward(m, 1.0f);
+    be->get_grads(m, grads.data());
+    return loss;
+}
+
+/* Worst per-tensor scaled error of a against b; names the tensor. */
+static double worst_tensor_err(const GPT2Config &c, const Vec &a, const Vec &b, std::string *which) {
+    size_t off[GPT2_NUM_PARAM_TENSORS], sz[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_sizes(&c, sz);
+    gpt2_param_offsets(&c, off);
+    double worst = 0.0;
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        double e = test_max_err_scaled(&a[off[t]], &b[off[t]], sz[t]);
+        if (e > worst || std::isnan(e)) { worst = e; if (which) *which = gpt2_param_name(t); }
+    }
+    return worst;
+}
+
+/* ---- the checks ------------------------------------------------------------------------ */
+
+static void check_fp32(const char *label, const GPT2Config &c, int B, int T, int recompute, int chunk_rows) {
+    uint64_t rng = 1234 + B * 7 + T;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n), gc(n), gg(n);
+    gpt2_init_params(&c, params.data(), 42);
+    std::vector<int> inp(B * T), tgt(B * T);
+    random_tokens(inp, c.vocab_size, &rng, 0);
+    random_tokens(tgt, c.vocab_size, &rng, 1);
+    extras->set_logits_chunk_rows(chunk_rows);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0);
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, recompute);
+    extras->set_logits_chunk_rows(0);
+    CHECK(mc && mg, "%s: create", label);
+    if (!mc || !mg) return;
+    cpu_backend.set_params(mc, params.data());
+    gpu->set_params(mg, params.data());
+    float lc = one_step(&cpu_backend, mc, inp, tgt, B, T, gc);
+    float lg = one_step(gpu, mg, inp, tgt, B, T, gg);
+    std::string which;
+    double ge = worst_tensor_err(c, gg, gc, &which);
+    double ne = rel(gpu->grad_norm(mg), cpu_backend.grad_norm(mc));
+    printf("%s: loss cpu %.6f gpu %.6f (rel %.2e), worst grad err %.2e (%s), norm rel %.2e\n", label, lc, lg,
+           rel(lg, lc), ge, which.c_str(), ne);
+    CHECK(rel(lg, lc) < 1e-4, "%s: loss %g vs %g", label, lg, lc);
+    CHECK(ge < 1e-4, "%s: gradient of %s off by %.3g", label, which.c_str(), ge);
+    CHECK(ne < 1e-4, "%s: grad norm off by %.3g", label, ne);
+    Vec lgc(c.vocab_size), lgg(c.vocab_size);
+    int bb = B - 1, tt = T / 2;
+    cpu_backend.logits_at(mc, bb, tt, lgc.data());
+    gpu->logits_at(mg, bb, tt, lgg.data());
+    CHECK(test_max_err_scaled(lgg.data(), lgc.data(), lgc.size()) < 1e-4, "%s: logits_at", label);
+    /* reproducible: the same step again gives the same bits */
+    Vec gg2(n);
+    float lg2 = one_step(gpu, mg, inp, tgt, B, T, gg2);
+    CHECK(lg2 == lg && memcmp(gg2.data(), gg.data(), n * 4) == 0, "%s: not bitwise reproducible", label);
+    cpu_backend.destroy(mc);
+    gpu->destroy(mg);
+}
+
+static void check_adamw_steps(const GPT2Config &c, int B, int T) {
+    uint64_t rng = 99;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n);
+    gpt2_init_params(&c, params.data(), 7);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0);
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, 0);
+    CHECK(mc && mg, "adamw: create");
+    if (!mc || !mg) return;
+    cpu_backend.set_params(mc, params.data());
+    gpu->set_params(mg, params.data());
+    std::vector<int> inp(B * T), tgt(B * T);
+    double worst = 0.0;
+    for (int step = 1; step <= 20; step++) {
+        float lc = 0, lg = 0, nc, ng;
+        cpu_backend.zero_grad(mc);
+        gpu->zero_grad(mg);
+        for (int micro = 0; micro < 2; micro++) {
+            random_tokens(inp, c.vocab_size, &rng, 0);
+            for (int i = 0; i < B * T; i++) tgt[i] = (inp[i] * 7 + 3) % c.vocab_size; /* learnable */
+            lc += 0.5f * cpu_backend.forward(mc, inp.data(), tgt.data(), B, T);
+            lg += 0.5f * gpu->forward(mg, inp.data(), tgt.data(), B, T);
+            cpu_backend.backward(mc, 0.5f);
+            gpu->backward(mg, 0.5f);
+        }
+        nc = cpu_backend.grad_norm(mc);
+        ng = gpu->grad_norm(mg);
+        AdamWStep s = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, nc > 1.0f ? 1.0f / nc : 1.0f, step};
+        cpu_backend.update(mc, &s);
+        gpu->update(mg, &s);
+        double e = rel(lg, lc);
+        if (e > worst) worst = e;
+        if (step == 1 || step == 20) printf("adamw step %2d: loss cpu %.6f gpu %.6f norm cpu %.5f gpu %.5f\n", step, lc, lg, nc, ng);
+    }
+    Vec pc(n), pg(n);
+    cpu_backend.get_params(mc, pc.data());
+    gpu->get_params(mg, pg.data());
+    std::string which;
+    double pe = worst_tensor_err(c, pg, pc, &which);
+    printf("adamw: worst loss rel err over 20 steps %.2e, params after %.2e (%s)\n", worst, pe, which.c_str());
+    CHECK(worst < 1e-4, "adamw: losses drift %.3g", worst);
+    CHECK(pe < 1e-3, "adamw: params drift %.3g (%s)", pe, which.c_str());
+    /* Adam state round-trips */
+    Vec mm(n), vv(n), mm2(n), vv2(n);
+    gpu->get_adam_state(mg, mm.data(), vv.data());
+    gpu->set_adam_state(mg, mm.data(), vv.data());
+    gpu->get_adam_state(mg, mm2.data(), vv2.data());
+    CHECK(memcmp(mm.data(), mm2.data(), n * 4) == 0 && memcmp(vv.data(), vv2.data(), n * 4) == 0, "adam state round trip");
+    cpu_backend.destroy(mc);
+    gpu->destroy(mg);
+}
+
+static void check_bf16(const char *label, const GPT2Config &c, int B, int T) {
+    uint64_t rng = 555 + T;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n), gref(n), gemu(n), gemu0(n), ggpu(n);
+    gpt2_init_params(&c, params.data(), 11);
+    std::vector<int> inp(B * T), tgt(B * T);
+    random_tokens(inp, c.vocab_size, &rng, 0);
+    random_tokens(tgt, c.vocab_size, &rng, 1);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0);
+    Model *mg = make(gpu, c, B, T, PRECISION_BF16, 0);
+    CHECK(mc && mg, "%s: create", label);
+    if (!mc || !mg) return;
+    cpu_backend.set_params(mc, params.data());
+    gpu->set_params(mg, params.data());
+    float lref = one_step(&cpu_backend, mc, inp, tgt, B, T, gref);
+    float lgpu = one_step(gpu, mg, inp, tgt, B, T, ggpu);
+    float lemu0 = emu_step(c, params, inp, tgt, B, T, 0, gemu0);
+    float lemu = emu_step(c, params, inp, tgt, B, T, 1, gemu);
+    std::string w0;
+    double e0 = worst_tensor_err(c, gemu0, gref, &w0);
+    CHECK(rel(lemu0, lref) < 1e-5 && e0 < 1e-4, "%s: the emulation without rounding is not the CPU backend (%g, %s)",
+          label, e0, w0.c_str());
+    double loss_emu = fabs(lemu - lref), loss_gpu = fabs(lgpu - lref);
+    printf("%s: loss ref %.6f emu %.6f gpu %.6f | err emu %.2e gpu %.2e\n", label, lref, lemu, lgpu, loss_emu, loss_gpu);
+    CHECK(loss_gpu <= 2 * loss_emu + 1e-4 * fabs(lref), "%s: bf16 loss error %.3g vs emulation %.3g", label, loss_gpu, loss_emu);
+    size_t off[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_offsets(&c, off);
+    int bad = 0;
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        double ee = test_max_err_scaled(&gemu[off[t]], &gref[off[t]], sz[t]);
+        double eg = test_max_err_scaled(&ggpu[off[t]], &gref[off[t]], sz[t]);
+        int ok = eg <= 2 * ee + 1e-4;
+        printf("  %-10s err emu %.2e gpu %.2e%s\n", gpt2_param_name(t), ee, eg, ok ? "" : "  <-- over 2x");
+        bad += !ok;
+    }
+    CHECK(bad == 0, "%s: %d gradient tensors beyond 2x the emulated bf16 error", label, bad);
+    cpu_backend.destroy(mc);
+    gpu->destroy(mg);
+}
+
+static void check_graphs(const GPT2Config &c, int B, int T, Precision prec) {
+    uint64_t rng = 77;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n), g0(n), g1(n);
+    gpt2_init_params(&c, params.data(), 3);
+    std::vector<int> inp(B * T), tgt(B * T);
+    random_tokens(inp, c.vocab_size, &rng, 0);
+    random_tokens(tgt, c.vocab_size, &rng, 1);
+    Model *mg = make(gpu, c, B, T, prec, 0);
+    CHECK(mg != NULL, "graphs: create");
+    if (!mg) return;
+    gpu->set_params(mg, params.data());
+    extras->set_cuda_graphs(0);
+    float l0 = one_step(gpu, mg, inp, tgt, B, T, g0);
+    extras->set_cuda_graphs(1);
+    int same = 1;
+    for (int k = 0; k < 4; k++) { /* eager, capture, replay, replay */
+        float l1 = one_step(gpu, mg, inp, tgt, B, T, g1);
+        same &= l1 == l0 && memcmp(g0.data(), g1.data(), n * 4) == 0;
+    }
+    /* new data through the same graph */
+    std::vector<int> inp2(B * T);
+    random_tokens(inp2, c.vocab_size, &rng, 0);
+    Vec g2(n), g3(n);
+    float la = one_step(gpu, mg, inp2, tgt, B, T, g2);
+    extras->set_cuda_graphs(0);
+    float lb = one_step(gpu, mg, inp2, tgt, B, T, g3);
+    same &= la == lb && memcmp(g2.data(), g3.data(), n * 4) == 0;
+    CHECK(same, "graphs (%s): replay differs from eager", precision_name(prec));
+    gpu->destroy(mg);
+}
+
+static void check_too_big(void) {
+    GPT2Config c = small_config(256, 2, 64, 4, 1024);
+    ModelOptions o;
+    memset(&o, 0, sizeof o);
+    o.config = c;
+    o.B = 1 << 14;
+    o.T = 1024;
+    o.attn = ATTN_NAIVE;
+    o.mask = ATTN_MASK_CAUSAL;
+    o.precision = PRECISION_BF16;
+    char err[512] = "";
+    Model *m = gpu->create(&o, err, sizeof err);
+    printf("too big: %s\n", err);
+    CHECK(m == NULL && strstr(err, "needs") && strstr(err, "largest batch that fits is B="), "no refusal: %s", err);
+    if (m) gpu->destroy(m);
+}
+
+int main(void) {
+    char why[256];
+    gpu = cuda_backend_if_available(why, sizeof why);
+    if (!gpu) {
+        printf("no GPU (%s): skipped\n", why);
+        return test_summary("test_trainer_gpu");
+    }
+    extras = cuda_extras();
+    extras->set_tf32(0);
+    GPT2Config padded = small_config(300, 2, 64, 4, 64);   /* Vp = 384 */
+    GPT2Config awkward = small_config(250, 2, 64, 4, 64);  /* Vp = V = 250 */
+    check_fp32("fp32 V=300 B=4 T=32", padded, 4, 32, 0, 0);
+    check_fp32("fp32 V=250 B=1 T=31", awkward, 1, 31, 0, 0);
+    check_fp32("fp32 chunked classifier (7 rows)", padded, 3, 17, 0, 7);
+    check_fp32("fp32 recompute", padded, 2, 24, 1, 0);
+    check_adamw_steps(padded, 4, 16);
+    check_bf16("bf16 V=300 B=4 T=32", padded, 4, 32);
+    check_bf16("bf16 V=250 B=1 T=31", awkward, 1, 31);
+    check_graphs(padded, 4, 32, PRECISION_FP32);
+    check_graphs(padded, 4, 32, PRECISION_BF16);
+    check_too_big();
+    printf("matmul epilogue fallbacks: %ld\n", cuda_matmul_fallback_count());
+    return test_summary("test_trainer_gpu");
+}
