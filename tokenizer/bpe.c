@@ -37,42 +37,109 @@ static uint32_t merged_id(const Tokenizer *tok, uint32_t left, uint32_t right) {
 
 /* ---- the encoder's memo: chunk bytes -> tokens ---------------------------------------------- */
 
-#define CACHE_SLOTS (1u << 18)          /* emptied at half full */
-#define CACHE_ARENA (16u << 20)         /* bytes of entries, emptied when full */
+/* It starts small and doubles up to these bounds, then is emptied whenever it fills. */
+#define CACHE_MIN_SLOTS (1u << 10)
+#define CACHE_MAX_SLOTS (1u << 18)     /* emptied at half full */
+#define CACHE_MIN_ARENA (64u << 10)
+#define CACHE_MAX_ARENA (16u << 20)    /* bytes of entries */
 
 /* An entry in the arena: [len][ntok][len bytes][ntok uint16 tokens], len, ntok <= 255. */
 typedef struct TokenizerCache {
-    uint64_t hashes[CACHE_SLOTS];       /* 0 where free */
-    uint32_t offsets[CACHE_SLOTS];
-    size_t used;
-    size_t arena_len;
-    uint8_t arena[CACHE_ARENA];
+    uint64_t *hashes;                  /* 0 where free */
+    uint32_t *offsets;
+    size_t slots, used;
+    uint8_t *arena;
+    size_t arena_len, arena_cap;
 } TokenizerCache;
 
+static void cache_free(TokenizerCache *c) {
+    if (!c) return;
+    free(c->hashes);
+    free(c->offsets);
+    free(c->arena);
+    free(c);
+}
+
+static TokenizerCache *cache_new(void) {
+    TokenizerCache *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->slots = CACHE_MIN_SLOTS;
+    c->arena_cap = CACHE_MIN_ARENA;
+    c->hashes = calloc(c->slots, sizeof *c->hashes);
+    c->offsets = malloc(c->slots * sizeof *c->offsets);
+    c->arena = malloc(c->arena_cap);
+    if (!c->hashes || !c->offsets || !c->arena) {
+        cache_free(c);
+        return NULL;
+    }
+    return c;
+}
+
 static void cache_clear(TokenizerCache *c) {
-    memset(c->hashes, 0, sizeof c->hashes);
+    memset(c->hashes, 0, c->slots * sizeof *c->hashes);
     c->used = 0;
     c->arena_len = 0;
 }
 
+static const uint8_t *cache_entry(const TokenizerCache *c, uint32_t slot) {
+    return c->arena + c->offsets[slot];
+}
+
 /* The slot holding chunk, or the free slot where it belongs. */
 static uint32_t cache_find(const TokenizerCache *c, uint64_t h, const uint8_t *chunk, size_t n) {
-    for (uint32_t s = (uint32_t)h & (CACHE_SLOTS - 1);; s = (s + 1) & (CACHE_SLOTS - 1)) {
+    uint32_t mask = (uint32_t)c->slots - 1;
+    for (uint32_t s = (uint32_t)h & mask;; s = (s + 1) & mask) {
         if (c->hashes[s] == 0) return s;
         if (c->hashes[s] == h) {
-            const uint8_t *e = c->arena + c->offsets[s];
+            const uint8_t *e = cache_entry(c, s);
             if (e[0] == n && memcmp(e + 2, chunk, n) == 0) return s;
         }
     }
 }
 
-static void cache_store(TokenizerCache *c, uint32_t slot, uint64_t h, const uint8_t *chunk,
-                        size_t n, const uint16_t *toks, size_t ntok) {
-    size_t need = 2 + n + 2 * ntok;
-    if (c->used >= CACHE_SLOTS / 2 || c->arena_len + need > CACHE_ARENA) {
-        cache_clear(c);
-        slot = cache_find(c, h, chunk, n);
+/* Doubles the slots, re-placing every entry; returns -1 (table unchanged) when out of memory. */
+static int cache_grow_slots(TokenizerCache *c) {
+    size_t slots = 2 * c->slots;
+    uint64_t *hashes = calloc(slots, sizeof *hashes);
+    uint32_t *offsets = malloc(slots * sizeof *offsets);
+    if (!hashes || !offsets) {
+        free(hashes);
+        free(offsets);
+        return -1;
     }
+    for (size_t s = 0; s < c->slots; s++) {
+        if (!c->hashes[s]) continue;
+        size_t d = c->hashes[s] & (slots - 1);
+        while (hashes[d]) d = (d + 1) & (slots - 1);
+        hashes[d] = c->hashes[s];
+        offsets[d] = c->offsets[s];
+    }
+    free(c->hashes);
+    free(c->offsets);
+    c->hashes = hashes;
+    c->offsets = offsets;
+    c->slots = slots;
+    return 0;
+}
+
+static int cache_grow_arena(TokenizerCache *c) {
+    uint8_t *bigger = realloc(c->arena, 2 * c->arena_cap);
+    if (!bigger) return -1;
+    c->arena = bigger;
+    c->arena_cap *= 2;
+    return 0;
+}
+
+static void cache_store(TokenizerCache *c, uint64_t h, const uint8_t *chunk, size_t n,
+                        const uint16_t *toks, size_t ntok) {
+    size_t need = 2 + n + 2 * ntok;
+    if (2 * (c->used + 1) > c->slots &&
+        (c->slots >= CACHE_MAX_SLOTS || cache_grow_slots(c)))
+        cache_clear(c);
+    if (c->arena_len + need > c->arena_cap &&
+        (c->arena_cap >= CACHE_MAX_ARENA || cache_grow_arena(c)))
+        cache_clear(c);
+    uint32_t slot = cache_find(c, h, chunk, n);
     uint8_t *e = c->arena + c->arena_len;
     e[0] = (uint8_t)n;
     e[1] = (uint8_t)ntok;
@@ -92,7 +159,7 @@ void tokenizer_free(Tokenizer *tok) {
     free(tok->token_data);
     free(tok->pair_keys);
     free(tok->pair_ids);
-    free(tok->cache);
+    cache_free(tok->cache);
     memset(tok, 0, sizeof *tok);
 }
 
@@ -226,20 +293,16 @@ size_t tokenizer_encode_chunk(Tokenizer *tok, const uint8_t *chunk, size_t n, ui
         for (size_t i = 0; i < n; i++) out[i] = chunk[i];
         return n;
     }
-    if (!tok->cache) {
-        tok->cache = malloc(sizeof *tok->cache);
-        if (!tok->cache) return encode_chunk_uncached(tok, chunk, n, out);
-        cache_clear(tok->cache);
-    }
+    if (!tok->cache && !(tok->cache = cache_new())) return encode_chunk_uncached(tok, chunk, n, out);
     uint64_t h = tok_hash_bytes(chunk, n) | 1; /* never 0, the free mark */
     uint32_t slot = cache_find(tok->cache, h, chunk, n);
     if (tok->cache->hashes[slot]) {
-        const uint8_t *e = tok->cache->arena + tok->cache->offsets[slot];
+        const uint8_t *e = cache_entry(tok->cache, slot);
         memcpy(out, e + 2 + n, 2 * (size_t)e[1]);
         return e[1];
     }
     size_t k = encode_chunk_uncached(tok, chunk, n, out);
-    cache_store(tok->cache, slot, h, chunk, n, out, k);
+    cache_store(tok->cache, h, chunk, n, out, k);
     return k;
 }
 
