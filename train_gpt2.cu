@@ -171,7 +171,7 @@ static const Backend *choose_backend(const Options *o) {
         return cuda;
     }
     if (strcmp(o->device, "auto") != 0) fail("--device expects auto, cpu or cuda, got '%s'", o->device);
-    if (!cuda) printf("note: using the CPU backend (%s)\n", why);
+    if (!cuda) printf("note: using the CPU backend: %s\n", why);
     return cuda ? cuda : &cpu_backend;
 }
 

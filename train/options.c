@@ -27,15 +27,15 @@ typedef struct {
 
 #define F(field) offsetof(Options, field)
 static const OptSpec SPECS[] = {
-    {"data", 'd', OPT_STR, F(data), 0, 0, "FILE", "training data: raw bytes or an llm.c token file (default: data/enwik8/enwik8.train if present, else the embedded corpus)"},
-    {"val-data", 0, OPT_STR, F(val_data), 0, 0, "FILE", "validation data (default: data/enwik8/enwik8.val with enwik8, else the last 5% of --data)"},
-    {"vocab-file", 0, OPT_STR, F(vocab_file), 0, 0, "FILE", "BPE vocabulary of token-file data, to print samples and bits per byte"},
+    {"data", 'd', OPT_STR, F(data), 0, 0, "FILE", "training data, raw bytes or an llm.c token file (default: data/enwik8/enwik8.train if present, else the embedded corpus)"},
+    {"val-data", 0, OPT_STR, F(val_data), 0, 0, "FILE", "validation data (default: data/enwik8/enwik8.val with enwik8, else the 90%-95% slice of the training data, which then trains on its first 90%)"},
+    {"vocab-file", 0, OPT_STR, F(vocab_file), 0, 0, "FILE", "BPE vocabulary of token-file data, to print samples and bits per byte (default: none)"},
     {"shuffle", 0, OPT_FLAG, F(shuffle), 0, 1, NULL, "draw training windows in a seeded random order"},
-    {"init", 'i', OPT_STR, F(init), 0, 0, "FILE", "start from an llm.c GPT-2 model file"},
+    {"init", 'i', OPT_STR, F(init), 0, 0, "FILE", "start from an llm.c GPT-2 model file (default: GPT-2 initialisation)"},
     {"model", 'm', OPT_STR, F(model), 0, 0, "PRESET", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or dN (N layers)"},
-    {"layers", 0, OPT_INT, F(layers), 1, 4096, "N", "number of layers (overrides the preset)"},
-    {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads (must divide channels)"},
-    {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width"},
+    {"layers", 0, OPT_INT, F(layers), 1, 4096, "N", "number of layers (default: the preset's)"},
+    {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads, dividing channels (default: the preset's)"},
+    {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width (default: the preset's)"},
     {"vocab", 0, OPT_INT, F(vocab), 1, 65536, "N", "vocabulary size (default 256, or larger if the data holds larger token ids)"},
     {"max-seq-len", 0, OPT_INT, F(max_seq_len), 1, 1 << 20, "N", "positions in the model (default: the preset's 1024, at least --seq-len)"},
     {"batch", 'b', OPT_INT, F(batch), 1, 1 << 20, "B", "sequences per micro-batch"},
@@ -66,10 +66,10 @@ static const OptSpec SPECS[] = {
     {"temperature", 0, OPT_FLOAT, F(temperature), 1e-6, 100, "X", "sampling temperature"},
     {"top-k", 0, OPT_INT, F(top_k), 0, 1 << 20, "K", "sample among the K likeliest tokens (0 = all)"},
     {"prompt", 0, OPT_STR, F(prompt), 0, 0, "TEXT", "text the samples continue"},
-    {"checkpoint-dir", 'o', OPT_STR, F(checkpoint_dir), 0, 0, "DIR", "write checkpoints here (model_NNNNNNNN.bin in llm.c format + state_NNNNNNNN.bin)"},
+    {"checkpoint-dir", 'o', OPT_STR, F(checkpoint_dir), 0, 0, "DIR", "write checkpoints here: model_NNNNNNNN.bin (llm.c format) + state_NNNNNNNN.bin (default: none)"},
     {"checkpoint-every", 0, OPT_INT, F(checkpoint_every), 0, INT_MAX, "N", "checkpoint every N steps (0 = only at the end)"},
     {"resume", 'r', OPT_FLAG, F(resume), 0, 1, NULL, "continue from the latest checkpoint in --checkpoint-dir"},
-    {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines"},
+    {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines (default: none)"},
     {"quiet", 'q', OPT_FLAG, F(quiet), 0, 1, NULL, "print only evaluations, samples and the summary"},
 };
 #undef F
@@ -128,14 +128,20 @@ void options_print_help(const char *prog) {
     for (int i = 0; i < NUM_SPECS; i++) {
         const OptSpec *s = &SPECS[i];
         char left[64], def[64];
-        snprintf(left, sizeof left, "%s%c%s--%s%s%s", s->short_name ? "-" : "  ",
-                 s->short_name ? s->short_name : ' ', s->short_name ? ", " : "  ", s->name,
-                 s->arg ? " " : "", s->arg ? s->arg : "");
-        default_text(s, &d, def, sizeof def);
-        printf("  %-28s %s [default: %s]\n", left, s->help, def);
+        char flag[4] = "   ";
+        if (s->short_name) snprintf(flag, sizeof flag, "-%c,", s->short_name);
+        snprintf(left, sizeof left, "%s --%s%s%s", flag, s->name, s->arg ? " " : "",
+                 s->arg ? s->arg : "");
+        /* options whose default depends on other settings say so in their help text */
+        if (strstr(s->help, "default")) {
+            printf("  %-28s %s\n", left, s->help);
+        } else {
+            default_text(s, &d, def, sizeof def);
+            printf("  %-28s %s [default: %s]\n", left, s->help, def);
+        }
     }
-    printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help", "-V, --version",
-           "print the version");
+    printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help and exit", "-V, --version",
+           "print the version and exit");
 }
 
 static int parse_number(const OptSpec *s, const char *text, Options *o) {
