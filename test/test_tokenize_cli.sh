@@ -10,7 +10,7 @@ failed=0
 ok()   { passed=$((passed + 1)); }
 fail() { failed=$((failed + 1)); echo "FAIL: $*"; }
 
-TOK=./tokenize
+TOK=${TOKENIZE:-./tokenize}
 if [ ! -x "$TOK" ]; then
     echo "FAIL: $TOK not built (make tokenize)"
     echo "test_tokenize_cli: 0 passed, 1 failed"

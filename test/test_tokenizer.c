@@ -453,11 +453,11 @@ static void test_determinism(uint64_t *rng) {
     Tokenizer a, b, c;
     CHECK(tokenizer_train_bytes(&a, text, n, &opt, err, sizeof err) == 0, "train a");
     CHECK(tokenizer_train_bytes(&b, text, n, &opt, err, sizeof err) == 0, "train b");
-    uint8_t *fa, *fb;
-    size_t na, nb;
+    uint8_t *fa = NULL, *fb = NULL;
+    size_t na = 0, nb = 1;
     CHECK(tokenizer_serialize(&a, &fa, &na) == 0 && tokenizer_serialize(&b, &fb, &nb) == 0,
           "serialize");
-    CHECK(na == nb && memcmp(fa, fb, na) == 0, "two trainings give identical files");
+    CHECK(fa && fb && na == nb && memcmp(fa, fb, na) == 0, "two trainings give identical files");
     /* a small chunk table forces pruning: still deterministic, still a valid tokenizer */
     opt.max_unique_chunks = 64;
     CHECK(tokenizer_train_bytes(&c, text, n, &opt, err, sizeof err) == 0, "pruned train: %s", err);
@@ -499,9 +499,14 @@ static void test_vocab_file(uint64_t *rng) {
     CHECK(tokenizer_crc32("123456789", 9) == 0xCBF43926u, "CRC-32 check value");
     Tokenizer tok;
     CHECK(train_text(&tok, "hug,hug,hug,pug,pug,pun,pun,pun,pun,bun,hugs", 1000, 1) == 0, "train");
-    uint8_t *file;
-    size_t n;
+    uint8_t *file = NULL;
+    size_t n = 0;
     CHECK(tokenizer_serialize(&tok, &file, &n) == 0 && n == 28 + 4 * 8, "serialised size %zu", n);
+    if (n != 28 + 4 * 8) {
+        free(file);
+        tokenizer_free(&tok);
+        return;
+    }
 
     /* save, load, same tokenizer */
     char path[] = "/tmp/test_tokenizer_vocab_XXXXXX";
