@@ -4,9 +4,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include "attention/cuda_common.cuh"
+#include "attention/attention_impls.h"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS] = {&attn_naive_cuda, NULL,
-                                                                        NULL};
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS] = {&attn_naive_cuda, &attn_memeff_cuda,
+                                                                        &attn_flash_cuda};
 
 static char attn_cuda_error_text[512];
 

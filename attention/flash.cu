@@ -1,0 +1,548 @@
+/* attention/flash.cu: FlashAttention-2 in bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate).
+ *
+ * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows:
+ *   Q tile -> registers; for each key tile j (K, V double-buffered in smem by cp.async):
+ *     S = Q K_j^T (registers), masked; online softmax in base 2 with the scale folded in:
+ *       m' = max(m, rowmax(S)),  P = 2^(S - m'),  l' = 2^(m - m') l + rowsum(P),
+ *       O' = 2^(m - m') O + P V_j      (P goes to bf16 straight from the S registers)
+ *   O = O / l, L = ln 2 * (m + log2 l) (natural log-sum-exp of the scaled scores, +inf for an
+ *   empty row so that backward's exp(S - L) gives 0). Causal: key tiles past the diagonal are
+ *   never visited; only tiles that cross it (or T's ragged end) pay for the mask.
+ * Backward, FA2's three kernels:
+ *   1. D_i = rowsum(dO_i * O_i) (fp32), and the fp32 dQ accumulator is zeroed;
+ *   2. one block per (key tile of Bc keys, batch*head), each warp owning 16 keys; K, V stay in
+ *      smem while query tiles stream by (double-buffered). Per query tile, transposed so that
+ *      the key dimension is the MMA row:  S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
+ *      dS^T = P^T * (dP^T - D); dV += P^T dO, dK += dS^T Q in registers; dS goes through smem
+ *      and dQ += dS K is added into the fp32 accumulator with atomics;
+ *   3. dQ = scale * accumulator, to bf16.
+ *   dQ's atomics make the backward's dQ non-deterministic in the last bits; all else is.
+ * Any T: rows past T load as zeros and are masked or not stored.
+ */
+#include "attention/cuda_common.cuh"
+#include "attention/mma_bf16.cuh"
+
+#define LOG2E_F 1.4426950408889634f
+#define LN2_F 0.6931471805599453f
+
+/* ---- tile shapes ----------------------------------------------------------------------------- */
+template <int D_> struct FlashFwdTraits {
+    static constexpr int D = D_;
+    static constexpr int kWarps = 8;
+    static constexpr int Br = 16 * kWarps;      /* query rows per block: 16 per warp */
+    static constexpr int Bc = D_ == 128 ? 32 : 64; /* keys per tile */
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kStride = D + 8;        /* padded smem row (elements) */
+    static constexpr int kSmemBytes = (Br + 2 * 2 * Bc) * kStride * 2; /* Q + 2 stages of K, V */
+};
+template <int D_> struct FlashBwdTraits {
+    static constexpr int D = D_;
+    static constexpr int kWarps = 4;
+    static constexpr int Bc = 16 * kWarps;       /* keys per block: 16 per warp */
+    static constexpr int Br = D_ == 128 ? 32 : 64; /* queries per streamed tile */
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kStride = D + 8;
+    static constexpr int kDsStride = Bc + 8;     /* dS tile [Br][Bc] */
+    /* dQ = dS K is split over warps: row groups of 16 queries x column groups of D. */
+    static constexpr int kDqRowGroups = Br / 16;
+    static constexpr int kDqColGroups = kWarps / kDqRowGroups;
+    static constexpr int kDqCols = D / kDqColGroups;
+    static constexpr int kSmemBytes = (2 * Bc + 2 * 2 * Br) * kStride * 2 /* K, V, 2 x (Q, dO) */
+                                      + Br * kDsStride * 2                /* dS */
+                                      + 2 * 2 * Br * 4;                   /* 2 x (L, D) */
+};
+
+struct FlashParams {
+    const bf16 *q, *k, *v, *o, *dout;
+    bf16 *out, *dq, *dk, *dv;
+    float *lse, *dvec, *dq_accum;
+    int T, H;
+    long long ld_qkv, ld_o;
+    float scale, scale_log2;
+};
+
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* Masks one 16 x (8*NT) accumulator block whose rows start at row0 and columns at col0 (global
+ * indices); with `keys_are_rows` the rows are keys and the columns queries (backward). */
+template <int NT, bool CAUSAL>
+__device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            bool dead = key >= T || query >= T || (CAUSAL && key > query);
+            if (dead) s[nt][e] = -INFINITY;
+        }
+}
+
+/* The bf16 A fragments of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
+template <int NT>
+__device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        a[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+/* Online-softmax step for the warp's 16 rows (this thread: rows g and g+8 = half 0, 1): turns
+ * the scaled scores s into P in place and rescales o, m, l. */
+template <int NT, int ND>
+__device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], float m[2], float l[2]) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+        mx = quad_max(mx);
+        float m_new = fmaxf(m[half], mx);
+        float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: keep exp2 finite */
+        float corr = exp2f(m[half] - m_use);
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p = exp2f(s[nt][2 * half + e] - m_use);
+                s[nt][2 * half + e] = p;
+                sum += p;
+            }
+        l[half] = l[half] * corr + sum;
+        m[half] = m_new;
+#pragma unroll
+        for (int dt = 0; dt < ND; dt++) {
+            o[dt][2 * half] *= corr;
+            o[dt][2 * half + 1] *= corr;
+        }
+    }
+}
+
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads)
+flash_forward_kernel(FlashParams p) {
+    using Tr = FlashFwdTraits<D>;
+    constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, NT = Bc / 8, ND = D / 8, KD = D / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sQ = (bf16 *)smem_raw;
+    bf16 *sK = sQ + Br * S;          /* [2][Bc][S] */
+    bf16 *sV = sK + 2 * Bc * S;      /* [2][Bc][S] */
+
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int m_blk = gridDim.y - 1 - blockIdx.y; /* heaviest (causal) query tiles first */
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int T = p.T, q0 = m_blk * Br;
+    const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const bf16 *gq = p.q + head_off, *gk = p.k + head_off, *gv = p.v + head_off;
+
+    int n_tiles = (T + Bc - 1) / Bc;
+    if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
+
+    load_rows_async<Br, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    cp_async_commit();
+
+    uint32_t qf[KD][4];
+    float o[ND][4];
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    const int row0 = q0 + warp * 16;
+
+    for (int j = 0; j < n_tiles; j++) {
+        const int stage = j & 1;
+        if (j + 1 < n_tiles) {
+            load_rows_async<Bc, D, Tr::kThreads>(sK + (stage ^ 1) * Bc * S, gk, p.ld_qkv, (j + 1) * Bc, T);
+            load_rows_async<Bc, D, Tr::kThreads>(sV + (stage ^ 1) * Bc * S, gv, p.ld_qkv, (j + 1) * Bc, T);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
+        }
+        const bf16 *k_t = sK + stage * Bc * S, *v_t = sV + stage * Bc * S;
+
+        /* S = Q K^T */
+        float s[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bfr[4];
+                load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
+                mma_16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
+                mma_16816(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+            }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] *= p.scale_log2;
+        const int col0 = j * Bc;
+        bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > row0);
+        if (needs_mask) mask_tile<NT, CAUSAL>(s, row0, col0, T, false);
+
+        online_softmax_step<NT, ND>(s, o, m, l);
+
+        /* O += P V */
+        uint32_t pf[NT / 2][4];
+        acc_to_a_frags<NT>(pf, s);
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t bfr[4];
+                load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
+                mma_16816(o[2 * dp], pf[kk], bfr[0], bfr[1]);
+                mma_16816(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
+            }
+        __syncthreads(); /* this stage is reloaded two tiles on */
+    }
+    cp_async_wait<0>();
+
+    /* O / l to bf16; L */
+    const int g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float lsum = quad_sum(l[half]);
+        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+        int t = row0 + g + 8 * half;
+        if (t < T) {
+            bf16 *orow = p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++)
+                *(uint32_t *)(orow + dt * 8 + c) =
+                    pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+            if ((lane & 3) == 0)
+                p.lse[(long long)bh * T + t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
+        }
+    }
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+/* D_i = sum_d dO[i,d] O[i,d]; zeroes the dQ accumulator's row. One warp per row. */
+template <int D>
+__global__ void flash_bwd_preprocess(FlashParams p, long long rows) {
+    long long r = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (r >= rows) return;
+    int t = (int)(r % p.T);
+    long long bh = r / p.T;
+    int b = (int)(bh / p.H), h = (int)(bh % p.H);
+    long long off = ((long long)b * p.T + t) * p.ld_o + (long long)h * D;
+    float acc = 0.0f;
+    for (int d = lane; d < D; d += 32) {
+        acc += __bfloat162float(p.dout[off + d]) * __bfloat162float(p.o[off + d]);
+        p.dq_accum[r * D + d] = 0.0f;
+    }
+    for (int x = 16; x > 0; x >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, x);
+    if (lane == 0) p.dvec[r] = acc;
+}
+
+/* dQ = scale * accumulator, into the token-major bf16 output. */
+template <int D>
+__global__ void flash_bwd_convert_dq(FlashParams p, long long n) {
+    long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (x >= n) return;
+    int d = (int)(x % D);
+    long long r = x / D;
+    int t = (int)(r % p.T);
+    long long bh = r / p.T;
+    int b = (int)(bh / p.H), h = (int)(bh % p.H);
+    p.dq[((long long)b * p.T + t) * p.ld_qkv + (long long)h * D + d] = __float2bfloat16(p.dq_accum[x] * p.scale);
+}
+
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads)
+flash_backward_kernel(FlashParams p) {
+    using Tr = FlashBwdTraits<D>;
+    constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
+    constexpr int NQ = Br / 8, ND = D / 8, KD = D / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sK = (bf16 *)smem_raw;
+    bf16 *sV = sK + Bc * S;
+    bf16 *sQ = sV + Bc * S;          /* [2][Br][S] */
+    bf16 *sdO = sQ + 2 * Br * S;     /* [2][Br][S] */
+    bf16 *sdS = sdO + 2 * Br * S;    /* [Br][DS]: dS[query][key] */
+    float *sL = (float *)(sdS + Br * DS); /* [2][Br] */
+    float *sD = sL + 2 * Br;              /* [2][Br] */
+
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int n_blk = blockIdx.y;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    const int g = lane >> 2, c = 2 * (lane & 3);
+    const int T = p.T, k0 = n_blk * Bc;
+    const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long o_off = (long long)b * T * p.ld_o + (long long)h * D;
+    const float *gL = p.lse + (long long)bh * T, *gD = p.dvec + (long long)bh * T;
+    float *gdq = p.dq_accum + (long long)bh * T * D;
+
+    const int m_first = CAUSAL ? k0 / Br : 0;
+    const int m_end = (T + Br - 1) / Br;
+
+    auto load_query_tile = [&](int mi, int stage) {
+        load_rows_async<Br, D, Tr::kThreads>(sQ + stage * Br * S, p.q + head_off, p.ld_qkv, mi * Br, T);
+        load_rows_async<Br, D, Tr::kThreads>(sdO + stage * Br * S, p.dout + o_off, p.ld_o, mi * Br, T);
+        for (int x = threadIdx.x; x < Br; x += Tr::kThreads) {
+            int t = mi * Br + x;
+            bool ok = t < T;
+            cp_async_4(sL + stage * Br + x, gL + (ok ? t : 0), ok);
+            cp_async_4(sD + stage * Br + x, gD + (ok ? t : 0), ok);
+        }
+    };
+
+    load_rows_async<Bc, D, Tr::kThreads>(sK, p.k + head_off, p.ld_qkv, k0, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sV, p.v + head_off, p.ld_qkv, k0, T);
+    if (m_first < m_end) load_query_tile(m_first, 0);
+    cp_async_commit();
+
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
+    const int key_row0 = k0 + warp * 16;
+
+    for (int mi = m_first; mi < m_end; mi++) {
+        const int stage = (mi - m_first) & 1;
+        if (mi + 1 < m_end) load_query_tile(mi + 1, stage ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16 *q_t = sQ + stage * Br * S, *do_t = sdO + stage * Br * S;
+        const float *L_t = sL + stage * Br, *D_t = sD + stage * Br;
+
+        /* S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x Br queries */
+        float st[NQ][4], dpt[NQ][4];
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t kf[4], vf[4];
+            load_a_frag(kf, sK, S, warp * 16, kk * 16);
+            load_a_frag(vf, sV, S, warp * 16, kk * 16);
+#pragma unroll
+            for (int np = 0; np < NQ / 2; np++) {
+                uint32_t bq[4], bo[4];
+                load_bt_frags(bq, q_t, S, np * 16, kk * 16);
+                load_bt_frags(bo, do_t, S, np * 16, kk * 16);
+                mma_16816(st[2 * np], kf, bq[0], bq[1]);
+                mma_16816(st[2 * np + 1], kf, bq[2], bq[3]);
+                mma_16816(dpt[2 * np], vf, bo[0], bo[1]);
+                mma_16816(dpt[2 * np + 1], vf, bo[2], bo[3]);
+            }
+        }
+        const int q0 = mi * Br;
+        bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
+        if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
+
+        /* P^T = 2^(S^T scale log2e - L log2e);  dS^T = P^T (dP^T - D) */
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int qc = nt * 8 + c + (e & 1);
+                float pv = exp2f(st[nt][e] * p.scale_log2 - L_t[qc] * LOG2E_F);
+                st[nt][e] = pv;
+                dpt[nt][e] = pv * (dpt[nt][e] - D_t[qc]);
+            }
+
+        uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
+        acc_to_a_frags<NQ>(pf, st);
+        acc_to_a_frags<NQ>(dsf, dpt);
+        /* dS to smem as [query][key] for dQ (the bf16 values dK also uses) */
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int qc = nt * 8 + c + (e & 1), kr = warp * 16 + g + (e >= 2 ? 8 : 0);
+                sdS[qc * DS + kr] = __float2bfloat16(dpt[nt][e]);
+            }
+
+        /* dV += P^T dO, dK += dS^T Q */
+#pragma unroll
+        for (int kk = 0; kk < NQ / 2; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t bo[4], bq[4];
+                load_b_frags(bo, do_t, S, kk * 16, dp * 16);
+                load_b_frags(bq, q_t, S, kk * 16, dp * 16);
+                mma_16816(dv[2 * dp], pf[kk], bo[0], bo[1]);
+                mma_16816(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
+                mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
+                mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
+            }
+        __syncthreads(); /* sdS complete */
+
+        /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns */
+        {
+            constexpr int NC = Tr::kDqCols / 8;
+            const int rg = warp % Tr::kDqRowGroups, cg = warp / Tr::kDqRowGroups;
+            const int d0 = cg * Tr::kDqCols;
+            float dq[NC][4];
+#pragma unroll
+            for (int nt = 0; nt < NC; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < Bc / 16; kk++) {
+                uint32_t af[4];
+                load_a_frag(af, sdS, DS, rg * 16, kk * 16);
+#pragma unroll
+                for (int dp = 0; dp < NC / 2; dp++) {
+                    uint32_t bk[4];
+                    load_b_frags(bk, sK, S, kk * 16, d0 + dp * 16);
+                    mma_16816(dq[2 * dp], af, bk[0], bk[1]);
+                    mma_16816(dq[2 * dp + 1], af, bk[2], bk[3]);
+                }
+            }
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int t = q0 + rg * 16 + g + 8 * half;
+                if (t < T) {
+                    float *row = gdq + (long long)t * D + d0 + c;
+#pragma unroll
+                    for (int nt = 0; nt < NC; nt++) {
+                        atomicAdd(row + nt * 8, dq[nt][2 * half]);
+                        atomicAdd(row + nt * 8 + 1, dq[nt][2 * half + 1]);
+                    }
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+    /* dK = scale * dS^T Q, dV: this warp's 16 keys */
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int t = key_row0 + g + 8 * half;
+        if (t < T) {
+            long long off = head_off + (long long)t * p.ld_qkv + c;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++) {
+                *(uint32_t *)(p.dk + off + dt * 8) =
+                    pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)(p.dv + off + dt * 8) = pack_bf16x2(dv[dt][2 * half], dv[dt][2 * half + 1]);
+            }
+        }
+    }
+}
+
+/* ---- host side ------------------------------------------------------------------------------ */
+
+static const char *flash_unsupported(const AttnShape *s) {
+    const char *why = attn_shape_problem(s);
+    if (why) return why;
+    if (s->dtype != ATTN_BF16) return "flash: bf16 only";
+    if (s->D != 32 && s->D != 64 && s->D != 128) return "flash: head dimension must be 32, 64 or 128";
+    if (s->mask.kind == ATTN_MASK_DENSE) return "flash: dense bias not supported";
+    if (s->ld_qkv % 8 || s->ld_o % 8) return "flash: leading dimensions must be multiples of 8";
+    if ((long long)s->B * s->H > 0x7fffffffLL) return "flash: too many heads";
+    return NULL;
+}
+static size_t flash_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
+static size_t flash_dvec_bytes(const AttnShape *s) { return ((size_t)attn_rows(s) * 4 + 255) & ~(size_t)255; }
+static size_t flash_workspace_bytes(const AttnShape *s) {
+    return flash_dvec_bytes(s) + (size_t)attn_rows(s) * s->D * 4;
+}
+
+static FlashParams flash_params(const AttnShape *s) {
+    FlashParams p;
+    memset(&p, 0, sizeof p);
+    p.T = s->T; p.H = s->H;
+    p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
+    p.scale = s->scale;
+    p.scale_log2 = s->scale * LOG2E_F;
+    return p;
+}
+static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
+
+template <int D, bool CAUSAL>
+static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
+    using Tr = FlashFwdTraits<D>;
+    auto kernel = flash_forward_kernel<D, CAUSAL>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dim3 grid(s->B * s->H, (s->T + Tr::Br - 1) / Tr::Br);
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+template <int D, bool CAUSAL>
+static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
+    using Tr = FlashBwdTraits<D>;
+    long long rows = attn_rows(s);
+    flash_bwd_preprocess<D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows);
+    ATTN_LAUNCH_CHECK();
+    auto kernel = flash_backward_kernel<D, CAUSAL>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dim3 grid(s->B * s->H, (s->T + Tr::Bc - 1) / Tr::Bc);
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    long long n = rows * D;
+    flash_bwd_convert_dq<D><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(p, n);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+/* Calls F<D, CAUSAL> for the shape's head dimension and mask. */
+#define FLASH_DISPATCH(F, s, ...)                                                            \
+    ((s)->mask.kind == ATTN_MASK_CAUSAL                                                      \
+         ? ((s)->D == 32 ? F<32, true>(__VA_ARGS__)                                          \
+            : (s)->D == 64 ? F<64, true>(__VA_ARGS__) : F<128, true>(__VA_ARGS__))           \
+         : ((s)->D == 32 ? F<32, false>(__VA_ARGS__)                                         \
+            : (s)->D == 64 ? F<64, false>(__VA_ARGS__) : F<128, false>(__VA_ARGS__)))
+
+static int flash_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o,
+                         void *saved, void *workspace, void *stream) {
+    const char *why = flash_unsupported(s);
+    if (why) return attn_cuda_fail("flash forward: %s", why);
+    if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
+        return attn_cuda_fail("flash forward: q, k, v, o must be 16-byte aligned");
+    FlashParams p = flash_params(s);
+    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
+    p.out = (bf16 *)o;
+    p.lse = (float *)saved;
+    return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
+}
+
+static int flash_backward(const AttnShape *s, const void *q, const void *k, const void *v,
+                          const void *o, const void *dout, const void *saved, void *dq, void *dk,
+                          void *dv, void *workspace, void *stream) {
+    const char *why = flash_unsupported(s);
+    if (why) return attn_cuda_fail("flash backward: %s", why);
+    if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout) || misaligned(dq) ||
+        misaligned(dk) || misaligned(dv))
+        return attn_cuda_fail("flash backward: pointers must be 16-byte aligned");
+    FlashParams p = flash_params(s);
+    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
+    p.o = (const bf16 *)o; p.dout = (const bf16 *)dout;
+    p.dq = (bf16 *)dq; p.dk = (bf16 *)dk; p.dv = (bf16 *)dv;
+    p.lse = (float *)saved;
+    p.dvec = (float *)workspace;
+    p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
+    return FLASH_DISPATCH(launch_backward, s, s, p, attn_stream(stream));
+}
+
+const AttnImpl attn_flash_cuda = {ATTN_FLASH,         ATTN_CUDA,          flash_unsupported,
+                                  flash_saved_bytes,  flash_workspace_bytes, flash_forward,
+                                  flash_backward};

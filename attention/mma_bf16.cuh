@@ -1,0 +1,100 @@
+/* attention/mma_bf16.cuh: the tensor-core building blocks of the bf16 kernels (sm_80+):
+ * cp.async tile loads, ldmatrix, and mma.sync m16n8k16 (bf16 in, fp32 accumulate).
+ *
+ * Fragment layouts of mma.m16n8k16 for a lane: g = lane / 4, c = 2 * (lane % 4).
+ *   A (16 x 16, row):  a0 = (g, c..c+1)  a1 = (g+8, c..c+1)  a2 = (g, c+8..c+9)  a3 = (g+8, c+8..c+9)
+ *   B (16 x 8, col):   b0 = (k = c..c+1, n = g)   b1 = (k = c+8..c+9, n = g)
+ *   C (16 x 8, fp32):  c0, c1 = (g, c..c+1)       c2, c3 = (g+8, c..c+1)
+ * Two adjacent C tiles (n and n+8) hold exactly the A fragment of a 16 x 16 block, which is how
+ * P goes from one product into the next without leaving registers.
+ *
+ * Shared-memory tiles are row-major bf16 with rows of D + 8 elements: the 16-byte pad puts the 8
+ * rows one ldmatrix reads in 8 different bank groups (no conflicts) and keeps rows 16-byte aligned.
+ */
+#ifndef ATTENTION_MMA_BF16_CUH
+#define ATTENTION_MMA_BF16_CUH
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, asynchronously; with pred false the destination is zero-filled. */
+__device__ __forceinline__ void cp_async_16(void *dst, const void *src, bool pred) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(pred ? 16 : 0));
+}
+/* 4 bytes (one float), likewise. */
+__device__ __forceinline__ void cp_async_4(void *dst, const void *src, bool pred) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(pred ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+/* Wait until at most N committed groups are still in flight. */
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+/* c += a * b on one 16 x 8 x 16 tile. */
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two floats -> a bf16 pair in one register (lo in the low half: the lower column). */
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Copies rows [row0, row0 + ROWS) of a token-major head (row t at g + t * ld, D elements) into
+ * a padded smem tile; rows >= T become zeros. */
+template <int ROWS, int D, int THREADS>
+__device__ __forceinline__ void load_rows_async(__nv_bfloat16 *tile, const __nv_bfloat16 *g,
+                                                long long ld, int row0, int T) {
+    constexpr int kChunks = D / 8, kStride = D + 8;
+    for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
+        int r = c / kChunks, ch = c % kChunks, t = row0 + r;
+        bool ok = t < T;
+        cp_async_16(tile + r * kStride + ch * 8, g + (long long)(ok ? t : 0) * ld + ch * 8, ok);
+    }
+}
+
+/* The A fragment of rows [r0, r0+16) x cols [c0, c0+16) of a row-major smem tile. */
+__device__ __forceinline__ void load_a_frag(uint32_t a[4], const __nv_bfloat16 *tile, int stride,
+                                            int r0, int c0) {
+    int lane = threadIdx.x & 31;
+    ldmatrix_x4(a, tile + (r0 + (lane & 15)) * stride + c0 + (lane >> 4) * 8);
+}
+/* B fragments for two n-tiles when B = X^T with X row-major [n][k] in smem (e.g. K in Q K^T):
+ * rows [n0, n0+16) of X, cols [k0, k0+16). b[0], b[1] serve n-tile n0; b[2], b[3] n-tile n0+8. */
+__device__ __forceinline__ void load_bt_frags(uint32_t b[4], const __nv_bfloat16 *tile, int stride,
+                                              int n0, int k0) {
+    int lane = threadIdx.x & 31;
+    ldmatrix_x4(b, tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * stride + k0 + ((lane >> 3) & 1) * 8);
+}
+/* B fragments for two n-tiles when B = X with X row-major [k][n] in smem (e.g. V in P V):
+ * rows [k0, k0+16) of X, cols [n0, n0+16). b[0], b[1] serve n-tile n0; b[2], b[3] n-tile n0+8. */
+__device__ __forceinline__ void load_b_frags(uint32_t b[4], const __nv_bfloat16 *tile, int stride,
+                                             int k0, int n0) {
+    int lane = threadIdx.x & 31;
+    ldmatrix_x4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + n0 + (lane >> 4) * 8);
+}
+
+#endif

@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""dev/attention_ctypes.py: calls build/libattention.so (make libattention) through ctypes on
+torch tensors' device pointers, forward and backward, and compares with torch's
+scaled_dot_product_attention (float64 on upcast inputs).
+
+GPT-2's packed layout: qkv (B, T, 3C), q/k/v are column slices with ld = 3C; o (B, T, C).
+Usage: python3 dev/attention_ctypes.py [path/to/libattention.so]
+"""
+import ctypes
+import sys
+
+import torch
+import torch.nn.functional as F
+
+LIB = sys.argv[1] if len(sys.argv) > 1 else "build/libattention.so"
+lib = ctypes.CDLL(LIB)
+c_str, c_int, c_float, c_ll, c_p = ctypes.c_char_p, ctypes.c_int, ctypes.c_float, ctypes.c_longlong, ctypes.c_void_p
+SHAPE = [c_str, c_str, c_str, c_int, c_int, c_int, c_int, c_int, c_int, c_float, c_p, c_ll, c_ll, c_ll]
+lib.attn_lib_buffer_sizes.argtypes = [c_str, c_str, c_str, c_int, c_int, c_int, c_int,
+                                      ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]
+lib.attn_lib_forward.argtypes = SHAPE + [c_p] * 7
+lib.attn_lib_backward.argtypes = SHAPE + [c_p] * 11
+lib.attn_lib_last_error.restype = c_str
+
+
+def check(rc):
+    if rc != 0:
+        raise RuntimeError(f"libattention error {rc}: {lib.attn_lib_last_error().decode()}")
+
+
+def run(kernel, mask, dtype, B, T, H, D):
+    dev = "cuda"
+    tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    C = H * D
+    es = 2 if dtype == "bf16" else 4
+    g = torch.Generator(device=dev).manual_seed(1234)
+    qkv = (torch.rand(B, T, 3 * C, device=dev, generator=g) * 4 - 2).to(tdt)
+    dout = (torch.rand(B, T, C, device=dev, generator=g) * 2 - 1).to(tdt)
+    o = torch.full((B, T, C), float("nan"), device=dev, dtype=tdt)
+    dqkv = torch.full_like(qkv, float("nan"))
+    saved_n, ws_n = ctypes.c_size_t(), ctypes.c_size_t()
+    check(lib.attn_lib_buffer_sizes(kernel.encode(), mask.encode(), dtype.encode(), B, T, H, D,
+                                    ctypes.byref(saved_n), ctypes.byref(ws_n)))
+    saved = torch.empty(max(saved_n.value, 1), dtype=torch.uint8, device=dev)
+    ws = torch.empty(max(ws_n.value, 1), dtype=torch.uint8, device=dev)
+    base = qkv.data_ptr()
+    q, k, v = base, base + C * es, base + 2 * C * es
+    dbase = dqkv.data_ptr()
+    shape = [kernel.encode(), mask.encode(), dtype.encode(), B, T, H, D, 3 * C, C, 0.0, None, 0, 0, 0]
+    check(lib.attn_lib_forward(*shape, q, k, v, o.data_ptr(), saved.data_ptr(), ws.data_ptr(), None))
+    check(lib.attn_lib_backward(*shape, q, k, v, o.data_ptr(), dout.data_ptr(), saved.data_ptr(),
+                                dbase, dbase + C * es, dbase + 2 * C * es, ws.data_ptr(), None))
+    torch.cuda.synchronize()
+
+    # Reference: float64 SDPA on the same (rounded) inputs.
+    x = qkv.double().view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D)
+    qr, kr, vr = (t.clone().requires_grad_(True) for t in (x[0], x[1], x[2]))
+    ref = F.scaled_dot_product_attention(qr, kr, vr, is_causal=(mask == "causal"))
+    ref.backward(dout.double().view(B, T, H, D).transpose(1, 2))
+    got_o = o.double().view(B, T, H, D).transpose(1, 2)
+    got = dqkv.double().view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+
+    def rel(a, b):
+        return ((a - b).abs().max() / (b.abs().max() + 1e-2)).item()
+    return [rel(got_o, ref), rel(got[0], qr.grad), rel(got[1], kr.grad), rel(got[2], vr.grad)]
+
+
+def main():
+    print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, lib {LIB}")
+    print("| kernel | dtype | mask | B | T | H | D | O | dQ | dK | dV | ok |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    failures = 0
+    for kernel in ("naive", "memeff", "flash"):
+        for dtype in ("fp32", "bf16"):
+            if kernel == "flash" and dtype == "fp32":
+                continue
+            for mask in ("causal", "none"):
+                for (B, T, H, D) in ((2, 300, 4, 64), (1, 129, 2, 128)):
+                    errs = run(kernel, mask, dtype, B, T, H, D)
+                    bound = 1e-4 if dtype == "fp32" else 3e-2
+                    ok = all(e <= bound for e in errs)  # NaN compares False
+                    failures += not ok
+                    print(f"| {kernel} | {dtype} | {mask} | {B} | {T} | {H} | {D} | " +
+                          " | ".join(f"{e:.2e}" for e in errs) + f" | {'yes' if ok else 'NO'} |")
+    # An error path: flash refuses fp32 with a message.
+    try:
+        run("flash", "causal", "fp32", 1, 16, 1, 64)
+        print("flash fp32 unexpectedly accepted"); failures += 1
+    except RuntimeError as e:
+        print(f"expected refusal: {e}")
+    print(f"attention_ctypes: {'PASS' if failures == 0 else f'{failures} FAILED'}")
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()

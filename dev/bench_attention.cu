@@ -1,0 +1,166 @@
+/* dev/bench_attention.cu: forward and forward+backward time of the CUDA attention kernels.
+ *
+ * causal, bf16, H = 12; D = 64 with B x T = 65536 for T in {1024 ... 16384}; D = 32 and 128 at
+ * T = 4096. FLOPs (causal): forward 4 B H T^2 D / 2, backward 2.5x that, so fwd+bwd = 3.5x.
+ * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
+ * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
+ * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
+ * Usage: bench_attention [kernel ...]   (default: naive memeff flash)
+ */
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <math.h>
+#include <algorithm>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <vector>
+#include "attention/attention.h"
+#include "attention/attention_cuda.h"
+
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+
+#define CUDA_OK(call)                                                                        \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                    \
+                    cudaGetErrorString(e_));                                                 \
+            exit(2);                                                                         \
+        }                                                                                    \
+    } while (0)
+
+/* Random bf16 in [-amp, amp): never zeros. */
+__global__ void fill_random_bf16(__nv_bfloat16 *x, size_t n, uint64_t seed, float amp) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ULL ^ seed;
+        z ^= z >> 31; z *= 0xbf58476d1ce4e5b9ULL; z ^= z >> 29;
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+        x[i] = __float2bfloat16(amp * (2.0f * u - 1.0f));
+    }
+}
+
+struct Row {
+    const char *kernel;
+    int D, T, B;
+    bool oom, unsupported;
+    double fwd_ms, fb_ms, extra_mb;
+    double fwd_tflops, fb_tflops;
+};
+
+static double median(std::vector<float> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+}
+
+/* Times fn() with events: warm-up, then median of repeats. */
+template <typename F> static double time_ms(F fn) {
+    cudaEvent_t a, b;
+    CUDA_OK(cudaEventCreate(&a));
+    CUDA_OK(cudaEventCreate(&b));
+    for (int i = 0; i < 2; i++) fn();
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> t;
+    float total = 0.0f;
+    while (t.size() < 3 || (total < 300.0f && t.size() < 50)) {
+        CUDA_OK(cudaEventRecord(a));
+        fn();
+        CUDA_OK(cudaEventRecord(b));
+        CUDA_OK(cudaEventSynchronize(b));
+        float ms;
+        CUDA_OK(cudaEventElapsedTime(&ms, a, b));
+        t.push_back(ms);
+        total += ms;
+    }
+    CUDA_OK(cudaEventDestroy(a));
+    CUDA_OK(cudaEventDestroy(b));
+    return median(t);
+}
+
+static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H, int D) {
+    Row r;
+    memset(&r, 0, sizeof r);
+    r.kernel = name; r.D = D; r.T = T; r.B = B;
+    AttnShape s;
+    memset(&s, 0, sizeof s);
+    s.B = B; s.T = T; s.H = H; s.D = D;
+    s.scale = 1.0f / sqrtf((float)D);
+    s.ld_qkv = 3 * H * D; s.ld_o = H * D;
+    s.mask.kind = ATTN_MASK_CAUSAL;
+    s.dtype = ATTN_BF16;
+    if (impl->unsupported(&s)) { r.unsupported = true; return r; }
+    size_t nqkv = (size_t)B * T * 3 * H * D, no = (size_t)B * T * H * D;
+    size_t saved = impl->saved_bytes(&s), ws = impl->workspace_bytes(&s);
+    r.extra_mb = (saved + ws) / 1048576.0;
+    size_t need = saved + ws + (2 * nqkv + 2 * no) * 2;
+    size_t free_b = 0, total_b = 0;
+    CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
+    if (need + ((size_t)512 << 20) > free_b) { r.oom = true; return r; }
+
+    void *qkv, *dqkv, *o, *dout, *sv = NULL, *w = NULL;
+    CUDA_OK(cudaMalloc(&qkv, nqkv * 2));
+    CUDA_OK(cudaMalloc(&dqkv, nqkv * 2));
+    CUDA_OK(cudaMalloc(&o, no * 2));
+    CUDA_OK(cudaMalloc(&dout, no * 2));
+    if (saved) CUDA_OK(cudaMalloc(&sv, saved));
+    if (ws) CUDA_OK(cudaMalloc(&w, ws));
+    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)qkv, nqkv, 1234, 2.0f);
+    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)dout, no, 5678, 1.0f);
+    CUDA_OK(cudaGetLastError());
+    const char *q = (const char *)qkv, *k = q + H * D * 2, *v = q + 2 * H * D * 2;
+    char *dq = (char *)dqkv, *dk = dq + H * D * 2, *dv = dq + 2 * H * D * 2;
+    int failed = 0;
+    auto fwd = [&]() { failed |= impl->forward(&s, q, k, v, o, sv, w, NULL); };
+    auto fb = [&]() {
+        failed |= impl->forward(&s, q, k, v, o, sv, w, NULL);
+        failed |= impl->backward(&s, q, k, v, o, dout, sv, dq, dk, dv, w, NULL);
+    };
+    r.fwd_ms = time_ms(fwd);
+    r.fb_ms = time_ms(fb);
+    CUDA_OK(cudaDeviceSynchronize());
+    if (failed) { fprintf(stderr, "%s T=%d: a call failed: %s\n", name, T, attn_cuda_last_error()); exit(3); }
+    double flops_fwd = 4.0 * B * H * (double)T * T * D / 2.0;
+    r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
+    r.fb_tflops = 3.5 * flops_fwd / (r.fb_ms * 1e-3) / 1e12;
+    cudaFree(qkv); cudaFree(dqkv); cudaFree(o); cudaFree(dout); cudaFree(sv); cudaFree(w);
+    return r;
+}
+
+int main(int argc, char **argv) {
+    const char *names[ATTN_NUM_KERNELS] = {"naive", "memeff", "flash"};
+    bool want[ATTN_NUM_KERNELS] = {argc == 1, argc == 1, argc == 1};
+    for (int i = 1; i < argc; i++)
+        for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++)
+            if (!strcmp(argv[i], names[kk])) want[kk] = true;
+    cudaDeviceProp prop;
+    CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+    printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+
+    struct Cfg { int D, T; } cfgs[] = {{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {64, 16384},
+                                      {32, 4096}, {128, 4096}};
+    const int H = 12;
+    std::vector<Row> rows;
+    for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++) {
+        if (!want[kk] || !attn_cuda_table[kk]) continue;
+        for (const Cfg &c : cfgs) {
+            int B = 65536 / c.T;
+            Row r = bench_one(attn_cuda_table[kk], names[kk], B, c.T, H, c.D);
+            if (r.oom) printf("%-6s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);
+            else if (r.unsupported) printf("%-6s D=%3d T=%5d: unsupported\n", r.kernel, r.D, r.T);
+            else printf("%-6s D=%3d T=%5d B=%2d: fwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %8.3f ms %6.1f TFLOP/s | extra %8.1f MB\n",
+                        r.kernel, r.D, r.T, r.B, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, r.extra_mb);
+            fflush(stdout);
+            rows.push_back(r);
+        }
+    }
+    printf("\n| kernel | D | T | B | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | extra MB |\n");
+    printf("|---|---|---|---|---|---|---|---|---|\n");
+    for (const Row &r : rows) {
+        if (r.unsupported) continue;
+        if (r.oom) { printf("| %s | %d | %d | %d | OOM | | OOM | | %.0f |\n", r.kernel, r.D, r.T, r.B, r.extra_mb); continue; }
+        printf("| %s | %d | %d | %d | %.3f | %.1f | %.3f | %.1f | %.1f |\n", r.kernel, r.D, r.T, r.B,
+               r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, r.extra_mb);
+    }
+    return 0;
+}
