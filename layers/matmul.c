@@ -17,9 +17,13 @@
  *   dinp:    A = dout (rows i, k = o), B = weight rows (contiguous in c), no packing;
  *   dweight: A = dout^T (rows o, k = i), B = inp rows (contiguous in c), no packing.
  * Columns that do not fill a 16-wide vector go through a scalar path; rows that do not fill a
- * tile go through R = 1 kernels. Parallel: forward over output-column panels, dinp over (row
- * tile, column block), dweight over (weight-row tile, column block): every output element has a
- * single owner, so there are no races and the result does not depend on the thread count.
+ * tile go through R = 1 kernels. The forward's panel is a 16x16-block transpose in registers.
+ * Parallel: the work is split in tasks of (64-column block) x (row chunk) -- forward over output
+ * columns, dinp over input columns, dweight over input columns with rows = weight rows -- with
+ * rows split only when there are too few column blocks for the threads. Every output element
+ * has a single owner (no races), and its sum runs over k in the same order whatever the thread
+ * count, so results are bitwise independent of OMP_NUM_THREADS.
+ * Measured history and figures: dev/cpu_matmul_notes.md.
  */
 #include "layers/layers.h"
 
@@ -123,15 +127,62 @@ static void block_product(int rows, int cols, int K, const float *a, ptrdiff_t a
                     init ? init + done : NULL);
 }
 
+/* How many row chunks to split `rows` into so that (column blocks x chunks) gives every thread
+ * work; the chunk size (a multiple of TILE_R) is returned in *chunk_rows. */
+static int row_chunks_for(int rows, int col_blocks, int *chunk_rows) {
+    int threads = omp_get_max_threads();
+    int chunks = col_blocks >= 2 * threads ? 1 : (2 * threads + col_blocks - 1) / col_blocks;
+    int tiles = (rows + TILE_R - 1) / TILE_R;
+    if (chunks > tiles) chunks = tiles > 0 ? tiles : 1;
+    *chunk_rows = ((rows + chunks - 1) / chunks + TILE_R - 1) / TILE_R * TILE_R;
+    return chunks;
+}
+
 /* ---- forward -------------------------------------------------------------------------------- */
 
-/* panel[c][j] = weight[o0 + j][c] for j < cols, 0 for cols <= j < TILE_W (C x TILE_W floats) */
-static void pack_weight_panel(float *panel, const float *weight, int o0, int cols, int C) {
-    for (int j = 0; j < cols; j++) {
-        const float *w = weight + (size_t)(o0 + j) * C;
-        for (int c = 0; c < C; c++) panel[(size_t)c * TILE_W + j] = w[c];
+typedef int vint __attribute__((vector_size(VL * sizeof(int))));
+
+/* Butterfly masks for an in-register 16x16 transpose: stage d swaps M[i][k] with
+ * M[i^d][k^d] where bit d of i and k differ; after d = 1, 2, 4, 8, M[i][k] holds M[k][i].
+ * For the row pair (i, i|d): low row takes (k&d) ? row(i|d)[k^d] : row(i)[k], high row takes
+ * (k&d) ? row(i|d)[k] : row(i)[k^d] (indices >= 16 select the second operand). */
+static const vint transpose_masks[4][2] = {
+    {{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}, {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}},
+    {{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}, {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}},
+    {{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}, {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}},
+    {{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}, {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}},
+};
+
+/* rows[t] (16 floats each) -> rows[l][t] = old rows[t][l] */
+static inline void transpose16(vfloat rows[VL]) {
+    for (int stage = 0; stage < 4; stage++) {
+        int d = 1 << stage;
+        vint lo = transpose_masks[stage][0], hi = transpose_masks[stage][1];
+        for (int i = 0; i < VL; i++) {
+            if (i & d) continue;
+            vfloat a = rows[i], b = rows[i | d];
+            rows[i] = __builtin_shuffle(a, b, lo);
+            rows[i | d] = __builtin_shuffle(a, b, hi);
+        }
     }
-    for (int c = 0; c < C; c++)
+}
+
+/* panel[c][j] = weight[o0 + j][c] for j < cols, 0 for cols <= j < TILE_W (C x TILE_W floats).
+ * Whole 16x16 blocks are transposed in registers; the edges element by element. */
+static void pack_weight_panel(float *panel, const float *weight, int o0, int cols, int C) {
+    int jfull = cols / VL * VL, cfull = C / VL * VL;
+    for (int j0 = 0; j0 < jfull; j0 += VL)
+        for (int c0 = 0; c0 < cfull; c0 += VL) {
+            vfloat rows[VL];
+            for (int t = 0; t < VL; t++) rows[t] = vload(weight + (size_t)(o0 + j0 + t) * C + c0);
+            transpose16(rows);
+            for (int l = 0; l < VL; l++) vstore(panel + (size_t)(c0 + l) * TILE_W + j0, rows[l]);
+        }
+    for (int j = 0; j < cols; j++) { /* what the blocks did not cover */
+        const float *w = weight + (size_t)(o0 + j) * C;
+        for (int c = j < jfull ? cfull : 0; c < C; c++) panel[(size_t)c * TILE_W + j] = w[c];
+    }
+    for (int c = 0; c < C; c++) /* zero padding beyond the last output column */
         for (int j = cols; j < TILE_W; j++) panel[(size_t)c * TILE_W + j] = 0.0f;
 }
 
@@ -158,51 +209,53 @@ static void forward_panel(float *out, const float *inp, const float *panel, cons
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias,
                     int N, int C, int OC) {
-    int panels = (OC + TILE_W - 1) / TILE_W;
-    /* split the rows too when there are few panels, so every thread has work */
-    int threads = omp_get_max_threads();
-    int row_chunks = panels >= 2 * threads ? 1 : (2 * threads + panels - 1) / panels;
-    int max_chunks = (N + TILE_R - 1) / TILE_R;
-    if (row_chunks > max_chunks) row_chunks = max_chunks > 0 ? max_chunks : 1;
-    int rows_per_chunk = ((N + row_chunks - 1) / row_chunks + TILE_R - 1) / TILE_R * TILE_R;
+    int panels = (OC + TILE_W - 1) / TILE_W, chunk_rows;
+    int chunks = row_chunks_for(N, panels, &chunk_rows);
 #pragma omp parallel
     {
         float *panel = malloc((size_t)C * TILE_W * sizeof(float));
 #pragma omp for collapse(2) schedule(static)
-        for (int p = 0; p < panels; p++) {
-            for (int chunk = 0; chunk < row_chunks; chunk++) {
+        for (int p = 0; p < panels; p++)
+            for (int chunk = 0; chunk < chunks; chunk++) {
                 int o0 = p * TILE_W, cols = OC - o0 < TILE_W ? OC - o0 : TILE_W;
-                int i0 = chunk * rows_per_chunk;
-                int i1 = i0 + rows_per_chunk < N ? i0 + rows_per_chunk : N;
+                int i0 = chunk * chunk_rows, i1 = i0 + chunk_rows < N ? i0 + chunk_rows : N;
                 if (i0 >= i1) continue;
                 pack_weight_panel(panel, weight, o0, cols, C);
                 forward_panel(out, inp, panel, bias, i0, i1, o0, cols, C, OC);
             }
-        }
         free(panel);
     }
 }
 
 /* ---- backward ------------------------------------------------------------------------------- */
 
-/* dinp[i0:i0+rows, c0:c0+cols] += dout[i0:i0+rows, :] @ weight[:, c0:c0+cols] */
-static void backward_input_block(float *dinp, const float *dout, const float *weight, int i0,
-                                 int rows, int c0, int cols, int C, int OC) {
-    block_product(rows, cols, OC, dout + (size_t)i0 * OC, OC, 1, weight + c0, C,
-                  dinp + (size_t)i0 * C + c0, C, NULL);
-}
-
-/* dweight[o0:o0+rows, c0:c0+cols] += dout[:, o0:o0+rows]^T @ inp[:, c0:c0+cols] */
-static void backward_weight_block(float *dweight, const float *dout, const float *inp, int o0,
-                                  int rows, int c0, int cols, int N, int C, int OC) {
-    block_product(rows, cols, N, dout + o0, 1, OC, inp + c0, C, dweight + (size_t)o0 * C + c0,
-                  C, NULL);
+/* D (M x Ncols, leading dim ldd) += A B over K, A(r,k) = a[r*ar + k*ak], B (K x Ncols, leading
+ * dim ldb). Must be called inside a parallel region (no barrier at the end): tasks are (64-column block, row chunk), each
+ * summing over k in blocks of KC so that its B panel (KC x 64 floats, 64 KiB) stays in L2 while
+ * the row tiles sweep it. The order over k is sequential for every element whatever the split. */
+static void accumulate_product(int M, int Ncols, int K, const float *a, ptrdiff_t ar,
+                               ptrdiff_t ak, const float *b, ptrdiff_t ldb, float *d,
+                               ptrdiff_t ldd) {
+    enum { KC = 256 };
+    int col_blocks = (Ncols + TILE_W - 1) / TILE_W, chunk_rows;
+    int chunks = row_chunks_for(M, col_blocks, &chunk_rows);
+#pragma omp for collapse(2) schedule(static) nowait
+    for (int cb = 0; cb < col_blocks; cb++)
+        for (int chunk = 0; chunk < chunks; chunk++) {
+            int c0 = cb * TILE_W, cols = Ncols - c0 < TILE_W ? Ncols - c0 : TILE_W;
+            int r0 = chunk * chunk_rows, r1 = r0 + chunk_rows < M ? r0 + chunk_rows : M;
+            for (int k0 = 0; r0 < r1 && k0 < K; k0 += KC) {
+                int kc = K - k0 < KC ? K - k0 : KC;
+                block_product(r1 - r0, cols, kc, a + r0 * ar + k0 * ak, ar, ak,
+                              b + (size_t)k0 * ldb + c0, ldb, d + r0 * ldd + c0, ldd, NULL);
+            }
+        }
 }
 
 /* dbias[o] += sum_i dout[i][o], summed over i in order; vectorised across o. */
 static void backward_bias(float *dbias, const float *dout, int N, int OC) {
     enum { CHUNK = 256 };
-#pragma omp for schedule(static)
+#pragma omp for schedule(static) nowait
     for (int o0 = 0; o0 < OC; o0 += CHUNK) {
         int o1 = o0 + CHUNK < OC ? o0 + CHUNK : OC;
         float acc[CHUNK];
@@ -218,27 +271,12 @@ static void backward_bias(float *dbias, const float *dout, int N, int OC) {
 
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                      const float *inp, const float *weight, int N, int C, int OC) {
-    int col_blocks = (C + TILE_W - 1) / TILE_W;
-    int row_tiles = (N + TILE_R - 1) / TILE_R;
-    int wrow_tiles = (OC + TILE_R - 1) / TILE_R;
 #pragma omp parallel
     {
-        if (dinp) {
-#pragma omp for collapse(2) schedule(static)
-            for (int cb = 0; cb < col_blocks; cb++)
-                for (int t = 0; t < row_tiles; t++) {
-                    int c0 = cb * TILE_W, cols = C - c0 < TILE_W ? C - c0 : TILE_W;
-                    int i0 = t * TILE_R, rows = N - i0 < TILE_R ? N - i0 : TILE_R;
-                    backward_input_block(dinp, dout, weight, i0, rows, c0, cols, C, OC);
-                }
-        }
-#pragma omp for collapse(2) schedule(static)
-        for (int cb = 0; cb < col_blocks; cb++)
-            for (int t = 0; t < wrow_tiles; t++) {
-                int c0 = cb * TILE_W, cols = C - c0 < TILE_W ? C - c0 : TILE_W;
-                int o0 = t * TILE_R, rows = OC - o0 < TILE_R ? OC - o0 : TILE_R;
-                backward_weight_block(dweight, dout, inp, o0, rows, c0, cols, N, C, OC);
-            }
+        /* dinp (N x C) += dout (N x OC) @ weight (OC x C): rows i, k = o */
+        if (dinp) accumulate_product(N, C, OC, dout, OC, 1, weight, C, dinp, C);
+        /* dweight (OC x C) += dout^T (OC x N) @ inp (N x C): rows o, k = i */
+        accumulate_product(OC, C, N, dout, 1, OC, inp, C, dweight, C);
         if (dbias) backward_bias(dbias, dout, N, OC);
     }
 }

@@ -11,6 +11,8 @@
 #include "layers/layers.h"
 #include "test/test.h"
 
+#include <omp.h>
+
 static uint64_t rng = 0x5eed1234abcdULL;
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -312,6 +314,32 @@ static void test_matmul(int N, int C, int OC, int use_bias, int want_dinp, int w
     free(db0); free(gx); free(gw); free(gb);
 }
 
+/* Each output element has one owner and a fixed summation order, so the matmul must give the
+ * same bits with 1 thread as with several (3: more threads than column blocks at small shapes,
+ * which exercises the row split). A race or a split-dependent order would show here. */
+static void test_matmul_thread_independence(int N, int C, int OC) {
+    size_t nx = (size_t)N * C, nw = (size_t)OC * C, ny = (size_t)N * OC;
+    float *x = random_f(nx, 1.0f), *w = random_f(nw, 1.0f), *b = random_f(OC, 1.0f);
+    float *dy = random_f(ny, 1.0f), *g0 = random_f(nx + nw + OC, 1.0f);
+    float *out[2], *grads[2];
+    int threads[2] = {1, 3}, saved = omp_get_max_threads();
+    for (int t = 0; t < 2; t++) {
+        omp_set_num_threads(threads[t]);
+        out[t] = alloc_f(ny);
+        test_poison(out[t], ny);
+        grads[t] = copy_f(g0, nx + nw + OC);
+        matmul_forward(out[t], x, w, b, N, C, OC);
+        matmul_backward(grads[t], grads[t] + nx, grads[t] + nx + nw, dy, x, w, N, C, OC);
+    }
+    omp_set_num_threads(saved);
+    CHECK(memcmp(out[0], out[1], ny * sizeof(float)) == 0,
+          "matmul_forward N=%d C=%d OC=%d differs between 1 and 3 threads", N, C, OC);
+    CHECK(memcmp(grads[0], grads[1], (nx + nw + OC) * sizeof(float)) == 0,
+          "matmul_backward N=%d C=%d OC=%d differs between 1 and 3 threads", N, C, OC);
+    free(x); free(w); free(b); free(dy); free(g0);
+    for (int t = 0; t < 2; t++) { free(out[t]); free(grads[t]); }
+}
+
 /* ---- gelu ----------------------------------------------------------------------------------- */
 
 typedef struct { size_t n; double *inp, *R; } GeluCtx;
@@ -534,6 +562,9 @@ int main(void) {
     for (size_t s = 0; s < sizeof model / sizeof model[0]; s++)
         test_matmul(model[s][0], model[s][1], model[s][2], 1, 1, 1, 0);
     test_matmul(256, 256, 256, 0, 1, 0, 0);
+    test_matmul_thread_independence(37, 70, 45);
+    test_matmul_thread_independence(256, 1024, 256);
+    test_matmul_thread_independence(250, 256, 768);
 
     test_gelu(1, 4.0f);
     test_gelu(1001, 4.0f);
