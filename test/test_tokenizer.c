@@ -1,5 +1,6 @@
 /* test/test_tokenizer.c: the byte tokenizer, the BPE trainer and encoder, the vocabulary file.
  *
+ * - the chunk table counts exactly, and stays within its bounds when it must drop chunks;
  * - the pre-tokenizer cuts hand-picked strings as GPT-2's pattern would, and cuts a file read
  *   in blocks exactly as the whole text;
  * - a hand-worked corpus gives the merges worked out below, in order;
@@ -17,6 +18,7 @@
 
 #include "data/dataset.h"
 #include "test/test.h"
+#include "tokenizer/chunk_table.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"
 
@@ -145,6 +147,55 @@ static void test_streamed_cut_matches(uint64_t *rng) {
     tokenizer_free(&b);
     unlink(path);
     free(text);
+}
+
+/* ---- the chunk table -------------------------------------------------------------------------- */
+
+static void test_chunk_table(uint64_t *rng) {
+    /* exact counts while nothing is dropped: chunk i of 500 is added i % 7 + 1 times */
+    ChunkTable t;
+    CHECK(chunk_table_init(&t, 1 << 20) == 0, "init");
+    uint8_t key[24];
+    int add_failed = 0;
+    for (int round = 0; round < 7; round++)
+        for (int i = 0; i < 500; i++) {
+            int len = snprintf((char *)key, sizeof key, "chunk%d", i);
+            if (i % 7 + 1 > round) add_failed += chunk_table_add(&t, key, (size_t)len, 1) != 0;
+        }
+    int wrong = 0;
+    for (int i = 0; i < 500; i++) {
+        int len = snprintf((char *)key, sizeof key, "chunk%d", i);
+        wrong += chunk_table_count(&t, key, (size_t)len) != (uint64_t)(i % 7 + 1);
+    }
+    CHECK(wrong == 0 && t.used == 500 && t.prune_threshold == 0, "%d counts wrong", wrong);
+    CHECK(chunk_table_count(&t, (const uint8_t *)"chunk500", 8) == 0, "absent chunk");
+    chunk_table_free(&t);
+
+    /* bounded: 20000 distinct 20-byte chunks through a table of 100, one chunk among them
+     * every 10th add; the table stays within its bounds and the frequent chunk is exact */
+    CHECK(chunk_table_init(&t, 100) == 0, "init small");
+    size_t most_used = 0, most_bytes = 0;
+    uint64_t frequent = 0;
+    for (int i = 0; i < 20000; i++) {
+        if (i % 10 == 0) {
+            add_failed += chunk_table_add(&t, (const uint8_t *)"the frequent one", 16, 1) != 0;
+            frequent++;
+        }
+        for (int k = 0; k < 20; k++) key[k] = (uint8_t)(test_rng_next(rng) >> 40);
+        add_failed += chunk_table_add(&t, key, 20, 1) != 0;
+        if (t.used > most_used) most_used = t.used;
+        if (t.arena_len > most_bytes) most_bytes = t.arena_len;
+    }
+    CHECK(add_failed == 0, "%d adds failed", add_failed);
+    CHECK(most_used <= 100 && most_bytes <= 100 * CHUNK_TABLE_BYTES_PER_ENTRY,
+          "table grew to %zu chunks, %zu bytes", most_used, most_bytes);
+    CHECK(t.prune_threshold == 2, "pruned below 2, threshold %llu",
+          (unsigned long long)t.prune_threshold);
+    CHECK(chunk_table_count(&t, (const uint8_t *)"the frequent one", 16) == frequent,
+          "frequent chunk counted %llu of %llu",
+          (unsigned long long)chunk_table_count(&t, (const uint8_t *)"the frequent one", 16),
+          (unsigned long long)frequent);
+    chunk_table_free(&t);
 }
 
 /* ---- hand-worked merges ------------------------------------------------------------------------ */
@@ -634,6 +685,7 @@ int main(void) {
     uint64_t rng = 0x7A3F00D5EEDULL;
     test_pretokenizer();
     test_streamed_cut_matches(&rng);
+    test_chunk_table(&rng);
     test_hand_worked_merges();
     test_overlapping_pairs();
     test_against_reference(&rng);

@@ -327,8 +327,9 @@ static void trainer_free(Trainer *tr) {
     free(tr->weight);
 }
 
-/* Steps 2 and 3: merges from the counted chunks into a new tokenizer. */
-static int learn_merges(Tokenizer *tok, const ChunkTable *table, const BpeTrainOptions *opt,
+/* Steps 2 and 3: merges from the counted chunks into a new tokenizer. The table is freed as
+ * soon as its chunks are laid out, so its memory and the trainer's never add up. */
+static int learn_merges(Tokenizer *tok, ChunkTable *table, const BpeTrainOptions *opt,
                         char *err, size_t errlen) {
     int target = opt->vocab_size;
     uint64_t min_count = opt->min_pair_count ? opt->min_pair_count : DEFAULT_MIN_COUNT;
@@ -341,6 +342,7 @@ static int learn_merges(Tokenizer *tok, const ChunkTable *table, const BpeTrainO
         goto done;
     }
     if (load_words(&tr, table, err, errlen)) goto done;
+    chunk_table_free(table);
     if (opt->verbose)
         fprintf(stderr, "bpe: %zu distinct chunks, %zu bytes in them, %zu pairs\n", tr.num_words,
                 tr.num_symbols, tr.num_pairs);

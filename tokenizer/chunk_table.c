@@ -29,6 +29,7 @@ static void free_slots(ChunkTable *t) {
 int chunk_table_init(ChunkTable *t, size_t max_entries) {
     memset(t, 0, sizeof *t);
     t->max_entries = max_entries < 16 ? 16 : max_entries;
+    t->max_bytes = t->max_entries * CHUNK_TABLE_BYTES_PER_ENTRY;
     t->arena_cap = 1 << 20;
     t->arena = malloc(t->arena_cap);
     if (!t->arena || alloc_slots(t, INITIAL_SLOTS)) {
@@ -51,6 +52,11 @@ static size_t find_slot(const ChunkTable *t, uint64_t h, const uint8_t *chunk, s
         if (t->hashes[s] == h && t->lens[s] == n && memcmp(t->arena + t->offsets[s], chunk, n) == 0)
             return s;
     }
+}
+
+uint64_t chunk_table_count(const ChunkTable *t, const uint8_t *chunk, size_t n) {
+    size_t s = find_slot(t, tok_hash_bytes(chunk, n) | 1, chunk, n);
+    return t->hashes[s] ? t->counts[s] : 0;
 }
 
 /* Rebuilds the table with `slots` slots, keeping the entries whose count is >= keep_min and
@@ -85,17 +91,21 @@ static int rebuild(ChunkTable *t, size_t slots, uint64_t keep_min) {
     return 0;
 }
 
-static size_t count_at_least(const ChunkTable *t, uint64_t min) {
-    size_t n = 0;
-    for (size_t s = 0; s < t->slots; s++) n += t->hashes[s] && t->counts[s] >= min;
-    return n;
+/* Whether the chunks seen at least min times fill more than half the bounds. */
+static int over_half_full(const ChunkTable *t, uint64_t min) {
+    size_t n = 0, bytes = 0;
+    for (size_t s = 0; s < t->slots; s++)
+        if (t->hashes[s] && t->counts[s] >= min) {
+            n++;
+            bytes += t->lens[s];
+        }
+    return n > t->max_entries / 2 || bytes > t->max_bytes / 2;
 }
 
-/* Drops the rarest chunks until at most half of max_entries remain. */
+/* Drops the rarest chunks until at most half of each bound is used. */
 static int prune(ChunkTable *t) {
     uint64_t threshold = t->prune_threshold ? t->prune_threshold : 2;
-    while (threshold < UINT64_MAX / 2 && count_at_least(t, threshold) > t->max_entries / 2)
-        threshold *= 2;
+    while (threshold < UINT64_MAX / 2 && over_half_full(t, threshold)) threshold *= 2;
     t->prune_threshold = threshold;
     return rebuild(t, t->slots, threshold);
 }
@@ -107,7 +117,7 @@ int chunk_table_add(ChunkTable *t, const uint8_t *chunk, size_t n, uint64_t coun
         t->counts[s] += count;
         return 0;
     }
-    if (t->used >= t->max_entries) {
+    if (t->used >= t->max_entries || t->arena_len + n > t->max_bytes) {
         if (prune(t)) return -1;
         s = find_slot(t, h, chunk, n);
     } else if (2 * (t->used + 1) > t->slots) {
