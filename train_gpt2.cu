@@ -23,6 +23,7 @@
 #include "train/checkpoint.h"
 #include "train/options.h"
 #include "train/schedule.h"
+#include "tokenizer/tokenizer.h"
 
 #define ENWIK8_TRAIN "data/enwik8/enwik8.train"
 #define ENWIK8_VAL "data/enwik8/enwik8.val"
@@ -39,7 +40,9 @@ typedef struct {
     DataLoader train_loader, val_loader;
     int *inputs, *targets;        /* one micro-batch (B, T) */
     float *dense_bias;            /* (T, T) additive mask for --mask dense */
-    double bytes_per_token;       /* 1 for byte data */
+    double bytes_per_token;       /* 1 for byte data; NAN for token data with no vocabulary */
+    Tokenizer tok;                /* --vocab-file: decodes token-file data */
+    int have_tok;
     FILE *log;
     int start_step;
 } Trainer;
@@ -72,6 +75,35 @@ static void open_dataset(Dataset *ds, const char *path) {
     if (dataset_open(ds, path, err, sizeof err) != 0) fail("%s", err);
 }
 
+/* Byte data is its own vocabulary. Token data is decoded (for samples and bits per byte) by
+ * the BPE vocabulary of --vocab-file, measured as bytes per token over the validation text. */
+static void setup_tokenizer(Trainer *tr) {
+    char err[512];
+    const Dataset *train = &tr->train_ds;
+    tr->bytes_per_token = 1.0;
+    if (train->kind == DATASET_BYTES) {
+        if (tr->opt.vocab_file)
+            fail("--vocab-file applies to token-file data; %s is raw bytes", train->name);
+        return;
+    }
+    if (!tr->opt.vocab_file) {
+        tr->bytes_per_token = NAN;
+        printf("note: token data without --vocab-file: bits per byte are not known and samples "
+               "print token ids\n");
+        return;
+    }
+    if (tokenizer_load(&tr->tok, tr->opt.vocab_file, err, sizeof err) != 0) fail("%s", err);
+    tr->have_tok = 1;
+    if (train->max_token >= tr->tok.vocab_size)
+        fail("%s holds token id %d, outside the %d-token vocabulary of %s", train->name,
+             train->max_token, tr->tok.vocab_size, tr->opt.vocab_file);
+    const Dataset *val = tr->val_is_separate ? &tr->val_ds : train;
+    size_t begin = 0, end = val->num_tokens;
+    if (!tr->val_is_separate) dataset_split(train, "val", &begin, &end);
+    if (val->kind == DATASET_TOKENS16 && end > begin)
+        tr->bytes_per_token = tokenizer_bytes_per_token(&tr->tok, val->tokens + begin, end - begin);
+}
+
 /* Training data: --data, else enwik8 when `make enwik8` has fetched it, else the embedded
  * corpus. Validation: --val-data, else enwik8's own validation part, else the 90/5/5 split. */
 static void setup_data(Trainer *tr) {
@@ -93,6 +125,7 @@ static void setup_data(Trainer *tr) {
         open_dataset(&tr->val_ds, val_path);
         tr->val_is_separate = 1;
     }
+    setup_tokenizer(tr);
 }
 
 static void setup_loaders(Trainer *tr) {
@@ -148,6 +181,7 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
         if (o->max_seq_len) c.max_seq_len = o->max_seq_len;
         else if (c.max_seq_len < o->seq_len) c.max_seq_len = o->seq_len;
         int data_vocab = tr->train_ds.max_token + 1;
+        if (tr->have_tok && tr->tok.vocab_size > data_vocab) data_vocab = tr->tok.vocab_size;
         c.vocab_size = o->vocab ? o->vocab : (data_vocab > 256 ? data_vocab : 256);
         c.padded_vocab_size = gpt2_padded_vocab(c.vocab_size);
         if (gpt2_config_validate(&c, err, sizeof err) != 0) fail("%s", err);
@@ -278,25 +312,51 @@ static void report_validation(Trainer *tr, int step) {
                 bits_per_byte(tr, loss));
 }
 
-static void print_byte_token(int token, void *ctx) {
-    (void)ctx;
-    unsigned char c = (unsigned char)token;
+static void print_byte(unsigned char c) {
     putchar(c == '\n' || c == '\t' || c >= 32 ? c : '?');
+}
+
+/* Prints a sampled token: a byte, the bytes of a BPE token, or <id> with no vocabulary. */
+static void print_token(int token, void *ctx) {
+    const Trainer *tr = (const Trainer *)ctx;
+    if (tr->train_ds.kind == DATASET_BYTES) {
+        print_byte((unsigned char)token);
+    } else if (tr->have_tok) {
+        size_t len = 0;
+        const uint8_t *bytes = tokenizer_token_bytes(&tr->tok, token, &len);
+        for (size_t i = 0; bytes && i < len; i++) print_byte(bytes[i]);
+    } else {
+        printf("<%d>", token);
+    }
+}
+
+/* The prompt as tokens: its bytes, or its BPE encoding. Returns the count (at least 1). */
+static int encode_prompt(Trainer *tr, int *tokens) {
+    const char *p = tr->opt.prompt;
+    size_t n = strlen(p);
+    int count = 0;
+    if (tr->train_ds.kind == DATASET_BYTES) {
+        for (size_t i = 0; i < n; i++) tokens[count++] = (unsigned char)p[i];
+    } else if (tr->have_tok && n > 0) {
+        uint16_t *ids = (uint16_t *)malloc(n * sizeof(uint16_t));
+        count = (int)tokenizer_encode(&tr->tok, (const uint8_t *)p, n, ids);
+        for (int i = 0; i < count; i++) tokens[i] = ids[i];
+        free(ids);
+    }
+    if (count == 0) tokens[count++] = 0;
+    for (int i = 0; i < count; i++)
+        if (tokens[i] >= tr->config.vocab_size) tokens[i] = 0;
+    return count;
 }
 
 static void print_sample(Trainer *tr, int step) {
     const Options *o = &tr->opt;
     if (o->sample_len <= 0) return;
-    size_t plen = strlen(o->prompt);
-    int *tokens = (int *)malloc((plen + o->sample_len + 1) * sizeof(int));
-    int n = 0;
-    for (size_t i = 0; i < plen; i++) tokens[n++] = (unsigned char)o->prompt[i];
-    if (n == 0) tokens[n++] = '\n';
-    for (int i = 0; i < n; i++)
-        if (tokens[i] >= tr->config.vocab_size) tokens[i] = 0;
+    int *tokens = (int *)malloc((strlen(o->prompt) + o->sample_len + 1) * sizeof(int));
+    int n = encode_prompt(tr, tokens);
     printf("sample %5d | %s", step, o->prompt);
     generate(tr->be, tr->model, tokens, n, o->sample_len, o->seq_len, tr->config.vocab_size,
-             o->temperature, o->top_k, o->seed + (uint64_t)step, print_byte_token, NULL);
+             o->temperature, o->top_k, o->seed + (uint64_t)step, print_token, tr);
     printf("\n");
     free(tokens);
 }
@@ -403,7 +463,6 @@ static void setup(Trainer *tr, int argc, char **argv) {
     if (!tr->model) fail("%s", err);
     tr->inputs = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
     tr->targets = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
-    tr->bytes_per_token = 1.0;
     load_initial_state(tr, resume_model, resume_state);
     if (tr->start_step > o->steps) fail("the checkpoint is at step %d, past --steps %d", tr->start_step, o->steps);
 
@@ -428,6 +487,7 @@ static void teardown(Trainer *tr) {
     free(tr->inputs);
     free(tr->targets);
     free(tr->dense_bias);
+    if (tr->have_tok) tokenizer_free(&tr->tok);
     if (tr->log) fclose(tr->log);
 }
 

@@ -126,5 +126,23 @@ done
 "$BIN" "${TINY[@]}" --data "$tmp/data.txt" --steps 3 --mask dense --attn naive --val-every 0 >"$tmp/k" 2>&1 \
     && ok || bad "--mask dense: $(tail -2 "$tmp/k")"
 
+# --- BPE token data: samples decoded and bits per byte per byte of text ------------------------
+./tokenize train --input "$tmp/data.txt" --vocab-size 400 --out "$tmp/vocab.bin" >/dev/null 2>&1 \
+ && ./tokenize encode --vocab "$tmp/vocab.bin" --input "$tmp/data.txt" --out "$tmp/data.tok" >/dev/null 2>&1 \
+ && ok || bad "tokenize train/encode"
+"$BIN" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/vocab.bin" --steps 2 --val-every 0 \
+    --sample-len 10 >"$tmp/bpe" 2>&1 && ok || bad "training on BPE tokens: $(tail -2 "$tmp/bpe")"
+grep -q "vocab 400" "$tmp/bpe" && ok || bad "vocabulary not taken from --vocab-file"
+# bits per byte = loss / ln 2 / (bytes per token); with ~2 bytes a token it is well below bits/token
+python3 - "$tmp/bpe" <<'PYEOF' && ok || bad "bpb of BPE data is not loss/ln2 divided by bytes per token"
+import re, sys, math
+line = [l for l in open(sys.argv[1], errors="replace") if l.startswith("val")][-1]
+loss, bpb = map(float, re.findall(r"loss ([0-9.]+) \| bpb ([0-9.]+)", line)[0])
+assert 1.3 < (loss / math.log(2)) / bpb < 4.0, (loss, bpb)
+PYEOF
+grep -q '^sample' "$tmp/bpe" && ! grep -q '<[0-9]*>' "$tmp/bpe" && ok || bad "BPE sample not decoded"
+expect_usage_error "vocab file with byte data" "${TINY[@]}" --data "$tmp/data.txt" --vocab-file "$tmp/vocab.bin"
+expect_usage_error "corrupt vocab file" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/garbage.bin"
+
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
