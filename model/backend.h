@@ -27,6 +27,8 @@ typedef struct {
     const float *dense_bias;/* (T, T) host array when mask == DENSE, else NULL */
     Precision precision;
     int recompute;          /* recompute GELU/LayerNorm outputs in backward (GPU) */
+    int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero
+                             * and never updated (the file format keeps them, as zeros) */
     int threads;            /* CPU: OpenMP threads, 0 = default */
 } ModelOptions;
 

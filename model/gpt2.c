@@ -21,6 +21,10 @@ int gpt2_param_decays(int tensor) {
            tensor == P_FCW || tensor == P_FCPROJW;
 }
 
+int gpt2_param_is_linear_bias(int tensor) {
+    return tensor == P_QKVB || tensor == P_ATTPROJB || tensor == P_FCB || tensor == P_FCPROJB;
+}
+
 size_t gpt2_param_sizes(const GPT2Config *c, size_t s[GPT2_NUM_PARAM_TENSORS]) {
     size_t Vp = c->padded_vocab_size, C = c->channels, L = c->num_layers, maxT = c->max_seq_len;
     s[P_WTE] = Vp * C;

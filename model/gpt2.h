@@ -40,6 +40,8 @@ const char *gpt2_param_name(int tensor);
 /* 1 for the tensors AdamW's weight decay applies to (the matrices and embeddings), 0 for
  * biases and LayerNorm parameters, as GPT-2 training does. */
 int gpt2_param_decays(int tensor);
+/* 1 for the biases of the linear layers (qkvb, attprojb, fcb, fcprojb). */
+int gpt2_param_is_linear_bias(int tensor);
 
 /* The padded vocabulary llm.c would use: V itself up to 256, else the next multiple of 128. */
 int gpt2_padded_vocab(int vocab_size);

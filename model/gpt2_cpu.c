@@ -322,6 +322,7 @@ static float cpu_grad_norm(Model *m) {
 
 static void cpu_update(Model *m, const AdamWStep *s) {
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        if (m->opt.no_linear_bias && gpt2_param_is_linear_bias(t)) continue;
         size_t o = m->layout.off[t];
         float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;
         adamw_update(m->params + o, m->grads + o, m->adam_m + o, m->adam_v + o, m->layout.size[t],
@@ -329,7 +330,12 @@ static void cpu_update(Model *m, const AdamWStep *s) {
     }
 }
 
-static void cpu_set_params(Model *m, const float *p) { memcpy(m->params, p, m->num_params * sizeof(float)); }
+static void cpu_set_params(Model *m, const float *p) {
+    memcpy(m->params, p, m->num_params * sizeof(float));
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
+        if (m->opt.no_linear_bias && gpt2_param_is_linear_bias(t))
+            memset(m->params + m->layout.off[t], 0, m->layout.size[t] * sizeof(float));
+}
 static void cpu_get_params(Model *m, float *p) { memcpy(p, m->params, m->num_params * sizeof(float)); }
 static void cpu_get_grads(Model *m, float *g) { memcpy(g, m->grads, m->num_params * sizeof(float)); }
 static void cpu_set_adam(Model *m, const float *mom, const float *var) {
