@@ -62,7 +62,27 @@ typedef struct {
     int seen;       /* times run eagerly with this key; captured on the second */
 } GraphSlot;
 
+/* Where the time goes, by part of the step (CUDA_TRAINER_PROFILE=1; eager runs only): events
+ * recorded between the parts on the stream, read back at the next host synchronisation. */
+enum {
+    PF_START = 0, PF_ENCODER, PF_LN_FWD, PF_QKV_FWD, PF_ATTN_FWD, PF_ATTPROJ_FWD, PF_FC_FWD, PF_FCPROJ_FWD,
+    PF_LMHEAD_FWD, PF_CLASSIFIER, PF_LMHEAD_BWD, PF_LN_BWD, PF_FCPROJ_BWD, PF_FC_BWD, PF_ATTPROJ_BWD,
+    PF_ATTN_BWD, PF_QKV_BWD, PF_RECOMPUTE, PF_ENCODER_BWD, PF_ADAMW, PF_NORM, PF_NUM
+};
+static const char *const PF_NAMES[PF_NUM] = {
+    "start", "encoder", "layernorm fwd", "qkv fwd", "attention fwd", "attproj fwd", "fc+gelu fwd",
+    "fcproj fwd", "lm head fwd", "classifier+loss", "lm head bwd", "layernorm bwd", "fcproj bwd",
+    "fc bwd", "attproj bwd", "attention bwd", "qkv bwd", "recompute", "encoder bwd", "adamw", "grad norm"};
+enum { PF_MAX_MARKS = 2048 };
+typedef struct {
+    int on, n, steps;
+    cudaEvent_t ev[PF_MAX_MARKS];
+    int cat[PF_MAX_MARKS];
+    double ms[PF_NUM];
+} Profile;
+
 struct Model {
+    Profile prof;
     ModelOptions opt;
     GPT2Config c;
     Precision prec;
@@ -210,6 +230,8 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 static void cuda_destroy(Model *m);
+static void prof_collect(Model *m);
+static void prof_report(Model *m);
 
 static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     char why[256];
@@ -236,6 +258,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     Model *m = (Model *)calloc(1, sizeof(Model));
     m->opt = *opt;
     m->c = *c;
+    m->prof.on = getenv("CUDA_TRAINER_PROFILE") && atoi(getenv("CUDA_TRAINER_PROFILE")) > 0;
     m->prec = opt->precision;
     m->esize = m->prec == PRECISION_BF16 ? 2 : 4;
     m->attn = attn;
@@ -323,6 +346,10 @@ static void drop_graph(GraphSlot *g) {
 static void cuda_destroy(Model *m) {
     if (!m) return;
     if (m->stream) cudaStreamSynchronize(m->stream);
+    prof_collect(m);
+    prof_report(m);
+    for (int k = 0; k < PF_MAX_MARKS; k++)
+        if (m->prof.ev[k]) cudaEventDestroy(m->prof.ev[k]);
     drop_graph(&m->fwd_graph);
     drop_graph(&m->bwd_graph);
     cudaFree(m->param_arena);
@@ -335,6 +362,42 @@ static void cuda_destroy(Model *m) {
     if (m->staged) cudaEventDestroy(m->staged);
     if (m->stream) cudaStreamDestroy(m->stream);
     free(m);
+}
+
+
+static void prof_mark(Model *m, int cat) {
+    Profile *p = &m->prof;
+    if (!p->on || g_use_graphs || p->n >= PF_MAX_MARKS) return;
+    if (!p->ev[p->n]) cudaEventCreate(&p->ev[p->n]);
+    cudaEventRecord(p->ev[p->n], m->stream);
+    p->cat[p->n++] = cat;
+}
+/* After a host synchronisation: every recorded event has completed. */
+static void prof_collect(Model *m) {
+    Profile *p = &m->prof;
+    for (int k = 1; k < p->n; k++) {
+        float ms = 0.0f;
+        if (p->cat[k] != PF_START && cudaEventElapsedTime(&ms, p->ev[k - 1], p->ev[k]) == cudaSuccess)
+            p->ms[p->cat[k]] += ms;
+    }
+    /* keep the last event as the start of the next interval */
+    if (p->n > 1) {
+        cudaEvent_t last = p->ev[p->n - 1];
+        p->ev[p->n - 1] = p->ev[0];
+        p->ev[0] = last;
+        p->cat[0] = PF_START;
+        p->n = 1;
+    }
+}
+static void prof_report(Model *m) {
+    Profile *p = &m->prof;
+    if (!p->on || p->steps == 0) return;
+    double total = 0.0;
+    for (int c = 1; c < PF_NUM; c++) total += p->ms[c];
+    fprintf(stderr, "cuda profile: %d steps, %.2f ms/step in the parts below\n", p->steps, total / p->steps);
+    for (int c = 1; c < PF_NUM; c++)
+        if (p->ms[c] > 0)
+            fprintf(stderr, "  %-16s %8.3f ms/step  %5.1f%%\n", PF_NAMES[c], p->ms[c] / p->steps, 100 * p->ms[c] / total);
 }
 
 /* ---- parameter access ------------------------------------------------------------------ */
@@ -397,8 +460,10 @@ static void classifier_chunk(Model *m, int r0, int rows, int write_dlogits) {
     check_mm(cuda_matmul_forward(m->prec, m->s.logits, NULL, (char *)m->a.lnf + (size_t)r0 * C * m->esize,
                                  wx(m, P_WTE, 0), NULL, rows, C, m->Vp, m->ld_logits, m->stream),
              "lm head");
+    prof_mark(m, m->prof.on && m->prof.n ? PF_LMHEAD_FWD : PF_START);
     cuda_classifier(m->prec, m->s.logits, m->a.losses + r0, m->s.targets + r0, m->s.dloss, rows,
                     m->V, m->ld_logits, write_dlogits, m->stream);
+    prof_mark(m, PF_CLASSIFIER);
 }
 
 static void forward_body(Model *m, int B, int T, int has_targets) {
@@ -408,9 +473,12 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     Acts *a = &m->a;
     AttnShape shape = attn_shape_for(m, B, T);
 
+    prof_mark(m, PF_START);
     cuda_encoder_forward(p, a->encoded, m->s.inputs, wx(m, P_WTE, 0), wx(m, P_WPE, 0), B, T, C, st);
+    prof_mark(m, PF_ENCODER);
     cuda_layernorm_forward(p, act(m, a->ln1, 0, C, 1), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
                            a->encoded, wx(m, P_LN1W, 0), wx(m, P_LN1B, 0), N, C, st);
+    prof_mark(m, PF_LN_FWD);
     for (int l = 0; l < L; l++) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
         void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);
@@ -421,16 +489,22 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         size_t Ce = (size_t)C * m->esize;
 
         check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, 3 * C, 0, st), "qkv");
+        prof_mark(m, PF_QKV_FWD);
         if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty,
                              m->a.att_saved + (size_t)l * m->att_saved_per_layer, m->s.att_ws, st) != 0) {
             fprintf(stderr, "cuda backend: attention forward failed\n");
             exit(1);
         }
+        prof_mark(m, PF_ATTN_FWD);
         check_mm(cuda_matmul_forward(p, m->s.proj, NULL, atty, wx(m, P_ATTPROJW, l), wx(m, P_ATTPROJB, l), N, C, C, 0, st), "attproj");
+        prof_mark(m, PF_ATTPROJ_FWD);
         cuda_residual_layernorm_forward(p, res2, ln2, stat(m, a->ln2_mean, l), stat(m, a->ln2_rstd, l),
                                         residual, m->s.proj, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
+        prof_mark(m, PF_LN_FWD);
         check_mm(cuda_matmul_forward(p, fch_gelu, fch, ln2, wx(m, P_FCW, l), wx(m, P_FCB, l), N, C, 4 * C, 0, st), "fc");
+        prof_mark(m, PF_FC_FWD);
         check_mm(cuda_matmul_forward(p, m->s.proj, NULL, fch_gelu, wx(m, P_FCPROJW, l), wx(m, P_FCPROJB, l), N, 4 * C, C, 0, st), "fcproj");
+        prof_mark(m, PF_FCPROJ_FWD);
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
         if (l + 1 < L)
             cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, 1), stat(m, a->ln1_mean, l + 1),
@@ -439,6 +513,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         else
             cuda_residual_layernorm_forward(p, res3, a->lnf, a->lnf_mean, a->lnf_rstd, res2, m->s.proj,
                                             wx(m, P_LNFW, 0), wx(m, P_LNFB, 0), N, C, st);
+        prof_mark(m, PF_LN_FWD);
     }
     if (L == 0)
         cuda_layernorm_forward(p, a->lnf, a->lnf_mean, a->lnf_rstd, a->encoded, wx(m, P_LNFW, 0),
@@ -451,6 +526,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         classifier_chunk(m, r0, rows, single);
     }
     cuda_sum_losses(m->s.loss, a->losses, N, m->s.dloss, st);
+    prof_mark(m, PF_CLASSIFIER);
 }
 
 /* ---- backward ---------------------------------------------------------------------------- */
@@ -464,6 +540,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     AttnShape shape = attn_shape_for(m, B, T);
     const size_t Ce = (size_t)C * m->esize;
 
+    prof_mark(m, PF_START);
     /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale */
     int single = m->chunk_rows >= N;
     for (int r0 = 0; r0 < N; r0 += m->chunk_rows) {
@@ -473,11 +550,13 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
                                       (char *)a->lnf + (size_t)r0 * Ce, wx(m, P_WTE, 0), NULL, rows, C,
                                       m->Vp, m->ld_logits, loss_scale, s->reduce, st),
                  "lm head backward");
+        prof_mark(m, PF_LMHEAD_BWD);
     }
     CUDA_CHECK(cudaMemsetAsync(s->dres, 0, (size_t)N * Ce, st));
     void *last = L > 0 ? act(m, a->res3, L - 1, C, 0) : a->encoded;
     cuda_layernorm_backward(p, s->dres, gr(m, P_LNFW, 0), gr(m, P_LNFB, 0), s->dln, last, wx(m, P_LNFW, 0),
                             a->lnf_mean, a->lnf_rstd, N, C, s->reduce, st);
+    prof_mark(m, PF_LN_BWD);
 
     for (int l = L - 1; l >= 0; l--) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
@@ -490,37 +569,52 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
         char *qkvc = (char *)qkv, *dqkvc = (char *)s->dqkv;
 
         /* MLP: dres is d(res3) = d(res2) through the add, and the fcproj input gradient */
-        if (m->opt.recompute) cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
+        if (m->opt.recompute) {
+            cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
+            prof_mark(m, PF_RECOMPUTE);
+        }
         check_mm(cuda_matmul_backward(p, s->dbig, gr(m, P_FCPROJW, l), gr(m, P_FCPROJB, l), s->dres, fch_gelu,
                                       wx(m, P_FCPROJW, l), fch, N, 4 * C, C, 0, 1.0f, s->reduce, st),
                  "fcproj backward");
-        if (m->opt.recompute)
+        prof_mark(m, PF_FCPROJ_BWD);
+        if (m->opt.recompute) {
             cuda_layernorm_forward(p, ln2, ln2_mean, ln2_rstd, res2, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
+            prof_mark(m, PF_RECOMPUTE);
+        }
         check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_FCW, l), gr(m, P_FCB, l), s->dbig, ln2, wx(m, P_FCW, l),
                                       NULL, N, C, 4 * C, 0, 1.0f, s->reduce, st),
                  "fc backward");
+        prof_mark(m, PF_FC_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
                                 ln2_mean, ln2_rstd, N, C, s->reduce, st);
+        prof_mark(m, PF_LN_BWD);
         /* attention: dres is now d(res2) */
         check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_ATTPROJW, l), gr(m, P_ATTPROJB, l), s->dres, atty,
                                       wx(m, P_ATTPROJW, l), NULL, N, C, C, 0, 1.0f, s->reduce, st),
                  "attproj backward");
+        prof_mark(m, PF_ATTPROJ_BWD);
         if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty, s->dln,
                               a->att_saved + (size_t)l * m->att_saved_per_layer, dqkvc, dqkvc + Ce,
                               dqkvc + 2 * Ce, s->att_ws, st) != 0) {
             fprintf(stderr, "cuda backend: attention backward failed\n");
             exit(1);
         }
-        if (m->opt.recompute)
+        prof_mark(m, PF_ATTN_BWD);
+        if (m->opt.recompute) {
             cuda_layernorm_forward(p, ln1, ln1_mean, ln1_rstd, residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
+            prof_mark(m, PF_RECOMPUTE);
+        }
         check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_QKVW, l), gr(m, P_QKVB, l), s->dqkv, ln1, wx(m, P_QKVW, l),
                                       NULL, N, C, 3 * C, 0, 1.0f, s->reduce, st),
                  "qkv backward");
+        prof_mark(m, PF_QKV_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
                                 ln1_mean, ln1_rstd, N, C, s->reduce, st);
+        prof_mark(m, PF_LN_BWD);
     }
     cuda_encoder_backward(p, gr(m, P_WTE, 0), gr(m, P_WPE, 0), s->dres, s->uniq, s->start, s->pos,
                           s->num_uniq, B, T, C, st);
+    prof_mark(m, PF_ENCODER_BWD);
 }
 
 /* ---- graphs: capture a body once per shape, replay it after ----------------------------- */
@@ -589,6 +683,7 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     if (!targets) return 0.0f;
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, s->loss, 4, cudaMemcpyDeviceToHost, st));
     CUDA_CHECK(cudaStreamSynchronize(st));
+    prof_collect(m);
     return *m->h_out;
 }
 
@@ -614,13 +709,18 @@ static void cuda_zero_grad(Model *m) {
 }
 
 static float cuda_grad_norm(Model *m) {
+    prof_mark(m, PF_START);
     cuda_sum_of_squares(m->s.sumsq, m->grads, m->num_params, m->s.norm_partials, m->stream);
+    prof_mark(m, PF_NORM);
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
     CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    prof_collect(m);
     return sqrtf(*m->h_out);
 }
 
 static void cuda_update(Model *m, const AdamWStep *s) {
+    prof_mark(m, PF_START);
+    m->prof.steps++;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
         size_t o = m->off[t];
         void *px = m->prec == PRECISION_BF16 ? (char *)m->params_x + o * 2 : NULL;
@@ -628,6 +728,7 @@ static void cuda_update(Model *m, const AdamWStep *s) {
         cuda_adamw(m->prec, m->params + o, px, m->grads + o, m->adam_m + o, m->adam_v + o, m->size[t],
                    s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);
     }
+    prof_mark(m, PF_ADAMW);
 }
 
 static size_t cuda_memory_in_use(Model *m) { return m->held_bytes; }
