@@ -91,6 +91,8 @@ expect_bad "missing --vocab-size" "--vocab-size is required" $TOK train --input 
 expect_bad "vocab too large" "uint16" $TOK train --input "$dir/corpus.txt" --vocab-size 65536 --out "$dir/v.bin"
 expect_bad "vocab 50257*2" "uint16" $TOK train --input "$dir/corpus.txt" --vocab-size 100514 --out "$dir/v.bin"
 expect_bad "vocab too small" "too small" $TOK train --input "$dir/corpus.txt" --vocab-size 100 --out "$dir/v.bin"
+expect_bad "negative vocab" "too small" $TOK train --input "$dir/corpus.txt" --vocab-size -5 --out "$dir/v.bin"
+expect_bad "directory as corpus" "directory" $TOK train --input "$dir" --vocab-size 300 --out "$dir/v.bin"
 expect_bad "vocab not a number" "whole number" $TOK train --input "$dir/corpus.txt" --vocab-size 12k --out "$dir/v.bin"
 expect_bad "missing corpus" "cannot open" $TOK train --input "$dir/nope.txt" --vocab-size 300 --out "$dir/v.bin"
 [ ! -e "$dir/v.bin" ] && ok || fail "a failed train left $dir/v.bin"

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 enum { CLASS_SPACE, CLASS_LETTER, CLASS_DIGIT, CLASS_OTHER };
 
@@ -53,6 +54,13 @@ int chunk_reader_open(ChunkReader *r, const char *path, char *err, size_t errlen
     r->f = fopen(path, "rb");
     if (!r->f) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(r->f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s is a directory, not a file", path);
+        fclose(r->f);
+        r->f = NULL;
         return -1;
     }
     r->cap = READER_BLOCK + PRETOK_LOOKAHEAD;

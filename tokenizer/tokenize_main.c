@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,9 +47,9 @@ static const char USAGE[] =
 
 typedef struct {
     const char *input, *out, *vocab;
-    long vocab_size;
+    long long vocab_size;
     long long max_chunks, min_count;
-    int bytes, quiet, list, help;
+    int have_vocab_size, bytes, quiet, list, help;
 } Args;
 
 __attribute__((noreturn, format(printf, 1, 2)))
@@ -97,7 +98,6 @@ static void parse_args(const char *command, int argc, char **argv, Args *a) {
         {0, 0, 0, 0},
     };
     memset(a, 0, sizeof *a);
-    a->vocab_size = -1;
     opterr = 0;
     optind = 1;
     int c;
@@ -106,11 +106,10 @@ static void parse_args(const char *command, int argc, char **argv, Args *a) {
         case OPT_INPUT: a->input = optarg; break;
         case OPT_OUT: a->out = optarg; break;
         case OPT_VOCAB: a->vocab = optarg; break;
-        case OPT_VOCAB_SIZE: {
-            /* checked against 65535 later, with a message about uint16 */
-            a->vocab_size = (long)parse_number("vocab-size", optarg, 0, 1LL << 40);
+        case OPT_VOCAB_SIZE: /* the range is checked by train, with the reason */
+            a->vocab_size = parse_number("vocab-size", optarg, LLONG_MIN, LLONG_MAX);
+            a->have_vocab_size = 1;
             break;
-        }
         case OPT_MAX_CHUNKS:
             a->max_chunks = parse_number("max-chunks", optarg, 16, 1LL << 26);
             break;
@@ -146,10 +145,12 @@ static void open_tokenizer(const char *command, const Args *a, Tokenizer *tok) {
 static int cmd_train(const Args *a) {
     require("train", a->input, "input");
     require("train", a->out, "out");
-    if (a->vocab_size < 0) die("train: --vocab-size is required (try --help)");
+    if (!a->have_vocab_size) die("train: --vocab-size is required (try --help)");
     if (a->vocab_size > TOKENIZER_MAX_VOCAB)
-        die("train: vocabulary size %ld too large: token ids are uint16, at most %d",
+        die("train: vocabulary size %lld too large: token ids are uint16, at most %d",
             a->vocab_size, TOKENIZER_MAX_VOCAB);
+    if (a->vocab_size < 256)
+        die("train: vocabulary size %lld too small: the 256 bytes come first", a->vocab_size);
     BpeTrainOptions opt = {
         .vocab_size = (int)a->vocab_size,
         .max_unique_chunks = (size_t)a->max_chunks,
@@ -167,7 +168,7 @@ static int cmd_train(const Args *a) {
                 tok.vocab_size, tok.num_merges, t1 - t0, a->out);
         if (tok.vocab_size < a->vocab_size)
             fprintf(stderr, "tokenize: note: no pair is left that occurs at least %lld times, "
-                    "so the vocabulary stops short of %ld\n",
+                    "so the vocabulary stops short of %lld\n",
                     a->min_count ? a->min_count : 2, a->vocab_size);
     }
     tokenizer_free(&tok);
