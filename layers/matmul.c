@@ -29,6 +29,7 @@
 
 #include <omp.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -213,7 +214,11 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
     int chunks = row_chunks_for(N, panels, &chunk_rows);
 #pragma omp parallel
     {
-        float *panel = malloc((size_t)C * TILE_W * sizeof(float));
+        float *panel = malloc(((size_t)C + 1) * TILE_W * sizeof(float));
+        if (!panel) {
+            fprintf(stderr, "matmul_forward: out of memory for a %d x %d panel\n", C, TILE_W);
+            abort();
+        }
 #pragma omp for collapse(2) schedule(static)
         for (int p = 0; p < panels; p++)
             for (int chunk = 0; chunk < chunks; chunk++) {
