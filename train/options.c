@@ -71,6 +71,20 @@ static const OptSpec SPECS[] = {
     {"resume", 'r', OPT_FLAG, F(resume), 0, 1, NULL, "continue from the latest checkpoint in --checkpoint-dir"},
     {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines (default: none)"},
     {"quiet", 'q', OPT_FLAG, F(quiet), 0, 1, NULL, "print only evaluations, samples and the summary"},
+    {"bench", 0, OPT_STR, F(bench), 0, 0, "GRID", "instead of training, sweep short training runs and report tokens/sec, ms/step, peak memory and MFU: xformers-issue, flash-blog or custom (default: off)"},
+    {"bench-out", 0, OPT_STR, F(bench_out), 0, 0, "DIR", "bench: write results.md, results.csv, results.json and PNG charts here"},
+    {"bench-attn", 0, OPT_STR, F(bench_attn), 0, 0, "LIST", "bench: attention kernels, e.g. naive,memeff,flash (default: the grid's; custom: all three)"},
+    {"bench-models", 0, OPT_STR, F(bench_models), 0, 0, "LIST", "bench: presets (gpt2, gpt2-medium, dN, ...) or shapes lL-cC-hH such as l6-c1024-h8; --layers/--heads/--channels/--vocab override each (default: the grid's; custom: --model)"},
+    {"bench-seq-lens", 0, OPT_STR, F(bench_seq_lens), 0, 0, "LIST", "bench: context lengths, e.g. 256,1024 (default: the grid's; custom: --seq-len)"},
+    {"bench-precisions", 0, OPT_STR, F(bench_precisions), 0, 0, "LIST", "bench: fp32 and/or bf16 (default: the grid's; custom: --precision or the device's default)"},
+    {"bench-masks", 0, OPT_STR, F(bench_masks), 0, 0, "LIST", "bench: masks among causal, none, dense (default: the grid's; custom: --mask)"},
+    {"bench-batch", 0, OPT_STR, F(bench_batch), 0, 0, "B|max", "bench: micro-batch size, or max for the largest that fits in GPU memory (on the CPU: --bench-max-batch) (default: the grid's; custom: --batch)"},
+    {"tokens-per-step", 0, OPT_INT, F(tokens_per_step), 1, 1 << 30, "N", "bench: N tokens per optimizer step at every context length: batch N/T, split into gradient accumulation above --bench-max-batch (default: the grid's; custom: --batch x --grad-accum)"},
+    {"bench-max-batch", 0, OPT_INT, F(bench_max_batch), 1, 1 << 20, "B", "bench: largest micro-batch tried or used (default: 1024 on a GPU, 8 on the CPU)"},
+    {"bench-steps", 0, OPT_INT, F(bench_steps), 1, 1000000, "N", "bench: timed training steps per cell (default: the grid's, see train/README.md)"},
+    {"bench-warmup", 0, OPT_INT, F(bench_warmup), 0, 1000000, "N", "bench: untimed warm-up steps per cell (default: the grid's, see train/README.md)"},
+    {"bench-quick", 0, OPT_FLAG, F(bench_quick), 0, 1, NULL, "bench: a trimmed grid with fewer steps (flash-blog: gpt2 and gpt2-medium at T = 512, 1024, 2048)"},
+    {"bench-max-seconds", 0, OPT_DOUBLE, F(bench_max_seconds), 0, 1e9, "S", "bench: stop starting cells after S seconds; the rest are recorded as skipped (0 = no limit)"},
 };
 #undef F
 #define NUM_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
@@ -100,6 +114,8 @@ void options_defaults(Options *o) {
     o->temperature = 1.0f;
     o->top_k = 40;
     o->prompt = "The ";
+    o->bench_out = "bench_out";
+    o->bench_warmup = -1;
 }
 
 /* The default of an option as text, read from a defaulted Options. */

@@ -42,6 +42,20 @@ typedef struct {
     int resume;
     const char *log;
     int quiet;
+    /* bench mode (train/bench.h): a sweep of short training runs instead of one training run */
+    const char *bench;           /* grid: xformers-issue | flash-blog | custom; NULL = train */
+    const char *bench_out;       /* directory of results.md/.csv/.json and the charts */
+    const char *bench_attn;      /* comma-separated lists; NULL = the grid's */
+    const char *bench_models;
+    const char *bench_seq_lens;
+    const char *bench_precisions;
+    const char *bench_masks;
+    const char *bench_batch;     /* "max" or a micro-batch size; NULL = the grid's */
+    int tokens_per_step;         /* 0 = the grid's (or --batch x --grad-accum) */
+    int bench_max_batch;         /* largest micro-batch tried; 0 = 1024 on a GPU, 8 on the CPU */
+    int bench_steps, bench_warmup; /* timed / untimed steps per cell; 0 / -1 = the grid's */
+    int bench_quick;             /* trimmed grid and fewer steps */
+    double bench_max_seconds;    /* time budget: later cells are skipped; 0 = none */
 } Options;
 
 void options_defaults(Options *o);
