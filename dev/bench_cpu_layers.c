@@ -70,50 +70,93 @@ static void time_matmul(const Shape *s, int reps, double *fwd_s, double *bwd_s) 
     free(x); free(w); free(b); free(y); free(dx); free(dw); free(db); free(t);
 }
 
-/* median seconds of everything else a step does in layers/ (not attention) */
+/* The other layers of one step (not attention), each timed as the step calls it: name, how many
+ * calls per step, and the call. Buffers are shared scratch; their contents do not matter. */
+typedef struct {
+    float *x, *y, *z, *w, *b, *dw, *db, *mean, *rstd, *logits, *probs, *losses;
+    float *p, *g, *m, *v, *wte, *wpe;
+    int *tokens;
+    size_t nparams;
+} Scratch;
+
+enum { OP_ENC, OP_LN, OP_GELU, OP_RES, OP_SCE, OP_ADAMW, N_OPS };
+static const char *op_names[N_OPS] = {"encoder fwd+bwd", "layernorm fwd+bwd", "gelu fwd+bwd",
+                                      "residual fwd+bwd", "softmax-CE fwd+bwd",
+                                      "grad norm + AdamW"};
+static const int op_calls[N_OPS] = {1, 2 * L_LAYERS + 1, L_LAYERS, 2 * L_LAYERS, 1, 1};
+
+static void run_op(int op, Scratch *s, int step) {
+    const int N = N_ROWS, C = CH;
+    switch (op) {
+    case OP_ENC:
+        encoder_forward(s->y, s->tokens, s->wte, s->wpe, N / MAXT, MAXT, C);
+        encoder_backward(s->wte, s->wpe, s->y, s->tokens, N / MAXT, MAXT, C);
+        break;
+    case OP_LN:
+        layernorm_forward(s->y, s->mean, s->rstd, s->x, s->w, s->b, N, C);
+        layernorm_backward(s->z, s->dw, s->db, s->y, s->x, s->w, s->mean, s->rstd, N, C);
+        break;
+    case OP_GELU:
+        gelu_forward(s->y, s->x, (size_t)N * 4 * C);
+        gelu_backward(s->z, s->x, s->y, (size_t)N * 4 * C);
+        break;
+    case OP_RES:
+        residual_forward(s->y, s->x, s->z, (size_t)N * C);
+        residual_backward(s->y, s->z, s->x, (size_t)N * C);
+        break;
+    case OP_SCE:
+        softmax_crossentropy_forward(s->probs, s->losses, s->logits, s->tokens, N, VOCAB, VOCAB);
+        softmax_crossentropy_backward(s->logits, s->probs, s->tokens, N, VOCAB, VOCAB, 1.0f / N);
+        break;
+    case OP_ADAMW:
+        (void)sum_of_squares(s->g, s->nparams);
+        adamw_update(s->p, s->g, s->m, s->v, s->nparams, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f,
+                     step);
+        break;
+    }
+}
+
+/* median seconds per step of each other layer (calls per step included); returns the total */
 static double time_other_layers(int reps) {
     unsigned seed = 99;
     const int N = N_ROWS, C = CH, L = L_LAYERS;
-    size_t nparams = (size_t)VOCAB * C + (size_t)MAXT * C + (size_t)L * (12 * C * C + 13 * C) + 2 * C;
-    float *x = random_buffer((size_t)N * 4 * C, &seed), *y = random_buffer((size_t)N * 4 * C, &seed);
-    float *z = random_buffer((size_t)N * 4 * C, &seed), *w = random_buffer(C, &seed);
-    float *b = random_buffer(C, &seed), *dw = calloc(C, sizeof(float)), *db = calloc(C, sizeof(float));
-    float *mean = malloc(N * sizeof(float)), *rstd = malloc(N * sizeof(float));
-    float *logits = random_buffer((size_t)N * VOCAB, &seed), *probs = malloc((size_t)N * VOCAB * 4);
-    float *losses = malloc(N * sizeof(float));
-    float *p = random_buffer(nparams, &seed), *g = random_buffer(nparams, &seed);
-    float *m = calloc(nparams, sizeof(float)), *v = calloc(nparams, sizeof(float));
-    float *wte = random_buffer((size_t)VOCAB * C, &seed), *wpe = random_buffer((size_t)MAXT * C, &seed);
-    int *tokens = malloc(N * sizeof(int));
-    for (int i = 0; i < N; i++) tokens[i] = rand_r(&seed) % VOCAB;
-    double *t = malloc(sizeof(double) * reps);
-    for (int r = -2; r < reps; r++) {
-        double t0 = now_s();
-        encoder_forward(y, tokens, wte, wpe, 4, MAXT, C);
-        for (int i = 0; i < 2 * L + 1; i++) {
-            layernorm_forward(y, mean, rstd, x, w, b, N, C);
-            layernorm_backward(z, dw, db, y, x, w, mean, rstd, N, C);
+    Scratch s;
+    s.nparams = (size_t)VOCAB * C + (size_t)MAXT * C + (size_t)L * (12 * C * C + 13 * C) + 2 * C;
+    s.x = random_buffer((size_t)N * 4 * C, &seed);
+    s.y = random_buffer((size_t)N * 4 * C, &seed);
+    s.z = random_buffer((size_t)N * 4 * C, &seed);
+    s.w = random_buffer(C, &seed);
+    s.b = random_buffer(C, &seed);
+    s.dw = calloc(C, sizeof(float));
+    s.db = calloc(C, sizeof(float));
+    s.mean = malloc(N * sizeof(float));
+    s.rstd = malloc(N * sizeof(float));
+    s.logits = random_buffer((size_t)N * VOCAB, &seed);
+    s.probs = malloc((size_t)N * VOCAB * sizeof(float));
+    s.losses = malloc(N * sizeof(float));
+    s.p = random_buffer(s.nparams, &seed);
+    s.g = random_buffer(s.nparams, &seed);
+    s.m = calloc(s.nparams, sizeof(float));
+    s.v = calloc(s.nparams, sizeof(float));
+    s.wte = random_buffer((size_t)VOCAB * C, &seed);
+    s.wpe = random_buffer((size_t)MAXT * C, &seed);
+    s.tokens = malloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) s.tokens[i] = rand_r(&seed) % VOCAB;
+    double *t = malloc(sizeof(double) * reps), total = 0.0;
+    for (int op = 0; op < N_OPS; op++) {
+        for (int r = -2; r < reps; r++) {
+            double t0 = now_s();
+            for (int c = 0; c < op_calls[op]; c++) run_op(op, &s, r + 3);
+            if (r >= 0) t[r] = now_s() - t0;
         }
-        for (int i = 0; i < L; i++) {
-            gelu_forward(y, x, (size_t)N * 4 * C);
-            gelu_backward(z, x, y, (size_t)N * 4 * C);
-        }
-        for (int i = 0; i < 2 * L; i++) {
-            residual_forward(y, x, z, (size_t)N * C);
-            residual_backward(y, z, x, (size_t)N * C);
-        }
-        softmax_crossentropy_forward(probs, losses, logits, tokens, N, VOCAB, VOCAB);
-        softmax_crossentropy_backward(logits, probs, tokens, N, VOCAB, VOCAB, 1.0f / N);
-        encoder_backward(wte, wpe, y, tokens, 4, MAXT, C);
-        (void)sum_of_squares(g, nparams);
-        adamw_update(p, g, m, v, nparams, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, r + 3);
-        if (r >= 0) t[r] = now_s() - t0;
+        double med = median(t, reps);
+        printf("  %-20s x%-2d %8.3f ms\n", op_names[op], op_calls[op], med * 1e3);
+        total += med;
     }
-    double med = median(t, reps);
-    free(x); free(y); free(z); free(w); free(b); free(dw); free(db); free(mean); free(rstd);
-    free(logits); free(probs); free(losses); free(p); free(g); free(m); free(v); free(wte);
-    free(wpe); free(tokens); free(t);
-    return med;
+    free(s.x); free(s.y); free(s.z); free(s.w); free(s.b); free(s.dw); free(s.db); free(s.mean);
+    free(s.rstd); free(s.logits); free(s.probs); free(s.losses); free(s.p); free(s.g); free(s.m);
+    free(s.v); free(s.wte); free(s.wpe); free(s.tokens); free(t);
+    return total;
 }
 
 int main(int argc, char **argv) {
@@ -134,9 +177,11 @@ int main(int argc, char **argv) {
                    flop / f * 1e-9, b * 1e3, 2 * flop / b * 1e-9);
             step_matmul += s->count * (f + b);
         }
+        printf("one step's matmuls: %.1f ms\nother layers per step (no attention):\n",
+               step_matmul * 1e3);
         double other = time_other_layers(reps);
-        printf("one step: matmuls %.1f ms, other layers (no attention) %.1f ms\n",
-               step_matmul * 1e3, other * 1e3);
+        printf("one step: matmuls %.1f ms + other layers %.1f ms\n", step_matmul * 1e3,
+               other * 1e3);
     }
     return 0;
 }
