@@ -6,6 +6,10 @@ $(BUILD)/test/gpu/test_trainer: test/gpu/test_trainer.cu $(C_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -o $@ $(filter %.cu %.o,$^) $(CUDA_LIBS) $(LDLIBS)
 
+$(BUILD)/dev/bench_matmul_cuda: dev/bench_matmul_cuda.cu $(C_OBJS) $(CU_OBJS)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -o $@ $(filter %.cu %.o,$^) $(CUDA_LIBS) $(LDLIBS)
+
 $(BUILD)/dev/bench_trainer: dev/bench_trainer.cu $(C_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -o $@ $(filter %.cu %.o,$^) $(CUDA_LIBS) $(LDLIBS)

@@ -73,7 +73,7 @@ static const char *const PF_NAMES[PF_NUM] = {
     "start", "encoder", "layernorm fwd", "qkv fwd", "attention fwd", "attproj fwd", "fc+gelu fwd",
     "fcproj fwd", "lm head fwd", "classifier+loss", "lm head bwd", "layernorm bwd", "fcproj bwd",
     "fc bwd", "attproj bwd", "attention bwd", "qkv bwd", "recompute", "encoder bwd", "adamw", "grad norm"};
-enum { PF_MAX_MARKS = 2048 };
+enum { PF_MAX_MARKS = 2048, PROF_WARMUP_STEPS = 3 };
 typedef struct {
     int on, n, steps;
     cudaEvent_t ev[PF_MAX_MARKS];
@@ -391,13 +391,15 @@ static void prof_collect(Model *m) {
 }
 static void prof_report(Model *m) {
     Profile *p = &m->prof;
-    if (!p->on || p->steps == 0) return;
+    int steps = p->steps - PROF_WARMUP_STEPS - 1;
+    if (!p->on || steps <= 0) return;
     double total = 0.0;
     for (int c = 1; c < PF_NUM; c++) total += p->ms[c];
-    fprintf(stderr, "cuda profile: %d steps, %.2f ms/step in the parts below\n", p->steps, total / p->steps);
+    fprintf(stderr, "cuda profile: %d steps after %d of warm-up, %.2f ms/step in the parts below\n", steps,
+            PROF_WARMUP_STEPS + 1, total / steps);
     for (int c = 1; c < PF_NUM; c++)
         if (p->ms[c] > 0)
-            fprintf(stderr, "  %-16s %8.3f ms/step  %5.1f%%\n", PF_NAMES[c], p->ms[c] / p->steps, 100 * p->ms[c] / total);
+            fprintf(stderr, "  %-16s %8.3f ms/step  %5.1f%%\n", PF_NAMES[c], p->ms[c] / steps, 100 * p->ms[c] / total);
 }
 
 /* ---- parameter access ------------------------------------------------------------------ */
@@ -719,6 +721,7 @@ static float cuda_grad_norm(Model *m) {
 }
 
 static void cuda_update(Model *m, const AdamWStep *s) {
+    if (m->prof.steps == PROF_WARMUP_STEPS) memset(m->prof.ms, 0, sizeof m->prof.ms); /* drop warm-up */
     prof_mark(m, PF_START);
     m->prof.steps++;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
