@@ -21,34 +21,50 @@
  */
 #include "attention/cuda_common.cuh"
 #include "attention/mma_bf16.cuh"
+#include "attention/tc_attention.cuh"
 
-#define LOG2E_F 1.4426950408889634f
-#define LN2_F 0.6931471805599453f
 
 /* ---- tile shapes ----------------------------------------------------------------------------- */
 template <int D_> struct FlashFwdTraits {
     static constexpr int D = D_;
-    static constexpr int kWarps = 8;
-    static constexpr int Br = 16 * kWarps;      /* query rows per block: 16 per warp */
-    static constexpr int Bc = D_ == 128 ? 32 : 64; /* keys per tile */
+#ifndef FLASH_FWD_ROW_TILES
+    /* 16-row MMA tiles per warp: two halve the K/V fragment loads per MMA (smem bandwidth is the
+     * limit at one); D = 128 has no registers for two. */
+    static constexpr int kRowTiles = D_ == 128 ? 1 : 2;
+#else
+    static constexpr int kRowTiles = D_ == 128 ? 1 : FLASH_FWD_ROW_TILES;
+#endif
+    static constexpr int kWarps = 8 / kRowTiles;
+    static constexpr int Br = 16 * kRowTiles * kWarps; /* query rows per block */
+#ifndef FLASH_FWD_BC
+    static constexpr int Bc = D_ == 128 ? 32 : 64;     /* keys per tile */
+#else
+    static constexpr int Bc = D_ == 128 ? 32 : FLASH_FWD_BC;
+#endif
     static constexpr int kThreads = 32 * kWarps;
-    static constexpr int kStride = D + 8;        /* padded smem row (elements) */
+    static constexpr int kStride = D + 8;              /* padded smem row (elements) */
     static constexpr int kSmemBytes = (Br + 2 * 2 * Bc) * kStride * 2; /* Q + 2 stages of K, V */
 };
 template <int D_> struct FlashBwdTraits {
     static constexpr int D = D_;
-    static constexpr int kWarps = 4;
+#ifndef FLASH_BWD_WARPS
+    /* 8 warps = 128 keys per block: each key block adds its dQ contribution once, so 128 keys
+     * halve the fp32 atomic traffic of 64 (measured: 10.5 -> 7.2 ms fwd+bwd at T = 4096). */
+    static constexpr int kWarps = 8;
+#else
+    static constexpr int kWarps = FLASH_BWD_WARPS;
+#endif
     static constexpr int Bc = 16 * kWarps;       /* keys per block: 16 per warp */
     static constexpr int Br = D_ == 128 ? 32 : 64; /* queries per streamed tile */
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kStride = D + 8;
-    static constexpr int kDsStride = Bc + 8;     /* dS tile [Br][Bc] */
+    static constexpr int kDsStride = Br + 8;     /* dS tile [Bc keys][Br queries] */
     /* dQ = dS K is split over warps: row groups of 16 queries x column groups of D. */
     static constexpr int kDqRowGroups = Br / 16;
     static constexpr int kDqColGroups = kWarps / kDqRowGroups;
     static constexpr int kDqCols = D / kDqColGroups;
     static constexpr int kSmemBytes = (2 * Bc + 2 * 2 * Br) * kStride * 2 /* K, V, 2 x (Q, dO) */
-                                      + Br * kDsStride * 2                /* dS */
+                                      + Bc * kDsStride * 2                /* dS */
                                       + 2 * 2 * Br * 4;                   /* 2 x (L, D) */
 };
 
@@ -61,82 +77,14 @@ struct FlashParams {
     float scale, scale_log2;
 };
 
-__device__ __forceinline__ float quad_max(float x) {
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-__device__ __forceinline__ float quad_sum(float x) {
-    x += __shfl_xor_sync(0xffffffffu, x, 1);
-    return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
-
-/* Masks one 16 x (8*NT) accumulator block whose rows start at row0 and columns at col0 (global
- * indices); with `keys_are_rows` the rows are keys and the columns queries (backward). */
-template <int NT, bool CAUSAL>
-__device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
-            bool dead = key >= T || query >= T || (CAUSAL && key > query);
-            if (dead) s[nt][e] = -INFINITY;
-        }
-}
-
-/* The bf16 A fragments of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
-template <int NT>
-__device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; kk++) {
-        a[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-        a[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-        a[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-}
-
 /* ---- forward ------------------------------------------------------------------------------- */
-
-/* Online-softmax step for the warp's 16 rows (this thread: rows g and g+8 = half 0, 1): turns
- * the scaled scores s into P in place and rescales o, m, l. */
-template <int NT, int ND>
-__device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], float m[2], float l[2]) {
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        float mx = -INFINITY;
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
-        mx = quad_max(mx);
-        float m_new = fmaxf(m[half], mx);
-        float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: keep exp2 finite */
-        float corr = exp2f(m[half] - m_use);
-        float sum = 0.0f;
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 2; e++) {
-                float p = exp2f(s[nt][2 * half + e] - m_use);
-                s[nt][2 * half + e] = p;
-                sum += p;
-            }
-        l[half] = l[half] * corr + sum;
-        m[half] = m_new;
-#pragma unroll
-        for (int dt = 0; dt < ND; dt++) {
-            o[dt][2 * half] *= corr;
-            o[dt][2 * half + 1] *= corr;
-        }
-    }
-}
 
 template <int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads)
 flash_forward_kernel(FlashParams p) {
     using Tr = FlashFwdTraits<D>;
-    constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, NT = Bc / 8, ND = D / 8, KD = D / 16;
+    constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
+    constexpr int NT = Bc / 8, ND = D / 8, KD = D / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw;
     bf16 *sK = sQ + Br * S;          /* [2][Bc][S] */
@@ -157,12 +105,16 @@ flash_forward_kernel(FlashParams p) {
     load_rows_async<Bc, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
     cp_async_commit();
 
-    uint32_t qf[KD][4];
-    float o[ND][4];
+    uint32_t qf[MT][KD][4];
+    float o[MT][ND][4], m[MT][2], l[MT][2];
 #pragma unroll
-    for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    const int row0 = q0 + warp * 16;
+    for (int mt = 0; mt < MT; mt++) {
+        m[mt][0] = m[mt][1] = -INFINITY;
+        l[mt][0] = l[mt][1] = 0.0f;
+#pragma unroll
+        for (int dt = 0; dt < ND; dt++) o[mt][dt][0] = o[mt][dt][1] = o[mt][dt][2] = o[mt][dt][3] = 0.0f;
+    }
+    const int warp_row0 = q0 + warp * 16 * MT; /* this warp's rows: warp_row0 + [0, 16 MT) */
 
     for (int j = 0; j < n_tiles; j++) {
         const int stage = j & 1;
@@ -175,44 +127,53 @@ flash_forward_kernel(FlashParams p) {
         __syncthreads();
         if (j == 0) {
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int kk = 0; kk < KD; kk++) load_a_frag(qf[mt][kk], sQ, S, (warp * MT + mt) * 16, kk * 16);
         }
         const bf16 *k_t = sK + stage * Bc * S, *v_t = sV + stage * Bc * S;
 
-        /* S = Q K^T */
-        float s[NT][4];
+        /* S = Q K^T: each K fragment serves all MT row tiles */
+        float s[MT][NT][4];
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t bfr[4];
                 load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
-                mma_16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
-                mma_16816(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(s[mt][2 * np], qf[mt][kk], bfr[0], bfr[1]);
+                    mma_16816(s[mt][2 * np + 1], qf[mt][kk], bfr[2], bfr[3]);
+                }
             }
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[nt][e] *= p.scale_log2;
         const int col0 = j * Bc;
-        bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > row0);
-        if (needs_mask) mask_tile<NT, CAUSAL>(s, row0, col0, T, false);
-
-        online_softmax_step<NT, ND>(s, o, m, l);
+        uint32_t pf[MT][NT / 2][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; mt++) {
+            const int row0 = warp_row0 + mt * 16;
+            bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > row0);
+            if (needs_mask) mask_tile<NT, CAUSAL>(s[mt], row0, col0, T, false);
+            online_softmax_step<NT, ND>(s[mt], o[mt], m[mt], l[mt], p.scale_log2);
+            acc_to_a_frags<NT>(pf[mt], s[mt]);
+        }
 
         /* O += P V */
-        uint32_t pf[NT / 2][4];
-        acc_to_a_frags<NT>(pf, s);
 #pragma unroll
         for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
             for (int dp = 0; dp < ND / 2; dp++) {
                 uint32_t bfr[4];
                 load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
-                mma_16816(o[2 * dp], pf[kk], bfr[0], bfr[1]);
-                mma_16816(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    mma_16816(o[mt][2 * dp], pf[mt][kk], bfr[0], bfr[1]);
+                    mma_16816(o[mt][2 * dp + 1], pf[mt][kk], bfr[2], bfr[3]);
+                }
             }
         __syncthreads(); /* this stage is reloaded two tiles on */
     }
@@ -221,20 +182,23 @@ flash_forward_kernel(FlashParams p) {
     /* O / l to bf16; L */
     const int g = lane >> 2, c = 2 * (lane & 3);
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        float lsum = quad_sum(l[half]);
-        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-        int t = row0 + g + 8 * half;
-        if (t < T) {
-            bf16 *orow = p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
+    for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-            for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(orow + dt * 8 + c) =
-                    pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
-            if ((lane & 3) == 0)
-                p.lse[(long long)bh * T + t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
+        for (int half = 0; half < 2; half++) {
+            float lsum = quad_sum(l[mt][half]);
+            float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+            int t = warp_row0 + mt * 16 + g + 8 * half;
+            if (t < T) {
+                bf16 *orow = p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
+#pragma unroll
+                for (int dt = 0; dt < ND; dt++)
+                    *(uint32_t *)(orow + dt * 8 + c) =
+                        pack_bf16x2(o[mt][dt][2 * half] * inv, o[mt][dt][2 * half + 1] * inv);
+                if ((lane & 3) == 0)
+                    p.lse[(long long)bh * T + t] =
+                        lsum > 0.0f ? (m[mt][half] + log2f(lsum)) * LN2_F : INFINITY;
+            }
         }
-    }
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -271,6 +235,16 @@ __global__ void flash_bwd_convert_dq(FlashParams p, long long n) {
     p.dq[((long long)b * p.T + t) * p.ld_qkv + (long long)h * D + d] = __float2bfloat16(p.dq_accum[x] * p.scale);
 }
 
+/* dst[0..1] += v (fp32, global): one vector reduction on sm_90, two before. */
+__device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(a, b));
+#else
+    atomicAdd(dst, a);
+    atomicAdd(dst + 1, b);
+#endif
+}
+
 template <int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads)
 flash_backward_kernel(FlashParams p) {
@@ -282,8 +256,8 @@ flash_backward_kernel(FlashParams p) {
     bf16 *sV = sK + Bc * S;
     bf16 *sQ = sV + Bc * S;          /* [2][Br][S] */
     bf16 *sdO = sQ + 2 * Br * S;     /* [2][Br][S] */
-    bf16 *sdS = sdO + 2 * Br * S;    /* [Br][DS]: dS[query][key] */
-    float *sL = (float *)(sdS + Br * DS); /* [2][Br] */
+    bf16 *sdS = sdO + 2 * Br * S;    /* [Bc][DS]: dS^T[key][query] */
+    float *sL = (float *)(sdS + Bc * DS); /* [2][Br] */
     float *sD = sL + 2 * Br;              /* [2][Br] */
 
     const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
@@ -357,28 +331,34 @@ flash_backward_kernel(FlashParams p) {
         bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
         if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
 
-        /* P^T = 2^(S^T scale log2e - L log2e);  dS^T = P^T (dP^T - D) */
+        /* P^T = 2^(S^T scale log2e - L log2e);  dS^T = P^T (dP^T - D). A thread's columns are
+         * queries nt*8 + c and +1: one 8-byte load of each of L and D per n-tile. */
 #pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
+        for (int nt = 0; nt < NQ; nt++) {
+            float2 Lq = *(const float2 *)(L_t + nt * 8 + c), Dq = *(const float2 *)(D_t + nt * 8 + c);
+            float L2[2] = {Lq.x * LOG2E_F, Lq.y * LOG2E_F}, Dd[2] = {Dq.x, Dq.y};
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int qc = nt * 8 + c + (e & 1);
-                float pv = exp2f(st[nt][e] * p.scale_log2 - L_t[qc] * LOG2E_F);
+                float pv = exp2f(st[nt][e] * p.scale_log2 - L2[e & 1]);
                 st[nt][e] = pv;
-                dpt[nt][e] = pv * (dpt[nt][e] - D_t[qc]);
+                dpt[nt][e] = pv * (dpt[nt][e] - Dd[e & 1]);
             }
+        }
 
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
         acc_to_a_frags<NQ>(pf, st);
         acc_to_a_frags<NQ>(dsf, dpt);
-        /* dS to smem as [query][key] for dQ (the bf16 values dK also uses) */
+#ifndef FLASH_EXP_NO_DQ
+        /* dS^T to smem as [key][query] bf16 pairs (the same rounded values dK uses) */
 #pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int qc = nt * 8 + c + (e & 1), kr = warp * 16 + g + (e >= 2 ? 8 : 0);
-                sdS[qc * DS + kr] = __float2bfloat16(dpt[nt][e]);
-            }
+        for (int kk = 0; kk < NQ / 2; kk++) {
+            bf16 *row_lo = sdS + (warp * 16 + g) * DS + kk * 16 + c, *row_hi = row_lo + 8 * DS;
+            *(uint32_t *)row_lo = dsf[kk][0];
+            *(uint32_t *)row_hi = dsf[kk][1];
+            *(uint32_t *)(row_lo + 8) = dsf[kk][2];
+            *(uint32_t *)(row_hi + 8) = dsf[kk][3];
+        }
+#endif
 
         /* dV += P^T dO, dK += dS^T Q */
 #pragma unroll
@@ -393,9 +373,11 @@ flash_backward_kernel(FlashParams p) {
                 mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
                 mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
             }
+#ifndef FLASH_EXP_NO_DQ
         __syncthreads(); /* sdS complete */
 
-        /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns */
+        /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns; dS's A
+         * fragments come transposed out of the [key][query] tile. */
         {
             constexpr int NC = Tr::kDqCols / 8;
             const int rg = warp % Tr::kDqRowGroups, cg = warp / Tr::kDqRowGroups;
@@ -406,7 +388,7 @@ flash_backward_kernel(FlashParams p) {
 #pragma unroll
             for (int kk = 0; kk < Bc / 16; kk++) {
                 uint32_t af[4];
-                load_a_frag(af, sdS, DS, rg * 16, kk * 16);
+                load_a_frag_transposed(af, sdS, DS, rg * 16, kk * 16);
 #pragma unroll
                 for (int dp = 0; dp < NC / 2; dp++) {
                     uint32_t bk[4];
@@ -422,12 +404,16 @@ flash_backward_kernel(FlashParams p) {
                     float *row = gdq + (long long)t * D + d0 + c;
 #pragma unroll
                     for (int nt = 0; nt < NC; nt++) {
-                        atomicAdd(row + nt * 8, dq[nt][2 * half]);
-                        atomicAdd(row + nt * 8 + 1, dq[nt][2 * half + 1]);
+#ifdef FLASH_EXP_PLAIN_STORE
+                        *(float2 *)(row + nt * 8) = make_float2(dq[nt][2 * half], dq[nt][2 * half + 1]);
+#else
+                        atomic_add2(row + nt * 8, dq[nt][2 * half], dq[nt][2 * half + 1]);
+#endif
                     }
                 }
             }
         }
+#endif
     }
     cp_async_wait<0>();
 

@@ -11,12 +11,17 @@
  *   where dS = P * (dO V^T - D). Two passes recompute S twice instead of atomics: deterministic.
  * Memory: saved = L (B H T floats), workspace = D (B H T floats). O(T).
  *
- * Tile arithmetic: 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
+ * bf16 runs the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate; 64 x 64
+ * tiles, 4 warps of 16 rows, K/V or Q/dO double-buffered by cp.async, bias read straight from
+ * global memory into the score fragments); fp32 runs on CUDA cores.
+ *
+ * CUDA-core tile arithmetic (fp32): 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
  * (row group = tid / 16), and the streamed 64 columns (or D columns) are dealt round-robin to the
  * 16 threads of a half warp (column = tid % 16 + 16 j), so a row's values live in one half warp
  * and its reductions are 4 shuffles. Smem rows are padded by one float (no bank conflicts).
  */
 #include "attention/cuda_common.cuh"
+#include "attention/tc_attention.cuh"
 
 struct MemeffTraits {
     static constexpr int kThreads = 128;
@@ -315,6 +320,386 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     }
 }
 
+/* ---- bf16 on tensor cores ------------------------------------------------------------------- */
+
+template <int D_> struct MemeffTcTraits {
+    static constexpr int D = D_;
+    static constexpr int kWarps = 4;
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int Rows = 16 * kWarps;          /* the block's own queries or keys */
+    static constexpr int Cols = D_ == 128 ? 32 : 64;  /* streamed keys or queries per tile */
+    static constexpr int kStride = D + 8;             /* padded smem row (elements) */
+    static constexpr int kSmemBytes = (2 * Rows + 2 * 2 * Cols) * kStride * 2 + 2 * 2 * Cols * 4;
+};
+
+/* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias. */
+template <int D, int MASK>
+__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<D>;
+    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sQ = (bf16 *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * R;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
+    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const bf16 *gq = (const bf16 *)p.q + head, *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
+    const float scale_log2 = p.scale * LOG2E_F;
+    int n_tiles = (T + C - 1) / C;
+    if (MASK == ATTN_MASK_CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+
+    load_rows_async<R, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
+    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
+    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    cp_async_commit();
+    uint32_t qf[KD][4];
+    float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+    const int row0 = q0 + warp * 16;
+    for (int j = 0; j < n_tiles; j++) {
+        const int stage = j & 1;
+        if (j + 1 < n_tiles) {
+            load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
+            load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        if (j == 0) {
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
+        }
+        const bf16 *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
+        float s[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++)
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bfr[4];
+                load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
+                mma_16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
+                mma_16816(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+            }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
+        const int col0 = j * C;
+        if (MASK == ATTN_MASK_DENSE || col0 + C > T || (MASK == ATTN_MASK_CAUSAL && col0 + C - 1 > row0))
+            mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
+        online_softmax_step<NT, ND>(s, o, m, l);
+        uint32_t pf[NT / 2][4];
+        acc_to_a_frags<NT>(pf, s);
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t bfr[4];
+                load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
+                mma_16816(o[2 * dp], pf[kk], bfr[0], bfr[1]);
+                mma_16816(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
+            }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+    const int g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float lsum = quad_sum(l[half]);
+        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+        int t = row0 + g + 8 * half;
+        if (t < T) {
+            bf16 *orow = (bf16 *)p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++)
+                *(uint32_t *)(orow + dt * 8 + c) = pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+            if ((lane & 3) == 0)
+                p.lse[(long long)bh * T + t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
+        }
+    }
+}
+
+/* Loads query tile rows [q0, q0 + C) of Q and dO, and their L and D, into one stage. */
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_query_side(bf16 *sQ, bf16 *sdO, float *sL, float *sD,
+                                                const MemeffParams &p, long long head,
+                                                long long ohead, long long bh, int q0) {
+    load_rows_async<ROWS, D, THREADS>(sQ, (const bf16 *)p.q + head, p.ld_qkv, q0, p.T);
+    load_rows_async<ROWS, D, THREADS>(sdO, (const bf16 *)p.dout + ohead, p.ld_o, q0, p.T);
+    for (int x = threadIdx.x; x < ROWS; x += THREADS) {
+        int t = q0 + x;
+        bool ok = t < p.T;
+        cp_async_4(sL + x, p.lse + bh * p.T + (ok ? t : 0), ok);
+        cp_async_4(sD + x, p.dvec + bh * p.T + (ok ? t : 0), ok);
+    }
+}
+
+/* dK, dV for 64 keys (16 per warp, the MMA rows), query tiles streamed:
+ *   S^T = K Q^T, P^T = 2^(S^T - L), dP^T = V dO^T, dS^T = P^T (dP^T - D);
+ *   dV += P^T dO, dK += dS^T Q, all in registers. */
+template <int D, int MASK>
+__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<D>;
+    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NQ = C / 8, ND = D / 8, KD = D / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sK = (bf16 *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
+    float *sL = (float *)(sdO + 2 * C * S), *sD = sL + 2 * C;
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, k0 = blockIdx.y * R;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
+    const int g = lane >> 2, c = 2 * (lane & 3);
+    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+    const float scale_log2 = p.scale * LOG2E_F;
+    const int m_first = MASK == ATTN_MASK_CAUSAL ? k0 / C : 0, m_end = (T + C - 1) / C;
+
+    load_rows_async<R, D, Tr::kThreads>(sK, (const bf16 *)p.k + head, p.ld_qkv, k0, T);
+    load_rows_async<R, D, Tr::kThreads>(sV, (const bf16 *)p.v + head, p.ld_qkv, k0, T);
+    load_query_side<D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, head, ohead, bh, m_first * C);
+    cp_async_commit();
+    float dk[ND][4], dv[ND][4];
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
+    const int key_row0 = k0 + warp * 16;
+    for (int mi = m_first; mi < m_end; mi++) {
+        const int stage = (mi - m_first) & 1;
+        if (mi + 1 < m_end)
+            load_query_side<D, C, Tr::kThreads>(sQ + (stage ^ 1) * C * S, sdO + (stage ^ 1) * C * S,
+                                                sL + (stage ^ 1) * C, sD + (stage ^ 1) * C, p, head,
+                                                ohead, bh, (mi + 1) * C);
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16 *q_t = sQ + stage * C * S, *do_t = sdO + stage * C * S;
+        const float *L_t = sL + stage * C, *D_t = sD + stage * C;
+        float st[NQ][4], dpt[NQ][4];
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t kf[4], vf[4];
+            load_a_frag(kf, sK, S, warp * 16, kk * 16);
+            load_a_frag(vf, sV, S, warp * 16, kk * 16);
+#pragma unroll
+            for (int np = 0; np < NQ / 2; np++) {
+                uint32_t bq[4], bo[4];
+                load_bt_frags(bq, q_t, S, np * 16, kk * 16);
+                load_bt_frags(bo, do_t, S, np * 16, kk * 16);
+                mma_16816(st[2 * np], kf, bq[0], bq[1]);
+                mma_16816(st[2 * np + 1], kf, bq[2], bq[3]);
+                mma_16816(dpt[2 * np], vf, bo[0], bo[1]);
+                mma_16816(dpt[2 * np + 1], vf, bo[2], bo[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) st[nt][e] *= scale_log2;
+        const int q0 = mi * C;
+        if (MASK == ATTN_MASK_DENSE || q0 + C > T || key_row0 + 16 > T ||
+            (MASK == ATTN_MASK_CAUSAL && key_row0 + 15 > q0))
+            mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &p.mask, b, h);
+#pragma unroll
+        for (int nt = 0; nt < NQ; nt++) {
+            float2 Lq = *(const float2 *)(L_t + nt * 8 + c), Dq = *(const float2 *)(D_t + nt * 8 + c);
+            float L2[2] = {Lq.x * LOG2E_F, Lq.y * LOG2E_F}, Dd[2] = {Dq.x, Dq.y};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float pv = exp2f(st[nt][e] - L2[e & 1]);
+                st[nt][e] = pv;
+                dpt[nt][e] = pv * (dpt[nt][e] - Dd[e & 1]);
+            }
+        }
+        uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
+        acc_to_a_frags<NQ>(pf, st);
+        acc_to_a_frags<NQ>(dsf, dpt);
+#pragma unroll
+        for (int kk = 0; kk < NQ / 2; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t bo[4], bq[4];
+                load_b_frags(bo, do_t, S, kk * 16, dp * 16);
+                load_b_frags(bq, q_t, S, kk * 16, dp * 16);
+                mma_16816(dv[2 * dp], pf[kk], bo[0], bo[1]);
+                mma_16816(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
+                mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
+                mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
+            }
+        __syncthreads(); /* this stage is reloaded two tiles on */
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int t = key_row0 + g + 8 * half;
+        if (t < T) {
+            long long off = head + (long long)t * p.ld_qkv + c;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++) {
+                *(uint32_t *)((bf16 *)p.dk + off + dt * 8) =
+                    pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)((bf16 *)p.dv + off + dt * 8) = pack_bf16x2(dv[dt][2 * half], dv[dt][2 * half + 1]);
+            }
+        }
+    }
+}
+
+/* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:
+ *   S = Q K^T, P = 2^(S - L), dP = dO V^T, dS = P (dP - D), dQ += dS K in registers. */
+template <int D, int MASK>
+__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<D>;
+    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    bf16 *sQ = (bf16 *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
+    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
+    const int q0 = (gridDim.y - 1 - blockIdx.y) * R;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
+    const int g = lane >> 2, c = 2 * (lane & 3);
+    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+    const bf16 *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
+    const float scale_log2 = p.scale * LOG2E_F;
+    int n_tiles = (T + C - 1) / C;
+    if (MASK == ATTN_MASK_CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+
+    load_rows_async<R, D, Tr::kThreads>(sQ, (const bf16 *)p.q + head, p.ld_qkv, q0, T);
+    load_rows_async<R, D, Tr::kThreads>(sdO, (const bf16 *)p.dout + ohead, p.ld_o, q0, T);
+    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
+    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    cp_async_commit();
+    const int row0 = q0 + warp * 16;
+    float L2[2], Dv[2], dq[ND][4];
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int t = row0 + g + 8 * half;
+        L2[half] = t < T ? p.lse[(long long)bh * T + t] * LOG2E_F : INFINITY;
+        Dv[half] = t < T ? p.dvec[(long long)bh * T + t] : 0.0f;
+    }
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
+    for (int j = 0; j < n_tiles; j++) {
+        const int stage = j & 1;
+        if (j + 1 < n_tiles) {
+            load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
+            load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+        const bf16 *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
+        float s[NT][4], dp[NT][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t qf[4], of[4];
+            load_a_frag(qf, sQ, S, warp * 16, kk * 16);
+            load_a_frag(of, sdO, S, warp * 16, kk * 16);
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t bk[4], bv[4];
+                load_bt_frags(bk, k_t, S, np * 16, kk * 16);
+                load_bt_frags(bv, v_t, S, np * 16, kk * 16);
+                mma_16816(s[2 * np], qf, bk[0], bk[1]);
+                mma_16816(s[2 * np + 1], qf, bk[2], bk[3]);
+                mma_16816(dp[2 * np], of, bv[0], bv[1]);
+                mma_16816(dp[2 * np + 1], of, bv[2], bv[3]);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
+        const int col0 = j * C;
+        if (MASK == ATTN_MASK_DENSE || col0 + C > T || row0 + 16 > T ||
+            (MASK == ATTN_MASK_CAUSAL && col0 + C - 1 > row0))
+            mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float pv = exp2f(s[nt][e] - L2[e >> 1]);
+                dp[nt][e] = pv * (dp[nt][e] - Dv[e >> 1]);
+            }
+        uint32_t dsf[NT / 2][4];
+        acc_to_a_frags<NT>(dsf, dp);
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+            for (int dpp = 0; dpp < ND / 2; dpp++) {
+                uint32_t bk[4];
+                load_b_frags(bk, k_t, S, kk * 16, dpp * 16);
+                mma_16816(dq[2 * dpp], dsf[kk], bk[0], bk[1]);
+                mma_16816(dq[2 * dpp + 1], dsf[kk], bk[2], bk[3]);
+            }
+        __syncthreads();
+    }
+    cp_async_wait<0>();
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int t = row0 + g + 8 * half;
+        if (t < T) {
+            bf16 *row = (bf16 *)p.dq + head + (long long)t * p.ld_qkv + c;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++)
+                *(uint32_t *)(row + dt * 8) = pack_bf16x2(dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
+        }
+    }
+}
+
+template <int D, int MASK>
+static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+    using Tr = MemeffTcTraits<D>;
+    auto kernel = memeff_tc_forward_kernel<D, MASK>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dim3 grid(s->B * s->H, (s->T + Tr::Rows - 1) / Tr::Rows);
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+template <int D, int MASK>
+static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+    using Tr = MemeffTcTraits<D>;
+    long long rows = attn_rows(s);
+    memeff_rowdot_kernel<bf16><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    ATTN_LAUNCH_CHECK();
+    dim3 grid(s->B * s->H, (s->T + Tr::Rows - 1) / Tr::Rows);
+    auto dkv = memeff_tc_dkv_kernel<D, MASK>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dkv<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    auto dq = memeff_tc_dq_kernel<D, MASK>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dq<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+/* Calls F<D, MASK> for the shape's head dimension and mask kind. */
+#define MEMEFF_TC_DISPATCH_D(F, MASK, s, ...)                                                \
+    ((s)->D == 32 ? F<32, MASK>(__VA_ARGS__)                                                 \
+     : (s)->D == 64 ? F<64, MASK>(__VA_ARGS__) : F<128, MASK>(__VA_ARGS__))
+#define MEMEFF_TC_DISPATCH(F, s, ...)                                                        \
+    ((s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, s, __VA_ARGS__) \
+     : (s)->mask.kind == ATTN_MASK_DENSE ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_DENSE, s, __VA_ARGS__) \
+     : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, s, __VA_ARGS__))
+
+static bool memeff_use_tc(const AttnShape *s, const void *const *ptrs, int n) {
+    if (s->dtype != ATTN_BF16 || s->ld_qkv % 8 || s->ld_o % 8) return false;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] & 15) return false;
+    return true;
+}
+
 /* ---- host side ------------------------------------------------------------------------------ */
 
 static const char *memeff_unsupported(const AttnShape *s) {
@@ -382,6 +767,8 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
     MemeffParams p = memeff_params(s);
     p.q = q; p.k = k; p.v = v; p.out = o;
     p.lse = (float *)saved;
+    const void *ptrs[] = {q, k, v, o};
+    if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_forward, s, s, p, attn_stream(stream));
 }
 
@@ -395,6 +782,8 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
     p.dq = dq; p.dk = dk; p.dv = dv;
     p.lse = (float *)saved;
     p.dvec = (float *)workspace;
+    const void *ptrs[] = {q, k, v, o, dout, dq, dk, dv};
+    if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_backward, s, s, p, attn_stream(stream));
 }
 

@@ -82,6 +82,13 @@ __device__ __forceinline__ void load_a_frag(uint32_t a[4], const __nv_bfloat16 *
     int lane = threadIdx.x & 31;
     ldmatrix_x4(a, tile + (r0 + (lane & 15)) * stride + c0 + (lane >> 4) * 8);
 }
+/* The A fragment of rows [r0, r0+16) x cols [c0, c0+16) of A when the smem tile holds A^T
+ * (row-major [col of A][row of A]): ldmatrix's transpose undoes it. */
+__device__ __forceinline__ void load_a_frag_transposed(uint32_t a[4], const __nv_bfloat16 *tile,
+                                                       int stride, int r0, int c0) {
+    int lane = threadIdx.x & 31;
+    ldmatrix_x4_trans(a, tile + (c0 + (lane & 7) + ((lane >> 4) << 3)) * stride + r0 + ((lane >> 3) & 1) * 8);
+}
 /* B fragments for two n-tiles when B = X^T with X row-major [n][k] in smem (e.g. K in Q K^T):
  * rows [n0, n0+16) of X, cols [k0, k0+16). b[0], b[1] serve n-tile n0; b[2], b[3] n-tile n0+8. */
 __device__ __forceinline__ void load_bt_frags(uint32_t b[4], const __nv_bfloat16 *tile, int stride,

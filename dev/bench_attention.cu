@@ -5,7 +5,7 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...]   (default: naive memeff flash)
+ * Usage: bench_attention [kernel ...] [T=N] [D=N]   (default: every kernel and configuration)
  */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -129,10 +129,15 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
 
 int main(int argc, char **argv) {
     const char *names[ATTN_NUM_KERNELS] = {"naive", "memeff", "flash"};
-    bool want[ATTN_NUM_KERNELS] = {argc == 1, argc == 1, argc == 1};
-    for (int i = 1; i < argc; i++)
+    bool want[ATTN_NUM_KERNELS] = {false, false, false}, any = false;
+    int only_T = 0, only_D = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strncmp(argv[i], "T=", 2)) only_T = atoi(argv[i] + 2);
+        else if (!strncmp(argv[i], "D=", 2)) only_D = atoi(argv[i] + 2);
         for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++)
-            if (!strcmp(argv[i], names[kk])) want[kk] = true;
+            if (!strcmp(argv[i], names[kk])) want[kk] = any = true;
+    }
+    if (!any) want[0] = want[1] = want[2] = true;
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -144,6 +149,7 @@ int main(int argc, char **argv) {
     for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++) {
         if (!want[kk] || !attn_cuda_table[kk]) continue;
         for (const Cfg &c : cfgs) {
+            if ((only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
             int B = 65536 / c.T;
             Row r = bench_one(attn_cuda_table[kk], names[kk], B, c.T, H, c.D);
             if (r.oom) printf("%-6s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);

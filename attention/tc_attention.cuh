@@ -1,0 +1,90 @@
+/* attention/tc_attention.cuh: attention-specific pieces of the tensor-core (mma.sync) kernels,
+ * shared by flash.cu and memeff.cu: quad reductions over a fragment row, masking a score block,
+ * the online-softmax step, and turning an fp32 accumulator block into bf16 A fragments.
+ * Scores are kept in log2 units (scale * log2(e) folded in) so that exp is one exp2.
+ */
+#ifndef ATTENTION_TC_ATTENTION_CUH
+#define ATTENTION_TC_ATTENTION_CUH
+
+#include "attention/cuda_common.cuh"
+#include "attention/mma_bf16.cuh"
+
+#define LOG2E_F 1.4426950408889634f
+#define LN2_F 0.6931471805599453f
+
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+/* Masks one 16 x (8*NT) accumulator block of scores in log2 units whose rows start at row0 and
+ * columns at col0 (global indices); with `keys_are_rows` the rows are keys and the columns queries
+ * (backward). Outside [0, T) and above the causal diagonal: -inf; MASK == ATTN_MASK_DENSE adds
+ * log2(e) * bias[b, h, query, key]. */
+template <int NT, int MASK>
+__device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows,
+                                          const MaskDev *bias = nullptr, int b = 0, int h = 0) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            bool dead = key >= T || query >= T || (MASK == ATTN_MASK_CAUSAL && key > query);
+            if (dead) s[nt][e] = -INFINITY;
+            else if (MASK == ATTN_MASK_DENSE) s[nt][e] += LOG2E_F * mask_bias(*bias, b, h, query, key);
+        }
+}
+
+/* The bf16 A fragments of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
+template <int NT>
+__device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        a[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+/* Online-softmax step for the warp's 16 rows (this thread: rows g and g+8 = half 0, 1): turns
+ * the scores s into P = 2^(scale * s - m) in place and rescales o, l; m is kept in the scaled
+ * (log2) units. Taking the max on unscaled s (scale > 0) lets scale ride in one FFMA per score. */
+template <int NT, int ND>
+__device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], float m[2], float l[2],
+                                                    float scale = 1.0f) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+        mx = quad_max(mx) * scale;
+        float m_new = fmaxf(m[half], mx);
+        float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: keep exp2 finite */
+        float corr = exp2f(m[half] - m_use);
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float p = exp2f(fmaf(s[nt][2 * half + e], scale, -m_use));
+                s[nt][2 * half + e] = p;
+                sum += p;
+            }
+        l[half] = l[half] * corr + sum;
+        m[half] = m_new;
+#pragma unroll
+        for (int dt = 0; dt < ND; dt++) {
+            o[dt][2 * half] *= corr;
+            o[dt][2 * half + 1] *= corr;
+        }
+    }
+}
+
+#endif

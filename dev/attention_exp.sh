@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# dev/attention_exp.sh: flash variants (compile-time switches of attention/flash.cu) timed side by
+# side at D = 64: FLASH_FWD_ROW_TILES, FLASH_BWD_WARPS, and two diagnostic cuts of the backward
+# (FLASH_EXP_NO_DQ: no dQ at all; FLASH_EXP_PLAIN_STORE: dQ stored, not atomically added).
+# VARIANTS="name:-DFLAG=1,-DOTHER=2 ..." picks the set.
+set -u
+OUT=${OUT:-/tmp}
+SRCS="attention/naive.cu attention/memeff.cu attention/flash.cu attention/cuda_table.cu"
+NV="nvcc -std=c++17 -O3 -lineinfo -gencode arch=compute_90,code=sm_90 -I. -Xcompiler -fopenmp"
+mkdir -p build/exp
+VARIANTS=${VARIANTS:-"base: fwd1:-DFLASH_FWD_ROW_TILES=1 w8:-DFLASH_BWD_WARPS=8 nodq:-DFLASH_EXP_NO_DQ plain:-DFLASH_EXP_PLAIN_STORE"}
+for v in $VARIANTS; do
+    name=${v%%:*}; flags=${v#*:}; flags=${flags//,/ }
+    $NV $flags -o build/exp/bench_$name dev/bench_attention.cu $SRCS -lcublas > build/exp/$name.log 2>&1 &
+done
+wait
+for v in $VARIANTS; do
+    v=${v%%:*}
+    echo "== $v"
+    for T in 1024 4096 16384; do ./build/exp/bench_$v flash D=64 T=$T | grep "^flash"; done
+done 2>&1 | tee $OUT/exp.log
