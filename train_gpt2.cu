@@ -20,6 +20,7 @@
 #include "model/backend.h"
 #include "model/gpt2.h"
 #include "model/model_file.h"
+#include "train/bench.h"
 #include "train/checkpoint.h"
 #include "train/options.h"
 #include "train/schedule.h"
@@ -434,6 +435,7 @@ static void setup(Trainer *tr, int argc, char **argv) {
     int rc = options_parse(&tr->opt, argc, argv);
     if (rc == 1) exit(0);
     if (rc != 0) exit(2);
+    if (tr->opt.bench) exit(bench_main(&tr->opt)); /* --bench GRID: a sweep instead of a run */
     Options *o = &tr->opt;
 
     const char *resume_model = NULL, *resume_state = NULL;

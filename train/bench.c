@@ -1,0 +1,642 @@
+/* train/bench.c: the bench mode's sweep. Each cell is a short real training run through the
+ * Backend vtable (the same one the trainer uses):
+ *
+ *   check the kernel supports the shape -> pick the batch (fixed, tokens per step, or the largest
+ *   that create() accepts) -> create -> parameters -> W warm-up steps -> S timed steps -> measure
+ *   -> destroy
+ *
+ * A cell that does not fit or is not supported is recorded with its reason; it never ends the
+ * sweep. create() of the CUDA backend sizes everything before allocating and fails cleanly with
+ * the bytes needed, which is what makes the `max` batch search safe.
+ */
+#include "train/bench.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "data/dataset.h"
+#include "model/backend.h"
+#include "model/cuda_extras.h"
+#include "model/gpt2.h"
+#include "train/bench_plan.h"
+#include "train/bench_report.h"
+
+#define ENWIK8_TRAIN "data/enwik8/enwik8.train"
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+/* A CPU-only build links no cuda_extras() (model/cuda_fallback.c has no stub for it), so the
+ * reference is weak: NULL there, the CUDA backend's function in a CUDA build. */
+extern const CudaExtras *cuda_extras(void) __attribute__((weak));
+
+typedef struct {
+    const Options *opt;
+    const Backend *be;
+    AttnPlace place;
+    const CudaExtras *x;    /* NULL on the CPU */
+    Dataset ds;
+    size_t begin, end;      /* the part of ds to train on */
+    BenchContext ctx;
+    double start;           /* when the sweep began */
+} BenchEnv;
+
+static int bench_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    return 2;
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int file_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+
+/* --device as the trainer reads it: auto (CUDA when a GPU is visible), cpu or cuda. */
+static int choose_backend(const Options *o, BenchEnv *env) {
+    char why[256] = "";
+    const Backend *cuda = NULL;
+    if (strcmp(o->device, "cpu") != 0) cuda = cuda_backend_if_available(why, sizeof why);
+    if (strcmp(o->device, "cuda") == 0 && !cuda) return bench_error("--device cuda: %s", why);
+    if (strcmp(o->device, "auto") != 0 && strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0)
+        return bench_error("--device expects auto, cpu or cuda, got '%s'", o->device);
+    if (strcmp(o->device, "auto") == 0 && !cuda) printf("note: using the CPU backend: %s\n", why);
+    env->be = cuda ? cuda : &cpu_backend;
+    env->place = cuda ? ATTN_CUDA : ATTN_CPU;
+    env->x = cuda && cuda_extras ? cuda_extras() : NULL;
+    env->ctx.backend = env->be->name;
+    return 0;
+}
+
+/* The trainer's data: --data, else enwik8's training file when fetched, else the embedded
+ * corpus; a file without a separate validation file trains on its first 90%. */
+static int open_training_data(const Options *o, BenchEnv *env) {
+    char err[512];
+    const char *path = o->data;
+    int whole_file = o->val_data != NULL;
+    if (!path && file_exists(ENWIK8_TRAIN)) {
+        path = ENWIK8_TRAIN;
+        whole_file = 1;
+    }
+    if (path) {
+        if (dataset_open(&env->ds, path, err, sizeof err) != 0) return bench_error("%s", err);
+    } else {
+        dataset_embedded(&env->ds);
+        printf("note: enwik8 not found in data/enwik8 (fetch it with `make enwik8`); benchmarking on "
+               "the embedded corpus (%zu bytes)\n", env->ds.num_tokens);
+    }
+    if (whole_file) {
+        env->begin = 0;
+        env->end = env->ds.num_tokens;
+    } else {
+        dataset_split(&env->ds, "train", &env->begin, &env->end);
+    }
+    snprintf(env->ctx.data, sizeof env->ctx.data, "%s (%zu tokens)", env->ds.name, env->end - env->begin);
+    return 0;
+}
+
+static void cpu_model_name(char *buf, size_t n) {
+    snprintf(buf, n, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon) {
+            colon++;
+            while (*colon == ' ' || *colon == '\t') colon++;
+            colon[strcspn(colon, "\n")] = '\0';
+            snprintf(buf, n, "%s", colon);
+            break;
+        }
+    }
+    fclose(f);
+}
+
+static void describe_device(const BenchEnv *env, BenchContext *ctx) {
+    if (env->x) {
+        char name[128] = "GPU";
+        size_t free_b = 0, total_b = 0;
+        env->x->device_name(name, sizeof name);
+        if (env->x->mem_info(&free_b, &total_b) == 0)
+            snprintf(ctx->device, sizeof ctx->device, "%s, %.1f GiB", name, total_b / GIB);
+        else
+            snprintf(ctx->device, sizeof ctx->device, "%s", name);
+        return;
+    }
+    char name[128];
+    cpu_model_name(name, sizeof name);
+    int threads = env->opt->threads > 0 ? env->opt->threads : omp_get_max_threads();
+    snprintf(ctx->device, sizeof ctx->device, "%s, %d threads", name, threads);
+}
+
+/* mkdir -p, then a write test, so an unwritable --bench-out fails before the sweep. */
+static int prepare_out_dir(const char *dir) {
+    char path[4096];
+    if (strlen(dir) + 16 >= sizeof path) return bench_error("--bench-out: the path is too long");
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *s = path + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(path, 0755) != 0 && errno != EEXIST)
+            return bench_error("--bench-out: cannot create %s: %s", path, strerror(errno));
+        *s = '/';
+    }
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return bench_error("--bench-out: cannot create %s: %s", path, strerror(errno));
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    FILE *f = fopen(path, "a");
+    if (!f) return bench_error("--bench-out: cannot write %s: %s", path, strerror(errno));
+    fclose(f);
+    return 0;
+}
+
+/* ---- parameters ------------------------------------------------------------------------ */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ULL;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+/* GPT-2's initialisation (model/gpt2.h: std 0.02, residual projections 0.02/sqrt(2L), biases 0,
+ * LayerNorm weights 1, padded vocabulary rows 0) drawn from a uniform distribution of the same
+ * std by a counter-based hash, in parallel: gpt2_init_params' normals take ~30 s for gpt2-large
+ * on one core, which a sweep of short runs cannot afford. Throughput does not depend on it. */
+static void fast_init_params(const GPT2Config *c, float *params, uint64_t seed) {
+    size_t size[GPT2_NUM_PARAM_TENSORS], off[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_sizes(c, size);
+    gpt2_param_offsets(c, off);
+    const float residual_std = 0.02f / sqrtf(2.0f * c->num_layers);
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        float *p = params + off[t];
+        long long n = (long long)size[t];
+        if (t == P_LN1W || t == P_LN2W || t == P_LNFW) {
+            for (long long i = 0; i < n; i++) p[i] = 1.0f;
+            continue;
+        }
+        if (!gpt2_param_decays(t)) {
+            memset(p, 0, size[t] * sizeof(float));
+            continue;
+        }
+        float half_width = ((t == P_ATTPROJW || t == P_FCPROJW) ? residual_std : 0.02f) * sqrtf(3.0f);
+        uint64_t stream = mix64(seed * 1000003ULL + (uint64_t)t);
+#pragma omp parallel for schedule(static)
+        for (long long i = 0; i < n; i++) {
+            uint64_t h = mix64(stream ^ (uint64_t)i);
+            p[i] = half_width * ((float)(h >> 40) * (2.0f / 16777216.0f) - 1.0f);
+        }
+    }
+    size_t used = (size_t)c->vocab_size * c->channels;
+    memset(params + off[P_WTE] + used, 0, (size[P_WTE] - used) * sizeof(float));
+}
+
+/* One model's parameters, initialised once and shared by its cells (max_seq_len is the
+ * longest T of the grid, so every cell of a model has the same shape). */
+typedef struct {
+    int model;              /* whose parameters these are; -1 none */
+    float *params;
+} ParamCache;
+
+static const float *cached_params(ParamCache *pc, const BenchPlan *p, int model, uint64_t seed) {
+    if (pc->model == model) return pc->params;
+    free(pc->params);
+    pc->model = -1;
+    size_t n = gpt2_num_params(&p->models[model].config);
+    pc->params = (float *)malloc(n * sizeof(float));
+    if (!pc->params) return NULL;
+    fast_init_params(&p->models[model].config, pc->params, seed);
+    pc->model = model;
+    return pc->params;
+}
+
+/* ---- batches ------------------------------------------------------------------------------ */
+
+/* Rows of a batch come one window at a time from a loader of batch 1, so any batch size works
+ * with any data large enough for one window. */
+typedef struct {
+    DataLoader loader;
+    int *inputs, *targets;
+    int B, T;
+} Feeder;
+
+static int feeder_open(Feeder *fd, const BenchEnv *env, int B, int T, char *err, size_t errlen) {
+    memset(fd, 0, sizeof *fd);
+    if (loader_init(&fd->loader, &env->ds, env->begin, env->end, 1, T, 0, 1, 0, env->opt->seed, err,
+                    errlen) != 0)
+        return -1;
+    fd->B = B;
+    fd->T = T;
+    fd->inputs = (int *)malloc((size_t)B * T * sizeof(int));
+    fd->targets = (int *)malloc((size_t)B * T * sizeof(int));
+    if (!fd->inputs || !fd->targets) {
+        snprintf(err, errlen, "out of host memory for a %d x %d batch", B, T);
+        return -1;
+    }
+    return 0;
+}
+
+static void feeder_fill(Feeder *fd) {
+    for (int b = 0; b < fd->B; b++)
+        loader_next(&fd->loader, fd->inputs + (size_t)b * fd->T, fd->targets + (size_t)b * fd->T);
+}
+
+static void feeder_close(Feeder *fd) {
+    if (fd->loader.ds) loader_free(&fd->loader);
+    free(fd->inputs);
+    free(fd->targets);
+}
+
+/* --tokens-per-step: batch = tokens / T sequences, split into the fewest equal micro-batches of
+ * at most `cap` (the rest of the step is gradient accumulation). */
+static void split_tokens_per_step(int tokens, int T, int cap, int *B, int *accum) {
+    int total = tokens / T > 0 ? tokens / T : 1;
+    int a = 1;
+    while (total / a > cap || total % a != 0) a++;
+    *B = total / a;
+    *accum = a;
+}
+
+/* ---- creating a model ---------------------------------------------------------------------- */
+
+static int error_means_out_of_memory(const char *err) {
+    return strstr(err, "GiB") || strstr(err, "out of memory") || strstr(err, "cudaMalloc");
+}
+
+/* The CUDA backend's create() says "... the largest batch that fits is B=N" when it refuses. */
+static int hinted_batch(const char *err) {
+    static const char key[] = "largest batch that fits is B=";
+    const char *s = strstr(err, key);
+    return s ? atoi(s + sizeof key - 1) : -1;
+}
+
+/* The largest B <= cap that create() accepts (each refusal costs nothing: create() checks the
+ * sizes before allocating). Returns the model with mo->B set, or NULL with create()'s message
+ * for the smallest batch tried. */
+static Model *create_largest(const Backend *be, ModelOptions *mo, int cap, char *err, size_t errlen) {
+    mo->B = cap;
+    Model *m = be->create(mo, err, errlen);
+    if (m) return m;
+    int lo = 0, hi = cap; /* lo fits (0: none known), hi does not */
+    int hint = hinted_batch(err);
+    if (hint == 0) return NULL;
+    if (hint > 0 && hint < cap) {
+        mo->B = hint;
+        if ((m = be->create(mo, err, errlen)) != NULL) return m;
+        hi = hint;
+    }
+    char smallest_err[512];
+    snprintf(smallest_err, sizeof smallest_err, "%s", err);
+    while (hi - lo > 1) {
+        mo->B = lo + (hi - lo) / 2;
+        m = be->create(mo, err, errlen);
+        if (m) {
+            be->destroy(m);
+            lo = mo->B;
+        } else {
+            hi = mo->B;
+            snprintf(smallest_err, sizeof smallest_err, "%s", err);
+        }
+    }
+    if (lo == 0) {
+        snprintf(err, errlen, "%s", smallest_err);
+        return NULL;
+    }
+    mo->B = lo;
+    return be->create(mo, err, errlen);
+}
+
+/* --mask dense: the causal mask as a materialised T x T additive bias (as the trainer builds). */
+static float *make_dense_causal_bias(int T) {
+    float *bias = (float *)malloc((size_t)T * T * sizeof(float));
+    if (!bias) return NULL;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) bias[(size_t)i * T + j] = j <= i ? 0.0f : -INFINITY;
+    return bias;
+}
+
+static void model_options_for(const BenchEnv *env, const BenchPlan *p, const BenchCell *c,
+                              const float *bias, ModelOptions *mo) {
+    memset(mo, 0, sizeof *mo);
+    mo->config = p->models[c->model].config;
+    mo->B = c->batch;
+    mo->T = c->seq_len;
+    mo->attn = c->kernel;
+    mo->mask = c->mask;
+    mo->dense_bias = bias;
+    mo->precision = c->precision;
+    mo->recompute = env->opt->recompute;
+    mo->threads = env->opt->threads;
+}
+
+/* Why the cell cannot run on this backend, or NULL. */
+static const char *unsupported_reason(const BenchEnv *env, const BenchPlan *p, const BenchCell *c,
+                                      const float *bias, char *buf, size_t n) {
+    if (env->place == ATTN_CPU && c->precision != PRECISION_FP32)
+        return "the CPU backend trains in fp32 only";
+    const AttnImpl *impl = attn_impl(c->kernel, env->place);
+    if (!impl) {
+        snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(c->kernel), env->be->name);
+        return buf;
+    }
+    const GPT2Config *m = &p->models[c->model].config;
+    AttnShape s = attn_shape_packed(1, c->seq_len, m->num_heads, m->channels / m->num_heads, c->mask,
+                                    c->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+    if (c->mask == ATTN_MASK_DENSE) {
+        s.mask.bias = bias;
+        s.mask.stride_row = c->seq_len;
+    }
+    const char *why = impl->unsupported(&s);
+    if (!why) return NULL;
+    snprintf(buf, n, "%s", why);
+    return buf;
+}
+
+/* ---- measuring ------------------------------------------------------------------------- */
+
+static double resident_bytes(void) {
+    long pages = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    if (fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    fclose(f);
+    return (double)resident * (double)sysconf(_SC_PAGESIZE);
+}
+
+/* Waits for the work queued on the device: the gradient norm is returned to the host, and it
+ * is queued behind everything before it. */
+static void fence(const Backend *be, Model *m) { (void)be->grad_norm(m); }
+
+/* One optimizer step as the trainer takes it: grad_accum micro-batches, the global norm,
+ * clipping, AdamW at a constant rate. Returns the mean loss. */
+static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, int accum, int t) {
+    const Backend *be = env->be;
+    const Options *o = env->opt;
+    be->zero_grad(m);
+    double loss = 0.0;
+    for (int micro = 0; micro < accum; micro++) {
+        feeder_fill(fd);
+        loss += be->forward(m, fd->inputs, fd->targets, fd->B, fd->T);
+        be->backward(m, 1.0f / accum);
+    }
+    float norm = be->grad_norm(m);
+    AdamWStep s;
+    s.lr = p->lr;
+    s.beta1 = o->beta1;
+    s.beta2 = o->beta2;
+    s.eps = o->eps;
+    s.weight_decay = o->weight_decay;
+    s.grad_scale = (o->grad_clip > 0 && norm > o->grad_clip) ? o->grad_clip / norm : 1.0f;
+    s.t = t;
+    be->update(m, &s);
+    return (float)(loss / accum);
+}
+
+/* Warm-up, then the timed steps. Returns 0, or -1 (the cell FAILED) when the loss is not finite. */
+static int time_steps(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, BenchCell *c) {
+    double t0 = 0.0;
+    for (int step = 0; step < p->warmup + p->steps; step++) {
+        if (step == p->warmup) {
+            fence(env->be, m);
+            t0 = now_seconds();
+        }
+        float loss = train_step(env, p, m, fd, c->grad_accum, step + 1);
+        if (!isfinite(loss)) {
+            snprintf(c->reason, sizeof c->reason, "the loss became %f at step %d", loss, step + 1);
+            return -1;
+        }
+        if (step == 0) c->loss_first = loss;
+        c->loss_last = loss;
+    }
+    fence(env->be, m);
+    double seconds = now_seconds() - t0;
+    c->ms_per_step = seconds * 1000.0 / p->steps;
+    c->tok_per_s = (double)c->batch * c->grad_accum * c->seq_len * p->steps / seconds;
+    return 0;
+}
+
+static void measure_memory(const BenchEnv *env, Model *m, double rss_before, BenchCell *c) {
+    c->peak_bytes = (double)env->be->memory_in_use(m);
+    c->mem_source = "device";
+    if (c->peak_bytes <= 0) {
+        double grown = resident_bytes() - rss_before;
+        c->peak_bytes = grown > 0 ? grown : 0;
+        c->mem_source = "host-rss";
+    }
+    size_t free_b = 0, total_b = 0;
+    if (env->x && env->x->mem_info(&free_b, &total_b) == 0) c->device_used_bytes = (double)(total_b - free_b);
+}
+
+/* Model FLOPs (causal attention at half cost for the causal and the dense causal mask) over
+ * the device's peak; NAN when the peak is not known (the CPU, unless --peak-tflops). */
+static double model_flops_utilisation(const BenchEnv *env, const BenchPlan *p, const BenchCell *c) {
+    double peak = env->x ? env->x->peak_tflops(c->precision, env->opt->peak_tflops) : env->opt->peak_tflops;
+    if (peak <= 0) return NAN;
+    double flops = gpt2_flops_per_token(&p->models[c->model].config, c->seq_len, c->mask != ATTN_MASK_NONE);
+    return flops * c->tok_per_s / (peak * 1e12);
+}
+
+/* ---- one cell ------------------------------------------------------------------------------- */
+
+static void record(BenchCell *c, CellStatus s, const char *reason) {
+    c->status = s;
+    snprintf(c->reason, sizeof c->reason, "%s", reason);
+}
+
+/* Creates the model with the cell's batch policy; NULL after recording why not. */
+static Model *create_for_cell(const BenchEnv *env, const BenchPlan *p, BenchCell *c, const float *bias) {
+    char err[512] = "";
+    ModelOptions mo;
+    c->grad_accum = 1;
+    if (p->batch_policy == BATCH_FIXED) {
+        c->batch = p->batch;
+        c->grad_accum = p->grad_accum;
+    } else if (p->batch_policy == BATCH_TOKENS) {
+        split_tokens_per_step(p->tokens_per_step, c->seq_len, p->max_batch, &c->batch, &c->grad_accum);
+    }
+    model_options_for(env, p, c, bias, &mo);
+    Model *m = p->batch_policy == BATCH_MAX ? create_largest(env->be, &mo, p->max_batch, err, sizeof err)
+                                            : env->be->create(&mo, err, sizeof err);
+    if (!m) {
+        if (p->batch_policy == BATCH_MAX) c->batch = 0;
+        record(c, error_means_out_of_memory(err) ? CELL_OOM : CELL_FAILED, err);
+        return NULL;
+    }
+    c->batch = mo.B;
+    return m;
+}
+
+static void run_cell(const BenchEnv *env, const BenchPlan *p, ParamCache *pc, BenchCell *c) {
+    char buf[512], err[512];
+    c->mfu = NAN;
+    float *bias = NULL;
+    if (c->mask == ATTN_MASK_DENSE && !(bias = make_dense_causal_bias(c->seq_len))) {
+        record(c, CELL_FAILED, "out of host memory for the dense mask");
+        return;
+    }
+    const char *why = unsupported_reason(env, p, c, bias, buf, sizeof buf);
+    if (why) {
+        record(c, CELL_UNSUPPORTED, why);
+        free(bias);
+        return;
+    }
+    const float *params = cached_params(pc, p, c->model, env->opt->seed);
+    if (!params) {
+        record(c, CELL_FAILED, "out of host memory for the parameters");
+        free(bias);
+        return;
+    }
+    double rss_before = resident_bytes();
+    Model *m = create_for_cell(env, p, c, bias);
+    if (m) {
+        Feeder fd;
+        if (feeder_open(&fd, env, c->batch, c->seq_len, err, sizeof err) != 0) {
+            record(c, CELL_FAILED, err);
+        } else {
+            env->be->set_params(m, params);
+            if (time_steps(env, p, m, &fd, c) == 0) {
+                c->status = CELL_OK;
+                measure_memory(env, m, rss_before, c);
+                c->mfu = model_flops_utilisation(env, p, c);
+            } else {
+                c->status = CELL_FAILED;
+            }
+        }
+        feeder_close(&fd);
+        env->be->destroy(m);
+    }
+    free(bias);
+}
+
+static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n) {
+    printf("[%d/%d] %s T=%d %s %s %s: ", i + 1, n, p->models[c->model].name, c->seq_len,
+           precision_name(c->precision), attn_mask_name(c->mask), attn_kernel_name(c->kernel));
+    if (c->status != CELL_OK) {
+        printf("%s: %s\n", bench_status_name(c->status), c->reason);
+    } else {
+        printf("B=%d", c->batch);
+        if (c->grad_accum > 1) printf("x%d", c->grad_accum);
+        printf(" | %.0f tok/s | %.1f ms/step | %.2f GiB", c->tok_per_s, c->ms_per_step, c->peak_bytes / GIB);
+        if (!isnan(c->mfu)) printf(" | MFU %.1f%%", 100.0 * c->mfu);
+        printf(" | loss %.3f -> %.3f\n", c->loss_first, c->loss_last);
+    }
+    fflush(stdout);
+}
+
+static void run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) {
+    ParamCache pc = {-1, NULL};
+    int n = bench_num_cells(p);
+    for (int i = 0; i < n; i++) {
+        double spent = now_seconds() - env->start;
+        if (p->max_seconds > 0 && spent > p->max_seconds) {
+            char why[128];
+            snprintf(why, sizeof why, "the time budget (--bench-max-seconds %g) was spent", p->max_seconds);
+            cells[i].mfu = NAN;
+            record(&cells[i], CELL_SKIPPED, why);
+        } else {
+            run_cell(env, p, &pc, &cells[i]);
+        }
+        print_cell(p, &cells[i], i, n);
+    }
+    free(pc.params);
+}
+
+/* ---- results ------------------------------------------------------------------------------ */
+
+static int write_results(const char *dir, const BenchPlan *p, const BenchContext *ctx, const BenchCell *cells) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/results.md", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return 1;
+    }
+    bench_write_markdown(f, p, ctx, cells);
+    if (fclose(f) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/results.csv", dir);
+    if (bench_write_csv(path, p, cells) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return 1;
+    }
+    snprintf(path, sizeof path, "%s/results.json", dir);
+    if (bench_write_json(path, p, ctx, cells) != 0) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return 1;
+    }
+    bench_draw_charts(dir, p, ctx, cells);
+    return 0;
+}
+
+static void print_plan(const BenchEnv *env, const BenchPlan *p) {
+    printf("bench %s%s on %s: %d cells (%d kernels x %d models x %d context lengths x %d precisions x "
+           "%d masks), %d warm-up + %d timed steps each\n", p->grid, p->quick ? " (quick)" : "",
+           env->ctx.device, bench_num_cells(p), p->num_kernels, p->num_models, p->num_seq_lens,
+           p->num_precisions, p->num_masks, p->warmup, p->steps);
+    fflush(stdout);
+}
+
+int bench_main(const Options *o) {
+    static BenchEnv env;
+    static BenchPlan plan;
+    char err[512];
+    memset(&env, 0, sizeof env);
+    env.opt = o;
+    env.start = now_seconds();
+    if (choose_backend(o, &env) != 0) return 2;
+    if (open_training_data(o, &env) != 0) return 2;
+    BenchTarget target;
+    target.on_gpu = env.place == ATTN_CUDA;
+    target.default_precision = env.x ? env.x->default_precision() : PRECISION_FP32;
+    target.data_vocab = env.ds.max_token + 1;
+    int rc = 2;
+    if (bench_plan_build(o, &target, &plan, err, sizeof err) != 0) {
+        bench_error("%s", err);
+        goto done;
+    }
+    if (prepare_out_dir(o->bench_out) != 0) goto done;
+    if (env.x && o->cuda_graph) env.x->set_cuda_graphs(1);
+    describe_device(&env, &env.ctx);
+    print_plan(&env, &plan);
+
+    BenchCell *cells = (BenchCell *)calloc((size_t)bench_num_cells(&plan), sizeof(BenchCell));
+    if (!cells) {
+        bench_error("out of host memory for %d cells", bench_num_cells(&plan));
+        goto done;
+    }
+    bench_cells_init(&plan, cells);
+    run_sweep(&env, &plan, cells);
+    env.ctx.seconds = now_seconds() - env.start;
+    rc = write_results(o->bench_out, &plan, &env.ctx, cells);
+    if (rc == 0) {
+        printf("\n");
+        bench_write_markdown(stdout, &plan, &env.ctx, cells);
+        printf("\nwritten to %s: results.md, results.csv, results.json, plot.gp and the charts\n", o->bench_out);
+    }
+    free(cells);
+done:
+    dataset_close(&env.ds);
+    return rc;
+}
