@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# test/test_bench.sh: ./train_gpt2 --bench on the CPU with a tiny model -- results.md, .csv and
+# .json exist and agree cell for cell, cells the CPU cannot run (bf16) are recorded with their
+# reason, the batch policies, the time budget, a missing plotter, bad input (one line, exit 2),
+# and the PNG charts decode (signature, IHDR, CRCs, inflated size).
+set -u
+cd "$(dirname "$0")/.."
+BIN=${TRAIN_GPT2:-./train_gpt2}
+passed=0
+failed=0
+ok()  { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+have_python=0
+command -v python3 >/dev/null 2>&1 && have_python=1
+
+cat */*.h */*.c >"$tmp/data.txt"
+TINY=(--bench custom --device cpu --data "$tmp/data.txt" --bench-models l2-c32-h2 --bench-steps 2
+      --bench-warmup 1 --threads 2)
+
+# expect_usage_error NAME ARGS...: exit 2 with exactly one line on stderr.
+expect_usage_error() {
+    local name=$1; shift
+    "$BIN" "$@" >"$tmp/usage.out" 2>"$tmp/usage.err"
+    local rc=$? lines
+    lines=$(wc -l <"$tmp/usage.err")
+    if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ]; then ok; else bad "$name: exit $rc, $lines stderr lines: $(head -c 300 "$tmp/usage.err")"; fi
+}
+
+# --- the main sweep: 3 kernels x 2 lengths x 2 precisions x 2 masks ---------------------------
+OUT="$tmp/out"
+"$BIN" "${TINY[@]}" --bench-seq-lens 16,32 --bench-attn naive,memeff,flash --bench-masks causal,dense \
+    --bench-precisions fp32,bf16 --bench-out "$OUT" >"$tmp/run" 2>"$tmp/run.err"
+rc=$?
+[ "$rc" -eq 0 ] && ok || bad "bench run exited $rc: $(tail -3 "$tmp/run.err")"
+for f in results.md results.csv results.json plot.gp tokens_per_sec.png peak_memory.png; do
+    [ -s "$OUT/$f" ] && ok || bad "$f missing or empty"
+done
+grep -q '^| model | T | precision | mask | naive batch | naive tok/s |' "$tmp/run" && ok \
+    || bad "the markdown table is not printed to stdout"
+grep -q 'memeff speedup' "$OUT/results.md" && ok || bad "results.md has no speedup column"
+grep -q 'unsupported' "$OUT/results.md" && grep -q 'fp32 only' "$OUT/results.md" && ok \
+    || bad "results.md does not record the unsupported bf16 cells with their reason"
+[ ! -s "$tmp/run.err" ] && ok || bad "a clean sweep wrote to stderr: $(head -2 "$tmp/run.err")"
+
+if [ "$have_python" -eq 1 ]; then
+    python3 - "$OUT" <<'EOF' && ok || bad "results.md, .csv and .json disagree or hold wrong values"
+import csv, json, math, sys
+d = sys.argv[1]
+j = json.load(open(f"{d}/results.json"))
+rows = list(csv.DictReader(open(f"{d}/results.csv")))
+md = [l for l in open(f"{d}/results.md") if l.startswith("| l2-c32-h2 |")]
+cells = j["cells"]
+assert len(cells) == 24 == len(rows), (len(cells), len(rows))
+assert len(md) * 3 == len(cells), len(md)          # one markdown row per 3 kernels
+assert j["grid"] == "custom" and j["backend"] == "cpu" and j["timed_steps"] == 2
+for c, r in zip(cells, rows):
+    assert (c["kernel"], c["seq_len"], c["precision"], c["mask"], c["status"]) == \
+           (r["kernel"], int(r["seq_len"]), r["precision"], r["mask"], r["status"])
+    if c["precision"] == "bf16":
+        assert c["status"] == "unsupported" and "fp32" in c["reason"], c
+        assert c["tok_per_s"] is None and r["tok_per_s"] == ""
+    else:
+        assert c["status"] == "ok" and c["reason"] is None, c
+        assert c["tok_per_s"] > 0 and c["ms_per_step"] > 0 and c["batch"] == 4, c
+        assert abs(float(r["tok_per_s"]) - c["tok_per_s"]) <= 0.1
+        assert math.isfinite(c["loss_last"]) and 4.0 < c["loss_first"] < 7.0, c
+        assert c["mfu"] is None                     # no peak FLOP/s known on the CPU
+        if c["kernel"] == "naive": assert c["speedup_vs_naive"] == 1.0
+        else: assert c["speedup_vs_naive"] > 0
+# the three kernels compute the same function: same first loss in every row
+for i in range(0, 24, 3):
+    a = [cells[i + k]["loss_first"] for k in range(3)]
+    if cells[i]["status"] == "ok": assert max(a) - min(a) < 1e-3, a
+EOF
+fi
+
+# --- the charts are valid PNGs ---------------------------------------------------------------
+for png in tokens_per_sec.png peak_memory.png; do
+    sig=$(head -c 8 "$OUT/$png" | od -An -tx1 | tr -d ' \n')
+    [ "$sig" = "89504e470d0a1a0a" ] && ok || bad "$png: no PNG signature ($sig)"
+    if [ "$have_python" -eq 1 ]; then
+        python3 - "$OUT/$png" <<'EOF' && ok || bad "$png does not decode"
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n"
+pos, chunks = 8, []
+while pos < len(data):
+    n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+    assert zlib.crc32(kind + body) & 0xffffffff == crc, kind
+    chunks.append((kind, body))
+    pos += 12 + n
+assert chunks[0][0] == b"IHDR" and chunks[-1][0] == b"IEND"
+w, h, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+assert w > 100 and h > 100, (w, h)
+pixels = zlib.decompress(b"".join(b for k, b in chunks if k == b"IDAT"))
+channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+if interlace == 0:
+    assert len(pixels) == h * (1 + (w * channels * depth + 7) // 8), (len(pixels), w, h)
+assert len(set(pixels[::97])) > 2                    # not a blank image
+EOF
+    fi
+done
+grep -q 'logscale x 2' "$OUT/plot.gp" && ok || bad "plot.gp does not put context length on the x axis"
+
+# --- batch policies ----------------------------------------------------------------------------
+"$BIN" "${TINY[@]}" --bench-seq-lens 16 --bench-attn flash --tokens-per-step 256 --bench-max-batch 4 \
+    --bench-out "$tmp/tok" >/dev/null 2>&1 && ok || bad "--tokens-per-step run failed"
+grep -q ',ok,4,4,256,' "$tmp/tok/results.csv" && ok \
+    || bad "--tokens-per-step 256 at T=16 with --bench-max-batch 4 is not B=4 x 4: $(tail -1 "$tmp/tok/results.csv")"
+grep -q '| 4x4 |' "$tmp/tok/results.md" && ok || bad "results.md does not show the batch as 4x4"
+"$BIN" "${TINY[@]}" --bench-seq-lens 16 --bench-attn naive --bench-batch max --bench-max-batch 3 \
+    --bench-out "$tmp/max" >/dev/null 2>&1 && ok || bad "--bench-batch max run failed"
+grep -q ',ok,3,1,48,' "$tmp/max/results.csv" && ok || bad "--bench-batch max on the CPU is not the cap"
+
+# --- the time budget skips cells; a missing plotter only warns ----------------------------------
+"$BIN" "${TINY[@]}" --bench-seq-lens 16,32 --bench-max-seconds 0.000001 --bench-out "$tmp/skip" \
+    >"$tmp/skip.out" 2>&1 && ok || bad "a spent time budget failed the run"
+[ "$(grep -c ',skipped,' "$tmp/skip/results.csv")" -eq 6 ] && ok || bad "cells past the budget are not recorded as skipped"
+mkdir -p "$tmp/emptybin"
+PATH="$tmp/emptybin" "$BIN" "${TINY[@]}" --bench-seq-lens 16 --bench-attn flash --bench-out "$tmp/noplot" \
+    >/dev/null 2>"$tmp/noplot.err"
+rc=$?
+[ "$rc" -eq 0 ] && [ -s "$tmp/noplot/results.md" ] && [ -s "$tmp/noplot/results.json" ] && ok \
+    || bad "without gnuplot: exit $rc or tables missing"
+grep -q 'warning: gnuplot not found' "$tmp/noplot.err" && [ "$(wc -l <"$tmp/noplot.err")" -eq 1 ] && ok \
+    || bad "without gnuplot: no one-line warning: $(cat "$tmp/noplot.err")"
+
+# --- presets build their grids -------------------------------------------------------------------
+"$BIN" --bench xformers-issue --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
+    --bench-out "$tmp/xf" >"$tmp/xf.out" 2>&1 && grep -q '18 cells' "$tmp/xf.out" && ok \
+    || bad "xformers-issue is not an 18-cell grid: $(head -3 "$tmp/xf.out")"
+grep -q '| l6-c1024-h8 | 2048 | fp32 | dense |' "$tmp/xf/results.md" && ok || bad "xformers-issue table rows"
+"$BIN" --bench flash-blog --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
+    --bench-out "$tmp/fb" >"$tmp/fb.out" 2>&1 && grep -q '45 cells' "$tmp/fb.out" && ok \
+    || bad "flash-blog is not a 45-cell grid: $(head -3 "$tmp/fb.out")"
+grep -q 'biases' "$tmp/fb/results.md" && grep -q '"vocab": 16384' "$tmp/fb/results.json" && ok \
+    || bad "flash-blog: vocab 16384 / the biases note"
+"$BIN" --bench flash-blog --bench-quick --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
+    --bench-out "$tmp/fq" >"$tmp/fq.out" 2>&1 && grep -q '18 cells' "$tmp/fq.out" && ok \
+    || bad "flash-blog --bench-quick is not 18 cells: $(head -3 "$tmp/fq.out")"
+
+# --- bad input: one line, exit 2 --------------------------------------------------------------
+expect_usage_error "unknown grid" --bench nope
+expect_usage_error "unknown kernel" "${TINY[@]}" --bench-attn naive,fastest
+expect_usage_error "unknown preset" "${TINY[@]}" --bench-models gpt5
+expect_usage_error "bad shape" "${TINY[@]}" --bench-models l2-c30-h4
+expect_usage_error "unknown precision" "${TINY[@]}" --bench-precisions fp8
+expect_usage_error "unknown mask" "${TINY[@]}" --bench-masks diagonal
+expect_usage_error "zero length" "${TINY[@]}" --bench-seq-lens 0
+expect_usage_error "empty entry" "${TINY[@]}" --bench-seq-lens 16,,32
+expect_usage_error "repeated entry" "${TINY[@]}" --bench-attn flash,flash
+expect_usage_error "bad batch" "${TINY[@]}" --bench-batch lots
+expect_usage_error "batch and tokens" "${TINY[@]}" --bench-batch 2 --tokens-per-step 64
+expect_usage_error "zero steps" "${TINY[@]}" --bench-steps 0
+expect_usage_error "unwritable out dir" "${TINY[@]}" --bench-out /proc/no/such
+expect_usage_error "missing data" "${TINY[@]}" --data "$tmp/nope.txt"
+"$BIN" --help | grep -q -- '--bench-seq-lens' && ok || bad "--help does not list the bench options"
+
+echo "test_bench: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
