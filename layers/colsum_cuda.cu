@@ -2,15 +2,16 @@
  *
  * dst[c] += alpha * sum_n x[n, c]. Two stages so the order of additions never depends on
  * scheduling (bitwise reproducible, no atomics): S row slices each sum their rows into
- * partials[s][c] (threads along c keep the reads coalesced: a warp reads 64 consecutive
- * columns of one row), then one pass adds the S partials of each column in order.
- * Bytes: one read of x (N*C elements) plus S*C floats written and read: S = 128 keeps the
- * second term small (C=768: 0.4 MB against 25 MB of bf16 x at N=16K).
+ * partials[s][c] (threads along c keep the reads coalesced: a warp reads 512 contiguous
+ * bytes of one row), then one pass adds the S partials of each column in order.
+ * Bytes: one read of x (N*C elements) plus S*C floats written and read: S = 256 keeps the
+ * second term small (C=768: 0.8 MB against 25 MB of bf16 x at N=16K). Needs C and ld to be
+ * multiples of 8 (16-byte rows).
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
 
-enum { COLSUM_SLICES = 128, COLSUM_ROWS_PER_THREAD_GROUP = 8, COLSUM_COLS = 64 };
+enum { COLSUM_SLICES = 256, COLSUM_ROWGROUPS = 8, COLSUM_THREADS_X = 32 };
 
 static int colsum_slices(int N) {
     int s = (N + 31) / 32;
@@ -19,40 +20,34 @@ static int colsum_slices(int N) {
 
 size_t cuda_colsum_scratch_floats(int C) { return (size_t)COLSUM_SLICES * C; }
 
-__device__ __forceinline__ void load_pair(const float *p, float &a, float &b) {
-    float2 v = *reinterpret_cast<const float2 *>(p);
-    a = v.x; b = v.y;
-}
-__device__ __forceinline__ void load_pair(const bf16 *p, float &a, float &b) {
-    __nv_bfloat162 v = *reinterpret_cast<const __nv_bfloat162 *>(p);
-    a = __low2float(v); b = __high2float(v);
-}
-
-/* block (32, 8): thread x owns columns c, c+1; thread y strides over the slice's rows. */
+/* block (32, 8): thread x owns one 16-byte pack of columns (8 bf16 or 4 floats), so a warp
+ * reads 512 contiguous bytes of a row; thread y strides over the slice's rows. */
 template <typename T>
 __global__ void colsum_partials_kernel(float *partials, const T *x, int N, int C, int ld,
                                        int rows_per_slice) {
-    __shared__ float acc[COLSUM_ROWS_PER_THREAD_GROUP][COLSUM_COLS];
-    int c = blockIdx.x * COLSUM_COLS + 2 * threadIdx.x;
+    constexpr int P = Pack16<T>::n;
+    __shared__ float acc[COLSUM_ROWGROUPS][COLSUM_THREADS_X * P];
+    int c = (blockIdx.x * COLSUM_THREADS_X + threadIdx.x) * P;
     int n0 = blockIdx.y * rows_per_slice;
     int n1 = min(N, n0 + rows_per_slice);
-    float s0 = 0.0f, s1 = 0.0f;
+    float s[P];
+    for (int j = 0; j < P; j++) s[j] = 0.0f;
     if (c < C) {
-        for (int n = n0 + threadIdx.y; n < n1; n += COLSUM_ROWS_PER_THREAD_GROUP) {
-            float a, b;
-            load_pair(x + (size_t)n * ld + c, a, b);
-            s0 += a; s1 += b;
+        for (int n = n0 + threadIdx.y; n < n1; n += COLSUM_ROWGROUPS) {
+            Pack16<T> v = load16(x + (size_t)n * ld + c);
+            for (int j = 0; j < P; j++) s[j] += to_f32(v.v[j]);
         }
     }
-    acc[threadIdx.y][2 * threadIdx.x] = s0;
-    acc[threadIdx.y][2 * threadIdx.x + 1] = s1;
+    for (int j = 0; j < P; j++) acc[threadIdx.y][threadIdx.x * P + j] = s[j];
     __syncthreads();
-    if (threadIdx.y == 0 && c < C) {
-        for (int j = 0; j < 2; j++) {
-            float s = 0.0f;
-            for (int y = 0; y < COLSUM_ROWS_PER_THREAD_GROUP; y++) s += acc[y][2 * threadIdx.x + j];
-            partials[(size_t)blockIdx.y * C + c + j] = s;
-        }
+    /* the 8 row groups of each column, added in a fixed order by 32 x P threads in turn */
+    int tid = threadIdx.y * COLSUM_THREADS_X + threadIdx.x;
+    for (int col = tid; col < COLSUM_THREADS_X * P; col += COLSUM_THREADS_X * COLSUM_ROWGROUPS) {
+        int cc = blockIdx.x * COLSUM_THREADS_X * P + col;
+        if (cc >= C) continue;
+        float t = 0.0f;
+        for (int y = 0; y < COLSUM_ROWGROUPS; y++) t += acc[y][col];
+        partials[(size_t)blockIdx.y * C + cc] = t;
     }
 }
 
@@ -67,9 +62,10 @@ __global__ void colsum_finish_kernel(float *dst, const float *partials, int S, i
 template <typename T>
 static void colsum_accumulate(float *dst, const T *x, int N, int C, int ld, float alpha,
                               float *scratch, cudaStream_t stream) {
+    constexpr int P = Pack16<T>::n;
     int S = colsum_slices(N);
     int rows = (N + S - 1) / S;
-    dim3 grid(ceil_div_u(C, COLSUM_COLS), S), block(32, COLSUM_ROWS_PER_THREAD_GROUP);
+    dim3 grid(ceil_div_u(C, COLSUM_THREADS_X * P), S), block(COLSUM_THREADS_X, COLSUM_ROWGROUPS);
     colsum_partials_kernel<T><<<grid, block, 0, stream>>>(scratch, x, N, C, ld, rows);
     CUDA_LAUNCH_CHECK();
     colsum_finish_kernel<<<ceil_div_u(C, 256), 256, 0, stream>>>(dst, scratch, S, C, alpha);

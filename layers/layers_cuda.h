@@ -31,9 +31,12 @@ void cuda_matmul_shutdown(void);
 /* fp32 runs: allow TF32 tensor cores (default on); off for exact fp32 comparisons. */
 void cuda_matmul_set_tf32(int enabled);
 int cuda_matmul_get_tf32(void);
-/* Fused epilogues (bias gradient by BGRADB, GELU, dGELU); off forces the separate kernels
+/* Fused epilogues (GELU, dGELU, and BGRADB when asked for); off forces the separate kernels
  * (for measuring the fusion and as the fallback where cuBLASLt offers no fused algorithm). */
 void cuda_matmul_set_fusion(int enabled);
+/* The bias gradient through cuBLASLt's BGRADB epilogue (default off: slower on an H100 than
+ * the separate column sum); needs fusion on as well. */
+void cuda_matmul_set_bias_grad_epilogue(int enabled);
 /* How many matmuls fell back from a fused epilogue to separate kernels so far. */
 long cuda_matmul_fallback_count(void);
 size_t cuda_matmul_workspace_bytes(void);
@@ -72,7 +75,8 @@ void cuda_residual_layernorm_forward(Precision p, void *res, void *out, float *m
                                      const void *w, const void *bias, int N, int C,
                                      cudaStream_t stream);
 /* dinp += dx (ACCUMULATES: the residual stream's gradient), dw += .., db += .. (fp32).
- * scratch: 2 * cuda_colsum_scratch_floats(C) floats. */
+ * scratch: cuda_layernorm_scratch_floats(C) floats. */
+size_t cuda_layernorm_scratch_floats(int C);
 void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db, const void *dout,
                              const void *inp, const void *w, const float *mean,
                              const float *rstd, int N, int C, float *scratch,

@@ -8,7 +8,8 @@
  * FLOPs: 2 N C OC each. Epilogues fold the pointwise work into the GEMM's store:
  *   forward: BIAS, or GELU_AUX_BIAS (writes the pre-activation to aux and GELU to out);
  *   input grad: DGELU (multiplies by GELU'(aux) on the way out);
- *   weight grad: BGRADB (the bias gradient is the sum of dout over k = N, read anyway).
+ *   weight grad: BGRADB (the bias gradient is the sum of dout over k = N), off by default:
+ *   measured slower than colsum_cuda.cu's separate pass.
  * When cuBLASLt offers no algorithm for a fused form (or fusion is switched off), the plain
  * GEMM runs and the pointwise kernels (gelu_cuda.cu, colsum_cuda.cu) do the rest: same math.
  * Parameter gradients are fp32 in both precisions (bf16 A/B with fp32 C/D and fp32 compute).
@@ -31,7 +32,7 @@
 static cublasLtHandle_t g_lt = NULL;
 static void *g_workspace = NULL;
 static const size_t g_workspace_bytes = 32u << 20;
-static int g_tf32 = 1, g_fusion = 1;
+static int g_tf32 = 1, g_fusion = 1, g_bgrad_epilogue = 0;
 static long g_fallbacks = 0;
 
 extern "C" int cuda_matmul_init(void) {
@@ -54,6 +55,7 @@ extern "C" void cuda_matmul_shutdown(void) {
 extern "C" void cuda_matmul_set_tf32(int enabled) { g_tf32 = enabled != 0; }
 extern "C" int cuda_matmul_get_tf32(void) { return g_tf32; }
 extern "C" void cuda_matmul_set_fusion(int enabled) { g_fusion = enabled != 0; }
+extern "C" void cuda_matmul_set_bias_grad_epilogue(int enabled) { g_bgrad_epilogue = enabled != 0; }
 extern "C" long cuda_matmul_fallback_count(void) { return g_fallbacks; }
 extern "C" size_t cuda_matmul_workspace_bytes(void) { return g_workspace_bytes; }
 
@@ -222,9 +224,11 @@ extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, flo
         }
     }
     /* The bias gradient epilogue overwrites its vector and ignores alpha, so it writes into
-     * scratch and a tiny kernel adds it; only used when alpha == 1. */
+     * scratch and a tiny kernel adds it; only used when alpha == 1. Off by default: on an H100
+     * (N=16K, C=768, bf16) BGRADB added 46/19/53/18 us to the qkv/attproj/fc/fcproj weight
+     * GEMMs, the separate column sum 40/15/49/19 us (dev/cuda_trainer_notes.md). */
     int bias_done = 0;
-    if (dbias && g_fusion && alpha == 1.0f) {
+    if (dbias && g_fusion && g_bgrad_epilogue && alpha == 1.0f) {
         int rc = lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C,
                            alpha, 1.0f, CUBLASLT_EPILOGUE_BGRADB, scratch, NULL, 0, stream);
         if (rc < 0) return -1;

@@ -182,7 +182,7 @@ static size_t plan_scratch(Model *m, Arena *a, int B, int T) {
     s->logits = arena_take(a, (size_t)m->chunk_rows * m->ld_logits * e);
     s->att_ws = m->att_ws_bytes ? arena_take(a, m->att_ws_bytes) : NULL;
     size_t red = cuda_colsum_scratch_floats(4 * m->C);
-    if (2 * cuda_colsum_scratch_floats(m->C) > red) red = 2 * cuda_colsum_scratch_floats(m->C);
+    if (cuda_layernorm_scratch_floats(m->C) > red) red = cuda_layernorm_scratch_floats(m->C);
     s->reduce = (float *)arena_take(a, red * 4);
     s->norm_partials = (float *)arena_take(a, CUDA_NORM_BLOCKS * 4);
     s->logits_row = (float *)arena_take(a, (size_t)m->Vp * 4);
