@@ -137,8 +137,17 @@ grep -q '| l6-c1024-h8 | 2048 | fp32 | dense |' "$tmp/xf/results.md" && ok || ba
 "$BIN" --bench flash-blog --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
     --bench-out "$tmp/fb" >"$tmp/fb.out" 2>&1 && grep -q '45 cells' "$tmp/fb.out" && ok \
     || bad "flash-blog is not a 45-cell grid: $(head -3 "$tmp/fb.out")"
-grep -q 'biases' "$tmp/fb/results.md" && grep -q '"vocab": 16384' "$tmp/fb/results.json" && ok \
+grep -q 'without biases' "$tmp/fb/results.md" && grep -q '"vocab": 16384' "$tmp/fb/results.json" && ok \
     || bad "flash-blog: vocab 16384 / the biases note"
+# flash-blog's models have no linear biases: a tiny CPU run of that grid keeps them at zero
+"$BIN" --bench flash-blog --device cpu --data "$tmp/data.txt" --bench-models l2-c32-h2 --bench-precisions fp32 \
+    --bench-seq-lens 16,32 --bench-max-batch 2 --bench-steps 2 --bench-warmup 1 --bench-out "$tmp/fbt" \
+    >/dev/null 2>&1 && ok || bad "tiny flash-blog run failed"
+grep -q '"linear_biases": false, "biases_trained": false' "$tmp/fbt/results.json" && \
+    [ "$(grep -c '"status": "ok"' "$tmp/fbt/results.json")" -eq 6 ] && ok \
+    || bad "tiny flash-blog: cells did not run, or the linear biases were trained"
+grep -q 'without biases (ModelOptions.no_linear_bias; checked: they stayed zero)' "$tmp/fbt/results.md" && ok \
+    || bad "tiny flash-blog: results.md does not say the biases were dropped"
 "$BIN" --bench flash-blog --bench-quick --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
     --bench-out "$tmp/fq" >"$tmp/fq.out" 2>&1 && grep -q '18 cells' "$tmp/fq.out" && ok \
     || bad "flash-blog --bench-quick is not 18 cells: $(head -3 "$tmp/fq.out")"

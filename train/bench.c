@@ -346,6 +346,7 @@ static void model_options_for(const BenchEnv *env, const BenchPlan *p, const Ben
     mo->dense_bias = bias;
     mo->precision = c->precision;
     mo->recompute = env->opt->recompute;
+    mo->no_linear_bias = !p->linear_biases;
     mo->threads = env->opt->threads;
 }
 
@@ -463,6 +464,34 @@ static void record(BenchCell *c, CellStatus s, const char *reason) {
     snprintf(c->reason, sizeof c->reason, "%s", reason);
 }
 
+/* What the sweep learns as it goes. */
+typedef struct {
+    ParamCache params;
+    int bias_checked[BENCH_MAX_MODELS];
+    int biases_trained;     /* as BenchContext.biases_trained */
+} Sweep;
+
+/* Without linear biases, the backend must have held them at zero through the steps: checked
+ * once per model (a copy of the parameters to the host). */
+static void check_biases_stayed_zero(const BenchEnv *env, const BenchPlan *p, Model *m, int model, Sweep *sw) {
+    if (p->linear_biases || sw->bias_checked[model]) return;
+    const GPT2Config *c = &p->models[model].config;
+    size_t n = gpt2_num_params(c), size[GPT2_NUM_PARAM_TENSORS], off[GPT2_NUM_PARAM_TENSORS];
+    float *params = (float *)malloc(n * sizeof(float));
+    if (!params) return;
+    env->be->get_params(m, params);
+    gpt2_param_sizes(c, size);
+    gpt2_param_offsets(c, off);
+    int nonzero = 0;
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS && !nonzero; t++)
+        for (size_t i = 0; gpt2_param_is_linear_bias(t) && i < size[t] && !nonzero; i++)
+            nonzero = params[off[t] + i] != 0.0f;
+    free(params);
+    sw->bias_checked[model] = 1;
+    if (nonzero) sw->biases_trained = 1;
+    else if (sw->biases_trained < 0) sw->biases_trained = 0;
+}
+
 /* Creates the model with the cell's batch policy; NULL after recording why not. */
 static Model *create_for_cell(const BenchEnv *env, const BenchPlan *p, BenchCell *c, const float *bias) {
     char err[512] = "";
@@ -486,7 +515,7 @@ static Model *create_for_cell(const BenchEnv *env, const BenchPlan *p, BenchCell
     return m;
 }
 
-static void run_cell(const BenchEnv *env, const BenchPlan *p, ParamCache *pc, BenchCell *c) {
+static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCell *c) {
     char buf[512], err[512];
     c->mfu = NAN;
     float *bias = NULL;
@@ -500,7 +529,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, ParamCache *pc, Be
         free(bias);
         return;
     }
-    const float *params = cached_params(pc, p, c->model, env->opt->seed);
+    const float *params = cached_params(&sw->params, p, c->model, env->opt->seed);
     if (!params) {
         record(c, CELL_FAILED, "out of host memory for the parameters");
         free(bias);
@@ -518,6 +547,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, ParamCache *pc, Be
                 c->status = CELL_OK;
                 measure_memory(env, m, rss_before, c);
                 c->mfu = model_flops_utilisation(env, p, c);
+                check_biases_stayed_zero(env, p, m, c->model, sw);
             } else {
                 c->status = CELL_FAILED;
             }
@@ -543,8 +573,12 @@ static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n) {
     fflush(stdout);
 }
 
-static void run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) {
-    ParamCache pc = {-1, NULL};
+/* Runs every cell; returns BenchContext.biases_trained. */
+static int run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) {
+    static Sweep sw;
+    memset(&sw, 0, sizeof sw);
+    sw.params.model = -1;
+    sw.biases_trained = -1;
     int n = bench_num_cells(p);
     for (int i = 0; i < n; i++) {
         double spent = now_seconds() - env->start;
@@ -554,11 +588,13 @@ static void run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells)
             cells[i].mfu = NAN;
             record(&cells[i], CELL_SKIPPED, why);
         } else {
-            run_cell(env, p, &pc, &cells[i]);
+            run_cell(env, p, &sw, &cells[i]);
         }
         print_cell(p, &cells[i], i, n);
     }
-    free(pc.params);
+    free(sw.params.params);
+    sw.params.params = NULL;
+    return sw.biases_trained;
 }
 
 /* ---- results ------------------------------------------------------------------------------ */
@@ -627,7 +663,7 @@ int bench_main(const Options *o) {
         goto done;
     }
     bench_cells_init(&plan, cells);
-    run_sweep(&env, &plan, cells);
+    env.ctx.biases_trained = run_sweep(&env, &plan, cells);
     env.ctx.seconds = now_seconds() - env.start;
     rc = write_results(o->bench_out, &plan, &env.ctx, cells);
     if (rc == 0) {

@@ -125,22 +125,23 @@ typedef struct {
     int vocab;              /* 0: from the data (at least 256) */
     float lr;               /* 0: --lr */
     int warmup, steps, quick_warmup, quick_steps;
+    int no_linear_bias;     /* ModelOptions.no_linear_bias for every cell */
     const char *document;
 } GridPreset;
 
 static const GridPreset GRIDS[] = {
     {"xformers-issue", "naive,memeff,flash", "l6-c1024-h8", "2048", "fp32,bf16", "none,dense,causal",
-     NULL, NULL, BATCH_FIXED, 2, 4, 256, 1e-4f, 3, 10, 2, 4,
+     NULL, NULL, BATCH_FIXED, 2, 4, 256, 1e-4f, 3, 10, 2, 4, 0,
      "Reproduces the xFormers issue's experiment: a byte-level model on enwik8 (6 layers, dim 1024, 8 heads, "
      "vocab 256, T 2048, batch 2 x 4 accumulation steps, lr 1e-4) with no mask, a dense float "
      "mask and a causal mask, in fp32 and mixed precision"},
     {"flash-blog", "naive,memeff,flash", "gpt2,gpt2-medium,gpt2-large", "256,512,1024,2048,4096",
      "bf16", "causal", "gpt2,gpt2-medium", "512,1024,2048", BATCH_MAX, 0, 1, FLASH_BLOG_VOCAB, 1e-4f,
-     2, 6, 2, 3,
+     2, 6, 2, 3, 1,
      "Reproduces the FlashAttention blog's experiment: GPT-2 small, medium and large (vocab 16384, no "
-     "dropout, mixed precision) at context 256 to 4096, the batch raised until memory is full"},
+     "bias in linear layers, no dropout, mixed precision) at context 256 to 4096, the batch raised until memory is full"},
     {"custom", "naive,memeff,flash", NULL, NULL, NULL, NULL, NULL, NULL, BATCH_FIXED, 0, 0, 0, 0.0f,
-     3, 10, 1, 3, "A custom sweep"},
+     3, 10, 1, 3, 0, "A custom sweep"},
 };
 #define NUM_GRIDS ((int)(sizeof GRIDS / sizeof GRIDS[0]))
 
@@ -255,7 +256,7 @@ int bench_plan_build(const Options *o, const BenchTarget *t, BenchPlan *p, char 
     p->steps = o->bench_steps > 0 ? o->bench_steps : (p->quick ? g->quick_steps : g->steps);
     p->lr = g->lr > 0 ? g->lr : o->lr;
     p->max_seconds = o->bench_max_seconds;
-    p->linear_biases = 1; /* model/backend.h has no switch to drop them yet */
+    p->linear_biases = !g->no_linear_bias;
     return 0;
 }
 

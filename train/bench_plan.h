@@ -53,7 +53,7 @@ typedef struct {
     int warmup, steps;
     float lr;
     double max_seconds;     /* 0 = no budget */
-    int linear_biases;      /* 1: the models' linear layers have biases */
+    int linear_biases;      /* 0: ModelOptions.no_linear_bias (flash-blog) */
     const char *document;   /* a sentence on what the grid reproduces, for the report */
 } BenchPlan;
 

@@ -82,8 +82,14 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
     if (!precision_varies(p)) fprintf(f, "- precision: %s\n", precision_name(p->precisions[0]));
     if (!mask_varies(p)) fprintf(f, "- mask: %s\n", attn_mask_name(p->masks[0]));
     if (p->linear_biases)
-        fprintf(f, "- linear layers keep their biases (this build has no switch to drop them%s)\n",
-                strcmp(p->grid, "flash-blog") == 0 ? "; the blog's models had none" : "");
+        fprintf(f, "- linear layers with biases\n");
+    else if (ctx->biases_trained == 1)
+        fprintf(f, "- WARNING: asked for linear layers without biases, but the %s backend ignored "
+                   "ModelOptions.no_linear_bias (the biases were non-zero after training): these "
+                   "numbers are for models with biases\n", ctx->backend);
+    else
+        fprintf(f, "- linear layers without biases (ModelOptions.no_linear_bias; %s)\n",
+                ctx->biases_trained == 0 ? "checked: they stayed zero" : "not checked: no cell ran");
     fprintf(f, "- peak memory: %s; MFU counts causal attention at half cost%s\n",
             strcmp(ctx->backend, "cpu") == 0 ? "growth of the process's resident memory during the cell (the CPU backend reports none)"
                                              : "what the model holds on the GPU (parameters, gradients, AdamW state, activations, scratch)",
@@ -301,9 +307,12 @@ int bench_write_json(const char *path, const BenchPlan *p, const BenchContext *c
     fprintf(f, ", \"backend\": \"%s\", \"data\": ", ctx->backend);
     json_string(f, ctx->data);
     fprintf(f, ",\n  \"warmup_steps\": %d, \"timed_steps\": %d, \"lr\": %g, \"batch_policy\": \"%s\", "
-               "\"max_batch\": %d, \"linear_biases\": %s, \"seconds\": %.2f,\n  \"cells\": [\n",
+               "\"max_batch\": %d, \"linear_biases\": %s, \"biases_trained\": %s, \"seconds\": %.2f,\n"
+               "  \"cells\": [\n",
             p->warmup, p->steps, p->lr, batch_policy_name(p->batch_policy), p->max_batch,
-            p->linear_biases ? "true" : "false", ctx->seconds);
+            p->linear_biases ? "true" : "false",
+            p->linear_biases || ctx->biases_trained == 1 ? "true" : ctx->biases_trained == 0 ? "false" : "null",
+            ctx->seconds);
     int n = bench_num_cells(p);
     for (int i = 0; i < n; i++) {
         json_cell(f, p, cells, i);

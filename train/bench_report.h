@@ -15,6 +15,8 @@ typedef struct {
     const char *backend;    /* "cpu" or "cuda" */
     char data[320];         /* the training data's name and size */
     double seconds;         /* wall time of the sweep */
+    int biases_trained;     /* without linear biases: 1 when the backend trained them anyway
+                             * (found non-zero after a cell), 0 when they stayed zero, -1 unchecked */
 } BenchContext;
 
 /* tokens/sec of cell i over that of the naive kernel in the same row; NAN when either did not
