@@ -558,8 +558,8 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
     free(bias);
 }
 
-static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n) {
-    printf("[%d/%d] %s T=%d %s %s %s: ", i + 1, n, p->models[c->model].name, c->seq_len,
+static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n, double elapsed) {
+    printf("[%d/%d %.0fs] %s T=%d %s %s %s: ", i + 1, n, elapsed, p->models[c->model].name, c->seq_len,
            precision_name(c->precision), attn_mask_name(c->mask), attn_kernel_name(c->kernel));
     if (c->status != CELL_OK) {
         printf("%s: %s\n", bench_status_name(c->status), c->reason);
@@ -590,7 +590,7 @@ static int run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) 
         } else {
             run_cell(env, p, &sw, &cells[i]);
         }
-        print_cell(p, &cells[i], i, n);
+        print_cell(p, &cells[i], i, n, now_seconds() - env->start);
     }
     free(sw.params.params);
     sw.params.params = NULL;
