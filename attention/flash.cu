@@ -90,8 +90,8 @@ flash_forward_kernel(FlashParams p) {
     bf16 *sK = sQ + Br * S;          /* [2][Bc][S] */
     bf16 *sV = sK + 2 * Bc * S;      /* [2][Bc][S] */
 
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int m_blk = gridDim.y - 1 - blockIdx.y; /* heaviest (causal) query tiles first */
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int T = p.T, q0 = m_blk * Br;
     const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
@@ -260,8 +260,8 @@ flash_backward_kernel(FlashParams p) {
     float *sL = (float *)(sdS + Bc * DS); /* [2][Br] */
     float *sD = sL + 2 * Br;              /* [2][Br] */
 
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int n_blk = blockIdx.y;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int n_blk = attn_block_tile(false); /* causal: low keys see the most queries */
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int g = lane >> 2, c = 2 * (lane & 3);
     const int T = p.T, k0 = n_blk * Bc;
@@ -270,8 +270,12 @@ flash_backward_kernel(FlashParams p) {
     const float *gL = p.lse + (long long)bh * T, *gD = p.dvec + (long long)bh * T;
     float *gdq = p.dq_accum + (long long)bh * T * D;
 
+    /* Query tiles this key block meets: causal from the diagonal on. Without a mask every key
+     * block starts at a different tile (rotated order), so that the blocks of one head do not all
+     * add into the same dQ rows at once. */
     const int m_first = CAUSAL ? k0 / Br : 0;
-    const int m_end = (T + Br - 1) / Br;
+    const int m_end = (T + Br - 1) / Br, m_count = m_end - m_first;
+    auto tile_at = [&](int i) { return CAUSAL ? m_first + i : (i + n_blk) % m_end; };
 
     auto load_query_tile = [&](int mi, int stage) {
         load_rows_async<Br, D, Tr::kThreads>(sQ + stage * Br * S, p.q + head_off, p.ld_qkv, mi * Br, T);
@@ -286,7 +290,7 @@ flash_backward_kernel(FlashParams p) {
 
     load_rows_async<Bc, D, Tr::kThreads>(sK, p.k + head_off, p.ld_qkv, k0, T);
     load_rows_async<Bc, D, Tr::kThreads>(sV, p.v + head_off, p.ld_qkv, k0, T);
-    if (m_first < m_end) load_query_tile(m_first, 0);
+    if (m_count > 0) load_query_tile(tile_at(0), 0);
     cp_async_commit();
 
     float dk[ND][4], dv[ND][4];
@@ -296,9 +300,9 @@ flash_backward_kernel(FlashParams p) {
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
     const int key_row0 = k0 + warp * 16;
 
-    for (int mi = m_first; mi < m_end; mi++) {
-        const int stage = (mi - m_first) & 1;
-        if (mi + 1 < m_end) load_query_tile(mi + 1, stage ^ 1);
+    for (int i = 0; i < m_count; i++) {
+        const int mi = tile_at(i), stage = i & 1;
+        if (i + 1 < m_count) load_query_tile(tile_at(i + 1), stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -442,7 +446,7 @@ static const char *flash_unsupported(const AttnShape *s) {
     if (s->D != 32 && s->D != 64 && s->D != 128) return "flash: head dimension must be 32, 64 or 128";
     if (s->mask.kind == ATTN_MASK_DENSE) return "flash: dense bias not supported";
     if (s->ld_qkv % 8 || s->ld_o % 8) return "flash: leading dimensions must be multiples of 8";
-    if ((long long)s->B * s->H > 0x7fffffffLL) return "flash: too many heads";
+    if ((long long)s->B * s->H > kAttnMaxHeads) return "flash: B * H > 65535";
     return NULL;
 }
 static size_t flash_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
@@ -467,7 +471,7 @@ static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
     auto kernel = flash_forward_kernel<D, CAUSAL>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid(s->B * s->H, (s->T + Tr::Br - 1) / Tr::Br);
+    dim3 grid = attn_tile_grid(s, Tr::Br);
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
@@ -481,7 +485,7 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     ATTN_LAUNCH_CHECK();
     auto kernel = flash_backward_kernel<D, CAUSAL>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid(s->B * s->H, (s->T + Tr::Bc - 1) / Tr::Bc);
+    dim3 grid = attn_tile_grid(s, Tr::Bc);
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
     ATTN_LAUNCH_CHECK();
     long long n = rows * D;

@@ -120,8 +120,8 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sK = sQ + R * (D + 1), *sV = sK + C * (D + 1), *sP = sV + C * (D + 1);
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * R; /* causal: heavy tiles first */
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int q0 = attn_block_tile(true) * R; /* causal: heavy tiles first */
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
     const E *gq = (const E *)p.q + head, *gk = (const E *)p.k + head, *gv = (const E *)p.v + head;
@@ -207,7 +207,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(Meme
     extern __shared__ float smem_f[];
     float *sK = smem_f, *sV = sK + R * (D + 1), *sQ = sV + R * (D + 1), *sdO = sQ + C * (D + 1);
     float *sP = sdO + C * (D + 1), *sdS = sP + R * (C + 1), *sL = sdS + R * (C + 1), *sD = sL + C;
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, k0 = blockIdx.y * R;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, k0 = attn_block_tile(false) * R;
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
@@ -273,8 +273,8 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sdO = sQ + R * (D + 1), *sK = sdO + R * (D + 1), *sV = sK + C * (D + 1);
     float *sdS = sV + C * (D + 1);
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * R;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int q0 = attn_block_tile(true) * R;
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
@@ -339,8 +339,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * R;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
     const bf16 *gq = (const bf16 *)p.q + head, *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
@@ -447,7 +447,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sK = (bf16 *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
     float *sL = (float *)(sdO + 2 * C * S), *sD = sL + 2 * C;
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H, k0 = blockIdx.y * R;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, k0 = attn_block_tile(false) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
     const int g = lane >> 2, c = 2 * (lane & 3);
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
@@ -557,8 +557,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
-    const int bh = blockIdx.x, b = bh / p.H, h = bh % p.H;
-    const int q0 = (gridDim.y - 1 - blockIdx.y) * R;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
     const int g = lane >> 2, c = 2 * (lane & 3);
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
@@ -660,7 +660,7 @@ static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStre
     using Tr = MemeffTcTraits<D>;
     auto kernel = memeff_tc_forward_kernel<D, MASK>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid(s->B * s->H, (s->T + Tr::Rows - 1) / Tr::Rows);
+    dim3 grid = attn_tile_grid(s, Tr::Rows);
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
@@ -672,7 +672,7 @@ static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStr
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<bf16><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    dim3 grid(s->B * s->H, (s->T + Tr::Rows - 1) / Tr::Rows);
+    dim3 grid = attn_tile_grid(s, Tr::Rows);
     auto dkv = memeff_tc_dkv_kernel<D, MASK>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     dkv<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
@@ -706,7 +706,7 @@ static const char *memeff_unsupported(const AttnShape *s) {
     const char *why = attn_shape_problem(s);
     if (why) return why;
     if (s->D != 32 && s->D != 64 && s->D != 128) return "memeff: head dimension must be 32, 64 or 128";
-    if ((long long)s->B * s->H > 0x7fffffffLL) return "memeff: too many heads";
+    if ((long long)s->B * s->H > kAttnMaxHeads) return "memeff: B * H > 65535";
     return NULL;
 }
 static size_t memeff_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
@@ -727,7 +727,7 @@ static int memeff_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_
     auto kernel = memeff_forward_kernel<E, D>;
     constexpr int smem = memeff_fwd_smem<D>();
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    dim3 grid(s->B * s->H, (s->T + MemeffTraits::Rows - 1) / MemeffTraits::Rows);
+    dim3 grid = attn_tile_grid(s, MemeffTraits::Rows);
     kernel<<<grid, MemeffTraits::kThreads, smem, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
@@ -738,7 +738,7 @@ static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    dim3 grid(s->B * s->H, (s->T + MemeffTraits::Rows - 1) / MemeffTraits::Rows);
+    dim3 grid = attn_tile_grid(s, MemeffTraits::Rows);
     auto dkv = memeff_dkv_kernel<E, D>;
     constexpr int smem_dkv = memeff_dkv_smem<D>();
     ATTN_CUDA_TRY(cudaFuncSetAttribute(dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_dkv));

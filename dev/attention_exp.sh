@@ -2,7 +2,7 @@
 # dev/attention_exp.sh: flash variants (compile-time switches of attention/flash.cu) timed side by
 # side at D = 64: FLASH_FWD_ROW_TILES, FLASH_BWD_WARPS, and two diagnostic cuts of the backward
 # (FLASH_EXP_NO_DQ: no dQ at all; FLASH_EXP_PLAIN_STORE: dQ stored, not atomically added).
-# VARIANTS="name:-DFLAG=1,-DOTHER=2 ..." picks the set.
+# VARIANTS="name:-DFLAG=1,-DOTHER=2 ..." picks the set, KERNELS="flash memeff" the kernels.
 set -u
 OUT=${OUT:-/tmp}
 SRCS="attention/naive.cu attention/memeff.cu attention/flash.cu attention/cuda_table.cu"
@@ -17,5 +17,5 @@ wait
 for v in $VARIANTS; do
     v=${v%%:*}
     echo "== $v"
-    for T in 1024 4096 16384; do ./build/exp/bench_$v flash D=64 T=$T | grep "^flash"; done
+    for T in 1024 4096 16384; do ./build/exp/bench_$v ${KERNELS:-flash} D=64 T=$T | grep -E "^(flash|memeff|naive) "; done
 done 2>&1 | tee $OUT/exp.log
