@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test/test_bench.sh: ./train_gpt2 --bench on the CPU with a tiny model -- results.md, .csv and
 # .json exist and agree cell for cell, cells the CPU cannot run (bf16) are recorded with their
-# reason, the batch policies, the time budget, a missing plotter, bad input (one line, exit 2),
+# reason, a cell too big for the host recorded as OOM, the batch policies, the time budget, a missing plotter, bad input (one line, exit 2),
 # and the PNG charts decode (signature, IHDR, CRCs, inflated size).
 set -u
 cd "$(dirname "$0")/.."
@@ -115,6 +115,13 @@ grep -q '| 4x4 |' "$tmp/tok/results.md" && ok || bad "results.md does not show t
 "$BIN" "${TINY[@]}" --bench-seq-lens 16 --bench-attn naive --bench-batch max --bench-max-batch 3 \
     --bench-out "$tmp/max" >/dev/null 2>&1 && ok || bad "--bench-batch max run failed"
 grep -q ',ok,3,1,48,' "$tmp/max/results.csv" && ok || bad "--bench-batch max on the CPU is not the cap"
+
+# a cell too big for the host is recorded as OOM with the bytes needed, and the sweep goes on
+"$BIN" "${TINY[@]}" --bench-seq-lens 16,4096 --bench-attn flash --bench-batch 1048576 --bench-max-batch 1048576 \
+    --bench-out "$tmp/oom" >"$tmp/oom.out" 2>&1 && ok || bad "a sweep with an OOM cell failed: $(tail -2 "$tmp/oom.out")"
+grep -q ',4096,fp32,causal,flash,oom,.*needs [0-9.]* GiB of host memory' "$tmp/oom/results.csv" && ok \
+    || bad "the oversized cell is not recorded as OOM with the bytes needed"
+grep -q '| OOM |' "$tmp/oom/results.md" && ok || bad "results.md does not show OOM"
 
 # --- the time budget skips cells; a missing plotter only warns ----------------------------------
 "$BIN" "${TINY[@]}" --bench-seq-lens 16,32 --bench-max-seconds 0.000001 --bench-out "$tmp/skip" \

@@ -240,13 +240,18 @@ typedef struct {
     int B, T;
 } Feeder;
 
-static int feeder_open(Feeder *fd, const BenchEnv *env, int B, int T, char *err, size_t errlen) {
+/* The loader first (it fails when the data holds no window of T+1 tokens), the batch arrays
+ * once the batch size is known. */
+static int feeder_open(Feeder *fd, const BenchEnv *env, int T, char *err, size_t errlen) {
     memset(fd, 0, sizeof *fd);
-    if (loader_init(&fd->loader, &env->ds, env->begin, env->end, 1, T, 0, 1, 0, env->opt->seed, err,
-                    errlen) != 0)
-        return -1;
-    fd->B = B;
     fd->T = T;
+    return loader_init(&fd->loader, &env->ds, env->begin, env->end, 1, T, 0, 1, 0, env->opt->seed, err,
+                       errlen);
+}
+
+static int feeder_alloc_batch(Feeder *fd, int B, char *err, size_t errlen) {
+    int T = fd->T;
+    fd->B = B;
     fd->inputs = (int *)malloc((size_t)B * T * sizeof(int));
     fd->targets = (int *)malloc((size_t)B * T * sizeof(int));
     if (!fd->inputs || !fd->targets) {
@@ -278,6 +283,66 @@ static void split_tokens_per_step(int tokens, int T, int cap, int *B, int *accum
 }
 
 /* ---- creating a model ---------------------------------------------------------------------- */
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read. */
+static double host_memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024.0;
+}
+
+/* What the CPU backend's create() allocates (model/gpt2_cpu.c: parameters, gradients and AdamW
+ * moments; per-layer activations; logits, probabilities and their gradient; scratch; the
+ * attention's saved buffer and workspace). It exits the process when an allocation fails, so
+ * the bench checks this first. */
+static double cpu_bytes_needed(const ModelOptions *mo) {
+    const GPT2Config *c = &mo->config;
+    double BT = (double)mo->B * mo->T, C = c->channels, L = c->num_layers, V = c->vocab_size;
+    double floats = 4.0 * gpt2_num_params(c)                 /* params, grads, m, v */
+                    + BT * (L * (16.0 * C + 4.0) + 2.0 * C + 3.0) /* activations, lnf, losses */
+                    + BT * (3.0 * V + 14.0 * C);             /* logits, probs, dlogits, scratch */
+    double bytes = 4.0 * floats + 8.0 * BT;                  /* + inputs and targets */
+    const AttnImpl *impl = attn_impl(mo->attn, ATTN_CPU);
+    if (impl) {
+        AttnShape s = attn_shape_packed(mo->B, mo->T, c->num_heads, c->channels / c->num_heads, mo->mask, ATTN_FP32);
+        if (mo->mask == ATTN_MASK_DENSE) {
+            s.mask.bias = mo->dense_bias;
+            s.mask.stride_row = mo->T;
+        }
+        bytes += L * (double)impl->saved_bytes(&s) + (double)impl->workspace_bytes(&s);
+    }
+    return bytes;
+}
+
+/* On the CPU: refuses (with the bytes needed) what would not fit in the host's available
+ * memory, as the CUDA backend's create() does for the GPU. Returns 1 when it fits. */
+static int fits_on_host(const BenchEnv *env, const ModelOptions *mo, char *err, size_t errlen) {
+    if (env->place != ATTN_CPU) return 1;
+    double avail = host_memory_available(), need = cpu_bytes_needed(mo);
+    if (avail <= 0 || need <= 0.9 * avail) return 1;
+    snprintf(err, errlen, "needs %.2f GiB of host memory (estimated), %.2f GiB available", need / GIB, avail / GIB);
+    return 0;
+}
+
+/* The CPU's `max`: the largest B <= cap whose estimate fits (0 when none). */
+static int largest_batch_on_host(const BenchEnv *env, ModelOptions *mo, int cap, char *err, size_t errlen) {
+    int lo = 0, hi = cap + 1; /* lo fits (0: none), hi does not */
+    while (hi - lo > 1) {
+        mo->B = lo + (hi - lo) / 2;
+        if (fits_on_host(env, mo, err, errlen)) lo = mo->B;
+        else hi = mo->B;
+    }
+    if (lo == 0) {
+        mo->B = 1;
+        fits_on_host(env, mo, err, errlen);
+    }
+    return lo;
+}
 
 static int error_means_out_of_memory(const char *err) {
     return strstr(err, "GiB") || strstr(err, "out of memory") || strstr(err, "cudaMalloc");
@@ -504,8 +569,16 @@ static Model *create_for_cell(const BenchEnv *env, const BenchPlan *p, BenchCell
         split_tokens_per_step(p->tokens_per_step, c->seq_len, p->max_batch, &c->batch, &c->grad_accum);
     }
     model_options_for(env, p, c, bias, &mo);
-    Model *m = p->batch_policy == BATCH_MAX ? create_largest(env->be, &mo, p->max_batch, err, sizeof err)
-                                            : env->be->create(&mo, err, sizeof err);
+    Model *m = NULL;
+    if (env->place == ATTN_CPU && p->batch_policy == BATCH_MAX) {
+        int B = largest_batch_on_host(env, &mo, p->max_batch, err, sizeof err);
+        mo.B = B;
+        if (B > 0) m = env->be->create(&mo, err, sizeof err);
+    } else if (p->batch_policy == BATCH_MAX) {
+        m = create_largest(env->be, &mo, p->max_batch, err, sizeof err);
+    } else if (fits_on_host(env, &mo, err, sizeof err)) {
+        m = env->be->create(&mo, err, sizeof err);
+    }
     if (!m) {
         if (p->batch_policy == BATCH_MAX) c->batch = 0;
         record(c, error_means_out_of_memory(err) ? CELL_OOM : CELL_FAILED, err);
@@ -535,11 +608,17 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
         free(bias);
         return;
     }
+    Feeder fd;
+    if (feeder_open(&fd, env, c->seq_len, err, sizeof err) != 0) {
+        record(c, CELL_FAILED, err);
+        feeder_close(&fd);
+        free(bias);
+        return;
+    }
     double rss_before = resident_bytes();
     Model *m = create_for_cell(env, p, c, bias);
     if (m) {
-        Feeder fd;
-        if (feeder_open(&fd, env, c->batch, c->seq_len, err, sizeof err) != 0) {
+        if (feeder_alloc_batch(&fd, c->batch, err, sizeof err) != 0) {
             record(c, CELL_FAILED, err);
         } else {
             env->be->set_params(m, params);
@@ -552,9 +631,9 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
                 c->status = CELL_FAILED;
             }
         }
-        feeder_close(&fd);
         env->be->destroy(m);
     }
+    feeder_close(&fd);
     free(bias);
 }
 

@@ -73,7 +73,7 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
                "(forward, backward, AdamW at lr %g)\n", p->warmup, p->steps, p->lr);
     if (p->batch_policy == BATCH_MAX)
         fprintf(f, "- batch: the largest micro-batch that fits (at most %d%s)\n", p->max_batch,
-                strcmp(ctx->backend, "cpu") == 0 ? "; the CPU backend does not measure memory, so always that" : "");
+                strcmp(ctx->backend, "cpu") == 0 ? ", estimated against the host's available memory" : "");
     else if (p->batch_policy == BATCH_TOKENS)
         fprintf(f, "- batch: %d tokens per step (micro-batch at most %d, the rest accumulated)\n",
                 p->tokens_per_step, p->max_batch);
