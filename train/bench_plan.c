@@ -257,6 +257,10 @@ int bench_plan_build(const Options *o, const BenchTarget *t, BenchPlan *p, char 
     p->lr = g->lr > 0 ? g->lr : o->lr;
     p->max_seconds = o->bench_max_seconds;
     p->linear_biases = !g->no_linear_bias;
+    p->changed = strcmp(g->name, "custom") != 0 &&
+                 (o->bench_attn || o->bench_models || o->bench_seq_lens || o->bench_precisions ||
+                  o->bench_masks || o->bench_batch || o->tokens_per_step || o->layers || o->heads ||
+                  o->channels || o->vocab || o->max_seq_len);
     return 0;
 }
 

@@ -55,6 +55,7 @@ typedef struct {
     double max_seconds;     /* 0 = no budget */
     int linear_biases;      /* 0: ModelOptions.no_linear_bias (flash-blog) */
     const char *document;   /* a sentence on what the grid reproduces, for the report */
+    int changed;            /* a preset's lists, shapes or batch were changed on the command line */
 } BenchPlan;
 
 /* What the plan needs to know about the place it runs and the data it trains on. */

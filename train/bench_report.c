@@ -66,11 +66,13 @@ static int mask_varies(const BenchPlan *p) { return p->num_masks > 1; }
 
 static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx) {
     fprintf(f, "## Bench: %s%s\n\n", p->grid, p->quick ? " (quick)" : "");
-    fprintf(f, "%s.\n\n", p->document);
+    fprintf(f, "%s.%s\n\n", p->document,
+            p->changed ? " The grid was changed on the command line: the table says what ran." : "");
     fprintf(f, "- device: %s (%s backend)\n", ctx->device, ctx->backend);
     fprintf(f, "- data: %s\n", ctx->data);
-    fprintf(f, "- each cell: %d untimed warm-up steps, then %d timed steps of real training "
-               "(forward, backward, AdamW at lr %g)\n", p->warmup, p->steps, p->lr);
+    fprintf(f, "- each cell: %d untimed warm-up step%s, then %d timed step%s of real training "
+               "(forward, backward, AdamW at lr %g)\n", p->warmup, p->warmup == 1 ? "" : "s", p->steps,
+            p->steps == 1 ? "" : "s", p->lr);
     if (p->batch_policy == BATCH_MAX)
         fprintf(f, "- batch: the largest micro-batch that fits (at most %d%s)\n", p->max_batch,
                 strcmp(ctx->backend, "cpu") == 0 ? ", estimated against the host's available memory" : "");
@@ -78,7 +80,8 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
         fprintf(f, "- batch: %d tokens per step (micro-batch at most %d, the rest accumulated)\n",
                 p->tokens_per_step, p->max_batch);
     else
-        fprintf(f, "- batch: %d sequences x %d accumulation steps\n", p->batch, p->grad_accum);
+        fprintf(f, "- batch: %d sequence%s x %d accumulation step%s\n", p->batch, p->batch == 1 ? "" : "s",
+                p->grad_accum, p->grad_accum == 1 ? "" : "s");
     if (!precision_varies(p)) fprintf(f, "- precision: %s\n", precision_name(p->precisions[0]));
     if (!mask_varies(p)) fprintf(f, "- mask: %s\n", attn_mask_name(p->masks[0]));
     if (p->linear_biases)
@@ -90,10 +93,11 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
     else
         fprintf(f, "- linear layers without biases (ModelOptions.no_linear_bias; %s)\n",
                 ctx->biases_trained == 0 ? "checked: they stayed zero" : "not checked: no cell ran");
-    fprintf(f, "- peak memory: %s; MFU counts causal attention at half cost%s\n",
-            strcmp(ctx->backend, "cpu") == 0 ? "growth of the process's resident memory during the cell (the CPU backend reports none)"
-                                             : "what the model holds on the GPU (parameters, gradients, AdamW state, activations, scratch)",
-            strcmp(ctx->backend, "cpu") == 0 ? "; blank on the CPU" : "");
+    int cpu = strcmp(ctx->backend, "cpu") == 0;
+    fprintf(f, "- peak memory: %s\n", cpu ? "growth of the process's resident memory during the cell (the CPU backend reports none)"
+                                         : "what the model holds on the GPU (parameters, gradients, AdamW state, activations, scratch)");
+    fprintf(f, "- MFU: %s\n", cpu ? "in results.csv/json when --peak-tflops is given (no peak is known for a CPU)"
+                                  : "model FLOPs per token (causal attention at half cost) x tokens/sec over the GPU's peak (results.csv/json)");
     fprintf(f, "- sweep time: %.1f s\n\n", ctx->seconds);
 }
 
@@ -519,7 +523,7 @@ static int write_plot_script(const char *path, const BenchPlan *p, const BenchCo
     sanitize_title(ctx->device, device, sizeof device);
     fprintf(f, "# %s: the bench's charts; `gnuplot plot.gp` in this directory redraws them.\n", path);
     double unit = memory_unit(p, cells);
-    fprintf(f, "set datafile missing \"?\"\nset key below horizontal\nset grid\n");
+    fprintf(f, "set datafile missing \"?\"\nset key outside right top vertical\nset grid\n");
     write_datablocks(f, p, cells, xdim, unit);
     write_x_axis(f, p, xdim);
     snprintf(title, sizeof title, "training tokens/sec -- %s on %s", p->grid, device);
