@@ -3,8 +3,14 @@
 #include <stdio.h>
 
 #include "model/backend.h"
+#include "model/cuda_extras.h"
 
 __attribute__((weak)) const Backend *cuda_backend_if_available(char *why, size_t whylen) {
     snprintf(why, whylen, "this build has no CUDA backend (nvcc was not found at build time)");
+    return NULL;
+}
+
+/* No GPU extras (device name, peak rate, graphs) without CUDA. */
+__attribute__((weak)) const CudaExtras *cuda_extras(void) {
     return NULL;
 }

@@ -33,10 +33,6 @@
 #define ENWIK8_TRAIN "data/enwik8/enwik8.train"
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
-/* A CPU-only build links no cuda_extras() (model/cuda_fallback.c has no stub for it), so the
- * reference is weak: NULL there, the CUDA backend's function in a CUDA build. */
-extern const CudaExtras *cuda_extras(void) __attribute__((weak));
-
 typedef struct {
     const Options *opt;
     const Backend *be;
@@ -82,7 +78,7 @@ static int choose_backend(const Options *o, BenchEnv *env) {
     if (strcmp(o->device, "auto") == 0 && !cuda) printf("note: using the CPU backend: %s\n", why);
     env->be = cuda ? cuda : &cpu_backend;
     env->place = cuda ? ATTN_CUDA : ATTN_CPU;
-    env->x = cuda && cuda_extras ? cuda_extras() : NULL;
+    env->x = cuda ? cuda_extras() : NULL;
     env->ctx.backend = env->be->name;
     return 0;
 }
