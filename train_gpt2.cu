@@ -18,6 +18,7 @@
 #include "attention/attention.h"
 #include "data/dataset.h"
 #include "model/backend.h"
+#include "model/cuda_extras.h"
 #include "model/gpt2.h"
 #include "model/model_file.h"
 #include "train/bench.h"
@@ -46,6 +47,9 @@ typedef struct {
     int have_tok;
     FILE *log;
     int start_step;
+    const CudaExtras *gpu;        /* GPU extras (name, peak rate, graphs); NULL on the CPU */
+    double peak_flops;            /* for MFU; 0 when unknown */
+    double flops_per_token;       /* one training step's FLOPs per token */
 } Trainer;
 
 static void fail(const char *fmt, ...) {
@@ -227,9 +231,10 @@ static void setup_model_options(Trainer *tr) {
     m->B = o->batch;
     m->T = o->seq_len;
     m->recompute = o->recompute;
+    m->no_linear_bias = o->no_linear_bias;
     m->threads = o->threads;
     int is_cpu = tr->be == &cpu_backend;
-    if (!o->precision) m->precision = is_cpu ? PRECISION_FP32 : PRECISION_BF16;
+    if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
     else if (precision_from_name(o->precision, &m->precision) != 0)
         fail("--precision expects fp32 or bf16, got '%s'", o->precision);
     if (is_cpu && m->precision != PRECISION_FP32)
@@ -257,6 +262,20 @@ static void setup_model_options(Trainer *tr) {
     const char *why = impl->unsupported(&s);
     if (why) fail("attention kernel '%s' cannot run this configuration: %s", attn_kernel_name(k), why);
     m->attn = k;
+}
+
+/* On a GPU: CUDA graphs if asked, and the peak rate MFU is measured against. */
+static void setup_gpu(Trainer *tr) {
+    const Options *o = &tr->opt;
+    tr->flops_per_token = gpt2_flops_per_token(&tr->config, o->seq_len, tr->mopt.mask != ATTN_MASK_NONE);
+    if (!tr->gpu) return;
+    tr->gpu->set_cuda_graphs(o->cuda_graph);
+    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, o->peak_tflops) * 1e12;
+    char name[256] = "?";
+    tr->gpu->device_name(name, sizeof name);
+    printf("gpu: %s, peak %.0f TFLOP/s (%s) for MFU%s\n", name, tr->peak_flops / 1e12,
+           precision_name(tr->mopt.precision),
+           tr->peak_flops > 0 ? "" : " -- unknown GPU: pass --peak-tflops");
 }
 
 /* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
@@ -412,21 +431,37 @@ static float train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
     return (float)(loss / o->grad_accum);
 }
 
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+/* Model FLOP utilisation: FLOPs done per second over the GPU's peak; 0 when unknown. */
+static double mfu_of(const Trainer *tr, double tok_per_s) {
+    return tr->peak_flops > 0 ? tr->flops_per_token * tok_per_s / tr->peak_flops : 0.0;
+}
+
+/* What cudaMemGetInfo says is in use on the device (0 on the CPU). */
+static size_t device_memory_used(const Trainer *tr) {
+    size_t free_b = 0, total_b = 0;
+    if (!tr->gpu || tr->gpu->mem_info(&free_b, &total_b) != 0) return 0;
+    return total_b - free_b;
+}
+
 static void log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms) {
     const Options *o = &tr->opt;
     double tokens = (double)o->batch * o->seq_len * o->grad_accum;
     double tok_per_s = tokens / (ms / 1000.0);
-    size_t mem = tr->be->memory_in_use(tr->model);
+    size_t mem = tr->be->memory_in_use(tr->model), dev_used = device_memory_used(tr);
+    double mfu = mfu_of(tr, tok_per_s);
     if (!o->quiet) {
         printf("step %5d/%d | loss %.4f | bpb %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s",
                step + 1, o->steps, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s);
-        if (mem) printf(" | mem %.2f GiB", mem / (1024.0 * 1024.0 * 1024.0));
+        if (tr->gpu) printf(" | MFU %.1f%% | mem %.2f GiB (device %.2f GiB)", 100.0 * mfu, mem / GIB, dev_used / GIB);
         printf("\n");
     }
     if (tr->log)
         fprintf(tr->log, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%.6f,\"lr\":%.6e,"
-                "\"norm\":%.6f,\"ms\":%.3f,\"tok_per_s\":%.1f,\"mem_bytes\":%zu}\n",
-                step + 1, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s, mem);
+                "\"norm\":%.6f,\"ms\":%.3f,\"tok_per_s\":%.1f,\"mfu\":%.4f,\"mem_bytes\":%zu,"
+                "\"device_used_bytes\":%zu}\n",
+                step + 1, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s, mfu, mem, dev_used);
 }
 
 static void setup(Trainer *tr, int argc, char **argv) {
@@ -459,7 +494,9 @@ static void setup(Trainer *tr, int argc, char **argv) {
     setup_data(tr);
     tr->config = choose_config(tr, resume_model);
     tr->be = choose_backend(o);
+    tr->gpu = tr->be == &cpu_backend ? NULL : cuda_extras();
     setup_model_options(tr);
+    setup_gpu(tr);
     setup_loaders(tr);
     tr->model = tr->be->create(&tr->mopt, err, sizeof err);
     if (!tr->model) fail("%s", err);
@@ -525,10 +562,14 @@ int main(int argc, char **argv) {
     if (timed_steps > 0) {
         double ms = timed_ms / timed_steps;
         double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum / (ms / 1000.0);
-        printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)\n", ms,
+        size_t peak = tr.be->memory_in_use(tr.model);
+        printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)", ms,
                tok_per_s, timed_steps);
+        if (tr.gpu) printf(", MFU %.1f%%, peak memory %.2f GiB", 100.0 * mfu_of(&tr, tok_per_s), peak / GIB);
+        printf("\n");
         if (tr.log)
-            fprintf(tr.log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f}\n", ms, tok_per_s);
+            fprintf(tr.log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f,"
+                    "\"mfu\":%.4f,\"peak_mem_bytes\":%zu}\n", ms, tok_per_s, mfu_of(&tr, tok_per_s), peak);
     }
     teardown(&tr);
     return 0;

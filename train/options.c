@@ -56,6 +56,7 @@ static const OptSpec SPECS[] = {
     {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32 or bf16 (default: bf16 on a GPU of sm80 or newer, else fp32)"},
     {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
+    {"no-linear-bias", 0, OPT_FLAG, F(no_linear_bias), 0, 1, NULL, "linear layers without bias (biases held at zero, not trained), as in the flash-blog models"},
     {"recompute", 0, OPT_FLAG, F(recompute), 0, 1, NULL, "recompute GELU and LayerNorm outputs in backward (GPU; saves memory)"},
     {"cuda-graph", 0, OPT_FLAG, F(cuda_graph), 0, 1, NULL, "capture the training step as a CUDA graph and replay it"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},

@@ -30,6 +30,7 @@ typedef struct {
     const char *device;          /* auto | cpu | cuda */
     int threads;
     int recompute;
+    int no_linear_bias;
     int cuda_graph;
     double peak_tflops;          /* 0 = from the GPU table */
     /* evaluation, sampling, checkpoints, logs */
