@@ -426,8 +426,14 @@ static void sync_params_x(Model *m) {
         cuda_convert_from_f32(m->prec, m->params_x, m->params, m->num_params, m->stream);
 }
 
+/* --no-linear-bias: those tensors are held at zero (their gradients are still computed, as on
+ * the CPU, so the gradient norm and clipping agree) and AdamW skips them. */
+static int frozen_zero(const Model *m, int t) { return m->opt.no_linear_bias && gpt2_param_is_linear_bias(t); }
+
 static void cuda_set_params(Model *m, const float *p) {
     CUDA_CHECK(cudaMemcpyAsync(m->params, p, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
+        if (frozen_zero(m, t)) CUDA_CHECK(cudaMemsetAsync(m->params + m->off[t], 0, m->size[t] * 4, m->stream));
     sync_params_x(m);
     CUDA_CHECK(cudaStreamSynchronize(m->stream));
 }
@@ -725,6 +731,7 @@ static void cuda_update(Model *m, const AdamWStep *s) {
     prof_mark(m, PF_START);
     m->prof.steps++;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        if (frozen_zero(m, t)) continue;
         size_t o = m->off[t];
         void *px = m->prec == PRECISION_BF16 ? (char *)m->params_x + o * 2 : NULL;
         float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;

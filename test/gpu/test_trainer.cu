@@ -39,7 +39,8 @@ static GPT2Config small_config(int V, int L, int C, int H, int maxT) {
     return c;
 }
 
-static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, int recompute) {
+static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, int recompute,
+                   int no_linear_bias = 0) {
     ModelOptions o;
     memset(&o, 0, sizeof o);
     o.config = c;
@@ -49,6 +50,7 @@ static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precisi
     o.mask = ATTN_MASK_CAUSAL;
     o.precision = p;
     o.recompute = recompute;
+    o.no_linear_bias = no_linear_bias;
     char err[512] = "";
     Model *m = be->create(&o, err, sizeof err);
     if (!m) fprintf(stderr, "%s create failed: %s\n", be->name, err);
@@ -312,14 +314,14 @@ static void check_fp32(const char *label, const GPT2Config &c, int B, int T, int
     gpu->destroy(mg);
 }
 
-static void check_adamw_steps(const GPT2Config &c, int B, int T) {
+static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_bias) {
     uint64_t rng = 99;
     size_t sz[GPT2_NUM_PARAM_TENSORS];
     size_t n = gpt2_param_sizes(&c, sz);
     Vec params(n);
     gpt2_init_params(&c, params.data(), 7);
-    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0);
-    Model *mg = make(gpu, c, B, T, PRECISION_FP32, 0);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, no_linear_bias);
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, 0, no_linear_bias);
     CHECK(mc && mg, "adamw: create");
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
@@ -345,7 +347,8 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T) {
         gpu->update(mg, &s);
         double e = rel(lg, lc);
         if (e > worst) worst = e;
-        if (step == 1 || step == 20) printf("adamw step %2d: loss cpu %.6f gpu %.6f norm cpu %.5f gpu %.5f\n", step, lc, lg, nc, ng);
+        if (step == 1 || step == 20) printf("adamw%s step %2d: loss cpu %.6f gpu %.6f norm cpu %.5f gpu %.5f\n",
+                                            no_linear_bias ? " (no linear bias)" : "", step, lc, lg, nc, ng);
     }
     Vec pc(n), pg(n);
     cpu_backend.get_params(mc, pc.data());
@@ -471,7 +474,8 @@ int main(void) {
     check_fp32("fp32 V=250 B=1 T=31", awkward, 1, 31, 0, 0);
     check_fp32("fp32 chunked classifier (7 rows)", padded, 3, 17, 0, 7);
     check_fp32("fp32 recompute", padded, 2, 24, 1, 0);
-    check_adamw_steps(padded, 4, 16);
+    check_adamw_steps(padded, 4, 16, 0);
+    check_adamw_steps(padded, 4, 16, 1);
     check_bf16("bf16 V=300 B=4 T=32", padded, 4, 32);
     check_bf16("bf16 V=250 B=1 T=31", awkward, 1, 31);
     check_graphs(padded, 4, 32, PRECISION_FP32);
