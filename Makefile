@@ -63,7 +63,7 @@ endif
 all: train_gpt2 tokenize
 
 train_gpt2: $(PROGRAM_OBJS)
-	$(LINK) -o $@ $^ $(LINK_LIBS)
+	$(LINK) -o $@ $(filter %.o,$^) $(LINK_LIBS)
 
 tokenize: $(BUILD)/tokenizer/tokenize_main.o $(CPU_LIB)
 	$(CC) -fopenmp -o $@ $^ $(LDLIBS)
@@ -106,13 +106,14 @@ test: $(TEST_BINS) train_gpt2 tokenize
 	@bash test/run.sh $(TEST_BINS) $(wildcard test/test_*.sh)
 
 ifneq ($(NVCC),)
+# (link only sources and objects: on a rebuild the -MMD dependency files add headers to $^)
 $(BUILD)/test/gpu/%: test/gpu/%.cu $(C_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $(filter %.cu %.o,$^) $(CUDA_LIBS) $(LDLIBS)
 
 $(BUILD)/dev/%: dev/%.cu $(C_OBJS) $(CU_OBJS)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -o $@ $^ $(CUDA_LIBS) $(LDLIBS)
+	$(NVCC) $(NVCCFLAGS) -o $@ $(filter %.cu %.o,$^) $(CUDA_LIBS) $(LDLIBS)
 
 test-gpu: $(GPU_TEST_BINS) train_gpt2
 	@if [ -z "$(GPU_TEST_BINS)" ]; then echo "test-gpu: no GPU tests yet"; \
