@@ -160,11 +160,16 @@ static uint64_t splitmix64(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-/* Standard normal by Box-Muller from two uniforms in (0, 1]. */
-static float normal01(uint64_t *state) {
-    double u1 = ((splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-    double u2 = (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2));
+/* Fills x[0..n) with std * N(0, 1): Box-Muller turns two uniforms (u1 in (0, 1]) into two
+ * independent normals, r cos(theta) and r sin(theta). */
+static void fill_normal(float *x, size_t n, float std, uint64_t *state) {
+    for (size_t i = 0; i < n; i += 2) {
+        double u1 = ((splitmix64(state) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        double u2 = (splitmix64(state) >> 11) * (1.0 / 9007199254740992.0);
+        double r = sqrt(-2.0 * log(u1)), theta = 2.0 * M_PI * u2;
+        x[i] = std * (float)(r * cos(theta));
+        if (i + 1 < n) x[i + 1] = std * (float)(r * sin(theta));
+    }
 }
 
 void gpt2_init_params(const GPT2Config *c, float *params, unsigned long long seed) {
@@ -172,8 +177,9 @@ void gpt2_init_params(const GPT2Config *c, float *params, unsigned long long see
     gpt2_param_sizes(c, size);
     gpt2_param_offsets(c, off);
     const float std = 0.02f, residual_std = 0.02f / sqrtf(2.0f * c->num_layers);
+    const size_t chunk = 1 << 16; /* each chunk of a tensor has its own random stream, so the
+                                   * values do not depend on the number of threads */
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
-        uint64_t state = seed * 1000003ULL + (uint64_t)t; /* each tensor its own stream */
         float *p = params + off[t];
         if (t == P_LN1W || t == P_LN2W || t == P_LNFW) {
             for (size_t i = 0; i < size[t]; i++) p[i] = 1.0f;
@@ -181,7 +187,13 @@ void gpt2_init_params(const GPT2Config *c, float *params, unsigned long long see
             memset(p, 0, size[t] * sizeof(float)); /* biases, LayerNorm shifts */
         } else {
             float s = (t == P_ATTPROJW || t == P_FCPROJW) ? residual_std : std;
-            for (size_t i = 0; i < size[t]; i++) p[i] = s * normal01(&state);
+            long nchunks = (long)((size[t] + chunk - 1) / chunk);
+            #pragma omp parallel for schedule(static)
+            for (long k = 0; k < nchunks; k++) {
+                uint64_t state = (seed * 1000003ULL + (uint64_t)t) * 1000033ULL + (uint64_t)k;
+                size_t end = ((size_t)k + 1) * chunk < size[t] ? ((size_t)k + 1) * chunk : size[t];
+                fill_normal(p + (size_t)k * chunk, end - (size_t)k * chunk, s, &state);
+            }
         }
     }
     /* padded vocabulary rows are never a target: keep them zero */

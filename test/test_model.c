@@ -1,6 +1,7 @@
 /* test/test_model.c: the CPU GPT-2 as a whole -- gradients against finite differences,
  * overfitting one batch, every attention kernel giving the same model, the model file and
  * checkpoint formats, the learning-rate schedule and the sampler. */
+#include <omp.h>
 #include <unistd.h>
 
 #include "model/backend.h"
@@ -333,11 +334,50 @@ static void test_schedule_and_sampler(void) {
     CHECK(cold == 200, "near-zero temperature is greedy");
 }
 
+/* GPT-2 initialisation: N(0, 0.02) matrices, residual projections 0.02/sqrt(2L), LayerNorm
+ * weights 1, biases 0, padded vocabulary rows 0; the same for every thread count. */
+static void test_init(void) {
+    GPT2Config c = {.max_seq_len = 64, .vocab_size = 250, .padded_vocab_size = 384,
+                    .num_layers = 2, .num_heads = 4, .channels = 128};
+    size_t n = gpt2_num_params(&c), off[GPT2_NUM_PARAM_TENSORS], size[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_offsets(&c, off);
+    gpt2_param_sizes(&c, size);
+    float *p = malloc(n * sizeof(float));
+    test_poison(p, n);
+    gpt2_init_params(&c, p, 5);
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
+        size_t used = t == P_WTE ? (size_t)c.vocab_size * c.channels : size[t];
+        double sum = 0, sq = 0;
+        for (size_t i = 0; i < used; i++) { sum += p[off[t] + i]; sq += (double)p[off[t] + i] * p[off[t] + i]; }
+        double mean = sum / used, sd = sqrt(sq / used - mean * mean);
+        if (t == P_LN1W || t == P_LN2W || t == P_LNFW) {
+            CHECK(mean == 1.0 && sd == 0.0, "%s should be all ones", gpt2_param_name(t));
+        } else if (!gpt2_param_decays(t)) {
+            CHECK(sq == 0.0, "%s should be zero", gpt2_param_name(t));
+        } else {
+            double want = (t == P_ATTPROJW || t == P_FCPROJW) ? 0.02 / sqrt(2.0 * c.num_layers) : 0.02;
+            CHECK(fabs(sd - want) < 0.05 * want && fabs(mean) < 0.05 * want,
+                  "%s: mean %.4g sd %.4g, expected 0 and %.4g", gpt2_param_name(t), mean, sd, want);
+        }
+    }
+    int padded_zero = 1;
+    for (size_t i = (size_t)c.vocab_size * c.channels; i < size[P_WTE]; i++) padded_zero &= p[off[P_WTE] + i] == 0.0f;
+    CHECK(padded_zero, "padded wte rows should be zero");
+    float *q = malloc(n * sizeof(float));
+    omp_set_num_threads(1);
+    gpt2_init_params(&c, q, 5);
+    omp_set_num_threads(2);
+    CHECK(memcmp(p, q, n * sizeof(float)) == 0, "init differs between 1 and 2 threads");
+    free(p);
+    free(q);
+}
+
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
     test_grad_accumulation();
     test_overfits_one_batch();
+    test_init();
     test_model_file();
     test_checkpoints();
     test_schedule_and_sampler();
