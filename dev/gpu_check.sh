@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
+#
+#   bash dev/gpu_check.sh build tests attention gpt2 sizes bytes grids
+#
+# Stages (any subset, in this order):
+#   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
+#   tests      make test-gpu (every CUDA kernel and the CUDA trainer against the CPU reference)
+#   attention  dev/bench_attention: the attention microbenchmark table
+#   gpt2       GPT-2 124M, vocab 50257, T=1024, bf16: naive and flash at B = 16, 32, 64
+#   sizes      GPT-2 medium and large at T=1024, naive and flash
+#   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
+#   grids      the bench presets: xformers-issue and flash-blog --bench-quick
+# Logs and tables go to $OUT (or /tmp/gpu_check). Data: $DATA (default local/enwik8_head, a
+# git-ignored copy of the enwik8 prefix carried to the GPU machine); throughput does not depend
+# on which text is read.
+set -u
+OUT=${OUT:-/tmp/gpu_check}
+DATA=${DATA:-local/enwik8_head}
+STEPS=${STEPS:-20}
+export NCCL_NVLS_ENABLE=0
+mkdir -p "$OUT"
+TABLE="$OUT/table.md"
+
+header() { echo; echo "== $*"; }
+
+# train NAME ARGS...: one short training run; appends "| NAME | tok/s | ms | MFU | peak GiB |".
+train() {
+    local name=$1; shift
+    local log="$OUT/$name.jsonl"
+    rm -f "$log"
+    timeout 240 ./train_gpt2 --data "$DATA" --steps "$STEPS" --warmup 2 --val-every 0 \
+        --val-batches 1 --sample-len 0 --quiet --log "$log" "$@" >"$OUT/$name.out" 2>&1
+    local rc=$?
+    local row
+    if [ $rc -eq 0 ] && grep -q '"type":"summary"' "$log"; then
+        row=$(python3 - "$log" <<'EOF'
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1]) if '"summary"' in l][-1]
+print(f"| {s['tok_per_s']/1e3:.1f}K | {s['ms_per_step']:.1f} | {100*s['mfu']:.1f}% | {s['peak_mem_bytes']/2**30:.2f} |")
+EOF
+)
+    else
+        row="| $(grep -o -m1 'needs .*' "$OUT/$name.out" | cut -c1-60 || true) rc=$rc | | | |"
+        grep -q 'needs' "$OUT/$name.out" && row="| OOM ($(grep -o -m1 'needs [0-9.]* GiB' "$OUT/$name.out")) | | | |"
+    fi
+    echo "| $name $row" | tee -a "$TABLE"
+}
+
+table_header() {
+    { echo; echo "### $*"; echo; echo "| run | tokens/sec | ms/step | MFU | peak GiB (held) |"; echo "|---|---|---|---|---|"; } | tee -a "$TABLE"
+}
+
+stage_build() {
+    header build
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+    date -u
+    make -j16 GPU_ARCH=90 all build/test/gpu/test_attention build/test/gpu/test_trainer \
+        build/dev/bench_attention >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+    echo "built"
+}
+
+stage_tests() {
+    header "make test-gpu"
+    timeout 400 make -s GPU_ARCH=90 test-gpu >"$OUT/test_gpu.log" 2>&1
+    echo "rc=$?"
+    grep -E "FAIL|passed, " "$OUT/test_gpu.log" | tail -25
+}
+
+stage_attention() {
+    header "attention microbenchmark"
+    timeout 300 ./build/dev/bench_attention >"$OUT/bench_attention.log" 2>&1
+    echo "rc=$?"
+    tail -45 "$OUT/bench_attention.log"
+}
+
+stage_gpt2() {
+    table_header "GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
+    for attn in naive flash; do
+        for B in 16 32 64; do
+            train "gpt2-$attn-B$B-graph" --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn --cuda-graph
+        done
+        train "gpt2-$attn-B16-nograph" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn $attn
+    done
+}
+
+stage_sizes() {
+    table_header "GPT-2 medium and large, vocab 50257, T=1024, bf16"
+    for attn in naive flash; do
+        train "gpt2-medium-$attn-B16" --model gpt2-medium --vocab 50257 --seq-len 1024 --batch 16 --attn $attn --cuda-graph
+        train "gpt2-large-$attn-B16" --model gpt2-large --vocab 50257 --seq-len 1024 --batch 16 --attn $attn --cuda-graph
+    done
+}
+
+stage_bytes() {
+    table_header "byte-level GPT-2 small (vocab 256), 32768 tokens a step, bf16"
+    for T in 1024 4096 8192; do
+        B=$((32768 / T))
+        for attn in naive memeff flash; do
+            train "bytes-T$T-$attn" --model gpt2 --seq-len $T --batch $B --attn $attn --cuda-graph
+        done
+    done
+}
+
+stage_grids() {
+    header "bench grids"
+    timeout 200 ./train_gpt2 --data "$DATA" --bench xformers-issue --bench-out "$OUT/xformers-issue" \
+        >"$OUT/xformers-issue.log" 2>&1; echo "xformers-issue rc=$?"
+    timeout 300 ./train_gpt2 --data "$DATA" --bench flash-blog --bench-quick --bench-max-seconds 200 \
+        --bench-out "$OUT/flash-blog" >"$OUT/flash-blog.log" 2>&1; echo "flash-blog rc=$?"
+    cat "$OUT/xformers-issue/results.md" "$OUT/flash-blog/results.md" 2>/dev/null
+}
+
+for stage in "$@"; do
+    case "$stage" in
+        build|tests|attention|gpt2|sizes|bytes|grids) "stage_$stage" ;;
+        *) echo "unknown stage $stage"; exit 2 ;;
+    esac
+done
+[ -f "$TABLE" ] && { echo; echo "== table"; cat "$TABLE"; }
+exit 0
