@@ -3,7 +3,10 @@
  *   for each step: load a batch, forward, backward (x grad-accum), clip, update, log
  *
  * on the CPU reference backend or the CUDA backend (model/backend.h), with the attention kernel
- * chosen at run time (attention/attention.h). This file holds host code only; it is written in
+ * chosen at run time (attention/attention.h). With several GPUs (train/dist.h) each process
+ * trains on its own shard of every batch, gradients are summed through NCCL inside the backend,
+ * and rank 0 alone prints, logs, samples and writes checkpoints; the losses printed are the
+ * means over the ranks. This file holds host code only; it is written in
  * the common subset of C and C++ so that gcc builds it as C (CPU-only build) and nvcc as C++.
  */
 #include <math.h>
@@ -23,6 +26,7 @@
 #include "model/model_file.h"
 #include "train/bench.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/options.h"
 #include "train/schedule.h"
 #include "tokenizer/tokenizer.h"
@@ -50,12 +54,17 @@ typedef struct {
     const CudaExtras *gpu;        /* GPU extras (name, peak rate, graphs); NULL on the CPU */
     double peak_flops;            /* for MFU; 0 when unknown */
     double flops_per_token;       /* one training step's FLOPs per token */
+    DistInfo dist;                /* rank and world; world 1 without a launcher */
+    unsigned char nccl_id[DIST_ID_BYTES];
 } Trainer;
+
+static int g_rank = 0, g_world = 1; /* for error messages */
 
 static void fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "error: ");
+    if (g_world > 1) fprintf(stderr, "error: rank %d of %d: ", g_rank, g_world);
+    else fprintf(stderr, "error: ");
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -144,7 +153,8 @@ static void setup_loaders(Trainer *tr) {
     } else {
         dataset_split(train, "train", &begin, &end);
     }
-    if (loader_init(&tr->train_loader, train, begin, end, o->batch, o->seq_len, 0, 1, o->shuffle,
+    int rank = tr->dist.rank, world = tr->dist.world;
+    if (loader_init(&tr->train_loader, train, begin, end, o->batch, o->seq_len, rank, world, o->shuffle,
                     o->seed, err, sizeof err) != 0)
         fail("training data: %s", err);
     const Dataset *val = tr->val_is_separate ? &tr->val_ds : train;
@@ -154,7 +164,7 @@ static void setup_loaders(Trainer *tr) {
     } else {
         dataset_split(train, "val", &begin, &end);
     }
-    if (loader_init(&tr->val_loader, val, begin, end, o->batch, o->seq_len, 0, 1, 0, o->seed,
+    if (loader_init(&tr->val_loader, val, begin, end, o->batch, o->seq_len, rank, world, 0, o->seed,
                     err, sizeof err) != 0)
         fail("validation data: %s", err);
 }
@@ -233,6 +243,11 @@ static void setup_model_options(Trainer *tr) {
     m->recompute = o->recompute;
     m->no_linear_bias = o->no_linear_bias;
     m->threads = o->threads;
+    m->rank = tr->dist.rank;
+    m->world = tr->dist.world;
+    m->zero_stage = o->zero;
+    m->nccl_id = tr->dist.world > 1 ? tr->nccl_id : NULL;
+    m->dist_timeout_s = o->dist_timeout;
     int is_cpu = tr->be == &cpu_backend;
     if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
     else if (precision_from_name(o->precision, &m->precision) != 0)
@@ -270,12 +285,26 @@ static void setup_gpu(Trainer *tr) {
     tr->flops_per_token = gpt2_flops_per_token(&tr->config, o->seq_len, tr->mopt.mask != ATTN_MASK_NONE);
     if (!tr->gpu) return;
     tr->gpu->set_cuda_graphs(o->cuda_graph);
+    if (o->no_tf32) tr->gpu->set_tf32(0);
     tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, o->peak_tflops) * 1e12;
     char name[256] = "?";
     tr->gpu->device_name(name, sizeof name);
     printf("gpu: %s, peak %.0f TFLOP/s (%s) for MFU%s\n", name, tr->peak_flops / 1e12,
            precision_name(tr->mopt.precision),
            tr->peak_flops > 0 ? "" : " -- unknown GPU: pass --peak-tflops");
+}
+
+/* The checkpoint's place in the data in this run's loader steps: a run with another batch x
+ * world (e.g. 2 GPUs resumed on 1 with twice the accumulation) counts windows differently. */
+static size_t loader_step_for(const Trainer *tr, const TrainProgress *p) {
+    uint64_t now = (uint64_t)tr->opt.batch * tr->dist.world, then = p->windows_per_step;
+    if (then == 0 || then == now) return (size_t)p->loader_step;
+    if (p->loader_step * then % now != 0)
+        fail("the checkpoint stopped after %llu windows of its epoch, which --batch %d on %d GPU(s) "
+             "cannot reach (keep the global batch a multiple of %llu windows)",
+             (unsigned long long)(p->loader_step * then), tr->opt.batch, tr->dist.world,
+             (unsigned long long)then);
+    return (size_t)(p->loader_step * then / now);
 }
 
 /* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
@@ -297,7 +326,7 @@ static void load_initial_state(Trainer *tr, const char *resume_model, const char
         if (!mom || !var) fail("out of host memory for the optimizer state");
         if (checkpoint_load_state(resume_state, n, mom, var, &p, err, sizeof err) != 0) fail("%s", err);
         tr->be->set_adam_state(tr->model, mom, var);
-        loader_seek(&tr->train_loader, p.loader_epoch, (size_t)p.loader_step);
+        loader_seek(&tr->train_loader, p.loader_epoch, loader_step_for(tr, &p));
         tr->start_step = (int)p.step;
         free(mom);
         free(var);
@@ -311,17 +340,20 @@ static double bits_per_byte(const Trainer *tr, double loss) {
     return loss / log(2.0) / tr->bytes_per_token;
 }
 
+/* Every rank evaluates its share of the --val-batches batches (the same windows as one
+ * process would see when the world divides them); the mean is over the ranks. */
 static double evaluate(Trainer *tr) {
     const Options *o = &tr->opt;
     loader_reset(&tr->val_loader);
-    int batches = o->val_batches;
+    int world = tr->dist.world;
+    int batches = (o->val_batches + world - 1) / world;
     if ((size_t)batches > tr->val_loader.steps_per_epoch) batches = (int)tr->val_loader.steps_per_epoch;
     double total = 0.0;
     for (int i = 0; i < batches; i++) {
         loader_next(&tr->val_loader, tr->inputs, tr->targets);
         total += tr->be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
     }
-    return total / batches;
+    return tr->be->mean_over_ranks(tr->model, total / batches);
 }
 
 static void report_validation(Trainer *tr, int step) {
@@ -381,19 +413,28 @@ static void print_sample(Trainer *tr, int step) {
     free(tokens);
 }
 
+/* Collective with ZeRO-1 (the sharded state is gathered), so every rank calls it; rank 0 writes. */
 static void save_checkpoint(Trainer *tr, int step) {
     char err[512];
+    if (tr->dist.rank != 0 && !(tr->dist.world > 1 && tr->opt.zero)) return;
     size_t n = gpt2_num_params(&tr->config);
     float *params = (float *)malloc(n * sizeof(float));
     float *mom = (float *)malloc(n * sizeof(float)), *var = (float *)malloc(n * sizeof(float));
     if (!params || !mom || !var) fail("out of host memory writing a checkpoint");
     tr->be->get_params(tr->model, params);
     tr->be->get_adam_state(tr->model, mom, var);
+    if (tr->dist.rank != 0) {
+        free(params);
+        free(mom);
+        free(var);
+        return;
+    }
     TrainProgress p;
     p.step = (uint64_t)step;
     p.loader_epoch = tr->train_loader.epoch;
     p.loader_step = tr->train_loader.step_in_epoch;
     p.seed = tr->opt.seed;
+    p.windows_per_step = (uint64_t)tr->opt.batch * tr->dist.world;
     if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
         fail("%s", err);
     printf("checkpoint %d written to %s\n", step, tr->opt.checkpoint_dir);
@@ -404,18 +445,24 @@ static void save_checkpoint(Trainer *tr, int step) {
 
 /* ---- the training loop ----------------------------------------------------------------- */
 
-/* One optimizer step: grad_accum micro-batches, each contributing 1/grad_accum of the mean
- * loss's gradient; then the global norm, clipping, and AdamW. Returns the mean loss. */
+/* One optimizer step: grad_accum micro-batches on each of the world's ranks, each contributing
+ * 1/(grad_accum x world) of the mean loss's gradient (a power of two scales exactly, so N GPUs
+ * compute the same per-micro-batch gradients as one GPU accumulating N times as many); the last
+ * backward also sums them over the ranks. Then the global norm, clipping, and AdamW. Returns
+ * the mean loss over all ranks. */
 static float train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
     const Options *o = &tr->opt;
     const Backend *be = tr->be;
     be->zero_grad(tr->model);
     double loss = 0.0;
+    float loss_scale = 1.0f / ((float)o->grad_accum * tr->dist.world);
     for (int micro = 0; micro < o->grad_accum; micro++) {
         loader_next(&tr->train_loader, tr->inputs, tr->targets);
         loss += be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
-        be->backward(tr->model, 1.0f / o->grad_accum);
+        if (tr->dist.world > 1) be->set_grad_sync(tr->model, micro == o->grad_accum - 1);
+        be->backward(tr->model, loss_scale);
     }
+    loss = be->mean_over_ranks(tr->model, loss / o->grad_accum);
     float norm = be->grad_norm(tr->model);
     AdamWStep s;
     s.lr = lr_at_step(step, o->steps, o->warmup, o->lr, o->min_lr_frac);
@@ -428,7 +475,7 @@ static float train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
     be->update(tr->model, &s);
     *norm_out = norm;
     *lr_out = s.lr;
-    return (float)(loss / o->grad_accum);
+    return (float)loss;
 }
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -447,21 +494,67 @@ static size_t device_memory_used(const Trainer *tr) {
 
 static void log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms) {
     const Options *o = &tr->opt;
-    double tokens = (double)o->batch * o->seq_len * o->grad_accum;
+    int world = tr->dist.world;
+    double tokens = (double)o->batch * o->seq_len * o->grad_accum * world; /* all ranks' */
     double tok_per_s = tokens / (ms / 1000.0);
     size_t mem = tr->be->memory_in_use(tr->model), dev_used = device_memory_used(tr);
-    double mfu = mfu_of(tr, tok_per_s);
+    double mfu = mfu_of(tr, tok_per_s / world);
     if (!o->quiet) {
         printf("step %5d/%d | loss %.4f | bpb %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s",
                step + 1, o->steps, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s);
-        if (tr->gpu) printf(" | MFU %.1f%% | mem %.2f GiB (device %.2f GiB)", 100.0 * mfu, mem / GIB, dev_used / GIB);
+        if (tr->gpu) printf(" | %d GPU%s | MFU %.1f%% | mem %.2f GiB (device %.2f GiB)%s", world, world > 1 ? "s" : "",
+                            100.0 * mfu, mem / GIB, dev_used / GIB, world > 1 ? " per GPU" : "");
         printf("\n");
     }
     if (tr->log)
         fprintf(tr->log, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%.6f,\"lr\":%.6e,"
                 "\"norm\":%.6f,\"ms\":%.3f,\"tok_per_s\":%.1f,\"mfu\":%.4f,\"mem_bytes\":%zu,"
-                "\"device_used_bytes\":%zu}\n",
-                step + 1, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s, mfu, mem, dev_used);
+                "\"device_used_bytes\":%zu,\"gpus\":%d}\n",
+                step + 1, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s, mfu, mem, dev_used, world);
+}
+
+/* --gpus N without a launcher around us: become the launcher of N workers of ourselves. */
+static void launch_workers_if_asked(const Trainer *tr, char **argv) {
+    const Options *o = &tr->opt;
+    char why[256] = "", err[512];
+    if (o->gpus <= 1 || tr->dist.world > 1) return;
+    if (!cuda_backend_if_available(why, sizeof why)) fail("--gpus %d: %s", o->gpus, why);
+    const CudaExtras *x = cuda_extras();
+    int visible = x ? x->device_count() : 0;
+    if (visible < o->gpus) fail("--gpus %d: only %d GPU(s) are visible", o->gpus, visible);
+    fflush(stdout);
+    int rc = dist_launch_local(o->gpus, argv, 10.0, err, sizeof err);
+    if (rc < 0) fail("%s", err);
+    exit(rc);
+}
+
+/* Rank and world from the launcher; rank 0's NCCL id reaches every rank (before the model). */
+static void setup_dist(Trainer *tr, char **argv) {
+    char err[512];
+    const Options *o = &tr->opt;
+    if (dist_from_env(&tr->dist, err, sizeof err) != 0) fail("%s", err);
+    g_rank = tr->dist.rank;
+    g_world = tr->dist.world;
+    launch_workers_if_asked(tr, argv);
+    if (tr->dist.world > 1 && o->gpus > 1 && o->gpus != tr->dist.world)
+        fail("--gpus %d but the launcher (%s) started a world of %d", o->gpus, tr->dist.launcher, tr->dist.world);
+    if (tr->dist.world == 1) {
+        if (o->zero) printf("note: --zero %d has no effect in one process\n", o->zero);
+        return;
+    }
+    if (o->bench) fail("--bench runs in one process (got a world of %d)", tr->dist.world);
+    if (tr->dist.rank != 0 && !freopen("/dev/null", "w", stdout)) /* rank 0 alone prints */
+        fail("cannot silence stdout of rank %d", tr->dist.rank);
+}
+
+/* After the backend is chosen: this rank's GPU, and the NCCL id through the rendezvous. */
+static void setup_dist_device(Trainer *tr) {
+    char err[512];
+    if (tr->dist.world <= 1) return;
+    if (!tr->gpu) fail("training on %d processes needs the CUDA backend (got %s)", tr->dist.world, tr->be->name);
+    if (tr->gpu->select_device(tr->dist.local_rank, err, sizeof err) != 0) fail("%s", err);
+    if (tr->dist.rank == 0 && tr->gpu->nccl_unique_id(tr->nccl_id, err, sizeof err) != 0) fail("%s", err);
+    if (dist_rendezvous(&tr->dist, tr->nccl_id, tr->opt.dist_timeout, err, sizeof err) != 0) fail("%s", err);
 }
 
 static void setup(Trainer *tr, int argc, char **argv) {
@@ -470,13 +563,15 @@ static void setup(Trainer *tr, int argc, char **argv) {
     int rc = options_parse(&tr->opt, argc, argv);
     if (rc == 1) exit(0);
     if (rc != 0) exit(2);
+    setup_dist(tr, argv);
     if (tr->opt.bench) exit(bench_main(&tr->opt)); /* --bench GRID: a sweep instead of a run */
     Options *o = &tr->opt;
+    int rank0 = tr->dist.rank == 0;
 
     const char *resume_model = NULL, *resume_state = NULL;
     static char model_path[4096], state_path[4096];
     if (o->resume && !o->checkpoint_dir) fail("--resume needs --checkpoint-dir DIR");
-    if (o->checkpoint_dir && checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0)
+    if (o->checkpoint_dir && rank0 && checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0)
         fail("%s", err);
     if (o->resume) {
         long step = checkpoint_latest(o->checkpoint_dir);
@@ -488,13 +583,14 @@ static void setup(Trainer *tr, int argc, char **argv) {
             resume_state = state_path;
         }
     }
-    if (o->log && !(tr->log = fopen(o->log, o->resume ? "a" : "w")))
+    if (o->log && rank0 && !(tr->log = fopen(o->log, o->resume ? "a" : "w")))
         fail("cannot write log file %s", o->log);
 
     setup_data(tr);
     tr->config = choose_config(tr, resume_model);
     tr->be = choose_backend(o);
     tr->gpu = tr->be == &cpu_backend ? NULL : cuda_extras();
+    setup_dist_device(tr);
     setup_model_options(tr);
     setup_gpu(tr);
     setup_loaders(tr);
@@ -512,6 +608,9 @@ static void setup(Trainer *tr, int argc, char **argv) {
     printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d\n",
            tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
            attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step);
+    if (tr->dist.world > 1)
+        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d\n", tr->dist.world,
+               tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero);
     printf("data: %s (%zu tokens), validation: %s\n", tr->train_ds.name, tr->train_ds.num_tokens,
            tr->val_is_separate ? tr->val_ds.name : "5% split of the training data");
     fflush(stdout);
@@ -539,7 +638,8 @@ int main(int argc, char **argv) {
     int timed_steps = 0;
     for (int step = tr.start_step; step < o->steps; step++) {
         if (o->val_every > 0 && step % o->val_every == 0) report_validation(&tr, step);
-        if (o->sample_every > 0 && step > 0 && step % o->sample_every == 0) print_sample(&tr, step);
+        if (o->sample_every > 0 && step > 0 && step % o->sample_every == 0 && tr.dist.rank == 0)
+            print_sample(&tr, step);
 
         double t0 = now_seconds();
         float norm, lr;
@@ -558,18 +658,21 @@ int main(int argc, char **argv) {
     }
     report_validation(&tr, o->steps);
     if (o->checkpoint_dir && o->steps > tr.start_step) save_checkpoint(&tr, o->steps);
-    print_sample(&tr, o->steps);
+    if (tr.dist.rank == 0) print_sample(&tr, o->steps);
     if (timed_steps > 0) {
         double ms = timed_ms / timed_steps;
-        double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum / (ms / 1000.0);
+        double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum * tr.dist.world / (ms / 1000.0);
         size_t peak = tr.be->memory_in_use(tr.model);
         printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)", ms,
                tok_per_s, timed_steps);
-        if (tr.gpu) printf(", MFU %.1f%%, peak memory %.2f GiB", 100.0 * mfu_of(&tr, tok_per_s), peak / GIB);
+        if (tr.gpu) printf(", MFU %.1f%%, peak memory %.2f GiB%s", 100.0 * mfu_of(&tr, tok_per_s / tr.dist.world),
+                           peak / GIB, tr.dist.world > 1 ? " per GPU" : "");
+        if (tr.dist.world > 1) printf(", %d GPUs", tr.dist.world);
         printf("\n");
         if (tr.log)
             fprintf(tr.log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f,"
-                    "\"mfu\":%.4f,\"peak_mem_bytes\":%zu}\n", ms, tok_per_s, mfu_of(&tr, tok_per_s), peak);
+                    "\"mfu\":%.4f,\"peak_mem_bytes\":%zu,\"gpus\":%d}\n", ms, tok_per_s,
+                    mfu_of(&tr, tok_per_s / tr.dist.world), peak, tr.dist.world);
     }
     teardown(&tr);
     return 0;

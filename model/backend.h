@@ -30,6 +30,14 @@ typedef struct {
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero
                              * and never updated (the file format keeps them, as zeros) */
     int threads;            /* CPU: OpenMP threads, 0 = default */
+    /* Data parallel over processes (CUDA with NCCL only; world 0 or 1 = one process).
+     * create() joins the NCCL communicator of nccl_id (DIST_ID_BYTES, the same on every rank)
+     * and is then collective, as are backward with grad sync on, grad_norm, update and, with
+     * zero_stage 1, get_params and get_adam_state. */
+    int rank, world;
+    int zero_stage;         /* 1: AdamW state sharded over the ranks (ZeRO stage 1) */
+    const void *nccl_id;
+    double dist_timeout_s;  /* a collective silent this long stops the process (0 = 300) */
 } ModelOptions;
 
 typedef struct {
@@ -67,6 +75,12 @@ typedef struct {
     void (*update)(Model *m, const AdamWStep *s);
     /* Device memory: what the program holds now, and the peak it reached. 0 on the CPU. */
     size_t (*memory_in_use)(Model *m);
+    /* Data parallel: whether the next backwards sum their gradients over the ranks (the
+     * loop turns it on for the last micro-batch of an accumulation; it starts on, and the
+     * loop's loss_scale holds 1/world so that the sum is the mean). */
+    void (*set_grad_sync)(Model *m, int on);
+    /* The mean of x over the ranks (collective); x itself in one process. */
+    double (*mean_over_ranks)(Model *m, double x);
 } Backend;
 
 extern const Backend cpu_backend;

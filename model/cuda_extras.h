@@ -35,6 +35,12 @@ typedef struct {
     void (*set_logits_chunk_rows)(int rows);
     /* Fused cuBLASLt epilogues on/off (for measuring them; default on). */
     void (*set_matmul_fusion)(int enabled);
+    /* Visible CUDA devices (0 on error). */
+    int (*device_count)(void);
+    /* Makes device `index` current for this process (before any model). 0, or -1 with err. */
+    int (*select_device)(int index, char *err, size_t errlen);
+    /* A fresh NCCL unique id (128 bytes) on rank 0. 0, or -1 with err (e.g. built without NCCL). */
+    int (*nccl_unique_id)(void *id, char *err, size_t errlen);
 } CudaExtras;
 
 const CudaExtras *cuda_extras(void);

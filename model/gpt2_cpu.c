@@ -129,6 +129,11 @@ static void alloc_activations(Model *m) {
 }
 
 static Model *cpu_create(const ModelOptions *opt, char *err, size_t errlen) {
+    if (opt->world > 1) {
+        snprintf(err, errlen, "the CPU backend trains in one process only (asked for a world of %d)",
+                 opt->world);
+        return NULL;
+    }
     const AttnImpl *attn = attn_impl(opt->attn, ATTN_CPU);
     if (!attn) {
         snprintf(err, errlen, "attention kernel '%s' has no CPU implementation",
@@ -347,6 +352,9 @@ static void cpu_get_adam(Model *m, float *mom, float *var) {
     memcpy(var, m->adam_v, m->num_params * sizeof(float));
 }
 static size_t cpu_memory_in_use(Model *m) { return 0; }
+/* One process: its gradients are already the world's, and a mean over one rank is itself. */
+static void cpu_set_grad_sync(Model *m, int on) {}
+static double cpu_mean_over_ranks(Model *m, double x) { return x; }
 
 const Backend cpu_backend = {
     .name = "cpu",
@@ -364,4 +372,6 @@ const Backend cpu_backend = {
     .grad_norm = cpu_grad_norm,
     .update = cpu_update,
     .memory_in_use = cpu_memory_in_use,
+    .set_grad_sync = cpu_set_grad_sync,
+    .mean_over_ranks = cpu_mean_over_ranks,
 };

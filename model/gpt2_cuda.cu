@@ -18,9 +18,19 @@
  *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; bias gradients and
  *            GELU' ride on the matmuls' epilogues.
  * The loss returned by forward is the mean over tokens with target >= 0 (as the CPU).
+ *
+ * Data parallel (world > 1, NCCL): on a backward with grad sync on, each layer's gradients are
+ * summed over the ranks on a second stream as soon as that layer's backward is done (one NCCL
+ * group of the layer's 12 tensor slices), the embeddings and final LayerNorm last; the main
+ * stream waits for them at the end. With ZeRO-1 the flat gradient is reduce-scattered instead,
+ * each rank updates its 1/world shard of the parameters (AdamW m and v exist for the shard
+ * only), and the updated weights are all-gathered (the bf16 copy in bf16 runs, where the fp32
+ * master weights outside the shard are gathered only when someone asks for them). Buffers of
+ * params, grads and the bf16 copy are padded to world equal shards.
  */
 #include "model/backend.h"
 #include "model/cuda_extras.h"
+#include "model/dist_cuda.h"
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
 
@@ -107,6 +117,15 @@ struct Model {
     /* state of the last forward */
     int B, T, has_targets, dlogits_ready;
     GraphSlot fwd_graph, bwd_graph;
+    /* data parallel (world > 1) */
+    int rank, world, zero, sync_grads;
+    size_t shard, n_pad;     /* shard = n_pad / world elements; n_pad >= num_params */
+    int master_partial;      /* ZeRO-1 bf16: fp32 master weights valid on this rank's shard only */
+    DistComm *comm;
+    cudaStream_t comm_stream;
+    cudaEvent_t *bucket_ready; /* L + 1: a layer's (or the rest's) gradients are final */
+    cudaEvent_t comm_done;
+    double *d_scalar, *h_scalar;
 };
 
 /* ---- memory plan ---------------------------------------------------------------------- */
@@ -135,11 +154,11 @@ static AttnShape attn_shape_for(const Model *m, int B, int T) {
 }
 
 static size_t plan_params(Model *m, Arena *a) {
-    size_t n = m->num_params;
+    size_t n = m->n_pad, nm = m->zero ? m->shard : m->num_params;
     m->params = (float *)arena_take(a, n * 4);
     m->grads = (float *)arena_take(a, n * 4);
-    m->adam_m = (float *)arena_take(a, n * 4);
-    m->adam_v = (float *)arena_take(a, n * 4);
+    m->adam_m = (float *)arena_take(a, nm * 4);
+    m->adam_v = (float *)arena_take(a, nm * 4);
     m->params_x = m->prec == PRECISION_BF16 ? arena_take(a, n * 2) : (void *)m->params;
     if (m->opt.mask == ATTN_MASK_DENSE)
         m->dense_bias = (float *)arena_take(a, (size_t)m->maxT * m->maxT * 4);
@@ -231,6 +250,35 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 
 static void cuda_destroy(Model *m);
 static void prof_collect(Model *m);
+
+/* world equal shards of at least num_params elements, each a multiple of 64 (256-byte aligned) */
+static void plan_shards(Model *m, const ModelOptions *opt) {
+    m->world = opt->world > 1 ? opt->world : 1;
+    m->rank = m->world > 1 ? opt->rank : 0;
+    m->zero = m->world > 1 && opt->zero_stage == 1;
+    m->sync_grads = 1;
+    size_t per = (m->num_params + m->world - 1) / m->world;
+    m->shard = (per + 63) & ~(size_t)63;
+    m->n_pad = m->world > 1 ? m->shard * m->world : m->num_params;
+}
+
+/* Joins the communicator and makes the second stream and its events (world > 1). */
+static int setup_dist(Model *m, const ModelOptions *opt, char *err, size_t errlen) {
+    if (m->world <= 1) return 0;
+    if (!opt->nccl_id) {
+        set_err(err, errlen, "a world of %d needs the NCCL id of rank 0", m->world);
+        return -1;
+    }
+    m->comm = distc_create(m->rank, m->world, opt->nccl_id, opt->dist_timeout_s, err, errlen);
+    if (!m->comm) return -1;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&m->comm_stream, cudaStreamNonBlocking));
+    m->bucket_ready = (cudaEvent_t *)calloc((size_t)m->L + 1, sizeof(cudaEvent_t));
+    for (int l = 0; l <= m->L; l++) CUDA_CHECK(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&m->comm_done, cudaEventDisableTiming));
+    CUDA_CHECK(cudaMalloc((void **)&m->d_scalar, sizeof(double)));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_scalar, sizeof(double)));
+    return 0;
+}
 static void prof_report(Model *m);
 
 static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
@@ -268,6 +316,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     m->ld_logits = (m->Vp + 7) & ~7;
     m->num_params = gpt2_param_sizes(c, m->size);
     gpt2_param_offsets(c, m->off);
+    plan_shards(m, opt);
 
     AttnShape shape = attn_shape_for(m, m->maxB, m->maxT);
     const char *unsup = attn->unsupported(&shape);
@@ -335,6 +384,10 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
         CUDA_CHECK(cudaMemcpyAsync(m->dense_bias, opt->dense_bias,
                                    (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
     CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    if (setup_dist(m, opt, err, errlen) != 0) {
+        cuda_destroy(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -361,6 +414,15 @@ static void cuda_destroy(Model *m) {
     free(m->h_counts);
     if (m->staged) cudaEventDestroy(m->staged);
     if (m->stream) cudaStreamDestroy(m->stream);
+    if (m->comm) {
+        distc_destroy(m->comm);
+        for (int l = 0; l <= m->L; l++) cudaEventDestroy(m->bucket_ready[l]);
+        free(m->bucket_ready);
+        cudaEventDestroy(m->comm_done);
+        cudaStreamDestroy(m->comm_stream);
+        cudaFree(m->d_scalar);
+        cudaFreeHost(m->h_scalar);
+    }
     free(m);
 }
 
@@ -421,6 +483,12 @@ static void *act(const Model *m, void *base, int l, int width, int shared) {
 }
 static float *stat(const Model *m, float *base, int l) { return base + (size_t)l * m->maxB * m->maxT; }
 
+/* Waits for the main stream; with peers, a wait that can end in a clear error, not a hang. */
+static void stream_sync(Model *m) {
+    if (m->comm) distc_sync(m->comm, m->stream);
+    else CUDA_CHECK(cudaStreamSynchronize(m->stream));
+}
+
 static void sync_params_x(Model *m) {
     if (m->prec == PRECISION_BF16)
         cuda_convert_from_f32(m->prec, m->params_x, m->params, m->num_params, m->stream);
@@ -435,20 +503,54 @@ static void cuda_set_params(Model *m, const float *p) {
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
         if (frozen_zero(m, t)) CUDA_CHECK(cudaMemsetAsync(m->params + m->off[t], 0, m->size[t] * 4, m->stream));
     sync_params_x(m);
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    m->master_partial = 0;
+    stream_sync(m);
 }
 static void copy_out(Model *m, float *dst, const float *src, size_t n) {
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n * 4, cudaMemcpyDeviceToHost, m->stream));
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    stream_sync(m);
 }
-static void cuda_get_params(Model *m, float *p) { copy_out(m, p, m->params, m->num_params); }
+/* ZeRO-1 in bf16 keeps only the shard of the fp32 master weights current: gather the rest. */
+static void gather_master(Model *m) {
+    if (!m->master_partial) return;
+    distc_all_gather(m->comm, m->params, m->shard, DIST_F32, m->stream);
+    m->master_partial = 0;
+}
+static void cuda_get_params(Model *m, float *p) {
+    gather_master(m);
+    copy_out(m, p, m->params, m->num_params);
+}
 static void cuda_get_grads(Model *m, float *g) { copy_out(m, g, m->grads, m->num_params); }
+/* Elements of this rank's shard inside the num_params real ones (the last shard is short). */
+static size_t shard_used(const Model *m) {
+    size_t lo = (size_t)m->rank * m->shard;
+    return lo >= m->num_params ? 0 : (m->num_params - lo < m->shard ? m->num_params - lo : m->shard);
+}
+/* Host arrays are always the full num_params; with ZeRO-1 each rank takes its own slice. */
 static void cuda_set_adam_state(Model *m, const float *mom, const float *var) {
-    CUDA_CHECK(cudaMemcpyAsync(m->adam_m, mom, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
-    CUDA_CHECK(cudaMemcpyAsync(m->adam_v, var, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    size_t lo = m->zero ? (size_t)m->rank * m->shard : 0, n = m->zero ? shard_used(m) : m->num_params;
+    if (m->zero) {
+        CUDA_CHECK(cudaMemsetAsync(m->adam_m, 0, m->shard * 4, m->stream));
+        CUDA_CHECK(cudaMemsetAsync(m->adam_v, 0, m->shard * 4, m->stream));
+    }
+    CUDA_CHECK(cudaMemcpyAsync(m->adam_m, mom + lo, n * 4, cudaMemcpyHostToDevice, m->stream));
+    CUDA_CHECK(cudaMemcpyAsync(m->adam_v, var + lo, n * 4, cudaMemcpyHostToDevice, m->stream));
+    stream_sync(m);
+}
+/* ZeRO-1: every rank's shard is gathered through the gradient buffer (free between steps). */
+static void gather_moment(Model *m, float *dst, const float *shard) {
+    CUDA_CHECK(cudaMemcpyAsync(m->grads + (size_t)m->rank * m->shard, shard, m->shard * 4,
+                               cudaMemcpyDeviceToDevice, m->stream));
+    distc_all_gather(m->comm, m->grads, m->shard, DIST_F32, m->stream);
+    copy_out(m, dst, m->grads, m->num_params);
 }
 static void cuda_get_adam_state(Model *m, float *mom, float *var) {
+    if (m->zero) {
+        gather_moment(m, mom, m->adam_m);
+        gather_moment(m, var, m->adam_v);
+        CUDA_CHECK(cudaMemsetAsync(m->grads, 0, m->n_pad * 4, m->stream));
+        return;
+    }
     copy_out(m, mom, m->adam_m, m->num_params);
     copy_out(m, var, m->adam_v, m->num_params);
 }
@@ -537,6 +639,47 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     prof_mark(m, PF_CLASSIFIER);
 }
 
+/* ---- gradient sync over the ranks ------------------------------------------------------- */
+
+static const int LAYER_TENSORS[] = {P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, P_ATTPROJB,
+                                    P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB};
+static const int OTHER_TENSORS[] = {P_WTE, P_WPE, P_LNFW, P_LNFB};
+
+static int plain_sync_on(const Model *m) { return m->comm && m->sync_grads && !m->zero; }
+
+/* Layer l's gradients are final: sum them over the ranks on the second stream, in one group. */
+static void sync_layer_grads(Model *m, int l) {
+    if (!plain_sync_on(m)) return;
+    CUDA_CHECK(cudaEventRecord(m->bucket_ready[l], m->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[l], 0));
+    distc_group_start(m->comm);
+    for (size_t i = 0; i < sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0]; i++) {
+        int t = LAYER_TENSORS[i];
+        distc_all_reduce_sum(m->comm, gr(m, t, l), m->size[t] / m->L, DIST_F32, m->comm_stream);
+    }
+    distc_group_end(m->comm);
+}
+
+/* End of backward: the embeddings and the final LayerNorm, then the main stream waits for all
+ * buckets. With ZeRO-1: one reduce-scatter of the flat gradient instead. */
+static void sync_remaining_grads(Model *m) {
+    if (!m->comm || !m->sync_grads) return;
+    if (m->zero) {
+        distc_reduce_scatter_sum(m->comm, m->grads, m->shard, DIST_F32, m->stream);
+        return;
+    }
+    CUDA_CHECK(cudaEventRecord(m->bucket_ready[m->L], m->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[m->L], 0));
+    distc_group_start(m->comm);
+    for (size_t i = 0; i < sizeof OTHER_TENSORS / sizeof OTHER_TENSORS[0]; i++) {
+        int t = OTHER_TENSORS[i];
+        distc_all_reduce_sum(m->comm, gr(m, t, 0), m->size[t], DIST_F32, m->comm_stream);
+    }
+    distc_group_end(m->comm);
+    CUDA_CHECK(cudaEventRecord(m->comm_done, m->comm_stream));
+    CUDA_CHECK(cudaStreamWaitEvent(m->stream, m->comm_done, 0));
+}
+
 /* ---- backward ---------------------------------------------------------------------------- */
 
 static void backward_body(Model *m, int B, int T, float loss_scale) {
@@ -619,10 +762,12 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
                                 ln1_mean, ln1_rstd, N, C, s->reduce, st);
         prof_mark(m, PF_LN_BWD);
+        sync_layer_grads(m, l);
     }
     cuda_encoder_backward(p, gr(m, P_WTE, 0), gr(m, P_WPE, 0), s->dres, s->uniq, s->start, s->pos,
                           s->num_uniq, B, T, C, st);
     prof_mark(m, PF_ENCODER_BWD);
+    sync_remaining_grads(m);
 }
 
 /* ---- graphs: capture a body once per shape, replay it after ----------------------------- */
@@ -630,7 +775,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
 typedef void (*BodyFn)(Model *m, int B, int T, int flag);
 
 static void run_body(Model *m, GraphSlot *g, int B, int T, int flag, BodyFn body) {
-    if (!g_use_graphs) {
+    if (!g_use_graphs || m->comm) { /* graphs: one process only (the sync varies per micro-batch) */
         body(m, B, T, flag);
         return;
     }
@@ -690,7 +835,7 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     m->dlogits_ready = targets != NULL;
     if (!targets) return 0.0f;
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, s->loss, 4, cudaMemcpyDeviceToHost, st));
-    CUDA_CHECK(cudaStreamSynchronize(st));
+    stream_sync(m);
     prof_collect(m);
     return *m->h_out;
 }
@@ -713,15 +858,21 @@ static void cuda_logits_at(Model *m, int b, int t, float *out) {
 }
 
 static void cuda_zero_grad(Model *m) {
-    CUDA_CHECK(cudaMemsetAsync(m->grads, 0, m->num_params * 4, m->stream));
+    CUDA_CHECK(cudaMemsetAsync(m->grads, 0, m->n_pad * 4, m->stream));
 }
 
 static float cuda_grad_norm(Model *m) {
     prof_mark(m, PF_START);
-    cuda_sum_of_squares(m->s.sumsq, m->grads, m->num_params, m->s.norm_partials, m->stream);
+    if (m->zero) { /* the reduced gradient exists as shards: their sums of squares, summed */
+        cuda_sum_of_squares(m->s.sumsq, m->grads + (size_t)m->rank * m->shard, m->shard, m->s.norm_partials,
+                            m->stream);
+        distc_all_reduce_sum(m->comm, m->s.sumsq, 1, DIST_F32, m->stream);
+    } else {
+        cuda_sum_of_squares(m->s.sumsq, m->grads, m->num_params, m->s.norm_partials, m->stream);
+    }
     prof_mark(m, PF_NORM);
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    stream_sync(m);
     prof_collect(m);
     return sqrtf(*m->h_out);
 }
@@ -730,15 +881,38 @@ static void cuda_update(Model *m, const AdamWStep *s) {
     if (m->prof.steps == PROF_WARMUP_STEPS) memset(m->prof.ms, 0, sizeof m->prof.ms); /* drop warm-up */
     prof_mark(m, PF_START);
     m->prof.steps++;
+    /* ZeRO-1: this rank updates [lo, hi) of the flat parameters; m and v hold that range only */
+    size_t lo = m->zero ? (size_t)m->rank * m->shard : 0, hi = m->zero ? lo + m->shard : m->num_params;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
         if (frozen_zero(m, t)) continue;
-        size_t o = m->off[t];
-        void *px = m->prec == PRECISION_BF16 ? (char *)m->params_x + o * 2 : NULL;
+        size_t a = m->off[t] > lo ? m->off[t] : lo, b = m->off[t] + m->size[t] < hi ? m->off[t] + m->size[t] : hi;
+        if (a >= b) continue;
+        void *px = m->prec == PRECISION_BF16 ? (char *)m->params_x + a * 2 : NULL;
         float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;
-        cuda_adamw(m->prec, m->params + o, px, m->grads + o, m->adam_m + o, m->adam_v + o, m->size[t],
+        cuda_adamw(m->prec, m->params + a, px, m->grads + a, m->adam_m + (a - lo), m->adam_v + (a - lo), b - a,
                    s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);
     }
+    if (m->zero) { /* everyone's updated shard to everyone: the weights the matmuls read */
+        if (m->prec == PRECISION_BF16) {
+            distc_all_gather(m->comm, m->params_x, m->shard, DIST_BF16, m->stream);
+            m->master_partial = 1;
+        } else {
+            distc_all_gather(m->comm, m->params, m->shard, DIST_F32, m->stream);
+        }
+    }
     prof_mark(m, PF_ADAMW);
+}
+
+static void cuda_set_grad_sync(Model *m, int on) { m->sync_grads = on != 0; }
+
+static double cuda_mean_over_ranks(Model *m, double x) {
+    if (!m->comm) return x;
+    *m->h_scalar = x;
+    CUDA_CHECK(cudaMemcpyAsync(m->d_scalar, m->h_scalar, sizeof(double), cudaMemcpyHostToDevice, m->stream));
+    distc_all_reduce_sum(m->comm, m->d_scalar, 1, DIST_F64, m->stream);
+    CUDA_CHECK(cudaMemcpyAsync(m->h_scalar, m->d_scalar, sizeof(double), cudaMemcpyDeviceToHost, m->stream));
+    stream_sync(m);
+    return *m->h_scalar / m->world;
 }
 
 static size_t cuda_memory_in_use(Model *m) { return m->held_bytes; }
@@ -747,7 +921,8 @@ static const Backend cuda_backend = {
     "cuda",           cuda_create,      cuda_destroy,        cuda_set_params,
     cuda_get_params,  cuda_get_grads,   cuda_set_adam_state, cuda_get_adam_state,
     cuda_forward,     cuda_logits_at,   cuda_zero_grad,      cuda_backward,
-    cuda_grad_norm,   cuda_update,      cuda_memory_in_use,
+    cuda_grad_norm,   cuda_update,      cuda_memory_in_use,  cuda_set_grad_sync,
+    cuda_mean_over_ranks,
 };
 
 extern "C" const Backend *cuda_backend_if_available(char *why, size_t whylen) {
@@ -823,10 +998,33 @@ static int extras_mem_info(size_t *free_bytes, size_t *total_bytes) {
 }
 static void extras_set_graphs(int enabled) { g_use_graphs = enabled != 0; }
 static void extras_set_chunk(int rows) { g_logits_chunk_rows = rows; }
+static int extras_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return n;
+}
+static int extras_select_device(int index, char *err, size_t errlen) {
+    int n = extras_device_count();
+    if (index < 0 || index >= n) {
+        set_err(err, errlen, "local rank %d needs GPU %d, but %d GPU(s) are visible", index, index, n);
+        return -1;
+    }
+    cudaError_t e = cudaSetDevice(index);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        set_err(err, errlen, "cudaSetDevice(%d): %s", index, cudaGetErrorString(e));
+        return -1;
+    }
+    return 0;
+}
 
 static const CudaExtras extras = {
     extras_device_name, extras_peak_tflops, extras_default_precision, extras_mem_info,
     extras_set_graphs,  cuda_matmul_set_tf32, extras_set_chunk,      cuda_matmul_set_fusion,
+    extras_device_count, extras_select_device, distc_unique_id,
 };
 
 extern "C" const CudaExtras *cuda_extras(void) { return &extras; }

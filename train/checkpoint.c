@@ -51,7 +51,8 @@ static int save_state(const char *path, size_t n, const float *m, const float *v
         snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         return -1;
     }
-    uint64_t h[32] = {STATE_MAGIC, STATE_VERSION, p->step, n, p->loader_epoch, p->loader_step, p->seed};
+    uint64_t h[32] = {STATE_MAGIC, STATE_VERSION, p->step, n, p->loader_epoch, p->loader_step, p->seed,
+                     p->windows_per_step};
     if (write_all(f, h, sizeof h) || write_all(f, m, n * sizeof(float)) ||
         write_all(f, v, n * sizeof(float))) {
         snprintf(err, errlen, "could not write %s: %s", tmp, strerror(errno));
@@ -137,6 +138,7 @@ int checkpoint_load_state(const char *path, size_t n, float *m, float *v, TrainP
         p->loader_epoch = h[4];
         p->loader_step = h[5];
         p->seed = h[6];
+        p->windows_per_step = h[7];
         rc = 0;
     }
     fclose(f);

@@ -2,7 +2,8 @@
  *
  * In DIR, step N writes model_NNNNNNNN.bin (llm.c model file) and state_NNNNNNNN.bin:
  *   a header of 32 uint64 -- [0] magic 0x67707432737461 ("gpt2sta"), [1] version 1, [2] step,
- *   [3] parameter count, [4] loader epoch, [5] loader step within the epoch, [6] seed -- then
+ *   [3] parameter count, [4] loader epoch, [5] loader step within the epoch, [6] seed,
+ *   [7] windows per loader step (batch x ranks; 0 in older files: same as now) -- then
  *   AdamW's first and second moments (fp32, parameter count each).
  * Each file is written to a temporary name and renamed, the model first, so the newest
  * complete pair is always a good checkpoint; older pairs than the previous one are removed.
@@ -22,6 +23,8 @@ typedef struct {
     uint64_t step;           /* optimizer steps completed */
     uint64_t loader_epoch, loader_step;
     uint64_t seed;
+    uint64_t windows_per_step; /* B x world of the run that wrote it, so that a run on another
+                                * number of GPUs finds the same place in the data; 0 = unknown */
 } TrainProgress;
 
 void checkpoint_paths(const char *dir, long step, char *model_path, char *state_path, size_t n);

@@ -60,6 +60,10 @@ static const OptSpec SPECS[] = {
     {"recompute", 0, OPT_FLAG, F(recompute), 0, 1, NULL, "recompute GELU and LayerNorm outputs in backward (GPU; saves memory)"},
     {"cuda-graph", 0, OPT_FLAG, F(cuda_graph), 0, 1, NULL, "capture the training step as a CUDA graph and replay it"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
+    {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
+    {"gpus", 0, OPT_INT, F(gpus), 0, 4096, "N", "data-parallel training on N GPUs of this node: starts N worker processes (default: 0 = one process, or the world of torchrun/srun/mpirun)"},
+    {"zero", 0, OPT_INT, F(zero), 0, 1, "STAGE", "with several GPUs: 1 shards the AdamW state over the ranks (ZeRO stage 1), 0 = plain data parallel"},
+    {"dist-timeout", 0, OPT_DOUBLE, F(dist_timeout), 1, 1e6, "S", "with several GPUs: stop when the rendezvous or a collective makes no progress for S seconds"},
     {"val-every", 0, OPT_INT, F(val_every), 0, INT_MAX, "N", "validation loss every N steps (0 = only at the end)"},
     {"val-batches", 0, OPT_INT, F(val_batches), 1, INT_MAX, "N", "batches per validation"},
     {"sample-every", 0, OPT_INT, F(sample_every), 0, INT_MAX, "N", "print a sample every N steps (0 = only at the end)"},
@@ -117,6 +121,7 @@ void options_defaults(Options *o) {
     o->prompt = "The ";
     o->bench_out = "bench_out";
     o->bench_warmup = -1;
+    o->dist_timeout = 300;
 }
 
 /* The default of an option as text, read from a defaulted Options. */

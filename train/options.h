@@ -33,6 +33,11 @@ typedef struct {
     int no_linear_bias;
     int cuda_graph;
     double peak_tflops;          /* 0 = from the GPU table */
+    int no_tf32;                 /* fp32 matmuls without TF32 tensor cores (exact comparisons) */
+    /* several GPUs (train/dist.h) */
+    int gpus;                    /* --gpus N: start N workers on this node; 0 = from the launcher */
+    int zero;                    /* ZeRO stage: 0 = plain data parallel, 1 = sharded AdamW state */
+    double dist_timeout;         /* seconds before a silent peer stops the run */
     /* evaluation, sampling, checkpoints, logs */
     int val_every, val_batches;
     int sample_every, sample_len, top_k;
