@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# dev/bench_dist.sh: data-parallel throughput on the GPUs of one node.
+#   GPT-2 124M (vocab 50257), T = 1024, bf16, B = 16 per GPU: tokens/sec on 1, 2 and 4 GPUs
+#   (those that are visible) and the scaling efficiency against 1 GPU x N;
+#   GPT-2 large on 4 GPUs, B = 8 per GPU, with ZeRO-1 and without: tokens/sec and memory per GPU.
+# Data: the embedded corpus (bytes; the throughput does not depend on the token values).
+# Usage: dev/bench_dist.sh [OUT_DIR]  (default bench_out/dist); STEPS=N to change the 30 steps.
+# Every run's summary line (after 3 warm-up steps) is collected into OUT_DIR/results.md.
+set -u
+cd "$(dirname "$0")/.."
+BIN=${BIN:-./train_gpt2}
+OUT=${1:-bench_out/dist}
+STEPS=${STEPS:-30}
+export NCCL_NVLS_ENABLE=0
+mkdir -p "$OUT"
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+[ "${ngpu:-0}" -ge 1 ] || { echo "bench_dist: no GPU visible"; exit 2; }
+
+results="$OUT/results.md"
+{
+    echo "# Data-parallel benchmark ($(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1), $ngpu visible)"
+    echo
+    echo '| model | GPUs | B/GPU | ZeRO | tok/s | ms/step | per-GPU memory (GiB) | scaling efficiency |'
+    echo '| --- | --- | --- | --- | --- | --- | --- | --- |'
+} >"$results"
+
+base=""
+# one NAME MODEL GPUS B ZERO: a run; appends its row
+one() {
+    local name=$1 model=$2 gpus=$3 B=$4 zero=$5
+    local args=(--model "$model" --vocab 50257 --seq-len 1024 --batch "$B" --precision bf16 --attn flash
+                --steps "$STEPS" --warmup 5 --val-every 0 --val-batches 1 --sample-len 0 --zero "$zero"
+                --log "$OUT/$name.jsonl")
+    local cmd=("$BIN" "${args[@]}")
+    [ "$gpus" -gt 1 ] && cmd=("$BIN" --gpus "$gpus" "${args[@]}")
+    echo "== $name: ${cmd[*]}"
+    if [ "$gpus" -eq 1 ]; then
+        CUDA_VISIBLE_DEVICES=0 timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
+    else
+        timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
+    fi
+    local rc=$?
+    grep -E '^(step +(1|2|10|'"$STEPS"')/|summary|dist|train)' "$OUT/$name.out"
+    if [ $rc -ne 0 ]; then
+        echo "   failed ($rc): $(tail -n 2 "$OUT/$name.out")"
+        echo "| $model | $gpus | $B | $zero | failed | | | |" >>"$results"
+        return
+    fi
+    python3 - "$OUT/$name.jsonl" "$model" "$gpus" "$B" "$zero" "$base" >>"$results" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+s = [r for r in rows if r.get("type") == "summary"][-1]
+mem = max(r.get("device_used_bytes", 0) for r in rows if r.get("type") == "step") / 2**30
+model, gpus, B, zero, base = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+eff = "%.1f%%" % (100 * s["tok_per_s"] / (gpus * float(base))) if base and gpus > 1 else "-"
+print("| %s | %d | %s | %s | %.0f | %.1f | %.1f | %s |" % (model, gpus, B, zero, s["tok_per_s"], s["ms_per_step"], mem, eff))
+EOF
+    if [ "$gpus" -eq 1 ] && [ "$model" = gpt2 ]; then
+        base=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]["tok_per_s"])' "$OUT/$name.jsonl")
+    fi
+}
+
+one gpt2_1gpu gpt2 1 16 0
+[ "$ngpu" -ge 2 ] && one gpt2_2gpu gpt2 2 16 0
+[ "$ngpu" -ge 4 ] && one gpt2_4gpu gpt2 4 16 0
+[ "$ngpu" -ge 2 ] && one gpt2_2gpu_zero1 gpt2 2 16 1
+if [ "$ngpu" -ge 4 ]; then
+    one large_4gpu_zero1 gpt2-large 4 8 1
+    one large_4gpu gpt2-large 4 8 0
+fi
+echo
+cat "$results"
