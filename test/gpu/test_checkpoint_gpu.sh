@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# test/gpu/test_checkpoint_gpu.sh: checkpoints across devices, through ./train_gpt2 --
+# --resume on the GPU continues bit for bit; a GPU checkpoint loads on the CPU and gives the same
+# validation loss; a CPU checkpoint resumes on the GPU and continues the CPU's loss curve.
+set -u
+cd "$(dirname "$0")/../.."
+BIN=./train_gpt2
+passed=0
+failed=0
+ok()  { passed=$((passed + 1)); }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat */*.h */*.c > "$tmp/data.txt"
+SMALL=(--layers 2 --heads 2 --channels 64 --batch 4 --seq-len 64 --data "$tmp/data.txt" --sample-len 0 --warmup 2)
+
+# loss column of steps FROM..TO of a run's output
+losses() { awk -v a="$2" -v b="$3" '/^step/ { split($2, s, "/"); if (s[1] >= a && s[1] <= b) print $5 }' "$1"; }
+# val loss after the last step
+final_val() { grep '^val' "$1" | tail -1 | sed -E 's/.*loss ([0-9.]+).*/\1/'; }
+close() { python3 -c "import sys; a, b, t = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= t * abs(b) else 1)" "$@"; }
+
+# 1. --resume on the GPU: steps 6-10 after resuming equal the straight run's (naive attention and
+#    bf16: every kernel of the step is deterministic)
+GPU=(--device cuda --attn naive --steps 10 --val-every 0 "${SMALL[@]}")
+"$BIN" "${GPU[@]}" --checkpoint-dir "$tmp/a" >"$tmp/straight" 2>&1 || bad "straight GPU run: $(tail -2 "$tmp/straight")"
+"$BIN" "${GPU[@]}" --checkpoint-dir "$tmp/b" --checkpoint-every 5 >/dev/null 2>&1 || bad "first half on the GPU"
+rm -f "$tmp/b/model_00000010.bin" "$tmp/b/state_00000010.bin"
+"$BIN" "${GPU[@]}" --checkpoint-dir "$tmp/b" --resume >"$tmp/resumed" 2>&1 || bad "resumed GPU run: $(tail -2 "$tmp/resumed")"
+if [ -n "$(losses "$tmp/straight" 6 10)" ] && [ "$(losses "$tmp/straight" 6 10)" == "$(losses "$tmp/resumed" 6 10)" ]; then ok
+else bad "GPU resume: steps 6-10 differ: $(losses "$tmp/straight" 6 10 | tr '\n' ' ') vs $(losses "$tmp/resumed" 6 10 | tr '\n' ' ')"; fi
+cmp -s "$tmp/a/model_00000010.bin" "$tmp/b/model_00000010.bin" && ok || bad "GPU resume: final weights differ"
+
+# 2. a GPU checkpoint on the CPU: same weights, same validation loss (GPU in fp32 without TF32
+#    against the fp32 CPU: 1e-4 relative)
+"$BIN" --device cuda --precision fp32 --no-tf32 --steps 5 --val-every 0 "${SMALL[@]}" --checkpoint-dir "$tmp/g" >"$tmp/gpu" 2>&1 \
+    || bad "fp32 GPU run: $(tail -2 "$tmp/gpu")"
+"$BIN" --device cpu --init "$tmp/g/model_00000005.bin" --steps 0 "${SMALL[@]}" >"$tmp/cpu_eval" 2>&1 \
+    || bad "CPU --init of a GPU checkpoint: $(tail -2 "$tmp/cpu_eval")"
+close "$(final_val "$tmp/cpu_eval")" "$(final_val "$tmp/gpu")" 1e-4 && ok \
+    || bad "GPU checkpoint on the CPU: val $(final_val "$tmp/cpu_eval") vs GPU $(final_val "$tmp/gpu")"
+
+# 3. a CPU checkpoint resumed on the GPU continues the CPU's curve: steps 6-8 within 1e-4
+"$BIN" --device cpu --steps 8 --val-every 0 "${SMALL[@]}" --checkpoint-dir "$tmp/c" --checkpoint-every 5 >"$tmp/cpu8" 2>&1 \
+    || bad "CPU run: $(tail -2 "$tmp/cpu8")"
+rm -f "$tmp/c/model_00000008.bin" "$tmp/c/state_00000008.bin"
+"$BIN" --device cuda --precision fp32 --no-tf32 --steps 8 --val-every 0 "${SMALL[@]}" --checkpoint-dir "$tmp/c" --resume \
+    >"$tmp/gpu_resumed" 2>&1 || bad "GPU resume of a CPU checkpoint: $(tail -2 "$tmp/gpu_resumed")"
+cpu_l=($(losses "$tmp/cpu8" 6 8)); gpu_l=($(losses "$tmp/gpu_resumed" 6 8))
+if [ ${#cpu_l[@]} -eq 3 ] && [ ${#gpu_l[@]} -eq 3 ]; then
+    for i in 0 1 2; do close "${gpu_l[$i]}" "${cpu_l[$i]}" 1e-4 && ok || bad "CPU->GPU step $((i + 6)): ${gpu_l[$i]} vs ${cpu_l[$i]}"; done
+else
+    bad "CPU->GPU: missing step lines"
+fi
+
+echo "test_checkpoint_gpu: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
