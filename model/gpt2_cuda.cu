@@ -119,6 +119,7 @@ struct Model {
     GraphSlot fwd_graph, bwd_graph;
     /* data parallel (world > 1) */
     int rank, world, zero, sync_grads;
+    int overlap;             /* plain DP: per-layer buckets during backward (else one at the end) */
     size_t shard, n_pad;     /* shard = n_pad / world elements; n_pad >= num_params */
     int master_partial;      /* ZeRO-1 bf16: fp32 master weights valid on this rank's shard only */
     DistComm *comm;
@@ -257,6 +258,9 @@ static void plan_shards(Model *m, const ModelOptions *opt) {
     m->rank = m->world > 1 ? opt->rank : 0;
     m->zero = m->world > 1 && opt->zero_stage == 1;
     m->sync_grads = 1;
+    /* TRAIN_GPT2_DP_OVERLAP=0: one all-reduce of the flat gradient after backward (measuring) */
+    const char *ov = getenv("TRAIN_GPT2_DP_OVERLAP");
+    m->overlap = !(ov && !strcmp(ov, "0"));
     size_t per = (m->num_params + m->world - 1) / m->world;
     m->shard = (per + 63) & ~(size_t)63;
     m->n_pad = m->world > 1 ? m->shard * m->world : m->num_params;
@@ -645,7 +649,7 @@ static const int LAYER_TENSORS[] = {P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, 
                                     P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB};
 static const int OTHER_TENSORS[] = {P_WTE, P_WPE, P_LNFW, P_LNFB};
 
-static int plain_sync_on(const Model *m) { return m->comm && m->sync_grads && !m->zero; }
+static int plain_sync_on(const Model *m) { return m->comm && m->sync_grads && !m->zero && m->overlap; }
 
 /* Layer l's gradients are final: sum them over the ranks on the second stream, in one group. */
 static void sync_layer_grads(Model *m, int l) {
@@ -666,6 +670,10 @@ static void sync_remaining_grads(Model *m) {
     if (!m->comm || !m->sync_grads) return;
     if (m->zero) {
         distc_reduce_scatter_sum(m->comm, m->grads, m->shard, DIST_F32, m->stream);
+        return;
+    }
+    if (!m->overlap) {
+        distc_all_reduce_sum(m->comm, m->grads, m->num_params, DIST_F32, m->stream);
         return;
     }
     CUDA_CHECK(cudaEventRecord(m->bucket_ready[m->L], m->stream));
