@@ -10,7 +10,8 @@
 #   gpt2       GPT-2 124M, vocab 50257, T=1024, bf16: naive and flash at B = 16, 32, 64
 #   sizes      GPT-2 medium and large at T=1024, naive and flash
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
-#   grids      the bench presets: xformers-issue and flash-blog --bench-quick
+#   grids      the bench presets: xformers-issue and flash-blog ($FLASH_BLOG_ARGS, default
+#              --bench-quick --bench-max-seconds 200)
 # Logs and tables go to $OUT (or /tmp/gpu_check). Data: $DATA (default local/enwik8_head, a
 # git-ignored copy of the enwik8 prefix carried to the GPU machine); throughput does not depend
 # on which text is read.
@@ -106,7 +107,7 @@ stage_grids() {
     header "bench grids"
     timeout 200 ./train_gpt2 --data "$DATA" --bench xformers-issue --bench-out "$OUT/xformers-issue" \
         >"$OUT/xformers-issue.log" 2>&1; echo "xformers-issue rc=$?"
-    timeout 300 ./train_gpt2 --data "$DATA" --bench flash-blog --bench-quick --bench-max-seconds 200 \
+    timeout 300 ./train_gpt2 --data "$DATA" --bench flash-blog ${FLASH_BLOG_ARGS:---bench-quick --bench-max-seconds 200} \
         --bench-out "$OUT/flash-blog" >"$OUT/flash-blog.log" 2>&1; echo "flash-blog rc=$?"
     cat "$OUT/xformers-issue/results.md" "$OUT/flash-blog/results.md" 2>/dev/null
 }

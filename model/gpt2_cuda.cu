@@ -323,6 +323,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     plan_shards(m, opt);
 
     AttnShape shape = attn_shape_for(m, m->maxB, m->maxT);
+    /* the device copy of a dense bias does not exist yet: check the caller's host bias */
+    if (opt->mask == ATTN_MASK_DENSE) shape.mask.bias = opt->dense_bias;
     const char *unsup = attn->unsupported(&shape);
     if (unsup) {
         set_err(err, errlen, "attention '%s' on CUDA: %s", attn_kernel_name(opt->attn), unsup);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# test/gpu/test_checkpoint_gpu.sh: checkpoints across devices, through ./train_gpt2 --
-# --resume on the GPU continues bit for bit; a GPU checkpoint loads on the CPU and gives the same
-# validation loss; a CPU checkpoint resumes on the GPU and continues the CPU's loss curve.
+# test/gpu/test_train_gpu.sh: ./train_gpt2 on the GPU end to end -- every attention kernel trains,
+# the dense mask (a materialised causal bias) gives the causal mask's losses, --resume on the GPU
+# continues bit for bit, a GPU checkpoint loads on the CPU and gives the same validation loss, and
+# a CPU checkpoint resumes on the GPU and continues the CPU's loss curve.
 set -u
 cd "$(dirname "$0")/../.."
 BIN=./train_gpt2
@@ -19,6 +20,18 @@ losses() { awk -v a="$2" -v b="$3" '/^step/ { split($2, s, "/"); if (s[1] >= a &
 # val loss after the last step
 final_val() { grep '^val' "$1" | tail -1 | sed -E 's/.*loss ([0-9.]+).*/\1/'; }
 close() { python3 -c "import sys; a, b, t = map(float, sys.argv[1:]); sys.exit(0 if abs(a - b) <= t * abs(b) else 1)" "$@"; }
+
+# 0. every kernel trains on the GPU; --mask dense equals --mask causal (same function, same data)
+for k in naive memeff flash; do
+    "$BIN" --device cuda --attn $k --steps 3 --val-every 0 "${SMALL[@]}" >"$tmp/k_$k" 2>&1 \
+        && grep -q "attention $k" "$tmp/k_$k" && ok || bad "--attn $k on the GPU: $(tail -2 "$tmp/k_$k")"
+done
+for k in naive memeff; do
+    "$BIN" --device cuda --attn $k --mask dense --steps 3 --val-every 0 "${SMALL[@]}" >"$tmp/d_$k" 2>&1 \
+        || bad "--mask dense --attn $k on the GPU: $(tail -2 "$tmp/d_$k")"
+    d=($(losses "$tmp/d_$k" 1 3)); c=($(losses "$tmp/k_$k" 1 3))
+    [ ${#d[@]} -eq 3 ] && close "${d[2]}" "${c[2]}" 2e-3 && ok || bad "dense vs causal, $k: ${d[*]} vs ${c[*]}"
+done
 
 # 1. --resume on the GPU: steps 6-10 after resuming equal the straight run's (naive attention and
 #    bf16: every kernel of the step is deterministic)
@@ -53,5 +66,5 @@ else
     bad "CPU->GPU: missing step lines"
 fi
 
-echo "test_checkpoint_gpu: $passed passed, $failed failed"
+echo "test_train_gpu: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
