@@ -29,10 +29,9 @@
 #include "train/dist.h"
 #include "train/options.h"
 #include "train/schedule.h"
+#include "train/util.h"
 #include "tokenizer/tokenizer.h"
 
-#define ENWIK8_TRAIN "data/enwik8/enwik8.train"
-#define ENWIK8_VAL "data/enwik8/enwik8.val"
 
 /* Everything the training loop works with. */
 typedef struct {
@@ -69,17 +68,6 @@ static void fail(const char *fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
     exit(2);
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */

@@ -29,8 +29,8 @@
 #include "model/gpt2.h"
 #include "train/bench_plan.h"
 #include "train/bench_report.h"
+#include "train/util.h"
 
-#define ENWIK8_TRAIN "data/enwik8/enwik8.train"
 #define GIB (1024.0 * 1024.0 * 1024.0)
 
 typedef struct {
@@ -52,17 +52,6 @@ static int bench_error(const char *fmt, ...) {
     fprintf(stderr, "\n");
     va_end(ap);
     return 2;
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int file_exists(const char *path) {
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* ---- setup ---------------------------------------------------------------------------- */
