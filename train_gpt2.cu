@@ -391,7 +391,7 @@ static int encode_prompt(Trainer *tr, int *tokens) {
 
 static void print_sample(Trainer *tr, int step) {
     const Options *o = &tr->opt;
-    if (o->sample_len <= 0) return;
+    if (o->sample_len <= 0 || tr->dist.rank != 0) return;
     int *tokens = (int *)malloc((strlen(o->prompt) + o->sample_len + 1) * sizeof(int));
     int n = encode_prompt(tr, tokens);
     printf("sample %5d | %s", step, o->prompt);
@@ -617,17 +617,47 @@ static void teardown(Trainer *tr) {
     if (tr->log) fclose(tr->log);
 }
 
+/* Mean step time over the steps after the first three (they warm caches and allocators). */
+typedef struct {
+    double ms;
+    int steps;
+} Timing;
+
+static void record_step_time(Timing *t, int steps_done, double ms) {
+    if (steps_done < 3) return;
+    t->ms += ms;
+    t->steps++;
+}
+
+static void print_summary(Trainer *tr, const Timing *t) {
+    const Options *o = &tr->opt;
+    if (t->steps == 0 || tr->dist.rank != 0) return;
+    int world = tr->dist.world;
+    double ms = t->ms / t->steps;
+    double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum * world / (ms / 1000.0);
+    double mfu = mfu_of(tr, tok_per_s / world);
+    size_t peak = tr->be->memory_in_use(tr->model);
+    printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)", ms, tok_per_s, t->steps);
+    if (tr->gpu)
+        printf(", MFU %.1f%%, peak memory %.2f GiB%s", 100.0 * mfu, peak / GIB, world > 1 ? " per GPU" : "");
+    if (world > 1) printf(", %d GPUs", world);
+    printf("\n");
+    if (tr->log)
+        fprintf(tr->log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f,"
+                "\"mfu\":%.4f,\"peak_mem_bytes\":%zu,\"gpus\":%d}\n", ms, tok_per_s, mfu, peak, world);
+}
+
+static int every(int n, int step) { return n > 0 && step % n == 0; }
+
 int main(int argc, char **argv) {
     static Trainer tr;
     setup(&tr, argc, argv);
     const Options *o = &tr.opt;
+    Timing timing = {0.0, 0};
 
-    double timed_ms = 0.0;
-    int timed_steps = 0;
     for (int step = tr.start_step; step < o->steps; step++) {
-        if (o->val_every > 0 && step % o->val_every == 0) report_validation(&tr, step);
-        if (o->sample_every > 0 && step > 0 && step % o->sample_every == 0 && tr.dist.rank == 0)
-            print_sample(&tr, step);
+        if (every(o->val_every, step)) report_validation(&tr, step);
+        if (step > 0 && every(o->sample_every, step)) print_sample(&tr, step);
 
         double t0 = now_seconds();
         float norm, lr;
@@ -635,33 +665,16 @@ int main(int argc, char **argv) {
         double ms = (now_seconds() - t0) * 1000.0;
         if (!isfinite(loss)) fail("the loss became %f at step %d; lower --lr?", loss, step + 1);
         log_step(&tr, step, loss, norm, lr, ms);
-        if (step - tr.start_step >= 3) { /* the first steps warm caches and allocators */
-            timed_ms += ms;
-            timed_steps++;
-        }
-        if (o->checkpoint_dir && o->checkpoint_every > 0 && (step + 1) % o->checkpoint_every == 0 &&
-            step + 1 < o->steps)
+        record_step_time(&timing, step - tr.start_step, ms);
+
+        if (o->checkpoint_dir && every(o->checkpoint_every, step + 1) && step + 1 < o->steps)
             save_checkpoint(&tr, step + 1);
         fflush(stdout);
     }
     report_validation(&tr, o->steps);
     if (o->checkpoint_dir && o->steps > tr.start_step) save_checkpoint(&tr, o->steps);
-    if (tr.dist.rank == 0) print_sample(&tr, o->steps);
-    if (timed_steps > 0) {
-        double ms = timed_ms / timed_steps;
-        double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum * tr.dist.world / (ms / 1000.0);
-        size_t peak = tr.be->memory_in_use(tr.model);
-        printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)", ms,
-               tok_per_s, timed_steps);
-        if (tr.gpu) printf(", MFU %.1f%%, peak memory %.2f GiB%s", 100.0 * mfu_of(&tr, tok_per_s / tr.dist.world),
-                           peak / GIB, tr.dist.world > 1 ? " per GPU" : "");
-        if (tr.dist.world > 1) printf(", %d GPUs", tr.dist.world);
-        printf("\n");
-        if (tr.log)
-            fprintf(tr.log, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f,"
-                    "\"mfu\":%.4f,\"peak_mem_bytes\":%zu,\"gpus\":%d}\n", ms, tok_per_s,
-                    mfu_of(&tr, tok_per_s / tr.dist.world), peak, tr.dist.world);
-    }
+    print_sample(&tr, o->steps);
+    print_summary(&tr, &timing);
     teardown(&tr);
     return 0;
 }
