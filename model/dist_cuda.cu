@@ -66,6 +66,12 @@ DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_
     memcpy(&id, nccl_id, sizeof id);
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
+    /* Fewer NCCL CTAs leave SMs to the backward's matmuls that the gradient sync overlaps
+     * (TRAIN_GPT2_NCCL_MAX_CTAS=N; 0 or unset: NCCL's own choice). NCCL_MAX_CTAS or
+     * NCCL_MAX_NCHANNELS in the environment win. */
+    const char *ctas = getenv("TRAIN_GPT2_NCCL_MAX_CTAS");
+    if (ctas && atoi(ctas) > 0 && !getenv("NCCL_MAX_CTAS") && !getenv("NCCL_MAX_NCHANNELS"))
+        config.maxCTAs = atoi(ctas);
     ncclResult_t rc = ncclCommInitRankConfig(&c->comm, world, id, rank, &config);
     double deadline = now_s() + c->timeout_s;
     while (rc == ncclInProgress) {

@@ -19,10 +19,11 @@
  *            GELU' ride on the matmuls' epilogues.
  * The loss returned by forward is the mean over tokens with target >= 0 (as the CPU).
  *
- * Data parallel (world > 1, NCCL): on a backward with grad sync on, each layer's gradients are
- * summed over the ranks on a second stream as soon as that layer's backward is done (one NCCL
- * group of the layer's 12 tensor slices), the embeddings and final LayerNorm last; the main
- * stream waits for them at the end. With ZeRO-1 the flat gradient is reduce-scattered instead,
+ * Data parallel (world > 1, NCCL): on a backward with grad sync on, each bucket of layers'
+ * gradients (3 layers by default) is summed over the ranks on a second, high-priority stream as
+ * soon as its backward is done (one NCCL group of 12 tensor ranges), the embeddings and final
+ * LayerNorm last; the main stream waits for them at the end. bf16 runs send the gradients in
+ * bf16 by default (rounded into a scratch copy, summed there, widened back; --grad-comm). With ZeRO-1 the flat gradient is reduce-scattered instead,
  * each rank updates its 1/world shard of the parameters (AdamW m and v exist for the shard
  * only), and the updated weights are all-gathered (the bf16 copy in bf16 runs, where the fp32
  * master weights outside the shard are gathered only when someone asks for them). Buffers of
@@ -120,6 +121,10 @@ struct Model {
     /* data parallel (world > 1) */
     int rank, world, zero, sync_grads;
     int overlap;             /* plain DP: per-layer buckets during backward (else one at the end) */
+    int bucket_layers;       /* plain DP overlap: consecutive layers per bucket */
+    int pending_hi;          /* backward: the highest layer whose gradients are not yet sent */
+    int comm_bf16;           /* gradients travel in bf16 (--grad-comm bf16) */
+    bf16 *gcomm;             /* n_pad bf16: the gradients as sent and reduced (comm_bf16) */
     size_t shard, n_pad;     /* shard = n_pad / world elements; n_pad >= num_params */
     int master_partial;      /* ZeRO-1 bf16: fp32 master weights valid on this rank's shard only */
     DistComm *comm;
@@ -161,6 +166,7 @@ static size_t plan_params(Model *m, Arena *a) {
     m->adam_m = (float *)arena_take(a, nm * 4);
     m->adam_v = (float *)arena_take(a, nm * 4);
     m->params_x = m->prec == PRECISION_BF16 ? arena_take(a, n * 2) : (void *)m->params;
+    m->gcomm = m->world > 1 && m->comm_bf16 ? (bf16 *)arena_take(a, n * 2) : NULL;
     if (m->opt.mask == ATTN_MASK_DENSE)
         m->dense_bias = (float *)arena_take(a, (size_t)m->maxT * m->maxT * 4);
     return a->used;
@@ -252,6 +258,10 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 static void cuda_destroy(Model *m);
 static void prof_collect(Model *m);
 
+/* Plain DP overlap: layers per bucket. GPT-2 124M: 3 layers = 21M gradients, 42 MB in bf16
+ * (2 x H200: 906.9K tok/s vs 903.7K with 1 layer, 904.8K with 6; dev/dist_notes.md). */
+#define DEFAULT_BUCKET_LAYERS 3
+
 /* world equal shards of at least num_params elements, each a multiple of 64 (256-byte aligned) */
 static void plan_shards(Model *m, const ModelOptions *opt) {
     m->world = opt->world > 1 ? opt->world : 1;
@@ -261,6 +271,13 @@ static void plan_shards(Model *m, const ModelOptions *opt) {
     /* TRAIN_GPT2_DP_OVERLAP=0: one all-reduce of the flat gradient after backward (measuring) */
     const char *ov = getenv("TRAIN_GPT2_DP_OVERLAP");
     m->overlap = !(ov && !strcmp(ov, "0"));
+    /* TRAIN_GPT2_DP_BUCKET_LAYERS=K: K consecutive layers per overlapped all-reduce */
+    const char *bl = getenv("TRAIN_GPT2_DP_BUCKET_LAYERS");
+    m->bucket_layers = bl && atoi(bl) > 0 ? atoi(bl) : DEFAULT_BUCKET_LAYERS;
+    /* --grad-comm (the trainer passes it as TRAIN_GPT2_GRAD_COMM): fp32 | bf16; default bf16
+     * when training in bf16 (half the bytes on the wire), fp32 in fp32 runs (exact sums) */
+    const char *gc = getenv("TRAIN_GPT2_GRAD_COMM");
+    m->comm_bf16 = gc && *gc ? !strcmp(gc, "bf16") : m->prec == PRECISION_BF16;
     size_t per = (m->num_params + m->world - 1) / m->world;
     m->shard = (per + 63) & ~(size_t)63;
     m->n_pad = m->world > 1 ? m->shard * m->world : m->num_params;
@@ -275,7 +292,10 @@ static int setup_dist(Model *m, const ModelOptions *opt, char *err, size_t errle
     }
     m->comm = distc_create(m->rank, m->world, opt->nccl_id, opt->dist_timeout_s, err, errlen);
     if (!m->comm) return -1;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&m->comm_stream, cudaStreamNonBlocking));
+    /* the gradient sync gets the highest priority: its few blocks start as soon as SMs free up */
+    int prio_lo = 0, prio_hi = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&prio_lo, &prio_hi));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&m->comm_stream, cudaStreamNonBlocking, prio_hi));
     m->bucket_ready = (cudaEvent_t *)calloc((size_t)m->L + 1, sizeof(cudaEvent_t));
     for (int l = 0; l <= m->L; l++) CUDA_CHECK(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&m->comm_done, cudaEventDisableTiming));
@@ -653,17 +673,52 @@ static const int OTHER_TENSORS[] = {P_WTE, P_WPE, P_LNFW, P_LNFB};
 
 static int plain_sync_on(const Model *m) { return m->comm && m->sync_grads && !m->zero && m->overlap; }
 
-/* Layer l's gradients are final: sum them over the ranks on the second stream, in one group. */
-static void sync_layer_grads(Model *m, int l) {
-    if (!plain_sync_on(m)) return;
-    CUDA_CHECK(cudaEventRecord(m->bucket_ready[l], m->stream));
-    CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[l], 0));
+__global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = __bfloat162float(src[i]);
+}
+static void bf16_to_f32(float *dst, const bf16 *src, size_t n, cudaStream_t st) {
+    if (!n) return;
+    size_t blocks = (n + 255) / 256;
+    bf16_to_f32_kernel<<<(unsigned)(blocks < 4096 ? blocks : 4096), 256, 0, st>>>(dst, src, n);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+/* Sums the gradient ranges [off[i], off[i] + n[i]) over the ranks on stream st, in one NCCL
+ * group. bf16 communication: each range is rounded into gcomm (same offsets), summed there in
+ * bf16 and widened back into the fp32 gradients. */
+static void all_reduce_ranges(Model *m, const size_t *off, const size_t *n, int k, cudaStream_t st) {
+    if (m->comm_bf16)
+        for (int i = 0; i < k; i++) cuda_convert_from_f32(PRECISION_BF16, m->gcomm + off[i], m->grads + off[i], n[i], st);
     distc_group_start(m->comm);
-    for (size_t i = 0; i < sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0]; i++) {
-        int t = LAYER_TENSORS[i];
-        distc_all_reduce_sum(m->comm, gr(m, t, l), m->size[t] / m->L, DIST_F32, m->comm_stream);
+    for (int i = 0; i < k; i++) {
+        if (m->comm_bf16) distc_all_reduce_sum(m->comm, m->gcomm + off[i], n[i], DIST_BF16, st);
+        else distc_all_reduce_sum(m->comm, m->grads + off[i], n[i], DIST_F32, st);
     }
     distc_group_end(m->comm);
+    if (m->comm_bf16)
+        for (int i = 0; i < k; i++) bf16_to_f32(m->grads + off[i], m->gcomm + off[i], n[i], st);
+}
+
+/* Layer l's backward is done. When it closes a bucket (bucket_layers consecutive layers, from
+ * the top; layer 0 closes the last), the bucket's gradients are summed over the ranks on the
+ * second stream: per tensor, the bucket's layer slices are one contiguous range. */
+static void sync_layer_grads(Model *m, int l) {
+    if (!plain_sync_on(m)) return;
+    int hi = m->pending_hi;
+    if (hi - l + 1 < m->bucket_layers && l > 0) return;
+    m->pending_hi = l - 1;
+    CUDA_CHECK(cudaEventRecord(m->bucket_ready[l], m->stream));
+    CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[l], 0));
+    const int k = (int)(sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0]);
+    size_t off[16], n[16];
+    for (int i = 0; i < k; i++) {
+        int t = LAYER_TENSORS[i];
+        size_t per = m->size[t] / m->L;
+        off[i] = m->off[t] + (size_t)l * per;
+        n[i] = (size_t)(hi - l + 1) * per;
+    }
+    all_reduce_ranges(m, off, n, k, m->comm_stream);
 }
 
 /* End of backward: the embeddings and the final LayerNorm, then the main stream waits for all
@@ -671,21 +726,30 @@ static void sync_layer_grads(Model *m, int l) {
 static void sync_remaining_grads(Model *m) {
     if (!m->comm || !m->sync_grads) return;
     if (m->zero) {
-        distc_reduce_scatter_sum(m->comm, m->grads, m->shard, DIST_F32, m->stream);
+        if (m->comm_bf16) { /* round, reduce-scatter in bf16, widen this rank's shard */
+            size_t lo = (size_t)m->rank * m->shard;
+            cuda_convert_from_f32(PRECISION_BF16, m->gcomm, m->grads, m->n_pad, m->stream);
+            distc_reduce_scatter_sum(m->comm, m->gcomm, m->shard, DIST_BF16, m->stream);
+            bf16_to_f32(m->grads + lo, m->gcomm + lo, m->shard, m->stream);
+        } else {
+            distc_reduce_scatter_sum(m->comm, m->grads, m->shard, DIST_F32, m->stream);
+        }
         return;
     }
     if (!m->overlap) {
-        distc_all_reduce_sum(m->comm, m->grads, m->num_params, DIST_F32, m->stream);
+        size_t off = 0, n = m->num_params;
+        all_reduce_ranges(m, &off, &n, 1, m->stream);
         return;
     }
     CUDA_CHECK(cudaEventRecord(m->bucket_ready[m->L], m->stream));
     CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->bucket_ready[m->L], 0));
-    distc_group_start(m->comm);
-    for (size_t i = 0; i < sizeof OTHER_TENSORS / sizeof OTHER_TENSORS[0]; i++) {
-        int t = OTHER_TENSORS[i];
-        distc_all_reduce_sum(m->comm, gr(m, t, 0), m->size[t], DIST_F32, m->comm_stream);
+    const int k = (int)(sizeof OTHER_TENSORS / sizeof OTHER_TENSORS[0]);
+    size_t off[8], n[8];
+    for (int i = 0; i < k; i++) {
+        off[i] = m->off[OTHER_TENSORS[i]];
+        n[i] = m->size[OTHER_TENSORS[i]];
     }
-    distc_group_end(m->comm);
+    all_reduce_ranges(m, off, n, k, m->comm_stream);
     CUDA_CHECK(cudaEventRecord(m->comm_done, m->comm_stream));
     CUDA_CHECK(cudaStreamWaitEvent(m->stream, m->comm_done, 0));
 }
@@ -719,6 +783,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
                             a->lnf_mean, a->lnf_rstd, N, C, s->reduce, st);
     prof_mark(m, PF_LN_BWD);
 
+    m->pending_hi = L - 1;
     for (int l = L - 1; l >= 0; l--) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
         void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);

@@ -63,6 +63,7 @@ static const OptSpec SPECS[] = {
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
     {"gpus", 0, OPT_INT, F(gpus), 0, 4096, "N", "data-parallel training on N GPUs of this node: starts N worker processes (default: 0 = one process, or the world of torchrun/srun/mpirun)"},
     {"zero", 0, OPT_INT, F(zero), 0, 1, "STAGE", "with several GPUs: 1 shards the AdamW state over the ranks (ZeRO stage 1), 0 = plain data parallel"},
+    {"grad-comm", 0, OPT_STR, F(grad_comm), 0, 0, "T", "with several GPUs: gradients are summed over the GPUs in fp32 or bf16 (default: bf16 when training in bf16, else fp32)"},
     {"dist-timeout", 0, OPT_DOUBLE, F(dist_timeout), 1, 1e6, "S", "with several GPUs: stop when the rendezvous or a collective makes no progress for S seconds"},
     {"val-every", 0, OPT_INT, F(val_every), 0, INT_MAX, "N", "validation loss every N steps (0 = only at the end)"},
     {"val-batches", 0, OPT_INT, F(val_batches), 1, INT_MAX, "N", "batches per validation"},

@@ -37,6 +37,7 @@ typedef struct {
     /* several GPUs (train/dist.h) */
     int gpus;                    /* --gpus N: start N workers on this node; 0 = from the launcher */
     int zero;                    /* ZeRO stage: 0 = plain data parallel, 1 = sharded AdamW state */
+    const char *grad_comm;       /* gradients on the wire: fp32 | bf16; NULL = the precision's */
     double dist_timeout;         /* seconds before a silent peer stops the run */
     /* evaluation, sampling, checkpoints, logs */
     int val_every, val_batches;

@@ -4,7 +4,9 @@
 #   1. fp32 (TF32 off): 2 GPUs x B=4 reproduce 1 GPU x B=4 x grad-accum 2 -- the same windows
 #      per step, per-micro-batch gradients scaled by the same power of two; step 1 equal, later
 #      steps within 1e-5 (only the order of gradient sums differs).
-#   2. bf16: step 1 equal, then within bf16 noise.
+#   2. bf16: step 1 equal, then within bf16 noise (gradients summed in bf16, the default);
+#      with --grad-comm fp32 as the fp32 case. Buckets of 3 layers and the flat all-reduce sum
+#      the same gradients as per-layer buckets.
 #   3. ZeRO-1 gives the losses of plain data parallel (fp32 and bf16).
 #   4. A 2-GPU ZeRO-1 checkpoint resumes on 1 GPU (grad-accum 2) and continues the 1-GPU curve.
 #   5. Failure: rank 1 killed -> rank 0 (torchrun-style launch) stops within --dist-timeout with a
@@ -79,7 +81,14 @@ grep -q "2 GPUs" "$tmp/two_fp32.out" && ok || bad "the step line says 2 GPUs"
 
 run one_bf16 env CUDA_VISIBLE_DEVICES=0 "$BIN" --device cuda --precision bf16 "${COMMON[@]}" --batch 4 --grad-accum 2
 run two_bf16 "$BIN" --gpus 2 --precision bf16 "${COMMON[@]}" --batch 4
-check "bf16: 1 GPU x accum 2 vs 2 GPUs" one_bf16 two_bf16 1 6 2e-2 1e-6
+check "bf16 (gradients summed in bf16): 1 GPU x accum 2 vs 2 GPUs" one_bf16 two_bf16 1 6 2e-2 1e-6
+run two_bf16_f32comm "$BIN" --gpus 2 --precision bf16 --grad-comm fp32 "${COMMON[@]}" --batch 4
+check "bf16, --grad-comm fp32: 1 GPU x accum 2 vs 2 GPUs" one_bf16 two_bf16_f32comm 1 6 1e-5 1e-6
+# buckets of 3 layers (d4: layers 3-1, then 0) and the flat all-reduce sum the same gradients
+run two_fp32_b3 env TRAIN_GPT2_DP_BUCKET_LAYERS=3 "$BIN" --gpus 2 "${FP32[@]}" "${COMMON[@]}" --batch 4
+check "fp32: buckets of 3 layers vs 1" two_fp32 two_fp32_b3 1 6 1e-5 1e-6
+run two_bf16_flat env TRAIN_GPT2_DP_OVERLAP=0 "$BIN" --gpus 2 --precision bf16 "${COMMON[@]}" --batch 4
+check "bf16 comm: one flat all-reduce vs per-layer buckets" two_bf16 two_bf16_flat 1 6 1e-5 1e-6
 
 # --- 3: ZeRO-1 -------------------------------------------------------------------------------
 run zero_fp32 "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
