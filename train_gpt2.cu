@@ -242,10 +242,10 @@ static void setup_model_options(Trainer *tr) {
         fail("--precision expects fp32 or bf16, got '%s'", o->precision);
     if (is_cpu && m->precision != PRECISION_FP32)
         fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
-    /* --grad-comm reaches the CUDA backend (one process per rank) through its environment */
-    const char *gc = o->grad_comm ? o->grad_comm : m->precision == PRECISION_BF16 ? "bf16" : "fp32";
-    if (strcmp(gc, "fp32") && strcmp(gc, "bf16")) fail("--grad-comm expects fp32 or bf16, got '%s'", gc);
-    setenv("TRAIN_GPT2_GRAD_COMM", gc, 1);
+    /* gradients cross the wire in the training precision unless --grad-comm says otherwise */
+    m->grad_comm = m->precision;
+    if (o->grad_comm && precision_from_name(o->grad_comm, &m->grad_comm) != 0)
+        fail("--grad-comm expects fp32 or bf16, got '%s'", o->grad_comm);
     if (attn_mask_from_name(o->mask, &m->mask) != 0)
         fail("--mask expects causal, none or dense, got '%s'", o->mask);
     if (m->mask == ATTN_MASK_DENSE) {
@@ -603,7 +603,7 @@ static void setup(Trainer *tr, int argc, char **argv) {
     if (tr->dist.world > 1)
         printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s\n",
                tr->dist.world, tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero,
-               getenv("TRAIN_GPT2_GRAD_COMM"));
+               precision_name(tr->mopt.grad_comm));
     printf("data: %s (%zu tokens), validation: %s\n", tr->train_ds.name, tr->train_ds.num_tokens,
            tr->val_is_separate ? tr->val_ds.name : "5% split of the training data");
     fflush(stdout);

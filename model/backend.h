@@ -38,6 +38,7 @@ typedef struct {
     int zero_stage;         /* 1: AdamW state sharded over the ranks (ZeRO stage 1) */
     const void *nccl_id;
     double dist_timeout_s;  /* a collective silent this long stops the process (0 = 300) */
+    Precision grad_comm;    /* element type gradients cross the wire in (bf16: half the bytes) */
 } ModelOptions;
 
 typedef struct {

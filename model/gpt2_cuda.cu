@@ -274,10 +274,8 @@ static void plan_shards(Model *m, const ModelOptions *opt) {
     /* TRAIN_GPT2_DP_BUCKET_LAYERS=K: K consecutive layers per overlapped all-reduce */
     const char *bl = getenv("TRAIN_GPT2_DP_BUCKET_LAYERS");
     m->bucket_layers = bl && atoi(bl) > 0 ? atoi(bl) : DEFAULT_BUCKET_LAYERS;
-    /* --grad-comm (the trainer passes it as TRAIN_GPT2_GRAD_COMM): fp32 | bf16; default bf16
-     * when training in bf16 (half the bytes on the wire), fp32 in fp32 runs (exact sums) */
-    const char *gc = getenv("TRAIN_GPT2_GRAD_COMM");
-    m->comm_bf16 = gc && *gc ? !strcmp(gc, "bf16") : m->prec == PRECISION_BF16;
+    /* --grad-comm: gradients summed in bf16 (half the bytes on the wire) or fp32 (exact sums) */
+    m->comm_bf16 = opt->grad_comm == PRECISION_BF16;
     size_t per = (m->num_params + m->world - 1) / m->world;
     m->shard = (per + 63) & ~(size_t)63;
     m->n_pad = m->world > 1 ? m->shard * m->world : m->num_params;
