@@ -16,6 +16,11 @@
  *      dS^T = P^T * (dP^T - D); dV += P^T dO, dK += dS^T Q in registers; dS goes through smem
  *      and dQ += dS K is added into the fp32 accumulator with atomics;
  *   3. dQ = scale * accumulator, to bf16.
+ *   (1 and 3 run D/8 threads per row on 16-byte vectors over a (row block, batch*head) grid.)
+ * Occupancy (D = 64): the forward re-reads Q's fragments from smem per key tile so that it fits
+ * 168 registers (3 blocks of 4 warps per SM); the backward streams 32-query tiles so that it
+ * fits 128 registers (2 blocks of 8 warps per SM). Both measured faster than holding more in
+ * registers at lower occupancy (dev/attention_notes.md, v5).
  *   dQ's atomics make the backward's dQ non-deterministic in the last bits; all else is.
  * Any T: rows past T load as zeros and are masked or not stored.
  */
@@ -25,6 +30,9 @@
 
 
 /* ---- tile shapes ----------------------------------------------------------------------------- */
+#ifndef FLASH_FWD_Q_SMEM
+#define FLASH_FWD_Q_SMEM 1 /* D = 64: 0 holds Q's A fragments in registers for the whole key loop */
+#endif
 template <int D_> struct FlashFwdTraits {
     static constexpr int D = D_;
 #ifndef FLASH_FWD_ROW_TILES
@@ -42,6 +50,16 @@ template <int D_> struct FlashFwdTraits {
     static constexpr int Bc = D_ == 128 ? 32 : FLASH_FWD_BC;
 #endif
     static constexpr int kThreads = 32 * kWarps;
+#ifndef FLASH_FWD_MINB
+    /* D = 64: 3 blocks (12 warps) per SM; needs <= 168 registers, which Q in registers exceeds
+     * (232), so Q's fragments are re-read from smem per key tile (FLASH_FWD_Q_SMEM). */
+    static constexpr int kMinBlocks = D_ == 64 ? 3 : 1;
+#else
+    static constexpr int kMinBlocks = D_ == 64 ? FLASH_FWD_MINB : 1;
+#endif
+    /* Q's fragments re-read from smem per key tile (D = 64 only, for the 3 blocks per SM; at
+     * D = 128 with one row tile it measured 8% slower: 4.64 vs 4.29 ms forward at T = 4096) */
+    static constexpr bool kQSmem = FLASH_FWD_Q_SMEM && D_ == 64;
     static constexpr int kStride = D + 8;              /* padded smem row (elements) */
     static constexpr int kSmemBytes = (Br + 2 * 2 * Bc) * kStride * 2; /* Q + 2 stages of K, V */
 };
@@ -55,8 +73,19 @@ template <int D_> struct FlashBwdTraits {
     static constexpr int kWarps = FLASH_BWD_WARPS;
 #endif
     static constexpr int Bc = 16 * kWarps;       /* keys per block: 16 per warp */
-    static constexpr int Br = D_ == 128 ? 32 : 64; /* queries per streamed tile */
+#ifndef FLASH_BWD_BR
+    static constexpr int Br = D_ == 64 ? 32 : D_ == 128 ? 32 : 64; /* queries per streamed tile */
+#else
+    static constexpr int Br = D_ == 128 ? 32 : FLASH_BWD_BR;
+#endif
     static constexpr int kThreads = 32 * kWarps;
+#ifndef FLASH_BWD_MINB
+    /* D = 64: 2 blocks (16 warps) per SM at <= 128 registers, which 32-query tiles fit without
+     * spilling (64-query tiles need 223) */
+    static constexpr int kMinBlocks = D_ == 64 ? 2 : 1;
+#else
+    static constexpr int kMinBlocks = D_ == 64 ? FLASH_BWD_MINB : 1;
+#endif
     static constexpr int kStride = D + 8;
     static constexpr int kDsStride = Br + 8;     /* dS tile [Bc keys][Br queries] */
     /* dQ = dS K is split over warps: row groups of 16 queries x column groups of D. */
@@ -80,7 +109,7 @@ struct FlashParams {
 /* ---- forward ------------------------------------------------------------------------------- */
 
 template <int D, bool CAUSAL>
-__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads)
+__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
 flash_forward_kernel(FlashParams p) {
     using Tr = FlashFwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
@@ -105,7 +134,7 @@ flash_forward_kernel(FlashParams p) {
     load_rows_async<Bc, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
     cp_async_commit();
 
-    uint32_t qf[MT][KD][4];
+    uint32_t qf[MT][KD][4]; /* !kQSmem: Q stays in registers for the whole key loop */
     float o[MT][ND][4], m[MT][2], l[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
@@ -125,7 +154,7 @@ flash_forward_kernel(FlashParams p) {
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (j == 0) {
+        if (!Tr::kQSmem && j == 0) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -140,17 +169,25 @@ flash_forward_kernel(FlashParams p) {
 #pragma unroll
             for (int nt = 0; nt < NT; nt++) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.0f;
 #pragma unroll
-        for (int kk = 0; kk < KD; kk++)
+        for (int kk = 0; kk < KD; kk++) {
+            uint32_t qk[MT][4];
+            if (Tr::kQSmem) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) load_a_frag(qk[mt], sQ, S, (warp * MT + mt) * 16, kk * 16);
+            }
+#define FLASH_QF(mt) (Tr::kQSmem ? qk[mt] : qf[mt][kk])
 #pragma unroll
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t bfr[4];
                 load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(s[mt][2 * np], qf[mt][kk], bfr[0], bfr[1]);
-                    mma_16816(s[mt][2 * np + 1], qf[mt][kk], bfr[2], bfr[3]);
+                    mma_16816(s[mt][2 * np], FLASH_QF(mt), bfr[0], bfr[1]);
+                    mma_16816(s[mt][2 * np + 1], FLASH_QF(mt), bfr[2], bfr[3]);
                 }
             }
+#undef FLASH_QF
+        }
         const int col0 = j * Bc;
         uint32_t pf[MT][NT / 2][4];
 #pragma unroll
@@ -203,36 +240,54 @@ flash_forward_kernel(FlashParams p) {
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
-/* D_i = sum_d dO[i,d] O[i,d]; zeroes the dQ accumulator's row. One warp per row. */
+/* Row kernels of the backward: a 2-D grid (row blocks of a head, batch*head), D/8 threads per
+ * row, each owning 8 consecutive elements (16-byte vectors): no 64-bit division per element. */
+template <int D> struct FlashRowTraits {
+    static constexpr int kLanes = D / 8;            /* threads per row */
+    static constexpr int kRows = 256 / kLanes;      /* rows per 256-thread block */
+};
+
+/* D_i = sum_d dO[i,d] O[i,d]; zeroes the dQ accumulator's row. */
 template <int D>
-__global__ void flash_bwd_preprocess(FlashParams p, long long rows) {
-    long long r = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    int lane = threadIdx.x & 31;
-    if (r >= rows) return;
-    int t = (int)(r % p.T);
-    long long bh = r / p.T;
-    int b = (int)(bh / p.H), h = (int)(bh % p.H);
-    long long off = ((long long)b * p.T + t) * p.ld_o + (long long)h * D;
+__global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams p) {
+    using R = FlashRowTraits<D>;
+    const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+    const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
     float acc = 0.0f;
-    for (int d = lane; d < D; d += 32) {
-        acc += __bfloat162float(p.dout[off + d]) * __bfloat162float(p.o[off + d]);
-        p.dq_accum[r * D + d] = 0.0f;
+    if (t < p.T) {
+        long long off = ((long long)b * p.T + t) * p.ld_o + (long long)h * D + part * 8;
+        uint4 x = *(const uint4 *)(p.dout + off), y = *(const uint4 *)(p.o + off);
+        const __nv_bfloat162 *xa = (const __nv_bfloat162 *)&x, *ya = (const __nv_bfloat162 *)&y;
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float2 xf = __bfloat1622float2(xa[e]), yf = __bfloat1622float2(ya[e]);
+            acc = fmaf(xf.x, yf.x, acc);
+            acc = fmaf(xf.y, yf.y, acc);
+        }
+        float4 *dst = (float4 *)(p.dq_accum + ((long long)bh * p.T + t) * D + part * 8);
+        dst[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        dst[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
-    for (int x = 16; x > 0; x >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, x);
-    if (lane == 0) p.dvec[r] = acc;
+#pragma unroll
+    for (int x = R::kLanes / 2; x > 0; x >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, x);
+    if (t < p.T && part == 0) p.dvec[(long long)bh * p.T + t] = acc;
 }
 
 /* dQ = scale * accumulator, into the token-major bf16 output. */
 template <int D>
-__global__ void flash_bwd_convert_dq(FlashParams p, long long n) {
-    long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (x >= n) return;
-    int d = (int)(x % D);
-    long long r = x / D;
-    int t = (int)(r % p.T);
-    long long bh = r / p.T;
-    int b = (int)(bh / p.H), h = (int)(bh % p.H);
-    p.dq[((long long)b * p.T + t) * p.ld_qkv + (long long)h * D + d] = __float2bfloat16(p.dq_accum[x] * p.scale);
+__global__ void __launch_bounds__(256) flash_bwd_convert_dq(FlashParams p) {
+    using R = FlashRowTraits<D>;
+    const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+    const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
+    if (t >= p.T) return;
+    const float4 *src = (const float4 *)(p.dq_accum + ((long long)bh * p.T + t) * D + part * 8);
+    float4 u = src[0], w = src[1];
+    uint4 r;
+    r.x = pack_bf16x2(u.x * p.scale, u.y * p.scale);
+    r.y = pack_bf16x2(u.z * p.scale, u.w * p.scale);
+    r.z = pack_bf16x2(w.x * p.scale, w.y * p.scale);
+    r.w = pack_bf16x2(w.z * p.scale, w.w * p.scale);
+    *(uint4 *)(p.dq + ((long long)b * p.T + t) * p.ld_qkv + (long long)h * D + part * 8) = r;
 }
 
 /* dst[0..1] += v (fp32, global): one vector reduction on sm_90, two before. */
@@ -246,7 +301,7 @@ __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 }
 
 template <int D, bool CAUSAL>
-__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads)
+__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
 flash_backward_kernel(FlashParams p) {
     using Tr = FlashBwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
@@ -299,6 +354,9 @@ flash_backward_kernel(FlashParams p) {
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
     const int key_row0 = k0 + warp * 16;
+#ifdef FLASH_BWD_KV_REGS
+    uint32_t kfr[KD][4], vfr[KD][4]; /* this warp's 16 keys: A fragments loaded once */
+#endif
 
     for (int i = 0; i < m_count; i++) {
         const int mi = tile_at(i), stage = i & 1;
@@ -315,11 +373,24 @@ flash_backward_kernel(FlashParams p) {
         for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
+#ifdef FLASH_BWD_KV_REGS
+        if (i == 0) { /* K, V landed with the first query tile */
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++) {
+                load_a_frag(kfr[kk], sK, S, warp * 16, kk * 16);
+                load_a_frag(vfr[kk], sV, S, warp * 16, kk * 16);
+            }
+        }
+#endif
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
+#ifdef FLASH_BWD_KV_REGS
+            const uint32_t *kf = kfr[kk], *vf = vfr[kk];
+#else
             uint32_t kf[4], vf[4];
             load_a_frag(kf, sK, S, warp * 16, kk * 16);
             load_a_frag(vf, sV, S, warp * 16, kk * 16);
+#endif
 #pragma unroll
             for (int np = 0; np < NQ / 2; np++) {
                 uint32_t bq[4], bo[4];
@@ -480,16 +551,16 @@ static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
 template <int D, bool CAUSAL>
 static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashBwdTraits<D>;
-    long long rows = attn_rows(s);
-    flash_bwd_preprocess<D><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, rows);
+    using R = FlashRowTraits<D>;
+    dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
+    flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     auto kernel = flash_backward_kernel<D, CAUSAL>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     dim3 grid = attn_tile_grid(s, Tr::Bc);
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
     ATTN_LAUNCH_CHECK();
-    long long n = rows * D;
-    flash_bwd_convert_dq<D><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(p, n);
+    flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
 }

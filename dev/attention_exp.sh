@@ -2,6 +2,8 @@
 # dev/attention_exp.sh: flash variants (compile-time switches of attention/flash.cu) timed side by
 # side at D = 64: FLASH_FWD_ROW_TILES, FLASH_BWD_WARPS, and two diagnostic cuts of the backward
 # (FLASH_EXP_NO_DQ: no dQ at all; FLASH_EXP_PLAIN_STORE: dQ stored, not atomically added).
+# v5 switches (D = 64 only): FLASH_FWD_Q_SMEM=0|1, FLASH_FWD_MINB, FLASH_BWD_BR, FLASH_BWD_MINB,
+# FLASH_BWD_KV_REGS (e.g. "v4bwd:-DFLASH_BWD_MINB=1,-DFLASH_BWD_BR=64").
 # VARIANTS="name:-DFLAG=1,-DOTHER=2 ..." picks the set, KERNELS="flash memeff" the kernels.
 set -u
 OUT=${OUT:-/tmp}
