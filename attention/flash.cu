@@ -391,16 +391,7 @@ flash_backward_kernel(FlashParams p) {
             load_a_frag(kf, sK, S, warp * 16, kk * 16);
             load_a_frag(vf, sV, S, warp * 16, kk * 16);
 #endif
-#pragma unroll
-            for (int np = 0; np < NQ / 2; np++) {
-                uint32_t bq[4], bo[4];
-                load_bt_frags(bq, q_t, S, np * 16, kk * 16);
-                load_bt_frags(bo, do_t, S, np * 16, kk * 16);
-                mma_16816(st[2 * np], kf, bq[0], bq[1]);
-                mma_16816(st[2 * np + 1], kf, bq[2], bq[3]);
-                mma_16816(dpt[2 * np], vf, bo[0], bo[1]);
-                mma_16816(dpt[2 * np + 1], vf, bo[2], bo[3]);
-            }
+            mma_pair_step<NQ>(st, dpt, kf, vf, q_t, do_t, S, kk * 16);
         }
         const int q0 = mi * Br;
         bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);

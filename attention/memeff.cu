@@ -486,16 +486,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
             uint32_t kf[4], vf[4];
             load_a_frag(kf, sK, S, warp * 16, kk * 16);
             load_a_frag(vf, sV, S, warp * 16, kk * 16);
-#pragma unroll
-            for (int np = 0; np < NQ / 2; np++) {
-                uint32_t bq[4], bo[4];
-                load_bt_frags(bq, q_t, S, np * 16, kk * 16);
-                load_bt_frags(bo, do_t, S, np * 16, kk * 16);
-                mma_16816(st[2 * np], kf, bq[0], bq[1]);
-                mma_16816(st[2 * np + 1], kf, bq[2], bq[3]);
-                mma_16816(dpt[2 * np], vf, bo[0], bo[1]);
-                mma_16816(dpt[2 * np + 1], vf, bo[2], bo[3]);
-            }
+            mma_pair_step<NQ>(st, dpt, kf, vf, q_t, do_t, S, kk * 16);
         }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
@@ -603,16 +594,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
             uint32_t qf[4], of[4];
             load_a_frag(qf, sQ, S, warp * 16, kk * 16);
             load_a_frag(of, sdO, S, warp * 16, kk * 16);
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                uint32_t bk[4], bv[4];
-                load_bt_frags(bk, k_t, S, np * 16, kk * 16);
-                load_bt_frags(bv, v_t, S, np * 16, kk * 16);
-                mma_16816(s[2 * np], qf, bk[0], bk[1]);
-                mma_16816(s[2 * np + 1], qf, bk[2], bk[3]);
-                mma_16816(dp[2 * np], of, bv[0], bv[1]);
-                mma_16816(dp[2 * np + 1], of, bv[2], bv[3]);
-            }
+            mma_pair_step<NT>(s, dp, qf, of, k_t, v_t, S, kk * 16);
         }
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)

@@ -104,4 +104,23 @@ __device__ __forceinline__ void load_b_frags(uint32_t b[4], const __nv_bfloat16 
     ldmatrix_x4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + n0 + (lane >> 4) * 8);
 }
 
+/* One k-step of two warp products that read their B operands the same way: x += A1 B1^T and
+ * y += A2 B2^T for the warp's 16 rows against NT n-tiles of 8 columns, B1 and B2 row-major [n][k]
+ * in smem. The backward kernels compute the score tile and dP = dO V^T this way in one pass. */
+template <int NT>
+__device__ __forceinline__ void mma_pair_step(float (&x)[NT][4], float (&y)[NT][4], const uint32_t a1[4],
+                                              const uint32_t a2[4], const __nv_bfloat16 *b1,
+                                              const __nv_bfloat16 *b2, int stride, int k0) {
+#pragma unroll
+    for (int np = 0; np < NT / 2; np++) {
+        uint32_t f1[4], f2[4];
+        load_bt_frags(f1, b1, stride, np * 16, k0);
+        load_bt_frags(f2, b2, stride, np * 16, k0);
+        mma_16816(x[2 * np], a1, f1[0], f1[1]);
+        mma_16816(x[2 * np + 1], a1, f1[2], f1[3]);
+        mma_16816(y[2 * np], a2, f2[0], f2[1]);
+        mma_16816(y[2 * np + 1], a2, f2[2], f2[3]);
+    }
+}
+
 #endif
