@@ -69,6 +69,7 @@ for g in 2 4; do
     [ "$ngpu" -ge $g ] || continue
     one gpt2_${g}gpu gpt2 $g 16 0
     one gpt2_${g}gpu_zero1 gpt2 $g 16 1
+    one gpt2_${g}gpu_zero1_old gpt2 $g 16 1 TRAIN_GPT2_ZERO_OVERLAP=0 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0
     one gpt2_${g}gpu_nooverlap gpt2 $g 16 0 TRAIN_GPT2_DP_OVERLAP=0
 done
 if [ "$ngpu" -ge 4 ]; then

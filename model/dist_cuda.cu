@@ -121,6 +121,13 @@ void distc_all_gather(DistComm *c, void *buf, size_t count, DistType t, cudaStre
     settle(c, ncclAllGather(shard, buf, count, nccl_type(t), c->comm, stream), "all-gather");
 }
 
+void distc_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {
+    settle(c, ncclReduce(buf, buf, count, nccl_type(t), ncclSum, root, c->comm, stream), "reduce");
+}
+void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {
+    settle(c, ncclBroadcast(buf, buf, count, nccl_type(t), root, c->comm, stream), "broadcast");
+}
+
 void distc_sync(DistComm *c, cudaStream_t stream) {
     double deadline = now_s() + c->timeout_s;
     for (;;) {
@@ -150,6 +157,8 @@ void distc_group_end(DistComm *c) {}
 void distc_all_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, cudaStream_t stream) {}
 void distc_reduce_scatter_sum(DistComm *c, void *buf, size_t count, DistType t, cudaStream_t stream) {}
 void distc_all_gather(DistComm *c, void *buf, size_t count, DistType t, cudaStream_t stream) {}
+void distc_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {}
+void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {}
 void distc_sync(DistComm *c, cudaStream_t stream) { cudaStreamSynchronize(stream); }
 
 #endif

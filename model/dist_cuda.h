@@ -26,6 +26,11 @@ void distc_all_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, cuda
 void distc_reduce_scatter_sum(DistComm *c, void *buf, size_t count, DistType t, cudaStream_t stream);
 /* buf holds count*world elements; each rank's shard at buf + r*count reaches every rank. */
 void distc_all_gather(DistComm *c, void *buf, size_t count, DistType t, cudaStream_t stream);
+/* In place: the sum of every rank's buf[0, count) lands in root's buf (the others' buf is not
+ * to be relied on afterwards). Grouped, pieces of these move the bytes of a reduce-scatter. */
+void distc_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream);
+/* In place: root's buf[0, count) to every rank. */
+void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream);
 
 /* Waits for the stream, watching NCCL and the deadline; prints one line and exit(1) when a peer
  * failed or nothing finished within the timeout. */

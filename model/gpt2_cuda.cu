@@ -23,11 +23,17 @@
  * gradients (3 layers by default) is summed over the ranks on a second, high-priority stream as
  * soon as its backward is done (one NCCL group of 12 tensor ranges), the embeddings and final
  * LayerNorm last; the main stream waits for them at the end. bf16 runs send the gradients in
- * bf16 by default (rounded into a scratch copy, summed there, widened back; --grad-comm). With ZeRO-1 the flat gradient is reduce-scattered instead,
- * each rank updates its 1/world shard of the parameters (AdamW m and v exist for the shard
- * only), and the updated weights are all-gathered (the bf16 copy in bf16 runs, where the fp32
- * master weights outside the shard are gathered only when someone asks for them). Buffers of
- * params, grads and the bf16 copy are padded to world equal shards.
+ * bf16 by default (rounded into a scratch copy, summed there, widened back; --grad-comm).
+ * ZeRO-1: each rank updates its 1/world shard of the parameters (AdamW m and v exist for the
+ * shard only), and the updated weights are gathered (the bf16 copy in bf16 runs, where the fp32
+ * master weights outside the shard are gathered only when someone asks for them). Its gradients
+ * travel in the same buckets as plain DP's, but each bucket's pieces are reduced only to the
+ * rank whose shard holds them (grouped ncclReduce: the bytes of a reduce-scatter); the weights
+ * travel in one all-gather after AdamW. TRAIN_GPT2_ZERO_OVERLAP=0 restores one reduce-scatter
+ * after backward; TRAIN_GPT2_ZERO_GATHER_OVERLAP=1 broadcasts the weights from their owners per
+ * layer on the second stream instead of the all-gather, the next forward waiting for each
+ * layer's weights just before it uses them (measured slower, off by default). Buffers of params,
+ * grads and the bf16 copy are padded to world equal shards (rank r owns [r shard, (r+1) shard)).
  */
 #include "model/backend.h"
 #include "model/cuda_extras.h"
@@ -127,6 +133,10 @@ struct Model {
     bf16 *gcomm;             /* n_pad bf16: the gradients as sent and reduced (comm_bf16) */
     size_t shard, n_pad;     /* shard = n_pad / world elements; n_pad >= num_params */
     int master_partial;      /* ZeRO-1 bf16: fp32 master weights valid on this rank's shard only */
+    int zero_overlap;        /* ZeRO-1: per-bucket reduce to the owners during backward */
+    int gather_overlap;      /* ZeRO-1: weights broadcast per layer, waited on by the next forward */
+    int gather_pending;      /* a per-layer gather was issued and the main stream has not joined it */
+    cudaEvent_t *gather_ready; /* L + 1: segment 0 = embeddings + final LN, segment l+1 = layer l */
     DistComm *comm;
     cudaStream_t comm_stream;
     cudaEvent_t *bucket_ready; /* L + 1: a layer's (or the rest's) gradients are final */
@@ -261,6 +271,16 @@ static void prof_collect(Model *m);
 /* Plain DP overlap: layers per bucket. GPT-2 124M: 3 layers = 21M gradients, 42 MB in bf16
  * (2 x H200: 906.9K tok/s vs 903.7K with 1 layer, 904.8K with 6; dev/dist_notes.md). */
 #define DEFAULT_BUCKET_LAYERS 3
+/* ZeRO-1: per-bucket reduce during backward / per-layer weight gather before forward (1 = on).
+ * 2 x H200, GPT-2 124M, B=16 (dev/dist_notes.md): bucket reduce 924.5K tok/s vs 922.9K for the
+ * single reduce-scatter (within noise); the per-layer gather measured 1 ms/step slower (898K). */
+#define DEFAULT_ZERO_OVERLAP 1
+#define DEFAULT_ZERO_GATHER_OVERLAP 0
+
+static int env_flag(const char *name, int dflt) {
+    const char *v = getenv(name);
+    return v && *v ? strcmp(v, "0") != 0 : dflt;
+}
 
 /* world equal shards of at least num_params elements, each a multiple of 64 (256-byte aligned) */
 static void plan_shards(Model *m, const ModelOptions *opt) {
@@ -274,6 +294,10 @@ static void plan_shards(Model *m, const ModelOptions *opt) {
     /* TRAIN_GPT2_DP_BUCKET_LAYERS=K: K consecutive layers per overlapped all-reduce */
     const char *bl = getenv("TRAIN_GPT2_DP_BUCKET_LAYERS");
     m->bucket_layers = bl && atoi(bl) > 0 ? atoi(bl) : DEFAULT_BUCKET_LAYERS;
+    /* TRAIN_GPT2_ZERO_OVERLAP=0 / TRAIN_GPT2_ZERO_GATHER_OVERLAP=0: ZeRO-1's old single
+     * reduce-scatter after backward / all-gather after AdamW (measuring) */
+    m->zero_overlap = env_flag("TRAIN_GPT2_ZERO_OVERLAP", DEFAULT_ZERO_OVERLAP);
+    m->gather_overlap = env_flag("TRAIN_GPT2_ZERO_GATHER_OVERLAP", DEFAULT_ZERO_GATHER_OVERLAP);
     /* --grad-comm: gradients summed in bf16 (half the bytes on the wire) or fp32 (exact sums) */
     m->comm_bf16 = opt->grad_comm == PRECISION_BF16;
     size_t per = (m->num_params + m->world - 1) / m->world;
@@ -295,7 +319,11 @@ static int setup_dist(Model *m, const ModelOptions *opt, char *err, size_t errle
     CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&prio_lo, &prio_hi));
     CUDA_CHECK(cudaStreamCreateWithPriority(&m->comm_stream, cudaStreamNonBlocking, prio_hi));
     m->bucket_ready = (cudaEvent_t *)calloc((size_t)m->L + 1, sizeof(cudaEvent_t));
-    for (int l = 0; l <= m->L; l++) CUDA_CHECK(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
+    m->gather_ready = (cudaEvent_t *)calloc((size_t)m->L + 1, sizeof(cudaEvent_t));
+    for (int l = 0; l <= m->L; l++) {
+        CUDA_CHECK(cudaEventCreateWithFlags(&m->bucket_ready[l], cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&m->gather_ready[l], cudaEventDisableTiming));
+    }
     CUDA_CHECK(cudaEventCreateWithFlags(&m->comm_done, cudaEventDisableTiming));
     CUDA_CHECK(cudaMalloc((void **)&m->d_scalar, sizeof(double)));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_scalar, sizeof(double)));
@@ -422,6 +450,7 @@ static void drop_graph(GraphSlot *g) {
 
 static void cuda_destroy(Model *m) {
     if (!m) return;
+    if (m->comm) distc_sync(m->comm, m->comm_stream); /* a weight gather may still be in flight */
     if (m->stream) cudaStreamSynchronize(m->stream);
     prof_collect(m);
     prof_report(m);
@@ -440,8 +469,12 @@ static void cuda_destroy(Model *m) {
     if (m->stream) cudaStreamDestroy(m->stream);
     if (m->comm) {
         distc_destroy(m->comm);
-        for (int l = 0; l <= m->L; l++) cudaEventDestroy(m->bucket_ready[l]);
+        for (int l = 0; l <= m->L; l++) {
+            cudaEventDestroy(m->bucket_ready[l]);
+            cudaEventDestroy(m->gather_ready[l]);
+        }
         free(m->bucket_ready);
+        free(m->gather_ready);
         cudaEventDestroy(m->comm_done);
         cudaStreamDestroy(m->comm_stream);
         cudaFree(m->d_scalar);
@@ -513,6 +546,17 @@ static void stream_sync(Model *m) {
     else CUDA_CHECK(cudaStreamSynchronize(m->stream));
 }
 
+/* ZeRO-1 per-layer gather: the main stream waits for segment seg of the weights (0: embeddings
+ * and final LayerNorm, l+1: layer l) / for all of them. */
+static void wait_params(Model *m, int seg) {
+    if (m->gather_pending) CUDA_CHECK(cudaStreamWaitEvent(m->stream, m->gather_ready[seg], 0));
+}
+static void join_gather(Model *m) {
+    if (!m->gather_pending) return;
+    for (int l = 0; l <= m->L; l++) wait_params(m, l);
+    m->gather_pending = 0;
+}
+
 static void sync_params_x(Model *m) {
     if (m->prec == PRECISION_BF16)
         cuda_convert_from_f32(m->prec, m->params_x, m->params, m->num_params, m->stream);
@@ -523,6 +567,7 @@ static void sync_params_x(Model *m) {
 static int frozen_zero(const Model *m, int t) { return m->opt.no_linear_bias && gpt2_param_is_linear_bias(t); }
 
 static void cuda_set_params(Model *m, const float *p) {
+    join_gather(m);
     CUDA_CHECK(cudaMemcpyAsync(m->params, p, m->num_params * 4, cudaMemcpyHostToDevice, m->stream));
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
         if (frozen_zero(m, t)) CUDA_CHECK(cudaMemsetAsync(m->params + m->off[t], 0, m->size[t] * 4, m->stream));
@@ -541,6 +586,7 @@ static void gather_master(Model *m) {
     m->master_partial = 0;
 }
 static void cuda_get_params(Model *m, float *p) {
+    join_gather(m);
     gather_master(m);
     copy_out(m, p, m->params, m->num_params);
 }
@@ -569,6 +615,7 @@ static void gather_moment(Model *m, float *dst, const float *shard) {
     copy_out(m, dst, m->grads, m->num_params);
 }
 static void cuda_get_adam_state(Model *m, float *mom, float *var) {
+    join_gather(m); /* NCCL calls on the main stream come after those on the second */
     if (m->zero) {
         gather_moment(m, mom, m->adam_m);
         gather_moment(m, var, m->adam_v);
@@ -608,6 +655,8 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     AttnShape shape = attn_shape_for(m, B, T);
 
     prof_mark(m, PF_START);
+    wait_params(m, 0);
+    if (L > 0) wait_params(m, 1);
     cuda_encoder_forward(p, a->encoded, m->s.inputs, wx(m, P_WTE, 0), wx(m, P_WPE, 0), B, T, C, st);
     prof_mark(m, PF_ENCODER);
     cuda_layernorm_forward(p, act(m, a->ln1, 0, C, 1), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
@@ -640,6 +689,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         check_mm(cuda_matmul_forward(p, m->s.proj, NULL, fch_gelu, wx(m, P_FCPROJW, l), wx(m, P_FCPROJB, l), N, 4 * C, C, 0, st), "fcproj");
         prof_mark(m, PF_FCPROJ_FWD);
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
+        if (l + 1 < L) wait_params(m, l + 2);
         if (l + 1 < L)
             cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, 1), stat(m, a->ln1_mean, l + 1),
                                             stat(m, a->ln1_rstd, l + 1), res2, m->s.proj,
@@ -649,6 +699,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
                                             wx(m, P_LNFW, 0), wx(m, P_LNFB, 0), N, C, st);
         prof_mark(m, PF_LN_FWD);
     }
+    m->gather_pending = 0; /* every segment was waited for */
     if (L == 0)
         cuda_layernorm_forward(p, a->lnf, a->lnf_mean, a->lnf_rstd, a->encoded, wx(m, P_LNFW, 0),
                                wx(m, P_LNFB, 0), N, C, st);
@@ -669,7 +720,10 @@ static const int LAYER_TENSORS[] = {P_LN1W, P_LN1B, P_QKVW, P_QKVB, P_ATTPROJW, 
                                     P_LN2W, P_LN2B, P_FCW, P_FCB, P_FCPROJW, P_FCPROJB};
 static const int OTHER_TENSORS[] = {P_WTE, P_WPE, P_LNFW, P_LNFB};
 
-static int plain_sync_on(const Model *m) { return m->comm && m->sync_grads && !m->zero && m->overlap; }
+/* Gradients are sent in buckets during backward (plain DP overlap, or ZeRO-1's per-bucket reduce). */
+static int bucket_sync_on(const Model *m) {
+    return m->comm && m->sync_grads && (m->zero ? m->zero_overlap : m->overlap);
+}
 
 __global__ void bf16_to_f32_kernel(float *dst, const bf16 *src, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -698,11 +752,47 @@ static void all_reduce_ranges(Model *m, const size_t *off, const size_t *n, int 
         for (int i = 0; i < k; i++) bf16_to_f32(m->grads + off[i], m->gcomm + off[i], n[i], st);
 }
 
+/* The part [a, b) of the range [off, off + n) that lies in rank r's shard (a >= b: none). */
+static void shard_piece(const Model *m, int r, size_t off, size_t n, size_t *a, size_t *b) {
+    size_t lo = (size_t)r * m->shard, hi = lo + m->shard;
+    *a = off > lo ? off : lo;
+    *b = off + n < hi ? off + n : hi;
+}
+
+/* ZeRO-1: the ranks' sum of each range [off[i], off[i] + n[i]) reaches only the rank whose shard
+ * holds it: one in-place ncclReduce per piece of a range inside one shard, all in one NCCL group
+ * (over a whole backward, the bytes of one reduce-scatter). bf16 communication: rounded into
+ * gcomm, reduced there, and this rank's pieces widened back into the fp32 gradients. */
+static void reduce_ranges_to_owners(Model *m, const size_t *off, const size_t *n, int k, cudaStream_t st) {
+    size_t a, b;
+    if (m->comm_bf16)
+        for (int i = 0; i < k; i++) cuda_convert_from_f32(PRECISION_BF16, m->gcomm + off[i], m->grads + off[i], n[i], st);
+    distc_group_start(m->comm);
+    for (int i = 0; i < k; i++)
+        for (int r = 0; r < m->world; r++) {
+            shard_piece(m, r, off[i], n[i], &a, &b);
+            if (a >= b) continue;
+            if (m->comm_bf16) distc_reduce_sum(m->comm, m->gcomm + a, b - a, DIST_BF16, r, st);
+            else distc_reduce_sum(m->comm, m->grads + a, b - a, DIST_F32, r, st);
+        }
+    distc_group_end(m->comm);
+    if (m->comm_bf16)
+        for (int i = 0; i < k; i++) {
+            shard_piece(m, m->rank, off[i], n[i], &a, &b);
+            if (a < b) bf16_to_f32(m->grads + a, m->gcomm + a, b - a, st);
+        }
+}
+
+static void sync_ranges(Model *m, const size_t *off, const size_t *n, int k, cudaStream_t st) {
+    if (m->zero) reduce_ranges_to_owners(m, off, n, k, st);
+    else all_reduce_ranges(m, off, n, k, st);
+}
+
 /* Layer l's backward is done. When it closes a bucket (bucket_layers consecutive layers, from
  * the top; layer 0 closes the last), the bucket's gradients are summed over the ranks on the
  * second stream: per tensor, the bucket's layer slices are one contiguous range. */
 static void sync_layer_grads(Model *m, int l) {
-    if (!plain_sync_on(m)) return;
+    if (!bucket_sync_on(m)) return;
     int hi = m->pending_hi;
     if (hi - l + 1 < m->bucket_layers && l > 0) return;
     m->pending_hi = l - 1;
@@ -716,14 +806,14 @@ static void sync_layer_grads(Model *m, int l) {
         off[i] = m->off[t] + (size_t)l * per;
         n[i] = (size_t)(hi - l + 1) * per;
     }
-    all_reduce_ranges(m, off, n, k, m->comm_stream);
+    sync_ranges(m, off, n, k, m->comm_stream);
 }
 
 /* End of backward: the embeddings and the final LayerNorm, then the main stream waits for all
- * buckets. With ZeRO-1: one reduce-scatter of the flat gradient instead. */
+ * buckets. ZeRO-1 without bucket overlap: one reduce-scatter of the flat gradient instead. */
 static void sync_remaining_grads(Model *m) {
     if (!m->comm || !m->sync_grads) return;
-    if (m->zero) {
+    if (m->zero && !m->zero_overlap) {
         if (m->comm_bf16) { /* round, reduce-scatter in bf16, widen this rank's shard */
             size_t lo = (size_t)m->rank * m->shard;
             cuda_convert_from_f32(PRECISION_BF16, m->gcomm, m->grads, m->n_pad, m->stream);
@@ -734,7 +824,7 @@ static void sync_remaining_grads(Model *m) {
         }
         return;
     }
-    if (!m->overlap) {
+    if (!m->zero && !m->overlap) {
         size_t off = 0, n = m->num_params;
         all_reduce_ranges(m, &off, &n, 1, m->stream);
         return;
@@ -747,7 +837,7 @@ static void sync_remaining_grads(Model *m) {
         off[i] = m->off[OTHER_TENSORS[i]];
         n[i] = m->size[OTHER_TENSORS[i]];
     }
-    all_reduce_ranges(m, off, n, k, m->comm_stream);
+    sync_ranges(m, off, n, k, m->comm_stream);
     CUDA_CHECK(cudaEventRecord(m->comm_done, m->comm_stream));
     CUDA_CHECK(cudaStreamWaitEvent(m->stream, m->comm_done, 0));
 }
@@ -924,6 +1014,7 @@ static void cuda_backward(Model *m, float loss_scale) {
 }
 
 static void cuda_logits_at(Model *m, int b, int t, float *out) {
+    join_gather(m);
     size_t row = (size_t)b * m->T + t;
     cuda_logits_row(m->prec, m->s.logits_row, (char *)m->a.lnf + row * m->C * m->esize, wx(m, P_WTE, 0),
                     m->V, m->C, m->stream);
@@ -935,6 +1026,7 @@ static void cuda_zero_grad(Model *m) {
 }
 
 static float cuda_grad_norm(Model *m) {
+    join_gather(m);
     prof_mark(m, PF_START);
     if (m->zero) { /* the reduced gradient exists as shards: their sums of squares, summed */
         cuda_sum_of_squares(m->s.sumsq, m->grads + (size_t)m->rank * m->shard, m->shard, m->s.norm_partials,
@@ -950,12 +1042,51 @@ static float cuda_grad_norm(Model *m) {
     return sqrtf(*m->h_out);
 }
 
+/* ZeRO-1: everyone's updated shard to everyone, on the second stream, in segments (0: the
+ * embeddings and final LayerNorm; l+1: layer l's 12 slices), each piece broadcast by the rank
+ * whose shard holds it; the next forward waits for each segment just before it reads it. */
+static void gather_params_by_layer(Model *m) {
+    const int bf = m->prec == PRECISION_BF16;
+    CUDA_CHECK(cudaEventRecord(m->comm_done, m->stream)); /* AdamW done */
+    CUDA_CHECK(cudaStreamWaitEvent(m->comm_stream, m->comm_done, 0));
+    for (int seg = 0; seg <= m->L; seg++) {
+        size_t off[16], n[16];
+        int k = 0;
+        if (seg == 0) {
+            for (int i = 0; i < (int)(sizeof OTHER_TENSORS / sizeof OTHER_TENSORS[0]); i++, k++) {
+                off[k] = m->off[OTHER_TENSORS[i]];
+                n[k] = m->size[OTHER_TENSORS[i]];
+            }
+        } else {
+            for (int i = 0; i < (int)(sizeof LAYER_TENSORS / sizeof LAYER_TENSORS[0]); i++, k++) {
+                size_t per = m->size[LAYER_TENSORS[i]] / m->L;
+                off[k] = m->off[LAYER_TENSORS[i]] + (size_t)(seg - 1) * per;
+                n[k] = per;
+            }
+        }
+        distc_group_start(m->comm);
+        for (int i = 0; i < k; i++)
+            for (int r = 0; r < m->world; r++) {
+                size_t a, b;
+                shard_piece(m, r, off[i], n[i], &a, &b);
+                if (a >= b) continue;
+                if (bf) distc_broadcast(m->comm, (bf16 *)m->params_x + a, b - a, DIST_BF16, r, m->comm_stream);
+                else distc_broadcast(m->comm, m->params + a, b - a, DIST_F32, r, m->comm_stream);
+            }
+        distc_group_end(m->comm);
+        CUDA_CHECK(cudaEventRecord(m->gather_ready[seg], m->comm_stream));
+    }
+    m->gather_pending = 1;
+    if (bf) m->master_partial = 1;
+}
+
 static void cuda_update(Model *m, const AdamWStep *s) {
     if (m->prof.steps == PROF_WARMUP_STEPS) memset(m->prof.ms, 0, sizeof m->prof.ms); /* drop warm-up */
     prof_mark(m, PF_START);
     m->prof.steps++;
     /* ZeRO-1: this rank updates [lo, hi) of the flat parameters; m and v hold that range only */
     size_t lo = m->zero ? (size_t)m->rank * m->shard : 0, hi = m->zero ? lo + m->shard : m->num_params;
+    join_gather(m);
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
         if (frozen_zero(m, t)) continue;
         size_t a = m->off[t] > lo ? m->off[t] : lo, b = m->off[t] + m->size[t] < hi ? m->off[t] + m->size[t] : hi;
@@ -965,7 +1096,9 @@ static void cuda_update(Model *m, const AdamWStep *s) {
         cuda_adamw(m->prec, m->params + a, px, m->grads + a, m->adam_m + (a - lo), m->adam_v + (a - lo), b - a,
                    s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);
     }
-    if (m->zero) { /* everyone's updated shard to everyone: the weights the matmuls read */
+    if (m->zero && m->gather_overlap) {
+        gather_params_by_layer(m);
+    } else if (m->zero) { /* everyone's updated shard to everyone: the weights the matmuls read */
         if (m->prec == PRECISION_BF16) {
             distc_all_gather(m->comm, m->params_x, m->shard, DIST_BF16, m->stream);
             m->master_partial = 1;
@@ -980,6 +1113,7 @@ static void cuda_set_grad_sync(Model *m, int on) { m->sync_grads = on != 0; }
 
 static double cuda_mean_over_ranks(Model *m, double x) {
     if (!m->comm) return x;
+    join_gather(m);
     *m->h_scalar = x;
     CUDA_CHECK(cudaMemcpyAsync(m->d_scalar, m->h_scalar, sizeof(double), cudaMemcpyHostToDevice, m->stream));
     distc_all_reduce_sum(m->comm, m->d_scalar, 1, DIST_F64, m->stream);

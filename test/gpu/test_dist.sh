@@ -7,7 +7,10 @@
 #   2. bf16: step 1 equal, then within bf16 noise (gradients summed in bf16, the default);
 #      with --grad-comm fp32 as the fp32 case. Buckets of 3 layers and the flat all-reduce sum
 #      the same gradients as per-layer buckets.
-#   3. ZeRO-1 gives the losses of plain data parallel (fp32 and bf16).
+#   3. ZeRO-1 gives the losses of plain data parallel (fp32 and bf16), with its gradients reduced
+#      per bucket during backward (the default) and its weights gathered per layer (off by
+#      default), with the bucket reduce alone, and with the old single reduce-scatter + all-gather
+#      (env switches set explicitly, so every variant is checked whatever the defaults).
 #   4. A 2-GPU ZeRO-1 checkpoint resumes on 1 GPU (grad-accum 2) and continues the 1-GPU curve.
 #   5. Failure: rank 1 killed -> rank 0 (torchrun-style launch) stops within --dist-timeout with a
 #      message; a worker of --gpus 2 killed -> the launcher stops the other and fails fast.
@@ -91,10 +94,20 @@ run two_bf16_flat env TRAIN_GPT2_DP_OVERLAP=0 "$BIN" --gpus 2 --precision bf16 "
 check "bf16 comm: one flat all-reduce vs per-layer buckets" two_bf16 two_bf16_flat 1 6 1e-5 1e-6
 
 # --- 3: ZeRO-1 -------------------------------------------------------------------------------
-run zero_fp32 "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
-check "fp32: ZeRO-1 vs plain data parallel" two_fp32 zero_fp32 1 6 1e-5 1e-6
-run zero_bf16 "$BIN" --gpus 2 --zero 1 --precision bf16 "${COMMON[@]}" --batch 4
-check "bf16: ZeRO-1 vs plain data parallel" two_bf16 zero_bf16 1 6 2e-2 1e-6
+ZNEW=(TRAIN_GPT2_ZERO_OVERLAP=1 TRAIN_GPT2_ZERO_GATHER_OVERLAP=1)
+ZRS=(TRAIN_GPT2_ZERO_OVERLAP=1 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0)
+ZOLD=(TRAIN_GPT2_ZERO_OVERLAP=0 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0)
+run zero_fp32 env "${ZNEW[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+check "fp32: ZeRO-1 (bucket reduce + per-layer gather) vs plain data parallel" two_fp32 zero_fp32 1 6 1e-5 1e-6
+run zero_fp32_rs env "${ZRS[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+check "fp32: ZeRO-1 (bucket reduce, one all-gather) vs plain data parallel" two_fp32 zero_fp32_rs 1 6 1e-5 1e-6
+run zero_fp32_old env "${ZOLD[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+check "fp32: ZeRO-1 (one reduce-scatter, one all-gather) vs plain data parallel" two_fp32 zero_fp32_old 1 6 1e-5 1e-6
+run zero_bf16 env "${ZNEW[@]}" "$BIN" --gpus 2 --zero 1 --precision bf16 "${COMMON[@]}" --batch 4
+check "bf16: ZeRO-1 (bucket reduce + per-layer gather) vs plain data parallel" two_bf16 zero_bf16 1 6 2e-2 1e-6
+run zero_bf16_old env "${ZOLD[@]}" "$BIN" --gpus 2 --zero 1 --precision bf16 "${COMMON[@]}" --batch 4
+check "bf16: ZeRO-1 bucket reduce + per-layer gather vs the old single collectives (same bf16 sums)" \
+    zero_bf16_old zero_bf16 1 6 1e-5 1e-6
 
 # --- 4: a 2-GPU ZeRO-1 checkpoint resumed on 1 GPU -------------------------------------------
 ck="$tmp/ck"
