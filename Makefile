@@ -77,6 +77,16 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
+ifneq ($(NVCC),)
+ifeq ($(filter-out 90,$(GPU_ARCH)),)
+# The Hopper forward of the flash kernel uses sm_90a-only instructions (wgmma): that one object
+# is built for sm_90a alone; for any other GPU_ARCH it builds as a stub and flash.cu keeps its
+# portable forward.
+SM90A_FLAGS := -gencode arch=compute_90a,code=sm_90a -DFLASH_SM90=1
+$(BUILD)/attention/flash_sm90.o $(BUILD)/pic/attention/flash_sm90.o: GENCODE := $(SM90A_FLAGS)
+endif
+endif
+
 ifeq ($(NVCC),)
 # Without nvcc the entry point is compiled as C: it holds no device code.
 $(BUILD)/train_gpt2.o: train_gpt2.cu

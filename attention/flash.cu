@@ -25,6 +25,7 @@
  * Any T: rows past T load as zeros and are masked or not stored.
  */
 #include "attention/cuda_common.cuh"
+#include "attention/flash_sm90.h"
 #include "attention/mma_bf16.cuh"
 #include "attention/tc_attention.cuh"
 
@@ -546,11 +547,16 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
     flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
-    auto kernel = flash_backward_kernel<D, CAUSAL>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid = attn_tile_grid(s, Tr::Bc);
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
+    FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
+    int rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
+    if (rc > 0) return rc;
+    if (rc < 0) {
+        auto kernel = flash_backward_kernel<D, CAUSAL>;
+        ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+        dim3 grid = attn_tile_grid(s, Tr::Bc);
+        kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+        ATTN_LAUNCH_CHECK();
+    }
     flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
@@ -574,6 +580,8 @@ static int flash_forward(const AttnShape *s, const void *q, const void *k, const
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
     p.out = (bf16 *)o;
     p.lse = (float *)saved;
+    int hopper = flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)); /* wgmma, where it applies */
+    if (hopper >= 0) return hopper;
     return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
 }
 

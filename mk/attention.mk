@@ -3,7 +3,7 @@
 # independent copies of the CUDA objects under build/pic/.
 ifneq ($(NVCC),)
 ATTN_LIB      := $(BUILD)/libattention.so
-ATTN_LIB_SRCS := attention/naive.cu attention/memeff.cu attention/flash.cu \
+ATTN_LIB_SRCS := attention/naive.cu attention/memeff.cu attention/flash.cu attention/flash_sm90.cu \
                  attention/cuda_table.cu attention/attention_api.cu
 ATTN_PIC_OBJS := $(ATTN_LIB_SRCS:%.cu=$(BUILD)/pic/%.o)
 

@@ -25,6 +25,7 @@
 #include <vector>
 #include "attention/attention.h"
 #include "attention/attention_cuda.h"
+#include "attention/flash_sm90.h"
 #include "test/test.h"
 
 extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
@@ -253,7 +254,7 @@ static std::vector<uint8_t> bytes_of(const void *d, size_t n) {
     return out;
 }
 
-static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16) {
+static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16, const char *variant = "") {
     /* (ref16: the plain bf16 reference's error that this kernel is held to) */
     AttnShape s;
     memset(&s, 0, sizeof s);
@@ -266,7 +267,7 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     const char *mname = p.mask == ATTN_MASK_NONE ? "none" : p.mask == ATTN_MASK_CAUSAL ? "causal"
                         : p.bias_kind == BIAS_PER_HEAD ? "dense/head" : "dense/bcast";
     char tag[160];
-    snprintf(tag, sizeof tag, "%s %s %s B=%d H=%d T=%d D=%d", kname, dt == ATTN_BF16 ? "bf16" : "fp32",
+    snprintf(tag, sizeof tag, "%s%s %s %s B=%d H=%d T=%d D=%d", kname, variant, dt == ATTN_BF16 ? "bf16" : "fp32",
              mname, p.B, p.H, p.T, p.D);
 
     DevBufs d;
@@ -350,6 +351,12 @@ static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_
         Err r = impl->kernel == ATTN_NAIVE ? r16s : r16;
         run_case(p, impl, ATTN_FP32, r);
         run_case(p, impl, ATTN_BF16, r);
+        if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) {
+            /* the flash forward above ran on wgmma (flash_sm90.cu); the portable one too */
+            setenv("ATTN_FLASH_SM90", "0", 1);
+            run_case(p, impl, ATTN_BF16, r, "(mma.sync fwd)");
+            unsetenv("ATTN_FLASH_SM90");
+        }
     }
 }
 
@@ -375,6 +382,10 @@ int main(void) {
     run_problem(1, 300, 2, 32, ATTN_MASK_NONE, BIAS_NONE);
     run_problem(4, 127, 12, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
     run_problem(4, 256, 12, 64, ATTN_MASK_NONE, BIAS_NONE);
+    /* several 192-row query tiles and 128-key tiles of the Hopper forward, ragged ends */
+    run_problem(1, 1000, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(1, 700, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_problem(1, 513, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
     printf("test_attention_gpu: %d kernel/dtype cases skipped (unsupported or not built)\n", n_skipped);
     return test_summary("test_attention_gpu");
 }

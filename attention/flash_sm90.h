@@ -1,0 +1,25 @@
+/* attention/flash_sm90.h: the Hopper (wgmma) kernels of the flash attention, used by flash.cu.
+ * flash_sm90_forward (and _backward_main) return -1 where it does not apply (not built for sm_90a, not a compute
+ * capability 9.0 device, ATTN_FLASH_SM90=0, head dimension other than 64/128, dense bias), so
+ * the caller runs its portable forward; otherwise 0, or 1 on a CUDA error. */
+#ifndef ATTENTION_FLASH_SM90_H
+#define ATTENTION_FLASH_SM90_H
+
+#include <cuda_runtime.h>
+#include "attention/attention.h"
+
+bool flash_sm90_enabled(void);
+
+/* The backward's main kernel (dK, dV and the fp32 dQ accumulator) on wgmma, D = 64; flash.cu
+ * runs the row kernels around it (D_i and zeroing the accumulator before, dQ's conversion after). */
+struct FlashSm90Bwd {
+    const void *q, *k, *v, *dout;
+    void *dk, *dv;
+    const float *lse, *dvec;
+    float *dq_accum;
+};
+int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream);
+int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                       cudaStream_t stream);
+
+#endif
