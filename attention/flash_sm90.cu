@@ -1,7 +1,8 @@
-/* attention/flash_sm90.cu: the flash forward on Hopper's warpgroup MMA (wgmma, sm_90a).
+/* attention/flash_sm90.cu: the flash kernels on Hopper's warpgroup MMA (wgmma, sm_90a).
  *
- * Same algorithm and outputs as flash.cu's forward (O and the natural log-sum-exp L per row),
- * on 64 x N x 16 warpgroup products instead of 16 x 8 x 16 warp products:
+ * Same algorithms and outputs as flash.cu (O and the natural log-sum-exp L per row forward; dK,
+ * dV and the fp32 dQ accumulator backward), on 64 x N x 16 warpgroup products instead of
+ * 16 x 8 x 16 warp products. The forward:
  *   one block per (query tile of Br = 64 * kWarpgroups rows, batch*head); warpgroup w owns rows
  *   64w..64w+63 of the Q tile (smem, read by wgmma directly); K and V tiles of Bc keys stream
  *   through a ring of kStages SW128 smem buffers by cp.async, kPrefetch tiles ahead. Per tile:
@@ -13,11 +14,14 @@
  *   for that S also retires P V_j before O is rescaled. The ring leaves two tiles between a
  *   buffer's last reader (P V_j, possibly in flight) and its next writer: kStages =
  *   kPrefetch + 2, and one barrier per tile.
+ * The backward's main kernel is described above flash_bwd_sm90_kernel.
  * Why: mma.sync streams every B fragment through registers with ldmatrix (~0.3 loads per MMA)
- * and keeps the tensor cores at roughly 60% (dev/attention_notes.md, v5); wgmma reads B straight
- * from shared memory and runs asynchronously to the softmax.
- * Built only for sm_90a (Makefile: -DFLASH_SM90); elsewhere flash_sm90_forward() answers -1 and
- * flash.cu runs its own forward. ATTN_FLASH_SM90=0 in the environment forces that too.
+ * and kept the tensor cores at roughly 60% (dev/attention_notes.md, v5); wgmma reads its
+ * operands straight from shared memory and runs asynchronously to the softmax.
+ * Register budgets are what decide the shapes: ptxas serializes every wgmma (warning C7512/C7515)
+ * when the accumulators in flight do not fit, which cost ~20% in the first version.
+ * Built only for sm_90a (Makefile: -DFLASH_SM90); elsewhere the entry points answer -1 and
+ * flash.cu runs its own kernels. ATTN_FLASH_SM90=0 in the environment forces that too.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -226,7 +230,9 @@ struct Sm90BwdParams {
 
 /* dst[0..1] += (a, b): one fp32 vector reduction */
 __device__ __forceinline__ void red_add_f32x2(float *dst, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     atomicAdd(reinterpret_cast<float2 *>(dst), make_float2(a, b));
+#endif
 }
 
 template <bool CAUSAL>

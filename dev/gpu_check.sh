@@ -12,6 +12,7 @@
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
 #   grids      the bench presets: xformers-issue and flash-blog ($FLASH_BLOG_ARGS, default
 #              --bench-quick --bench-max-seconds 200)
+# ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # Logs and tables go to $OUT (or /tmp/gpu_check). Data: $DATA (default local/enwik8_head, a
 # git-ignored copy of the enwik8 prefix carried to the GPU machine); throughput does not depend
 # on which text is read.
@@ -77,7 +78,7 @@ stage_attention() {
 
 stage_gpt2() {
     table_header "GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
-    for attn in naive flash; do
+    for attn in ${ATTNS:-naive flash}; do
         for B in 16 32 64; do
             train "gpt2-$attn-B$B-graph" --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn --cuda-graph
         done
@@ -97,7 +98,7 @@ stage_bytes() {
     table_header "byte-level GPT-2 small (vocab 256), 32768 tokens a step, bf16"
     for T in 1024 4096 8192; do
         B=$((32768 / T))
-        for attn in naive memeff flash; do
+        for attn in ${ATTNS:-naive memeff flash}; do
             train "bytes-T$T-$attn" --model gpt2 --seq-len $T --batch $B --attn $attn --cuda-graph
         done
     done

@@ -352,9 +352,9 @@ static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_
         run_case(p, impl, ATTN_FP32, r);
         run_case(p, impl, ATTN_BF16, r);
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) {
-            /* the flash forward above ran on wgmma (flash_sm90.cu); the portable one too */
+            /* the flash kernels above ran on wgmma (flash_sm90.cu); the portable ones too */
             setenv("ATTN_FLASH_SM90", "0", 1);
-            run_case(p, impl, ATTN_BF16, r, "(mma.sync fwd)");
+            run_case(p, impl, ATTN_BF16, r, "(mma.sync)");
             unsetenv("ATTN_FLASH_SM90");
         }
     }
