@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dev/bench_dist.sh: data-parallel throughput on the GPUs of one node.
-#   GPT-2 124M (vocab 50257), T = 1024, bf16, B = 16 per GPU: tokens/sec on 1, 2 and 4 GPUs
+#   GPT-2 124M (vocab 50257), T = 1024, bf16, B = 16 and 64 per GPU ($BATCHES): tokens/sec on 1, 2 and 4 GPUs
 #   (those that are visible) and the scaling efficiency against 1 GPU x N;
 #   GPT-2 large on 4 GPUs, B = 8 per GPU, with ZeRO-1 and without: tokens/sec and memory per GPU.
 # Data: the project's sources repeated to a few MB of bytes (throughput does not depend on the
@@ -50,7 +50,7 @@ one() {
         echo "| $model | $gpus | $B | $zero | failed | | | |" >>"$results"
         return
     fi
-    python3 - "$OUT/$name.jsonl" "$model" "$gpus" "$B" "$zero${envs[*]:+ (${envs[*]})}" "${base[$model]:-}" >>"$results" <<'EOF'
+    python3 - "$OUT/$name.jsonl" "$model" "$gpus" "$B" "$zero${envs[*]:+ (${envs[*]})}" "${base[$model-$B]:-}" >>"$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 s = [r for r in rows if r.get("type") == "summary"][-1]
@@ -60,17 +60,19 @@ eff = "%.1f%%" % (100 * s["tok_per_s"] / (gpus * float(base))) if base and gpus 
 print("| %s | %d | %s | %s | %.0f | %.1f | %.1f | %s |" % (model, gpus, B, zero, s["tok_per_s"], s["ms_per_step"], mem, eff))
 EOF
     if [ "$gpus" -eq 1 ]; then
-        base[$model]=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]["tok_per_s"])' "$OUT/$name.jsonl")
+        base[$model-$B]=$(python3 -c 'import json,sys; print([json.loads(l) for l in open(sys.argv[1]) if "summary" in l][-1]["tok_per_s"])' "$OUT/$name.jsonl")
     fi
 }
 
-one gpt2_1gpu gpt2 1 16 0
-for g in 2 4; do
-    [ "$ngpu" -ge $g ] || continue
-    one gpt2_${g}gpu gpt2 $g 16 0
-    one gpt2_${g}gpu_zero1 gpt2 $g 16 1
-    one gpt2_${g}gpu_zero1_old gpt2 $g 16 1 TRAIN_GPT2_ZERO_OVERLAP=0 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0
-    one gpt2_${g}gpu_nooverlap gpt2 $g 16 0 TRAIN_GPT2_DP_OVERLAP=0
+for B in ${BATCHES:-16 64}; do
+    one gpt2_1gpu_B$B gpt2 1 $B 0
+    for g in 2 4; do
+        [ "$ngpu" -ge $g ] || continue
+        one gpt2_${g}gpu_B$B gpt2 $g $B 0
+        one gpt2_${g}gpu_zero1_B$B gpt2 $g $B 1
+        one gpt2_${g}gpu_zero1_buckets_B$B gpt2 $g $B 1 TRAIN_GPT2_ZERO_OVERLAP=1
+        one gpt2_${g}gpu_nooverlap_B$B gpt2 $g $B 0 TRAIN_GPT2_DP_OVERLAP=0
+    done
 done
 if [ "$ngpu" -ge 4 ]; then
     one large_1gpu gpt2-large 1 8 0

@@ -27,10 +27,11 @@
  * ZeRO-1: each rank updates its 1/world shard of the parameters (AdamW m and v exist for the
  * shard only), and the updated weights are gathered (the bf16 copy in bf16 runs, where the fp32
  * master weights outside the shard are gathered only when someone asks for them). Its gradients
- * travel in the same buckets as plain DP's, but each bucket's pieces are reduced only to the
- * rank whose shard holds them (grouped ncclReduce: the bytes of a reduce-scatter); the weights
- * travel in one all-gather after AdamW. TRAIN_GPT2_ZERO_OVERLAP=0 restores one reduce-scatter
- * after backward; TRAIN_GPT2_ZERO_GATHER_OVERLAP=1 broadcasts the weights from their owners per
+ * travel in one reduce-scatter after backward and the weights in one all-gather after AdamW.
+ * TRAIN_GPT2_ZERO_OVERLAP=1 sends the gradients in plain DP's buckets during backward instead,
+ * each bucket's pieces reduced only to the rank whose shard holds them (grouped ncclReduce: the
+ * bytes of a reduce-scatter; measured slower once the attention got faster, off by default);
+ * TRAIN_GPT2_ZERO_GATHER_OVERLAP=1 broadcasts the weights from their owners per
  * layer on the second stream instead of the all-gather, the next forward waiting for each
  * layer's weights just before it uses them (measured slower, off by default). Buffers of params,
  * grads and the bf16 copy are padded to world equal shards (rank r owns [r shard, (r+1) shard)).
@@ -272,9 +273,11 @@ static void prof_collect(Model *m);
  * (2 x H200: 906.9K tok/s vs 903.7K with 1 layer, 904.8K with 6; dev/dist_notes.md). */
 #define DEFAULT_BUCKET_LAYERS 3
 /* ZeRO-1: per-bucket reduce during backward / per-layer weight gather before forward (1 = on).
- * 2 x H200, GPT-2 124M, B=16 (dev/dist_notes.md): bucket reduce 924.5K tok/s vs 922.9K for the
- * single reduce-scatter (within noise); the per-layer gather measured 1 ms/step slower (898K). */
-#define DEFAULT_ZERO_OVERLAP 1
+ * H200s, GPT-2 124M (dev/dist_notes.md): with the Hopper attention kernels the single
+ * reduce-scatter after backward beat the bucket reduce in all four pairs measured (2 and 4 GPUs,
+ * B = 16 and 64 per GPU: +0.6 to +1.4%; the overlapped reduce slows the backward more than it
+ * hides); the per-layer gather measured 1 ms/step slower. */
+#define DEFAULT_ZERO_OVERLAP 0
 #define DEFAULT_ZERO_GATHER_OVERLAP 0
 
 static int env_flag(const char *name, int dflt) {
@@ -294,8 +297,8 @@ static void plan_shards(Model *m, const ModelOptions *opt) {
     /* TRAIN_GPT2_DP_BUCKET_LAYERS=K: K consecutive layers per overlapped all-reduce */
     const char *bl = getenv("TRAIN_GPT2_DP_BUCKET_LAYERS");
     m->bucket_layers = bl && atoi(bl) > 0 ? atoi(bl) : DEFAULT_BUCKET_LAYERS;
-    /* TRAIN_GPT2_ZERO_OVERLAP=0 / TRAIN_GPT2_ZERO_GATHER_OVERLAP=0: ZeRO-1's old single
-     * reduce-scatter after backward / all-gather after AdamW (measuring) */
+    /* TRAIN_GPT2_ZERO_OVERLAP=1 / TRAIN_GPT2_ZERO_GATHER_OVERLAP=1: ZeRO-1's bucket reduce
+     * during backward / per-layer weight broadcast before forward (measuring) */
     m->zero_overlap = env_flag("TRAIN_GPT2_ZERO_OVERLAP", DEFAULT_ZERO_OVERLAP);
     m->gather_overlap = env_flag("TRAIN_GPT2_ZERO_GATHER_OVERLAP", DEFAULT_ZERO_GATHER_OVERLAP);
     /* --grad-comm: gradients summed in bf16 (half the bytes on the wire) or fp32 (exact sums) */

@@ -4,7 +4,8 @@
  *     that never connects makes rank 0 fail with a message within the deadline, and a rank
  *     without rank 0 gives up within its deadline too;
  *   - the --gpus launcher (dist_launch_local) runs this program as its workers: they see their
- *     RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*; one failing worker stops a hanging one quickly.
+ *     RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*, rendezvous with rank 0 listening on the socket the
+ *     launcher opened; one failing worker stops a hanging one quickly.
  * Data sharding over ranks is covered by test_data.
  */
 #include "test/test.h"
@@ -200,6 +201,15 @@ static int worker_main(const char *mode) {
                  !strcmp(d.master_addr, "127.0.0.1") && d.master_port > 0 && nvls && !strcmp(nvls, "0");
     if (!env_ok) return 11;
     if (!strcmp(mode, "ok")) return 0;
+    if (!strcmp(mode, "rdzv")) { /* a real rendezvous; rank 0 on the socket the launcher opened */
+        if (d.rank == 0 && !getenv("TRAIN_GPT2_RDZV_FD")) return 13;
+        unsigned char id[DIST_ID_BYTES];
+        for (int i = 0; i < DIST_ID_BYTES; i++) id[i] = d.rank == 0 ? (unsigned char)(i * 7 + 1) : 0;
+        if (dist_rendezvous(&d, id, 10.0, err, sizeof err) != 0) return 14;
+        for (int i = 0; i < DIST_ID_BYTES; i++)
+            if (id[i] != (unsigned char)(i * 7 + 1)) return 15;
+        return 0;
+    }
     /* "fail": rank 1 fails at once, the others would hang for a minute */
     if (d.rank == 1) return 7;
     sleep(60);
@@ -210,6 +220,11 @@ static void test_launcher(const char *self) {
     char *ok_argv[] = {(char *)self, (char *)"--worker", (char *)"ok", NULL};
     char err[256] = "";
     CHECK(dist_launch_local(3, ok_argv, 2.0, err, sizeof err) == 0, "3 workers see their environment: %s", err);
+    /* rank 0 rendezvouses on the socket the launcher bound (no port race), five times running */
+    char *rdzv_argv[] = {(char *)self, (char *)"--worker", (char *)"rdzv", NULL};
+    int rdzv_fails = 0;
+    for (int i = 0; i < 5; i++) rdzv_fails += dist_launch_local(3, rdzv_argv, 2.0, err, sizeof err) != 0;
+    CHECK(rdzv_fails == 0, "launched workers rendezvous on the inherited socket (%d of 5 failed)", rdzv_fails);
     char *fail_argv[] = {(char *)self, (char *)"--worker", (char *)"fail", NULL};
     double t0 = now_s();
     int rc = dist_launch_local(3, fail_argv, 2.0, err, sizeof err);

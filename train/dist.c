@@ -148,7 +148,24 @@ static int xfer_all(int fd, void *buf, size_t n, int sending, double deadline) {
     return 0;
 }
 
+/* The --gpus launcher binds the rendezvous socket itself and hands it to rank 0 through this
+ * variable (an inherited descriptor), so no other process can take the port in between. */
+#define DIST_LISTEN_FD_ENV "TRAIN_GPT2_RDZV_FD"
+
+static int inherited_listen_fd(int port) {
+    const char *v = getenv(DIST_LISTEN_FD_ENV);
+    if (!v || !*v) return -1;
+    int fd = atoi(v);
+    unsetenv(DIST_LISTEN_FD_ENV);
+    struct sockaddr_in a;
+    socklen_t len = sizeof a;
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0 || ntohs(a.sin_port) != port) return -1;
+    return fd;
+}
+
 static int listen_on(int port, char *err, size_t errlen) {
+    int inherited = inherited_listen_fd(port);
+    if (inherited >= 0) return inherited;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) {
         set_err(err, errlen, "rendezvous: socket: %s", strerror(errno));
@@ -271,21 +288,25 @@ int dist_rendezvous(const DistInfo *d, unsigned char id[DIST_ID_BYTES], double t
 
 /* ---- --gpus N launcher ------------------------------------------------------------------- */
 
-/* A port the kernel says is free now (bind to 0). Racy in principle, but far less likely to
- * collide than a fixed port when several runs share a machine. */
-static int pick_free_port(void) {
+/* The rendezvous socket, listening on a port the kernel picks (bind to 0) on the loopback
+ * address; rank 0 inherits it (DIST_LISTEN_FD_ENV). Closing a probe socket and letting rank 0
+ * bind the port again later raced with other programs' ephemeral ports (seen once: "Address
+ * already in use" while a test ran NCCL jobs back to back). -1 on failure. */
+static int open_launcher_socket(int *port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return DIST_DEFAULT_PORT;
+    if (fd < 0) return -1;
     struct sockaddr_in a;
     memset(&a, 0, sizeof a);
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;
-    int port = DIST_DEFAULT_PORT;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-        port = ntohs(a.sin_port);
-    close(fd);
-    return port;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 128) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+        close(fd);
+        return -1;
+    }
+    *port = ntohs(a.sin_port);
+    return fd;
 }
 
 static void set_int_env(const char *name, int v) {
@@ -332,8 +353,13 @@ static void stop_all(pid_t *pids, int n, double grace_s) {
 }
 
 int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errlen) {
+    int port = DIST_DEFAULT_PORT;
+    int lfd = open_launcher_socket(&port);
+    if (lfd < 0) {
+        set_err(err, errlen, "--gpus %d: cannot open the rendezvous socket: %s", n, strerror(errno));
+        return -1;
+    }
     pid_t *pids = (pid_t *)calloc((size_t)n, sizeof(pid_t));
-    int port = pick_free_port();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -345,6 +371,7 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
         pid_t p = fork();
         if (p < 0) {
             set_err(err, errlen, "--gpus %d: fork failed: %s", n, strerror(errno));
+            close(lfd);
             stop_all(pids, n, grace_s);
             free(pids);
             return -1;
@@ -356,6 +383,8 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
             set_int_env("LOCAL_WORLD_SIZE", n);
             setenv("MASTER_ADDR", "127.0.0.1", 1);
             set_int_env("MASTER_PORT", port);
+            if (r == 0) set_int_env(DIST_LISTEN_FD_ENV, lfd);
+            else close(lfd);
             /* NVLink multicast (NVLS) stays off: on shared hosts it can take GPUs out of service. */
             setenv("NCCL_NVLS_ENABLE", "0", 1);
             signal(SIGINT, SIG_DFL);
@@ -366,6 +395,7 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
         }
         pids[r] = p;
     }
+    close(lfd); /* rank 0 holds it now */
     int rc = 0, alive = n;
     while (alive > 0) {
         if (g_forward_signal) {

@@ -42,8 +42,9 @@ int dist_rendezvous(const DistInfo *d, unsigned char id[DIST_ID_BYTES], double t
                     size_t errlen);
 
 /* `--gpus N` on one node: runs N copies of this program (/proc/self/exe with argv) with RANK,
- * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT and
- * NCCL_NVLS_ENABLE=0 set, and waits. When one exits non-zero (or is killed), the others get
+ * WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT and
+ * NCCL_NVLS_ENABLE=0 set, and waits. The launcher binds the rendezvous socket on a port the
+ * kernel picks and rank 0 inherits it (TRAIN_GPT2_RDZV_FD), so the port cannot be taken between. When one exits non-zero (or is killed), the others get
  * SIGTERM, then SIGKILL after grace_s; the launcher returns the first failure's exit status
  * (128 + signal for a killed worker), else 0. Returns -1 with err when it cannot start. */
 int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errlen);
