@@ -13,7 +13,8 @@ do for [i=0:2] {
     set yrange [0:*]
     plot "flash_blog_h100.dat" index i using 1:2 with linespoints lw 2 pt 7 title "naive", \
          "" index i using 1:3 with linespoints lw 2 pt 9 title "memeff", \
-         "" index i using 1:4 with linespoints lw 2 pt 5 title "flash"
+         "" index i using 1:4 with linespoints lw 2 pt 5 title "flash (mma.sync)", \
+         "flash_blog_h100_hopper.dat" index i using 1:2 with linespoints lw 2 dt 2 pt 4 title "flash (Hopper wgmma)"
 }
 unset multiplot
 
