@@ -94,7 +94,7 @@ flash_fwd_sm90_kernel(Sm90Params p) {
 
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
     const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
-    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
+    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4;
     const int T = p.T, q0 = m_blk * Br;
     const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
     const bf16 *gq = p.q + head_off, *gk = p.k + head_off, *gv = p.v + head_off;
@@ -179,22 +179,8 @@ flash_fwd_sm90_kernel(Sm90Params p) {
     wgmma_fence_operands(o);
     cp_async_wait<0>();
 
-    /* O / l to bf16; L = ln 2 (m + log2 l), +inf for an empty row */
-    const int g = lane >> 2, c = 2 * (lane & 3);
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        float lsum = quad_sum(l[half]);
-        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-        int t = warp_row0 + g + 8 * half;
-        if (t < T) {
-            bf16 *orow = p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(orow + dt * 8 + c) = pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
-            if ((lane & 3) == 0)
-                p.lse[(long long)bh * T + t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
-        }
-    }
+    store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o,
+                        m, l, warp_row0, T);
 #endif
 }
 

@@ -341,7 +341,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
     bf16 *sQ = (bf16 *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
     const int q0 = attn_block_tile(true) * R;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
+    const int warp = threadIdx.x / 32, T = p.T;
     const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
     const bf16 *gq = (const bf16 *)p.q + head, *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
     const float scale_log2 = p.scale * LOG2E_F;
@@ -405,21 +405,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
         __syncthreads();
     }
     cp_async_wait<0>();
-    const int g = lane >> 2, c = 2 * (lane & 3);
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        float lsum = quad_sum(l[half]);
-        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
-        int t = row0 + g + 8 * half;
-        if (t < T) {
-            bf16 *orow = (bf16 *)p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(orow + dt * 8 + c) = pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
-            if ((lane & 3) == 0)
-                p.lse[(long long)bh * T + t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
-        }
-    }
+    store_o_and_lse<ND>((bf16 *)p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o,
+                        p.lse + (long long)bh * T, o, m, l, row0, T);
 }
 
 /* Loads query tile rows [q0, q0 + C) of Q and dO, and their L and D, into one stage. */

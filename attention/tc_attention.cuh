@@ -87,4 +87,27 @@ __device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], 
     }
 }
 
+/* The forward's epilogue for a warp's 16 rows [row0, row0 + 16) (this thread: g and g + 8):
+ * O / l to bf16 in the token-major output (out_head = the head's row 0, rows ld_o apart) and
+ * L = ln 2 (m + log2 l) into lse_head, +inf for a row that saw no key (backward's exp(S - L) = 0). */
+template <int ND>
+__device__ __forceinline__ void store_o_and_lse(__nv_bfloat16 *out_head, long long ld_o, float *lse_head,
+                                                const float o[][4], const float m[2], const float l[2],
+                                                int row0, int T) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float lsum = quad_sum(l[half]);
+        float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
+        int t = row0 + g + 8 * half;
+        if (t < T) {
+            __nv_bfloat16 *orow = out_head + (long long)t * ld_o;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++)
+                *(uint32_t *)(orow + dt * 8 + c) = pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+            if ((lane & 3) == 0) lse_head[t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
+        }
+    }
+}
+
 #endif
