@@ -92,6 +92,17 @@ __device__ __forceinline__ int attn_block_tile(bool heavy_first) {
 }
 static const long long kAttnMaxHeads = 65535; /* grid y limit */
 
+/* Launches a tiled kernel over attn_tile_grid(s, rows_per_tile) with `smem` bytes of dynamic
+ * shared memory, raising the kernel's limit first (needed above 48 KB). 0, or 1 on an error. */
+template <typename Params>
+static int attn_launch_tiled(void (*kernel)(Params), const AttnShape *s, int rows_per_tile, int threads, int smem,
+                             Params p, cudaStream_t st) {
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    kernel<<<attn_tile_grid(s, rows_per_tile), threads, smem, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
 /* Common checks of a shape, as unsupported() reasons. */
 static inline const char *attn_shape_problem(const AttnShape *s) {
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->D < 1) return "empty shape";

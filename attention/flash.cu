@@ -516,12 +516,7 @@ static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 template <int D, bool CAUSAL>
 static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
-    auto kernel = flash_forward_kernel<D, CAUSAL>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid = attn_tile_grid(s, Tr::Br);
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    return attn_launch_tiled(flash_forward_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 template <int D, bool CAUSAL>
@@ -533,14 +528,8 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
     int rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
-    if (rc > 0) return rc;
-    if (rc < 0) {
-        auto kernel = flash_backward_kernel<D, CAUSAL>;
-        ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-        dim3 grid = attn_tile_grid(s, Tr::Bc);
-        kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-        ATTN_LAUNCH_CHECK();
-    }
+    if (rc < 0) rc = attn_launch_tiled(flash_backward_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
+    if (rc) return rc;
     flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;

@@ -405,12 +405,7 @@ bool flash_sm90_enabled(void) {
 template <int D, bool CAUSAL>
 static int launch_sm90_forward(const AttnShape *s, Sm90Params p, cudaStream_t st) {
     using Tr = Sm90FwdTraits<D>;
-    auto kernel = flash_fwd_sm90_kernel<D, CAUSAL>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid = attn_tile_grid(s, Tr::Br);
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    return attn_launch_tiled(flash_fwd_sm90_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
@@ -433,12 +428,8 @@ int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const v
 
 template <bool CAUSAL>
 static int launch_sm90_backward(const AttnShape *s, Sm90BwdParams p, cudaStream_t st) {
-    auto kernel = flash_bwd_sm90_kernel<CAUSAL>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Sm90BwdTraits::kSmemBytes));
-    dim3 grid = attn_tile_grid(s, Sm90BwdTraits::Bc);
-    kernel<<<grid, Sm90BwdTraits::kThreads, Sm90BwdTraits::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    using Tr = Sm90BwdTraits;
+    return attn_launch_tiled(flash_bwd_sm90_kernel<CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {

@@ -627,12 +627,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
 template <int D, int MASK>
 static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Tr = MemeffTcTraits<D>;
-    auto kernel = memeff_tc_forward_kernel<D, MASK>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dim3 grid = attn_tile_grid(s, Tr::Rows);
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    return attn_launch_tiled(memeff_tc_forward_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 template <int D, int MASK>
@@ -641,16 +636,8 @@ static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStr
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<bf16><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    dim3 grid = attn_tile_grid(s, Tr::Rows);
-    auto dkv = memeff_tc_dkv_kernel<D, MASK>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dkv<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    auto dq = memeff_tc_dq_kernel<D, MASK>;
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    dq<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    int rc = attn_launch_tiled(memeff_tc_dkv_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
+    return rc ? rc : attn_launch_tiled(memeff_tc_dq_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 /* Calls F<D, MASK> for the shape's head dimension and mask kind. */
@@ -693,13 +680,8 @@ static MemeffParams memeff_params(const AttnShape *s) {
 
 template <typename E, int D>
 static int memeff_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    auto kernel = memeff_forward_kernel<E, D>;
-    constexpr int smem = memeff_fwd_smem<D>();
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    dim3 grid = attn_tile_grid(s, MemeffTraits::Rows);
-    kernel<<<grid, MemeffTraits::kThreads, smem, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    return attn_launch_tiled(memeff_forward_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
+                             memeff_fwd_smem<D>(), p, st);
 }
 
 template <typename E, int D>
@@ -707,18 +689,10 @@ static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    dim3 grid = attn_tile_grid(s, MemeffTraits::Rows);
-    auto dkv = memeff_dkv_kernel<E, D>;
-    constexpr int smem_dkv = memeff_dkv_smem<D>();
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(dkv, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_dkv));
-    dkv<<<grid, MemeffTraits::kThreads, smem_dkv, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    auto dq = memeff_dq_kernel<E, D>;
-    constexpr int smem_dq = memeff_dq_smem<D>();
-    ATTN_CUDA_TRY(cudaFuncSetAttribute(dq, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_dq));
-    dq<<<grid, MemeffTraits::kThreads, smem_dq, st>>>(p);
-    ATTN_LAUNCH_CHECK();
-    return 0;
+    int rc = attn_launch_tiled(memeff_dkv_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
+                               memeff_dkv_smem<D>(), p, st);
+    return rc ? rc : attn_launch_tiled(memeff_dq_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
+                                       memeff_dq_smem<D>(), p, st);
 }
 
 /* Calls F<E, D> for the shape's element type and head dimension. */
