@@ -15,6 +15,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "common/error_text.h"
 
 #define TOKEN_HEADER_INTS 256
 #define TOKEN_HEADER_BYTES (TOKEN_HEADER_INTS * sizeof(int32_t))
@@ -22,14 +23,6 @@
 /* The project's own text, assembled into the binary by data/embedded_corpus.S. */
 extern const uint8_t embedded_corpus_start[];
 extern const uint8_t embedded_corpus_end[];
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static void set_name(Dataset *ds, const char *name) {
     snprintf(ds->name, sizeof ds->name, "%s", name ? name : "");

@@ -14,14 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
+#include "common/error_text.h"
 
 /* splitmix64: a tiny, well-mixed 64-bit generator (Steele, Lea, Flood 2014). */
 static uint64_t splitmix64_next(uint64_t *state) {

@@ -8,16 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 #ifdef HAVE_NCCL
 #include <nccl.h>
+#include "common/error_text.h"
 
 static double now_s(void) {
     struct timespec ts;

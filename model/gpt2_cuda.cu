@@ -45,6 +45,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include "common/error_text.h"
 
 /* ---- settings shared by all models of the process (cuda_extras) ------------------------- */
 static int g_use_graphs = 0;
@@ -256,14 +257,6 @@ static size_t bytes_needed(Model *m, int B, size_t *pb, size_t *ab, size_t *sb) 
     *ab = plan_acts(m, &x, B, T);
     *sb = plan_scratch(m, &s, B, T);
     return *pb + *ab + *sb + cuda_matmul_workspace_bytes();
-}
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 static void cuda_destroy(Model *m);
