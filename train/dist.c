@@ -18,16 +18,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "common/error_text.h"
 
 #define HELLO_MAGIC 0x67707432u /* "gpt2": a client's greeting is magic, rank, world */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static double now_s(void) {
     struct timespec ts;
@@ -232,10 +225,22 @@ static int serve_id(const DistInfo *d, const unsigned char *id, double deadline,
     return rc;
 }
 
+/* Whether a connected socket is connected to itself: on one host, connecting to a port nobody
+ * listens on yet can be given that very port as the local one (it lies in the ephemeral range),
+ * and TCP's simultaneous open connects the socket to itself -- which then holds the port rank 0
+ * was about to listen on. Seen under load in test_dist; such a connection is dropped and retried. */
+static int connected_to_self(int fd) {
+    struct sockaddr_in me, peer;
+    socklen_t a = sizeof me, b = sizeof peer;
+    if (getsockname(fd, (struct sockaddr *)&me, &a) != 0 || getpeername(fd, (struct sockaddr *)&peer, &b) != 0)
+        return 0;
+    return me.sin_port == peer.sin_port && me.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 static int connect_once(const struct addrinfo *ai) {
     int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
     if (fd < 0) return -1;
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 || connected_to_self(fd)) {
         close(fd);
         return -1;
     }
