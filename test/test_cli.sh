@@ -7,8 +7,24 @@ cd "$(dirname "$0")/.."
 BIN=./train_gpt2
 passed=0
 failed=0
+skipped=0
 ok()   { passed=$((passed + 1)); }
 bad()  { failed=$((failed + 1)); echo "FAIL: $*"; }
+# pycheck WHAT ARGS...: one check run by python3 ARGS (the script on stdin); without python3 it
+# is counted as skipped.
+HAVE_PY=$(command -v python3 >/dev/null 2>&1 && echo 1)
+pycheck() {
+    local what=$1; shift
+    if [ -z "$HAVE_PY" ]; then skipped=$((skipped + 1)); cat >/dev/null; return 0; fi
+    python3 "$@" && ok || bad "$what"
+}
+# le32 N...: little-endian int32 words on stdout
+le32() {
+    local v
+    for v in "$@"; do
+        printf "$(printf '\\%03o\\%03o\\%03o\\%03o' $((v & 255)) $((v >> 8 & 255)) $((v >> 16 & 255)) $((v >> 24 & 255)))"
+    done
+}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -55,11 +71,7 @@ expect_usage_error "directory as data" "${TINY[@]}" --data "$tmp"
 head -c 20 "$tmp/data.txt" >"$tmp/small.txt"
 expect_usage_error "too-small data" "${TINY[@]}" --data "$tmp/small.txt"
 # an llm.c token file whose header promises more tokens than it holds
-python3 - "$tmp/trunc.bin" <<'EOF'
-import struct, sys
-h = [0] * 256; h[0] = 20240520; h[1] = 1; h[2] = 1000
-open(sys.argv[1], "wb").write(struct.pack("<256i", *h) + struct.pack("<10H", *range(10)))
-EOF
+{ le32 20240520 1 1000; head -c $((253 * 4 + 20)) /dev/zero; } >"$tmp/trunc.bin"
 expect_usage_error "truncated token file" "${TINY[@]}" --data "$tmp/trunc.bin"
 expect_usage_error "missing model file" "${TINY[@]}" --data "$tmp/data.txt" --init "$tmp/none.bin"
 head -c 4096 /dev/urandom >"$tmp/garbage.bin"
@@ -92,10 +104,10 @@ rc=$?
 [ "$rc" -eq 0 ] && ok || bad "training run exited $rc: $(tail -3 "$tmp/run")"
 first=$(grep '^val' "$tmp/run" | head -1 | sed -E 's/.*loss ([0-9.]+).*/\1/')
 last=$(grep '^val' "$tmp/run" | tail -1 | sed -E 's/.*loss ([0-9.]+).*/\1/')
-python3 -c "import sys; sys.exit(0 if float('$last') < float('$first') - 0.5 else 1)" 2>/dev/null \
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' \
     && ok || bad "validation loss did not fall by 0.5 nat: $first -> $last"
 grep -q '^sample' "$tmp/run" && ok || bad "no sample printed"
-python3 - "$tmp/log.jsonl" <<'EOF' && ok || bad "log is not JSON lines with 60 steps"
+pycheck "log is not JSON lines with 60 steps" - "$tmp/log.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 steps = [r for r in rows if r["type"] == "step"]
@@ -140,7 +152,7 @@ done
     --sample-len 10 >"$tmp/bpe" 2>&1 && ok || bad "training on BPE tokens: $(tail -2 "$tmp/bpe")"
 grep -q "vocab 400" "$tmp/bpe" && ok || bad "vocabulary not taken from --vocab-file"
 # bits per byte = loss / ln 2 / (bytes per token); with ~2 bytes a token it is well below bits/token
-python3 - "$tmp/bpe" <<'PYEOF' && ok || bad "bpb of BPE data is not loss/ln2 divided by bytes per token"
+pycheck "bpb of BPE data is not loss/ln2 divided by bytes per token" - "$tmp/bpe" <<'PYEOF'
 import re, sys, math
 line = [l for l in open(sys.argv[1], errors="replace") if l.startswith("val")][-1]
 loss, bpb = map(float, re.findall(r"loss ([0-9.]+) \| bpb ([0-9.]+)", line)[0])
@@ -150,5 +162,67 @@ grep -q '^sample' "$tmp/bpe" && ! grep -q '<[0-9]*>' "$tmp/bpe" && ok || bad "BP
 expect_usage_error "vocab file with byte data" "${TINY[@]}" --data "$tmp/data.txt" --vocab-file "$tmp/vocab.bin"
 expect_usage_error "corrupt vocab file" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/garbage.bin"
 
-echo "test_cli: $passed passed, $failed failed"
+# --- nothing is written before the inputs are checked ----------------------------------------
+echo '{"type":"step","step":1}' >"$tmp/keep.jsonl"
+expect_usage_error "bad input with an existing log" "${TINY[@]}" --data "$tmp/nope.txt" --log "$tmp/keep.jsonl" \
+    --checkpoint-dir "$tmp/never"
+[ -s "$tmp/keep.jsonl" ] && ok || bad "a bad input emptied the existing --log file"
+[ ! -e "$tmp/never" ] && ok || bad "a bad input created --checkpoint-dir"
+cp "$tmp/data.txt" "$tmp/data2.txt"
+expect_usage_error "log naming the data" "${TINY[@]}" --data "$tmp/data2.txt" --log "$tmp/data2.txt"
+cmp -s "$tmp/data.txt" "$tmp/data2.txt" && ok || bad "--log naming the training data damaged it"
+ln -sf "$tmp/data2.txt" "$tmp/link.jsonl"
+expect_usage_error "log linking to the data" "${TINY[@]}" --data "$tmp/data2.txt" --log "$tmp/link.jsonl"
+expect_usage_error "log naming the vocabulary" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/vocab.bin" \
+    --log "$tmp/vocab.bin"
+[ -s "$tmp/vocab.bin" ] && ok || bad "--log naming the vocabulary emptied it"
+expect_usage_error "log on a full disk" "${TINY[@]}" --data "$tmp/data.txt" --steps 2 --log /dev/full
+expect_usage_error "bench option without --bench" "${TINY[@]}" --data "$tmp/data.txt" --bench-steps 3
+expect_usage_error "bench-out without --bench" "${TINY[@]}" --data "$tmp/data.txt" --bench-out "$tmp/bo"
+expect_usage_error "model too large for host memory" --device cpu --model gpt2-xl --layers 1000 --batch 1 --seq-len 64 \
+    --data "$tmp/data.txt"
+
+# --- checkpoint folders: a fresh run never prunes another run's checkpoints ---------------------
+ls "$tmp/a" >"$tmp/a.before"
+expect_usage_error "fresh run into a folder with checkpoints" "${COMMON[@]}" --steps 4 --checkpoint-dir "$tmp/a"
+ls "$tmp/a" | cmp -s - "$tmp/a.before" && ok || bad "a fresh run changed another run's checkpoint folder"
+# --resume: what cannot apply is refused
+expect_usage_error "resume with --init" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume \
+    --init "$tmp/b/model_00000010.bin"
+expect_usage_error "resume with another --seed" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume --seed 7
+expect_usage_error "resume with another --model" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume \
+    --model gpt2 --layers 2 --heads 2 --channels 32
+
+# --- token data without a vocabulary: bits per byte unknown, written as null --------------------
+"$BIN" "${TINY[@]}" --data "$tmp/data.tok" --steps 2 --val-every 0 --log "$tmp/tok.jsonl" >/dev/null 2>&1 \
+    && ok || bad "training on token data without --vocab-file failed"
+grep -q '"bpb":null' "$tmp/tok.jsonl" && ! grep -qi 'nan' "$tmp/tok.jsonl" && ok \
+    || bad "unknown bits per byte not logged as null: $(head -c 200 "$tmp/tok.jsonl")"
+
+# --- SIGTERM: a checkpoint, the log on a record boundary, exit 143; --resume drops the rest -----
+SIG=("${TINY[@]}" --data "$tmp/data.txt" --steps 100000 --warmup 2 --val-every 0 --checkpoint-every 1000)
+"$BIN" "${SIG[@]}" --checkpoint-dir "$tmp/sig" --log "$tmp/sig.jsonl" >"$tmp/sig.out" 2>&1 &
+pid=$!
+for _ in $(seq 300); do grep -q '^step *5/' "$tmp/sig.out" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid
+rc=$?
+[ "$rc" -eq 143 ] && ok || bad "SIGTERM: exit $rc, expected 143: $(tail -2 "$tmp/sig.out")"
+stopped=$(sed -nE 's/^stopped by signal 15 after step ([0-9]+).*/\1/p' "$tmp/sig.out")
+[ -n "$stopped" ] && [ -f "$tmp/sig/model_$(printf %08d "${stopped:-0}").bin" ] && ok \
+    || bad "SIGTERM: no checkpoint of the last step ($stopped): $(ls "$tmp/sig" 2>&1)"
+[ "$(tail -c 1 "$tmp/sig.jsonl" | od -An -c | tr -d ' ')" = '\n' ] && ok || bad "SIGTERM: log cut mid-record"
+# a later step record that the checkpoint does not cover (as after a crash), and a cut one
+stopped=${stopped:-5}
+echo "{\"type\":\"step\",\"step\":$((stopped + 3)),\"loss\":1}" >>"$tmp/sig.jsonl"
+printf '{"type":"step","st' >>"$tmp/sig.jsonl"
+"$BIN" "${SIG[@]}" --steps $((stopped + 4)) --checkpoint-dir "$tmp/sig" --resume --log "$tmp/sig.jsonl" \
+    >"$tmp/sig2.out" 2>&1 && ok || bad "resume after SIGTERM failed: $(tail -2 "$tmp/sig2.out")"
+steps=$(grep -oE '"type":"step","step":[0-9]+' "$tmp/sig.jsonl" | grep -oE '[0-9]+$' | tr '\n' ' ')
+expect="$(seq -s ' ' 1 $((stopped + 4))) "
+[ "$steps" = "$expect" ] && ok || bad "log after resume holds steps '$steps', expected '$expect'"
+grep -q '"st$' "$tmp/sig.jsonl" && bad "the cut record stayed in the log" || ok
+
+echo "test_cli: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
+

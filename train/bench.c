@@ -29,6 +29,8 @@
 #include "model/gpt2.h"
 #include "train/bench_plan.h"
 #include "train/bench_report.h"
+#include "train/dist.h"
+#include "train/trainer.h"
 #include "train/util.h"
 
 #define GIB (1024.0 * 1024.0 * 1024.0)
@@ -38,8 +40,7 @@ typedef struct {
     const Backend *be;
     AttnPlace place;
     const CudaExtras *x;    /* NULL on the CPU */
-    Dataset ds;
-    size_t begin, end;      /* the part of ds to train on */
+    TrainData data;         /* trains on data.train[train_begin, train_end) */
     BenchContext ctx;
     double start;           /* when the sweep began */
 } BenchEnv;
@@ -56,46 +57,17 @@ static int bench_error(const char *fmt, ...) {
 
 /* ---- setup ---------------------------------------------------------------------------- */
 
-/* --device as the trainer reads it: auto (CUDA when a GPU is visible), cpu or cuda. */
-static int choose_backend(const Options *o, BenchEnv *env) {
-    char why[256] = "";
-    const Backend *cuda = NULL;
-    if (strcmp(o->device, "cpu") != 0) cuda = cuda_backend_if_available(why, sizeof why);
-    if (strcmp(o->device, "cuda") == 0 && !cuda) return bench_error("--device cuda: %s", why);
-    if (strcmp(o->device, "auto") != 0 && strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0)
-        return bench_error("--device expects auto, cpu or cuda, got '%s'", o->device);
-    if (strcmp(o->device, "auto") == 0 && !cuda) printf("note: using the CPU backend: %s\n", why);
-    env->be = cuda ? cuda : &cpu_backend;
-    env->place = cuda ? ATTN_CUDA : ATTN_CPU;
-    env->x = cuda ? cuda_extras() : NULL;
-    env->ctx.backend = env->be->name;
-    return 0;
-}
-
-/* The trainer's data: --data, else enwik8's training file when fetched, else the embedded
- * corpus; a file without a separate validation file trains on its first 90%. */
-static int open_training_data(const Options *o, BenchEnv *env) {
+/* The trainer's backend (--device) and data (--data, enwik8 or the embedded corpus; a file
+ * without a separate validation file trains on its first 90%). */
+static int open_backend_and_data(const Options *o, BenchEnv *env) {
     char err[512];
-    const char *path = o->data;
-    int whole_file = o->val_data != NULL;
-    if (!path && file_exists(ENWIK8_TRAIN)) {
-        path = ENWIK8_TRAIN;
-        whole_file = 1;
-    }
-    if (path) {
-        if (dataset_open(&env->ds, path, err, sizeof err) != 0) return bench_error("%s", err);
-    } else {
-        dataset_embedded(&env->ds);
-        printf("note: enwik8 not found in data/enwik8 (fetch it with `make enwik8`); benchmarking on "
-               "the embedded corpus (%zu bytes)\n", env->ds.num_tokens);
-    }
-    if (whole_file) {
-        env->begin = 0;
-        env->end = env->ds.num_tokens;
-    } else {
-        dataset_split(&env->ds, "train", &env->begin, &env->end);
-    }
-    snprintf(env->ctx.data, sizeof env->ctx.data, "%s (%zu tokens)", env->ds.name, env->end - env->begin);
+    if (trainer_choose_backend(o, &env->be, err, sizeof err) != 0) return bench_error("%s", err);
+    env->place = env->be == &cpu_backend ? ATTN_CPU : ATTN_CUDA;
+    env->x = env->place == ATTN_CUDA ? cuda_extras() : NULL;
+    env->ctx.backend = env->be->name;
+    if (trainer_data_open(o, &env->data, err, sizeof err) != 0) return bench_error("%s", err);
+    snprintf(env->ctx.data, sizeof env->ctx.data, "%s (%zu tokens)", env->data.train.name,
+             env->data.train_end - env->data.train_begin);
     return 0;
 }
 
@@ -230,8 +202,8 @@ typedef struct {
 static int feeder_open(Feeder *fd, const BenchEnv *env, int T, char *err, size_t errlen) {
     memset(fd, 0, sizeof *fd);
     fd->T = T;
-    return loader_init(&fd->loader, &env->ds, env->begin, env->end, 1, T, 0, 1, 0, env->opt->seed, err,
-                       errlen);
+    return loader_init(&fd->loader, &env->data.train, env->data.train_begin, env->data.train_end, 1, T, 0, 1, 0,
+                       env->opt->seed, err, errlen);
 }
 
 static int feeder_alloc_batch(Feeder *fd, int B, char *err, size_t errlen) {
@@ -246,9 +218,11 @@ static int feeder_alloc_batch(Feeder *fd, int B, char *err, size_t errlen) {
     return 0;
 }
 
-static void feeder_fill(Feeder *fd) {
+/* A BatchSource (train/trainer.h): one micro-batch, a window a row. */
+static void feeder_fill(void *ctx, int *inputs, int *targets) {
+    Feeder *fd = (Feeder *)ctx;
     for (int b = 0; b < fd->B; b++)
-        loader_next(&fd->loader, fd->inputs + (size_t)b * fd->T, fd->targets + (size_t)b * fd->T);
+        loader_next(&fd->loader, inputs + (size_t)b * fd->T, targets + (size_t)b * fd->T);
 }
 
 static void feeder_close(Feeder *fd) {
@@ -269,46 +243,11 @@ static void split_tokens_per_step(int tokens, int T, int cap, int *B, int *accum
 
 /* ---- creating a model ---------------------------------------------------------------------- */
 
-/* MemAvailable of /proc/meminfo in bytes; 0 when it cannot be read. */
-static double host_memory_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f) return 0;
-    char line[256];
-    double kib = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
-    fclose(f);
-    return kib * 1024.0;
-}
-
-/* What the CPU backend's create() allocates (model/gpt2_cpu.c: parameters, gradients and AdamW
- * moments; per-layer activations; logits, probabilities and their gradient; scratch; the
- * attention's saved buffer and workspace). It exits the process when an allocation fails, so
- * the bench checks this first. */
-static double cpu_bytes_needed(const ModelOptions *mo) {
-    const GPT2Config *c = &mo->config;
-    double BT = (double)mo->B * mo->T, C = c->channels, L = c->num_layers, V = c->vocab_size;
-    double floats = 4.0 * gpt2_num_params(c)                 /* params, grads, m, v */
-                    + BT * (L * (16.0 * C + 4.0) + 2.0 * C + 3.0) /* activations, lnf, losses */
-                    + BT * (3.0 * V + 14.0 * C);             /* logits, probs, dlogits, scratch */
-    double bytes = 4.0 * floats + 8.0 * BT;                  /* + inputs and targets */
-    const AttnImpl *impl = attn_impl(mo->attn, ATTN_CPU);
-    if (impl) {
-        AttnShape s = attn_shape_packed(mo->B, mo->T, c->num_heads, c->channels / c->num_heads, mo->mask, ATTN_FP32);
-        if (mo->mask == ATTN_MASK_DENSE) {
-            s.mask.bias = mo->dense_bias;
-            s.mask.stride_row = mo->T;
-        }
-        bytes += L * (double)impl->saved_bytes(&s) + (double)impl->workspace_bytes(&s);
-    }
-    return bytes;
-}
-
 /* On the CPU: refuses (with the bytes needed) what would not fit in the host's available
  * memory, as the CUDA backend's create() does for the GPU. Returns 1 when it fits. */
 static int fits_on_host(const BenchEnv *env, const ModelOptions *mo, char *err, size_t errlen) {
     if (env->place != ATTN_CPU) return 1;
-    double avail = host_memory_available(), need = cpu_bytes_needed(mo);
+    double avail = trainer_host_memory_available(), need = trainer_cpu_bytes_needed(mo);
     if (avail <= 0 || need <= 0.9 * avail) return 1;
     snprintf(err, errlen, "needs %.2f GiB of host memory (estimated), %.2f GiB available", need / GIB, avail / GIB);
     return 0;
@@ -376,18 +315,10 @@ static Model *create_largest(const Backend *be, ModelOptions *mo, int cap, char 
     return be->create(mo, err, errlen);
 }
 
-/* --mask dense: the causal mask as a materialised T x T additive bias (as the trainer builds). */
-static float *make_dense_causal_bias(int T) {
-    float *bias = (float *)malloc((size_t)T * T * sizeof(float));
-    if (!bias) return NULL;
-    for (int i = 0; i < T; i++)
-        for (int j = 0; j < T; j++) bias[(size_t)i * T + j] = j <= i ? 0.0f : -INFINITY;
-    return bias;
-}
-
 static void model_options_for(const BenchEnv *env, const BenchPlan *p, const BenchCell *c,
                               const float *bias, ModelOptions *mo) {
     memset(mo, 0, sizeof *mo);
+    trainer_model_options(env->opt, mo);
     mo->config = p->models[c->model].config;
     mo->B = c->batch;
     mo->T = c->seq_len;
@@ -395,9 +326,7 @@ static void model_options_for(const BenchEnv *env, const BenchPlan *p, const Ben
     mo->mask = c->mask;
     mo->dense_bias = bias;
     mo->precision = c->precision;
-    mo->recompute = env->opt->recompute;
     mo->no_linear_bias = !p->linear_biases;
-    mo->threads = env->opt->threads;
 }
 
 /* Why the cell cannot run on this backend, or NULL. */
@@ -405,22 +334,9 @@ static const char *unsupported_reason(const BenchEnv *env, const BenchPlan *p, c
                                       const float *bias, char *buf, size_t n) {
     if (env->place == ATTN_CPU && c->precision != PRECISION_FP32)
         return "the CPU backend trains in fp32 only";
-    const AttnImpl *impl = attn_impl(c->kernel, env->place);
-    if (!impl) {
-        snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(c->kernel), env->be->name);
-        return buf;
-    }
     const GPT2Config *m = &p->models[c->model].config;
-    AttnShape s = attn_shape_packed(1, c->seq_len, m->num_heads, m->channels / m->num_heads, c->mask,
-                                    c->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
-    if (c->mask == ATTN_MASK_DENSE) {
-        s.mask.bias = bias;
-        s.mask.stride_row = c->seq_len;
-    }
-    const char *why = impl->unsupported(&s);
-    if (!why) return NULL;
-    snprintf(buf, n, "%s", why);
-    return buf;
+    return trainer_check_attention(c->kernel, env->place, 1, c->seq_len, m->num_heads, m->channels / m->num_heads,
+                                   c->mask, bias, c->precision, buf, n);
 }
 
 /* ---- measuring ------------------------------------------------------------------------- */
@@ -438,29 +354,19 @@ static double resident_bytes(void) {
  * is queued behind everything before it. */
 static void fence(const Backend *be, Model *m) { (void)be->grad_norm(m); }
 
-/* One optimizer step as the trainer takes it: grad_accum micro-batches, the global norm,
- * clipping, AdamW at a constant rate. Returns the mean loss. */
+/* One optimizer step as the trainer takes it (trainer_step), at a constant rate. */
 static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, int accum, int t) {
-    const Backend *be = env->be;
     const Options *o = env->opt;
-    be->zero_grad(m);
-    double loss = 0.0;
-    for (int micro = 0; micro < accum; micro++) {
-        feeder_fill(fd);
-        loss += be->forward(m, fd->inputs, fd->targets, fd->B, fd->T);
-        be->backward(m, 1.0f / accum);
-    }
-    float norm = be->grad_norm(m);
+    StepShape shape = {fd->B, fd->T, accum, 1, o->grad_clip};
     AdamWStep s;
     s.lr = p->lr;
     s.beta1 = o->beta1;
     s.beta2 = o->beta2;
     s.eps = o->eps;
     s.weight_decay = o->weight_decay;
-    s.grad_scale = (o->grad_clip > 0 && norm > o->grad_clip) ? o->grad_clip / norm : 1.0f;
     s.t = t;
-    be->update(m, &s);
-    return (float)(loss / accum);
+    float norm;
+    return trainer_step(env->be, m, &shape, feeder_fill, fd, fd->inputs, fd->targets, &s, &norm);
 }
 
 /* Warm-up, then the timed steps. Returns 0, or -1 (the cell FAILED) when the loss is not finite. */
@@ -577,7 +483,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
     char buf[512], err[512];
     c->mfu = NAN;
     float *bias = NULL;
-    if (c->mask == ATTN_MASK_DENSE && !(bias = make_dense_causal_bias(c->seq_len))) {
+    if (c->mask == ATTN_MASK_DENSE && !(bias = trainer_dense_causal_bias(c->seq_len))) {
         record(c, CELL_FAILED, "out of host memory for the dense mask");
         return;
     }
@@ -705,12 +611,14 @@ int bench_main(const Options *o) {
     memset(&env, 0, sizeof env);
     env.opt = o;
     env.start = now_seconds();
-    if (choose_backend(o, &env) != 0) return 2;
-    if (open_training_data(o, &env) != 0) return 2;
+    DistInfo dist;
+    if (dist_from_env(&dist, err, sizeof err) != 0) return bench_error("%s", err);
+    if (dist.world > 1) return bench_error("--bench runs in one process (got a world of %d)", dist.world);
+    if (open_backend_and_data(o, &env) != 0) return 2;
     BenchTarget target;
     target.on_gpu = env.place == ATTN_CUDA;
     target.default_precision = env.x ? env.x->default_precision() : PRECISION_FP32;
-    target.data_vocab = env.ds.max_token + 1;
+    target.data_vocab = env.data.train.max_token + 1;
     int rc = 2;
     if (bench_plan_build(o, &target, &plan, err, sizeof err) != 0) {
         bench_error("%s", err);
@@ -737,6 +645,6 @@ int bench_main(const Options *o) {
     }
     free(cells);
 done:
-    dataset_close(&env.ds);
+    trainer_data_close(&env.data);
     return rc;
 }

@@ -144,3 +144,24 @@ int checkpoint_load_state(const char *path, size_t n, float *m, float *v, TrainP
     fclose(f);
     return rc;
 }
+
+int checkpoint_read_progress(const char *path, TrainProgress *p, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open training state %s: %s", path, strerror(errno));
+        return -1;
+    }
+    uint64_t h[32];
+    int ok = fread(h, sizeof h, 1, f) == 1;
+    fclose(f);
+    if (!ok || h[0] != STATE_MAGIC || h[1] != STATE_VERSION) {
+        snprintf(err, errlen, "training state %s is truncated or has a wrong magic or version", path);
+        return -1;
+    }
+    p->step = h[2];
+    p->loader_epoch = h[4];
+    p->loader_step = h[5];
+    p->seed = h[6];
+    p->windows_per_step = h[7];
+    return 0;
+}

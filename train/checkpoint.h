@@ -35,6 +35,8 @@ int checkpoint_save(const char *dir, const GPT2Config *c, const float *params,
                     char *err, size_t errlen);
 /* Step of the newest complete checkpoint in DIR, or -1 when there is none. */
 long checkpoint_latest(const char *dir);
+/* The progress in a state file's header alone (no moments read). 0 or -1 with a message. */
+int checkpoint_read_progress(const char *state_path, TrainProgress *p, char *err, size_t errlen);
 /* Reads a state file; params count must match. 0 or -1 with a message. */
 int checkpoint_load_state(const char *state_path, size_t num_params, float *adam_m, float *adam_v,
                           TrainProgress *p, char *err, size_t errlen);

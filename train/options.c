@@ -94,6 +94,26 @@ static const OptSpec SPECS[] = {
 };
 #undef F
 #define NUM_SPECS ((int)(sizeof SPECS / sizeof SPECS[0]))
+_Static_assert(sizeof SPECS / sizeof SPECS[0] <= OPTIONS_MAX_SPECS, "raise OPTIONS_MAX_SPECS");
+
+int options_given(const Options *o, const char *name) {
+    for (int i = 0; i < NUM_SPECS; i++)
+        if (strcmp(SPECS[i].name, name) == 0) return o->given[i];
+    return 0;
+}
+
+/* The bench's own options (their help starts with "bench:") shape a --bench sweep and nothing
+ * else: given without --bench they would be silently ignored, so they are refused. */
+static int check_bench_only(const Options *o) {
+    if (o->bench) return 0;
+    for (int i = 0; i < NUM_SPECS; i++)
+        if (o->given[i] && strncmp(SPECS[i].help, "bench:", 6) == 0) {
+            fprintf(stderr, "error: --%s applies to --bench sweeps only (add --bench GRID, or drop it)\n",
+                    SPECS[i].name);
+            return 2;
+        }
+    return 0;
+}
 
 void options_defaults(Options *o) {
     memset(o, 0, sizeof *o);
@@ -257,11 +277,12 @@ int options_parse(Options *o, int argc, char **argv) {
         if (!s) return 2;
         int rc = apply(s, optarg, o);
         if (rc) return rc;
+        o->given[s - SPECS] = 1;
     }
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s' (options start with --; see --help)\n",
                 argv[optind]);
         return 2;
     }
-    return 0;
+    return check_bench_only(o);
 }

@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#define OPTIONS_MAX_SPECS 128
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -63,9 +65,13 @@ typedef struct {
     int bench_steps, bench_warmup; /* timed / untimed steps per cell; 0 / -1 = the grid's */
     int bench_quick;             /* trimmed grid and fewer steps */
     double bench_max_seconds;    /* time budget: later cells are skipped; 0 = none */
+    /* which options were on the command line (by table row; see options_given) */
+    unsigned char given[OPTIONS_MAX_SPECS];
 } Options;
 
 void options_defaults(Options *o);
+/* 1 when --NAME (long name, without dashes) was on the command line, else 0. */
+int options_given(const Options *o, const char *name);
 /* Parses argv. Returns 0 to go on, 1 when --help or --version was printed (exit 0), or 2
  * after printing one line naming the problem to stderr (exit 2). */
 int options_parse(Options *o, int argc, char **argv);

@@ -1,0 +1,833 @@
+/* train/trainer.c: the trainer as a library (train/trainer.h): the decisions a training run and
+ * the bench share, then a training run's setup, reporting, checkpoints, log and signals. The
+ * loop itself is in train_gpt2.cu. */
+#include "train/trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/error_text.h"
+#include "model/model_file.h"
+#include "train/checkpoint.h"
+#include "train/schedule.h"
+#include "train/util.h"
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+
+static int g_rank = 0, g_world = 1; /* for error messages */
+
+void trainer_fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fflush(stdout);
+    if (g_world > 1) fprintf(stderr, "error: rank %d of %d: ", g_rank, g_world);
+    else fprintf(stderr, "error: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    exit(2);
+}
+#define fail trainer_fail
+
+/* ==== shared with the bench ================================================================ */
+
+int trainer_choose_backend(const Options *o, const Backend **be, char *err, size_t errlen) {
+    char why[256] = "";
+    if (strcmp(o->device, "auto") != 0 && strcmp(o->device, "cpu") != 0 && strcmp(o->device, "cuda") != 0) {
+        set_err(err, errlen, "--device expects auto, cpu or cuda, got '%s'", o->device);
+        return -1;
+    }
+    if (strcmp(o->device, "cpu") == 0) {
+        *be = &cpu_backend;
+        return 0;
+    }
+    const Backend *cuda = cuda_backend_if_available(why, sizeof why);
+    if (!cuda && strcmp(o->device, "cuda") == 0) {
+        set_err(err, errlen, "--device cuda: %s", why);
+        return -1;
+    }
+    if (!cuda) printf("note: using the CPU backend: %s\n", why);
+    *be = cuda ? cuda : &cpu_backend;
+    return 0;
+}
+
+int trainer_data_open(const Options *o, TrainData *d, char *err, size_t errlen) {
+    memset(d, 0, sizeof *d);
+    const char *train_path = o->data, *val_path = o->val_data;
+    if (!train_path && file_exists(ENWIK8_TRAIN)) {
+        train_path = ENWIK8_TRAIN;
+        if (!val_path && file_exists(ENWIK8_VAL)) val_path = ENWIK8_VAL;
+    }
+    if (train_path) {
+        if (dataset_open(&d->train, train_path, err, errlen) != 0) {
+            memset(d, 0, sizeof *d);
+            return -1;
+        }
+    } else {
+        dataset_embedded(&d->train);
+        printf("note: enwik8 not found in data/enwik8 (fetch it with `make enwik8`); training on "
+               "the embedded corpus (%zu bytes of this project's own text)\n", d->train.num_tokens);
+    }
+    if (val_path) {
+        if (dataset_open(&d->val, val_path, err, errlen) != 0) {
+            dataset_close(&d->train);
+            memset(d, 0, sizeof *d);
+            return -1;
+        }
+        d->val_is_separate = 1;
+        d->train_begin = 0;
+        d->train_end = d->train.num_tokens;
+        d->val_begin = 0;
+        d->val_end = d->val.num_tokens;
+    } else {
+        dataset_split(&d->train, "train", &d->train_begin, &d->train_end);
+        dataset_split(&d->train, "val", &d->val_begin, &d->val_end);
+    }
+    return 0;
+}
+
+void trainer_data_close(TrainData *d) {
+    dataset_close(&d->train);
+    if (d->val_is_separate) dataset_close(&d->val);
+}
+
+float *trainer_dense_causal_bias(int T) {
+    float *bias = (float *)malloc((size_t)T * T * sizeof(float));
+    if (!bias) return NULL;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) bias[(size_t)i * T + j] = j <= i ? 0.0f : -INFINITY;
+    return bias;
+}
+
+void trainer_model_options(const Options *o, ModelOptions *m) {
+    m->recompute = o->recompute;
+    m->no_linear_bias = o->no_linear_bias;
+    m->threads = o->threads;
+}
+
+const char *trainer_check_attention(AttnKernel k, AttnPlace place, int B, int T, int H, int D,
+                                    AttnMaskKind mask, const float *dense_bias, Precision p,
+                                    char *buf, size_t n) {
+    const AttnImpl *impl = attn_impl(k, place);
+    if (!impl) {
+        snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(k),
+                 place == ATTN_CPU ? "CPU" : "GPU");
+        return buf;
+    }
+    AttnShape s = attn_shape_packed(B, T, H, D, mask, p == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+    if (mask == ATTN_MASK_DENSE) {
+        s.mask.bias = dense_bias;
+        s.mask.stride_row = T;
+    }
+    const char *why = impl->unsupported(&s);
+    if (!why) return NULL;
+    snprintf(buf, n, "%s", why);
+    return buf;
+}
+
+float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
+                   int *inputs, int *targets, AdamWStep *s, float *norm_out) {
+    be->zero_grad(m);
+    double loss = 0.0;
+    float loss_scale = 1.0f / ((float)shape->grad_accum * shape->world);
+    for (int micro = 0; micro < shape->grad_accum; micro++) {
+        next(ctx, inputs, targets);
+        loss += be->forward(m, inputs, targets, shape->B, shape->T);
+        if (shape->world > 1) be->set_grad_sync(m, micro == shape->grad_accum - 1);
+        be->backward(m, loss_scale);
+    }
+    loss = be->mean_over_ranks(m, loss / shape->grad_accum);
+    float norm = be->grad_norm(m);
+    s->grad_scale = (shape->grad_clip > 0 && norm > shape->grad_clip) ? shape->grad_clip / norm : 1.0f;
+    be->update(m, s);
+    *norm_out = norm;
+    return (float)loss;
+}
+
+double trainer_host_memory_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    fclose(f);
+    return kib * 1024.0;
+}
+
+/* model/gpt2_cpu.c: parameters, gradients and AdamW moments; per-layer activations; logits,
+ * probabilities and their gradient; scratch; the attention's saved buffer and workspace. */
+double trainer_cpu_bytes_needed(const ModelOptions *mo) {
+    const GPT2Config *c = &mo->config;
+    double BT = (double)mo->B * mo->T, C = c->channels, L = c->num_layers, V = c->vocab_size;
+    double floats = 4.0 * gpt2_num_params(c)                     /* params, grads, m, v */
+                    + BT * (L * (16.0 * C + 4.0) + 2.0 * C + 3.0) /* activations, lnf, losses */
+                    + BT * (3.0 * V + 14.0 * C);                  /* logits, probs, dlogits, scratch */
+    double bytes = 4.0 * floats + 8.0 * BT;                       /* + inputs and targets */
+    const AttnImpl *impl = attn_impl(mo->attn, ATTN_CPU);
+    if (impl) {
+        AttnShape s = attn_shape_packed(mo->B, mo->T, c->num_heads, c->channels / c->num_heads, mo->mask, ATTN_FP32);
+        if (mo->mask == ATTN_MASK_DENSE) {
+            s.mask.bias = mo->dense_bias;
+            s.mask.stride_row = mo->T;
+        }
+        bytes += L * (double)impl->saved_bytes(&s) + (double)impl->workspace_bytes(&s);
+    }
+    return bytes;
+}
+
+/* ==== a training run: setup ================================================================ */
+
+/* 1 when a and b name the same existing file (through links too). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b || stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* --log must not name an input: opening it for writing would empty it before it is read. */
+static void check_log_is_no_input(const Options *o, const char *resume_model, const char *resume_state) {
+    if (!o->log) return;
+    const char *inputs[][2] = {{"--data", o->data}, {"--val-data", o->val_data}, {"--vocab-file", o->vocab_file},
+                               {"--init", o->init}, {"the checkpoint", resume_model},
+                               {"the checkpoint", resume_state}, {"the training data", ENWIK8_TRAIN},
+                               {"the validation data", ENWIK8_VAL}};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++)
+        if (same_file(o->log, inputs[i][1]))
+            fail("--log %s is %s (%s): it would be overwritten; choose another log file", o->log,
+                 inputs[i][0], inputs[i][1]);
+}
+
+/* Byte data is its own vocabulary. Token data is decoded (for samples and bits per byte) by
+ * the BPE vocabulary of --vocab-file, measured as bytes per token over the validation text. */
+static void setup_tokenizer(Trainer *tr) {
+    char err[512];
+    const Dataset *train = &tr->data.train;
+    tr->bytes_per_token = 1.0;
+    if (train->kind == DATASET_BYTES) {
+        if (tr->opt.vocab_file) fail("--vocab-file applies to token-file data; %s is raw bytes", train->name);
+        return;
+    }
+    if (!tr->opt.vocab_file) {
+        tr->bytes_per_token = NAN;
+        printf("note: token data without --vocab-file: bits per byte are not known and samples "
+               "print token ids\n");
+        return;
+    }
+    if (tokenizer_load(&tr->tok, tr->opt.vocab_file, err, sizeof err) != 0) fail("%s", err);
+    tr->have_tok = 1;
+    if (train->max_token >= tr->tok.vocab_size)
+        fail("%s holds token id %d, outside the %d-token vocabulary of %s", train->name, train->max_token,
+             tr->tok.vocab_size, tr->opt.vocab_file);
+    const Dataset *val = tr->data.val_is_separate ? &tr->data.val : train;
+    if (val->kind == DATASET_TOKENS16 && tr->data.val_end > tr->data.val_begin)
+        tr->bytes_per_token = tokenizer_bytes_per_token(&tr->tok, val->tokens + tr->data.val_begin,
+                                                        tr->data.val_end - tr->data.val_begin);
+}
+
+static void setup_loaders(Trainer *tr) {
+    const Options *o = &tr->opt;
+    char err[512];
+    TrainData *d = &tr->data;
+    int rank = tr->dist.rank, world = tr->dist.world;
+    if (loader_init(&tr->train_loader, &d->train, d->train_begin, d->train_end, o->batch, o->seq_len, rank,
+                    world, o->shuffle, o->seed, err, sizeof err) != 0)
+        fail("training data: %s", err);
+    const Dataset *val = d->val_is_separate ? &d->val : &d->train;
+    if (loader_init(&tr->val_loader, val, d->val_begin, d->val_end, o->batch, o->seq_len, rank, world, 0,
+                    o->seed, err, sizeof err) != 0)
+        fail("validation data: %s", err);
+}
+
+static int shape_overrides_given(const Options *o) {
+    return o->layers || o->heads || o->channels || o->vocab || o->max_seq_len;
+}
+
+/* The model's shape: from the checkpoint being resumed, the --init file, or the preset with
+ * the explicit overrides. The vocabulary must hold every token id in the data. */
+static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
+    const Options *o = &tr->opt;
+    char err[512];
+    GPT2Config c;
+    const char *from_file = resume_model ? resume_model : o->init;
+    if (from_file) {
+        if (model_file_read_config(from_file, &c, err, sizeof err) != 0) fail("%s", err);
+        if (shape_overrides_given(o) &&
+            ((o->layers && o->layers != c.num_layers) || (o->heads && o->heads != c.num_heads) ||
+             (o->channels && o->channels != c.channels) || (o->vocab && o->vocab != c.vocab_size) ||
+             (o->max_seq_len && o->max_seq_len != c.max_seq_len)))
+            fail("--layers/--heads/--channels/--vocab/--max-seq-len differ from the model in %s", from_file);
+        if (options_given(o, "model")) {
+            GPT2Config preset;
+            if (gpt2_config_preset(o->model, &preset, err, sizeof err) != 0) fail("%s", err);
+            if (preset.num_layers != c.num_layers || preset.num_heads != c.num_heads ||
+                preset.channels != c.channels)
+                fail("--model %s (%d layers, %d heads, %d channels) differs from the model in %s (%d, %d, %d)",
+                     o->model, preset.num_layers, preset.num_heads, preset.channels, from_file, c.num_layers,
+                     c.num_heads, c.channels);
+        }
+    } else {
+        if (gpt2_config_preset(o->model, &c, err, sizeof err) != 0) fail("%s", err);
+        if (o->layers) c.num_layers = o->layers;
+        if (o->heads) c.num_heads = o->heads;
+        if (o->channels) c.channels = o->channels;
+        if (o->max_seq_len) c.max_seq_len = o->max_seq_len;
+        else if (c.max_seq_len < o->seq_len) c.max_seq_len = o->seq_len;
+        int data_vocab = tr->data.train.max_token + 1;
+        if (tr->have_tok && tr->tok.vocab_size > data_vocab) data_vocab = tr->tok.vocab_size;
+        c.vocab_size = o->vocab ? o->vocab : (data_vocab > 256 ? data_vocab : 256);
+        c.padded_vocab_size = gpt2_padded_vocab(c.vocab_size);
+        if (gpt2_config_validate(&c, err, sizeof err) != 0) fail("%s", err);
+    }
+    if (o->seq_len > c.max_seq_len)
+        fail("--seq-len %d is over the model's maximum sequence length %d", o->seq_len, c.max_seq_len);
+    int max_tok = tr->data.train.max_token;
+    if (tr->data.val_is_separate && tr->data.val.max_token > max_tok) max_tok = tr->data.val.max_token;
+    if (max_tok >= c.vocab_size)
+        fail("the data holds token id %d but the model's vocabulary is %d (set --vocab)", max_tok, c.vocab_size);
+    return c;
+}
+
+static void setup_model_options(Trainer *tr) {
+    const Options *o = &tr->opt;
+    ModelOptions *m = &tr->mopt;
+    memset(m, 0, sizeof *m);
+    trainer_model_options(o, m);
+    m->config = tr->config;
+    m->B = o->batch;
+    m->T = o->seq_len;
+    m->rank = tr->dist.rank;
+    m->world = tr->dist.world;
+    m->zero_stage = o->zero;
+    m->nccl_id = tr->dist.world > 1 ? tr->nccl_id : NULL;
+    m->dist_timeout_s = o->dist_timeout;
+    int is_cpu = tr->be == &cpu_backend;
+    if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
+    else if (precision_from_name(o->precision, &m->precision) != 0)
+        fail("--precision expects fp32 or bf16, got '%s'", o->precision);
+    if (is_cpu && m->precision != PRECISION_FP32)
+        fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
+    /* gradients cross the wire in the training precision unless --grad-comm says otherwise */
+    m->grad_comm = m->precision;
+    if (o->grad_comm && precision_from_name(o->grad_comm, &m->grad_comm) != 0)
+        fail("--grad-comm expects fp32 or bf16, got '%s'", o->grad_comm);
+    if (attn_mask_from_name(o->mask, &m->mask) != 0) fail("--mask expects causal, none or dense, got '%s'", o->mask);
+    if (m->mask == ATTN_MASK_DENSE) {
+        if (!(tr->dense_bias = trainer_dense_causal_bias(o->seq_len)))
+            fail("out of host memory for a %d x %d mask", o->seq_len, o->seq_len);
+        m->dense_bias = tr->dense_bias;
+    }
+    AttnKernel k;
+    if (attn_kernel_from_name(o->attn, &k) != 0)
+        fail("--attn expects naive, memeff, flash or auto, got '%s'", o->attn);
+    AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
+    int C = tr->config.channels, H = tr->config.num_heads;
+    if (k == ATTN_AUTO) {
+        AttnShape s = attn_shape_packed(o->batch, o->seq_len, H, C / H, m->mask,
+                                        m->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+        k = attn_resolve_auto(&s, place);
+    }
+    char why[256];
+    if (!attn_impl(k, place)) fail("attention kernel '%s' is not available on the %s", attn_kernel_name(k), tr->be->name);
+    if (trainer_check_attention(k, place, o->batch, o->seq_len, H, C / H, m->mask, tr->dense_bias, m->precision,
+                                why, sizeof why))
+        fail("attention kernel '%s' cannot run this configuration: %s", attn_kernel_name(k), why);
+    m->attn = k;
+}
+
+/* On a GPU: CUDA graphs if asked, and the peak rate MFU is measured against. */
+static void setup_gpu(Trainer *tr) {
+    const Options *o = &tr->opt;
+    tr->flops_per_token = gpt2_flops_per_token(&tr->config, o->seq_len, tr->mopt.mask != ATTN_MASK_NONE);
+    if (!tr->gpu) return;
+    tr->gpu->set_cuda_graphs(o->cuda_graph);
+    if (o->no_tf32) tr->gpu->set_tf32(0);
+    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, o->peak_tflops) * 1e12;
+}
+
+/* On the CPU the backend's allocations are checked against the host's memory first, as the
+ * CUDA backend checks the device's: an out-of-memory kill says nothing. */
+static void check_host_memory(const Trainer *tr) {
+    if (tr->be != &cpu_backend) return;
+    double avail = trainer_host_memory_available(), need = trainer_cpu_bytes_needed(&tr->mopt);
+    if (avail > 0 && need > 0.9 * avail)
+        fail("the model needs about %.2f GiB of host memory for B=%d T=%d, %.2f GiB are available "
+             "(lower --batch or --seq-len, or a smaller model)", need / GIB, tr->opt.batch, tr->opt.seq_len,
+             avail / GIB);
+}
+
+/* The checkpoint's place in the data in this run's loader steps: a run with another batch x
+ * world (e.g. 2 GPUs resumed on 1 with twice the accumulation) counts windows differently. */
+static size_t loader_step_for(const Trainer *tr, const TrainProgress *p) {
+    uint64_t now = (uint64_t)tr->opt.batch * tr->dist.world, then = p->windows_per_step;
+    if (then == 0 || then == now) return (size_t)p->loader_step;
+    if (p->loader_step * then % now != 0)
+        fail("the checkpoint stopped after %llu windows of its epoch, which --batch %d on %d GPU(s) "
+             "cannot reach (keep the global batch a multiple of %llu windows)",
+             (unsigned long long)(p->loader_step * then), tr->opt.batch, tr->dist.world, (unsigned long long)then);
+    return (size_t)(p->loader_step * then / now);
+}
+
+/* --resume: what the checkpoint decides, and the options that cannot apply to it. */
+static void check_resume_options(Trainer *tr, const TrainProgress *p) {
+    Options *o = &tr->opt;
+    if (options_given(o, "seed") && o->seed != p->seed)
+        fail("--seed %llu differs from the checkpoint's seed %llu (it fixes the shuffle order); drop --seed "
+             "to continue the run", o->seed, (unsigned long long)p->seed);
+    o->seed = p->seed;
+}
+
+/* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
+static void load_initial_state(Trainer *tr, const char *resume_model, const char *resume_state) {
+    char err[512];
+    size_t n = gpt2_num_params(&tr->config);
+    float *params = (float *)malloc(n * sizeof(float));
+    if (!params) fail("out of host memory for %zu parameters", n);
+    const char *from_file = resume_model ? resume_model : tr->opt.init;
+    if (from_file) {
+        if (model_file_load(from_file, &tr->config, params, err, sizeof err) != 0) fail("%s", err);
+    } else {
+        gpt2_init_params(&tr->config, params, tr->opt.seed);
+    }
+    tr->be->set_params(tr->model, params);
+    free(params);
+    if (!resume_state) return;
+    float *mom = (float *)malloc(n * sizeof(float)), *var = (float *)malloc(n * sizeof(float));
+    TrainProgress p;
+    if (!mom || !var) fail("out of host memory for the optimizer state");
+    if (checkpoint_load_state(resume_state, n, mom, var, &p, err, sizeof err) != 0) fail("%s", err);
+    tr->be->set_adam_state(tr->model, mom, var);
+    loader_seek(&tr->train_loader, p.loader_epoch, loader_step_for(tr, &p));
+    tr->start_step = (int)p.step;
+    free(mom);
+    free(var);
+}
+
+/* Rank and world from the launcher; rank 0 alone prints. */
+static void setup_dist(Trainer *tr) {
+    char err[512];
+    const Options *o = &tr->opt;
+    if (tr->dist.world > 1 && o->gpus > 1 && o->gpus != tr->dist.world)
+        fail("--gpus %d but the launcher (%s) started a world of %d", o->gpus, tr->dist.launcher, tr->dist.world);
+    if (tr->dist.world == 1) {
+        if (o->zero) printf("note: --zero %d has no effect in one process\n", o->zero);
+        return;
+    }
+    (void)err;
+    if (tr->dist.rank != 0 && !freopen("/dev/null", "w", stdout)) /* rank 0 alone prints */
+        fail("cannot silence stdout of rank %d", tr->dist.rank);
+}
+
+void trainer_launch_workers_if_asked(Trainer *tr, char **argv) {
+    const Options *o = &tr->opt;
+    char why[256] = "", err[512];
+    if (dist_from_env(&tr->dist, err, sizeof err) != 0) fail("%s", err);
+    g_rank = tr->dist.rank;
+    g_world = tr->dist.world;
+    if (o->gpus <= 1 || tr->dist.world > 1) return;
+    if (!cuda_backend_if_available(why, sizeof why)) fail("--gpus %d: %s", o->gpus, why);
+    const CudaExtras *x = cuda_extras();
+    int visible = x ? x->device_count() : 0;
+    if (visible < o->gpus) fail("--gpus %d: only %d GPU(s) are visible", o->gpus, visible);
+    fflush(stdout);
+    int rc = dist_launch_local(o->gpus, argv, 10.0, err, sizeof err);
+    if (rc < 0) fail("%s", err);
+    exit(rc);
+}
+
+/* After the backend is chosen: this rank's GPU, and the NCCL id through the rendezvous. */
+static void setup_dist_device(Trainer *tr) {
+    char err[512];
+    if (tr->dist.world <= 1) return;
+    if (!tr->gpu) fail("training on %d processes needs the CUDA backend (got %s)", tr->dist.world, tr->be->name);
+    if (tr->gpu->select_device(tr->dist.local_rank, err, sizeof err) != 0) fail("%s", err);
+    if (tr->dist.rank == 0 && tr->gpu->nccl_unique_id(tr->nccl_id, err, sizeof err) != 0) fail("%s", err);
+    if (dist_rendezvous(&tr->dist, tr->nccl_id, tr->opt.dist_timeout, err, sizeof err) != 0) fail("%s", err);
+}
+
+/* The checkpoint to resume, if any (read only: nothing is written yet). */
+static void find_resume_checkpoint(Trainer *tr) {
+    const Options *o = &tr->opt;
+    tr->resume_model[0] = tr->resume_state[0] = '\0';
+    if (o->resume && !o->checkpoint_dir) fail("--resume needs --checkpoint-dir DIR");
+    if (!o->checkpoint_dir) return;
+    long step = checkpoint_latest(o->checkpoint_dir);
+    if (!o->resume) {
+        if (step >= 0)
+            fail("--checkpoint-dir %s already holds checkpoints (up to step %ld): pass --resume to continue "
+                 "them, or choose another folder", o->checkpoint_dir, step);
+        return;
+    }
+    if (step < 0) {
+        printf("note: no checkpoint in %s; starting from scratch\n", o->checkpoint_dir);
+        return;
+    }
+    if (o->init)
+        fail("--init %s and --resume: the checkpoint at step %ld in %s holds the weights; drop --init",
+             o->init, step, o->checkpoint_dir);
+    checkpoint_paths(o->checkpoint_dir, step, tr->resume_model, tr->resume_state, sizeof tr->resume_model);
+}
+
+/* --log with --resume keeps the records up to the resumed step and drops the rest (a run that
+ * was stopped after its last checkpoint logged steps that the resumed run takes again), and a
+ * record cut short by a crash. Written to a temporary file and renamed. */
+static void trim_log_for_resume(const char *path, int step) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return;
+    FILE *in = fopen(path, "rb");
+    if (!in) fail("cannot read log file %s: %s", path, strerror(errno));
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *out = fopen(tmp, "wb");
+    if (!out) fail("cannot write %s: %s", tmp, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int dropped = 0;
+    while ((len = getline(&line, &cap, in)) > 0) {
+        int complete = line[len - 1] == '\n' && line[0] == '{' && len >= 2 && line[len - 2] == '}';
+        const char *s = strstr(line, "\"step\":");
+        int past = s && atoi(s + 7) > step;
+        if (!complete || past) {
+            dropped++;
+            continue;
+        }
+        fwrite(line, 1, (size_t)len, out);
+    }
+    free(line);
+    fclose(in);
+    if (fclose(out) != 0 || rename(tmp, path) != 0) {
+        unlink(tmp);
+        fail("cannot rewrite log file %s: %s", path, strerror(errno));
+    }
+    if (dropped) printf("note: dropped %d record(s) of %s past the resumed step %d\n", dropped, path, step);
+}
+
+static void open_log(Trainer *tr) {
+    const Options *o = &tr->opt;
+    if (!o->log || tr->dist.rank != 0) return;
+    if (o->resume && tr->resume_model[0]) trim_log_for_resume(o->log, tr->start_step);
+    if (!(tr->log = fopen(o->log, o->resume ? "a" : "w")))
+        fail("cannot write log file %s: %s", o->log, strerror(errno));
+    /* one write() a record: a record is either whole in the file or absent */
+    setvbuf(tr->log, NULL, _IOFBF, 1 << 16);
+}
+
+/* A record written and flushed, or the run stops: a log that silently loses records is worse
+ * than no log. */
+static void log_record(Trainer *tr, const char *fmt, ...) {
+    if (!tr->log) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(tr->log, fmt, ap);
+    va_end(ap);
+    if (fflush(tr->log) != 0 || ferror(tr->log))
+        fail("cannot write log file %s: %s", tr->opt.log, strerror(errno));
+}
+
+static void print_header(const Trainer *tr) {
+    const Options *o = &tr->opt;
+    const GPT2Config *c = &tr->config;
+    if (tr->gpu) {
+        char name[256] = "?";
+        tr->gpu->device_name(name, sizeof name);
+        printf("gpu: %s, peak %.0f TFLOP/s (%s) for MFU%s\n", name, tr->peak_flops / 1e12,
+               precision_name(tr->mopt.precision), tr->peak_flops > 0 ? "" : " -- unknown GPU: pass --peak-tflops");
+    }
+    printf("model: %d layers, %d heads, %d channels, vocab %d (padded %d), max seq %d: %.2fM parameters\n",
+           c->num_layers, c->num_heads, c->channels, c->vocab_size, c->padded_vocab_size, c->max_seq_len,
+           gpt2_num_params(c) / 1e6);
+    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d\n",
+           tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
+           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step);
+    if (tr->dist.world > 1)
+        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s\n",
+               tr->dist.world, tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero,
+               precision_name(tr->mopt.grad_comm));
+    printf("data: %s (%zu tokens), validation: %s\n", tr->data.train.name, tr->data.train.num_tokens,
+           tr->data.val_is_separate ? tr->data.val.name : "5% split of the training data");
+    if (tr->resume_model[0]) printf("resume: %s (step %d)\n", tr->resume_model, tr->start_step);
+    fflush(stdout);
+}
+
+void trainer_setup(Trainer *tr, char **argv) {
+    char err[512];
+    Options *o = &tr->opt;
+    setup_dist(tr);
+    find_resume_checkpoint(tr);
+    const char *resume_model = tr->resume_model[0] ? tr->resume_model : NULL;
+    const char *resume_state = tr->resume_state[0] ? tr->resume_state : NULL;
+    check_log_is_no_input(o, resume_model, resume_state);
+
+    if (trainer_data_open(o, &tr->data, err, sizeof err) != 0) fail("%s", err);
+    setup_tokenizer(tr);
+    tr->config = choose_config(tr, resume_model);
+    if (trainer_choose_backend(o, &tr->be, err, sizeof err) != 0) fail("%s", err);
+    tr->gpu = tr->be == &cpu_backend ? NULL : cuda_extras();
+    setup_dist_device(tr);
+    setup_model_options(tr);
+    setup_gpu(tr);
+    setup_loaders(tr);
+    if (resume_state) {
+        TrainProgress p;
+        if (checkpoint_read_progress(resume_state, &p, err, sizeof err) != 0) fail("%s", err);
+        check_resume_options(tr, &p);
+    }
+    check_host_memory(tr);
+    tr->model = tr->be->create(&tr->mopt, err, sizeof err);
+    if (!tr->model) fail("%s", err);
+    tr->inputs = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
+    tr->targets = (int *)malloc((size_t)o->batch * o->seq_len * sizeof(int));
+    if (!tr->inputs || !tr->targets) fail("out of host memory for a %d x %d batch", o->batch, o->seq_len);
+    load_initial_state(tr, resume_model, resume_state);
+    if (tr->start_step > o->steps) fail("the checkpoint is at step %d, past --steps %d", tr->start_step, o->steps);
+
+    /* every input is checked: now the outputs */
+    if (o->checkpoint_dir && tr->dist.rank == 0 && checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0)
+        fail("%s", err);
+    open_log(tr);
+    print_header(tr);
+    (void)argv;
+}
+
+/* ==== a training run: steps, reports, checkpoints ========================================= */
+
+static void next_train_batch(void *ctx, int *inputs, int *targets) {
+    loader_next((DataLoader *)ctx, inputs, targets);
+}
+
+float trainer_train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
+    const Options *o = &tr->opt;
+    StepShape shape = {o->batch, o->seq_len, o->grad_accum, tr->dist.world, o->grad_clip};
+    AdamWStep s;
+    s.lr = lr_at_step(step, o->steps, o->warmup, o->lr, o->min_lr_frac);
+    s.beta1 = o->beta1;
+    s.beta2 = o->beta2;
+    s.eps = o->eps;
+    s.weight_decay = o->weight_decay;
+    s.t = step + 1;
+    *lr_out = s.lr;
+    return trainer_step(tr->be, tr->model, &shape, next_train_batch, &tr->train_loader, tr->inputs, tr->targets,
+                        &s, norm_out);
+}
+
+static double bits_per_byte(const Trainer *tr, double loss) {
+    return loss / log(2.0) / tr->bytes_per_token;
+}
+
+/* A number for JSON: NaN and infinities are not JSON, so they are written as null. */
+static const char *json_number(char *buf, size_t n, const char *fmt, double v) {
+    if (!isfinite(v)) return "null";
+    snprintf(buf, n, fmt, v);
+    return buf;
+}
+
+/* Every rank evaluates its share of the --val-batches batches (the same windows as one
+ * process would see when the world divides them); the mean is over the ranks. */
+static double evaluate(Trainer *tr) {
+    const Options *o = &tr->opt;
+    loader_reset(&tr->val_loader);
+    int world = tr->dist.world;
+    int batches = (o->val_batches + world - 1) / world;
+    if ((size_t)batches > tr->val_loader.steps_per_epoch) batches = (int)tr->val_loader.steps_per_epoch;
+    double total = 0.0;
+    for (int i = 0; i < batches; i++) {
+        loader_next(&tr->val_loader, tr->inputs, tr->targets);
+        total += tr->be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
+    }
+    return tr->be->mean_over_ranks(tr->model, total / batches);
+}
+
+void trainer_report_validation(Trainer *tr, int step) {
+    double loss = evaluate(tr);
+    char bpb[32];
+    printf("val   %6d | loss %.4f | bpb %.4f\n", step, loss, bits_per_byte(tr, loss));
+    log_record(tr, "{\"type\":\"val\",\"step\":%d,\"loss\":%.6f,\"bpb\":%s}\n", step, loss,
+               json_number(bpb, sizeof bpb, "%.6f", bits_per_byte(tr, loss)));
+}
+
+static void print_byte(unsigned char c) {
+    putchar(c == '\n' || c == '\t' || c >= 32 ? c : '?');
+}
+
+/* Prints a sampled token: a byte, the bytes of a BPE token, or <id> with no vocabulary. */
+static void print_token(int token, void *ctx) {
+    const Trainer *tr = (const Trainer *)ctx;
+    if (tr->data.train.kind == DATASET_BYTES) {
+        print_byte((unsigned char)token);
+    } else if (tr->have_tok) {
+        size_t len = 0;
+        const uint8_t *bytes = tokenizer_token_bytes(&tr->tok, token, &len);
+        for (size_t i = 0; bytes && i < len; i++) print_byte(bytes[i]);
+    } else {
+        printf("<%d>", token);
+    }
+}
+
+/* The prompt as tokens: its bytes, or its BPE encoding. Returns the count (at least 1). */
+static int encode_prompt(Trainer *tr, int *tokens) {
+    const char *p = tr->opt.prompt;
+    size_t n = strlen(p);
+    int count = 0;
+    if (tr->data.train.kind == DATASET_BYTES) {
+        for (size_t i = 0; i < n; i++) tokens[count++] = (unsigned char)p[i];
+    } else if (tr->have_tok && n > 0) {
+        uint16_t *ids = (uint16_t *)malloc(n * sizeof(uint16_t));
+        if (ids) count = (int)tokenizer_encode(&tr->tok, (const uint8_t *)p, n, ids);
+        for (int i = 0; i < count; i++) tokens[i] = ids[i];
+        free(ids);
+    }
+    if (count == 0) tokens[count++] = 0;
+    for (int i = 0; i < count; i++)
+        if (tokens[i] >= tr->config.vocab_size) tokens[i] = 0;
+    return count;
+}
+
+void trainer_print_sample(Trainer *tr, int step) {
+    const Options *o = &tr->opt;
+    if (o->sample_len <= 0 || tr->dist.rank != 0) return;
+    int *tokens = (int *)malloc((strlen(o->prompt) + o->sample_len + 1) * sizeof(int));
+    if (!tokens) return;
+    int n = encode_prompt(tr, tokens);
+    printf("sample %5d | %s", step, o->prompt);
+    generate(tr->be, tr->model, tokens, n, o->sample_len, o->seq_len, tr->config.vocab_size, o->temperature,
+             o->top_k, o->seed + (uint64_t)step, print_token, tr);
+    printf("\n");
+    free(tokens);
+}
+
+/* Collective with ZeRO-1 (the sharded state is gathered), so every rank calls it; rank 0 writes. */
+void trainer_save_checkpoint(Trainer *tr, int step) {
+    char err[512];
+    if (tr->dist.rank != 0 && !(tr->dist.world > 1 && tr->opt.zero)) return;
+    size_t n = gpt2_num_params(&tr->config);
+    float *params = (float *)malloc(n * sizeof(float));
+    float *mom = (float *)malloc(n * sizeof(float)), *var = (float *)malloc(n * sizeof(float));
+    if (!params || !mom || !var) fail("out of host memory writing a checkpoint");
+    tr->be->get_params(tr->model, params);
+    tr->be->get_adam_state(tr->model, mom, var);
+    if (tr->dist.rank == 0) {
+        TrainProgress p;
+        memset(&p, 0, sizeof p);
+        p.step = (uint64_t)step;
+        p.loader_epoch = tr->train_loader.epoch;
+        p.loader_step = tr->train_loader.step_in_epoch;
+        p.seed = tr->opt.seed;
+        p.windows_per_step = (uint64_t)tr->opt.batch * tr->dist.world;
+        if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
+            fail("%s", err);
+        printf("checkpoint %d written to %s\n", step, tr->opt.checkpoint_dir);
+    }
+    free(params);
+    free(mom);
+    free(var);
+}
+
+/* Model FLOP utilisation: FLOPs done per second over the GPU's peak; 0 when unknown. */
+static double mfu_of(const Trainer *tr, double tok_per_s) {
+    return tr->peak_flops > 0 ? tr->flops_per_token * tok_per_s / tr->peak_flops : 0.0;
+}
+
+/* What cudaMemGetInfo says is in use on the device (0 on the CPU). */
+static size_t device_memory_used(const Trainer *tr) {
+    size_t free_b = 0, total_b = 0;
+    if (!tr->gpu || tr->gpu->mem_info(&free_b, &total_b) != 0) return 0;
+    return total_b - free_b;
+}
+
+void trainer_log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms) {
+    const Options *o = &tr->opt;
+    int world = tr->dist.world;
+    double tokens = (double)o->batch * o->seq_len * o->grad_accum * world; /* all ranks' */
+    double tok_per_s = tokens / (ms / 1000.0);
+    size_t mem = tr->be->memory_in_use(tr->model), dev_used = device_memory_used(tr);
+    double mfu = mfu_of(tr, tok_per_s / world);
+    if (!o->quiet) {
+        printf("step %5d/%d | loss %.4f | bpb %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step + 1,
+               o->steps, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s);
+        if (tr->gpu)
+            printf(" | %d GPU%s | MFU %.1f%% | mem %.2f GiB (device %.2f GiB)%s", world, world > 1 ? "s" : "",
+                   100.0 * mfu, mem / GIB, dev_used / GIB, world > 1 ? " per GPU" : "");
+        printf("\n");
+    }
+    char bpb[32];
+    log_record(tr, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%s,\"lr\":%.6e,\"norm\":%.6f,\"ms\":%.3f,"
+               "\"tok_per_s\":%.1f,\"mfu\":%.4f,\"mem_bytes\":%zu,\"device_used_bytes\":%zu,\"gpus\":%d}\n",
+               step + 1, loss, json_number(bpb, sizeof bpb, "%.6f", bits_per_byte(tr, loss)), lr, norm, ms,
+               tok_per_s, mfu, mem, dev_used, world);
+}
+
+/* ==== signals ============================================================================== */
+
+static volatile sig_atomic_t g_stop_signal = 0;
+
+static void on_stop_signal(int sig) {
+    if (g_stop_signal) _exit(128 + sig); /* the second one: stop now */
+    g_stop_signal = sig;
+    static const char msg[] = "\nnote: stopping after this step (signal again to stop at once)\n";
+    ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)w;
+}
+
+void trainer_catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int trainer_stop_requested(Trainer *tr) {
+    int sig = (int)g_stop_signal;
+    if (tr->dist.world > 1) { /* every rank stops after the same step */
+        double any = tr->be->mean_over_ranks(tr->model, sig ? 1.0 : 0.0);
+        if (any > 0 && !sig) sig = SIGTERM;
+    }
+    return sig;
+}
+
+/* ==== the end ============================================================================== */
+
+void trainer_record_step_time(Timing *t, int steps_done, double ms) {
+    if (steps_done < 3) return;
+    t->ms += ms;
+    t->steps++;
+}
+
+void trainer_print_summary(Trainer *tr, const Timing *t) {
+    const Options *o = &tr->opt;
+    if (t->steps == 0 || tr->dist.rank != 0) return;
+    int world = tr->dist.world;
+    double ms = t->ms / t->steps;
+    double tok_per_s = (double)o->batch * o->seq_len * o->grad_accum * world / (ms / 1000.0);
+    double mfu = mfu_of(tr, tok_per_s / world);
+    size_t peak = tr->be->memory_in_use(tr->model);
+    printf("summary: %.2f ms/step, %.0f tok/s over %d steps (after 3 warm-up steps)", ms, tok_per_s, t->steps);
+    if (tr->gpu) printf(", MFU %.1f%%, peak memory %.2f GiB%s", 100.0 * mfu, peak / GIB, world > 1 ? " per GPU" : "");
+    if (world > 1) printf(", %d GPUs", world);
+    printf("\n");
+    log_record(tr, "{\"type\":\"summary\",\"ms_per_step\":%.3f,\"tok_per_s\":%.1f,\"mfu\":%.4f,\"peak_mem_bytes\":%zu,"
+               "\"gpus\":%d}\n", ms, tok_per_s, mfu, peak, world);
+}
+
+void trainer_teardown(Trainer *tr) {
+    tr->be->destroy(tr->model);
+    loader_free(&tr->train_loader);
+    loader_free(&tr->val_loader);
+    trainer_data_close(&tr->data);
+    free(tr->inputs);
+    free(tr->targets);
+    free(tr->dense_bias);
+    if (tr->have_tok) tokenizer_free(&tr->tok);
+    if (tr->log && fclose(tr->log) != 0) fail("cannot write log file %s: %s", tr->opt.log, strerror(errno));
+    tr->log = NULL;
+}

@@ -1,0 +1,156 @@
+/* train/trainer.h: the trainer as a library. A training run (train_gpt2.cu) and the bench
+ * (train/bench.c) make the same decisions from the same options in the same place:
+ *
+ *   trainer_choose_backend    --device: the CPU reference or the CUDA backend
+ *   trainer_data_open         --data / --val-data / enwik8 / the embedded corpus, and the split
+ *   trainer_model_options     every ModelOptions field that comes from the command line
+ *   trainer_check_attention   whether the chosen kernel runs this shape, mask and precision
+ *   trainer_step              one optimizer step: micro-batches, backward (the last one sums the
+ *                             gradients over the ranks), global norm, clipping, AdamW
+ *   trainer_cpu_bytes_needed  what the CPU backend will allocate, checked against host memory
+ *
+ * and, for a training run, the run itself: trainer_setup (every input checked before any
+ * output is opened), validation, samples, checkpoints, the JSON log, signals, teardown.
+ */
+#ifndef TRAINER_H
+#define TRAINER_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "attention/attention.h"
+#include "data/dataset.h"
+#include "model/backend.h"
+#include "model/cuda_extras.h"
+#include "model/gpt2.h"
+#include "train/dist.h"
+#include "train/options.h"
+#include "tokenizer/tokenizer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- shared with the bench --------------------------------------------------------------- */
+
+/* --device auto|cpu|cuda. With auto and no GPU, prints a one-line note. 0, or -1 with err. */
+int trainer_choose_backend(const Options *o, const Backend **be, char *err, size_t errlen);
+
+/* The training data and where validation comes from. */
+typedef struct {
+    Dataset train, val;
+    int val_is_separate;          /* val is its own file (else the 90-95% slice of train) */
+    size_t train_begin, train_end;/* the part of train that trains */
+    size_t val_begin, val_end;    /* the part of val (or train) that validates */
+} TrainData;
+
+/* --data FILE, else enwik8's training file once `make enwik8` fetched it, else the embedded
+ * corpus (with a note); --val-data FILE, else enwik8's validation file with enwik8, else the
+ * split. 0, or -1 with err. */
+int trainer_data_open(const Options *o, TrainData *d, char *err, size_t errlen);
+void trainer_data_close(TrainData *d);
+
+/* The (T, T) additive bias of --mask dense: 0 on and below the diagonal, -inf above. NULL when
+ * out of memory. */
+float *trainer_dense_causal_bias(int T);
+
+/* The ModelOptions fields that come from the command line and not from the run's shape
+ * (recompute, linear biases, threads, ...); the caller sets config, B, T, attn, mask,
+ * dense_bias, precision and the data-parallel fields. */
+void trainer_model_options(const Options *o, ModelOptions *m);
+
+/* NULL when kernel k runs (B, T, H, D, mask, precision) at `place`, else why not (into buf). */
+const char *trainer_check_attention(AttnKernel k, AttnPlace place, int B, int T, int H, int D,
+                                    AttnMaskKind mask, const float *dense_bias, Precision p,
+                                    char *buf, size_t n);
+
+/* Where a step's micro-batches come from: fills inputs and targets (B, T). */
+typedef void (*BatchSource)(void *ctx, int *inputs, int *targets);
+
+typedef struct {
+    int B, T, grad_accum;
+    int world;                    /* ranks whose gradients are summed (1 = one process) */
+    float grad_clip;              /* clip the global norm to this (0 = off) */
+} StepShape;
+
+/* One optimizer step: grad_accum micro-batches, each contributing 1/(grad_accum x world) of
+ * the mean loss's gradient (a power of two scales exactly, so N GPUs compute the same
+ * gradients as one GPU accumulating N times as many); the last backward sums them over the
+ * ranks. Then the global norm, clipping, and AdamW with s (lr, betas, eps, decay, t; its
+ * grad_scale is set here). Returns the mean loss over the ranks; *norm_out the norm. */
+float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
+                   int *inputs, int *targets, AdamWStep *s, float *norm_out);
+
+/* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
+double trainer_host_memory_available(void);
+/* What the CPU backend's create() allocates for these options, in bytes (an estimate within a
+ * few percent: parameters, gradients, AdamW moments, activations, logits, attention). */
+double trainer_cpu_bytes_needed(const ModelOptions *mo);
+
+/* ---- a training run ----------------------------------------------------------------------- */
+
+typedef struct {
+    Options opt;
+    const Backend *be;
+    Model *model;
+    GPT2Config config;
+    ModelOptions mopt;
+    TrainData data;
+    DataLoader train_loader, val_loader;
+    int *inputs, *targets;        /* one micro-batch (B, T) */
+    float *dense_bias;            /* (T, T) additive mask for --mask dense */
+    double bytes_per_token;       /* 1 for byte data; NAN for token data with no vocabulary */
+    Tokenizer tok;                /* --vocab-file: decodes token-file data */
+    int have_tok;
+    FILE *log;
+    int start_step;
+    const CudaExtras *gpu;        /* GPU extras (name, peak rate); NULL on the CPU */
+    double peak_flops;            /* for MFU; 0 when unknown */
+    double flops_per_token;       /* one training step's FLOPs per token */
+    DistInfo dist;                /* rank and world; world 1 without a launcher */
+    unsigned char nccl_id[DIST_ID_BYTES];
+    char resume_model[4096], resume_state[4096]; /* the checkpoint resumed ("" = none) */
+} Trainer;
+
+/* Reads and checks every input (data, model shape, kernel, checkpoint, memory), then opens the
+ * outputs (the checkpoint folder, the log) and prints the run header. Exits 2 with one line on
+ * any problem, before anything is written. */
+void trainer_setup(Trainer *tr, char **argv);
+/* --gpus N with no launcher around this process: starts N workers of argv and exits with their
+ * status; returns when this process is a worker (or one process trains alone). */
+void trainer_launch_workers_if_asked(Trainer *tr, char **argv);
+
+/* One optimizer step of the run at `step` (0-based) from its loader; the loss, *norm, *lr. */
+float trainer_train_step(Trainer *tr, int step, float *norm_out, float *lr_out);
+void trainer_report_validation(Trainer *tr, int step);
+void trainer_print_sample(Trainer *tr, int step);
+void trainer_save_checkpoint(Trainer *tr, int step);
+void trainer_log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms);
+
+/* SIGINT / SIGTERM: the first asks the loop to stop after the step in flight (the loop saves a
+ * checkpoint where a folder is given, closes the log on a record boundary and exits 130 / 143);
+ * a second one ends the process at once. trainer_stop_requested() returns the signal number,
+ * agreed over the ranks (collective with several GPUs), or 0. */
+void trainer_catch_signals(void);
+int trainer_stop_requested(Trainer *tr);
+
+/* Mean step time over the steps after the first three (they warm caches and allocators). */
+typedef struct {
+    double ms;
+    int steps;
+} Timing;
+void trainer_record_step_time(Timing *t, int steps_done, double ms);
+void trainer_print_summary(Trainer *tr, const Timing *t);
+void trainer_teardown(Trainer *tr);
+
+/* Exits 2 after printing "error: " + the message (with the rank when there are several). */
+void trainer_fail(const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 1, 2), noreturn))
+#endif
+    ;
+
+#ifdef __cplusplus
+}
+#endif
+#endif
