@@ -223,6 +223,25 @@ expect="$(seq -s ' ' 1 $((stopped + 4))) "
 [ "$steps" = "$expect" ] && ok || bad "log after resume holds steps '$steps', expected '$expect'"
 grep -q '"st$' "$tmp/sig.jsonl" && bad "the cut record stayed in the log" || ok
 
+# --- a full disk: the bench's results are whole or absent (needs root to mount a small tmpfs) ---
+mkdir -p "$tmp/full"
+if mount -t tmpfs -o size=12k tmpfs "$tmp/full" 2>/dev/null; then
+    head -c 8192 /dev/zero >"$tmp/full/filler" 2>/dev/null
+    "$BIN" --bench custom --device cpu --data "$tmp/data.txt" --bench-models l2-c32-h2 --bench-steps 1 \
+        --bench-warmup 0 --bench-seq-lens 16,32 --bench-attn naive,memeff,flash --bench-out "$tmp/full/b" \
+        >"$tmp/full.out" 2>"$tmp/full.err"
+    rc=$?
+    [ "$rc" -ne 0 ] && grep -q "^error: cannot write" "$tmp/full.err" && ok \
+        || bad "bench on a full disk: exit $rc, $(head -c 300 "$tmp/full.err")"
+    empty=$(find "$tmp/full/b" -type f -size 0 2>/dev/null | head -3)
+    tmps=$(find "$tmp/full/b" -name '*.tmp.*' 2>/dev/null | head -3)
+    [ -z "$empty$tmps" ] && ok || bad "bench on a full disk left empty or temporary files: $empty $tmps"
+    umount "$tmp/full"
+else
+    skipped=$((skipped + 2))
+    echo "skipped: 2 full-disk checks need root to mount a tmpfs"
+fi
+
 echo "test_cli: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
 

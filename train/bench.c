@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "data/dataset.h"
 #include "model/backend.h"
 #include "model/cuda_extras.h"
@@ -120,10 +121,11 @@ static int prepare_out_dir(const char *dir) {
     }
     if (mkdir(path, 0755) != 0 && errno != EEXIST)
         return bench_error("--bench-out: cannot create %s: %s", path, strerror(errno));
+    /* a probe written and removed: nothing of this sweep is left behind if it stops early */
     snprintf(path, sizeof path, "%s/results.md", dir);
-    FILE *f = fopen(path, "a");
-    if (!f) return bench_error("--bench-out: cannot write %s: %s", path, strerror(errno));
-    fclose(f);
+    AtomicFile probe;
+    if (!atomic_open(&probe, path)) return bench_error("--bench-out: cannot write in %s: %s", dir, strerror(errno));
+    atomic_abandon(&probe);
     return 0;
 }
 
@@ -571,25 +573,26 @@ static int run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) 
 
 static int write_results(const char *dir, const BenchPlan *p, const BenchContext *ctx, const BenchCell *cells) {
     char path[4096];
+    AtomicFile out;
     snprintf(path, sizeof path, "%s/results.md", dir);
-    FILE *f = fopen(path, "w");
+    FILE *f = atomic_open(&out, path);
     if (!f) {
-        fprintf(stderr, "error: cannot write %s\n", path);
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
         return 1;
     }
     bench_write_markdown(f, p, ctx, cells);
-    if (fclose(f) != 0) {
-        fprintf(stderr, "error: cannot write %s\n", path);
+    if (atomic_commit(&out) != 0) {
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
         return 1;
     }
     snprintf(path, sizeof path, "%s/results.csv", dir);
     if (bench_write_csv(path, p, cells) != 0) {
-        fprintf(stderr, "error: cannot write %s\n", path);
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
         return 1;
     }
     snprintf(path, sizeof path, "%s/results.json", dir);
     if (bench_write_json(path, p, ctx, cells) != 0) {
-        fprintf(stderr, "error: cannot write %s\n", path);
+        fprintf(stderr, "error: cannot write %s: %s\n", path, strerror(errno));
         return 1;
     }
     bench_draw_charts(dir, p, ctx, cells);

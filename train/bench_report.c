@@ -1,6 +1,8 @@
 /* train/bench_report.c: results.md, results.csv, results.json and the gnuplot charts. */
 #include "train/bench_report.h"
 
+#include "common/atomic_file.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,7 +211,8 @@ static void csv_number(FILE *f, double v, const char *fmt, int zero_is_blank) {
 }
 
 int bench_write_csv(const char *path, const BenchPlan *p, const BenchCell *cells) {
-    FILE *f = fopen(path, "w");
+    AtomicFile out;
+    FILE *f = atomic_open(&out, path);
     if (!f) return -1;
     fprintf(f, "grid,model,layers,heads,channels,vocab,seq_len,precision,mask,kernel,status,batch,"
                "grad_accum,tokens_per_step,tok_per_s,ms_per_step,speedup_vs_naive,peak_mem_bytes,"
@@ -244,7 +247,7 @@ int bench_write_csv(const char *path, const BenchPlan *p, const BenchCell *cells
         if (!ran) csv_quoted(f, c->reason);
         fputc('\n', f);
     }
-    return fclose(f) == 0 ? 0 : -1;
+    return atomic_commit(&out);
 }
 
 static void json_string(FILE *f, const char *s) {
@@ -304,7 +307,8 @@ static void json_cell(FILE *f, const BenchPlan *p, const BenchCell *cells, int i
 }
 
 int bench_write_json(const char *path, const BenchPlan *p, const BenchContext *ctx, const BenchCell *cells) {
-    FILE *f = fopen(path, "w");
+    AtomicFile out;
+    FILE *f = atomic_open(&out, path);
     if (!f) return -1;
     fprintf(f, "{\n  \"grid\": \"%s\", \"quick\": %s, \"device\": ", p->grid, p->quick ? "true" : "false");
     json_string(f, ctx->device);
@@ -323,7 +327,7 @@ int bench_write_json(const char *path, const BenchPlan *p, const BenchContext *c
         fprintf(f, "%s\n", i + 1 < n ? "," : "");
     }
     fprintf(f, "  ]\n}\n");
-    return fclose(f) == 0 ? 0 : -1;
+    return atomic_commit(&out);
 }
 
 /* ---- charts ---------------------------------------------------------------------------- */
@@ -516,7 +520,8 @@ static void sanitize_title(const char *in, char *out, size_t n) {
 }
 
 static int write_plot_script(const char *path, const BenchPlan *p, const BenchContext *ctx, const BenchCell *cells) {
-    FILE *f = fopen(path, "w");
+    AtomicFile out;
+    FILE *f = atomic_open(&out, path);
     if (!f) return -1;
     int xdim = chart_x_dim(p);
     char device[192], title[320];
@@ -530,7 +535,7 @@ static int write_plot_script(const char *path, const BenchPlan *p, const BenchCo
     write_chart(f, p, cells, xdim, 0, "tokens_per_sec.png", "tokens/sec", title);
     snprintf(title, sizeof title, "peak memory -- %s on %s", p->grid, device);
     write_chart(f, p, cells, xdim, 1, "peak_memory.png", unit == GIB ? "peak memory (GiB)" : "peak memory (MiB)", title);
-    return fclose(f) == 0 ? 0 : -1;
+    return atomic_commit(&out);
 }
 
 /* 'dir' with every ' escaped, for a shell command. */
