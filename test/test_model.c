@@ -520,6 +520,14 @@ static void test_resume_fallback(void) {
     checkpoint_paths(dir, 40, model, state, sizeof model);
     CHECK(strcmp(rm, model) == 0 && strcmp(rs, state) == 0, "resume paths");
 
+    /* a newer state file without its model (a save interrupted): skipped with a warning */
+    char orphan[512];
+    checkpoint_paths(dir, 50, NULL, orphan, sizeof orphan);
+    write_bytes(orphan, "x", 1);
+    CHECK(checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err) == 0 &&
+          step == 40 && strstr(warn, "checkpoint 50 is incomplete"), "orphan state: step %ld '%s'", step, warn);
+    remove(orphan);
+
     /* newest model damaged: the older pair, with a warning naming what was wrong */
     flip_bit(model, 2000, 1);
     step = -7;
