@@ -1,7 +1,10 @@
 /* test/test_model.c: the CPU GPT-2 as a whole -- gradients against finite differences,
  * overfitting one batch, every attention kernel giving the same model, the model file and
  * checkpoint formats, the learning-rate schedule and the sampler. */
+#include <dirent.h>
 #include <omp.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "model/backend.h"
@@ -315,6 +318,375 @@ static void test_checkpoints(void) {
     free(p); free(mo); free(va); free(m2); free(v2);
 }
 
+/* ---- damage: checksums, header validation, fallback, non-regular files, temporaries ------ */
+
+static void flip_bit(const char *path, long offset, int bit) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) { CHECK(0, "cannot open %s to damage it", path); return; }
+    fseek(f, offset, SEEK_SET);
+    int c = fgetc(f);
+    fseek(f, offset, SEEK_SET);
+    fputc(c ^ (1 << bit), f);
+    fclose(f);
+}
+
+static long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+static void rm_rf(const char *dir) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0, "cleanup of %s", dir);
+}
+
+static void test_checksum64(void) {
+    unsigned char buf[1000];
+    uint64_t s = 3;
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (unsigned char)test_rng_next(&s);
+    Checksum64 a, b;
+    checksum64_init(&a);
+    checksum64_update(&a, buf, sizeof buf);
+    uint64_t whole = checksum64_final(&a);
+    checksum64_init(&b);
+    for (size_t i = 0, step = 1; i < sizeof buf; i += step, step = step * 3 % 61 + 1)
+        checksum64_update(&b, buf + i, i + step <= sizeof buf ? step : sizeof buf - i);
+    CHECK(checksum64_final(&b) == whole, "checksum64 in pieces differs from one pass");
+    int all_differ = 1;
+    for (size_t i = 0; i < sizeof buf; i += 37)
+        for (int bit = 0; bit < 8; bit += 7) {
+            buf[i] ^= (unsigned char)(1 << bit);
+            checksum64_init(&b);
+            checksum64_update(&b, buf, sizeof buf);
+            all_differ &= checksum64_final(&b) != whole;
+            buf[i] ^= (unsigned char)(1 << bit);
+        }
+    CHECK(all_differ, "a flipped bit left checksum64 unchanged");
+    checksum64_init(&b);
+    checksum64_update(&b, buf, sizeof buf - 1);
+    CHECK(checksum64_final(&b) != whole, "a shorter input has the same checksum64");
+}
+
+static void test_model_file_checksum(void) {
+    GPT2Config c = tiny_config();
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 11), *q = malloc(n * sizeof(float));
+    char path[256], err[512];
+    tmp_path(path, sizeof path, "sum_model.bin");
+    CHECK(model_file_save(path, &c, p, err, sizeof err) == 0, "save: %s", err);
+
+    /* llm.c compatibility: words 0..7 as llm.c writes them, our checksum only in 16..19 */
+    int32_t h[256];
+    FILE *f = fopen(path, "rb");
+    CHECK(f && fread(h, sizeof h, 1, f) == 1, "header read");
+    if (f) fclose(f);
+    CHECK(h[0] == 20240326 && h[1] == 3 && h[2] == c.max_seq_len && h[3] == c.vocab_size &&
+          h[4] == c.num_layers && h[5] == c.num_heads && h[6] == c.channels &&
+          h[7] == c.padded_vocab_size, "header words 0..7 are not llm.c's values");
+    int rest_zero = 1;
+    for (int i = 8; i < 256; i++) if ((i < 16 || i > 19) && h[i]) rest_zero = 0;
+    CHECK(rest_zero, "header words other than 0..7 and 16..19 must stay 0");
+    CHECK(h[16] == MODEL_FILE_CHECKSUM_MARKER && h[17] == MODEL_FILE_CHECKSUM_KIND,
+          "saved file has no checksum marker in header[16..17]");
+    int has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 1, "verify: %s", err);
+
+    /* one flipped bit anywhere in the weights: refused, naming the file */
+    long size = file_size(path);
+    long offsets[] = {1024, 1024 + (long)(n / 2) * 4 + 1, size - 1};
+    for (int k = 0; k < 3; k++) {
+        flip_bit(path, offsets[k], k == 2 ? 7 : 3);
+        err[0] = 0;
+        CHECK(model_file_load(path, &c, q, err, sizeof err) != 0, "flipped weight bit at %ld loaded",
+              offsets[k]);
+        CHECK(strstr(err, path) && strstr(err, "checksum mismatch (file damaged)"),
+              "flipped weight bit: message %s", err);
+        CHECK(model_file_verify(path, NULL, NULL, err, sizeof err) != 0, "verify missed a flipped bit");
+        flip_bit(path, offsets[k], k == 2 ? 7 : 3);
+    }
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "restored file: %s", err);
+
+    /* a damaged marker word is not mistaken for an llm.c file without a checksum */
+    flip_bit(path, 16 * 4, 0);
+    CHECK(model_file_read_config(path, &c, err, sizeof err) != 0 && strstr(err, path),
+          "damaged checksum marker accepted (%s)", err);
+    flip_bit(path, 16 * 4, 0);
+    flip_bit(path, 30 * 4, 2);
+    CHECK(model_file_read_config(path, &c, err, sizeof err) != 0, "nonzero reserved header word accepted");
+    flip_bit(path, 30 * 4, 2);
+
+    /* a file as llm.c writes it (words 16..19 zero): loads, nothing to verify */
+    memset(h + 16, 0, 4 * sizeof h[0]);
+    f = fopen(path, "wb");
+    fwrite(h, sizeof h, 1, f);
+    fwrite(p, sizeof(float), n, f);
+    fclose(f);
+    test_poison(q, n);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "llm.c file without checksum: %s", err);
+    CHECK(memcmp(p, q, n * sizeof(float)) == 0, "llm.c file parameters");
+    has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 0,
+          "verify of an llm.c file: %s", err);
+    remove(path);
+    free(p);
+    free(q);
+}
+
+/* A version-1 state file (no checksum) with the given header words changed. */
+static void write_state_v1(const char *path, size_t n, uint64_t step, int field, uint64_t value) {
+    uint64_t h[32] = {0x67707432737461ULL, 1, step, n, 1, 5, 7, 4};
+    if (field >= 0) h[field] = value;
+    float *z = calloc(2 * n, sizeof(float));
+    FILE *f = fopen(path, "wb");
+    fwrite(h, sizeof h, 1, f);
+    fwrite(z, sizeof(float), 2 * n, f);
+    fclose(f);
+    free(z);
+}
+
+static void test_state_checks(void) {
+    GPT2Config c = tiny_config();
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 12), *mo = random_params(&c, 13), *va = random_params(&c, 14);
+    float *m2 = malloc(n * sizeof(float)), *v2 = malloc(n * sizeof(float));
+    char dir[256], err[512], model[512], state[512];
+    tmp_path(dir, sizeof dir, "state_checks");
+    CHECK(checkpoint_dir_ready(dir, err, sizeof err) == 0, "dir: %s", err);
+    TrainProgress pr = {.step = 40, .loader_epoch = 1, .loader_step = 3, .seed = 5, .windows_per_step = 4};
+    CHECK(checkpoint_save(dir, &c, p, mo, va, &pr, err, sizeof err) == 0, "save: %s", err);
+    checkpoint_paths(dir, 40, model, state, sizeof model);
+    TrainProgress got;
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) == 0, "load: %s", err);
+
+    /* a flipped bit in the moments, in the second moments' last byte, in the seed field */
+    long offsets[] = {256 + 4 * 17 + 2, file_size(state) - 1, 6 * 8 + 1};
+    for (int k = 0; k < 3; k++) {
+        flip_bit(state, offsets[k], 5);
+        err[0] = 0;
+        CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) != 0,
+              "state with a flipped bit at %ld loaded", offsets[k]);
+        CHECK(strstr(err, state) && strstr(err, "checksum mismatch (file damaged)"),
+              "flipped state bit: message %s", err);
+        flip_bit(state, offsets[k], 5);
+    }
+
+    /* version 1 (no checksum) still reads; absurd headers are errors, not step 0 */
+    char v1[512];
+    snprintf(v1, sizeof v1, "%s/old_state.bin", dir);
+    write_state_v1(v1, n, 30, -1, 0);
+    memset(&got, 0, sizeof got);
+    CHECK(checkpoint_load_state(v1, n, m2, v2, &got, err, sizeof err) == 0 && got.step == 30 &&
+          got.loader_epoch == 1 && got.loader_step == 5 && got.seed == 7 && got.windows_per_step == 4,
+          "version-1 state: %s", err);
+    struct { const char *what; int field; uint64_t value; } bad[] = {
+        {"step 2^40", 2, 1ULL << 40}, {"step 2^63", 2, 1ULL << 63}, {"epoch 2^50", 4, 1ULL << 50},
+        {"loader step 2^62", 5, 1ULL << 62}, {"windows 2^40", 7, 1ULL << 40},
+        {"reserved word", 12, 99}, {"version 3", 1, 3},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_state_v1(v1, n, 30, bad[i].field, bad[i].value);
+        err[0] = 0;
+        CHECK(checkpoint_load_state(v1, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, v1),
+              "state header with %s accepted (%s)", bad[i].what, err);
+    }
+    /* the step must be the one in the file's name */
+    write_state_v1(state, n, 30, -1, 0);
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, state),
+          "state_00000040.bin holding step 30 accepted");
+    /* a state file one float short */
+    write_state_v1(v1, n, 30, -1, 0);
+    CHECK(truncate(v1, file_size(v1) - 4) == 0, "truncate");
+    CHECK(checkpoint_load_state(v1, n, m2, v2, &got, err, sizeof err) != 0, "truncated state accepted");
+    rm_rf(dir);
+    free(p); free(mo); free(va); free(m2); free(v2);
+}
+
+static void test_resume_fallback(void) {
+    GPT2Config c = tiny_config();
+    float *p = random_params(&c, 21), *mo = random_params(&c, 22), *va = random_params(&c, 23);
+    char dir[256], err[1024], warn[1024], model[512], state[512], rm[512], rs[512];
+    tmp_path(dir, sizeof dir, "fallback");
+    CHECK(checkpoint_dir_ready(dir, err, sizeof err) == 0, "dir: %s", err);
+    long step = -7;
+    CHECK(checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err) == 1,
+          "an empty folder has nothing to resume");
+    for (int s = 30; s <= 40; s += 10) {
+        TrainProgress pr = {.step = (uint64_t)s, .loader_step = 1};
+        CHECK(checkpoint_save(dir, &c, p, mo, va, &pr, err, sizeof err) == 0, "save: %s", err);
+    }
+    CHECK(checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err) == 0 &&
+          step == 40 && warn[0] == 0, "intact newest: step %ld, warning '%s'", step, warn);
+    checkpoint_paths(dir, 40, model, state, sizeof model);
+    CHECK(strcmp(rm, model) == 0 && strcmp(rs, state) == 0, "resume paths");
+
+    /* a newer state file without its model (a save interrupted): skipped with a warning */
+    char orphan[512];
+    checkpoint_paths(dir, 50, NULL, orphan, sizeof orphan);
+    write_bytes(orphan, "x", 1);
+    CHECK(checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err) == 0 &&
+          step == 40 && strstr(warn, "checkpoint 50 is incomplete"), "orphan state: step %ld '%s'", step, warn);
+    remove(orphan);
+
+    /* newest model damaged: the older pair, with a warning naming what was wrong */
+    flip_bit(model, 2000, 1);
+    step = -7;
+    int rc = checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err);
+    CHECK(rc == 0 && step == 30, "damaged newest model: rc %d step %ld (%s)", rc, step, err);
+    CHECK(strstr(warn, "checkpoint 40") && strstr(warn, "checksum mismatch") && strstr(warn, "30") &&
+          !strchr(warn, '\n'), "fallback warning: '%s'", warn);
+    checkpoint_paths(dir, 30, model, state, sizeof model);
+    CHECK(rc == 0 && strcmp(rm, model) == 0 && strcmp(rs, state) == 0, "fallback paths %s", rm);
+
+    /* newest state truncated (its model repaired) */
+    checkpoint_paths(dir, 40, model, state, sizeof model);
+    flip_bit(model, 2000, 1);
+    CHECK(truncate(state, file_size(state) / 2) == 0, "truncate");
+    step = -7;
+    rc = checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err);
+    CHECK(rc == 0 && step == 30 && strstr(warn, state), "truncated newest state: rc %d step %ld '%s'",
+          rc, step, warn);
+
+    /* both damaged: an error naming the folder, no step */
+    checkpoint_paths(dir, 30, model, state, sizeof model);
+    flip_bit(state, 300, 4);
+    err[0] = 0;
+    rc = checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err);
+    CHECK(rc == -1 && strstr(err, dir) && strstr(err, "checkpoint 40") && strstr(err, "checkpoint 30") &&
+          !strchr(err, '\n'), "both damaged: rc %d '%s'", rc, err);
+    rm_rf(dir);
+    free(p); free(mo); free(va);
+}
+
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL test_model: reading a FIFO hung\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void test_fifo_refused(void) {
+    GPT2Config c = tiny_config(), r;
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 31);
+    char dir[256], err[512], warn[1024], fifo[512], model[512], state[512], rm[512], rs[512];
+    tmp_path(dir, sizeof dir, "fifo");
+    CHECK(checkpoint_dir_ready(dir, err, sizeof err) == 0, "dir: %s", err);
+    snprintf(fifo, sizeof fifo, "%s/init.bin", dir);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo");
+    signal(SIGALRM, on_alarm);
+    alarm(20);
+    err[0] = 0;
+    CHECK(model_file_read_config(fifo, &r, err, sizeof err) != 0 && strstr(err, fifo) && strstr(err, "FIFO"),
+          "FIFO as a model file: '%s'", err);
+    CHECK(model_file_load(fifo, &c, p, err, sizeof err) != 0, "FIFO loaded as a model file");
+    CHECK(checkpoint_load_state(fifo, n, p, p, NULL, err, sizeof err) != 0 && strstr(err, "FIFO"),
+          "FIFO as a state file: '%s'", err);
+    CHECK(model_file_read_config(dir, &r, err, sizeof err) != 0 && strstr(err, "directory"),
+          "a directory as a model file: '%s'", err);
+    /* a FIFO where the newest checkpoint's model file should be: skipped, the older one used */
+    TrainProgress pr = {.step = 10};
+    CHECK(checkpoint_save(dir, &c, p, p, p, &pr, err, sizeof err) == 0, "save: %s", err);
+    checkpoint_paths(dir, 20, model, state, sizeof model);
+    CHECK(mkfifo(model, 0600) == 0, "mkfifo");
+    write_state_v1(state, n, 20, -1, 0);
+    long step = -1;
+    int rc = checkpoint_find_resume(dir, &step, rm, rs, sizeof rm, warn, sizeof warn, err, sizeof err);
+    CHECK(rc == 0 && step == 10 && strstr(warn, "FIFO"), "FIFO checkpoint: rc %d step %ld '%s'", rc, step, warn);
+    alarm(0);
+    signal(SIGALRM, SIG_DFL);
+    rm_rf(dir);
+    free(p);
+}
+
+static int exists(const char *dir, const char *name) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void test_temporaries(void) {
+    char dir[256], err[512], name[4096], tmp[600];
+    tmp_path(dir, sizeof dir, "temporaries");
+    CHECK(checkpoint_dir_ready(dir, err, sizeof err) == 0, "dir: %s", err);
+    atomic_temp_path("/a/b/model_00000040.bin", tmp, sizeof tmp);
+    snprintf(name, sizeof name, "/a/b/.model_00000040.bin.tmp.%d", (int)getpid());
+    CHECK(strcmp(tmp, name) == 0, "temporary name %s, expected %s", tmp, name);
+    char ours[3][64], theirs[][64] = {
+        "model_00000040.bin", "state_00000040.bin", "notes.tmp", ".model_00000040.bin.tmp.",
+        ".model_00000040.bin.tmp.12x", ".model_0040.bin.tmp.5", "model_00000040.bin.tmp.5",
+        ".other_00000040.bin.tmp.5", "x.model_00000040.bin.tmp.5", ".model_00000040.bin.tmp.5.bak",
+        ".write_test.", "data.bin.tmp",
+    };
+    snprintf(ours[0], sizeof ours[0], ".model_00000040.bin.tmp.%d", (int)getpid());
+    snprintf(ours[1], sizeof ours[1], ".state_00000040.bin.tmp.%d", 999999999); /* no such pid */
+    snprintf(ours[2], sizeof ours[2], "state_00000030.bin.tmp"); /* the older versions' name */
+    for (int i = 0; i < 3; i++) { snprintf(name, sizeof name, "%s/%s", dir, ours[i]); write_bytes(name, "x", 1); }
+    size_t nt = sizeof theirs / sizeof theirs[0];
+    for (size_t i = 0; i < nt; i++) { snprintf(name, sizeof name, "%s/%s", dir, theirs[i]); write_bytes(name, "y", 1); }
+    /* a temporary of a live process that is not us (our parent) stays */
+    char live[64];
+    snprintf(live, sizeof live, ".model_00000050.bin.tmp.%d", (int)getppid());
+    snprintf(name, sizeof name, "%s/%s", dir, live);
+    write_bytes(name, "z", 1);
+    int removed = checkpoint_clean_temporaries(dir, err, sizeof err);
+    CHECK(removed == 3, "removed %d temporaries, expected 3 (%s)", removed, err);
+    for (int i = 0; i < 3; i++) CHECK(!exists(dir, ours[i]), "temporary %s left", ours[i]);
+    for (size_t i = 0; i < nt; i++) CHECK(exists(dir, theirs[i]), "%s removed: not ours", theirs[i]);
+    CHECK(exists(dir, live), "a live process's temporary %s removed", live);
+    char missing[300];
+    snprintf(missing, sizeof missing, "%s/none", dir);
+    CHECK(checkpoint_clean_temporaries(missing, err, sizeof err) == 0, "missing dir");
+    rm_rf(dir);
+}
+
+/* A fresh run into a folder with checkpoints of higher steps: saving must never delete the file
+ * it just wrote; checkpoint_highest reports what is there so the trainer can refuse. */
+static void test_prune_keeps_written(void) {
+    GPT2Config c = tiny_config();
+    float *p = random_params(&c, 41);
+    char dir[256], err[512], model[512], state[512];
+    tmp_path(dir, sizeof dir, "prune");
+    CHECK(checkpoint_dir_ready(dir, err, sizeof err) == 0, "dir: %s", err);
+    CHECK(checkpoint_highest(dir) == -1, "empty folder: highest -1");
+    long steps[] = {100, 200, 10, 20, 300};
+    for (int i = 0; i < 5; i++) {
+        TrainProgress pr = {.step = (uint64_t)steps[i]};
+        CHECK(checkpoint_save(dir, &c, p, p, p, &pr, err, sizeof err) == 0, "save: %s", err);
+        checkpoint_paths(dir, steps[i], model, state, sizeof model);
+        CHECK(access(model, F_OK) == 0 && access(state, F_OK) == 0,
+              "checkpoint %ld deleted right after it was written", steps[i]);
+        if (i == 2) CHECK(checkpoint_highest(dir) == 200, "highest is 200");
+        if (i == 3) {
+            for (int k = 0; k < 4; k++) {
+                checkpoint_paths(dir, steps[k], model, NULL, sizeof model);
+                CHECK(access(model, F_OK) == 0, "pair %ld pruned by saving step 20", steps[k]);
+            }
+        }
+    }
+    long gone[] = {10, 20, 100}, kept[] = {200, 300};
+    for (int k = 0; k < 3; k++) {
+        checkpoint_paths(dir, gone[k], model, NULL, sizeof model);
+        CHECK(access(model, F_OK) != 0, "old pair %ld not pruned", gone[k]);
+    }
+    for (int k = 0; k < 2; k++) {
+        checkpoint_paths(dir, kept[k], model, NULL, sizeof model);
+        CHECK(access(model, F_OK) == 0, "pair %ld pruned", kept[k]);
+    }
+    /* a partial pair counts for highest, not for latest; no temporary is left behind */
+    checkpoint_paths(dir, 400, NULL, state, sizeof state);
+    write_bytes(state, "x", 1);
+    CHECK(checkpoint_highest(dir) == 400 && checkpoint_latest(dir) == 300, "highest/latest with a partial pair");
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int tmps = 0;
+    while (d && (e = readdir(d))) tmps += strstr(e->d_name, ".tmp") != NULL;
+    if (d) closedir(d);
+    CHECK(tmps == 0, "%d temporary files left in the checkpoint folder", tmps);
+    rm_rf(dir);
+    free(p);
+}
+
 static void test_schedule_and_sampler(void) {
     CHECK(fabsf(lr_at_step(0, 100, 10, 1.0f, 0.1f) - 0.1f) < 1e-6f, "warm-up starts at lr/warmup");
     CHECK(fabsf(lr_at_step(9, 100, 10, 1.0f, 0.1f) - 1.0f) < 1e-6f, "warm-up reaches lr");
@@ -380,6 +752,13 @@ int main(void) {
     test_init();
     test_model_file();
     test_checkpoints();
+    test_checksum64();
+    test_model_file_checksum();
+    test_state_checks();
+    test_resume_fallback();
+    test_fifo_refused();
+    test_temporaries();
+    test_prune_keeps_written();
     test_schedule_and_sampler();
     return test_summary("test_model");
 }
