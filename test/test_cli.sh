@@ -134,7 +134,7 @@ cmp -s "$tmp/a/model_00000010.bin" "$tmp/b/model_00000010.bin" && ok || bad "fin
     && ok || bad "--init of a checkpoint failed: $(tail -2 "$tmp/init")"
 expect_usage_error "init with conflicting shape" "${TINY[@]}" --data "$tmp/data.txt" \
     --init "$tmp/a/model_00000010.bin" --layers 3
-ls "$tmp/a" | grep -q '\.tmp$' && bad "temporary files left in the checkpoint dir" || ok
+ls -A "$tmp/a" | grep -q '\.tmp' && bad "temporary files left in the checkpoint dir" || ok
 
 # --- every attention kernel trains -------------------------------------------------------------
 for k in naive memeff flash; do
@@ -222,6 +222,35 @@ steps=$(grep -oE '"type":"step","step":[0-9]+' "$tmp/sig.jsonl" | grep -oE '[0-9
 expect="$(seq -s ' ' 1 $((stopped + 4))) "
 [ "$steps" = "$expect" ] && ok || bad "log after resume holds steps '$steps', expected '$expect'"
 grep -q '"st$' "$tmp/sig.jsonl" && bad "the cut record stayed in the log" || ok
+
+# --- resume: damaged newest pair, options the checkpoint decides, the schedule note -------------
+R=("${TINY[@]}" --data "$tmp/data.txt" --warmup 2 --val-every 0 --seq-len 24)
+"$BIN" "${R[@]}" --steps 6 --checkpoint-every 3 --checkpoint-dir "$tmp/r" >/dev/null 2>&1 || bad "run for resume tests failed"
+printf 'X' | dd of="$tmp/r/model_00000006.bin" bs=1 seek=5000 conv=notrunc 2>/dev/null
+touch "$tmp/r/.state_00000006.bin.tmp.999999999"
+NOT=(--device cpu --layers 2 --heads 2 --channels 32 --batch 2 --sample-len 0)   # TINY without --seq-len
+"$BIN" "${NOT[@]}" --data "$tmp/data.txt" --warmup 2 --val-every 0 --steps 9 --checkpoint-dir "$tmp/r" --resume \
+    >"$tmp/r.out" 2>"$tmp/r.err"
+rc=$?
+[ "$rc" -eq 0 ] && grep -q "^warning: checkpoint 6 is damaged" "$tmp/r.err" && grep -q "resume: .*(step 3)" "$tmp/r.out" \
+    && ok || bad "resume past a damaged newest checkpoint: exit $rc, $(head -c 300 "$tmp/r.err")"
+grep -q "resuming with the checkpoint's --seq-len 24" "$tmp/r.out" && grep -q "T=24" "$tmp/r.out" && ok \
+    || bad "resume did not take the checkpoint's sequence length: $(grep -E 'note|train:' "$tmp/r.out")"
+grep -q "planned 6 steps, this one 9: the learning-rate schedule is stretched" "$tmp/r.out" && ok \
+    || bad "no note on the stretched learning-rate schedule"
+grep -q "removed 1 temporary file" "$tmp/r.out" && [ ! -e "$tmp/r/.state_00000006.bin.tmp.999999999" ] && ok \
+    || bad "a leftover temporary file was not cleaned"
+expect_usage_error "resume with another --seq-len" "${COMMON[@]}" --seq-len 24 --steps 12 --checkpoint-dir "$tmp/a" --resume
+head -c 300000 "$tmp/data.txt" >"$tmp/other.txt"
+expect_usage_error "resume on other data" "${COMMON[@]}" --data "$tmp/other.txt" --steps 12 --checkpoint-dir "$tmp/a" \
+    --resume
+mkfifo "$tmp/fifo.bin"
+timeout 20 "$BIN" "${TINY[@]}" --data "$tmp/data.txt" --init "$tmp/fifo.bin" >/dev/null 2>"$tmp/fifo.err"
+rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/fifo.err")" -eq 1 ] && ok || bad "FIFO as --init: exit $rc (124 = hung)"
+timeout 20 "$BIN" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/fifo.bin" >/dev/null 2>"$tmp/fifo.err"
+rc=$?
+[ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/fifo.err")" -eq 1 ] && ok || bad "FIFO as --vocab-file: exit $rc (124 = hung)"
 
 # --- a full disk: the bench's results are whole or absent (needs root to mount a small tmpfs) ---
 mkdir -p "$tmp/full"

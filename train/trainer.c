@@ -376,13 +376,40 @@ static size_t loader_step_for(const Trainer *tr, const TrainProgress *p) {
     return (size_t)(p->loader_step * then / now);
 }
 
-/* --resume: what the checkpoint decides, and the options that cannot apply to it. */
-static void check_resume_options(Trainer *tr, const TrainProgress *p) {
+/* --resume: the checkpoint decides the seed, the sequence length and the window order (an
+ * option that names another one is refused: the run would read other windows than the one it
+ * continues); the data must be the same size; another --steps reshapes the learning-rate
+ * schedule, which is said. */
+static void apply_resume_progress(Trainer *tr, const TrainProgress *p) {
     Options *o = &tr->opt;
     if (options_given(o, "seed") && o->seed != p->seed)
         fail("--seed %llu differs from the checkpoint's seed %llu (it fixes the shuffle order); drop --seed "
              "to continue the run", o->seed, (unsigned long long)p->seed);
     o->seed = p->seed;
+    if (p->seq_len && (uint64_t)o->seq_len != p->seq_len) {
+        if (options_given(o, "seq-len"))
+            fail("--seq-len %d differs from the checkpoint's %llu (the windows would start elsewhere in the "
+                 "data); drop --seq-len to continue the run", o->seq_len, (unsigned long long)p->seq_len);
+        o->seq_len = (int)p->seq_len;
+        printf("note: resuming with the checkpoint's --seq-len %d\n", o->seq_len);
+    }
+    if (p->shuffled && (o->shuffle ? 1u : 2u) != p->shuffled) {
+        if (o->shuffle) fail("--shuffle: the checkpoint's run read its windows in order; drop --shuffle");
+        o->shuffle = 1;
+        printf("note: resuming with the checkpoint's shuffled window order (--shuffle)\n");
+    }
+    uint64_t tokens = tr->data.train_end - tr->data.train_begin;
+    if (p->data_tokens && p->data_tokens != tokens)
+        fail("the training data holds %llu tokens, the checkpoint's run trained on %llu: resume with the same "
+             "--data", (unsigned long long)tokens, (unsigned long long)p->data_tokens);
+    if (p->total_steps && p->total_steps != (uint64_t)o->steps && p->step < (uint64_t)o->steps) {
+        int step = (int)p->step;
+        printf("note: the checkpoint's run planned %llu steps, this one %d: the learning-rate schedule is "
+               "stretched, so the rate at step %d is %.3e instead of %.3e\n",
+               (unsigned long long)p->total_steps, o->steps, step + 1,
+               lr_at_step(step, o->steps, o->warmup, o->lr, o->min_lr_frac),
+               lr_at_step(step, (int)p->total_steps, o->warmup, o->lr, o->min_lr_frac));
+    }
 }
 
 /* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
@@ -459,21 +486,27 @@ static void find_resume_checkpoint(Trainer *tr) {
     tr->resume_model[0] = tr->resume_state[0] = '\0';
     if (o->resume && !o->checkpoint_dir) fail("--resume needs --checkpoint-dir DIR");
     if (!o->checkpoint_dir) return;
-    long step = checkpoint_latest(o->checkpoint_dir);
     if (!o->resume) {
-        if (step >= 0)
-            fail("--checkpoint-dir %s already holds checkpoints (up to step %ld): pass --resume to continue "
-                 "them, or choose another folder", o->checkpoint_dir, step);
+        long highest = checkpoint_highest(o->checkpoint_dir);
+        if (highest >= 0)
+            fail("--checkpoint-dir %s already holds checkpoints up to step %ld: pass --resume to continue "
+                 "them, or choose another folder", o->checkpoint_dir, highest);
         return;
     }
-    if (step < 0) {
+    long step;
+    char warn[2048], err[1024];
+    int r = checkpoint_find_resume(o->checkpoint_dir, &step, tr->resume_model, tr->resume_state,
+                                   sizeof tr->resume_model, warn, sizeof warn, err, sizeof err);
+    if (r < 0) fail("%s", err);
+    if (r == 1) {
         printf("note: no checkpoint in %s; starting from scratch\n", o->checkpoint_dir);
+        tr->resume_model[0] = tr->resume_state[0] = '\0';
         return;
     }
+    if (warn[0]) fprintf(stderr, "warning: %s\n", warn);
     if (o->init)
         fail("--init %s and --resume: the checkpoint at step %ld in %s holds the weights; drop --init",
              o->init, step, o->checkpoint_dir);
-    checkpoint_paths(o->checkpoint_dir, step, tr->resume_model, tr->resume_state, sizeof tr->resume_model);
 }
 
 /* --log with --resume keeps the records up to the resumed step and drops the rest (a run that
@@ -570,17 +603,20 @@ void trainer_setup(Trainer *tr, char **argv) {
     if (trainer_data_open(o, &tr->data, err, sizeof err) != 0) fail("%s", err);
     setup_tokenizer(tr);
     tr->config = choose_config(tr, resume_model);
+    if (resume_state) {
+        TrainProgress p;
+        if (checkpoint_load_state(resume_state, gpt2_num_params(&tr->config), NULL, NULL, &p, err, sizeof err) != 0)
+            fail("%s", err);
+        apply_resume_progress(tr, &p);
+        if (o->seq_len > tr->config.max_seq_len)
+            fail("--seq-len %d is over the model's maximum sequence length %d", o->seq_len, tr->config.max_seq_len);
+    }
     if (trainer_choose_backend(o, &tr->be, err, sizeof err) != 0) fail("%s", err);
     tr->gpu = tr->be == &cpu_backend ? NULL : cuda_extras();
     setup_dist_device(tr);
     setup_model_options(tr);
     setup_gpu(tr);
     setup_loaders(tr);
-    if (resume_state) {
-        TrainProgress p;
-        if (checkpoint_read_progress(resume_state, &p, err, sizeof err) != 0) fail("%s", err);
-        check_resume_options(tr, &p);
-    }
     check_host_memory(tr);
     tr->model = tr->be->create(&tr->mopt, err, sizeof err);
     if (!tr->model) fail("%s", err);
@@ -591,8 +627,14 @@ void trainer_setup(Trainer *tr, char **argv) {
     if (tr->start_step > o->steps) fail("the checkpoint is at step %d, past --steps %d", tr->start_step, o->steps);
 
     /* every input is checked: now the outputs */
-    if (o->checkpoint_dir && tr->dist.rank == 0 && checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0)
-        fail("%s", err);
+    if (o->checkpoint_dir && tr->dist.rank == 0) {
+        if (checkpoint_dir_ready(o->checkpoint_dir, err, sizeof err) != 0) fail("%s", err);
+        int removed = checkpoint_clean_temporaries(o->checkpoint_dir, err, sizeof err);
+        if (removed < 0) fail("%s", err);
+        if (removed > 0)
+            printf("note: removed %d temporary file(s) an interrupted checkpoint write left in %s\n", removed,
+                   o->checkpoint_dir);
+    }
     open_log(tr);
     print_header(tr);
     (void)argv;
@@ -722,6 +764,10 @@ void trainer_save_checkpoint(Trainer *tr, int step) {
         p.loader_step = tr->train_loader.step_in_epoch;
         p.seed = tr->opt.seed;
         p.windows_per_step = (uint64_t)tr->opt.batch * tr->dist.world;
+        p.seq_len = (uint64_t)tr->opt.seq_len;
+        p.shuffled = tr->opt.shuffle ? 1 : 2;
+        p.total_steps = (uint64_t)tr->opt.steps;
+        p.data_tokens = tr->data.train_end - tr->data.train_begin;
         if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
             fail("%s", err);
         printf("checkpoint %d written to %s\n", step, tr->opt.checkpoint_dir);
