@@ -21,6 +21,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/regular_file.h"
+#include "tokenizer/out_file.h"
 #include "tokenizer/pretokenize.h"
 
 #define VOCAB_MAGIC "BPEVOCAB"
@@ -183,25 +185,19 @@ int tokenizer_save(const Tokenizer *tok, const char *path, char *err, size_t err
         snprintf(err, errlen, "out of memory saving the vocabulary");
         return -1;
     }
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "output path too long");
+    /* through out_file.h: a temporary renamed onto a regular file (next to a link's target),
+     * written in place for a device or FIFO */
+    OutFile o;
+    if (out_file_open(&o, path, err, errlen)) {
         free(data);
         return -1;
     }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
+    if (fwrite(data, 1, n, o.f) != n) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        out_file_abort(&o);
         free(data);
         return -1;
     }
-    int bad = fwrite(data, 1, n, f) != n;
-    bad |= fclose(f) != 0;
     free(data);
-    if (bad || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
+    return out_file_commit(&o, err, errlen);
 }
