@@ -144,14 +144,12 @@ int tokenizer_parse(Tokenizer *tok, const uint8_t *data, size_t n, char *err, si
 
 int tokenizer_load(Tokenizer *tok, const char *path, char *err, size_t errlen) {
     memset(tok, 0, sizeof *tok);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open vocabulary %s: %s", path, strerror(errno));
-        return -1;
-    }
+    /* a FIFO or a device would block the read or never end: regular files only */
+    FILE *f = fopen_regular(path, "vocabulary", err, errlen);
+    if (!f) return -1;
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "vocabulary %s is not a regular file", path);
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errlen, "cannot stat vocabulary %s: %s", path, strerror(errno));
         fclose(f);
         return -1;
     }
