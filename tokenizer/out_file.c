@@ -84,10 +84,10 @@ int out_file_check(const char *name, const char *const *inputs, int n, char *err
         set_err(err, errlen, "--out is empty");
         return -1;
     }
-    char target[OUT_FILE_PATH];
-    if (out_file_resolve(name, target, sizeof target, err, errlen)) return -1;
+    /* what name finally is, links followed: a device or FIFO is written in place through the
+     * name itself (so /dev/stdout onto a pipe works, whose link text is no path) */
     struct stat st;
-    int exists = stat(target, &st) == 0;
+    int exists = stat(name, &st) == 0;
     if (exists && S_ISDIR(st.st_mode)) {
         set_err(err, errlen, "cannot write %s: it is a directory", name);
         return -1;
@@ -100,6 +100,8 @@ int out_file_check(const char *name, const char *const *inputs, int n, char *err
         }
     }
     if (exists && !S_ISREG(st.st_mode)) return 0; /* a device or FIFO: written in place */
+    char target[OUT_FILE_PATH];
+    if (out_file_resolve(name, target, sizeof target, err, errlen)) return -1;
     char dir[OUT_FILE_PATH];
     struct stat sd;
     if (dir_of(target, dir, sizeof dir) || stat(dir, &sd) != 0 || !S_ISDIR(sd.st_mode)) {
@@ -123,15 +125,15 @@ int out_file_open(OutFile *o, const char *name, char *err, size_t errlen) {
         set_err(err, errlen, "output path too long: %.200s...", name);
         return -1;
     }
-    if (out_file_resolve(name, o->path, sizeof o->path, err, errlen)) return -1;
     struct stat st;
-    if (stat(o->path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (stat(name, &st) == 0 && !S_ISREG(st.st_mode)) {
         if (S_ISDIR(st.st_mode)) {
             set_err(err, errlen, "cannot write %s: it is a directory", name);
             return -1;
         }
         /* A device, FIFO or socket: in place. A FIFO blocks here until a reader comes. */
-        int fd = open(o->path, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        copy_path(o->path, sizeof o->path, name);
+        int fd = open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC);
         if (fd < 0) {
             set_err(err, errlen, "cannot write %s: %s", name, strerror(errno));
             return -1;
@@ -151,6 +153,7 @@ int out_file_open(OutFile *o, const char *name, char *err, size_t errlen) {
         o->in_place = 1;
         return 0;
     }
+    if (out_file_resolve(name, o->path, sizeof o->path, err, errlen)) return -1;
     /* A regular file or a new one: a temporary next to the final target, created exclusively
      * (never through a link someone left under the temporary name), mode 0666 less umask. */
     for (int attempt = 0;; attempt++) {

@@ -7,8 +7,9 @@
  *   - a symbolic link is followed to its final target, and the temporary file is made and
  *     renamed next to that target: the link stays a link, the file it names is replaced;
  *   - a character or block device, a FIFO or a socket (named directly or through links) is
- *     opened for writing and written in place, no temporary, no rename (a FIFO blocks until a
- *     reader opens it, as a shell redirection would);
+ *     opened for writing through the name as given and written in place, no temporary, no
+ *     rename (a FIFO blocks until a reader opens it, as a shell redirection would; and
+ *     /dev/stdout onto a pipe works, though its link text "pipe:[...]" names no file);
  *   - a directory is refused.
  * out_file_check does every check that needs no writing (run it before any long work);
  * out_file_open then opens, out_file_commit finishes (flush, fsync, rename), out_file_abort
