@@ -187,6 +187,10 @@ if [ "$out_ok" -eq 1 ]; then
     [ -c /dev/null ] && ok || fail "/dev/null is no longer a character device"
     expect_ok "decode --out /dev/null" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/want.tok" --out /dev/null
     [ -c /dev/null ] && ok || fail "/dev/null is no longer a character device"
+    # /dev/stdout onto a pipe: its link text "pipe:[N]" names no file; written in place
+    if timeout 10 $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/stdout --quiet 2>"$dir/err.txt" | cmp -s - "$dir/bytes.bin"; then ok
+    else fail "encode --out /dev/stdout into a pipe: $(head -c 300 "$dir/err.txt")"; fi
+    [ -L /dev/stdout ] && ok || fail "/dev/stdout is no longer a symbolic link"
 else
     fail "--out /dev/null not tried: the FIFO or link cases failed, so it could replace /dev/null"
 fi
@@ -201,7 +205,8 @@ expect_bad "FIFO as train --input" "not a regular file" timeout 10 $TOK train --
 expect_bad "FIFO as decode --input" "not a regular file" timeout 10 $TOK decode --bytes --input "$dir/fifo" --out "$dir/t.txt"
 [ ! -e "$dir/t.bin" ] && [ ! -e "$dir/t.txt" ] && [ ! -e "$dir/v.bin" ] && ok || fail "a refused FIFO input left an output"
 
-# --- --out naming an input (also through a link): refused, the input untouched -----------------
+# --- --out naming an input (also through a link), or a corpus that would replace a good
+# vocabulary with an empty one: refused, the files untouched -----------------
 cp "$dir/corpus.txt" "$dir/keep.txt"; cp "$dir/want.tok" "$dir/keep.tok"; cp "$dir/vocab.bin" "$dir/keep.bin"
 ln -s keep.txt "$dir/keep_link.txt"; ln "$dir/keep.tok" "$dir/keep_hard.tok"
 expect_bad "decode --out = --input" "same file" $TOK decode --vocab "$dir/keep.bin" --input "$dir/keep.tok" --out "$dir/keep.tok"
@@ -211,6 +216,7 @@ expect_bad "encode --out = --input" "same file" $TOK encode --vocab "$dir/keep.b
 expect_bad "encode --out link to --input" "same file" $TOK encode --vocab "$dir/keep.bin" --input "$dir/keep.txt" --out "$dir/keep_link.txt"
 expect_bad "encode --out = --vocab" "same file" $TOK encode --vocab "$dir/keep.bin" --input "$dir/keep.txt" --out "$dir/keep.bin"
 expect_bad "train --out = --input" "same file" $TOK train --input "$dir/keep.txt" --vocab-size 300 --out "$dir/keep_link.txt" --quiet
+expect_bad "train on an empty corpus" "empty" $TOK train --input "$dir/empty.txt" --vocab-size 300 --out "$dir/keep.bin" --quiet
 cmp -s "$dir/keep.txt" "$dir/corpus.txt" && cmp -s "$dir/keep.tok" "$dir/want.tok" && cmp -s "$dir/keep.bin" "$dir/vocab.bin" \
     && [ -L "$dir/keep_link.txt" ] && ok || fail "an input named as --out was changed"
 

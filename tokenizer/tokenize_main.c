@@ -20,9 +20,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/regular_file.h"
 #include "data/dataset.h"
 #include "tokenizer/out_file.h"
 #include "tokenizer/pretokenize.h"
@@ -182,6 +184,14 @@ static int cmd_train(const Args *a) {
     require("train", a->out, "out");
     if (!a->have_vocab_size) die("train: --vocab-size is required (try --help)");
     check_out("train", a);
+    /* an empty corpus would learn nothing and still replace --out (maybe a good vocabulary) */
+    char err[512];
+    int fd = open_regular_fd(a->input, "input", err, sizeof err);
+    if (fd < 0) die("train: %s", err);
+    struct stat st;
+    int empty = fstat(fd, &st) == 0 && st.st_size == 0;
+    close(fd);
+    if (empty) die("train: %s is empty: there is nothing to learn from", a->input);
     if (a->vocab_size > TOKENIZER_MAX_VOCAB)
         die("train: vocabulary size %lld too large: token ids are uint16, at most %d",
             a->vocab_size, TOKENIZER_MAX_VOCAB);
@@ -193,7 +203,6 @@ static int cmd_train(const Args *a) {
         .min_pair_count = (uint64_t)a->min_count,
         .verbose = !a->quiet,
     };
-    char err[512];
     Tokenizer tok;
     double t0 = now_seconds();
     if (tokenizer_train_file(&tok, a->input, &opt, err, sizeof err)) die("train: %s", err);
