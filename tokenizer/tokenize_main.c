@@ -51,6 +51,9 @@ static const char USAGE[] =
     "  tokenize info   --vocab VOCAB [--list]\n"
     "      vocabulary size and longest token; --list prints every token, escaped\n"
     "\n"
+    "Inputs must be regular files. --out: a regular file is replaced whole (temporary + rename),\n"
+    "a symbolic link's target is replaced and the link kept, a device or FIFO (/dev/null) is\n"
+    "written in place; a directory, or the same file as --input or --vocab, is refused.\n"
     "Every command takes --help. Errors: one line on stderr, exit status 2.\n";
 
 typedef struct {
