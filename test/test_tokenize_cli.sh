@@ -180,8 +180,8 @@ expect_bad "--out link loop" "symbolic links" $TOK encode --bytes --input "$dir/
 expect_bad "--out directory" "is a directory" $TOK encode --bytes --input "$dir/corpus.txt" --out "$dir/sub"
 expect_bad "--out empty" "empty" $TOK encode --bytes --input "$dir/corpus.txt" --out ""
 
-# /dev/null last, and only when the FIFO and link cases passed: a build that renames over
-# special files would replace the machine's /dev/null with a regular file when run as root
+# /dev/null, /dev/stdout, /dev/full last, and only when the FIFO and link cases passed: a build
+# that renames over special files would replace the machine's own with regular files as root
 if [ "$out_ok" -eq 1 ]; then
     expect_ok "encode --out /dev/null" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/null --quiet
     [ -c /dev/null ] && ok || fail "/dev/null is no longer a character device"
@@ -191,8 +191,17 @@ if [ "$out_ok" -eq 1 ]; then
     if timeout 10 $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/stdout --quiet 2>"$dir/err.txt" | cmp -s - "$dir/bytes.bin"; then ok
     else fail "encode --out /dev/stdout into a pipe: $(head -c 300 "$dir/err.txt")"; fi
     [ -L /dev/stdout ] && ok || fail "/dev/stdout is no longer a symbolic link"
+    # /dev/stdout appended to a file: written through the descriptor, the file not replaced
+    echo "kept line" >"$dir/appended"
+    timeout 10 $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/stdout --quiet >>"$dir/appended" 2>"$dir/err.txt"
+    { echo "kept line"; cat "$dir/bytes.bin"; } | cmp -s - "$dir/appended" && ok \
+        || fail "--out /dev/stdout >> file did not append: $(head -c 300 "$dir/err.txt")"
+    expect_bad "--out closed /dev/fd/9" "not open" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/fd/9
+    # a full device: one line, exit 2, the device still a device
+    expect_bad "--out /dev/full" "no space" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/full --quiet
+    [ -c /dev/full ] && ok || fail "/dev/full is no longer a character device"
 else
-    fail "--out /dev/null not tried: the FIFO or link cases failed, so it could replace /dev/null"
+    fail "--out /dev/null, /dev/stdout, /dev/full not tried: the FIFO or link cases failed, so they could be replaced"
 fi
 
 # --- inputs that are not plain files: refused at once, not read forever -------------------------

@@ -62,6 +62,51 @@ int out_file_resolve(const char *name, char *target, size_t cap, char *err, size
     return 0;
 }
 
+/* n when path is /dev/fd/n, /proc/self/fd/n or /proc/<our pid>/fd/n, else -1. */
+static int fd_path(const char *path) {
+    char self[64];
+    snprintf(self, sizeof self, "/proc/%ld/fd/", (long)getpid());
+    const char *prefixes[] = {"/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/", self};
+    for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+        size_t k = strlen(prefixes[i]);
+        if (strncmp(path, prefixes[i], k) != 0 || !path[k]) continue;
+        long n = 0;
+        for (const char *c = path + k; *c; c++) {
+            if (*c < '0' || *c > '9' || n > 1000000) return -1;
+            n = n * 10 + (*c - '0');
+        }
+        return (int)n;
+    }
+    return -1;
+}
+
+/* The descriptor that name stands for when it is, or leads through symbolic links to, one of
+ * our own descriptors (/dev/stdout -> /proc/self/fd/1); else -1. Such a name is written through
+ * the descriptor itself: renaming onto the file behind it would throw away what the shell
+ * opened (`--out /dev/stdout >> log` would replace log), and a pipe's link names no file. */
+static int fd_alias(const char *name) {
+    char cur[OUT_FILE_PATH], link[OUT_FILE_PATH];
+    if (copy_path(cur, sizeof cur, name)) return -1;
+    for (int hop = 0; hop <= MAX_LINK_HOPS; hop++) {
+        int fd = fd_path(cur);
+        if (fd >= 0) return fd;
+        struct stat st;
+        if (lstat(cur, &st) != 0 || !S_ISLNK(st.st_mode)) return -1;
+        ssize_t len = readlink(cur, link, sizeof link - 1);
+        if (len <= 0) return -1;
+        link[len] = '\0';
+        if (link[0] == '/') {
+            memcpy(cur, link, (size_t)len + 1);
+        } else {
+            char *slash = strrchr(cur, '/');
+            size_t dir = slash ? (size_t)(slash - cur) + 1 : 0;
+            if (dir + (size_t)len + 1 > sizeof cur) return -1;
+            memcpy(cur + dir, link, (size_t)len + 1);
+        }
+    }
+    return -1;
+}
+
 int out_file_same(const char *a, const char *b) {
     struct stat sa, sb;
     if (!a || !b || stat(a, &sa) != 0 || stat(b, &sb) != 0) return 0;
@@ -100,6 +145,14 @@ int out_file_check(const char *name, const char *const *inputs, int n, char *err
         }
     }
     if (exists && !S_ISREG(st.st_mode)) return 0; /* a device or FIFO: written in place */
+    int fd = fd_alias(name);
+    if (fd >= 0) { /* one of our descriptors: written through it */
+        if (fcntl(fd, F_GETFL) < 0) {
+            set_err(err, errlen, "cannot write %s: descriptor %d is not open", name, fd);
+            return -1;
+        }
+        return 0;
+    }
     char target[OUT_FILE_PATH];
     if (out_file_resolve(name, target, sizeof target, err, errlen)) return -1;
     char dir[OUT_FILE_PATH];
@@ -126,20 +179,24 @@ int out_file_open(OutFile *o, const char *name, char *err, size_t errlen) {
         return -1;
     }
     struct stat st;
-    if (stat(name, &st) == 0 && !S_ISREG(st.st_mode)) {
-        if (S_ISDIR(st.st_mode)) {
+    int alias = fd_alias(name);
+    if (alias >= 0 || (stat(name, &st) == 0 && !S_ISREG(st.st_mode))) {
+        if (alias < 0 && S_ISDIR(st.st_mode)) {
             set_err(err, errlen, "cannot write %s: it is a directory", name);
             return -1;
         }
-        /* A device, FIFO or socket: in place. A FIFO blocks here until a reader comes. */
+        /* A device, FIFO or socket: in place. A FIFO blocks here until a reader comes. One of
+         * our descriptors (/dev/stdout): a copy of it, so a regular file behind it is written at
+         * its offset (appended to, after >>), never replaced. */
         copy_path(o->path, sizeof o->path, name);
-        int fd = open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC);
+        int fd = alias >= 0 ? fcntl(alias, F_DUPFD_CLOEXEC, 0)
+                            : open(name, O_WRONLY | O_NOCTTY | O_CLOEXEC);
         if (fd < 0) {
             set_err(err, errlen, "cannot write %s: %s", name, strerror(errno));
             return -1;
         }
         struct stat now;
-        if (fstat(fd, &now) != 0 || S_ISREG(now.st_mode) || S_ISDIR(now.st_mode)) {
+        if (fstat(fd, &now) != 0 || (alias < 0 && S_ISREG(now.st_mode)) || S_ISDIR(now.st_mode)) {
             set_err(err, errlen, "cannot write %s: it changed while being opened", name);
             close(fd);
             return -1;
