@@ -8,8 +8,11 @@
  *     renamed next to that target: the link stays a link, the file it names is replaced;
  *   - a character or block device, a FIFO or a socket (named directly or through links) is
  *     opened for writing through the name as given and written in place, no temporary, no
- *     rename (a FIFO blocks until a reader opens it, as a shell redirection would; and
- *     /dev/stdout onto a pipe works, though its link text "pipe:[...]" names no file);
+ *     rename (a FIFO blocks until a reader opens it, as a shell redirection would);
+ *   - a name for one of our own descriptors (/dev/stdout, /dev/fd/N, /proc/self/fd/N, also
+ *     through links) is written through a copy of that descriptor, at its offset: a pipe's
+ *     link text "pipe:[...]" names no file, and `--out /dev/stdout >> log` must append to log,
+ *     not replace it;
  *   - a directory is refused.
  * out_file_check does every check that needs no writing (run it before any long work);
  * out_file_open then opens, out_file_commit finishes (flush, fsync, rename), out_file_abort
