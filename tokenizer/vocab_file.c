@@ -1,4 +1,6 @@
-/* tokenizer/vocab_file.c: the vocabulary file -- writing it, and reading it back strictly.
+/* tokenizer/vocab_file.c: the vocabulary file -- serialising it, and reading it back strictly
+ * (tokenizer_save, which writes it to a path, is in vocab_save.c: it needs out_file.c, and the
+ * fuzzers link this file alone).
  *
  * Layout (all integers little-endian):
  *     offset  size        field
@@ -22,7 +24,6 @@
 #include <unistd.h>
 
 #include "common/regular_file.h"
-#include "tokenizer/out_file.h"
 #include "tokenizer/pretokenize.h"
 
 #define VOCAB_MAGIC "BPEVOCAB"
@@ -174,28 +175,4 @@ int tokenizer_load(Tokenizer *tok, const char *path, char *err, size_t errlen) {
     if (rc) snprintf(err, errlen, "%s: %s", path, why);
     free(data);
     return rc;
-}
-
-int tokenizer_save(const Tokenizer *tok, const char *path, char *err, size_t errlen) {
-    uint8_t *data;
-    size_t n;
-    if (tokenizer_serialize(tok, &data, &n)) {
-        snprintf(err, errlen, "out of memory saving the vocabulary");
-        return -1;
-    }
-    /* through out_file.h: a temporary renamed onto a regular file (next to a link's target),
-     * written in place for a device or FIFO */
-    OutFile o;
-    if (out_file_open(&o, path, err, errlen)) {
-        free(data);
-        return -1;
-    }
-    if (fwrite(data, 1, n, o.f) != n) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        out_file_abort(&o);
-        free(data);
-        return -1;
-    }
-    free(data);
-    return out_file_commit(&o, err, errlen);
 }
