@@ -122,5 +122,112 @@ expect_bad "truncated token file" "truncated" $TOK decode --vocab "$dir/vocab.bi
 [ ! -e "$dir/t.txt" ] && ok || fail "a failed decode left $dir/t.txt"
 ls "$dir" | grep -q '\.tmp' && fail "temporary files left: $(ls "$dir" | grep '\.tmp')" || ok
 
+# --- outputs that are not plain files: FIFOs, symbolic links, devices, directories --------------
+# Atomic write-and-rename is for regular files: a FIFO or device is written in place, a link is
+# followed and its target replaced, the link kept. Every FIFO reader and writer runs under
+# timeout so that a regression fails instead of hanging.
+cp "$dir/tokens.bin" "$dir/want.tok"  # the encode output every case below must reproduce
+out_ok=1                              # cleared by a failed FIFO/link case (guards /dev/null)
+# fifo_out NAME WANT CMD...: CMD writes to $dir/fifo while a reader copies it to $dir/fifo.got;
+# exit 0, the FIFO still a FIFO, the reader got exactly WANT
+fifo_out() {
+    local name=$1 want=$2; shift 2
+    rm -f "$dir/fifo" "$dir/fifo.got"; mkfifo "$dir/fifo"
+    timeout 10 cat "$dir/fifo" >"$dir/fifo.got" 2>/dev/null &
+    local reader=$!
+    timeout 10 "$@" >"$dir/out.txt" 2>"$dir/err.txt"
+    local rc=$?
+    if [ -p "$dir/fifo" ]; then wait "$reader"; else kill "$reader" 2>/dev/null; wait "$reader" 2>/dev/null; fi
+    if [ "$rc" -ne 0 ]; then fail "$name: exit $rc ($(head -c 300 "$dir/err.txt"))"; out_ok=0
+    elif [ ! -p "$dir/fifo" ]; then fail "$name: the FIFO was replaced by $(stat -c %F "$dir/fifo")"; out_ok=0
+    elif ! cmp -s "$want" "$dir/fifo.got"; then fail "$name: the reader got other bytes"; out_ok=0
+    else ok; fi
+}
+fifo_out "encode --out FIFO" "$dir/want.tok" $TOK encode --vocab "$dir/vocab.bin" --input "$dir/corpus.txt" --out "$dir/fifo" --quiet
+fifo_out "decode --out FIFO" "$dir/corpus.txt" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/want.tok" --out "$dir/fifo"
+fifo_out "train --out FIFO" "$dir/vocab.bin" $TOK train --input "$dir/corpus.txt" --vocab-size 400 --out "$dir/fifo" --quiet
+
+# a reader that leaves early: one line and exit 2 (EPIPE), not a silent death by SIGPIPE
+head -c 200000 /dev/urandom >"$dir/big.bin"
+rm -f "$dir/fifo"; mkfifo "$dir/fifo"
+timeout 10 head -c 10 "$dir/fifo" >/dev/null &
+reader=$!
+expect_bad "FIFO reader gone" "broken pipe" timeout 10 $TOK encode --bytes --input "$dir/big.bin" --out "$dir/fifo" --quiet
+wait "$reader"
+
+# link_out NAME LINK TARGET WANT CMD...: exit 0, LINK still a symbolic link, TARGET holds WANT
+link_out() {
+    local name=$1 link=$2 target=$3 want=$4; shift 4
+    if ! timeout 10 "$@" >"$dir/out.txt" 2>"$dir/err.txt"; then fail "$name: exit $? ($(head -c 300 "$dir/err.txt"))"; out_ok=0
+    elif [ ! -L "$link" ]; then fail "$name: the link was replaced by $(stat -c %F "$link")"; out_ok=0
+    elif ! cmp -s "$want" "$target"; then fail "$name: the link's target does not hold the output"; out_ok=0
+    else ok; fi
+}
+echo old >"$dir/real.tok"; ln -s real.tok "$dir/link.tok"
+link_out "encode --out link" "$dir/link.tok" "$dir/real.tok" "$dir/want.tok" \
+    $TOK encode --vocab "$dir/vocab.bin" --input "$dir/corpus.txt" --out "$dir/link.tok" --quiet
+mkdir -p "$dir/sub" "$dir/other"; echo old >"$dir/other/real.txt"
+ln -s ../other/real.txt "$dir/sub/mid.txt"; ln -s mid.txt "$dir/sub/link.txt"   # a relative chain
+link_out "decode --out relative link chain" "$dir/sub/link.txt" "$dir/other/real.txt" "$dir/corpus.txt" \
+    $TOK decode --vocab "$dir/vocab.bin" --input "$dir/want.tok" --out "$dir/sub/link.txt"
+[ -L "$dir/sub/mid.txt" ] && ok || fail "the middle link of a chain was replaced"
+ln -s new_vocab.bin "$dir/dangling.bin"
+link_out "train --out dangling link" "$dir/dangling.bin" "$dir/new_vocab.bin" "$dir/vocab.bin" \
+    $TOK train --input "$dir/corpus.txt" --vocab-size 400 --out "$dir/dangling.bin" --quiet
+ls "$dir" "$dir/sub" "$dir/other" | grep -q '\.tmp' && fail "temporary files left by link outputs" || ok
+ln -s loop_b "$dir/loop_a"; ln -s loop_a "$dir/loop_b"
+expect_bad "--out link loop" "symbolic links" $TOK encode --bytes --input "$dir/corpus.txt" --out "$dir/loop_a"
+expect_bad "--out directory" "is a directory" $TOK encode --bytes --input "$dir/corpus.txt" --out "$dir/sub"
+expect_bad "--out empty" "empty" $TOK encode --bytes --input "$dir/corpus.txt" --out ""
+
+# /dev/null, /dev/stdout, /dev/full last, and only when the FIFO and link cases passed: a build
+# that renames over special files would replace the machine's own with regular files as root
+if [ "$out_ok" -eq 1 ]; then
+    expect_ok "encode --out /dev/null" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/null --quiet
+    [ -c /dev/null ] && ok || fail "/dev/null is no longer a character device"
+    expect_ok "decode --out /dev/null" $TOK decode --vocab "$dir/vocab.bin" --input "$dir/want.tok" --out /dev/null
+    [ -c /dev/null ] && ok || fail "/dev/null is no longer a character device"
+    # /dev/stdout onto a pipe: its link text "pipe:[N]" names no file; written in place
+    if timeout 10 $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/stdout --quiet 2>"$dir/err.txt" | cmp -s - "$dir/bytes.bin"; then ok
+    else fail "encode --out /dev/stdout into a pipe: $(head -c 300 "$dir/err.txt")"; fi
+    [ -L /dev/stdout ] && ok || fail "/dev/stdout is no longer a symbolic link"
+    # /dev/stdout appended to a file: written through the descriptor, the file not replaced
+    echo "kept line" >"$dir/appended"
+    timeout 10 $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/stdout --quiet >>"$dir/appended" 2>"$dir/err.txt"
+    { echo "kept line"; cat "$dir/bytes.bin"; } | cmp -s - "$dir/appended" && ok \
+        || fail "--out /dev/stdout >> file did not append: $(head -c 300 "$dir/err.txt")"
+    expect_bad "--out closed /dev/fd/9" "not open" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/fd/9
+    # a full device: one line, exit 2, the device still a device
+    expect_bad "--out /dev/full" "no space" $TOK encode --bytes --input "$dir/corpus.txt" --out /dev/full --quiet
+    [ -c /dev/full ] && ok || fail "/dev/full is no longer a character device"
+else
+    fail "--out /dev/null, /dev/stdout, /dev/full not tried: the FIFO or link cases failed, so they could be replaced"
+fi
+
+# --- inputs that are not plain files: refused at once, not read forever -------------------------
+rm -f "$dir/fifo"; mkfifo "$dir/fifo"
+expect_bad "FIFO as encode --vocab" "not a regular file" timeout 10 $TOK encode --vocab "$dir/fifo" --input "$dir/corpus.txt" --out "$dir/t.bin"
+expect_bad "FIFO as decode --vocab" "not a regular file" timeout 10 $TOK decode --vocab "$dir/fifo" --input "$dir/want.tok" --out "$dir/t.txt"
+expect_bad "FIFO as info --vocab" "not a regular file" timeout 10 $TOK info --vocab "$dir/fifo"
+expect_bad "FIFO as encode --input" "not a regular file" timeout 10 $TOK encode --bytes --input "$dir/fifo" --out "$dir/t.bin"
+expect_bad "FIFO as train --input" "not a regular file" timeout 10 $TOK train --input "$dir/fifo" --vocab-size 300 --out "$dir/v.bin"
+expect_bad "FIFO as decode --input" "not a regular file" timeout 10 $TOK decode --bytes --input "$dir/fifo" --out "$dir/t.txt"
+[ ! -e "$dir/t.bin" ] && [ ! -e "$dir/t.txt" ] && [ ! -e "$dir/v.bin" ] && ok || fail "a refused FIFO input left an output"
+
+# --- --out naming an input (also through a link), or a corpus that would replace a good
+# vocabulary with an empty one: refused, the files untouched -----------------
+cp "$dir/corpus.txt" "$dir/keep.txt"; cp "$dir/want.tok" "$dir/keep.tok"; cp "$dir/vocab.bin" "$dir/keep.bin"
+ln -s keep.txt "$dir/keep_link.txt"; ln "$dir/keep.tok" "$dir/keep_hard.tok"
+expect_bad "decode --out = --input" "same file" $TOK decode --vocab "$dir/keep.bin" --input "$dir/keep.tok" --out "$dir/keep.tok"
+expect_bad "decode --out hard link to --input" "same file" $TOK decode --vocab "$dir/keep.bin" --input "$dir/keep.tok" --out "$dir/keep_hard.tok"
+expect_bad "decode --out = --vocab" "same file" $TOK decode --vocab "$dir/keep.bin" --input "$dir/keep.tok" --out "$dir/keep.bin"
+expect_bad "encode --out = --input" "same file" $TOK encode --vocab "$dir/keep.bin" --input "$dir/keep.txt" --out "$dir/keep.txt"
+expect_bad "encode --out link to --input" "same file" $TOK encode --vocab "$dir/keep.bin" --input "$dir/keep.txt" --out "$dir/keep_link.txt"
+expect_bad "encode --out = --vocab" "same file" $TOK encode --vocab "$dir/keep.bin" --input "$dir/keep.txt" --out "$dir/keep.bin"
+expect_bad "train --out = --input" "same file" $TOK train --input "$dir/keep.txt" --vocab-size 300 --out "$dir/keep_link.txt" --quiet
+expect_bad "train on an empty corpus" "empty" $TOK train --input "$dir/empty.txt" --vocab-size 300 --out "$dir/keep.bin" --quiet
+cmp -s "$dir/keep.txt" "$dir/corpus.txt" && cmp -s "$dir/keep.tok" "$dir/want.tok" && cmp -s "$dir/keep.bin" "$dir/vocab.bin" \
+    && [ -L "$dir/keep_link.txt" ] && ok || fail "an input named as --out was changed"
+
 echo "test_tokenize_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -9,16 +9,27 @@
  * - decode(encode(x)) == x for random bytes (NUL, invalid UTF-8, long runs);
  * - training is deterministic, and the same from a file as from memory;
  * - every truncation and corruption of a vocabulary file is an error, never a crash;
- * - a vocabulary over 65535 is refused.
+ * - a vocabulary over 65535 is refused;
+ * - special files: a FIFO as vocabulary or corpus is refused at once (an alarm turns a hang into
+ *   a failure); saving through a symbolic link keeps the link and replaces its target; saving
+ *   to a FIFO writes into it in place; out_file.h resolves link chains (relative, dangling,
+ *   looping), tells the same file through links, refuses directories and inputs as outputs,
+ *   and an aborted write leaves the old file as it was and no temporary.
  */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/dataset.h"
 #include "test/test.h"
 #include "tokenizer/chunk_table.h"
+#include "tokenizer/out_file.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"
 
@@ -681,6 +692,137 @@ static void test_vocab_limits(void) {
           "65536 tokens from merges refused");
 }
 
+/* ---- special files: FIFOs, links, directories ------------------------------------------------ */
+
+static int count_tmp_files(const char *dir) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += strstr(e->d_name, ".tmp") != NULL;
+    if (d) closedir(d);
+    return n;
+}
+
+static int file_equals(const char *path, const uint8_t *want, size_t n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    uint8_t buf[4096];
+    size_t got = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return got == n && memcmp(buf, want, n) == 0;
+}
+
+/* SIGALRM in test_special_files: something blocked on a FIFO. Say so, with the summary line. */
+static void special_files_timed_out(int sig) {
+    (void)sig;
+    char line[200];
+    int len = snprintf(line, sizeof line, "FAIL: special files: blocked on a FIFO for 20 s\n"
+                       "test_tokenizer: %d passed, %d failed\n", test_passed_count,
+                       test_failed_count + 1);
+    if (write(STDOUT_FILENO, line, (size_t)len) < 0) _exit(1);
+    _exit(1);
+}
+
+static void test_special_files(void) {
+    char dir[] = "/tmp/test_tokenizer_special_XXXXXX";
+    if (!mkdtemp(dir)) { CHECK(0, "mkdtemp"); return; }
+    char p[8][512], err[1024];
+    for (int i = 0; i < 8; i++) p[i][0] = '\0';
+    Tokenizer tok, back;
+    CHECK(train_text(&tok, "hug,hug,hug,pug,pug,pun,pun,pun,pun,bun,hugs", 1000, 1) == 0, "train");
+    uint8_t *file = NULL;
+    size_t n = 0;
+    CHECK(tokenizer_serialize(&tok, &file, &n) == 0, "serialise");
+    signal(SIGALRM, special_files_timed_out);
+    alarm(20); /* a regression that blocks on a FIFO fails instead of hanging */
+
+    /* a FIFO as vocabulary or corpus: refused at once, not read forever */
+    snprintf(p[0], sizeof p[0], "%s/fifo", dir);
+    CHECK(mkfifo(p[0], 0600) == 0, "mkfifo");
+    CHECK(tokenizer_load(&back, p[0], err, sizeof err) == -1 && strstr(err, "not a regular file"),
+          "FIFO vocabulary: %s", err);
+    BpeTrainOptions opt = {.vocab_size = 300};
+    CHECK(tokenizer_train_file(&back, p[0], &opt, err, sizeof err) == -1 &&
+              strstr(err, "not a regular file"), "FIFO corpus: %s", err);
+
+    /* saving to a FIFO writes into it; it stays a FIFO */
+    pid_t child = fork();
+    if (child == 0) {
+        alarm(10);
+        int fd = open(p[0], O_RDONLY);
+        static uint8_t got[4096];
+        size_t k = 0;
+        for (ssize_t r; fd >= 0 && (r = read(fd, got + k, sizeof got - k)) > 0;) k += (size_t)r;
+        _exit(k == n && memcmp(got, file, n) == 0 ? 0 : 1);
+    }
+    CHECK(tokenizer_save(&tok, p[0], err, sizeof err) == 0, "save to a FIFO: %s", err);
+    struct stat st;
+    int still_fifo = lstat(p[0], &st) == 0 && S_ISFIFO(st.st_mode);
+    CHECK(still_fifo, "the FIFO was replaced by a saved vocabulary");
+    if (!still_fifo) kill(child, SIGKILL);
+    int status = 0;
+    waitpid(child, &status, 0);
+    CHECK(still_fifo && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "the FIFO's reader did not get the vocabulary");
+
+    /* saving through a relative link chain sub/b -> a -> ../real: links kept, real replaced */
+    snprintf(p[1], sizeof p[1], "%s/sub", dir);
+    mkdir(p[1], 0700);
+    snprintf(p[2], sizeof p[2], "%s/real.bin", dir);
+    snprintf(p[3], sizeof p[3], "%s/sub/a", dir);
+    snprintf(p[4], sizeof p[4], "%s/sub/b", dir);
+    FILE *f = fopen(p[2], "wb");
+    if (f) { fputs("old", f); fclose(f); }
+    CHECK(symlink("../real.bin", p[3]) == 0 && symlink("a", p[4]) == 0, "symlinks");
+    char target[OUT_FILE_PATH];
+    CHECK(out_file_resolve(p[4], target, sizeof target, err, sizeof err) == 0, "resolve: %s", err);
+    CHECK(out_file_same(target, p[2]), "sub/b resolves to %s, not real.bin", target);
+    CHECK(tokenizer_save(&tok, p[4], err, sizeof err) == 0, "save through links: %s", err);
+    CHECK(lstat(p[4], &st) == 0 && S_ISLNK(st.st_mode) && lstat(p[3], &st) == 0 &&
+              S_ISLNK(st.st_mode), "saving replaced a symbolic link");
+    CHECK(file_equals(p[2], file, n), "the link's target does not hold the vocabulary");
+    CHECK(count_tmp_files(dir) == 0 && count_tmp_files(p[1]) == 0, "temporary files left");
+
+    /* a dangling link resolves to the file it would create; a loop is an error */
+    snprintf(p[5], sizeof p[5], "%s/dangling", dir);
+    CHECK(symlink("sub/new.bin", p[5]) == 0, "symlink");
+    CHECK(out_file_resolve(p[5], target, sizeof target, err, sizeof err) == 0 &&
+              strcmp(target, "") && strstr(target, "/sub/new.bin"), "dangling: %s", target);
+    snprintf(p[6], sizeof p[6], "%s/loop", dir);
+    CHECK(symlink("loop", p[6]) == 0, "symlink");
+    CHECK(out_file_resolve(p[6], target, sizeof target, err, sizeof err) == -1 &&
+              strstr(err, "symbolic links"), "a link loop: %s", err);
+
+    /* same file through a link or a hard link; not for different or missing files */
+    snprintf(p[7], sizeof p[7], "%s/hard.bin", dir);
+    CHECK(link(p[2], p[7]) == 0, "link");
+    CHECK(out_file_same(p[4], p[2]) && out_file_same(p[7], p[2]), "same file not seen");
+    CHECK(!out_file_same(p[2], p[1]) && !out_file_same(p[5], p[2]), "different files seen as same");
+    const char *inputs[2] = {NULL, p[7]};
+    CHECK(out_file_check(p[4], inputs, 2, err, sizeof err) == -1 && strstr(err, "same file"),
+          "--out = an input: %s", err);
+    CHECK(out_file_check(p[1], NULL, 0, err, sizeof err) == -1 && strstr(err, "directory"),
+          "--out a directory: %s", err);
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/no/such/file", dir);
+    CHECK(out_file_check(missing, NULL, 0, err, sizeof err) == -1 && strstr(err, "does not exist"),
+          "--out in a missing directory: %s", err);
+    CHECK(out_file_check("", NULL, 0, err, sizeof err) == -1, "--out empty");
+    CHECK(out_file_check(p[5], inputs, 2, err, sizeof err) == 0, "a new file: %s", err);
+
+    /* an aborted write leaves the old contents and no temporary */
+    OutFile o;
+    CHECK(out_file_open(&o, p[2], err, sizeof err) == 0 && !o.in_place, "open: %s", err);
+    if (o.f) { fputs("half", o.f); out_file_abort(&o); }
+    CHECK(file_equals(p[2], file, n) && count_tmp_files(dir) == 0, "abort changed the file");
+
+    alarm(0);
+    for (int i = 7; i >= 0; i--) if (i != 1 && p[i][0]) unlink(p[i]);
+    rmdir(p[1]);
+    rmdir(dir);
+    free(file);
+    tokenizer_free(&tok);
+}
+
 int main(void) {
     uint64_t rng = 0x7A3F00D5EEDULL;
     test_pretokenizer();
@@ -693,5 +835,6 @@ int main(void) {
     test_determinism(&rng);
     test_vocab_file(&rng);
     test_vocab_limits();
+    test_special_files();
     return test_summary("test_tokenizer");
 }

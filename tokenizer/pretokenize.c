@@ -1,6 +1,8 @@
 /* tokenizer/pretokenize.c: GPT-2-style chunking of a byte stream (rule in pretokenize.h). */
 #include "tokenizer/pretokenize.h"
 
+#include "common/regular_file.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,18 +53,9 @@ size_t pretok_chunk_len(const uint8_t *p, size_t n) {
 
 int chunk_reader_open(ChunkReader *r, const char *path, char *err, size_t errlen) {
     memset(r, 0, sizeof *r);
-    r->f = fopen(path, "rb");
-    if (!r->f) {
-        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fileno(r->f), &st) == 0 && S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s is a directory, not a file", path);
-        fclose(r->f);
-        r->f = NULL;
-        return -1;
-    }
+    /* regular files only: a FIFO would block the open (and a directory or device mislead) */
+    r->f = fopen_regular(path, "input", err, errlen);
+    if (!r->f) return -1;
     r->cap = READER_BLOCK + PRETOK_LOOKAHEAD;
     r->buf = malloc(r->cap);
     if (!r->buf) {

@@ -5,20 +5,28 @@
  *   tokenize decode (--vocab VOCAB | --bytes) --input TOKENS.bin --out TEXT
  *   tokenize info   --vocab VOCAB [--list]
  *
- * Errors are one line on stderr and exit status 2; outputs go to a temporary file renamed into
- * place, so a failed run never leaves a half-written file under the asked name.
+ * Errors are one line on stderr and exit status 2. Inputs must be regular files (a FIFO would
+ * hang the read). Outputs go through tokenizer/out_file.h: a regular file is written to a
+ * temporary renamed into place (next to the final target of a symbolic link), so a failed run
+ * never leaves a half-written file under the asked name; a device or FIFO (/dev/null) is written
+ * in place, never replaced; a directory, or an --out that is the same file as --input or --vocab,
+ * is refused before any work.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/regular_file.h"
 #include "data/dataset.h"
+#include "tokenizer/out_file.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"
 
@@ -43,6 +51,9 @@ static const char USAGE[] =
     "  tokenize info   --vocab VOCAB [--list]\n"
     "      vocabulary size and longest token; --list prints every token, escaped\n"
     "\n"
+    "Inputs must be regular files. --out: a regular file is replaced whole (temporary + rename),\n"
+    "a symbolic link's target is replaced and the link kept, a device or FIFO (/dev/null) is\n"
+    "written in place; a directory, or the same file as --input or --vocab, is refused.\n"
     "Every command takes --help. Errors: one line on stderr, exit status 2.\n";
 
 typedef struct {
@@ -131,6 +142,35 @@ static void require(const char *command, const char *value, const char *option) 
     if (!value) die("%s: --%s is required (try --help)", command, option);
 }
 
+/* Refuses, before any work, an --out that is a directory, missing its directory, or the same
+ * file (also through a link) as --input or --vocab: writing it would destroy that input. */
+static void check_out(const char *command, const Args *a) {
+    const char *inputs[2] = {a->input, a->vocab};
+    char err[OUT_FILE_PATH + 256];
+    if (out_file_check(a->out, inputs, 2, err, sizeof err)) die("%s: %s", command, err);
+}
+
+/* An llm.c token file (the layout data/dataset.h reads: 256 int32 of header -- magic, version,
+ * count -- then the uint16 tokens) written through out_file.h. */
+static void write_token_file(const char *path, const uint16_t *tokens, size_t n) {
+    enum { HEADER_INTS = 256 };
+    if (n > (size_t)INT32_MAX) die("encode: %zu tokens, a token file holds at most %d", n, INT32_MAX);
+    char err[OUT_FILE_PATH + 256];
+    OutFile o;
+    if (out_file_open(&o, path, err, sizeof err)) die("encode: %s", err);
+    int32_t header[HEADER_INTS] = {0};
+    header[0] = TOKEN_FILE_MAGIC;
+    header[1] = TOKEN_FILE_VERSION;
+    header[2] = (int32_t)n;
+    if (fwrite(header, sizeof header[0], HEADER_INTS, o.f) != HEADER_INTS ||
+        fwrite(tokens, sizeof tokens[0], n, o.f) != n) {
+        int e = errno;
+        out_file_abort(&o);
+        die("encode: cannot write %s: %s", path, strerror(e));
+    }
+    if (out_file_commit(&o, err, sizeof err)) die("encode: %s", err);
+}
+
 /* The tokenizer named by --vocab, or the byte tokenizer for --bytes. */
 static void open_tokenizer(const char *command, const Args *a, Tokenizer *tok) {
     char err[512];
@@ -146,6 +186,15 @@ static int cmd_train(const Args *a) {
     require("train", a->input, "input");
     require("train", a->out, "out");
     if (!a->have_vocab_size) die("train: --vocab-size is required (try --help)");
+    check_out("train", a);
+    /* an empty corpus would learn nothing and still replace --out (maybe a good vocabulary) */
+    char err[512];
+    int fd = open_regular_fd(a->input, "input", err, sizeof err);
+    if (fd < 0) die("train: %s", err);
+    struct stat st;
+    int empty = fstat(fd, &st) == 0 && st.st_size == 0;
+    close(fd);
+    if (empty) die("train: %s is empty: there is nothing to learn from", a->input);
     if (a->vocab_size > TOKENIZER_MAX_VOCAB)
         die("train: vocabulary size %lld too large: token ids are uint16, at most %d",
             a->vocab_size, TOKENIZER_MAX_VOCAB);
@@ -157,7 +206,6 @@ static int cmd_train(const Args *a) {
         .min_pair_count = (uint64_t)a->min_count,
         .verbose = !a->quiet,
     };
-    char err[512];
     Tokenizer tok;
     double t0 = now_seconds();
     if (tokenizer_train_file(&tok, a->input, &opt, err, sizeof err)) die("train: %s", err);
@@ -178,6 +226,7 @@ static int cmd_train(const Args *a) {
 static int cmd_encode(const Args *a) {
     require("encode", a->input, "input");
     require("encode", a->out, "out");
+    check_out("encode", a);
     Tokenizer tok;
     open_tokenizer("encode", a, &tok);
     char err[512];
@@ -188,7 +237,7 @@ static int cmd_encode(const Args *a) {
     double t1 = now_seconds();
     if (n == 0) die("encode: %s is empty: a token file holds at least one token", a->input);
     size_t bytes = tokenizer_decoded_length(&tok, tokens, n);
-    if (token_file_write(a->out, tokens, n, err, sizeof err)) die("encode: %s", err);
+    write_token_file(a->out, tokens, n);
     if (!a->quiet)
         fprintf(stderr, "tokenize: %zu bytes -> %zu tokens (%.3f bytes/token) in %.2f s, "
                 "%.1f MB/s, written to %s\n", bytes, n, (double)bytes / n, t1 - t0,
@@ -201,6 +250,7 @@ static int cmd_encode(const Args *a) {
 static int cmd_decode(const Args *a) {
     require("decode", a->input, "input");
     require("decode", a->out, "out");
+    check_out("decode", a);
     Tokenizer tok;
     open_tokenizer("decode", a, &tok);
     char err[512];
@@ -211,25 +261,20 @@ static int cmd_decode(const Args *a) {
     if (ds.max_token >= tok.vocab_size)
         die("decode: %s holds token %d, outside the vocabulary of %d", a->input, ds.max_token,
             tok.vocab_size);
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", a->out, (long)getpid()) >= (int)sizeof tmp)
-        die("decode: output path too long");
-    FILE *f = fopen(tmp, "wb");
-    if (!f) die("decode: cannot write %s: %s", a->out, strerror(errno));
+    OutFile o;
+    if (out_file_open(&o, a->out, err, sizeof err)) die("decode: %s", err);
     enum { BLOCK = 1 << 16 };
     static uint8_t buf[BLOCK * PRETOK_MAX_CHUNK];
-    int bad = 0;
-    for (size_t i = 0; i < ds.num_tokens && !bad; i += BLOCK) {
+    for (size_t i = 0; i < ds.num_tokens; i += BLOCK) {
         size_t n = ds.num_tokens - i < BLOCK ? ds.num_tokens - i : BLOCK;
         long long len = tokenizer_decode(&tok, ds.tokens + i, n, buf, sizeof buf, NULL);
-        bad = len < 0 || fwrite(buf, 1, (size_t)len, f) != (size_t)len;
+        if (len < 0 || fwrite(buf, 1, (size_t)len, o.f) != (size_t)len) {
+            int e = len < 0 ? EINVAL : errno;
+            out_file_abort(&o);
+            die("decode: cannot write %s: %s", a->out, strerror(e));
+        }
     }
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, a->out) != 0) {
-        int e = errno;
-        unlink(tmp);
-        die("decode: cannot write %s: %s", a->out, strerror(e));
-    }
+    if (out_file_commit(&o, err, sizeof err)) die("decode: %s", err);
     dataset_close(&ds);
     tokenizer_free(&tok);
     return 0;
@@ -272,6 +317,8 @@ static int cmd_info(const Args *a) {
 }
 
 int main(int argc, char **argv) {
+    /* a reader of a FIFO --out that goes away gives EPIPE and one line, not a silent death */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) die("no command given: train, encode, decode or info (try --help)");
     const char *command = argv[1];
     if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {

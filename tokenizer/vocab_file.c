@@ -1,4 +1,6 @@
-/* tokenizer/vocab_file.c: the vocabulary file -- writing it, and reading it back strictly.
+/* tokenizer/vocab_file.c: the vocabulary file -- serialising it, and reading it back strictly
+ * (tokenizer_save, which writes it to a path, is in vocab_save.c: it needs out_file.c, and the
+ * fuzzers link this file alone).
  *
  * Layout (all integers little-endian):
  *     offset  size        field
@@ -21,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/regular_file.h"
 #include "tokenizer/pretokenize.h"
 
 #define VOCAB_MAGIC "BPEVOCAB"
@@ -142,14 +145,12 @@ int tokenizer_parse(Tokenizer *tok, const uint8_t *data, size_t n, char *err, si
 
 int tokenizer_load(Tokenizer *tok, const char *path, char *err, size_t errlen) {
     memset(tok, 0, sizeof *tok);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "cannot open vocabulary %s: %s", path, strerror(errno));
-        return -1;
-    }
+    /* a FIFO or a device would block the read or never end: regular files only */
+    FILE *f = fopen_regular(path, "vocabulary", err, errlen);
+    if (!f) return -1;
     struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "vocabulary %s is not a regular file", path);
+    if (fstat(fileno(f), &st) != 0) {
+        snprintf(err, errlen, "cannot stat vocabulary %s: %s", path, strerror(errno));
         fclose(f);
         return -1;
     }
@@ -174,34 +175,4 @@ int tokenizer_load(Tokenizer *tok, const char *path, char *err, size_t errlen) {
     if (rc) snprintf(err, errlen, "%s: %s", path, why);
     free(data);
     return rc;
-}
-
-int tokenizer_save(const Tokenizer *tok, const char *path, char *err, size_t errlen) {
-    uint8_t *data;
-    size_t n;
-    if (tokenizer_serialize(tok, &data, &n)) {
-        snprintf(err, errlen, "out of memory saving the vocabulary");
-        return -1;
-    }
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp) {
-        snprintf(err, errlen, "output path too long");
-        free(data);
-        return -1;
-    }
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        free(data);
-        return -1;
-    }
-    int bad = fwrite(data, 1, n, f) != n;
-    bad |= fclose(f) != 0;
-    free(data);
-    if (bad || rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
 }
