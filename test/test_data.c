@@ -664,6 +664,22 @@ static void child_rewrite(const char *path) {
     _exit(in[20] == 60000 || tg[19] == 60000 ? 6 : 8);
 }
 
+/* The same for a byte file whose bytes are all below 'q': a 0xff written in place. */
+static void child_rewrite_bytes(const char *path) {
+    Dataset ds;
+    char err[512];
+    if (dataset_open(&ds, path, err, sizeof err)) _exit(3);
+    DataLoader ld;
+    if (loader_init(&ld, &ds, 0, ds.num_tokens, 1, 16, 0, 1, 0, 0, err, sizeof err)) _exit(4);
+    int fd = open(path, O_WRONLY);
+    uint8_t big = 0xff;
+    if (fd < 0 || pwrite(fd, &big, 1, 5) != 1) _exit(5);
+    close(fd);
+    int in[16], tg[16];
+    loader_next(&ld, in, tg);
+    _exit(in[5] == 0xff ? 6 : 8);
+}
+
 static void test_rewritten_while_training(void) {
     uint16_t tok[500];
     random_tokens(tok, 500, 100);
@@ -675,6 +691,14 @@ static void test_rewritten_while_training(void) {
           "exit 2)", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     CHECK(strstr(out, path) && strstr(out, "changed while training") && strstr(out, "60000"),
           "token rewritten in place: message '%s'", out);
+    unlink(path);
+
+    uint8_t bytes[300];
+    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)('a' + i % 16);
+    write_file(path, bytes, sizeof bytes);
+    st = run_child(child_rewrite_bytes, path, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(out, "changed while training") &&
+              strstr(out, "255"), "byte rewritten in place: status %d message '%s'", st, out);
     unlink(path);
 }
 
