@@ -479,7 +479,7 @@ static void expect_spec_fails(const char *spec, const char *word, const char *wh
 }
 
 static void test_spec_errors(void) {
-    char spec[600];
+    char spec[800];
     snprintf(spec, sizeof spec, "%s/nothing_*.bin", tmpdir);
     expect_spec_fails(spec, "matches no file", "empty glob");
     expect_spec_fails(spec, "nothing_*.bin", "empty glob names the pattern");
