@@ -7,6 +7,10 @@
  * splitmix64 seeded from (seed, epoch): every rank draws the same permutation, and resuming at
  * (epoch, step) redraws it exactly. The nwin mod (B*world) windows left over are skipped that
  * epoch (in shuffled mode a different few each epoch).
+ *
+ * A dataset of several files: the range is cut at file boundaries into pieces, and the windows
+ * above are those of each piece in turn (piece p's windows follow piece p-1's in numbering), so
+ * no window holds the last tokens of one file and the first of the next.
  */
 #include "data/dataset.h"
 
@@ -66,16 +70,67 @@ int loader_init(DataLoader *ld, const Dataset *ds, size_t begin, size_t end, int
     }
     size_t n = end - begin;
     size_t per_step = (size_t)B * (size_t)world;
-    size_t nwin = n > 0 ? (n - 1) / (size_t)T : 0;
+    /* The range's pieces, one per file it touches (one for memory and one-file datasets). */
+    size_t f0 = 0, f1 = 0;
+    if (ds->num_files > 1) {
+        f0 = dataset_file_of(ds, begin);
+        f1 = n > 0 ? dataset_file_of(ds, end - 1) : f0;
+    }
+    size_t npieces = f1 - f0 + 1;
+    DataPiece *pieces = calloc(npieces, sizeof *pieces);
+    if (!pieces) {
+        set_err(err, errlen, "loader: out of memory for %zu pieces of %s", npieces, ds->name);
+        return -1;
+    }
+    size_t nwin = 0;
+    for (size_t i = 0; i < npieces; i++) {
+        DataPiece *p = &pieces[i];
+        p->begin = begin;
+        p->end = end;
+        size_t local = begin; /* index of p->begin inside its file */
+        if (ds->num_files > 1) {
+            const DatasetFile *f = &ds->files[f0 + i];
+            if (f->first > p->begin) p->begin = f->first;
+            if (f->first + f->num_tokens < p->end) p->end = f->first + f->num_tokens;
+            local = p->begin - f->first;
+            /* A whole file too short for one window would silently never be trained on. */
+            if (f->first >= begin && f->first + f->num_tokens <= end &&
+                f->num_tokens < (size_t)T + 1) {
+                set_err(err, errlen,
+                        "data file %s (file %zu of %s) has %zu tokens, fewer than T+1 = %zu; "
+                        "no window fits in it",
+                        f->path, f0 + i + 1, ds->name, f->num_tokens, (size_t)T + 1);
+                free(pieces);
+                return -1;
+            }
+            p->bytes = f->bytes ? f->bytes + local : NULL;
+            p->tokens = f->tokens ? f->tokens + local : NULL;
+        } else {
+            p->bytes = ds->bytes ? ds->bytes + local : NULL;
+            p->tokens = ds->tokens ? ds->tokens + local : NULL;
+        }
+        size_t len = p->end - p->begin;
+        p->first_window = nwin;
+        p->num_windows = len > 0 ? (len - 1) / (size_t)T : 0;
+        nwin += p->num_windows;
+    }
     if (nwin < per_step) {
-        set_err(err, errlen,
-                "data file %s has %zu tokens in [%zu, %zu); B=%d T=%d world=%d needs at least %zu",
-                ds->name, n, begin, end, B, T, world, per_step * (size_t)T + 1);
+        if (npieces > 1)
+            set_err(err, errlen,
+                    "data %s has %zu tokens in [%zu, %zu) across %zu files, %zu windows of T+1 "
+                    "inside one file; B=%d T=%d world=%d needs at least %zu windows",
+                    ds->name, n, begin, end, npieces, nwin, B, T, world, per_step);
+        else
+            set_err(err, errlen,
+                    "data file %s has %zu tokens in [%zu, %zu); B=%d T=%d world=%d needs at least "
+                    "%zu", ds->name, n, begin, end, B, T, world, per_step * (size_t)T + 1);
+        free(pieces);
         return -1;
     }
     if (shuffle && nwin > UINT32_MAX) {
         set_err(err, errlen, "loader: %zu windows in %s are too many to shuffle (max %u)", nwin,
                 ds->name, UINT32_MAX);
+        free(pieces);
         return -1;
     }
     ld->ds = ds;
@@ -89,10 +144,13 @@ int loader_init(DataLoader *ld, const Dataset *ds, size_t begin, size_t end, int
     ld->seed = seed;
     ld->num_windows = nwin;
     ld->steps_per_epoch = nwin / per_step;
+    ld->num_pieces = npieces;
+    ld->pieces = pieces;
     if (ld->shuffle) {
         ld->perm = malloc(nwin * sizeof *ld->perm);
         if (!ld->perm) {
             set_err(err, errlen, "loader: out of memory for %zu window indices", nwin);
+            free(pieces);
             memset(ld, 0, sizeof *ld);
             return -1;
         }
@@ -104,15 +162,65 @@ int loader_init(DataLoader *ld, const Dataset *ds, size_t begin, size_t end, int
 void loader_free(DataLoader *ld) {
     if (!ld) return;
     free(ld->perm);
+    free(ld->pieces);
     memset(ld, 0, sizeof *ld);
+}
+
+/* The piece holding window w: the last with first_window <= w. */
+static const DataPiece *piece_of(const DataLoader *ld, size_t w) {
+    size_t lo = 0, hi = ld->num_pieces;
+    while (hi - lo > 1) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ld->pieces[mid].first_window <= w) lo = mid;
+        else hi = mid;
+    }
+    return &ld->pieces[lo];
+}
+
+size_t loader_window_start(const DataLoader *ld, size_t w) {
+    const DataPiece *p = piece_of(ld, w);
+    return p->begin + (w - p->first_window) * (size_t)ld->T;
+}
+
+/* A token above the largest the file held when opened: the file was rewritten in place under
+ * its mapping. Serving it would index past the model's embedding table, so the run stops. */
+static void token_changed(const DataLoader *ld, size_t start) {
+    const Dataset *ds = ld->ds;
+    for (size_t i = start; i <= start + (size_t)ld->T; i++) {
+        int tok = dataset_token(ds, i);
+        if (tok <= ds->max_token) continue;
+        const DatasetFile *f = ds->num_files > 0 ? &ds->files[dataset_file_of(ds, i)] : NULL;
+        fflush(stdout);
+        fprintf(stderr,
+                "error: training data %s changed while training: token %zu is %d, above the "
+                "largest id (%d) it held when opened\n", f ? f->path : ds->name,
+                f ? i - f->first : i, tok, ds->max_token);
+        exit(2);
+    }
 }
 
 /* Copies window w: inputs are its first T tokens, targets its last T. */
 static void copy_window(const DataLoader *ld, size_t w, int *inputs, int *targets) {
-    size_t start = ld->begin + w * (size_t)ld->T;
-    for (int t = 0; t < ld->T; t++) {
-        inputs[t] = dataset_token(ld->ds, start + (size_t)t);
-        targets[t] = dataset_token(ld->ds, start + (size_t)t + 1);
+    const DataPiece *p = piece_of(ld, w);
+    size_t at = (w - p->first_window) * (size_t)ld->T; /* from the piece's start */
+    if (ld->ds->kind == DATASET_BYTES) {
+        const uint8_t *x = p->bytes + at;
+        int top = 0;
+        for (int t = 0; t < ld->T; t++) {
+            inputs[t] = x[t];
+            targets[t] = x[t + 1];
+            top |= x[t + 1] > ld->ds->max_token;
+        }
+        if (top || x[0] > ld->ds->max_token) token_changed(ld, p->begin + at);
+    } else {
+        const uint16_t *x = p->tokens + at;
+        int top = 0;
+        for (int t = 0; t < ld->T; t++) {
+            inputs[t] = x[t];
+            targets[t] = x[t + 1];
+            top |= x[t + 1] > ld->ds->max_token;
+        }
+        if (top || x[0] > ld->ds->max_token) token_changed(ld, p->begin + at);
     }
 }
 

@@ -1,5 +1,7 @@
-/* test/test_data.c: datasets (byte files, llm.c token files, bad files, the embedded corpus),
- * the window loader (exact windows, epochs, shuffling, ranks, resume) and the 90/5/5 split.
+/* test/test_data.c: datasets (byte files, llm.c token files, bad files, the embedded corpus,
+ * several files as one: globs and lists), the window loader (exact windows, epochs, shuffling,
+ * ranks, resume, no window across files), data changing under a live run (SIGBUS guard, tokens
+ * rewritten in place) and the 90/5/5 split.
  * All data is fresh random bytes/tokens written to temporary files under /tmp.
  */
 #define _GNU_SOURCE /* memmem */
@@ -7,6 +9,7 @@
 #include "test/test.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -50,7 +53,7 @@ static int one_line_naming(const char *err, const char *path) {
 static long find_window(const DataLoader *ld, const int *in, const int *tg) {
     long found = -1;
     for (size_t w = 0; w < ld->num_windows; w++) {
-        size_t s = ld->begin + w * (size_t)ld->T;
+        size_t s = loader_window_start(ld, w);
         int same = 1;
         for (int t = 0; t < ld->T && same; t++)
             same = in[t] == dataset_token(ld->ds, s + t) && tg[t] == dataset_token(ld->ds, s + t + 1);
@@ -270,6 +273,9 @@ static void test_bad_files(void) {
         expect_open_fails(fifo, "regular", "fifo");
         unlink(fifo);
     }
+    /* a device is refused by name, without reading from it */
+    expect_open_fails("/dev/null", "device", "character device");
+    expect_open_fails("/dev/zero", "device", "character device that never ends");
     test_unreadable_file();
 
     Dataset ds;
@@ -304,6 +310,396 @@ static void test_memory_and_embedded(void) {
     CHECK(memmem(ds.bytes, ds.num_tokens, "TOKEN_FILE_MAGIC", 16) != NULL,
           "embedded corpus should contain data/dataset.h");
     dataset_close(&ds);
+}
+
+/* ---- several files as one dataset ---------------------------------------------------------- */
+
+/* Writes `count` shards named prefix_<names[i]>.bin of the given sizes (tokens), bytes or token
+ * files, and the concatenation of their tokens into all[]; returns the paths. */
+static void make_shards(char paths[][256], const char *prefix, const char *const *names,
+                        const size_t *sizes, int count, int tokens, int *all) {
+    size_t at = 0;
+    for (int i = 0; i < count; i++) {
+        snprintf(paths[i], 256, "%s/%s_%s.bin", tmpdir, prefix, names[i]);
+        if (tokens) {
+            uint16_t *t = malloc(sizes[i] * sizeof *t);
+            random_tokens(t, sizes[i], 50257);
+            char err[256];
+            if (token_file_write(paths[i], t, sizes[i], err, sizeof err)) { puts(err); exit(2); }
+            for (size_t k = 0; k < sizes[i]; k++) all[at++] = t[k];
+            free(t);
+        } else {
+            uint8_t *b = malloc(sizes[i]);
+            random_bytes(b, sizes[i]);
+            b[0] = 'a' + (uint8_t)i; /* never the token-file magic */
+            write_file(paths[i], b, sizes[i]);
+            for (size_t k = 0; k < sizes[i]; k++) all[at++] = b[k];
+            free(b);
+        }
+    }
+}
+
+/* The windows the boundary rule allows in [begin, end): per file, at multiples of T from the
+ * start of the file's part of the range. Returns how many, their starts in starts[]. */
+static size_t expected_windows(const size_t *sizes, int count, size_t begin, size_t end, int T,
+                               size_t *starts) {
+    size_t n = 0, first = 0;
+    for (int i = 0; i < count; i++) {
+        size_t a = first > begin ? first : begin, b = first + sizes[i] < end ? first + sizes[i] : end;
+        for (size_t s = a; b > a && s + (size_t)T < b; s += (size_t)T) starts[n++] = s;
+        first += sizes[i];
+    }
+    return n;
+}
+
+static void test_spec_concatenation(int tokens) {
+    const char *kind = tokens ? "token shards" : "byte shards";
+    const char *names[3] = {"000", "001", "002"};
+    size_t sizes[3] = {203, 61, 340}, total = 604;
+    char paths[3][256];
+    int all[604];
+    const char *prefix = tokens ? "tok" : "byt";
+    make_shards(paths, prefix, names, sizes, 3, tokens, all);
+    char spec[600];
+    snprintf(spec, sizeof spec, "%s/%s_*.bin", tmpdir, prefix);
+
+    Dataset ds;
+    char err[512] = "";
+    int rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == 0, "%s: open '%s': %s", kind, spec, err);
+    if (rc) return;
+    CHECK(ds.num_files == 3 && ds.num_tokens == total, "%s: %zu files, %zu tokens", kind,
+          ds.num_files, ds.num_tokens);
+    CHECK(ds.kind == (tokens ? DATASET_TOKENS16 : DATASET_BYTES), "%s: kind %d", kind, ds.kind);
+    CHECK(strstr(ds.name, spec) && strstr(ds.name, "3 files"), "%s: name '%s'", kind, ds.name);
+    int same = 1, expect_max = 0;
+    for (size_t i = 0; i < total; i++) {
+        same &= dataset_token(&ds, i) == all[i];
+        if (all[i] > expect_max) expect_max = all[i];
+    }
+    CHECK(same, "%s: tokens differ from the concatenation", kind);
+    CHECK(ds.max_token == expect_max, "%s: max_token %d want %d", kind, ds.max_token, expect_max);
+    size_t run = 0;
+    const void *p = dataset_run(&ds, 210, &run); /* token 7 of the second file */
+    int at210 = p ? (tokens ? ((const uint16_t *)p)[0] : ((const uint8_t *)p)[0]) : -1;
+    CHECK(p && run == 203 + 61 - 210 && at210 == all[210], "%s: dataset_run(210) gives %zu",
+          kind, run);
+    CHECK(dataset_run(&ds, total, &run) == NULL && run == 0, "%s: dataset_run past the end", kind);
+
+    /* every window of a sequential epoch over the whole dataset, T=8: inside one file each */
+    int T = 8;
+    size_t starts[700]; /* at most one window per token */
+    size_t nexp = expected_windows(sizes, 3, 0, total, T, starts);
+    DataLoader ld;
+    rc = loader_init(&ld, &ds, 0, total, 1, T, 0, 1, 0, 0, err, sizeof err);
+    CHECK(rc == 0 && ld.num_windows == nexp, "%s: loader %d, %zu windows want %zu: %s", kind, rc,
+          ld.num_windows, nexp, err);
+    if (rc == 0) {
+        int bad = 0, in[8], tg[8];
+        for (size_t w = 0; w < nexp; w++) {
+            loader_next(&ld, in, tg);
+            for (int t = 0; t < T; t++)
+                bad += in[t] != all[starts[w] + t] || tg[t] != all[starts[w] + t + 1];
+        }
+        CHECK(bad == 0, "%s: %d tokens of the epoch differ from the per-file windows", kind, bad);
+        loader_free(&ld);
+    }
+    /* the 90/5/5 split still works: val and train ranges cut across files */
+    size_t b, e;
+    const char *parts[] = {"train", "val", "test"};
+    for (int k = 0; k < 3; k++) {
+        dataset_split(&ds, parts[k], &b, &e);
+        T = 4;
+        nexp = expected_windows(sizes, 3, b, e, T, starts);
+        rc = loader_init(&ld, &ds, b, e, 1, T, 0, 1, 1, 3, err, sizeof err);
+        CHECK(rc == 0 && ld.num_windows == nexp, "%s: %s split [%zu, %zu): %zu windows want %zu: %s",
+              kind, parts[k], b, e, ld.num_windows, nexp, err);
+        int inside = 1;
+        for (size_t w = 0; rc == 0 && w < ld.num_windows; w++) inside &= loader_window_start(&ld, w) == starts[w];
+        CHECK(inside, "%s: %s split windows start where the rule says", kind, parts[k]);
+        if (rc == 0) loader_free(&ld);
+    }
+    dataset_close(&ds);
+    CHECK(ds.files == NULL && ds.num_files == 0, "%s: closed", kind);
+
+    /* a comma list in another order is that order */
+    snprintf(spec, sizeof spec, "%s,%s", paths[2], paths[0]);
+    rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == 0 && ds.num_files == 2 && ds.num_tokens == sizes[2] + sizes[0] &&
+              dataset_token(&ds, 0) == all[203 + 61] && dataset_token(&ds, sizes[2]) == all[0] &&
+              strstr(ds.name, "2 files"), "%s: list '%s': %s", kind, spec, err);
+    if (rc == 0) dataset_close(&ds);
+    /* a list item may itself be a pattern */
+    snprintf(spec, sizeof spec, "%s,%s/%s_00[01].bin", paths[2], tmpdir, prefix);
+    rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == 0 && ds.num_files == 3 && dataset_token(&ds, sizes[2]) == all[0] &&
+              dataset_token(&ds, sizes[2] + sizes[0]) == all[203], "%s: list with a pattern: %s",
+          kind, err);
+    if (rc == 0) dataset_close(&ds);
+    for (int i = 0; i < 3; i++) unlink(paths[i]);
+}
+
+static void test_spec_glob_order(void) {
+    /* created out of order; strcmp order is 02, 1, 10, 9 */
+    const char *names[4] = {"10", "02", "9", "1"};
+    size_t sizes[4] = {20, 30, 40, 50};
+    char paths[4][256];
+    int all[140];
+    make_shards(paths, "ord", names, sizes, 4, 0, all);
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s/ord_*.bin", tmpdir);
+    Dataset ds;
+    char err[512] = "";
+    int rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == 0 && ds.num_files == 4, "glob order: %s", err);
+    if (rc == 0) {
+        const char *want[4] = {"ord_02.bin", "ord_1.bin", "ord_10.bin", "ord_9.bin"};
+        int order_ok = 1;
+        for (int i = 0; i < 4; i++) order_ok &= strstr(ds.files[i].path, want[i]) != NULL;
+        CHECK(order_ok, "glob matches in byte order: %s %s %s %s", ds.files[0].path,
+              ds.files[1].path, ds.files[2].path, ds.files[3].path);
+        /* the second file is ord_1.bin = names[3], after ord_02.bin = names[1] */
+        CHECK(dataset_token(&ds, 30) == all[20 + 30 + 40], "glob order: token 30");
+        dataset_close(&ds);
+    }
+    for (int i = 0; i < 4; i++) unlink(paths[i]);
+}
+
+static void expect_spec_fails(const char *spec, const char *word, const char *what) {
+    Dataset ds;
+    memset(&ds, 0x5a, sizeof ds);
+    char err[512] = "";
+    int rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == -1, "%s: open returned %d", what, rc);
+    CHECK(err[0] && !strchr(err, '\n') && strstr(err, word), "%s: message '%s' should be one "
+          "line saying '%s'", what, err, word);
+    CHECK(ds.files == NULL && ds.num_files == 0 && ds.num_tokens == 0, "%s: left half-open",
+          what);
+    if (rc == 0) dataset_close(&ds);
+}
+
+static void test_spec_errors(void) {
+    char spec[800];
+    snprintf(spec, sizeof spec, "%s/nothing_*.bin", tmpdir);
+    expect_spec_fails(spec, "matches no file", "empty glob");
+    expect_spec_fails(spec, "nothing_*.bin", "empty glob names the pattern");
+
+    const char *names[2] = {"a", "b"};
+    size_t sizes[2] = {100, 100};
+    char bp[2][256], tp[2][256];
+    int all[200];
+    make_shards(bp, "mixb", names, sizes, 1, 0, all);
+    make_shards(tp, "mixt", names, sizes, 2, 1, all);
+    snprintf(spec, sizeof spec, "%s,%s,%s", tp[0], bp[0], tp[1]);
+    expect_spec_fails(spec, "mix", "token file then bytes");
+    snprintf(spec, sizeof spec, "%s,%s", bp[0], tp[0]);
+    expect_spec_fails(spec, "mix", "bytes then token file");
+    snprintf(spec, sizeof spec, "%s/mix*.bin", tmpdir);
+    expect_spec_fails(spec, "mix", "mixed kinds by a pattern");
+
+    snprintf(spec, sizeof spec, "%s,,%s", tp[0], tp[1]);
+    expect_spec_fails(spec, "empty file name", "empty list item");
+    snprintf(spec, sizeof spec, "%s,", tp[0]);
+    expect_spec_fails(spec, "empty file name", "trailing comma");
+    snprintf(spec, sizeof spec, "%s,%s/missing.bin", tp[0], tmpdir);
+    expect_spec_fails(spec, "missing.bin", "a missing file in the list");
+    snprintf(spec, sizeof spec, "%s,%s", tp[0], tmpdir);
+    expect_spec_fails(spec, "directory", "a directory in the list");
+    expect_spec_fails("", "no file name", "empty spec");
+
+    /* an existing file whose name has a comma and a bracket is that one file */
+    char odd[300];
+    snprintf(odd, sizeof odd, "%s/odd,name[1].bin", tmpdir);
+    write_file(odd, "hello world", 11);
+    Dataset ds;
+    char err[512] = "";
+    int rc = dataset_open_spec(&ds, odd, err, sizeof err);
+    CHECK(rc == 0 && ds.num_files == 1 && ds.num_tokens == 11 && strcmp(ds.name, odd) == 0 &&
+              ds.bytes && ds.bytes[0] == 'h', "existing path with ',' and '[': %s", err);
+    if (rc == 0) dataset_close(&ds);
+    unlink(odd);
+    unlink(bp[0]);
+    unlink(tp[0]);
+    unlink(tp[1]);
+}
+
+static void test_spec_short_shard(void) {
+    const char *names[3] = {"0", "1", "2"};
+    size_t sizes[3] = {500, 5, 500};
+    char paths[3][256];
+    int all[1005];
+    make_shards(paths, "short", names, sizes, 3, 1, all);
+    char spec[300];
+    snprintf(spec, sizeof spec, "%s/short_*.bin", tmpdir);
+    Dataset ds;
+    char err[512] = "";
+    int rc = dataset_open_spec(&ds, spec, err, sizeof err);
+    CHECK(rc == 0, "short shard: open: %s", err);
+    if (rc) return;
+    DataLoader ld;
+    err[0] = '\0';
+    rc = loader_init(&ld, &ds, 0, ds.num_tokens, 2, 8, 0, 1, 0, 0, err, sizeof err);
+    CHECK(rc == -1 && !strchr(err, '\n') && strstr(err, paths[1]) && strstr(err, "fewer than"),
+          "a 5-token shard with T=8: rc %d '%s'", rc, err);
+    if (rc == 0) loader_free(&ld);
+    /* T=4: the 5-token shard holds exactly one window */
+    rc = loader_init(&ld, &ds, 0, ds.num_tokens, 2, 4, 0, 1, 0, 0, err, sizeof err);
+    CHECK(rc == 0 && ld.num_windows == 124 + 1 + 124, "T=4: %zu windows: %s", ld.num_windows,
+          err);
+    if (rc == 0) loader_free(&ld);
+    /* a range that only clips the short shard is fine: its part just holds no window */
+    rc = loader_init(&ld, &ds, 0, 502, 2, 8, 0, 1, 0, 0, err, sizeof err);
+    CHECK(rc == 0 && ld.num_windows == 62, "range clipping the short shard: %zu windows: %s",
+          ld.num_windows, err);
+    if (rc == 0) loader_free(&ld);
+    /* too few windows in all: the message says they must fit inside one file */
+    err[0] = '\0';
+    rc = loader_init(&ld, &ds, 495, 504, 1, 8, 0, 1, 0, 0, err, sizeof err);
+    CHECK(rc == -1 && !strchr(err, '\n') && strstr(err, "inside one file"),
+          "9 tokens over two files: '%s'", err);
+    dataset_close(&ds);
+    for (int i = 0; i < 3; i++) unlink(paths[i]);
+}
+
+/* ---- data changing under a live run ------------------------------------------------------- */
+
+/* Runs fn in a child with stderr captured; returns the wait status, the text in out. */
+static int run_child(void (*fn)(const char *), const char *arg, char *out, size_t outlen) {
+    int fds[2];
+    if (pipe(fds) != 0) { perror("pipe"); exit(2); }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        dup2(fds[1], 2);
+        alarm(20); /* a hang is a failure, not a stuck test */
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < outlen && (r = read(fds[0], out + n, outlen - 1 - n)) > 0) n += (size_t)r;
+    out[n] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+#define SHRINK_BYTES 200000
+
+/* Opens the file, truncates it to 100 bytes, then reads a window far past the new end. */
+static void child_truncate(const char *path) {
+    Dataset ds;
+    char err[512];
+    if (dataset_open_spec(&ds, path, err, sizeof err)) { fprintf(stderr, "%s\n", err); _exit(3); }
+    DataLoader ld;
+    if (loader_init(&ld, &ds, 0, ds.num_tokens, 1, 64, 0, 1, 0, 0, err, sizeof err)) _exit(4);
+    if (truncate(ds.num_files > 1 ? ds.files[1].path : path, 100) != 0) _exit(5);
+    int in[64], tg[64];
+    loader_seek(&ld, 0, ld.steps_per_epoch - 1); /* the last window: past the new end */
+    loader_next(&ld, in, tg);
+    _exit(6); /* read stale data: the test fails below */
+}
+
+static void child_raise(const char *path) {
+    Dataset ds;
+    char err[512];
+    if (dataset_open(&ds, path, err, sizeof err)) _exit(3);
+    raise(SIGBUS); /* not a data fault: must die of SIGBUS as before */
+    _exit(7);
+}
+
+static void test_truncated_while_training(void) {
+    uint8_t *data = malloc(SHRINK_BYTES);
+    random_bytes(data, SHRINK_BYTES);
+    data[0] = 'x';
+    const char *path = tmp_path("shrinks.bin");
+    char out[1024];
+    char want[128];
+    snprintf(want, sizeof want, "shrank while training (was %d bytes", SHRINK_BYTES);
+
+    write_file(path, data, SHRINK_BYTES);
+    int st = run_child(child_truncate, path, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "truncated file: child %s %d (want exit 2)",
+          WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    CHECK(strstr(out, "error: training data ") && strstr(out, path) && strstr(out, want) &&
+              strchr(out, '\n') == out + strlen(out) - 1, "truncated file: message '%s'", out);
+
+    /* the same through a pattern of two files, the second truncated */
+    char p2[2][256], spec[300];
+    for (int i = 0; i < 2; i++) {
+        snprintf(p2[i], 256, "%s/shrink2_%d.bin", tmpdir, i);
+        write_file(p2[i], data, SHRINK_BYTES);
+    }
+    snprintf(spec, sizeof spec, "%s/shrink2_*.bin", tmpdir);
+    st = run_child(child_truncate, spec, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(out, p2[1]) && strstr(out, want),
+          "truncated shard: status %d message '%s'", st, out);
+    unlink(p2[0]);
+    unlink(p2[1]);
+
+    /* a SIGBUS that is no data fault still kills by the signal */
+    write_file(path, data, SHRINK_BYTES);
+    st = run_child(child_raise, path, out, sizeof out);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGBUS, "raise(SIGBUS) after open: status %d", st);
+    unlink(path);
+    free(data);
+}
+
+/* Opens a token file (largest id 99), writes id 60000 into it in place, then reads it. */
+static void child_rewrite(const char *path) {
+    Dataset ds;
+    char err[512];
+    if (dataset_open(&ds, path, err, sizeof err)) _exit(3);
+    DataLoader ld;
+    if (loader_init(&ld, &ds, 0, ds.num_tokens, 2, 16, 0, 1, 0, 0, err, sizeof err)) _exit(4);
+    int fd = open(path, O_WRONLY);
+    uint16_t big = 60000;
+    if (fd < 0 || pwrite(fd, &big, 2, 1024 + 2 * 20) != 2) _exit(5); /* token 20: window 1 */
+    close(fd);
+    int in[32], tg[32];
+    loader_next(&ld, in, tg);
+    _exit(in[20] == 60000 || tg[19] == 60000 ? 6 : 8);
+}
+
+/* The same for a byte file whose bytes are all below 'q': a 0xff written in place. */
+static void child_rewrite_bytes(const char *path) {
+    Dataset ds;
+    char err[512];
+    if (dataset_open(&ds, path, err, sizeof err)) _exit(3);
+    DataLoader ld;
+    if (loader_init(&ld, &ds, 0, ds.num_tokens, 1, 16, 0, 1, 0, 0, err, sizeof err)) _exit(4);
+    int fd = open(path, O_WRONLY);
+    uint8_t big = 0xff;
+    if (fd < 0 || pwrite(fd, &big, 1, 5) != 1) _exit(5);
+    close(fd);
+    int in[16], tg[16];
+    loader_next(&ld, in, tg);
+    _exit(in[5] == 0xff ? 6 : 8);
+}
+
+static void test_rewritten_while_training(void) {
+    uint16_t tok[500];
+    random_tokens(tok, 500, 100);
+    const char *path = tmp_path("rewritten.bin");
+    char err[256], out[1024];
+    if (token_file_write(path, tok, 500, err, sizeof err)) { CHECK(0, "%s", err); return; }
+    int st = run_child(child_rewrite, path, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2, "token rewritten in place: child %s %d (want "
+          "exit 2)", WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    CHECK(strstr(out, path) && strstr(out, "changed while training") && strstr(out, "60000"),
+          "token rewritten in place: message '%s'", out);
+    unlink(path);
+
+    uint8_t bytes[300];
+    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)('a' + i % 16);
+    write_file(path, bytes, sizeof bytes);
+    st = run_child(child_rewrite_bytes, path, out, sizeof out);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2 && strstr(out, "changed while training") &&
+              strstr(out, "255"), "byte rewritten in place: status %d message '%s'", st, out);
+    unlink(path);
 }
 
 /* ---- loader ------------------------------------------------------------------------------- */
@@ -597,6 +993,13 @@ int main(void) {
     test_token_file_round_trip();
     test_bad_files();
     test_memory_and_embedded();
+    test_spec_concatenation(0);
+    test_spec_concatenation(1);
+    test_spec_glob_order();
+    test_spec_errors();
+    test_spec_short_shard();
+    test_truncated_while_training();
+    test_rewritten_while_training();
 
     /* loader tests run over a random token file and a random byte file */
     size_t n = 3001;
