@@ -252,6 +252,17 @@ timeout 20 "$BIN" "${TINY[@]}" --data "$tmp/data.tok" --vocab-file "$tmp/fifo.bi
 rc=$?
 [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/fifo.err")" -eq 1 ] && ok || bad "FIFO as --vocab-file: exit $rc (124 = hung)"
 
+# --- --data as shards: a glob or a list of files is one dataset ----------------------------------
+mkdir -p "$tmp/shards"
+head -c 200000 "$tmp/data.txt" >"$tmp/shards/part_1.txt"
+tail -c 200000 "$tmp/data.txt" >"$tmp/shards/part_0.txt"
+"$BIN" "${TINY[@]}" --data "$tmp/shards/part_*.txt" --steps 2 --val-every 0 >"$tmp/sh.out" 2>&1 \
+    && grep -q "data: .*(2 files)" "$tmp/sh.out" && ok || bad "--data GLOB: $(tail -2 "$tmp/sh.out")"
+"$BIN" "${TINY[@]}" --data "$tmp/shards/part_0.txt,$tmp/shards/part_1.txt" --steps 2 --val-every 0 >"$tmp/sh.out" 2>&1 \
+    && grep -q "data: .*(2 files)" "$tmp/sh.out" && ok || bad "--data A,B: $(tail -2 "$tmp/sh.out")"
+expect_usage_error "data glob matching nothing" "${TINY[@]}" --data "$tmp/shards/none_*.bin"
+expect_usage_error "data mixing bytes and tokens" "${TINY[@]}" --data "$tmp/shards/part_0.txt,$tmp/data.tok"
+
 # --- a full disk: the bench's results are whole or absent (needs root to mount a small tmpfs) ---
 mkdir -p "$tmp/full"
 if mount -t tmpfs -o size=12k tmpfs "$tmp/full" 2>/dev/null; then

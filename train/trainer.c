@@ -67,7 +67,7 @@ int trainer_data_open(const Options *o, TrainData *d, char *err, size_t errlen) 
         if (!val_path && file_exists(ENWIK8_VAL)) val_path = ENWIK8_VAL;
     }
     if (train_path) {
-        if (dataset_open(&d->train, train_path, err, errlen) != 0) {
+        if (dataset_open_spec(&d->train, train_path, err, errlen) != 0) {
             memset(d, 0, sizeof *d);
             return -1;
         }
@@ -77,7 +77,7 @@ int trainer_data_open(const Options *o, TrainData *d, char *err, size_t errlen) 
                "the embedded corpus (%zu bytes of this project's own text)\n", d->train.num_tokens);
     }
     if (val_path) {
-        if (dataset_open(&d->val, val_path, err, errlen) != 0) {
+        if (dataset_open_spec(&d->val, val_path, err, errlen) != 0) {
             dataset_close(&d->train);
             memset(d, 0, sizeof *d);
             return -1;
@@ -227,10 +227,12 @@ static void setup_tokenizer(Trainer *tr) {
     if (train->max_token >= tr->tok.vocab_size)
         fail("%s holds token id %d, outside the %d-token vocabulary of %s", train->name, train->max_token,
              tr->tok.vocab_size, tr->opt.vocab_file);
+    /* measured over the validation range's first file (all of it with one file) */
     const Dataset *val = tr->data.val_is_separate ? &tr->data.val : train;
-    if (val->kind == DATASET_TOKENS16 && tr->data.val_end > tr->data.val_begin)
-        tr->bytes_per_token = tokenizer_bytes_per_token(&tr->tok, val->tokens + tr->data.val_begin,
-                                                        tr->data.val_end - tr->data.val_begin);
+    size_t run = 0, want = tr->data.val_end - tr->data.val_begin;
+    const void *first = val->kind == DATASET_TOKENS16 ? dataset_run(val, tr->data.val_begin, &run) : NULL;
+    if (first && want > 0)
+        tr->bytes_per_token = tokenizer_bytes_per_token(&tr->tok, (const uint16_t *)first, run < want ? run : want);
 }
 
 static void setup_loaders(Trainer *tr) {
