@@ -10,14 +10,11 @@
 #include <stddef.h>
 #include "model/gpt2.h"
 #include "attention/attention.h"
+#include "model/precision.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { PRECISION_FP32 = 0, PRECISION_BF16, PRECISION_NUM } Precision;
-const char *precision_name(Precision p);
-int precision_from_name(const char *name, Precision *out);
 
 typedef struct {
     GPT2Config config;
