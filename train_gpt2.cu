@@ -236,6 +236,16 @@ static void setup_model_options(Trainer *tr) {
     m->zero_stage = o->zero;
     m->nccl_id = tr->dist.world > 1 ? tr->nccl_id : NULL;
     m->dist_timeout_s = o->dist_timeout;
+    m->dp_overlap = o->dp_overlap;
+    m->dp_bucket_layers = o->dp_bucket_layers;
+    m->zero_overlap = o->zero_overlap;
+    m->zero_gather_overlap = o->zero_gather_overlap;
+    m->nccl_max_ctas = o->nccl_max_ctas;
+    m->cuda_graphs = o->cuda_graph;
+    m->tf32 = !o->no_tf32;
+    m->logits_chunk_rows = o->logits_chunk;
+    m->matmul_fusion = !o->no_matmul_fusion;
+    m->profile = o->profile;
     int is_cpu = tr->be == &cpu_backend;
     if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
     else if (precision_from_name(o->precision, &m->precision) != 0)
@@ -271,14 +281,12 @@ static void setup_model_options(Trainer *tr) {
     m->attn = k;
 }
 
-/* On a GPU: CUDA graphs if asked, and the peak rate MFU is measured against. */
+/* On a GPU: the peak rate MFU is measured against. */
 static void setup_gpu(Trainer *tr) {
     const Options *o = &tr->opt;
     tr->flops_per_token = gpt2_flops_per_token(&tr->config, o->seq_len, tr->mopt.mask != ATTN_MASK_NONE);
     if (!tr->gpu) return;
-    tr->gpu->set_cuda_graphs(o->cuda_graph);
-    if (o->no_tf32) tr->gpu->set_tf32(0);
-    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, o->peak_tflops) * 1e12;
+    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, tr->mopt.tf32, o->peak_tflops) * 1e12;
     char name[256] = "?";
     tr->gpu->device_name(name, sizeof name);
     printf("gpu: %s, peak %.0f TFLOP/s (%s) for MFU%s\n", name, tr->peak_flops / 1e12,
@@ -451,8 +459,7 @@ static float train_step(Trainer *tr, int step, float *norm_out, float *lr_out) {
     for (int micro = 0; micro < o->grad_accum; micro++) {
         loader_next(&tr->train_loader, tr->inputs, tr->targets);
         loss += be->forward(tr->model, tr->inputs, tr->targets, o->batch, o->seq_len);
-        if (tr->dist.world > 1) be->set_grad_sync(tr->model, micro == o->grad_accum - 1);
-        be->backward(tr->model, loss_scale);
+        be->backward(tr->model, loss_scale, micro == o->grad_accum - 1);
     }
     loss = be->mean_over_ranks(tr->model, loss / o->grad_accum);
     float norm = be->grad_norm(tr->model);
@@ -597,13 +604,32 @@ static void setup(Trainer *tr, int argc, char **argv) {
     printf("model: %d layers, %d heads, %d channels, vocab %d (padded %d), max seq %d: %.2fM parameters\n",
            c->num_layers, c->num_heads, c->channels, c->vocab_size, c->padded_vocab_size,
            c->max_seq_len, gpt2_num_params(c) / 1e6);
-    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d\n",
+    /* the GPU's switches: graphs and TF32 always, the measuring ones when set */
+    char gpu_set[192] = "";
+    if (tr->gpu) {
+        const ModelOptions *mo = &tr->mopt;
+        int n = snprintf(gpu_set, sizeof gpu_set, ", cuda graphs %s, tf32 %s", mo->cuda_graphs ? "on" : "off",
+                         mo->tf32 ? "on" : "off");
+        if (mo->logits_chunk_rows) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", logits chunk %d", mo->logits_chunk_rows);
+        if (!mo->matmul_fusion) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fusion off");
+        if (mo->profile) snprintf(gpu_set + n, sizeof gpu_set - n, ", profile on");
+    }
+    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d%s\n",
            tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
-           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step);
-    if (tr->dist.world > 1)
-        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s\n",
+           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step, gpu_set);
+    if (tr->dist.world > 1) {
+        /* how the gradients travel, where not the default */
+        char dist_set[192] = "";
+        int n = 0;
+        if (!o->zero && !o->dp_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", dp overlap off");
+        if (o->dp_bucket_layers != 3) n += snprintf(dist_set + n, sizeof dist_set - n, ", buckets of %d layers", o->dp_bucket_layers);
+        if (o->zero && o->zero_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", zero overlap on");
+        if (o->zero && o->zero_gather_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", zero gather overlap on");
+        if (o->nccl_max_ctas) snprintf(dist_set + n, sizeof dist_set - n, ", nccl max ctas %d", o->nccl_max_ctas);
+        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s%s\n",
                tr->dist.world, tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero,
-               precision_name(tr->mopt.grad_comm));
+               precision_name(tr->mopt.grad_comm), dist_set);
+    }
     printf("data: %s (%zu tokens), validation: %s\n", tr->train_ds.name, tr->train_ds.num_tokens,
            tr->val_is_separate ? tr->val_ds.name : "5% split of the training data");
     fflush(stdout);

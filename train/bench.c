@@ -398,6 +398,11 @@ static void model_options_for(const BenchEnv *env, const BenchPlan *p, const Ben
     mo->recompute = env->opt->recompute;
     mo->no_linear_bias = !p->linear_biases;
     mo->threads = env->opt->threads;
+    mo->cuda_graphs = env->opt->cuda_graph;
+    mo->tf32 = !env->opt->no_tf32;
+    mo->logits_chunk_rows = env->opt->logits_chunk;
+    mo->matmul_fusion = !env->opt->no_matmul_fusion;
+    mo->profile = env->opt->profile;
 }
 
 /* Why the cell cannot run on this backend, or NULL. */
@@ -448,7 +453,7 @@ static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feede
     for (int micro = 0; micro < accum; micro++) {
         feeder_fill(fd);
         loss += be->forward(m, fd->inputs, fd->targets, fd->B, fd->T);
-        be->backward(m, 1.0f / accum);
+        be->backward(m, 1.0f / accum, micro == accum - 1);
     }
     float norm = be->grad_norm(m);
     AdamWStep s;
@@ -501,7 +506,7 @@ static void measure_memory(const BenchEnv *env, Model *m, double rss_before, Ben
 /* Model FLOPs (causal attention at half cost for the causal and the dense causal mask) over
  * the device's peak; NAN when the peak is not known (the CPU, unless --peak-tflops). */
 static double model_flops_utilisation(const BenchEnv *env, const BenchPlan *p, const BenchCell *c) {
-    double peak = env->x ? env->x->peak_tflops(c->precision, env->opt->peak_tflops) : env->opt->peak_tflops;
+    double peak = env->x ? env->x->peak_tflops(c->precision, !env->opt->no_tf32, env->opt->peak_tflops) : env->opt->peak_tflops;
     if (peak <= 0) return NAN;
     double flops = gpt2_flops_per_token(&p->models[c->model].config, c->seq_len, c->mask != ATTN_MASK_NONE);
     return flops * c->tok_per_s / (peak * 1e12);
@@ -717,7 +722,6 @@ int bench_main(const Options *o) {
         goto done;
     }
     if (prepare_out_dir(o->bench_out) != 0) goto done;
-    if (env.x && o->cuda_graph) env.x->set_cuda_graphs(1);
     describe_device(&env, &env.ctx);
     print_plan(&env, &plan);
 
