@@ -28,20 +28,20 @@ results="$OUT/results.md"
 } >"$results"
 
 declare -A base
-# one NAME MODEL GPUS B ZERO [ENV=VALUE...]: a run; appends its row
+# one NAME MODEL GPUS B ZERO [OPTION...]: a run (more train_gpt2 options last); appends its row
 one() {
     local name=$1 model=$2 gpus=$3 B=$4 zero=$5; shift 5
-    local envs=("$@")
+    local extra=("$@")
     local args=(--data "$data" --val-data "$data" --model "$model" --vocab 50257 --seq-len 1024 --batch "$B" --precision bf16 --attn flash
                 --steps "$STEPS" --warmup 5 --val-every 0 --val-batches 1 --sample-len 0 --zero "$zero"
-                --log "$OUT/$name.jsonl")
+                --log "$OUT/$name.jsonl" "${extra[@]}")
     local cmd=("$BIN" "${args[@]}")
     [ "$gpus" -gt 1 ] && cmd=("$BIN" --gpus "$gpus" "${args[@]}")
-    echo "== $name: ${envs[*]} ${cmd[*]}"
+    echo "== $name: ${cmd[*]}"
     if [ "$gpus" -eq 1 ]; then
-        env "${envs[@]}" CUDA_VISIBLE_DEVICES=0 timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
+        env CUDA_VISIBLE_DEVICES=0 timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
     else
-        env "${envs[@]}" timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
+        timeout 300 "${cmd[@]}" >"$OUT/$name.out" 2>&1
     fi
     local rc=$?
     grep -E '^(step +(1|2|10|'"$STEPS"')/|summary|dist|train)' "$OUT/$name.out"
@@ -50,7 +50,7 @@ one() {
         echo "| $model | $gpus | $B | $zero | failed | | | |" >>"$results"
         return
     fi
-    python3 - "$OUT/$name.jsonl" "$model" "$gpus" "$B" "$zero${envs[*]:+ (${envs[*]})}" "${base[$model-$B]:-}" >>"$results" <<'EOF'
+    python3 - "$OUT/$name.jsonl" "$model" "$gpus" "$B" "$zero${extra[*]:+ (${extra[*]})}" "${base[$model-$B]:-}" >>"$results" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 s = [r for r in rows if r.get("type") == "summary"][-1]
@@ -70,8 +70,8 @@ for B in ${BATCHES:-16 64}; do
         [ "$ngpu" -ge $g ] || continue
         one gpt2_${g}gpu_B$B gpt2 $g $B 0
         one gpt2_${g}gpu_zero1_B$B gpt2 $g $B 1
-        one gpt2_${g}gpu_zero1_buckets_B$B gpt2 $g $B 1 TRAIN_GPT2_ZERO_OVERLAP=1
-        one gpt2_${g}gpu_nooverlap_B$B gpt2 $g $B 0 TRAIN_GPT2_DP_OVERLAP=0
+        one gpt2_${g}gpu_zero1_buckets_B$B gpt2 $g $B 1 --zero-overlap 1
+        one gpt2_${g}gpu_nooverlap_B$B gpt2 $g $B 0 --dp-overlap 0
     done
 done
 if [ "$ngpu" -ge 4 ]; then

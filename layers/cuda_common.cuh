@@ -11,7 +11,7 @@
 #include <cuda_bf16.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include "model/backend.h"
+#include "model/precision.h"
 
 #define CUDA_CHECK(call)                                                                    \
     do {                                                                                    \

@@ -18,7 +18,7 @@
 
 #include <stddef.h>
 #include <cuda_runtime.h>
-#include "model/backend.h" /* Precision */
+#include "model/precision.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -8,16 +8,14 @@
 #define BACKEND_H
 
 #include <stddef.h>
+#include <string.h>
 #include "model/gpt2.h"
 #include "attention/attention.h"
+#include "model/precision.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef enum { PRECISION_FP32 = 0, PRECISION_BF16, PRECISION_NUM } Precision;
-const char *precision_name(Precision p);
-int precision_from_name(const char *name, Precision *out);
 
 typedef struct {
     GPT2Config config;
@@ -32,14 +30,43 @@ typedef struct {
     int threads;            /* CPU: OpenMP threads, 0 = default */
     /* Data parallel over processes (CUDA with NCCL only; world 0 or 1 = one process).
      * create() joins the NCCL communicator of nccl_id (DIST_ID_BYTES, the same on every rank)
-     * and is then collective, as are backward with grad sync on, grad_norm, update and, with
+     * and is then collective, as are backward with sync_grads, grad_norm, update and, with
      * zero_stage 1, get_params and get_adam_state. */
     int rank, world;
     int zero_stage;         /* 1: AdamW state sharded over the ranks (ZeRO stage 1) */
     const void *nccl_id;
     double dist_timeout_s;  /* a collective silent this long stops the process (0 = 300) */
     Precision grad_comm;    /* element type gradients cross the wire in (bf16: half the bytes) */
+    /* How gradients and weights travel (world > 1; model/grad_sync_cuda.h). */
+    int dp_overlap;         /* plain DP: sum each bucket of layers during backward (0: one
+                             * all-reduce after backward) */
+    int dp_bucket_layers;   /* layers per bucket (<= 0: 3) */
+    int zero_overlap;       /* ZeRO-1: reduce each bucket during backward (0: one reduce-scatter
+                             * after backward) */
+    int zero_gather_overlap;/* ZeRO-1: weights broadcast per layer before the next forward uses
+                             * them (0: one all-gather after AdamW) */
+    int nccl_max_ctas;      /* cap on NCCL's CTAs (0: NCCL's choice; NCCL_MAX_CTAS and
+                             * NCCL_MAX_NCHANNELS in the environment win) */
+    /* CUDA only; the CPU ignores them. */
+    int cuda_graphs;        /* replay forward and backward as CUDA graphs (captured on the second
+                             * call with the same shapes; one process only) */
+    int tf32;               /* fp32 matmuls on TF32 tensor cores (0 for exact fp32 comparisons) */
+    int logits_chunk_rows;  /* fp32: rows of logits computed at a time (0 = automatic: at most
+                             * 256 MiB of fp32 logits); bf16 keeps all N rows */
+    int matmul_fusion;      /* cuBLASLt fused epilogues (0 for measuring them) */
+    int profile;            /* CUDA event marks between the parts of each step, the per-part
+                             * table printed to stderr by destroy */
 } ModelOptions;
+
+/* All zero but the settings that default on: tf32, matmul_fusion, dp_overlap, and buckets of 3
+ * layers. Callers fill in the rest (config, B, T, attn, ...). */
+static inline void model_options_defaults(ModelOptions *o) {
+    memset(o, 0, sizeof *o);
+    o->tf32 = 1;
+    o->matmul_fusion = 1;
+    o->dp_overlap = 1;
+    o->dp_bucket_layers = 3;
+}
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
@@ -70,16 +97,15 @@ typedef struct {
     void (*logits_at)(Model *m, int b, int t, float *out);
     void (*zero_grad)(Model *m);
     /* Backward of the last forward; gradients accumulate, each scaled by loss_scale
-     * (1/grad_accum), so the accumulated gradient is that of the mean loss. */
-    void (*backward)(Model *m, float loss_scale);
+     * (1/grad_accum), so the accumulated gradient is that of the mean loss. With sync_grads (data
+     * parallel: the last micro-batch of an accumulation) this backward also sums the gradients
+     * over the ranks, and the loop's loss_scale holds 1/world so that the sum is the mean; with
+     * one process it changes nothing. */
+    void (*backward)(Model *m, float loss_scale, int sync_grads);
     float (*grad_norm)(Model *m);                          /* global L2 norm of all grads */
     void (*update)(Model *m, const AdamWStep *s);
     /* Device memory: what the program holds now, and the peak it reached. 0 on the CPU. */
     size_t (*memory_in_use)(Model *m);
-    /* Data parallel: whether the next backwards sum their gradients over the ranks (the
-     * loop turns it on for the last micro-batch of an accumulation; it starts on, and the
-     * loop's loss_scale holds 1/world so that the sum is the mean). */
-    void (*set_grad_sync)(Model *m, int on);
     /* The mean of x over the ranks (collective); x itself in one process. */
     double (*mean_over_ranks)(Model *m, double x);
 } Backend;

@@ -50,7 +50,8 @@ static void settle(DistComm *c, ncclResult_t rc, const char *what) {
     if (rc != ncclSuccess) die(c, what, ncclGetErrorString(rc));
 }
 
-DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, char *err, size_t errlen) {
+DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, int max_ctas, char *err,
+                       size_t errlen) {
     DistComm *c = (DistComm *)calloc(1, sizeof *c);
     c->rank = rank;
     c->world = world;
@@ -60,11 +61,9 @@ DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     /* Fewer NCCL CTAs leave SMs to the backward's matmuls that the gradient sync overlaps
-     * (TRAIN_GPT2_NCCL_MAX_CTAS=N; 0 or unset: NCCL's own choice). NCCL_MAX_CTAS or
-     * NCCL_MAX_NCHANNELS in the environment win. */
-    const char *ctas = getenv("TRAIN_GPT2_NCCL_MAX_CTAS");
-    if (ctas && atoi(ctas) > 0 && !getenv("NCCL_MAX_CTAS") && !getenv("NCCL_MAX_NCHANNELS"))
-        config.maxCTAs = atoi(ctas);
+     * (--nccl-max-ctas N; 0: NCCL's own choice). NCCL's own NCCL_MAX_CTAS or NCCL_MAX_NCHANNELS
+     * in the environment win: NCCL reads them itself. */
+    if (max_ctas > 0 && !getenv("NCCL_MAX_CTAS") && !getenv("NCCL_MAX_NCHANNELS")) config.maxCTAs = max_ctas;
     ncclResult_t rc = ncclCommInitRankConfig(&c->comm, world, id, rank, &config);
     double deadline = now_s() + c->timeout_s;
     while (rc == ncclInProgress) {
@@ -140,7 +139,8 @@ void distc_sync(DistComm *c, cudaStream_t stream) {
 
 struct DistComm { int unused; };
 
-DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, char *err, size_t errlen) {
+DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, int max_ctas, char *err,
+                       size_t errlen) {
     set_err(err, errlen, "this build has no NCCL (nccl.h was not found), so it trains on one GPU only");
     return NULL;
 }

@@ -1,4 +1,4 @@
-/* model/dist_cuda.h: the CUDA backend's NCCL communicator (C++ only, used by gpt2_cuda.cu).
+/* model/dist_cuda.h: the CUDA backend's NCCL communicator (C++ only, used by grad_sync_cuda.cu).
  *
  * The communicator is non-blocking, and every wait on a stream that holds collectives polls
  * NCCL's asynchronous error state against a deadline: a rank that dies or hangs makes the
@@ -14,8 +14,11 @@
 typedef struct DistComm DistComm;
 typedef enum { DIST_F32 = 0, DIST_BF16, DIST_F64 } DistType;
 
-/* Joins the world's communicator (collective). NULL with one line in err on failure/timeout. */
-DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, char *err, size_t errlen);
+/* Joins the world's communicator (collective). NULL with one line in err on failure/timeout.
+ * max_ctas > 0 caps the CTAs NCCL uses (fewer leave SMs to the matmuls the gradient sync
+ * overlaps; --nccl-max-ctas); NCCL_MAX_CTAS or NCCL_MAX_NCHANNELS in the environment win. */
+DistComm *distc_create(int rank, int world, const void *nccl_id, double timeout_s, int max_ctas, char *err,
+                       size_t errlen);
 void distc_destroy(DistComm *c);
 
 /* Collectives, enqueued on `stream` (in place). On an NCCL error they print and exit(1). */

@@ -272,7 +272,8 @@ static void cpu_zero_grad(Model *m) {
     memset(m->grads, 0, m->num_params * sizeof(float));
 }
 
-static void cpu_backward(Model *m, float loss_scale) {
+/* One process: its gradients are already the world's, so sync_grads changes nothing. */
+static void cpu_backward(Model *m, float loss_scale, int sync_grads) {
     const int B = m->B, T = m->T, C = m->c.channels, V = m->c.vocab_size, L = m->c.num_layers;
     const int BT = B * T;
     Activations *a = &m->act;
@@ -352,8 +353,7 @@ static void cpu_get_adam(Model *m, float *mom, float *var) {
     memcpy(var, m->adam_v, m->num_params * sizeof(float));
 }
 static size_t cpu_memory_in_use(Model *m) { return 0; }
-/* One process: its gradients are already the world's, and a mean over one rank is itself. */
-static void cpu_set_grad_sync(Model *m, int on) {}
+/* One process: a mean over one rank is itself. */
 static double cpu_mean_over_ranks(Model *m, double x) { return x; }
 
 const Backend cpu_backend = {
@@ -372,6 +372,5 @@ const Backend cpu_backend = {
     .grad_norm = cpu_grad_norm,
     .update = cpu_update,
     .memory_in_use = cpu_memory_in_use,
-    .set_grad_sync = cpu_set_grad_sync,
     .mean_over_ranks = cpu_mean_over_ranks,
 };

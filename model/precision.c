@@ -1,7 +1,7 @@
 /* model/precision.c: names of the numeric precisions a backend can train in. */
 #include <string.h>
 
-#include "model/backend.h"
+#include "model/precision.h"
 
 static const char *const PRECISION_NAMES[PRECISION_NUM] = {"fp32", "bf16"};
 

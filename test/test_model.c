@@ -71,7 +71,7 @@ static void test_gradients_match_finite_differences(AttnKernel k) {
     cpu_backend.set_params(m, p);
     cpu_backend.zero_grad(m);
     cpu_backend.forward(m, inputs, targets, B, T);
-    cpu_backend.backward(m, 1.0f);
+    cpu_backend.backward(m, 1.0f, 1);
     float *g = malloc(n * sizeof(float));
     cpu_backend.get_grads(m, g);
 
@@ -133,7 +133,7 @@ static void test_kernels_agree(void) {
         cpu_backend.set_params(m, p);
         cpu_backend.zero_grad(m);
         loss[k] = cpu_backend.forward(m, inputs, targets, B, T);
-        cpu_backend.backward(m, 1.0f);
+        cpu_backend.backward(m, 1.0f, 1);
         g[k] = malloc(n * sizeof(float));
         cpu_backend.get_grads(m, g[k]);
         cpu_backend.destroy(m);
@@ -166,7 +166,7 @@ static void test_overfits_one_batch(void) {
     for (int step = 0; step < 150; step++) {
         cpu_backend.zero_grad(m);
         float loss = cpu_backend.forward(m, inputs, targets, B, T);
-        cpu_backend.backward(m, 1.0f);
+        cpu_backend.backward(m, 1.0f, 1);
         AdamWStep a = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f,
                        .weight_decay = 0.0f, .grad_scale = 1.0f, .t = step + 1};
         cpu_backend.update(m, &a);
@@ -194,12 +194,12 @@ static void test_grad_accumulation(void) {
     float *g1 = malloc(n * sizeof(float)), *g2 = malloc(n * sizeof(float));
     cpu_backend.zero_grad(m);
     cpu_backend.forward(m, inputs, targets, B, T);
-    cpu_backend.backward(m, 1.0f);
+    cpu_backend.backward(m, 1.0f, 1);
     cpu_backend.get_grads(m, g1);
     cpu_backend.zero_grad(m);
     for (int i = 0; i < 2; i++) {
         cpu_backend.forward(m, inputs, targets, B, T);
-        cpu_backend.backward(m, 0.5f);
+        cpu_backend.backward(m, 0.5f, i == 1);
     }
     cpu_backend.get_grads(m, g2);
     CHECK(test_max_err_scaled(g2, g1, n) < 1e-6, "accumulated gradient differs");

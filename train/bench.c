@@ -319,7 +319,7 @@ static Model *create_largest(const Backend *be, ModelOptions *mo, int cap, char 
 
 static void model_options_for(const BenchEnv *env, const BenchPlan *p, const BenchCell *c,
                               const float *bias, ModelOptions *mo) {
-    memset(mo, 0, sizeof *mo);
+    model_options_defaults(mo);
     trainer_model_options(env->opt, mo);
     mo->config = p->models[c->model].config;
     mo->B = c->batch;
@@ -409,7 +409,7 @@ static void measure_memory(const BenchEnv *env, Model *m, double rss_before, Ben
 /* Model FLOPs (causal attention at half cost for the causal and the dense causal mask) over
  * the device's peak; NAN when the peak is not known (the CPU, unless --peak-tflops). */
 static double model_flops_utilisation(const BenchEnv *env, const BenchPlan *p, const BenchCell *c) {
-    double peak = env->x ? env->x->peak_tflops(c->precision, env->opt->peak_tflops) : env->opt->peak_tflops;
+    double peak = env->x ? env->x->peak_tflops(c->precision, !env->opt->no_tf32, env->opt->peak_tflops) : env->opt->peak_tflops;
     if (peak <= 0) return NAN;
     double flops = gpt2_flops_per_token(&p->models[c->model].config, c->seq_len, c->mask != ATTN_MASK_NONE);
     return flops * c->tok_per_s / (peak * 1e12);
@@ -628,7 +628,6 @@ int bench_main(const Options *o) {
         goto done;
     }
     if (prepare_out_dir(o->bench_out) != 0) goto done;
-    if (env.x && o->cuda_graph) env.x->set_cuda_graphs(1);
     describe_device(&env, &env.ctx);
     print_plan(&env, &plan);
 

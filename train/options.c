@@ -61,10 +61,18 @@ static const OptSpec SPECS[] = {
     {"cuda-graph", 0, OPT_FLAG, F(cuda_graph), 0, 1, NULL, "capture the training step as a CUDA graph and replay it"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
+    {"logits-chunk", 0, OPT_INT, F(logits_chunk), 0, 1 << 30, "N", "GPU, fp32: rows of logits computed at a time (0 = automatic: at most 256 MiB of them; bf16 keeps all rows)"},
+    {"no-matmul-fusion", 0, OPT_FLAG, F(no_matmul_fusion), 0, 1, NULL, "GPU: cuBLASLt's fused epilogues (bias, GELU) off, separate kernels instead (for measuring the fusion)"},
+    {"profile", 0, OPT_FLAG, F(profile), 0, 1, NULL, "GPU: CUDA event marks between the parts of each step, the per-part times printed at the end (steps not replayed as CUDA graphs; the marks cost about 1 ms a step)"},
     {"gpus", 0, OPT_INT, F(gpus), 0, 4096, "N", "data-parallel training on N GPUs of this node: starts N worker processes (default: 0 = one process, or the world of torchrun/srun/mpirun)"},
     {"zero", 0, OPT_INT, F(zero), 0, 1, "STAGE", "with several GPUs: 1 shards the AdamW state over the ranks (ZeRO stage 1), 0 = plain data parallel"},
     {"grad-comm", 0, OPT_STR, F(grad_comm), 0, 0, "T", "with several GPUs: gradients are summed over the GPUs in fp32 or bf16 (default: bf16 when training in bf16, else fp32)"},
     {"dist-timeout", 0, OPT_DOUBLE, F(dist_timeout), 1, 1e6, "S", "with several GPUs: stop when the rendezvous or a collective makes no progress for S seconds"},
+    {"dp-overlap", 0, OPT_INT, F(dp_overlap), 0, 1, "0|1", "with several GPUs, plain data parallel: 1 sums the gradients per bucket of layers during backward, 0 in one all-reduce after it"},
+    {"dp-bucket-layers", 0, OPT_INT, F(dp_bucket_layers), 1, 1 << 20, "K", "with several GPUs: consecutive layers per gradient bucket of --dp-overlap 1 and --zero-overlap 1"},
+    {"zero-overlap", 0, OPT_INT, F(zero_overlap), 0, 1, "0|1", "with --zero 1: 1 reduces the gradients per bucket during backward, 0 in one reduce-scatter after it"},
+    {"zero-gather-overlap", 0, OPT_INT, F(zero_gather_overlap), 0, 1, "0|1", "with --zero 1: 1 broadcasts the updated weights per layer, each waited for just before the next forward reads it; 0 gathers them in one all-gather after AdamW"},
+    {"nccl-max-ctas", 0, OPT_INT, F(nccl_max_ctas), 0, 1024, "N", "with several GPUs: at most N CTAs for NCCL's kernels, leaving SMs to the matmuls the gradient sync overlaps (0 = NCCL's choice; NCCL_MAX_CTAS or NCCL_MAX_NCHANNELS in the environment win)"},
     {"val-every", 0, OPT_INT, F(val_every), 0, INT_MAX, "N", "validation loss every N steps (0 = only at the end)"},
     {"val-batches", 0, OPT_INT, F(val_batches), 1, INT_MAX, "N", "batches per validation"},
     {"sample-every", 0, OPT_INT, F(sample_every), 0, INT_MAX, "N", "print a sample every N steps (0 = only at the end)"},
@@ -143,6 +151,8 @@ void options_defaults(Options *o) {
     o->bench_out = "bench_out";
     o->bench_warmup = -1;
     o->dist_timeout = 300;
+    o->dp_overlap = 1;
+    o->dp_bucket_layers = 3;
 }
 
 /* The default of an option as text, read from a defaulted Options. */

@@ -36,11 +36,19 @@ typedef struct {
     int cuda_graph;
     double peak_tflops;          /* 0 = from the GPU table */
     int no_tf32;                 /* fp32 matmuls without TF32 tensor cores (exact comparisons) */
+    int logits_chunk;            /* fp32 on a GPU: logits rows at a time; 0 = automatic */
+    int no_matmul_fusion;        /* cuBLASLt fused epilogues off (measuring) */
+    int profile;                 /* per-part step times from CUDA events, printed at the end */
     /* several GPUs (train/dist.h) */
     int gpus;                    /* --gpus N: start N workers on this node; 0 = from the launcher */
     int zero;                    /* ZeRO stage: 0 = plain data parallel, 1 = sharded AdamW state */
     const char *grad_comm;       /* gradients on the wire: fp32 | bf16; NULL = the precision's */
     double dist_timeout;         /* seconds before a silent peer stops the run */
+    int dp_overlap;              /* plain DP: 1 = per-bucket all-reduce during backward */
+    int dp_bucket_layers;        /* layers per gradient bucket */
+    int zero_overlap;            /* ZeRO-1: 1 = per-bucket reduce during backward */
+    int zero_gather_overlap;     /* ZeRO-1: 1 = per-layer weight broadcast before forward */
+    int nccl_max_ctas;           /* 0 = NCCL's choice */
     /* evaluation, sampling, checkpoints, logs */
     int val_every, val_batches;
     int sample_every, sample_len, top_k;

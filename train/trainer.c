@@ -111,6 +111,16 @@ void trainer_model_options(const Options *o, ModelOptions *m) {
     m->recompute = o->recompute;
     m->no_linear_bias = o->no_linear_bias;
     m->threads = o->threads;
+    m->cuda_graphs = o->cuda_graph;
+    m->tf32 = !o->no_tf32;
+    m->logits_chunk_rows = o->logits_chunk;
+    m->matmul_fusion = !o->no_matmul_fusion;
+    m->profile = o->profile;
+    m->dp_overlap = o->dp_overlap;
+    m->dp_bucket_layers = o->dp_bucket_layers;
+    m->zero_overlap = o->zero_overlap;
+    m->zero_gather_overlap = o->zero_gather_overlap;
+    m->nccl_max_ctas = o->nccl_max_ctas;
 }
 
 const char *trainer_check_attention(AttnKernel k, AttnPlace place, int B, int T, int H, int D,
@@ -141,8 +151,7 @@ float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSou
     for (int micro = 0; micro < shape->grad_accum; micro++) {
         next(ctx, inputs, targets);
         loss += be->forward(m, inputs, targets, shape->B, shape->T);
-        if (shape->world > 1) be->set_grad_sync(m, micro == shape->grad_accum - 1);
-        be->backward(m, loss_scale);
+        be->backward(m, loss_scale, micro == shape->grad_accum - 1); /* the last one sums over the ranks */
     }
     loss = be->mean_over_ranks(m, loss / shape->grad_accum);
     float norm = be->grad_norm(m);
@@ -301,7 +310,7 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
 static void setup_model_options(Trainer *tr) {
     const Options *o = &tr->opt;
     ModelOptions *m = &tr->mopt;
-    memset(m, 0, sizeof *m);
+    model_options_defaults(m);
     trainer_model_options(o, m);
     m->config = tr->config;
     m->B = o->batch;
@@ -345,14 +354,12 @@ static void setup_model_options(Trainer *tr) {
     m->attn = k;
 }
 
-/* On a GPU: CUDA graphs if asked, and the peak rate MFU is measured against. */
+/* On a GPU: the peak rate MFU is measured against. */
 static void setup_gpu(Trainer *tr) {
     const Options *o = &tr->opt;
     tr->flops_per_token = gpt2_flops_per_token(&tr->config, o->seq_len, tr->mopt.mask != ATTN_MASK_NONE);
     if (!tr->gpu) return;
-    tr->gpu->set_cuda_graphs(o->cuda_graph);
-    if (o->no_tf32) tr->gpu->set_tf32(0);
-    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, o->peak_tflops) * 1e12;
+    tr->peak_flops = tr->gpu->peak_tflops(tr->mopt.precision, tr->mopt.tf32, o->peak_tflops) * 1e12;
 }
 
 /* On the CPU the backend's allocations are checked against the host's memory first, as the
@@ -580,13 +587,32 @@ static void print_header(const Trainer *tr) {
     printf("model: %d layers, %d heads, %d channels, vocab %d (padded %d), max seq %d: %.2fM parameters\n",
            c->num_layers, c->num_heads, c->channels, c->vocab_size, c->padded_vocab_size, c->max_seq_len,
            gpt2_num_params(c) / 1e6);
-    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d\n",
+    /* the GPU's switches: graphs and TF32 always, the measuring ones when set */
+    char gpu_set[192] = "";
+    if (tr->gpu) {
+        const ModelOptions *mo = &tr->mopt;
+        int n = snprintf(gpu_set, sizeof gpu_set, ", cuda graphs %s, tf32 %s", mo->cuda_graphs ? "on" : "off",
+                         mo->tf32 ? "on" : "off");
+        if (mo->logits_chunk_rows) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", logits chunk %d", mo->logits_chunk_rows);
+        if (!mo->matmul_fusion) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fusion off");
+        if (mo->profile) snprintf(gpu_set + n, sizeof gpu_set - n, ", profile on");
+    }
+    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d%s\n",
            tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
-           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step);
-    if (tr->dist.world > 1)
-        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s\n",
+           attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step, gpu_set);
+    if (tr->dist.world > 1) {
+        /* how the gradients travel, where not the default */
+        char dist_set[192] = "";
+        int n = 0;
+        if (!o->zero && !o->dp_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", dp overlap off");
+        if (o->dp_bucket_layers != 3) n += snprintf(dist_set + n, sizeof dist_set - n, ", buckets of %d layers", o->dp_bucket_layers);
+        if (o->zero && o->zero_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", zero overlap on");
+        if (o->zero && o->zero_gather_overlap) n += snprintf(dist_set + n, sizeof dist_set - n, ", zero gather overlap on");
+        if (o->nccl_max_ctas) snprintf(dist_set + n, sizeof dist_set - n, ", nccl max ctas %d", o->nccl_max_ctas);
+        printf("dist: %d GPUs (%s), B=%d per GPU: %d sequences per step, ZeRO stage %d, gradients in %s%s\n",
                tr->dist.world, tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero,
-               precision_name(tr->mopt.grad_comm));
+               precision_name(tr->mopt.grad_comm), dist_set);
+    }
     printf("data: %s (%zu tokens), validation: %s\n", tr->data.train.name, tr->data.train.num_tokens,
            tr->data.val_is_separate ? tr->data.val.name : "5% split of the training data");
     if (tr->resume_model[0]) printf("resume: %s (step %d)\n", tr->resume_model, tr->start_step);

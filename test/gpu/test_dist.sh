@@ -5,12 +5,12 @@
 #      per step, per-micro-batch gradients scaled by the same power of two; step 1 equal, later
 #      steps within 1e-5 (only the order of gradient sums differs).
 #   2. bf16: step 1 equal, then within bf16 noise (gradients summed in bf16, the default);
-#      with --grad-comm fp32 as the fp32 case. Buckets of 3 layers and the flat all-reduce sum
-#      the same gradients as per-layer buckets.
+#      with --grad-comm fp32 as the fp32 case. Buckets of 1 layer (--dp-bucket-layers 1) and the
+#      flat all-reduce (--dp-overlap 0) sum the same gradients as the default buckets of 3.
 #   3. ZeRO-1 gives the losses of plain data parallel (fp32 and bf16), with its gradients reduced
-#      per bucket during backward (the default) and its weights gathered per layer (off by
-#      default), with the bucket reduce alone, and with the old single reduce-scatter + all-gather
-#      (env switches set explicitly, so every variant is checked whatever the defaults).
+#      per bucket during backward and its weights gathered per layer, with the bucket reduce
+#      alone, and with the single reduce-scatter + all-gather (the default); --zero-overlap and
+#      --zero-gather-overlap are set explicitly, so every variant is checked whatever the defaults.
 #   4. A 2-GPU ZeRO-1 checkpoint resumes on 1 GPU (grad-accum 2) and continues the 1-GPU curve.
 #   5. Failure: rank 1 killed -> rank 0 (torchrun-style launch) stops within --dist-timeout with a
 #      message; a worker of --gpus 2 killed -> the launcher stops the other and fails fast.
@@ -87,25 +87,26 @@ run two_bf16 "$BIN" --gpus 2 --precision bf16 "${COMMON[@]}" --batch 4
 check "bf16 (gradients summed in bf16): 1 GPU x accum 2 vs 2 GPUs" one_bf16 two_bf16 1 6 2e-2 1e-6
 run two_bf16_f32comm "$BIN" --gpus 2 --precision bf16 --grad-comm fp32 "${COMMON[@]}" --batch 4
 check "bf16, --grad-comm fp32: 1 GPU x accum 2 vs 2 GPUs" one_bf16 two_bf16_f32comm 1 6 1e-5 1e-6
-# buckets of 3 layers (d4: layers 3-1, then 0) and the flat all-reduce sum the same gradients
-run two_fp32_b3 env TRAIN_GPT2_DP_BUCKET_LAYERS=3 "$BIN" --gpus 2 "${FP32[@]}" "${COMMON[@]}" --batch 4
-check "fp32: buckets of 3 layers vs 1" two_fp32 two_fp32_b3 1 6 1e-5 1e-6
-run two_bf16_flat env TRAIN_GPT2_DP_OVERLAP=0 "$BIN" --gpus 2 --precision bf16 "${COMMON[@]}" --batch 4
-check "bf16 comm: one flat all-reduce vs per-layer buckets" two_bf16 two_bf16_flat 1 6 1e-5 1e-6
+# buckets of 1 layer and of 3 (the default; d4: layers 3-1, then 0) and the flat all-reduce sum
+# the same gradients
+run two_fp32_b1 "$BIN" --gpus 2 --dp-bucket-layers 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+check "fp32: buckets of 1 layer vs 3" two_fp32 two_fp32_b1 1 6 1e-5 1e-6
+run two_bf16_flat "$BIN" --gpus 2 --dp-overlap 0 --precision bf16 "${COMMON[@]}" --batch 4
+check "bf16 comm: one flat all-reduce vs buckets of 3 layers" two_bf16 two_bf16_flat 1 6 1e-5 1e-6
 
 # --- 3: ZeRO-1 -------------------------------------------------------------------------------
-ZNEW=(TRAIN_GPT2_ZERO_OVERLAP=1 TRAIN_GPT2_ZERO_GATHER_OVERLAP=1)
-ZRS=(TRAIN_GPT2_ZERO_OVERLAP=1 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0)
-ZOLD=(TRAIN_GPT2_ZERO_OVERLAP=0 TRAIN_GPT2_ZERO_GATHER_OVERLAP=0)
-run zero_fp32 env "${ZNEW[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+ZNEW=(--zero-overlap 1 --zero-gather-overlap 1)
+ZRS=(--zero-overlap 1 --zero-gather-overlap 0)
+ZOLD=(--zero-overlap 0 --zero-gather-overlap 0)
+run zero_fp32 "$BIN" --gpus 2 --zero 1 "${ZNEW[@]}" "${FP32[@]}" "${COMMON[@]}" --batch 4
 check "fp32: ZeRO-1 (bucket reduce + per-layer gather) vs plain data parallel" two_fp32 zero_fp32 1 6 1e-5 1e-6
-run zero_fp32_rs env "${ZRS[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+run zero_fp32_rs "$BIN" --gpus 2 --zero 1 "${ZRS[@]}" "${FP32[@]}" "${COMMON[@]}" --batch 4
 check "fp32: ZeRO-1 (bucket reduce, one all-gather) vs plain data parallel" two_fp32 zero_fp32_rs 1 6 1e-5 1e-6
-run zero_fp32_old env "${ZOLD[@]}" "$BIN" --gpus 2 --zero 1 "${FP32[@]}" "${COMMON[@]}" --batch 4
+run zero_fp32_old "$BIN" --gpus 2 --zero 1 "${ZOLD[@]}" "${FP32[@]}" "${COMMON[@]}" --batch 4
 check "fp32: ZeRO-1 (one reduce-scatter, one all-gather) vs plain data parallel" two_fp32 zero_fp32_old 1 6 1e-5 1e-6
-run zero_bf16 env "${ZNEW[@]}" "$BIN" --gpus 2 --zero 1 --precision bf16 "${COMMON[@]}" --batch 4
+run zero_bf16 "$BIN" --gpus 2 --zero 1 "${ZNEW[@]}" --precision bf16 "${COMMON[@]}" --batch 4
 check "bf16: ZeRO-1 (bucket reduce + per-layer gather) vs plain data parallel" two_bf16 zero_bf16 1 6 2e-2 1e-6
-run zero_bf16_old env "${ZOLD[@]}" "$BIN" --gpus 2 --zero 1 --precision bf16 "${COMMON[@]}" --batch 4
+run zero_bf16_old "$BIN" --gpus 2 --zero 1 "${ZOLD[@]}" --precision bf16 "${COMMON[@]}" --batch 4
 check "bf16: ZeRO-1 bucket reduce + per-layer gather vs the old single collectives (same bf16 sums)" \
     zero_bf16_old zero_bf16 1 6 1e-5 1e-6
 

@@ -13,7 +13,6 @@
  */
 #include "test/test.h"
 #include "model/backend.h"
-#include "model/cuda_extras.h"
 #include "model/gpt2.h"
 #include "layers/layers.h"
 #include "layers/layers_cuda.h"
@@ -25,7 +24,6 @@
 typedef std::vector<float> Vec;
 
 static const Backend *gpu;
-static const CudaExtras *extras;
 
 static GPT2Config small_config(int V, int L, int C, int H, int maxT) {
     GPT2Config c;
@@ -39,10 +37,14 @@ static GPT2Config small_config(int V, int L, int C, int H, int maxT) {
     return c;
 }
 
+/* Every model here runs fp32 matmuls without TF32 (exact comparisons with the CPU). */
 static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, int recompute,
-                   int no_linear_bias = 0) {
+                   int no_linear_bias = 0, int chunk_rows = 0, int graphs = 0) {
     ModelOptions o;
-    memset(&o, 0, sizeof o);
+    model_options_defaults(&o);
+    o.tf32 = 0;
+    o.logits_chunk_rows = chunk_rows;
+    o.cuda_graphs = graphs;
     o.config = c;
     o.B = B;
     o.T = T;
@@ -254,7 +256,7 @@ static float one_step(const Backend *be, Model *m, const std::vector<int> &inp, 
                       int B, int T, Vec &grads) {
     be->zero_grad(m);
     float loss = be->forward(m, inp.data(), tgt.data(), B, T);
-    be->backward(m, 1.0f);
+    be->backward(m, 1.0f, 1);
     be->get_grads(m, grads.data());
     return loss;
 }
@@ -283,10 +285,8 @@ static void check_fp32(const char *label, const GPT2Config &c, int B, int T, int
     std::vector<int> inp(B * T), tgt(B * T);
     random_tokens(inp, c.vocab_size, &rng, 0);
     random_tokens(tgt, c.vocab_size, &rng, 1);
-    extras->set_logits_chunk_rows(chunk_rows);
     Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0);
-    Model *mg = make(gpu, c, B, T, PRECISION_FP32, recompute);
-    extras->set_logits_chunk_rows(0);
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, recompute, 0, chunk_rows);
     CHECK(mc && mg, "%s: create", label);
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
@@ -337,8 +337,8 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
             for (int i = 0; i < B * T; i++) tgt[i] = (inp[i] * 7 + 3) % c.vocab_size; /* learnable */
             lc += 0.5f * cpu_backend.forward(mc, inp.data(), tgt.data(), B, T);
             lg += 0.5f * gpu->forward(mg, inp.data(), tgt.data(), B, T);
-            cpu_backend.backward(mc, 0.5f);
-            gpu->backward(mg, 0.5f);
+            cpu_backend.backward(mc, 0.5f, micro == 1);
+            gpu->backward(mg, 0.5f, micro == 1);
         }
         nc = cpu_backend.grad_norm(mc);
         ng = gpu->grad_norm(mg);
@@ -370,7 +370,7 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
             random_tokens(inp, c.vocab_size, &rng_ulp, 0);
             for (int i = 0; i < B * T; i++) tgt[i] = (inp[i] * 7 + 3) % c.vocab_size;
             cpu_backend.forward(mu, inp.data(), tgt.data(), B, T);
-            cpu_backend.backward(mu, 0.5f);
+            cpu_backend.backward(mu, 0.5f, micro == 1);
         }
         float nu = cpu_backend.grad_norm(mu);
         AdamWStep s = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, nu > 1.0f ? 1.0f / nu : 1.0f, step};
@@ -444,13 +444,14 @@ static void check_graphs(const GPT2Config &c, int B, int T, Precision prec) {
     std::vector<int> inp(B * T), tgt(B * T);
     random_tokens(inp, c.vocab_size, &rng, 0);
     random_tokens(tgt, c.vocab_size, &rng, 1);
-    Model *mg = make(gpu, c, B, T, prec, 0);
-    CHECK(mg != NULL, "graphs: create");
-    if (!mg) return;
+    /* the same parameters in an eager model and in one that replays CUDA graphs */
+    Model *me = make(gpu, c, B, T, prec, 0);
+    Model *mg = make(gpu, c, B, T, prec, 0, 0, 0, 1);
+    CHECK(me && mg, "graphs: create");
+    if (!me || !mg) return;
+    gpu->set_params(me, params.data());
     gpu->set_params(mg, params.data());
-    extras->set_cuda_graphs(0);
-    float l0 = one_step(gpu, mg, inp, tgt, B, T, g0);
-    extras->set_cuda_graphs(1);
+    float l0 = one_step(gpu, me, inp, tgt, B, T, g0);
     int same = 1;
     for (int k = 0; k < 4; k++) { /* eager, capture, replay, replay */
         float l1 = one_step(gpu, mg, inp, tgt, B, T, g1);
@@ -461,17 +462,18 @@ static void check_graphs(const GPT2Config &c, int B, int T, Precision prec) {
     random_tokens(inp2, c.vocab_size, &rng, 0);
     Vec g2(n), g3(n);
     float la = one_step(gpu, mg, inp2, tgt, B, T, g2);
-    extras->set_cuda_graphs(0);
-    float lb = one_step(gpu, mg, inp2, tgt, B, T, g3);
+    float lb = one_step(gpu, me, inp2, tgt, B, T, g3);
     same &= la == lb && memcmp(g2.data(), g3.data(), n * 4) == 0;
     CHECK(same, "graphs (%s): replay differs from eager", precision_name(prec));
+    gpu->destroy(me);
     gpu->destroy(mg);
 }
 
 static void check_too_big(void) {
     GPT2Config c = small_config(256, 2, 64, 4, 1024);
     ModelOptions o;
-    memset(&o, 0, sizeof o);
+    model_options_defaults(&o);
+    o.tf32 = 0;
     o.config = c;
     o.B = 1 << 14;
     o.T = 1024;
@@ -492,8 +494,6 @@ int main(void) {
         printf("no GPU (%s): skipped\n", why);
         return test_summary("test_trainer_gpu");
     }
-    extras = cuda_extras();
-    extras->set_tf32(0);
     GPT2Config padded = small_config(300, 2, 64, 4, 64);   /* Vp = 384 */
     GPT2Config awkward = small_config(250, 2, 64, 4, 64);  /* Vp = V = 250 */
     check_fp32("fp32 V=300 B=4 T=32", padded, 4, 32, 0, 0);

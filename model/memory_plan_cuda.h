@@ -1,0 +1,81 @@
+/* model/memory_plan_cuda.h: where every buffer of the CUDA backend lives.
+ *
+ * Three arenas, sized before anything is allocated and allocated once by create():
+ *   params  master, grads, m, v (fp32) + the bf16 weight copy (+ the bf16 gradient copy that
+ *           data parallel sends, + a dense mask's bias)
+ *   acts    what backward needs from forward, per layer (the attention's saved buffer too)
+ *   scratch gradients of activations (shared by all layers), logits, reduction scratch
+ * With --recompute the LayerNorm outputs and the GELU output are not kept per layer: backward
+ * recomputes them into one shared buffer each.
+ * memory_plan() lays the buffers out over arena bases; with NULL bases it only measures (every
+ * pointer NULL, the sizes exact), so the same function answers "does it fit" and "where is it".
+ * C++ only (used by model/gpt2_cuda.cu).
+ */
+#ifndef MEMORY_PLAN_CUDA_H
+#define MEMORY_PLAN_CUDA_H
+
+#include <cuda_bf16.h>
+#include <stddef.h>
+#include "model/precision.h"
+#include "attention/attention.h"
+
+typedef struct {
+    /* per layer (L copies) unless recompute shares them */
+    void *ln1, *qkv, *atty, *res2, *ln2, *fch, *fch_gelu, *res3;
+    float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
+    char *att_saved;
+    void *encoded, *lnf;
+    float *lnf_mean, *lnf_rstd, *losses;
+} Acts;
+
+typedef struct {
+    void *proj;     /* (N, C): attproj / fcproj output before the residual add */
+    void *dres;     /* (N, C): gradient of the residual stream */
+    void *dln;      /* (N, C): gradient into a LayerNorm output / attention output */
+    void *dbig;     /* (N, 4C): gradient of the MLP pre-activation */
+    void *dqkv;     /* (N, 3C) */
+    void *logits;   /* (chunk_rows, ld_logits): logits, then dlogits in place */
+    void *att_ws;
+    float *reduce;  /* column-sum partials / bias-gradient scratch */
+    float *norm_partials;
+    float *logits_row; /* Vp floats for logits_at */
+    int *inputs, *targets, *uniq, *start, *pos, *num_uniq;
+    float *dloss, *loss, *sumsq;
+} Scratch;
+
+/* What the layout depends on. */
+typedef struct {
+    Precision prec;
+    int L, C, H, Vp, maxT;
+    int recompute;
+    AttnMaskKind mask;
+    const AttnImpl *attn;
+    size_t num_params;       /* real parameters */
+    size_t n_pad, shard;     /* padded to world equal shards (model/grad_sync_cuda.h) */
+    int zero;                /* ZeRO-1: AdamW m and v for the shard only */
+    int grads_bf16_copy;     /* data parallel sends gradients in bf16: an n_pad bf16 copy */
+    int logits_chunk_rows;   /* fp32: rows of logits at a time; 0 = at most 256 MiB of them */
+} MemPlanInput;
+
+typedef struct {
+    size_t param_bytes, act_bytes, scratch_bytes;
+    size_t att_saved_per_layer, att_ws_bytes;
+    int ld_logits;           /* Vp rounded up to a multiple of 8 */
+    int chunk_rows;          /* rows of logits per classifier chunk */
+    /* params arena */
+    float *params, *grads, *adam_m, *adam_v;
+    void *params_x;          /* the weights the matmuls read: bf16 copy, or == params in fp32 */
+    __nv_bfloat16 *gcomm;    /* n_pad bf16 (grads_bf16_copy), else NULL */
+    float *dense_bias;       /* (maxT, maxT) when the mask is dense */
+    Acts a;
+    Scratch s;
+} MemoryLayout;
+
+/* The attention shape of a (B, T) batch; bias: the dense mask's (T, T) bias (stride maxT). */
+AttnShape memplan_attn_shape(const MemPlanInput *in, int B, int T, const float *bias);
+/* Lays out the buffers for batch B (T = maxT) over the three arena bases (all NULL: measure
+ * only). Returns the bytes of the three arenas plus the matmul workspace. */
+size_t memory_plan(const MemPlanInput *in, int B, char *param_arena, char *act_arena, char *scratch_arena,
+                   MemoryLayout *out);
+
+#endif
