@@ -19,14 +19,39 @@
  * For a packed qkv buffer of shape (B, T, 3C), C = H*D: q = qkv, k = qkv + C, v = qkv + 2C,
  * ld_qkv = 3C; the output (B, T, C) has ld_o = C. dQ, dK, dV are overwritten, not accumulated.
  *
- * Mask (additive-bias minded): S[b,h,i,j] = scale * q_i . k_j + bias[b,h,i,j], where
- *   NONE    bias = 0
- *   CAUSAL  bias = -inf for j > i
- *   DENSE   bias read from a float array at
- *           bias[b*stride_b + h*stride_h + i*stride_row + j]; a stride of 0 broadcasts, so one
- *           T x T matrix serves every batch and head without a copy. Rows that are entirely
- *           -inf produce O = 0 and zero gradients.
- * The bias is a constant: no gradient flows into it.
+ * Grouped-query attention: K and V have Hkv heads (Hkv divides H; Hkv = H is plain multi-head,
+ * Hkv = 1 multi-query); query head h reads K/V head h / (H / Hkv) in place, without a copy, and
+ * dK, dV of a K/V head are the sums over its group of query heads. Element (b, t, g, d) of K, V,
+ * dK, dV lives at X[(b*T + t)*ld_qkv + g*D + d], g < Hkv. GPT-2's packed projection of
+ * C + 2*Hkv*D outputs: q = qkv, k = qkv + C, v = qkv + C + Hkv*D, ld_qkv = C + 2*Hkv*D.
+ *
+ * Mask and bias (additive-bias minded, composable): for query i and key j of sequence b, head h,
+ *   S[b,h,i,j] = scale * q_i . k_j + bias[b,h,i,j] - slope[h] * |i - j|    or -inf if masked,
+ *   masked(i, j) = (causal && j > i)
+ *               || (window > 0 && (causal ? j <= i - window : |i - j| >= window))
+ *               || (doc && doc[b*T + i] != doc[b*T + j])
+ *               || (key_end && (j < key_begin[b] || j >= key_end[b]))
+ * with these pieces, each optional:
+ *   kind     NONE (no structural mask), CAUSAL (j > i masked), or DENSE: no structural mask, the
+ *            bias alone (the name kept for --mask dense, a causal mask given as a -inf bias)
+ *   bias     additive float array (fp32 in every dtype) at
+ *            bias[b*stride_b + h*stride_h + i*stride_row + j]; a stride of 0 broadcasts, so one
+ *            T x T matrix serves every batch and head without a copy. Required with DENSE,
+ *            allowed with CAUSAL and NONE (dense + causal).
+ *   dbias    NULL: the bias is a constant (no gradient is computed or stored). Else backward
+ *            ADDS dL/dbias into dbias, laid out with bias's strides: entries that a stride of 0
+ *            broadcasts receive the sum over that dimension (the caller zeroes it first).
+ *   window   sliding window: query i sees keys (i - window, i] when causal; 0 = none
+ *   doc      packed documents: (B, T) ints, doc[b*T + t] = the position where t's document
+ *            starts (non-decreasing in t); attention never crosses a document boundary.
+ *            attn_doc_from_starts() builds it from per-sequence document starts (varlen).
+ *   key_begin, key_end   key padding: (B) ints each, the valid keys of sequence b are
+ *            [key_begin[b], key_end[b]) (left padding: key_begin > 0; right padding: key_end < T)
+ *   alibi_slopes   ALiBi: (H) floats, computed in the kernel; attn_alibi_slopes() gives the
+ *            standard 2^(-8(h+1)/H).
+ * Rows whose every key is masked (or -inf) produce O = 0 and zero gradients. A kernel that does
+ * not implement a piece says so in unsupported(); a mask that removes whole key tiles lets a
+ * tiled kernel skip them, so cost follows the unmasked area.
  *
  * Buffers: `saved` is written by forward and read by backward (per layer, part of the
  * activation memory: P for naive, L = log-sum-exp (B, H, T) floats for memeff and flash);
@@ -49,12 +74,18 @@ typedef enum { ATTN_CPU = 0, ATTN_CUDA, ATTN_NUM_PLACES } AttnPlace;
 
 typedef struct {
     AttnMaskKind kind;
-    const float *bias;                       /* DENSE only; fp32 in every dtype */
-    long long stride_b, stride_h, stride_row; /* in elements; 0 broadcasts */
+    const float *bias;                       /* required with DENSE, optional otherwise; fp32 */
+    long long stride_b, stride_h, stride_row; /* of bias and dbias, in elements; 0 broadcasts */
+    float *dbias;                            /* NULL: constant bias; else backward adds dL/dbias */
+    int window;                              /* > 0: sliding window of this many keys */
+    const int *doc;                          /* NULL, or (B, T) document starts per token */
+    const int *key_begin, *key_end;          /* NULL, or (B) each: the valid keys [begin, end) */
+    const float *alibi_slopes;               /* NULL, or (H) ALiBi slopes */
 } AttnMask;
 
 typedef struct {
     int B, T, H, D;
+    int Hkv;          /* heads of K and V (dividing H); 0 means H */
     float scale;      /* usually 1/sqrt(D) */
     int ld_qkv;       /* elements between consecutive tokens of q, k, v, dq, dk, dv */
     int ld_o;         /* elements between consecutive tokens of o, dout */
@@ -89,6 +120,25 @@ const AttnImpl *attn_impl(AttnKernel k, AttnPlace place);
 
 /* Fill a shape for GPT-2's packed QKV layout (ld_qkv = 3*H*D, ld_o = H*D, scale = 1/sqrt(D)). */
 AttnShape attn_shape_packed(int B, int T, int H, int D, AttnMaskKind mask, AttnDtype dtype);
+
+/* The same for grouped-query attention: K and V with Hkv heads, ld_qkv = (H + 2*Hkv)*D. */
+AttnShape attn_shape_packed_gqa(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, AttnDtype dtype);
+
+/* K/V heads of a shape (Hkv, or H when Hkv is 0). */
+static inline int attn_kv_heads(const AttnShape *s) { return s->Hkv > 0 ? s->Hkv : s->H; }
+
+/* 1 when the mask holds any piece beyond kind NONE / CAUSAL / DENSE with a constant bias (what
+ * the first kernels implemented): a window, documents, key padding, ALiBi, a bias with
+ * CAUSAL or NONE, or a bias gradient. */
+int attn_mask_has_extras(const AttnMask *m);
+
+/* doc (B, T) from per-sequence document starts: sequence b's documents start at positions
+ * starts[offsets[b]] .. starts[offsets[b+1]-1] (increasing; the first is 0, or position 0 is
+ * taken to start one). 0, or -1 when a start is out of [0, T) or not increasing. */
+int attn_doc_from_starts(int B, int T, const int *starts, const int *offsets, int *doc);
+
+/* The standard ALiBi slopes for H heads: slope[h] = 2^(-8(h+1)/H). */
+void attn_alibi_slopes(int H, float *slopes);
 
 /* ATTN_AUTO: the kernel this build expects to be fastest for the shape on `place` among those
  * that support it (on the CPU: flash; on CUDA: flash, else memeff, else naive). */
