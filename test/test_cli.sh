@@ -116,7 +116,7 @@ assert any(r["type"] == "val" for r in rows)
 EOF
 
 # --- resume is bitwise identical -------------------------------------------------------------
-COMMON=("${TINY[@]}" --data "$tmp/data.txt" --steps 10 --warmup 2 --val-every 0 --shuffle)
+COMMON=("${TINY[@]}" --data "$tmp/data.txt" --steps 10 --warmup 2 --val-every 0)
 "$BIN" "${COMMON[@]}" --checkpoint-dir "$tmp/a" >"$tmp/straight" 2>&1 || bad "straight run failed"
 "$BIN" "${COMMON[@]}" --checkpoint-dir "$tmp/b" --checkpoint-every 5 >/dev/null 2>&1 || bad "first half failed"
 rm -f "$tmp/b/model_00000010.bin" "$tmp/b/state_00000010.bin"
@@ -262,6 +262,14 @@ tail -c 200000 "$tmp/data.txt" >"$tmp/shards/part_0.txt"
     && grep -q "data: .*(2 files)" "$tmp/sh.out" && ok || bad "--data A,B: $(tail -2 "$tmp/sh.out")"
 expect_usage_error "data glob matching nothing" "${TINY[@]}" --data "$tmp/shards/none_*.bin"
 expect_usage_error "data mixing bytes and tokens" "${TINY[@]}" --data "$tmp/shards/part_0.txt,$tmp/data.tok"
+
+# --- the default first run looks healthy: no loss above the untrained one after warm-up -----------
+"$BIN" --device cpu --steps 30 --val-every 0 --sample-len 0 >"$tmp/default.out" 2>&1 && ok || bad "the default run failed"
+worst=$(awk '/^step/ { split($0, a, "|"); split(a[1], s, "/"); n = s[1]; sub(/step +/, "", n);
+        split(a[2], l, " "); if (n + 0 > 5 && l[2] + 0 > w) w = l[2] + 0 } END { print w + 0 }' "$tmp/default.out")
+awk -v w="$worst" 'BEGIN { exit !(w > 0 && w < 5.0) }' && ok || bad "the default run's loss rose to $worst after warm-up"
+expect_usage_error "resume with --sequential of a shuffled run" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume \
+    --sequential
 
 # --- a full disk: the bench's results are whole or absent (needs root to mount a small tmpfs) ---
 mkdir -p "$tmp/full"

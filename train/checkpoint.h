@@ -34,7 +34,7 @@ typedef struct {
                                 * number of GPUs finds the same place in the data; 0 = unknown */
     /* what --resume must match or report (0 = unknown, in files of older versions) */
     uint64_t seq_len;        /* T of the windows */
-    uint64_t shuffled;       /* 1: --shuffle, 2: sequential */
+    uint64_t shuffled;       /* 1: random window order, 2: --sequential */
     uint64_t total_steps;    /* --steps of the run that wrote it (the learning-rate schedule) */
     uint64_t data_tokens;    /* tokens of its training range */
 } TrainProgress;

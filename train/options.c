@@ -30,7 +30,7 @@ static const OptSpec SPECS[] = {
     {"data", 'd', OPT_STR, F(data), 0, 0, "FILES", "training data: a file, a quoted glob ('dir/train_*.bin') or a comma-separated list, all raw bytes or all llm.c token files, as one dataset (default: data/enwik8/enwik8.train if present, else the embedded corpus)"},
     {"val-data", 0, OPT_STR, F(val_data), 0, 0, "FILES", "validation data, as --data (default: data/enwik8/enwik8.val with enwik8, else the 90%-95% slice of the training data, which then trains on its first 90%)"},
     {"vocab-file", 0, OPT_STR, F(vocab_file), 0, 0, "FILE", "BPE vocabulary of token-file data, to print samples and bits per byte (default: none)"},
-    {"shuffle", 0, OPT_FLAG, F(shuffle), 0, 1, NULL, "draw training windows in a seeded random order"},
+    {"sequential", 0, OPT_FLAG, F(sequential), 0, 1, NULL, "read the training windows in order, not in the default seeded random order (llm.c's default too) that keeps a first run's loss curve smooth"},
     {"init", 'i', OPT_STR, F(init), 0, 0, "FILE", "start from an llm.c GPT-2 model file (default: GPT-2 initialisation)"},
     {"model", 'm', OPT_STR, F(model), 0, 0, "PRESET", "gpt2, gpt2-medium, gpt2-large, gpt2-xl or dN (N layers)"},
     {"layers", 0, OPT_INT, F(layers), 1, 4096, "N", "number of layers (default: the preset's)"},

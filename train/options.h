@@ -15,7 +15,7 @@ typedef struct {
     const char *data;            /* training data file; NULL: enwik8 if fetched, else embedded */
     const char *val_data;        /* NULL: the validation split of the training data */
     const char *vocab_file;      /* BPE vocabulary for decoding samples and bits per byte */
-    int shuffle;                 /* random windows instead of sequential */
+    int sequential;              /* training windows in order (default: seeded random order) */
     /* model */
     const char *init;            /* model file to start from */
     const char *model;           /* preset name */

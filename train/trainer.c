@@ -250,7 +250,7 @@ static void setup_loaders(Trainer *tr) {
     TrainData *d = &tr->data;
     int rank = tr->dist.rank, world = tr->dist.world;
     if (loader_init(&tr->train_loader, &d->train, d->train_begin, d->train_end, o->batch, o->seq_len, rank,
-                    world, o->shuffle, o->seed, err, sizeof err) != 0)
+                    world, !o->sequential, o->seed, err, sizeof err) != 0)
         fail("training data: %s", err);
     const Dataset *val = d->val_is_separate ? &d->val : &d->train;
     if (loader_init(&tr->val_loader, val, d->val_begin, d->val_end, o->batch, o->seq_len, rank, world, 0,
@@ -402,10 +402,10 @@ static void apply_resume_progress(Trainer *tr, const TrainProgress *p) {
         o->seq_len = (int)p->seq_len;
         printf("note: resuming with the checkpoint's --seq-len %d\n", o->seq_len);
     }
-    if (p->shuffled && (o->shuffle ? 1u : 2u) != p->shuffled) {
-        if (o->shuffle) fail("--shuffle: the checkpoint's run read its windows in order; drop --shuffle");
-        o->shuffle = 1;
-        printf("note: resuming with the checkpoint's shuffled window order (--shuffle)\n");
+    if (p->shuffled && (o->sequential ? 2u : 1u) != p->shuffled) {
+        if (o->sequential) fail("--sequential: the checkpoint's run read its windows in a random order; drop --sequential");
+        o->sequential = 1;
+        printf("note: resuming with the checkpoint's window order (--sequential)\n");
     }
     uint64_t tokens = tr->data.train_end - tr->data.train_begin;
     if (p->data_tokens && p->data_tokens != tokens)
@@ -793,7 +793,7 @@ void trainer_save_checkpoint(Trainer *tr, int step) {
         p.seed = tr->opt.seed;
         p.windows_per_step = (uint64_t)tr->opt.batch * tr->dist.world;
         p.seq_len = (uint64_t)tr->opt.seq_len;
-        p.shuffled = tr->opt.shuffle ? 1 : 2;
+        p.shuffled = tr->opt.sequential ? 2 : 1;
         p.total_steps = (uint64_t)tr->opt.steps;
         p.data_tokens = tr->data.train_end - tr->data.train_begin;
         if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
