@@ -193,6 +193,9 @@ static void test_rendezvous_no_master(void) {
     CHECK(took >= 0.9 && took < 3.0, "gave up after %.2f s (deadline 1 s)", took);
 }
 
+static volatile sig_atomic_t g_stop_signals = 0;
+static void count_signal(int sig) { g_stop_signals++; }
+
 /* Worker side of the launcher tests: this program, started by dist_launch_local. */
 static int worker_main(const char *mode) {
     DistInfo d;
@@ -212,10 +215,63 @@ static int worker_main(const char *mode) {
             if (id[i] != (unsigned char)(i * 7 + 1)) return 15;
         return 0;
     }
+    if (!strncmp(mode, "graceful:", 9)) { /* counts the stop signals it gets, finishes its "step" */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = count_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        for (int i = 0; i < 2000 && !g_stop_signals; i++) usleep(10 * 1000);
+        usleep(300 * 1000); /* the step in flight and a checkpoint */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/rank_%d", mode + 9, d.rank);
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fprintf(f, "%d\n", (int)g_stop_signals);
+            fclose(f);
+        }
+        return 130;
+    }
     /* "fail": rank 1 fails at once, the others would hang for a minute */
     if (d.rank == 1) return 7;
     sleep(60);
     return 0;
+}
+
+/* A Ctrl-C at the terminal (SIGINT to the launcher's process group): every worker gets exactly
+ * one stop signal and may finish its step (it takes longer than the launcher's grace), and the
+ * launcher returns 130. */
+static void test_launcher_ctrl_c(const char *self) {
+    char dir[] = "/tmp/test_dist_XXXXXX";
+    if (!mkdtemp(dir)) return;
+    char mode[256];
+    snprintf(mode, sizeof mode, "graceful:%s", dir);
+    pid_t launcher = fork();
+    if (launcher == 0) {
+        setpgid(0, 0);
+        char *argv[] = {(char *)self, (char *)"--worker", mode, NULL};
+        char err[256];
+        _exit(dist_launch_local(3, argv, 0.1, err, sizeof err));
+    }
+    setpgid(launcher, launcher);
+    usleep(500 * 1000);
+    kill(-launcher, SIGINT);
+    int status = -1;
+    waitpid(launcher, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 130, "the launcher returns 130 after Ctrl-C (status %d)", status);
+    for (int r = 0; r < 3; r++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/rank_%d", dir, r);
+        int count = -1;
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (fscanf(f, "%d", &count) != 1) count = -1;
+            fclose(f);
+            unlink(path);
+        }
+        CHECK(count == 1, "worker %d got %d stop signal(s) and finished its step (want 1)", r, count);
+    }
+    rmdir(dir);
 }
 
 static void test_launcher(const char *self) {
@@ -233,6 +289,7 @@ static void test_launcher(const char *self) {
     double took = now_s() - t0;
     CHECK(rc == 7, "the failing worker's status comes back (got %d)", rc);
     CHECK(took < 5.0, "the hanging workers were stopped after %.2f s", took);
+    test_launcher_ctrl_c(self);
 }
 
 int main(int argc, char **argv) {

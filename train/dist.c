@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -320,8 +321,11 @@ static void set_int_env(const char *name, int v) {
     setenv(name, buf, 1);
 }
 
-static volatile sig_atomic_t g_forward_signal = 0;
-static void on_signal(int sig) { g_forward_signal = sig; }
+static volatile sig_atomic_t g_forward_signal = 0, g_signals = 0;
+static void on_signal(int sig) {
+    g_forward_signal = sig;
+    g_signals++;
+}
 
 static void signal_all(const pid_t *pids, int n, int sig) {
     for (int i = 0; i < n; i++)
@@ -372,6 +376,7 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
     sigaction(SIGTERM, &sa, NULL);
     fflush(stdout);
     fflush(stderr);
+    pid_t launcher = getpid();
     for (int r = 0; r < n; r++) {
         pid_t p = fork();
         if (p < 0) {
@@ -394,6 +399,12 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
             setenv("NCCL_NVLS_ENABLE", "0", 1);
             signal(SIGINT, SIG_DFL);
             signal(SIGTERM, SIG_DFL);
+            /* A process group of its own: a Ctrl-C at the terminal reaches the launcher alone,
+             * which passes it on once (a worker that got it twice would stop at once instead of
+             * after its step and checkpoint); and the worker stops if the launcher dies. */
+            setpgid(0, 0);
+            prctl(PR_SET_PDEATHSIG, SIGTERM);
+            if (getppid() != launcher) _exit(2); /* it died before prctl */
             execv("/proc/self/exe", argv);
             fprintf(stderr, "error: --gpus: cannot start a worker: %s\n", strerror(errno));
             _exit(2);
@@ -401,13 +412,23 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
         pids[r] = p;
     }
     close(lfd); /* rank 0 holds it now */
-    int rc = 0, alive = n;
+    int rc = 0, alive = n, forwarded = 0;
     while (alive > 0) {
-        if (g_forward_signal) {
-            fprintf(stderr, "train_gpt2 --gpus: got signal %d; stopping the workers\n", (int)g_forward_signal);
-            rc = 128 + g_forward_signal;
-            stop_all(pids, n, grace_s);
-            break;
+        /* SIGINT / SIGTERM: passed on once, and the workers stop after their step (writing a
+         * checkpoint where asked); a second one stops them at once. */
+        if (g_signals > forwarded) {
+            int sig = (int)g_forward_signal;
+            if (forwarded == 0) {
+                fprintf(stderr, "train_gpt2 --gpus: got signal %d; the workers stop after this step (again: at once)\n", sig);
+                rc = 128 + sig;
+                signal_all(pids, n, sig);
+                forwarded = 1;
+            } else {
+                fprintf(stderr, "train_gpt2 --gpus: got signal %d again; stopping the workers now\n", sig);
+                signal_all(pids, n, sig);
+                stop_all(pids, n, grace_s);
+                break;
+            }
         }
         int status;
         pid_t p = waitpid(-1, &status, 0);
@@ -422,7 +443,7 @@ int dist_launch_local(int n, char **argv, double grace_s, char *err, size_t errl
         pids[r] = 0;
         alive--;
         int code = status_code(status);
-        if (code != 0) {
+        if (code != 0 && !forwarded) {
             fprintf(stderr, "train_gpt2 --gpus: worker %d (rank %d) %s %d; stopping the other workers\n",
                     (int)p, r, WIFSIGNALED(status) ? "was killed by signal" : "exited with status",
                     WIFSIGNALED(status) ? WTERMSIG(status) : code);
