@@ -12,6 +12,9 @@
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
 #   grids      the bench presets: xformers-issue and flash-blog ($FLASH_BLOG_ARGS, default
 #              --bench-quick --bench-max-seconds 200)
+#   baseline   an older version side by side: $BASELINE (a `git archive` tarball in local/,
+#              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
+#              graphs runs twice with each binary, alternating (same-call ratio of two builds)
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # Logs and tables go to $OUT (or /tmp/gpu_check). Data: $DATA (default local/enwik8_head, a
 # git-ignored copy of the enwik8 prefix carried to the GPU machine); throughput does not depend
@@ -113,9 +116,22 @@ stage_grids() {
     cat "$OUT/xformers-issue/results.md" "$OUT/flash-blog/results.md" 2>/dev/null
 }
 
+stage_baseline() {
+    [ -f "${BASELINE:-}" ] || { echo "baseline: set BASELINE=local/NAME.tar.gz"; return; }
+    header "baseline build ($BASELINE)"
+    rm -rf /tmp/baseline && mkdir -p /tmp/baseline && tar -xzf "$BASELINE" -C /tmp/baseline
+    (cd /tmp/baseline && make -j16 GPU_ARCH=90 train_gpt2 >build.log 2>&1) || { tail -20 /tmp/baseline/build.log; return; }
+    table_header "this build vs $BASELINE, GPT-2 124M, vocab 50257, T=1024, bf16, B=16, flash, CUDA graphs"
+    local here=$PWD
+    for round in 1 2; do
+        train "new-$round" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash --cuda-graph
+        (cd /tmp/baseline && DATA=$here/$DATA OUT=$OUT TABLE=$TABLE STEPS=$STEPS bash -c "$(declare -f train); train old-$round --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash --cuda-graph")
+    done
+}
+
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|gpt2|sizes|bytes|grids) "stage_$stage" ;;
+        build|tests|attention|gpt2|sizes|bytes|grids|baseline) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done

@@ -294,5 +294,10 @@ int options_parse(Options *o, int argc, char **argv) {
                 argv[optind]);
         return 2;
     }
+    if (o->profile && o->cuda_graph) {
+        fprintf(stderr, "error: --profile times the parts of eager steps, and a CUDA graph replays a step as a "
+                        "whole: drop --cuda-graph (or --profile)\n");
+        return 2;
+    }
     return check_bench_only(o);
 }
