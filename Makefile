@@ -52,7 +52,9 @@ ifneq ($(filter-out 0,$(CUDA)),)
     $(error CUDA=1: NVCC=$(NVCC) is not a command)
   endif
 endif
-CUDA_HOME  ?= $(call cuda_root,$(NVCC))
+ifeq ($(origin CUDA_HOME),undefined)
+  CUDA_HOME := $(call cuda_root,$(NVCC))
+endif
 
 CFLAGS     ?= -O3 -march=$(CPU_ARCH)
 CFLAGS     += -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
