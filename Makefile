@@ -1,16 +1,60 @@
 # Makefile: `make` builds ./train_gpt2 (and ./tokenize), `make test` runs every test that needs no
 # GPU, `make test-gpu` runs the GPU suite, `make enwik8` fetches and splits the corpus.
 #
-# Where nvcc is found the program is built with the CUDA backend (cuBLAS/cuBLASLt, NCCL where
-# found); otherwise gcc builds a CPU-only program. A CUDA build falls back to the CPU when no GPU
-# is visible. GPU architecture: read from nvidia-smi, or `make GPU_ARCH=90`; with no GPU present
-# it builds sm_90 machine code plus compute_90 PTX, which the driver compiles for other GPUs.
+# Where a CUDA installation is found the program is built with the CUDA backend (cuBLAS/cuBLASLt,
+# NCCL where found) and `make` also builds build/libattention.so; otherwise gcc builds a CPU-only
+# program. A CUDA build falls back to the CPU when no GPU is visible. GPU architecture: read from
+# nvidia-smi, or `make GPU_ARCH=90`; with no GPU present it builds sm_90 machine code plus
+# compute_90 PTX, which the driver compiles for other GPUs.
+#
+# Choosing the build (use a separate BUILD=dir per choice, or `make clean` when switching):
+#   make               CUDA when nvcc is on PATH with its CUDA installation beside it
+#                      (NVCC/../include/cuda_runtime.h), or in $CUDA_HOME/bin; gcc otherwise (an
+#                      nvcc without CUDA headers, e.g. a stray wrapper, gets a one-line note)
+#   make CPU_ONLY=1    gcc only, whatever is installed (same as `make NVCC=`)
+#   make CUDA=1        CUDA, or stop with one line when no CUDA installation is found
+#   make NVCC=/path/to/nvcc   that nvcc, unchecked
 
 BUILD      ?= build
 CC         ?= gcc
+ifeq ($(origin CC),default)
+  CC := gcc
+endif
 CPU_ARCH   ?= native
-NVCC       ?= $(shell command -v nvcc 2>/dev/null)
-CUDA_HOME  ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+
+# --- CPU or CUDA build -----------------------------------------------------------------------
+cuda_root   = $(patsubst %/bin/nvcc,%,$(realpath $(shell command -v $(1) 2>/dev/null)))
+cuda_header = $(wildcard $(call cuda_root,$(1))/include/cuda_runtime.h)
+ifneq ($(filter-out 0,$(CPU_ONLY)),)
+  ifneq ($(filter-out 0,$(CUDA)),)
+    $(error CPU_ONLY=1 and CUDA=1 ask for opposite builds; give one)
+  endif
+  override NVCC :=
+else ifeq ($(origin NVCC),undefined)
+  NVCC_ON_PATH := $(shell command -v nvcc 2>/dev/null)
+  ifneq ($(and $(NVCC_ON_PATH),$(call cuda_header,$(NVCC_ON_PATH))),)
+    NVCC := $(NVCC_ON_PATH)
+  else ifneq ($(and $(CUDA_HOME),$(call cuda_header,$(CUDA_HOME)/bin/nvcc)),)
+    NVCC := $(CUDA_HOME)/bin/nvcc
+  else
+    NVCC :=
+    ifneq ($(NVCC_ON_PATH),)
+      ifeq ($(filter-out 0,$(CUDA)),)
+        $(info note: $(NVCC_ON_PATH) has no CUDA installation beside it (no $(call cuda_root,$(NVCC_ON_PATH))/include/cuda_runtime.h): building the CPU-only program (CUDA_HOME=dir or NVCC=path to use one, CPU_ONLY=1 to silence this))
+      endif
+    endif
+  endif
+endif
+ifneq ($(filter-out 0,$(CUDA)),)
+  ifeq ($(NVCC),)
+    $(error CUDA=1: no CUDA installation found (nvcc with include/cuda_runtime.h beside it, on PATH or in CUDA_HOME); install the CUDA toolkit or give NVCC=/path/to/nvcc)
+  else ifeq ($(shell command -v $(NVCC) 2>/dev/null),)
+    $(error CUDA=1: NVCC=$(NVCC) is not a command)
+  endif
+endif
+ifeq ($(origin CUDA_HOME),undefined)
+  CUDA_HOME := $(call cuda_root,$(NVCC))
+endif
 
 CFLAGS     ?= -O3 -march=$(CPU_ARCH)
 CFLAGS     += -std=gnu11 -fopenmp -Wall -Wextra -Wno-unused-parameter -I. -MMD -MP
@@ -60,7 +104,7 @@ else
 endif
 
 .PHONY: all test test-gpu bench clean enwik8
-all: train_gpt2 tokenize
+all: train_gpt2 tokenize $(if $(NVCC),libattention)
 
 train_gpt2: $(PROGRAM_OBJS)
 	$(LINK) -o $@ $(filter %.o,$^) $(LINK_LIBS)
@@ -130,7 +174,7 @@ test-gpu: $(GPU_TEST_BINS) train_gpt2
 	 else bash test/run.sh $(GPU_TEST_BINS) $(wildcard test/gpu/test_*.sh); fi
 else
 test-gpu:
-	@echo "test-gpu: nvcc not found; the GPU suite needs a CUDA build"; exit 1
+	@echo "test-gpu: this is a CPU-only build (no CUDA installation found, or CPU_ONLY=1); the GPU suite needs a CUDA build"; exit 1
 endif
 
 $(BUILD)/dev/%: dev/%.c $(CPU_LIB)

@@ -18,5 +18,5 @@ $(ATTN_LIB): $(ATTN_PIC_OBJS)
 	$(NVCC) $(GENCODE) -shared -o $@ $^ -lcublas
 else
 libattention:
-	@echo "libattention: nvcc not found"; exit 1
+	@echo "libattention: this is a CPU-only build (no CUDA installation found, or CPU_ONLY=1); the library needs nvcc"; exit 1
 endif

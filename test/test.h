@@ -1,8 +1,9 @@
 /* test/test.h: the few helpers every test program shares.
  *
  * Each test program is a main() that calls CHECK* and ends with `return test_summary("name")`,
- * which prints `name: N passed, N failed` and returns non-zero on any failure. test/run.sh runs
- * every program and prints the grand total as its last line.
+ * which prints `name: N passed, N failed` (plus `, N skipped` when test_skip counted any) and
+ * returns non-zero on any failure. test/run.sh runs every program and prints the grand total as
+ * its last line.
  */
 #ifndef TEST_H
 #define TEST_H
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int test_passed_count = 0, test_failed_count = 0;
+static int test_passed_count = 0, test_failed_count = 0, test_skipped_count = 0;
 
 #define CHECK(cond, ...)                                                         \
     do {                                                                         \
@@ -27,8 +28,19 @@ static int test_passed_count = 0, test_failed_count = 0;
         }                                                                        \
     } while (0)
 
+/* Counts n checks that cannot run here (a tool or device this machine lacks) as skipped, with
+ * one line saying why, e.g. test_skip(3, "need a GPU"). Skipped checks never fail a run. */
+static inline void test_skip(int n, const char *why) {
+    test_skipped_count += n;
+    printf("skipped: %d checks %s\n", n, why);
+}
+
 static inline int test_summary(const char *name) {
-    printf("%s: %d passed, %d failed\n", name, test_passed_count, test_failed_count);
+    if (test_skipped_count)
+        printf("%s: %d passed, %d failed, %d skipped\n", name, test_passed_count, test_failed_count,
+               test_skipped_count);
+    else
+        printf("%s: %d passed, %d failed\n", name, test_passed_count, test_failed_count);
     return test_failed_count ? 1 : 0;
 }
 
