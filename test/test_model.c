@@ -433,6 +433,316 @@ static void test_model_file_checksum(void) {
     free(q);
 }
 
+/* ---- model file versions 5 (bf16), 103 / 105 (grouped-query attention, ALiBi) ----------- */
+
+static unsigned char *read_whole(const char *path, long *len) {
+    *len = file_size(path);
+    if (*len < 0) return NULL;
+    unsigned char *b = malloc((size_t)*len + 1);
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(b, 1, (size_t)*len, f) : 0;
+    if (f) fclose(f);
+    if ((long)got != *len) { free(b); return NULL; }
+    return b;
+}
+
+/* How llm.c's loaders look at a file: magic 20240326 and version 3 or 5, nothing else. */
+static int llmc_would_read(const char *path) {
+    int32_t h[256];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = fread(h, sizeof h, 1, f) == 1;
+    fclose(f);
+    return ok && h[0] == 20240326 && (h[1] == 3 || h[1] == 5);
+}
+
+/* The bf16 rounding written independently of model_file.c: nearest, ties to even. */
+static uint16_t ref_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t hi = u >> 16, lo = u & 0xffff;
+    if (lo > 0x8000 || (lo == 0x8000 && (hi & 1))) hi++;
+    return (uint16_t)hi;
+}
+
+static float widen_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The bytes a file of this version must hold, built from the documented format: llm.c's words
+ * 0..7, our [8], [9] for 103/105, our checksum in 16..19, then the parameters as stored. */
+static unsigned char *expected_file(const GPT2Config *c, const float *p, int version, long *len) {
+    size_t n = gpt2_num_params(c);
+    int bf16 = version == 5 || version == 105;
+    size_t pbytes = n * (bf16 ? 2 : 4);
+    *len = (long)(1024 + pbytes);
+    unsigned char *b = calloc((size_t)*len, 1);
+    int32_t h[256] = {20240326, version, c->max_seq_len, c->vocab_size, c->num_layers,
+                      c->num_heads, c->channels, c->padded_vocab_size};
+    if (version >= 100) { h[8] = gpt2_kv_heads(c); h[9] = c->pos; }
+    h[16] = 0x314B4843;
+    h[17] = 1;
+    if (bf16) {
+        uint16_t *q = (uint16_t *)(b + 1024);
+        for (size_t i = 0; i < n; i++) q[i] = ref_bf16(p[i]);
+    } else {
+        memcpy(b + 1024, p, pbytes);
+    }
+    Checksum64 s;
+    checksum64_init(&s);
+    checksum64_update(&s, h, 18 * 4);
+    checksum64_update(&s, b + 1024, pbytes);
+    uint64_t sum = checksum64_final(&s);
+    h[18] = (int32_t)(uint32_t)sum;
+    h[19] = (int32_t)(uint32_t)(sum >> 32);
+    memcpy(b, h, sizeof h);
+    return b;
+}
+
+static void check_file_is(const char *path, const GPT2Config *c, const float *p, int version,
+                          const char *what) {
+    long got_len, want_len;
+    unsigned char *got = read_whole(path, &got_len), *want = expected_file(c, p, version, &want_len);
+    CHECK(got && got_len == want_len && memcmp(got, want, (size_t)want_len) == 0,
+          "%s: the file is not the documented version-%d bytes (size %ld, expected %ld)", what,
+          version, got_len, want_len);
+    free(got);
+    free(want);
+}
+
+static void test_bf16_rounding(void) {
+    struct { uint32_t in; uint16_t out; } cases[] = {
+        {0x3F800000u, 0x3F80}, {0x3F808000u, 0x3F80}, /* a tie rounds to the even 0x3F80 */
+        {0x3F818000u, 0x3F82}, /* a tie rounds to the even 0x3F82 */
+        {0x3F808001u, 0x3F81}, {0x3F807FFFu, 0x3F80}, {0xBF80C000u, 0xBF81},
+        {0x7F7FFFFFu, 0x7F80}, /* the largest float rounds to infinity */
+        {0x7F800000u, 0x7F80}, {0xFF800000u, 0xFF80}, {0x00000001u, 0x0000},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x;
+        memcpy(&x, &cases[i].in, 4);
+        uint16_t h = model_file_fp32_to_bf16(x);
+        CHECK(h == cases[i].out, "bf16(0x%08x) = 0x%04x, expected 0x%04x", cases[i].in, h, cases[i].out);
+    }
+    uint32_t nan_bits = 0x7F800001u; /* a NaN whose payload is all in the low half */
+    float nan_in;
+    memcpy(&nan_in, &nan_bits, 4);
+    CHECK(isnan(model_file_bf16_to_fp32(model_file_fp32_to_bf16(nan_in))), "NaN became a number");
+    int exact = 1;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float x = model_file_bf16_to_fp32((uint16_t)h);
+        if (!isnan(x)) exact &= model_file_fp32_to_bf16(x) == h && x == widen_bf16((uint16_t)h);
+    }
+    CHECK(exact, "bf16 -> fp32 -> bf16 is not the identity");
+}
+
+static void test_model_file_bf16(void) {
+    GPT2Config c = tiny_config();
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 51), *q = malloc(n * sizeof(float));
+    char path[256], err[512];
+    tmp_path(path, sizeof path, "bf16.bin");
+    CHECK(model_file_save_as(path, &c, p, 5, err, sizeof err) == 0, "save v5: %s", err);
+    check_file_is(path, &c, p, 5, "plain bf16");
+    CHECK(llmc_would_read(path), "llm.c would not read our version-5 file");
+    GPT2Config r;
+    CHECK(model_file_read_config(path, &r, err, sizeof err) == 0 && memcmp(&r, &c, sizeof c) == 0,
+          "v5 config round trip: %s", err);
+    test_poison(q, n);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "load v5: %s", err);
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= q[i] == widen_bf16(ref_bf16(p[i]));
+    CHECK(same, "v5 round trip differs from the bf16-rounded parameters");
+    int has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 1, "verify v5: %s", err);
+    flip_bit(path, 1024 + (long)n, 2); /* a bf16 element in the middle */
+    CHECK(model_file_load(path, &c, q, err, sizeof err) != 0 && strstr(err, "checksum mismatch"),
+          "a flipped bf16 bit loaded (%s)", err);
+    CHECK(model_file_verify(path, NULL, NULL, err, sizeof err) != 0, "verify missed a flipped bf16 bit");
+
+    /* a file as llm.c's CUDA trainer writes it: words 0..7, zeros, the raw bf16 parameters */
+    int32_t h[256] = {20240326, 5, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads,
+                      c.channels, c.padded_vocab_size};
+    uint16_t *raw = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) raw[i] = ref_bf16(p[i]);
+    FILE *f = fopen(path, "wb");
+    fwrite(h, sizeof h, 1, f);
+    fwrite(raw, 2, n, f);
+    fclose(f);
+    test_poison(q, n);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "llm.c's v5 file: %s", err);
+    same = 1;
+    for (size_t i = 0; i < n; i++) same &= q[i] == widen_bf16(raw[i]);
+    CHECK(same, "llm.c's v5 file parameters");
+    has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 0,
+          "verify llm.c's v5 file: %s", err);
+
+    /* truncated, one element too long, and fp32-sized: refused with the path */
+    CHECK(truncate(path, 1024 + (long)n * 2 - 2) == 0, "truncate");
+    err[0] = 0;
+    CHECK(model_file_read_config(path, &r, err, sizeof err) != 0 && strstr(err, path),
+          "truncated v5 accepted (%s)", err);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) != 0, "truncated v5 loaded");
+    CHECK(truncate(path, 1024 + (long)n * 4) == 0, "extend");
+    CHECK(model_file_read_config(path, &r, err, sizeof err) != 0, "v5 with fp32 size accepted");
+
+    /* versions nobody writes: one line naming the version and what is read */
+    int versions[] = {4, 1, 6, 104, 0};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        h[1] = versions[i];
+        f = fopen(path, "wb");
+        fwrite(h, sizeof h, 1, f);
+        fwrite(raw, 2, n, f);
+        fclose(f);
+        err[0] = 0;
+        char want[32];
+        snprintf(want, sizeof want, "version %d;", versions[i]);
+        CHECK(model_file_read_config(path, &r, err, sizeof err) != 0 && strstr(err, path) &&
+              strstr(err, want) && strstr(err, "3 (fp32) and 5 (bf16)") && !strchr(err, '\n'),
+              "version %d: '%s'", versions[i], err);
+    }
+    CHECK(model_file_save_as(path, &c, p, 4, err, sizeof err) != 0 && strstr(err, "version 4"),
+          "writing version 4: '%s'", err);
+    CHECK(model_file_save_as(path, &c, p, 103, err, sizeof err) != 0, "writing version 103 directly");
+    remove(path);
+    free(raw);
+    free(p);
+    free(q);
+}
+
+/* Grouped-query attention and ALiBi: layout, validation, versions 103 / 105, and plain GPT-2
+ * files unchanged. */
+static void test_model_file_ext(void) {
+    char path[256], err[512];
+    tmp_path(path, sizeof path, "ext.bin");
+    GPT2Config plain = {.max_seq_len = 8, .vocab_size = 11, .padded_vocab_size = 16,
+                        .num_layers = 2, .num_heads = 4, .channels = 16};
+    GPT2Config gqa = plain, alibi = plain, both = plain, kvh = plain;
+    gqa.kv_heads = 2;
+    alibi.pos = GPT2_POS_ALIBI;
+    both.kv_heads = 1;
+    both.pos = GPT2_POS_ALIBI;
+    kvh.kv_heads = 4; /* kv == H: plain GPT-2 */
+
+    /* layout */
+    size_t sp[GPT2_NUM_PARAM_TENSORS], sg[GPT2_NUM_PARAM_TENSORS], sa[GPT2_NUM_PARAM_TENSORS];
+    size_t np = gpt2_param_sizes(&plain, sp), ng = gpt2_param_sizes(&gqa, sg);
+    size_t na = gpt2_param_sizes(&alibi, sa);
+    CHECK(sp[P_QKVW] == 2 * 48 * 16 && sp[P_QKVB] == 2 * 48 && sp[P_WPE] == 8 * 16, "plain layout");
+    CHECK(sg[P_QKVW] == 2 * (16 + 2 * 2 * 4) * 16 && sg[P_QKVB] == 2 * 32 && sg[P_WPE] == 8 * 16,
+          "GQA layout: qkvw %zu qkvb %zu", sg[P_QKVW], sg[P_QKVB]);
+    CHECK(ng == np - 2 * 16 * 17, "GQA parameter count %zu", ng);
+    CHECK(sa[P_WPE] == 0 && na == np - 8 * 16 && sa[P_QKVW] == sp[P_QKVW], "ALiBi layout");
+    CHECK(gpt2_qkv_channels(&plain) == 48 && gpt2_qkv_channels(&gqa) == 32 &&
+          gpt2_qkv_channels(&both) == 24 && gpt2_qkv_channels(&kvh) == 48, "qkv channels");
+    CHECK(gpt2_is_plain(&plain) && gpt2_is_plain(&kvh) && !gpt2_is_plain(&gqa) &&
+          !gpt2_is_plain(&alibi), "gpt2_is_plain");
+    CHECK(gpt2_config_same(&plain, &kvh) && !gpt2_config_same(&plain, &gqa) &&
+          !gpt2_config_same(&plain, &alibi), "gpt2_config_same");
+    CHECK(gpt2_num_params(&kvh) == np, "kv == H has plain GPT-2's parameters");
+    double fp = gpt2_flops_per_token(&plain, 8, 1), fg = gpt2_flops_per_token(&gqa, 8, 1);
+    CHECK(fp == 6.0 * (2 * 12.0 * 256 + 16 * 16) + 3.0 * 2 * 4 * 16 * 4, "plain flops %.0f", fp);
+    CHECK(fp - fg == 6.0 * 2 * 16 * 16, "GQA flops %.0f: the smaller K/V projection", fg);
+
+    /* validation */
+    int bad_kv[] = {3, -1, 5, 8};
+    for (size_t i = 0; i < 4; i++) {
+        GPT2Config b = plain;
+        b.kv_heads = bad_kv[i];
+        err[0] = 0;
+        CHECK(gpt2_config_validate(&b, err, sizeof err) != 0 && strstr(err, "kv-heads"),
+              "kv_heads %d accepted (%s)", bad_kv[i], err);
+    }
+    GPT2Config badpos = plain;
+    badpos.pos = 2;
+    CHECK(gpt2_config_validate(&badpos, err, sizeof err) != 0, "position kind 2 accepted");
+    CHECK(gpt2_config_validate(&both, err, sizeof err) == 0, "kv 1 with ALiBi: %s", err);
+    int pk = -1;
+    CHECK(gpt2_pos_from_name("alibi", &pk) == 0 && pk == GPT2_POS_ALIBI &&
+          gpt2_pos_from_name("learned", &pk) == 0 && pk == GPT2_POS_LEARNED &&
+          gpt2_pos_from_name("rope", &pk) != 0 && strcmp(gpt2_pos_name(1), "alibi") == 0, "pos names");
+
+    /* plain GPT-2 (also with kv_heads == H spelled out): llm.c's versions 3 and 5, the documented
+     * bytes (exactly what the version-3 writer wrote before these extensions) */
+    float *p = random_params(&plain, 61);
+    CHECK(model_file_save(path, &plain, p, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 3, "plain fp32");
+    CHECK(model_file_save_as(path, &kvh, p, 3, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 3, "kv == H fp32");
+    CHECK(llmc_would_read(path), "llm.c would not read a plain file");
+    CHECK(model_file_save_as(path, &kvh, p, 5, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 5, "kv == H bf16");
+    free(p);
+
+    /* the others: 103 / 105 with [8] kv_heads, [9] position kind; llm.c refuses them */
+    const GPT2Config *ext[] = {&gqa, &alibi, &both};
+    for (int k = 0; k < 3; k++) {
+        const GPT2Config *c = ext[k];
+        size_t n = gpt2_num_params(c);
+        float *x = random_params(c, 70 + k), *y = malloc(n * sizeof(float));
+        for (int version = 3; version <= 5; version += 2) {
+            int want = version + 100;
+            CHECK(model_file_version_for(c, version) == want, "version for %d", version);
+            CHECK(model_file_save_as(path, c, x, version, err, sizeof err) == 0, "save: %s", err);
+            check_file_is(path, c, x, want, version == 3 ? "ext fp32" : "ext bf16");
+            CHECK(!llmc_would_read(path), "llm.c would read a version-%d file", want);
+            GPT2Config r;
+            CHECK(model_file_read_config(path, &r, err, sizeof err) == 0 &&
+                  gpt2_config_same(&r, c) && r.kv_heads == gpt2_kv_heads(c) && r.pos == c->pos,
+                  "version %d config round trip: %s", want, err);
+            test_poison(y, n);
+            CHECK(model_file_load(path, c, y, err, sizeof err) == 0, "load %d: %s", want, err);
+            int same = 1;
+            for (size_t i = 0; i < n; i++) same &= y[i] == (version == 3 ? x[i] : widen_bf16(ref_bf16(x[i])));
+            CHECK(same, "version %d parameters round trip", want);
+            err[0] = 0;
+            CHECK(model_file_load(path, &plain, y, err, sizeof err) != 0 && strstr(err, "kv="),
+                  "a version-%d file loaded as plain GPT-2 (%s)", want, err);
+            int has = -1;
+            CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 1, "verify: %s", err);
+        }
+        /* model_file_save (checkpoints) writes 103 */
+        CHECK(model_file_save(path, c, x, err, sizeof err) == 0, "save: %s", err);
+        check_file_is(path, c, x, 103, "checkpoint writer");
+        free(x);
+        free(y);
+    }
+
+    /* damaged extension words: refused with the path (the checksum alone would catch them; the
+     * header checks must too, for files without a checksum) */
+    size_t n = gpt2_num_params(&gqa);
+    float *x = random_params(&gqa, 80);
+    long len;
+    unsigned char *want = expected_file(&gqa, x, 103, &len);
+    struct { int word; int32_t value; } cases[] = {{8, 3}, {8, 0}, {8, 8}, {9, 2}, {9, -1}, {10, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int with_sum = 0; with_sum < 2; with_sum++) {
+            int32_t h[256];
+            memcpy(h, want, sizeof h);
+            h[cases[i].word] = cases[i].value;
+            if (!with_sum) memset(h + 16, 0, 16);
+            FILE *f = fopen(path, "wb");
+            fwrite(h, sizeof h, 1, f);
+            fwrite(want + 1024, 1, (size_t)len - 1024, f);
+            fclose(f);
+            GPT2Config r;
+            err[0] = 0;
+            int rc = model_file_read_config(path, &r, err, sizeof err);
+            if (cases[i].word == 10 && !with_sum) continue; /* unchecked without a checksum, as llm.c */
+            CHECK(rc != 0 && strstr(err, path), "header word %d = %d accepted (checksum %d): %s",
+                  cases[i].word, cases[i].value, with_sum, err);
+        }
+    }
+    (void)n;
+    free(want);
+    free(x);
+    remove(path);
+}
+
 /* A version-1 state file (no checksum) with the given header words changed. */
 static void write_state_v1(const char *path, size_t n, uint64_t step, int field, uint64_t value) {
     uint64_t h[32] = {0x67707432737461ULL, 1, step, n, 1, 5, 7, 4};
@@ -754,6 +1064,9 @@ int main(void) {
     test_checkpoints();
     test_checksum64();
     test_model_file_checksum();
+    test_bf16_rounding();
+    test_model_file_bf16();
+    test_model_file_ext();
     test_state_checks();
     test_resume_fallback();
     test_fifo_refused();
