@@ -20,18 +20,33 @@ static GPT2Config tiny_config(void) {
     return c;
 }
 
-static Model *make_model(const GPT2Config *c, int B, int T, AttnKernel k) {
+static Model *make_model_window(const GPT2Config *c, int B, int T, AttnKernel k, int window) {
     ModelOptions o = {0};
     o.config = *c;
     o.B = B;
     o.T = T;
     o.attn = k;
     o.mask = ATTN_MASK_CAUSAL;
+    o.attn_window = window;
     o.precision = PRECISION_FP32;
     char err[256];
     Model *m = cpu_backend.create(&o, err, sizeof err);
     if (!m) fprintf(stderr, "create failed: %s\n", err);
     return m;
+}
+
+static Model *make_model(const GPT2Config *c, int B, int T, AttnKernel k) {
+    return make_model_window(c, B, T, k, 0);
+}
+
+/* The four heads of the grouped-query and ALiBi tests: C = 16, D = 4. */
+static GPT2Config tiny_config_h4(int kv_heads, int pos) {
+    GPT2Config c = tiny_config();
+    c.num_heads = 4;
+    c.channels = 16;
+    c.kv_heads = kv_heads;
+    c.pos = pos;
+    return c;
 }
 
 /* Parameters with a larger spread than GPT-2's 0.02, so every gradient is well above noise. */
@@ -57,10 +72,12 @@ static void random_tokens(int *x, int n, int V, uint64_t *s) {
  * gradients and some random ones. fp32 loss noise ~1e-6 over 2*eps = 2e-2 gives ~5e-5;
  * truncation eps^2 f'''/6 ~1e-5; so 2e-2 of the tensor's largest gradient + 2e-4 holds a
  * correct gradient and fails a missing or misplaced term, which is O(the gradient). */
-static void test_gradients_match_finite_differences(AttnKernel k) {
-    GPT2Config c = tiny_config();
+static void test_gradients_case(const GPT2Config *cfg, int window, AttnKernel k, const char *what) {
+    GPT2Config c = *cfg;
     const int B = 2, T = 5;
-    Model *m = make_model(&c, B, T, k);
+    Model *m = make_model_window(&c, B, T, k, window);
+    CHECK(m != NULL, "%s %s: the CPU backend refused the model", what, attn_kernel_name(k));
+    if (!m) return;
     float *p = random_params(&c, 7);
     size_t n = gpt2_num_params(&c);
     int inputs[10], targets[10];
@@ -81,6 +98,7 @@ static void test_gradients_match_finite_differences(AttnKernel k) {
     const float eps = 1e-2f;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
         size_t used = t == P_WTE ? (size_t)c.vocab_size * c.channels : size[t];
+        if (used == 0) continue; /* wpe with ALiBi */
         float gmax = 0.0f;
         size_t argmax = 0;
         for (size_t i = 0; i < used; i++)
@@ -100,19 +118,139 @@ static void test_gradients_match_finite_differences(AttnKernel k) {
             double e = fabs(fd - g[i]) / (gmax + 1e-2);
             if (e > worst) worst = e;
         }
-        CHECK(gmax > 0.0f || t == P_WPE, "%s: tensor %s has an all-zero gradient",
-              attn_kernel_name(k), gpt2_param_name(t));
-        CHECK(worst < 2e-2, "%s: gradient of %s off by %.3g of its largest entry",
-              attn_kernel_name(k), gpt2_param_name(t), worst);
+        CHECK(gmax > 0.0f || t == P_WPE, "%s %s: tensor %s has an all-zero gradient",
+              what, attn_kernel_name(k), gpt2_param_name(t));
+        CHECK(worst < 2e-2, "%s %s: gradient of %s off by %.3g of its largest entry",
+              what, attn_kernel_name(k), gpt2_param_name(t), worst);
     }
     /* padded vocabulary rows get no gradient */
     int padded_clean = 1;
     for (size_t i = (size_t)c.vocab_size * c.channels; i < size[P_WTE]; i++)
         if (g[off[P_WTE] + i] != 0.0f) padded_clean = 0;
-    CHECK(padded_clean, "padded wte rows received gradient");
+    CHECK(padded_clean, "%s: padded wte rows received gradient", what);
     free(g);
     free(p);
     cpu_backend.destroy(m);
+}
+
+static void test_gradients_match_finite_differences(AttnKernel k) {
+    GPT2Config c = tiny_config();
+    test_gradients_case(&c, 0, k, "GPT-2");
+}
+
+/* The same whole-model check for grouped-query attention, ALiBi and a sliding window, with
+ * every kernel (T = 5, so a window of 2 masks most pairs). */
+static void test_gradients_extensions(void) {
+    GPT2Config kv1 = tiny_config_h4(1, GPT2_POS_LEARNED), kv2 = tiny_config_h4(2, GPT2_POS_LEARNED);
+    GPT2Config alibi = tiny_config_h4(0, GPT2_POS_ALIBI), all = tiny_config_h4(2, GPT2_POS_ALIBI);
+    GPT2Config plain4 = tiny_config_h4(0, GPT2_POS_LEARNED);
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        test_gradients_case(&kv1, 0, (AttnKernel)k, "kv_heads 1");
+        test_gradients_case(&kv2, 0, (AttnKernel)k, "kv_heads 2");
+        test_gradients_case(&alibi, 0, (AttnKernel)k, "ALiBi");
+        test_gradients_case(&plain4, 2, (AttnKernel)k, "window 2");
+        test_gradients_case(&all, 3, (AttnKernel)k, "kv_heads 2 + ALiBi + window 3");
+    }
+}
+
+/* One forward and backward: the loss and (when g) the gradients. */
+static float loss_and_grads(const GPT2Config *c, const float *p, int window, AttnKernel k,
+                            const int *inputs, const int *targets, int B, int T, float *g) {
+    Model *m = make_model_window(c, B, T, k, window);
+    if (!m) return NAN;
+    cpu_backend.set_params(m, p);
+    cpu_backend.zero_grad(m);
+    float loss = cpu_backend.forward(m, inputs, targets, B, T);
+    cpu_backend.backward(m, 1.0f, 1);
+    if (g) cpu_backend.get_grads(m, g);
+    cpu_backend.destroy(m);
+    return loss;
+}
+
+/* kv_heads == H is plain GPT-2 bit for bit; a grouped-query model is the plain model whose K and
+ * V heads are copied across each group; a window as long as the sequence changes nothing and a
+ * short one does; ALiBi differs from learned positions only through the attention. */
+static void test_extensions_equivalences(void) {
+    const int B = 2, T = 7;
+    int inputs[B * T], targets[B * T];
+    uint64_t s = 17;
+    GPT2Config plain = tiny_config_h4(0, GPT2_POS_LEARNED), kvh = tiny_config_h4(4, GPT2_POS_LEARNED);
+    random_tokens(inputs, B * T, plain.vocab_size, &s);
+    random_tokens(targets, B * T, plain.vocab_size, &s);
+    size_t n = gpt2_num_params(&plain);
+    float *p = random_params(&plain, 91), *g0 = malloc(n * sizeof(float)), *g1 = malloc(n * sizeof(float));
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        AttnKernel ak = (AttnKernel)k;
+        float l0 = loss_and_grads(&plain, p, 0, ak, inputs, targets, B, T, g0);
+        float l1 = loss_and_grads(&kvh, p, 0, ak, inputs, targets, B, T, g1);
+        CHECK(memcmp(&l0, &l1, sizeof l0) == 0 && memcmp(g0, g1, n * sizeof(float)) == 0,
+              "%s: kv_heads == H differs from plain GPT-2 (loss %.9g vs %.9g)", attn_kernel_name(ak), l1, l0);
+        float lw = loss_and_grads(&plain, p, T, ak, inputs, targets, B, T, g1);
+        CHECK(fabsf(lw - l0) <= 1e-6f * fabsf(l0) && test_max_err_scaled(g1, g0, n) < 1e-5,
+              "%s: a window of T changes the model (loss %.9g vs %.9g)", attn_kernel_name(ak), lw, l0);
+        float l2 = loss_and_grads(&plain, p, 2, ak, inputs, targets, B, T, NULL);
+        CHECK(fabsf(l2 - l0) > 1e-4f, "%s: a window of 2 changes nothing", attn_kernel_name(ak));
+    }
+
+    /* grouped-query with G = 2 from the plain model: K/V rows of head h = those of group h / 2 */
+    const int C = plain.channels, H = plain.num_heads, D = C / H, L = plain.num_layers;
+    for (int G = 1; G <= 2; G++) {
+        GPT2Config gq = tiny_config_h4(G, GPT2_POS_LEARNED);
+        size_t ng = gpt2_num_params(&gq);
+        float *pg = random_params(&gq, 92 + G), *pp = malloc(n * sizeof(float));
+        size_t og[GPT2_NUM_PARAM_TENSORS], op[GPT2_NUM_PARAM_TENSORS], sg[GPT2_NUM_PARAM_TENSORS];
+        gpt2_param_offsets(&gq, og);
+        gpt2_param_offsets(&plain, op);
+        gpt2_param_sizes(&gq, sg);
+        for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
+            if (t != P_QKVW && t != P_QKVB) memcpy(pp + op[t], pg + og[t], sg[t] * sizeof(float));
+        const int Qg = C + 2 * G * D, Qp = 3 * C;
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < Qp; r++) { /* output row r of the plain projection */
+                int src;
+                if (r < C) src = r;
+                else {
+                    int part = (r - C) / C, h = ((r - C) % C) / D, d = (r - C) % D;
+                    src = C + part * G * D + (h / (H / G)) * D + d;
+                }
+                memcpy(pp + op[P_QKVW] + ((size_t)l * Qp + r) * C,
+                       pg + og[P_QKVW] + ((size_t)l * Qg + src) * C, C * sizeof(float));
+                pp[op[P_QKVB] + (size_t)l * Qp + r] = pg[og[P_QKVB] + (size_t)l * Qg + src];
+            }
+        for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+            float lg = loss_and_grads(&gq, pg, 0, (AttnKernel)k, inputs, targets, B, T, NULL);
+            float lp = loss_and_grads(&plain, pp, 0, (AttnKernel)k, inputs, targets, B, T, NULL);
+            CHECK(fabsf(lg - lp) <= 2e-6f * fabsf(lp), "%s: kv_heads %d loss %.9g, the plain model with "
+                  "K/V copied per group %.9g", attn_kernel_name((AttnKernel)k), G, lg, lp);
+        }
+        free(pg);
+        free(pp);
+        (void)ng;
+    }
+
+    /* ALiBi: the learned model with wpe = 0 and no position bias is not ALiBi, but with every
+     * weight the same the two differ, and kernels agree on ALiBi */
+    GPT2Config al = tiny_config_h4(0, GPT2_POS_ALIBI);
+    size_t na = gpt2_num_params(&al);
+    float *pa = random_params(&al, 95), *ga0 = malloc(na * sizeof(float)), *ga1 = malloc(na * sizeof(float));
+    float la0 = loss_and_grads(&al, pa, 0, ATTN_NAIVE, inputs, targets, B, T, ga0);
+    for (int k = 1; k < ATTN_NUM_KERNELS; k++) {
+        float la = loss_and_grads(&al, pa, 0, (AttnKernel)k, inputs, targets, B, T, ga1);
+        CHECK(fabsf(la - la0) <= 1e-5f * fabsf(la0) && test_max_err_scaled(ga1, ga0, na) < 1e-5,
+              "ALiBi: %s differs from naive (loss %.9g vs %.9g)", attn_kernel_name((AttnKernel)k), la, la0);
+    }
+    /* the same weights with learned positions held at zero: only ALiBi's bias tells them apart */
+    float *pz = calloc(n, sizeof(float));
+    size_t oa[GPT2_NUM_PARAM_TENSORS], op2[GPT2_NUM_PARAM_TENSORS], sa[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_offsets(&al, oa);
+    gpt2_param_offsets(&plain, op2);
+    gpt2_param_sizes(&al, sa);
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) memcpy(pz + op2[t], pa + oa[t], sa[t] * sizeof(float));
+    float lz = loss_and_grads(&plain, pz, 0, ATTN_NAIVE, inputs, targets, B, T, g0);
+    CHECK(fabsf(lz - la0) > 1e-4f, "ALiBi's loss %.9g is that of no position information %.9g", la0, lz);
+    free(pz);
+    free(pa); free(ga0); free(ga1);
+    free(p); free(g0); free(g1);
 }
 
 /* Every attention kernel computes the same function: same loss and gradients to fp32 noise. */
@@ -149,11 +287,13 @@ static void test_kernels_agree(void) {
 }
 
 /* AdamW on one fixed batch must memorise it: the loss goes near zero. */
-static void test_overfits_one_batch(void) {
+static void test_overfits_one_batch_with(int H, int kv_heads, int pos, int window, const char *what) {
     GPT2Config c = {.max_seq_len = 16, .vocab_size = 32, .padded_vocab_size = 32,
-                    .num_layers = 2, .num_heads = 2, .channels = 32};
+                    .num_layers = 2, .num_heads = H, .channels = 32, .kv_heads = kv_heads, .pos = pos};
     const int B = 2, T = 16;
-    Model *m = make_model(&c, B, T, ATTN_FLASH);
+    Model *m = make_model_window(&c, B, T, ATTN_FLASH, window);
+    CHECK(m != NULL, "%s: model refused", what);
+    if (!m) return;
     size_t n = gpt2_num_params(&c);
     float *p = malloc(n * sizeof(float));
     gpt2_init_params(&c, p, 42);
@@ -173,10 +313,17 @@ static void test_overfits_one_batch(void) {
         if (step == 0) first = loss;
         last = loss;
     }
-    CHECK(first > 3.0f, "initial loss %.3f should be near ln(32) = 3.47", first);
-    CHECK(last < 0.05f, "loss after 150 steps on one batch is %.4f, expected < 0.05", last);
+    CHECK(first > 3.0f, "%s: initial loss %.3f should be near ln(32) = 3.47", what, first);
+    CHECK(last < 0.05f, "%s: loss after 150 steps on one batch is %.4f, expected < 0.05", what, last);
     free(p);
     cpu_backend.destroy(m);
+}
+
+static void test_overfits_one_batch(void) {
+    test_overfits_one_batch_with(2, 0, GPT2_POS_LEARNED, 0, "GPT-2");
+    test_overfits_one_batch_with(2, 0, GPT2_POS_ALIBI, 0, "ALiBi");
+    test_overfits_one_batch_with(4, 1, GPT2_POS_LEARNED, 0, "kv_heads 1 of 4");
+    test_overfits_one_batch_with(4, 2, GPT2_POS_ALIBI, 4, "kv_heads 2 of 4, ALiBi, window 4");
 }
 
 /* Gradient accumulation: two half-scaled backward passes of the same batch equal one. */
@@ -1057,6 +1204,8 @@ static void test_init(void) {
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
+    test_gradients_extensions();
+    test_extensions_equivalences();
     test_grad_accumulation();
     test_overfits_one_batch();
     test_init();
