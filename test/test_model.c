@@ -396,7 +396,7 @@ static void test_model_file(void) {
     char bad[256];
     tmp_path(bad, sizeof bad, "bad.bin");
     struct { const char *what; int field; int32_t value; size_t len; } cases[] = {
-        {"wrong magic", 0, 12345, bytes}, {"bf16 version", 1, 5, bytes},
+        {"wrong magic", 0, 12345, bytes}, {"bf16 version, fp32 size", 1, 5, bytes},
         {"unknown version", 1, 9, bytes}, {"heads not dividing channels", 5, 3, bytes},
         {"zero layers", 4, 0, bytes}, {"truncated", -1, 0, bytes - 4},
         {"header only", -1, 0, sizeof h}, {"too long", -1, 0, bytes + 4},
