@@ -80,6 +80,45 @@ AttnShape attn_shape_packed(int B, int T, int H, int D, AttnMaskKind mask, AttnD
     return s;
 }
 
+AttnShape attn_shape_packed_gqa(int B, int T, int H, int Hkv, int D, AttnMaskKind mask,
+                                AttnDtype dtype) {
+    AttnShape s = attn_shape_packed(B, T, H, D, mask, dtype);
+    s.Hkv = Hkv;
+    s.ld_qkv = (H + 2 * Hkv) * D;
+    return s;
+}
+
+int attn_mask_has_extras(const AttnMask *m) {
+    if (!m) return 0;
+    return m->window > 0 || m->doc || m->key_begin || m->key_end || m->alibi_slopes || m->dbias ||
+           (m->bias && m->kind != ATTN_MASK_DENSE);
+}
+
+int attn_doc_from_starts(int B, int T, const int *starts, const int *offsets, int *doc) {
+    if (B < 0 || T < 0 || !offsets || !doc || (B > 0 && T > 0 && !starts && offsets[B] > offsets[0]))
+        return -1;
+    for (int b = 0; b < B; b++) {
+        int *row = doc + (size_t)b * T, start = 0, prev = -1;
+        int n = offsets[b], end = offsets[b + 1];
+        if (end < n) return -1;
+        for (int t = 0; t < T; t++) {
+            /* the next listed start at or before t opens a new document */
+            while (n < end && starts[n] <= t) {
+                if (starts[n] < 0 || starts[n] <= prev) return -1;
+                prev = start = starts[n++];
+            }
+            row[t] = start;
+        }
+        for (; n < end; n++) /* starts past the sequence: out of range, or not increasing */
+            if (starts[n] >= T || starts[n] <= prev) return -1;
+    }
+    return 0;
+}
+
+void attn_alibi_slopes(int H, float *slopes) {
+    for (int h = 0; h < H; h++) slopes[h] = (float)exp2(-8.0 * (h + 1) / H);
+}
+
 /* On the CPU: flash (it needs O(T) saved memory and is the fastest of the three there). On
  * CUDA: the first of flash, memeff, naive that this build has and that supports the shape, or
  * ATTN_AUTO when none does (e.g. a CPU-only build, whose CUDA table is empty). */

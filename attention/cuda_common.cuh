@@ -110,6 +110,10 @@ static inline const char *attn_shape_problem(const AttnShape *s) {
     if (s->mask.kind < 0 || s->mask.kind >= ATTN_NUM_MASKS) return "unknown mask";
     if (s->mask.kind == ATTN_MASK_DENSE && !s->mask.bias) return "dense mask without bias";
     if (s->ld_qkv < s->H * s->D || s->ld_o < s->H * s->D) return "leading dimension < H*D";
+    /* Every CUDA kernel reads the mask as kind + constant bias (DENSE only) and K/V with H heads. */
+    if (attn_mask_has_extras(&s->mask) || attn_kv_heads(s) != s->H)
+        return "sliding windows, documents, key padding, ALiBi, a bias with causal/none, bias "
+               "gradients and GQA are implemented on the CPU only so far";
     return NULL;
 }
 

@@ -6,20 +6,23 @@
  *
  * Forward, query tile outer, key tile inner; per query row a running max m, sum l and
  * unnormalised output acc:
- *   S = scale Q_t K_t^T + bias            (-inf for keys a row may not see)
+ *   S = scale Q_t K_t^T + bias - slope |i - j|   (-inf for keys a row may not see)
  *   m' = max(m, rowmax S),  P~ = exp(S - m'),  l <- exp(m - m') l + rowsum P~,
  *   acc <- exp(m - m') acc + P~ V_t;   finally O = acc / l, and `saved` keeps
  *   L = m + log l (B, H, T floats; +inf for a row that sees no key, whose O is 0).
- *   Causal: key tiles entirely above the diagonal are skipped.
+ *   Key tiles outside the query tile's attn_key_range(), or that no row of it sees, are
+ *   skipped (causal, window, documents, key padding): cost follows the unmasked area.
  *
  * Backward: first D = rowsum(dO * O) for every row (into the workspace, B, H, T floats); then
  * key tile outer, with dK_t and dV_t accumulated in the tile, query tile inner:
  *   P = exp(S - L),  dV_t += P^T dO_t,  dP = dO_t V_t^T,  dS = P * (dP - D),
  *   dQ += scale dS K_t  (in memory),   dK_t += scale dS^T Q_t.
- *   Causal: query tiles entirely above the diagonal (every row before the key tile) skipped.
+ *   Query tiles whose key range misses the key tile are skipped; dS also goes into dbias.
+ * GQA: query head h reads K/V head attn_kv_head(h); the key tile loop of a K/V head runs over
+ * every query head of its group, so dK_t and dV_t sum over the group.
  *
- * Parallel: forward over (b, h, query tile); backward over (b, h), because every key tile of
- * a head adds into the same dQ rows.
+ * Parallel: forward over (b, h, query tile); backward over (b, K/V head), because every key
+ * tile of a group adds into the same dQ rows and dK, dV rows.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -54,23 +57,33 @@ static void load_tile(float *dst, const float *src, const AttnShape *s, int ld, 
                (size_t)s->D * sizeof(float));
 }
 
-/* S[r][c] (row stride FLASH.bc) = scale * q_r . k_c + bias for query i0 + r and key j0 + c,
- * or -inf where the key lies beyond what the row may see. */
-static void score_tile(const AttnShape *s, const float *qt, const float *kt, int b, int h, int i0,
-                       int br, int j0, int bc, float *S) {
+/* Row masks of query rows [i0, i0 + br) of (b, h) into rm. */
+static void row_masks(const AttnShape *s, int b, int h, int i0, int br, AttnRowMask *rm) {
+    for (int r = 0; r < br; r++) rm[r] = attn_row_mask(s, b, h, i0 + r);
+}
+
+/* 1 when some row of rm[0..br) sees a key of [j0, j0 + bc). */
+static int tile_seen(const AttnRowMask *rm, int br, int j0, int bc) {
+    for (int r = 0; r < br; r++)
+        if (rm[r].lo < j0 + bc && rm[r].hi > j0 && rm[r].lo < rm[r].hi) return 1;
+    return 0;
+}
+
+/* S[r][c] (row stride FLASH.bc) = scale * q_r . k_c adjusted by row r's mask (bias, ALiBi) for
+ * query i0 + r and key j0 + c, or -inf where the key lies outside what the row may see. */
+static void score_tile(const AttnShape *s, const float *qt, const float *kt,
+                       const AttnRowMask *rm, int br, int j0, int bc, float *S) {
     const int D = s->D;
     for (int r = 0; r < br; r++) {
-        const int visible = attn_keys_visible(s, i0 + r);
-        const float *bias = attn_bias_row(s, b, h, i0 + r);
+        const AttnRowMask *m = &rm[r];
         float *srow = S + (size_t)r * FLASH.bc;
         for (int c = 0; c < bc; c++) {
             const int j = j0 + c;
-            if (j >= visible) {
+            if (j < m->lo || j >= m->hi) {
                 srow[c] = -INFINITY;
                 continue;
             }
-            srow[c] = s->scale * attn_dot(qt + (size_t)r * D, kt + (size_t)c * D, D);
-            if (bias) srow[c] += bias[j];
+            srow[c] = attn_adjust_score(m, j, s->scale * attn_dot(qt + (size_t)r * D, kt + (size_t)c * D, D));
         }
     }
 }
@@ -82,13 +95,16 @@ typedef struct {
     float *s;         /* scores, then P~: br x bc */
     float *acc;       /* unnormalised output rows: br x D */
     float *m, *l;     /* running max and sum per row: br */
+    AttnRowMask *rm;  /* the rows' masks: br */
 } FwdTiles;
 
-static float *fwd_tiles_alloc(FwdTiles *w, int D) {
+static void *fwd_tiles_alloc(FwdTiles *w, int D) {
     const size_t br = FLASH.br, bc = FLASH.bc;
-    float *block = malloc((2 * br * D + 2 * bc * D + br * bc + 2 * br) * sizeof(float));
+    void *block = malloc(br * sizeof(AttnRowMask) +
+                         (2 * br * D + 2 * bc * D + br * bc + 2 * br) * sizeof(float));
     if (!block) return NULL;
-    float *cur = block;
+    w->rm = block;
+    float *cur = (float *)(w->rm + br);
     w->q = carve(&cur, br * D);
     w->acc = carve(&cur, br * D);
     w->k = carve(&cur, bc * D);
@@ -123,20 +139,24 @@ static void online_softmax_row(float *srow, int bc, float *m, float *l, float *a
 /* Output rows [i0, i0 + br) of (b, h) and their L. */
 static void forward_tile(const AttnShape *s, const float *q, const float *k, const float *v,
                          float *o, float *L, int b, int h, int i0, FwdTiles *w) {
-    const int D = s->D, br = attn_min(FLASH.br, s->T - i0);
+    const int D = s->D, br = attn_min(FLASH.br, s->T - i0), g = attn_kv_head(s, h);
     load_tile(w->q, q, s, s->ld_qkv, b, h, i0, br);
+    row_masks(s, b, h, i0, br, w->rm);
     for (int r = 0; r < br; r++) {
         w->m[r] = -INFINITY;
         w->l[r] = 0.0f;
         attn_zero(w->acc + (size_t)r * D, D);
     }
-    /* Keys past the tile's last row are invisible to all its rows (causal): never visited. */
-    const int key_end = attn_keys_visible(s, i0 + br - 1);
-    for (int j0 = 0; j0 < key_end; j0 += FLASH.bc) {
+    /* Only the key tiles inside the rows' key range, and of those only the ones some row sees
+     * (causal, window, documents and key padding cut whole tiles), are visited. */
+    int key_begin, key_end;
+    attn_key_range(s, b, i0, i0 + br, &key_begin, &key_end);
+    for (int j0 = key_begin / FLASH.bc * FLASH.bc; j0 < key_end; j0 += FLASH.bc) {
         const int bc = attn_min(FLASH.bc, key_end - j0);
-        load_tile(w->k, k, s, s->ld_qkv, b, h, j0, bc);
-        load_tile(w->v, v, s, s->ld_qkv, b, h, j0, bc);
-        score_tile(s, w->q, w->k, b, h, i0, br, j0, bc, w->s);
+        if (!tile_seen(w->rm, br, j0, bc)) continue;
+        load_tile(w->k, k, s, s->ld_qkv, b, g, j0, bc);
+        load_tile(w->v, v, s, s->ld_qkv, b, g, j0, bc);
+        score_tile(s, w->q, w->k, w->rm, br, j0, bc, w->s);
         for (int r = 0; r < br; r++) {
             float *p = w->s + (size_t)r * FLASH.bc, *acc = w->acc + (size_t)r * D;
             online_softmax_row(p, bc, &w->m[r], &w->l[r], acc, D);
@@ -168,7 +188,7 @@ static int flash_forward(const AttnShape *s, const void *q, const void *k, const
 #pragma omp parallel
     {
         FwdTiles w = {0};
-        float *block = fwd_tiles_alloc(&w, s->D);
+        void *block = fwd_tiles_alloc(&w, s->D);
         if (!block) {
 #pragma omp atomic write
             out_of_memory = 1;
@@ -190,13 +210,19 @@ typedef struct {
     float *k, *v, *dk, *dv; /* key tiles: bc x D */
     float *p, *ds;          /* br x bc */
     float *L, *D;           /* per query row of the tile: br */
+    AttnRowMask *rm;        /* the query rows' masks: br */
+    int *tile_lo, *tile_hi; /* per query tile of the sequence: attn_key_range() */
 } BwdTiles;
 
-static float *bwd_tiles_alloc(BwdTiles *w, int D) {
-    const size_t br = FLASH.br, bc = FLASH.bc;
-    float *block = malloc((2 * br * D + 4 * bc * D + 2 * br * bc + 2 * br) * sizeof(float));
+static void *bwd_tiles_alloc(BwdTiles *w, int D, int T) {
+    const size_t br = FLASH.br, bc = FLASH.bc, tiles = ((size_t)T + br - 1) / br;
+    void *block = malloc(br * sizeof(AttnRowMask) + 2 * tiles * sizeof(int) +
+                         (2 * br * D + 4 * bc * D + 2 * br * bc + 2 * br) * sizeof(float));
     if (!block) return NULL;
-    float *cur = block;
+    w->rm = block;
+    w->tile_lo = (int *)(w->rm + br);
+    w->tile_hi = w->tile_lo + tiles;
+    float *cur = (float *)(w->tile_hi + tiles);
     w->q = carve(&cur, br * D);
     w->dout = carve(&cur, br * D);
     w->k = carve(&cur, bc * D);
@@ -210,19 +236,20 @@ static float *bwd_tiles_alloc(BwdTiles *w, int D) {
     return block;
 }
 
-/* The contributions of query rows [i0, i0 + br) to the key tile's dK_t, dV_t (loaded keys
- * [j0, j0 + bc)) and to dQ in memory. */
+/* The contributions of query rows [i0, i0 + br) of head h to the key tile's dK_t, dV_t (loaded
+ * keys [j0, j0 + bc)), to dQ in memory and to dbias. */
 static void backward_tile_pair(const AttnShape *s, const float *q, const float *dout,
                                const float *L, const float *Drow, float *dq, int b, int h, int i0,
                                int j0, int bc, BwdTiles *w) {
     const int D = s->D, br = attn_min(FLASH.br, s->T - i0), BC = FLASH.bc;
     load_tile(w->q, q, s, s->ld_qkv, b, h, i0, br);
     load_tile(w->dout, dout, s, s->ld_o, b, h, i0, br);
+    row_masks(s, b, h, i0, br, w->rm);
     for (int r = 0; r < br; r++) {
         w->L[r] = L[attn_stat_index(s, b, h, i0 + r)];
         w->D[r] = Drow[attn_stat_index(s, b, h, i0 + r)];
     }
-    score_tile(s, w->q, w->k, b, h, i0, br, j0, bc, w->p);
+    score_tile(s, w->q, w->k, w->rm, br, j0, bc, w->p);
     for (int r = 0; r < br; r++) {
         float *p = w->p + (size_t)r * BC, *ds = w->ds + (size_t)r * BC;
         const float *dor = w->dout + (size_t)r * D;
@@ -235,6 +262,7 @@ static void backward_tile_pair(const AttnShape *s, const float *q, const float *
             attn_axpy(w->dv + (size_t)c * D, p[c], dor, D); /* dV_t += P^T dO_t */
             const float dp = attn_dot(dor, w->v + (size_t)c * D, D);
             ds[c] = s->scale * p[c] * (dp - w->D[r]); /* scale folded into dS */
+            if (w->rm[r].dbias) attn_add_dbias(&w->rm[r], j0 + c, p[c] * (dp - w->D[r]));
         }
     }
     for (int r = 0; r < br; r++) { /* dQ += dS K_t */
@@ -250,25 +278,33 @@ static void backward_tile_pair(const AttnShape *s, const float *q, const float *
     }
 }
 
-static void backward_head(const AttnShape *s, const float *q, const float *k, const float *v,
-                          const float *dout, const float *L, const float *Drow, float *dq,
-                          float *dk, float *dv, int b, int h, BwdTiles *w) {
-    const int T = s->T, D = s->D, ld = s->ld_qkv;
-    for (int t = 0; t < T; t++) attn_zero(dq + attn_offset(s, ld, b, t, h), D);
+/* Backward of K/V head g: key tile outer; every query head of its group, and of each only the
+ * query tiles whose key range meets the key tile, add into the tile's dK_t and dV_t. */
+static void backward_kv_head(const AttnShape *s, const float *q, const float *k, const float *v,
+                             const float *dout, const float *L, const float *Drow, float *dq,
+                             float *dk, float *dv, int b, int g, BwdTiles *w) {
+    const int T = s->T, D = s->D, ld = s->ld_qkv, group = s->H / attn_kv_heads(s);
+    const int h0 = g * group, h1 = h0 + group, tiles = (T + FLASH.br - 1) / FLASH.br;
+    for (int h = h0; h < h1; h++)
+        for (int t = 0; t < T; t++) attn_zero(dq + attn_offset(s, ld, b, t, h), D);
+    for (int t = 0; t < tiles; t++) {
+        const int i0 = t * FLASH.br;
+        attn_key_range(s, b, i0, attn_min(i0 + FLASH.br, T), &w->tile_lo[t], &w->tile_hi[t]);
+    }
     for (int j0 = 0; j0 < T; j0 += FLASH.bc) {
         const int bc = attn_min(FLASH.bc, T - j0);
-        load_tile(w->k, k, s, ld, b, h, j0, bc);
-        load_tile(w->v, v, s, ld, b, h, j0, bc);
+        load_tile(w->k, k, s, ld, b, g, j0, bc);
+        load_tile(w->v, v, s, ld, b, g, j0, bc);
         attn_zero(w->dk, bc * D);
         attn_zero(w->dv, bc * D);
-        /* Causal: rows before j0 see none of these keys; start at the tile holding row j0. */
-        const int i_first = s->mask.kind == ATTN_MASK_CAUSAL ? j0 / FLASH.br * FLASH.br : 0;
-        for (int i0 = i_first; i0 < T; i0 += FLASH.br)
-            backward_tile_pair(s, q, dout, L, Drow, dq, b, h, i0, j0, bc, w);
+        for (int h = h0; h < h1; h++)
+            for (int t = 0; t < tiles; t++)
+                if (w->tile_lo[t] < j0 + bc && w->tile_hi[t] > j0)
+                    backward_tile_pair(s, q, dout, L, Drow, dq, b, h, t * FLASH.br, j0, bc, w);
         for (int c = 0; c < bc; c++) {
-            memcpy(dk + attn_offset(s, ld, b, j0 + c, h), w->dk + (size_t)c * D,
+            memcpy(dk + attn_offset(s, ld, b, j0 + c, g), w->dk + (size_t)c * D,
                    (size_t)D * sizeof(float));
-            memcpy(dv + attn_offset(s, ld, b, j0 + c, h), w->dv + (size_t)c * D,
+            memcpy(dv + attn_offset(s, ld, b, j0 + c, g), w->dv + (size_t)c * D,
                    (size_t)D * sizeof(float));
         }
     }
@@ -280,7 +316,7 @@ static int flash_backward(const AttnShape *s, const void *q, const void *k, cons
     if (attn_cpu_check_call(flash_unsupported(s), "flash/cpu backward",
                             q && k && v && o && dout && saved && dq && dk && dv && workspace))
         return -1;
-    const int B = s->B, H = s->H, T = s->T;
+    const int B = s->B, H = s->H, T = s->T, Hkv = attn_kv_heads(s);
     const float *O = o, *dO = dout;
     float *Drow = workspace;
     int out_of_memory = 0;
@@ -294,15 +330,15 @@ static int flash_backward(const AttnShape *s, const void *q, const void *k, cons
                         attn_dot(dO + attn_offset(s, s->ld_o, b, t, h),
                                  O + attn_offset(s, s->ld_o, b, t, h), s->D);
         BwdTiles w = {0};
-        float *block = bwd_tiles_alloc(&w, s->D);
+        void *block = bwd_tiles_alloc(&w, s->D, T);
         if (!block) {
 #pragma omp atomic write
             out_of_memory = 1;
         }
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (block) backward_head(s, q, k, v, dout, saved, Drow, dq, dk, dv, b, h, &w);
+            for (int g = 0; g < Hkv; g++)
+                if (block) backward_kv_head(s, q, k, v, dout, saved, Drow, dq, dk, dv, b, g, &w);
         free(block);
     }
     return out_of_memory ? attn_cpu_error("flash/cpu backward", "out of memory") : 0;

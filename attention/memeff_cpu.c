@@ -15,8 +15,13 @@
  *   dQ_i += scale dS_ij k_j  (complete when the chunk's key loop ends),
  *   dK_j += scale dS_ij q_i  (accumulated in memory over the query chunks).
  *
- * Parallel: forward over (b, h, query chunk); backward over (b, h) since all query chunks of
- * a head add into the same dK and dV.
+ * Masks: a query chunk visits only the key chunks that attn_key_range() leaves it (causal,
+ * window, documents and key padding cut whole chunks), each row only the keys of its interval;
+ * scores get bias and ALiBi from attn_adjust_score; backward adds dS into dbias if given.
+ * GQA: query head h reads K/V head attn_kv_head(h).
+ *
+ * Parallel: forward over (b, h, query chunk); backward over (b, K/V head) since all query
+ * chunks of a group add into the same dK and dV.
  */
 #include "attention/attention_impls.h"
 #include "attention/cpu_common.h"
@@ -33,15 +38,13 @@ static size_t memeff_saved_bytes(const AttnShape *s) {
 static size_t memeff_workspace_bytes(const AttnShape *s) { return 0; }
 
 /* Folds keys [j0, j1) into row i's running (m, l, acc); scores is scratch of K_CHUNK floats. */
-static void online_softmax_step(const AttnShape *s, const float *k, const float *v, int b, int h,
-                                int i, const float *qi, int j0, int j1, float *m, float *l,
-                                float *acc, float *scores) {
+static void online_softmax_step(const AttnShape *s, const float *k, const float *v, int b, int g,
+                                const AttnRowMask *rm, const float *qi, int j0, int j1, float *m,
+                                float *l, float *acc, float *scores) {
     const int D = s->D, ld = s->ld_qkv;
-    const float *bias = attn_bias_row(s, b, h, i);
     float chunk_max = -INFINITY;
     for (int j = j0; j < j1; j++) {
-        float sij = s->scale * attn_dot(qi, k + attn_offset(s, ld, b, j, h), D);
-        if (bias) sij += bias[j];
+        float sij = attn_adjust_score(rm, j, s->scale * attn_dot(qi, k + attn_offset(s, ld, b, j, g), D));
         scores[j - j0] = sij;
         if (sij > chunk_max) chunk_max = sij;
     }
@@ -56,27 +59,38 @@ static void online_softmax_step(const AttnShape *s, const float *k, const float 
         const float p = expf(scores[j - j0] - m_new);
         if (p == 0.0f) continue;
         *l += p;
-        attn_axpy(acc, p, v + attn_offset(s, ld, b, j, h), D);
+        attn_axpy(acc, p, v + attn_offset(s, ld, b, j, g), D);
     }
     *m = m_new;
+}
+
+/* The key chunks [c0, c1) of rows [i0, i1): from the chunk holding the first key any row sees
+ * to the last such key (chunk boundaries stay multiples of K_CHUNK). c0 >= c1: none. */
+static void chunk_range(const AttnShape *s, int b, int i0, int i1, int *c0, int *c1) {
+    attn_key_range(s, b, i0, i1, c0, c1);
+    *c0 = *c0 / K_CHUNK * K_CHUNK;
 }
 
 /* Output rows [i0, i0 + Q_CHUNK) of (b, h) and their L. */
 static void forward_chunk(const AttnShape *s, const float *q, const float *k, const float *v,
                           float *o, float *L, int b, int h, int i0) {
-    const int i1 = attn_min(i0 + Q_CHUNK, s->T), D = s->D;
+    const int i1 = attn_min(i0 + Q_CHUNK, s->T), D = s->D, g = attn_kv_head(s, h);
     float m[Q_CHUNK], l[Q_CHUNK], scores[K_CHUNK];
+    AttnRowMask rm[Q_CHUNK];
     for (int i = i0; i < i1; i++) {
         m[i - i0] = -INFINITY;
         l[i - i0] = 0.0f;
+        rm[i - i0] = attn_row_mask(s, b, h, i);
         attn_zero(o + attn_offset(s, s->ld_o, b, i, h), D);
     }
-    const int key_end = attn_keys_visible(s, i1 - 1); /* the chunk's last row sees the most */
-    for (int j0 = 0; j0 < key_end; j0 += K_CHUNK) {
+    int c0, c1; /* key chunks that no row of the chunk sees are never visited */
+    chunk_range(s, b, i0, i1, &c0, &c1);
+    for (int j0 = c0; j0 < c1; j0 += K_CHUNK) {
         for (int i = i0; i < i1; i++) {
-            const int j1 = attn_min(j0 + K_CHUNK, attn_keys_visible(s, i));
-            if (j1 <= j0) continue;
-            online_softmax_step(s, k, v, b, h, i, q + attn_offset(s, s->ld_qkv, b, i, h), j0, j1,
+            const AttnRowMask *r = &rm[i - i0];
+            const int a = attn_max(j0, r->lo), e = attn_min(j0 + K_CHUNK, r->hi);
+            if (e <= a) continue;
+            online_softmax_step(s, k, v, b, g, r, q + attn_offset(s, s->ld_qkv, b, i, h), a, e,
                                 &m[i - i0], &l[i - i0], o + attn_offset(s, s->ld_o, b, i, h),
                                 scores);
         }
@@ -106,54 +120,60 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
     return 0;
 }
 
-/* The contributions of query row i and keys [j0, j1) to dQ_i, dK_j and dV_j. */
+/* The contributions of query row i and keys [j0, j1) to dQ_i, dK_j, dV_j (and dbias). */
 static void backward_step(const AttnShape *s, const float *q, const float *k, const float *v,
                           const float *dout, float Li, float Di, float *dq, float *dk, float *dv,
-                          int b, int h, int i, int j0, int j1) {
-    const int D = s->D, ld = s->ld_qkv;
+                          int b, int h, int g, const AttnRowMask *rm, int j0, int j1) {
+    const int D = s->D, ld = s->ld_qkv, i = rm->i;
     const float *qi = q + attn_offset(s, ld, b, i, h);
     const float *doi = dout + attn_offset(s, s->ld_o, b, i, h);
-    const float *bias = attn_bias_row(s, b, h, i);
     float *dqi = dq + attn_offset(s, ld, b, i, h);
     for (int j = j0; j < j1; j++) {
-        const size_t oj = attn_offset(s, ld, b, j, h);
-        float sij = s->scale * attn_dot(qi, k + oj, D);
-        if (bias) sij += bias[j];
+        const size_t oj = attn_offset(s, ld, b, j, g);
+        const float sij = attn_adjust_score(rm, j, s->scale * attn_dot(qi, k + oj, D));
         const float p = expf(sij - Li); /* 0 for a masked key, and for every key if L = +inf */
         if (p == 0.0f) continue;
         attn_axpy(dv + oj, p, doi, D);
-        const float ds = s->scale * p * (attn_dot(doi, v + oj, D) - Di);
+        const float dpij = attn_dot(doi, v + oj, D);
+        const float ds = s->scale * p * (dpij - Di);
+        if (rm->dbias) attn_add_dbias(rm, j, p * (dpij - Di));
         attn_axpy(dqi, ds, k + oj, D);
         attn_axpy(dk + oj, ds, qi, D);
     }
 }
 
-static void backward_head(const AttnShape *s, const float *q, const float *k, const float *v,
-                          const float *o, const float *dout, const float *L, float *dq, float *dk,
-                          float *dv, int b, int h) {
-    const int T = s->T, D = s->D, ld = s->ld_qkv;
+/* Backward of K/V head g: every query head of its group adds into its dK and dV. */
+static void backward_kv_head(const AttnShape *s, const float *q, const float *k, const float *v,
+                             const float *o, const float *dout, const float *L, float *dq,
+                             float *dk, float *dv, int b, int g) {
+    const int T = s->T, D = s->D, ld = s->ld_qkv, group = s->H / attn_kv_heads(s);
     for (int t = 0; t < T; t++) {
-        attn_zero(dk + attn_offset(s, ld, b, t, h), D);
-        attn_zero(dv + attn_offset(s, ld, b, t, h), D);
+        attn_zero(dk + attn_offset(s, ld, b, t, g), D);
+        attn_zero(dv + attn_offset(s, ld, b, t, g), D);
     }
-    for (int i0 = 0; i0 < T; i0 += Q_CHUNK) {
-        const int i1 = attn_min(i0 + Q_CHUNK, T);
-        float Dvec[Q_CHUNK];
-        for (int i = i0; i < i1; i++) {
-            Dvec[i - i0] = attn_dot(dout + attn_offset(s, s->ld_o, b, i, h),
-                                    o + attn_offset(s, s->ld_o, b, i, h), D);
-            attn_zero(dq + attn_offset(s, ld, b, i, h), D);
-        }
-        const int key_end = attn_keys_visible(s, i1 - 1);
-        for (int j0 = 0; j0 < key_end; j0 += K_CHUNK) {
+    for (int h = g * group; h < (g + 1) * group; h++)
+        for (int i0 = 0; i0 < T; i0 += Q_CHUNK) {
+            const int i1 = attn_min(i0 + Q_CHUNK, T);
+            float Dvec[Q_CHUNK];
+            AttnRowMask rm[Q_CHUNK];
             for (int i = i0; i < i1; i++) {
-                const int j1 = attn_min(j0 + K_CHUNK, attn_keys_visible(s, i));
-                if (j1 > j0)
-                    backward_step(s, q, k, v, dout, L[attn_stat_index(s, b, h, i)], Dvec[i - i0],
-                                  dq, dk, dv, b, h, i, j0, j1);
+                Dvec[i - i0] = attn_dot(dout + attn_offset(s, s->ld_o, b, i, h),
+                                        o + attn_offset(s, s->ld_o, b, i, h), D);
+                rm[i - i0] = attn_row_mask(s, b, h, i);
+                attn_zero(dq + attn_offset(s, ld, b, i, h), D);
+            }
+            int c0, c1;
+            chunk_range(s, b, i0, i1, &c0, &c1);
+            for (int j0 = c0; j0 < c1; j0 += K_CHUNK) {
+                for (int i = i0; i < i1; i++) {
+                    const AttnRowMask *r = &rm[i - i0];
+                    const int a = attn_max(j0, r->lo), e = attn_min(j0 + K_CHUNK, r->hi);
+                    if (e > a)
+                        backward_step(s, q, k, v, dout, L[attn_stat_index(s, b, h, i)],
+                                      Dvec[i - i0], dq, dk, dv, b, h, g, r, a, e);
+                }
             }
         }
-    }
 }
 
 static int memeff_backward(const AttnShape *s, const void *q, const void *k, const void *v,
@@ -162,10 +182,10 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
     if (attn_cpu_check_call(memeff_unsupported(s), "memeff/cpu backward",
                             q && k && v && o && dout && saved && dq && dk && dv))
         return -1;
-    const int B = s->B, H = s->H;
+    const int B = s->B, Hkv = attn_kv_heads(s);
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) backward_head(s, q, k, v, o, dout, saved, dq, dk, dv, b, h);
+        for (int g = 0; g < Hkv; g++) backward_kv_head(s, q, k, v, o, dout, saved, dq, dk, dv, b, g);
     return 0;
 }
 

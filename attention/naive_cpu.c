@@ -12,8 +12,12 @@
  *   dQ = scale dS K,   dK = scale dS^T Q.
  * A row whose scores are all -inf has P = 0, hence O = 0 and no gradient through it.
  *
+ * Masks: each row visits only the keys of its interval [lo, hi) (attn_row_mask); scores get
+ * bias and ALiBi from attn_adjust_score; backward adds dS into dbias when there is one.
+ * GQA: query head h reads K/V head attn_kv_head(h).
+ *
  * Parallel: forward over (b, h, i) (each row writes only its own P and O rows); backward over
- * (b, h), because every query row adds into the same dK and dV rows of its head.
+ * (b, K/V head), because every query row of the group adds into the same dK and dV rows.
  */
 #include <stdlib.h>
 #include "attention/attention_impls.h"
@@ -45,34 +49,35 @@ static size_t prob_row(const AttnShape *s, int b, int h, int i) {
 /* Row i of P for (b, h) (keys it may not see set to 0), then O_i = P_i V. */
 static void forward_row(const AttnShape *s, const float *q, const float *k, const float *v,
                         float *o, float *P, int b, int h, int i) {
-    const int T = s->T, D = s->D, n = attn_keys_visible(s, i), ld = s->ld_qkv;
+    const int T = s->T, D = s->D, ld = s->ld_qkv, g = attn_kv_head(s, h);
+    const AttnRowMask rm = attn_row_mask(s, b, h, i);
+    const int lo = rm.lo, hi = rm.hi;
     const float *qi = q + attn_offset(s, ld, b, i, h);
-    const float *bias = attn_bias_row(s, b, h, i);
     float *p = P + prob_row(s, b, h, i);
     float *oi = o + attn_offset(s, s->ld_o, b, i, h);
 
     float row_max = -INFINITY;
-    for (int j = 0; j < n; j++) {
-        float sij = s->scale * attn_dot(qi, k + attn_offset(s, ld, b, j, h), D);
-        if (bias) sij += bias[j];
+    for (int j = lo; j < hi; j++) {
+        float sij = attn_adjust_score(&rm, j, s->scale * attn_dot(qi, k + attn_offset(s, ld, b, j, g), D));
         p[j] = sij;
         if (sij > row_max) row_max = sij;
     }
-    for (int j = n; j < T; j++) p[j] = 0.0f;
+    for (int j = 0; j < lo; j++) p[j] = 0.0f;
+    for (int j = hi; j < T; j++) p[j] = 0.0f;
     attn_zero(oi, D);
     if (row_max == -INFINITY) { /* the row sees no key: P_i = 0, O_i = 0 */
-        attn_zero(p, n);
+        for (int j = lo; j < hi; j++) p[j] = 0.0f;
         return;
     }
     float sum = 0.0f;
-    for (int j = 0; j < n; j++) {
+    for (int j = lo; j < hi; j++) {
         p[j] = expf(p[j] - row_max);
         sum += p[j];
     }
     const float inv_sum = 1.0f / sum;
-    for (int j = 0; j < n; j++) {
+    for (int j = lo; j < hi; j++) {
         p[j] *= inv_sum;
-        if (p[j] != 0.0f) attn_axpy(oi, p[j], v + attn_offset(s, ld, b, j, h), D);
+        if (p[j] != 0.0f) attn_axpy(oi, p[j], v + attn_offset(s, ld, b, j, g), D);
     }
 }
 
@@ -88,41 +93,46 @@ static int naive_forward(const AttnShape *s, const void *q, const void *k, const
     return 0;
 }
 
-/* Backward of one head; dp is scratch for one row of dP (T floats). */
-static void backward_head(const AttnShape *s, const float *q, const float *k, const float *v,
-                          const float *dout, const float *P, float *dq, float *dk, float *dv, int b,
-                          int h, float *dp) {
-    const int T = s->T, D = s->D, ld = s->ld_qkv;
+/* Backward of K/V head g: its query heads add into its dK and dV; dp is scratch for one row
+ * of dP (T floats). */
+static void backward_kv_head(const AttnShape *s, const float *q, const float *k, const float *v,
+                             const float *dout, const float *P, float *dq, float *dk, float *dv,
+                             int b, int g, float *dp) {
+    const int T = s->T, D = s->D, ld = s->ld_qkv, group = s->H / attn_kv_heads(s);
     for (int t = 0; t < T; t++) {
-        attn_zero(dk + attn_offset(s, ld, b, t, h), D);
-        attn_zero(dv + attn_offset(s, ld, b, t, h), D);
+        attn_zero(dk + attn_offset(s, ld, b, t, g), D);
+        attn_zero(dv + attn_offset(s, ld, b, t, g), D);
     }
-    for (int i = 0; i < T; i++) {
-        const int n = attn_keys_visible(s, i);
-        const float *p = P + prob_row(s, b, h, i);
-        const float *qi = q + attn_offset(s, ld, b, i, h);
-        const float *doi = dout + attn_offset(s, s->ld_o, b, i, h);
-        float *dqi = dq + attn_offset(s, ld, b, i, h);
+    for (int h = g * group; h < (g + 1) * group; h++)
+        for (int i = 0; i < T; i++) {
+            const AttnRowMask rm = attn_row_mask(s, b, h, i);
+            const int lo = rm.lo, hi = rm.hi;
+            const float *p = P + prob_row(s, b, h, i);
+            const float *qi = q + attn_offset(s, ld, b, i, h);
+            const float *doi = dout + attn_offset(s, s->ld_o, b, i, h);
+            float *dqi = dq + attn_offset(s, ld, b, i, h);
 
-        /* dV_j += P_ij dO_i;  dP_ij = dO_i . v_j;  rowdot = sum_j P_ij dP_ij */
-        float rowdot = 0.0f;
-        for (int j = 0; j < n; j++) {
-            if (p[j] == 0.0f) continue;
-            size_t oj = attn_offset(s, ld, b, j, h);
-            dp[j] = attn_dot(doi, v + oj, D);
-            rowdot += p[j] * dp[j];
-            attn_axpy(dv + oj, p[j], doi, D);
+            /* dV_j += P_ij dO_i;  dP_ij = dO_i . v_j;  rowdot = sum_j P_ij dP_ij */
+            float rowdot = 0.0f;
+            for (int j = lo; j < hi; j++) {
+                if (p[j] == 0.0f) continue;
+                size_t oj = attn_offset(s, ld, b, j, g);
+                dp[j] = attn_dot(doi, v + oj, D);
+                rowdot += p[j] * dp[j];
+                attn_axpy(dv + oj, p[j], doi, D);
+            }
+            /* dS_ij = P_ij (dP_ij - rowdot) (into dbias);  dQ_i = scale sum_j dS_ij k_j;
+             * dK_j += scale dS_ij q_i */
+            attn_zero(dqi, D);
+            for (int j = lo; j < hi; j++) {
+                if (p[j] == 0.0f) continue;
+                size_t oj = attn_offset(s, ld, b, j, g);
+                const float ds = s->scale * p[j] * (dp[j] - rowdot);
+                if (rm.dbias) attn_add_dbias(&rm, j, p[j] * (dp[j] - rowdot));
+                attn_axpy(dqi, ds, k + oj, D);
+                attn_axpy(dk + oj, ds, qi, D);
+            }
         }
-        /* dS_ij = P_ij (dP_ij - rowdot);  dQ_i = scale sum_j dS_ij k_j;  dK_j += scale dS_ij q_i */
-        attn_zero(dqi, D);
-        for (int j = 0; j < n; j++) {
-            if (p[j] == 0.0f) continue;
-            size_t oj = attn_offset(s, ld, b, j, h);
-            const float ds = s->scale * p[j] * (dp[j] - rowdot);
-            attn_axpy(dqi, ds, k + oj, D);
-            attn_axpy(dk + oj, ds, qi, D);
-        }
-    }
 }
 
 static int naive_backward(const AttnShape *s, const void *q, const void *k, const void *v,
@@ -131,7 +141,7 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
     if (attn_cpu_check_call(naive_unsupported(s), "naive/cpu backward",
                             q && k && v && dout && saved && dq && dk && dv))
         return -1;
-    const int B = s->B, H = s->H;
+    const int B = s->B, Hkv = attn_kv_heads(s);
     int out_of_memory = 0;
 #pragma omp parallel
     {
@@ -142,8 +152,8 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
         }
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++)
-                if (dp) backward_head(s, q, k, v, dout, saved, dq, dk, dv, b, h, dp);
+            for (int g = 0; g < Hkv; g++)
+                if (dp) backward_kv_head(s, q, k, v, dout, saved, dq, dk, dv, b, g, dp);
         free(dp);
     }
     return out_of_memory ? attn_cpu_error("naive/cpu backward", "out of memory") : 0;

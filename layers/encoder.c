@@ -1,4 +1,5 @@
-/* layers/encoder.c: token + position embedding, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]. */
+/* layers/encoder.c: token + position embedding, out[b,t,:] = wte[inp[b,t],:] + wpe[t,:], or the
+ * token embedding alone when wpe is NULL (ALiBi: no position table). */
 #include "layers/layers.h"
 
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
@@ -7,18 +8,23 @@ void encoder_forward(float *out, const int *inp, const float *wte, const float *
     for (int bt = 0; bt < B * T; bt++) {
         int t = bt % T;
         const float *tok = wte + (size_t)inp[bt] * C;
-        const float *pos = wpe + (size_t)t * C;
         float *o = out + (size_t)bt * C;
+        if (!wpe) {
+            for (int c = 0; c < C; c++) o[c] = tok[c];
+            continue;
+        }
+        const float *pos = wpe + (size_t)t * C;
         for (int c = 0; c < C; c++) o[c] = tok[c] + pos[c];
     }
 }
 
-/* dwte[inp[b,t]] += dout[b,t]; dwpe[t] += dout[b,t]. Several rows may share a token, so the
- * dwte scatter runs serially per row; dwpe is parallel over positions (each t owns its row). */
+/* dwte[inp[b,t]] += dout[b,t]; dwpe[t] += dout[b,t] (none when dwpe is NULL). Several rows may
+ * share a token, so the dwte scatter runs serially per row; dwpe is parallel over positions
+ * (each t owns its row). */
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                       int B, int T, int C) {
 #pragma omp parallel for schedule(static)
-    for (int t = 0; t < T; t++) {
+    for (int t = 0; t < (dwpe ? T : 0); t++) {
         float *dp = dwpe + (size_t)t * C;
         for (int b = 0; b < B; b++) {
             const float *d = dout + ((size_t)b * T + t) * C;

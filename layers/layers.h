@@ -15,7 +15,8 @@
 extern "C" {
 #endif
 
-/* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:] */
+/* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]; wpe NULL: the token embedding alone (a model without
+ * a position table, e.g. ALiBi), and then backward takes dwpe NULL too. */
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe,
                      int B, int T, int C);
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,

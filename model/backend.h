@@ -23,6 +23,9 @@ typedef struct {
     AttnKernel attn;        /* resolved: never ATTN_AUTO here */
     AttnMaskKind mask;      /* CAUSAL for a language model; others for experiments */
     const float *dense_bias;/* (T, T) host array when mask == DENSE, else NULL */
+    int attn_window;        /* > 0: sliding-window attention, each query sees this many keys
+                             * (itself and the window-1 before it when causal); 0 = none.
+                             * The CPU backend only, for now */
     Precision precision;
     int recompute;          /* recompute GELU/LayerNorm outputs in backward (GPU) */
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero

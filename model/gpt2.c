@@ -25,14 +25,50 @@ int gpt2_param_is_linear_bias(int tensor) {
     return tensor == P_QKVB || tensor == P_ATTPROJB || tensor == P_FCB || tensor == P_FCPROJB;
 }
 
+static const char *const POS_NAMES[GPT2_NUM_POS] = {"learned", "alibi"};
+
+const char *gpt2_pos_name(int pos) {
+    return pos >= 0 && pos < GPT2_NUM_POS ? POS_NAMES[pos] : NULL;
+}
+
+int gpt2_pos_from_name(const char *name, int *out) {
+    for (int i = 0; name && i < GPT2_NUM_POS; i++)
+        if (strcmp(name, POS_NAMES[i]) == 0) {
+            if (out) *out = i;
+            return 0;
+        }
+    return -1;
+}
+
+int gpt2_kv_heads(const GPT2Config *c) {
+    return c->kv_heads > 0 ? c->kv_heads : c->num_heads;
+}
+
+int gpt2_qkv_channels(const GPT2Config *c) {
+    int D = c->num_heads > 0 ? c->channels / c->num_heads : 0;
+    return c->channels + 2 * gpt2_kv_heads(c) * D;
+}
+
+int gpt2_is_plain(const GPT2Config *c) {
+    return gpt2_kv_heads(c) == c->num_heads && c->pos == GPT2_POS_LEARNED;
+}
+
+int gpt2_config_same(const GPT2Config *a, const GPT2Config *b) {
+    return a->max_seq_len == b->max_seq_len && a->vocab_size == b->vocab_size &&
+           a->padded_vocab_size == b->padded_vocab_size && a->num_layers == b->num_layers &&
+           a->num_heads == b->num_heads && a->channels == b->channels &&
+           gpt2_kv_heads(a) == gpt2_kv_heads(b) && a->pos == b->pos;
+}
+
 size_t gpt2_param_sizes(const GPT2Config *c, size_t s[GPT2_NUM_PARAM_TENSORS]) {
     size_t Vp = c->padded_vocab_size, C = c->channels, L = c->num_layers, maxT = c->max_seq_len;
+    size_t Q = (size_t)gpt2_qkv_channels(c);
     s[P_WTE] = Vp * C;
-    s[P_WPE] = maxT * C;
+    s[P_WPE] = c->pos == GPT2_POS_ALIBI ? 0 : maxT * C;
     s[P_LN1W] = L * C;
     s[P_LN1B] = L * C;
-    s[P_QKVW] = L * 3 * C * C;
-    s[P_QKVB] = L * 3 * C;
+    s[P_QKVW] = L * Q * C;
+    s[P_QKVB] = L * Q;
     s[P_ATTPROJW] = L * C * C;
     s[P_ATTPROJB] = L * C;
     s[P_LN2W] = L * C;
@@ -68,12 +104,13 @@ int gpt2_padded_vocab(int V) {
 }
 
 /* A training step costs 3x the forward (backward is two matmuls per forward matmul).
- * Forward per token: 2 FLOPs per matmul weight (12 C^2 per layer + the Vp x C classifier)
+ * Forward per token: 2 FLOPs per matmul weight (C (C + 2 G D) + 9 C^2 per layer with G K/V
+ * heads, 12 C^2 for plain GPT-2, + the Vp x C classifier)
  * plus attention: Q.K and P.V each 2 C FLOPs per (query, key) pair, over T keys, or on
  * average T/2 keys when causal (the convention of the public FLOP counts we compare with). */
 double gpt2_flops_per_token(const GPT2Config *c, int T, int causal) {
-    double C = c->channels, L = c->num_layers;
-    double matmul_params = L * 12.0 * C * C + (double)c->padded_vocab_size * C;
+    double C = c->channels, L = c->num_layers, Q = gpt2_qkv_channels(c);
+    double matmul_params = L * (Q * C + 9.0 * C * C) + (double)c->padded_vocab_size * C;
     double keys = causal ? T / 2.0 : (double)T;
     return 6.0 * matmul_params + 3.0 * L * 4.0 * C * keys;
 }
@@ -138,6 +175,14 @@ int gpt2_config_validate(const GPT2Config *c, char *err, size_t errlen) {
     }
     if (c->channels % c->num_heads != 0) {
         snprintf(err, errlen, "heads (%d) must divide channels (%d)", c->num_heads, c->channels);
+        return -1;
+    }
+    if (c->kv_heads < 0 || c->kv_heads > c->num_heads || c->num_heads % gpt2_kv_heads(c) != 0) {
+        snprintf(err, errlen, "kv-heads (%d) must divide heads (%d)", c->kv_heads, c->num_heads);
+        return -1;
+    }
+    if (!gpt2_pos_name(c->pos)) {
+        snprintf(err, errlen, "unknown position kind %d (expected 0 learned or 1 alibi)", c->pos);
         return -1;
     }
     if (c->padded_vocab_size < c->vocab_size) {

@@ -4,7 +4,9 @@
  *   x1 = x  + attproj(attention(qkv(ln1(x))))
  *   x2 = x1 + fcproj(gelu(fc(ln2(x1))))
  * then logits = lnf(x_L) wte^T (the output head is tied to the token embedding) and the mean
- * cross-entropy over the targets. Backward walks the same graph in reverse; the gradient of
+ * cross-entropy over the targets. The qkv projection has Q = C + 2 G D outputs for G K/V heads
+ * (grouped-query attention; G = H is GPT-2's 3C); with ALiBi there is no position table and
+ * the attention adds each head's linear distance bias. Backward walks the same graph in reverse; the gradient of
  * the residual stream (dres) runs down through every block, each branch adding to it.
  */
 #include <math.h>
@@ -25,7 +27,7 @@ typedef struct {
 typedef struct {
     float *encoded;                 /* (B,T,C) embedding sum: the residual entering block 0 */
     float *ln1, *ln1_mean, *ln1_rstd; /* (L,B,T,C), (L,B,T), (L,B,T) */
-    float *qkv;                     /* (L,B,T,3C) */
+    float *qkv;                     /* (L,B,T,Q), Q = C + 2 G D */
     float *atty;                    /* (L,B,T,C) attention output, heads side by side */
     unsigned char *att_saved;       /* L slices of the attention kernel's saved bytes */
     float *residual2;               /* (L,B,T,C) x1 */
@@ -40,7 +42,7 @@ typedef struct {
 /* Gradients of one block's activations; reused by every layer in backward. */
 typedef struct {
     float *dres;                    /* (B,T,C) gradient of the residual stream */
-    float *dln, *datty, *dqkv;      /* (B,T,C), (B,T,C), (B,T,3C) */
+    float *dln, *datty, *dqkv;      /* (B,T,C), (B,T,C), (B,T,Q) */
     float *dfch, *dfch_gelu;        /* (B,T,4C) */
     float *dlogits;                 /* (B,T,V) */
     unsigned char *att_workspace;
@@ -50,6 +52,8 @@ struct Model {
     ModelOptions opt;
     GPT2Config c;
     ParamLayout layout;
+    int Q, kv;                      /* qkv outputs C + 2 kv D; K/V heads */
+    float *alibi;                   /* (H) ALiBi slopes, or NULL for learned positions */
     size_t num_params;
     float *params, *grads, *adam_m, *adam_v;
     const AttnImpl *attn;
@@ -80,8 +84,10 @@ static void *balloc(size_t n) {
 }
 
 static AttnShape attention_shape(const Model *m, int B, int T) {
-    AttnShape s = attn_shape_packed(B, T, m->c.num_heads, m->c.channels / m->c.num_heads,
-                                    m->opt.mask, ATTN_FP32);
+    AttnShape s = attn_shape_packed_gqa(B, T, m->c.num_heads, m->kv, m->c.channels / m->c.num_heads,
+                                        m->opt.mask, ATTN_FP32);
+    s.mask.window = m->opt.attn_window;
+    s.mask.alibi_slopes = m->alibi;
     if (m->opt.mask == ATTN_MASK_DENSE) {
         s.mask.bias = m->opt.dense_bias; /* one (T, T) matrix for every batch row and head */
         s.mask.stride_b = 0;
@@ -93,13 +99,13 @@ static AttnShape attention_shape(const Model *m, int B, int T) {
 
 static void alloc_activations(Model *m) {
     size_t B = m->opt.B, T = m->opt.T, C = m->c.channels, L = m->c.num_layers, V = m->c.vocab_size;
-    size_t BT = B * T;
+    size_t BT = B * T, Q = (size_t)m->Q;
     Activations *a = &m->act;
     a->encoded = falloc(BT * C);
     a->ln1 = falloc(L * BT * C);
     a->ln1_mean = falloc(L * BT);
     a->ln1_rstd = falloc(L * BT);
-    a->qkv = falloc(L * BT * 3 * C);
+    a->qkv = falloc(L * BT * Q);
     a->atty = falloc(L * BT * C);
     a->att_saved = (unsigned char *)balloc(L * m->att_saved_bytes);
     a->residual2 = falloc(L * BT * C);
@@ -121,7 +127,7 @@ static void alloc_activations(Model *m) {
     g->dres = falloc(BT * C);
     g->dln = falloc(BT * C);
     g->datty = falloc(BT * C);
-    g->dqkv = falloc(BT * 3 * C);
+    g->dqkv = falloc(BT * Q);
     g->dfch = falloc(BT * 4 * C);
     g->dfch_gelu = falloc(BT * 4 * C);
     g->dlogits = falloc(BT * V);
@@ -134,6 +140,15 @@ static Model *cpu_create(const ModelOptions *opt, char *err, size_t errlen) {
                  opt->world);
         return NULL;
     }
+    char why_config[256];
+    if (gpt2_config_validate(&opt->config, why_config, sizeof why_config) != 0) {
+        snprintf(err, errlen, "%s", why_config);
+        return NULL;
+    }
+    if (opt->attn_window < 0) {
+        snprintf(err, errlen, "attention window %d must be 0 (none) or positive", opt->attn_window);
+        return NULL;
+    }
     const AttnImpl *attn = attn_impl(opt->attn, ATTN_CPU);
     if (!attn) {
         snprintf(err, errlen, "attention kernel '%s' has no CPU implementation",
@@ -144,10 +159,17 @@ static Model *cpu_create(const ModelOptions *opt, char *err, size_t errlen) {
     m->opt = *opt;
     m->c = opt->config;
     m->attn = attn;
+    m->Q = gpt2_qkv_channels(&m->c);
+    m->kv = gpt2_kv_heads(&m->c);
+    if (m->c.pos == GPT2_POS_ALIBI) {
+        m->alibi = falloc((size_t)m->c.num_heads);
+        attn_alibi_slopes(m->c.num_heads, m->alibi);
+    }
     AttnShape s = attention_shape(m, opt->B, opt->T);
     const char *why = attn->unsupported(&s);
     if (why) {
         snprintf(err, errlen, "attention kernel '%s' on the CPU: %s", attn_kernel_name(opt->attn), why);
+        free(m->alibi);
         free(m);
         return NULL;
     }
@@ -176,6 +198,7 @@ static void cpu_destroy(Model *m) {
     for (size_t i = 0; i < sizeof fs / sizeof fs[0]; i++) free(fs[i]);
     free(a->att_saved);
     free(m->scr.att_workspace);
+    free(m->alibi);
     free(m->inputs);
     free(m->targets);
     free(m);
@@ -190,11 +213,11 @@ typedef struct {
           *fcprojw, *fcprojb;
 } LayerParams;
 
-static LayerParams layer_slice(float *base, const ParamLayout *lay, int l, int C) {
-    size_t c = (size_t)C;
+static LayerParams layer_slice(float *base, const ParamLayout *lay, int l, int C, int Q) {
+    size_t c = (size_t)C, q = (size_t)Q;
     LayerParams p = {
         base + lay->off[P_LN1W] + l * c,          base + lay->off[P_LN1B] + l * c,
-        base + lay->off[P_QKVW] + l * 3 * c * c,  base + lay->off[P_QKVB] + l * 3 * c,
+        base + lay->off[P_QKVW] + l * q * c,      base + lay->off[P_QKVB] + l * q,
         base + lay->off[P_ATTPROJW] + l * c * c,  base + lay->off[P_ATTPROJB] + l * c,
         base + lay->off[P_LN2W] + l * c,          base + lay->off[P_LN2B] + l * c,
         base + lay->off[P_FCW] + l * 4 * c * c,   base + lay->off[P_FCB] + l * 4 * c,
@@ -210,17 +233,18 @@ static float *slice(float *t, int l, int BT, int width) {
 
 static float cpu_forward(Model *m, const int *inputs, const int *targets, int B, int T) {
     const int C = m->c.channels, V = m->c.vocab_size, L = m->c.num_layers, BT = B * T;
+    const int Q = m->Q, KV = m->kv * (C / m->c.num_heads); /* qkv width; K (and V) width */
     Activations *a = &m->act;
     AttnShape s = attention_shape(m, B, T);
     m->B = B;
     m->T = T;
     memcpy(m->inputs, inputs, (size_t)BT * sizeof(int));
 
-    encoder_forward(a->encoded, inputs, param(m, P_WTE), param(m, P_WPE), B, T, C);
+    encoder_forward(a->encoded, inputs, param(m, P_WTE), m->alibi ? NULL : param(m, P_WPE), B, T, C);
     float *residual = a->encoded;
     for (int l = 0; l < L; l++) {
-        LayerParams p = layer_slice(m->params, &m->layout, l, C);
-        float *ln1 = slice(a->ln1, l, BT, C), *qkv = slice(a->qkv, l, BT, 3 * C);
+        LayerParams p = layer_slice(m->params, &m->layout, l, C, Q);
+        float *ln1 = slice(a->ln1, l, BT, C), *qkv = slice(a->qkv, l, BT, Q);
         float *atty = slice(a->atty, l, BT, C), *res2 = slice(a->residual2, l, BT, C);
         float *ln2 = slice(a->ln2, l, BT, C), *fch = slice(a->fch, l, BT, 4 * C);
         float *fch_gelu = slice(a->fch_gelu, l, BT, 4 * C), *res3 = slice(a->residual3, l, BT, C);
@@ -228,8 +252,8 @@ static float cpu_forward(Model *m, const int *inputs, const int *targets, int B,
 
         layernorm_forward(ln1, slice(a->ln1_mean, l, BT, 1), slice(a->ln1_rstd, l, BT, 1),
                           residual, p.ln1w, p.ln1b, BT, C);
-        matmul_forward(qkv, ln1, p.qkvw, p.qkvb, BT, C, 3 * C);
-        m->attn->forward(&s, qkv, qkv + C, qkv + 2 * C, atty,
+        matmul_forward(qkv, ln1, p.qkvw, p.qkvb, BT, C, Q);
+        m->attn->forward(&s, qkv, qkv + C, qkv + C + KV, atty,
                          a->att_saved + (size_t)l * m->att_saved_bytes, m->scr.att_workspace, NULL);
         matmul_forward(scratch, atty, p.attprojw, p.attprojb, BT, C, C);
         residual_forward(res2, residual, scratch, (size_t)BT * C);
@@ -275,7 +299,7 @@ static void cpu_zero_grad(Model *m) {
 /* One process: its gradients are already the world's, so sync_grads changes nothing. */
 static void cpu_backward(Model *m, float loss_scale, int sync_grads) {
     const int B = m->B, T = m->T, C = m->c.channels, V = m->c.vocab_size, L = m->c.num_layers;
-    const int BT = B * T;
+    const int BT = B * T, Q = m->Q, KV = m->kv * (C / m->c.num_heads);
     Activations *a = &m->act;
     Scratch *g = &m->scr;
     AttnShape s = attention_shape(m, B, T);
@@ -290,10 +314,10 @@ static void cpu_backward(Model *m, float loss_scale, int sync_grads) {
                        a->lnf_mean, a->lnf_rstd, BT, C);
 
     for (int l = L - 1; l >= 0; l--) {
-        LayerParams p = layer_slice(m->params, &m->layout, l, C);
-        LayerParams dp = layer_slice(m->grads, &m->layout, l, C);
+        LayerParams p = layer_slice(m->params, &m->layout, l, C, Q);
+        LayerParams dp = layer_slice(m->grads, &m->layout, l, C, Q);
         float *residual = l == 0 ? a->encoded : slice(a->residual3, l - 1, BT, C);
-        float *ln1 = slice(a->ln1, l, BT, C), *qkv = slice(a->qkv, l, BT, 3 * C);
+        float *ln1 = slice(a->ln1, l, BT, C), *qkv = slice(a->qkv, l, BT, Q);
         float *atty = slice(a->atty, l, BT, C), *res2 = slice(a->residual2, l, BT, C);
         float *ln2 = slice(a->ln2, l, BT, C), *fch = slice(a->fch, l, BT, 4 * C);
         float *fch_gelu = slice(a->fch_gelu, l, BT, 4 * C);
@@ -311,15 +335,15 @@ static void cpu_backward(Model *m, float loss_scale, int sync_grads) {
         /* attention branch: dres is now d(x1) and flows into d(x) the same way */
         memset(g->datty, 0, btc * sizeof(float));
         matmul_backward(g->datty, dp.attprojw, dp.attprojb, g->dres, atty, p.attprojw, BT, C, C);
-        m->attn->backward(&s, qkv, qkv + C, qkv + 2 * C, atty, g->datty,
+        m->attn->backward(&s, qkv, qkv + C, qkv + C + KV, atty, g->datty,
                           a->att_saved + (size_t)l * m->att_saved_bytes,
-                          g->dqkv, g->dqkv + C, g->dqkv + 2 * C, g->att_workspace, NULL);
+                          g->dqkv, g->dqkv + C, g->dqkv + C + KV, g->att_workspace, NULL);
         memset(g->dln, 0, btc * sizeof(float));
-        matmul_backward(g->dln, dp.qkvw, dp.qkvb, g->dqkv, ln1, p.qkvw, BT, C, 3 * C);
+        matmul_backward(g->dln, dp.qkvw, dp.qkvb, g->dqkv, ln1, p.qkvw, BT, C, Q);
         layernorm_backward(g->dres, dp.ln1w, dp.ln1b, g->dln, residual, p.ln1w,
                            slice(a->ln1_mean, l, BT, 1), slice(a->ln1_rstd, l, BT, 1), BT, C);
     }
-    encoder_backward(grad(m, P_WTE), grad(m, P_WPE), g->dres, m->inputs, B, T, C);
+    encoder_backward(grad(m, P_WTE), m->alibi ? NULL : grad(m, P_WPE), g->dres, m->inputs, B, T, C);
 }
 
 static float cpu_grad_norm(Model *m) {

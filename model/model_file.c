@@ -147,8 +147,65 @@ int finish_atomic_write(FILE *f, const char *tmp, const char *path, char *err, s
     return 0;
 }
 
-int model_file_save(const char *path, const GPT2Config *c, const float *params,
-                    char *err, size_t errlen) {
+/* ---- bf16 -------------------------------------------------------------------------------- */
+
+uint16_t model_file_fp32_to_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x0040u); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
+float model_file_bf16_to_fp32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+enum { BF16_CHUNK = 1 << 18 }; /* elements converted at a time */
+
+int model_file_version_for(const GPT2Config *c, int version) {
+    int plain = gpt2_is_plain(c);
+    if (version == MODEL_FILE_VERSION_FP32)
+        return plain ? MODEL_FILE_VERSION_FP32 : MODEL_FILE_VERSION_EXT_FP32;
+    if (version == MODEL_FILE_VERSION_BF16)
+        return plain ? MODEL_FILE_VERSION_BF16 : MODEL_FILE_VERSION_EXT_BF16;
+    return -1;
+}
+
+static int is_bf16_version(int v) {
+    return v == MODEL_FILE_VERSION_BF16 || v == MODEL_FILE_VERSION_EXT_BF16;
+}
+
+/* The parameters as the file stores them, fed to the checksum and written. */
+static int write_params(FILE *f, const float *params, size_t n, int bf16, Checksum64 *s) {
+    if (!bf16) {
+        checksum64_update(s, params, n * sizeof(float));
+        return write_all(f, params, n * sizeof(float));
+    }
+    uint16_t *buf = (uint16_t *)malloc(BF16_CHUNK * sizeof(uint16_t));
+    if (!buf) return -1;
+    int rc = 0;
+    for (size_t at = 0; at < n && rc == 0; at += BF16_CHUNK) {
+        size_t take = n - at < BF16_CHUNK ? n - at : BF16_CHUNK;
+        for (size_t i = 0; i < take; i++) buf[i] = model_file_fp32_to_bf16(params[at + i]);
+        checksum64_update(s, buf, take * sizeof(uint16_t));
+        rc = write_all(f, buf, take * sizeof(uint16_t));
+    }
+    free(buf);
+    return rc;
+}
+
+int model_file_save_as(const char *path, const GPT2Config *c, const float *params, int version,
+                       char *err, size_t errlen) {
+    int v = model_file_version_for(c, version);
+    if (v < 0) {
+        set_err(err, errlen, "cannot write model file %s as version %d (expected 3 for fp32 or 5 "
+                "for bf16)", path, version);
+        return -1;
+    }
     char tmp[4200];
     atomic_temp_path(path, tmp, sizeof tmp);
     FILE *f = fopen(tmp, "wb");
@@ -156,26 +213,34 @@ int model_file_save(const char *path, const GPT2Config *c, const float *params,
         set_err(err, errlen, "cannot write model file %s: %s", tmp, strerror(errno));
         return -1;
     }
-    size_t bytes = gpt2_num_params(c) * sizeof(float);
     int32_t header[256] = {0};
     header[0] = MODEL_FILE_MAGIC;
-    header[1] = MODEL_FILE_VERSION_FP32;
+    header[1] = v;
     header[2] = c->max_seq_len;
     header[3] = c->vocab_size;
     header[4] = c->num_layers;
     header[5] = c->num_heads;
     header[6] = c->channels;
     header[7] = c->padded_vocab_size;
+    if (v == MODEL_FILE_VERSION_EXT_FP32 || v == MODEL_FILE_VERSION_EXT_BF16) {
+        header[MODEL_FILE_KV_HEADS_WORD] = gpt2_kv_heads(c);
+        header[MODEL_FILE_POS_WORD] = c->pos;
+    }
     header[MODEL_FILE_CHECKSUM_WORD] = MODEL_FILE_CHECKSUM_MARKER;
     header[MODEL_FILE_CHECKSUM_WORD + 1] = MODEL_FILE_CHECKSUM_KIND;
     Checksum64 s;
     checksum64_init(&s);
     checksum64_update(&s, header, (MODEL_FILE_CHECKSUM_WORD + 2) * sizeof(int32_t));
-    checksum64_update(&s, params, bytes);
-    uint64_t sum = checksum64_final(&s);
-    header[MODEL_FILE_CHECKSUM_WORD + 2] = (int32_t)(uint32_t)sum;
-    header[MODEL_FILE_CHECKSUM_WORD + 3] = (int32_t)(uint32_t)(sum >> 32);
-    if (write_all(f, header, sizeof header) || write_all(f, params, bytes)) {
+    /* the header goes first with the sum still 0, then again once the parameters are summed */
+    int failed = write_all(f, header, sizeof header) ||
+                 write_params(f, params, gpt2_num_params(c), is_bf16_version(v), &s);
+    if (!failed) {
+        uint64_t sum = checksum64_final(&s);
+        header[MODEL_FILE_CHECKSUM_WORD + 2] = (int32_t)(uint32_t)sum;
+        header[MODEL_FILE_CHECKSUM_WORD + 3] = (int32_t)(uint32_t)(sum >> 32);
+        failed = fseek(f, 0, SEEK_SET) != 0 || write_all(f, header, sizeof header);
+    }
+    if (failed) {
         set_err(err, errlen, "could not write model file %s: %s", tmp, strerror(errno));
         fclose(f);
         remove(tmp);
@@ -184,9 +249,15 @@ int model_file_save(const char *path, const GPT2Config *c, const float *params,
     return finish_atomic_write(f, tmp, path, err, errlen);
 }
 
+int model_file_save(const char *path, const GPT2Config *c, const float *params,
+                    char *err, size_t errlen) {
+    return model_file_save_as(path, c, params, MODEL_FILE_VERSION_FP32, err, errlen);
+}
+
 /* ---- reading ---------------------------------------------------------------------------- */
 
 typedef struct {
+    int version;
     int has_checksum;
     uint64_t checksum;
     int32_t words[MODEL_FILE_CHECKSUM_WORD + 2]; /* the checksummed part of the header */
@@ -204,18 +275,30 @@ static int read_header(FILE *f, const char *path, GPT2Config *c, HeaderCheck *hc
                 path, h[0], MODEL_FILE_MAGIC);
         return -1;
     }
-    if (h[1] != MODEL_FILE_VERSION_FP32) {
-        set_err(err, errlen, "model file %s has version %d; only version %d (fp32 weights) is read%s",
-                path, h[1], MODEL_FILE_VERSION_FP32,
-                h[1] == MODEL_FILE_VERSION_BF16 ? " (version 5 is llm.c's bf16 format)" : "");
+    const int v = h[1];
+    const int ext = v == MODEL_FILE_VERSION_EXT_FP32 || v == MODEL_FILE_VERSION_EXT_BF16;
+    if (v != MODEL_FILE_VERSION_FP32 && v != MODEL_FILE_VERSION_BF16 && !ext) {
+        set_err(err, errlen, "model file %s has version %d; versions 3 (fp32) and 5 (bf16) of "
+                "llm.c and 103 (fp32) and 105 (bf16) of grouped-query or ALiBi models are read",
+                path, v);
         return -1;
     }
+    memset(c, 0, sizeof *c);
     c->max_seq_len = h[2];
     c->vocab_size = h[3];
     c->num_layers = h[4];
     c->num_heads = h[5];
     c->channels = h[6];
     c->padded_vocab_size = h[7];
+    if (ext) {
+        c->kv_heads = h[MODEL_FILE_KV_HEADS_WORD];
+        c->pos = h[MODEL_FILE_POS_WORD];
+        if (c->kv_heads < 1) {
+            set_err(err, errlen, "model file %s (version %d) has kv_heads %d in header word %d, "
+                    "expected at least 1", path, v, c->kv_heads, MODEL_FILE_KV_HEADS_WORD);
+            return -1;
+        }
+    }
     char why[256];
     if (gpt2_config_validate(c, why, sizeof why) != 0 || c->max_seq_len > (1 << 20) ||
         c->num_layers > 4096 || c->channels > (1 << 16)) {
@@ -231,7 +314,7 @@ static int read_header(FILE *f, const char *path, GPT2Config *c, HeaderCheck *hc
                     "(file damaged?)", path, h[cw + 1], cw + 1);
             return -1;
         }
-        for (int i = 8; i < 256; i++)
+        for (int i = ext ? MODEL_FILE_POS_WORD + 1 : 8; i < 256; i++)
             if ((i < cw || i >= cw + 4) && h[i] != 0) {
                 set_err(err, errlen, "model file %s: header word %d is %d, expected 0 "
                         "(file damaged)", path, i, h[i]);
@@ -245,8 +328,9 @@ static int read_header(FILE *f, const char *path, GPT2Config *c, HeaderCheck *hc
         return -1;
     }
     memcpy(hc->words, h, sizeof hc->words);
+    hc->version = v;
     struct stat st;
-    size_t expect = sizeof h + gpt2_num_params(c) * sizeof(float);
+    size_t expect = sizeof h + gpt2_num_params(c) * (is_bf16_version(v) ? 2 : 4);
     if (fstat(fileno(f), &st) != 0 || (size_t)st.st_size != expect) {
         set_err(err, errlen, "model file %s is %lld bytes; its header's shapes need %zu",
                 path, (long long)st.st_size, expect);
@@ -263,7 +347,23 @@ static int read_params(FILE *f, const char *path, const GPT2Config *c, const Hea
     checksum64_init(&s);
     checksum64_update(&s, hc->words, sizeof hc->words);
     if (!hc->has_checksum && !params) return 0; /* nothing to verify */
-    if (read_hashed(f, params, gpt2_num_params(c) * sizeof(float), &s) != 0) {
+    size_t n = gpt2_num_params(c);
+    int rc = 0;
+    if (!is_bf16_version(hc->version)) {
+        rc = read_hashed(f, params, n * sizeof(float), &s);
+    } else if (!params) {
+        rc = read_hashed(f, NULL, n * sizeof(uint16_t), &s);
+    } else {
+        uint16_t *buf = (uint16_t *)malloc(BF16_CHUNK * sizeof(uint16_t));
+        rc = buf ? 0 : -1;
+        for (size_t at = 0; at < n && rc == 0; at += BF16_CHUNK) {
+            size_t take = n - at < BF16_CHUNK ? n - at : BF16_CHUNK;
+            rc = read_hashed(f, buf, take * sizeof(uint16_t), &s);
+            for (size_t i = 0; rc == 0 && i < take; i++) params[at + i] = model_file_bf16_to_fp32(buf[i]);
+        }
+        free(buf);
+    }
+    if (rc != 0) {
         set_err(err, errlen, "model file %s: read failed (%s)", path,
                 ferror(f) ? strerror(errno) : "file ended early");
         return -1;
@@ -308,11 +408,14 @@ int model_file_load(const char *path, const GPT2Config *expect, float *params,
         fclose(f);
         return -1;
     }
-    if (memcmp(&c, expect, sizeof c) != 0) {
-        set_err(err, errlen, "model file %s has shape L=%d H=%d C=%d V=%d maxT=%d, expected "
-                "L=%d H=%d C=%d V=%d maxT=%d", path, c.num_layers, c.num_heads, c.channels,
-                c.vocab_size, c.max_seq_len, expect->num_layers, expect->num_heads,
-                expect->channels, expect->vocab_size, expect->max_seq_len);
+    if (!gpt2_config_same(&c, expect)) {
+        set_err(err, errlen, "model file %s has shape L=%d H=%d C=%d V=%d Vp=%d maxT=%d kv=%d "
+                "pos=%s, expected L=%d H=%d C=%d V=%d Vp=%d maxT=%d kv=%d pos=%s", path,
+                c.num_layers, c.num_heads, c.channels, c.vocab_size, c.padded_vocab_size,
+                c.max_seq_len, gpt2_kv_heads(&c), gpt2_pos_name(c.pos), expect->num_layers,
+                expect->num_heads, expect->channels, expect->vocab_size, expect->padded_vocab_size,
+                expect->max_seq_len, gpt2_kv_heads(expect),
+                gpt2_pos_name(expect->pos) ? gpt2_pos_name(expect->pos) : "?");
         fclose(f);
         return -1;
     }

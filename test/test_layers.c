@@ -145,6 +145,31 @@ static void test_encoder(int B, int T, int C, int V, int finite_differences) {
     free(g_wte); free(g_wpe);
 }
 
+/* No position table (wpe NULL, ALiBi): the output is the token rows exactly; backward adds dout
+ * into dwte alone. */
+static void test_encoder_no_positions(int B, int T, int C, int V) {
+    size_t n = (size_t)B * T * C;
+    int *inp = malloc(sizeof(int) * B * T);
+    for (int i = 0; i < B * T; i++) inp[i] = (int)(test_rng_next(&rng) % (uint64_t)V);
+    inp[0] = inp[B * T - 1];
+    float *wte = random_f((size_t)V * C, 1.0f), *out = alloc_f(n);
+    test_poison(out, n);
+    encoder_forward(out, inp, wte, NULL, B, T, C);
+    int same = 1;
+    for (int bt = 0; bt < B * T; bt++)
+        same &= memcmp(out + (size_t)bt * C, wte + (size_t)inp[bt] * C, C * sizeof(float)) == 0;
+    CHECK(same, "encoder_forward without wpe B=%d T=%d C=%d is not the token rows", B, T, C);
+    float *R = random_f(n, 1.0f), *dwte = random_f((size_t)V * C, 1.0f);
+    float *dwte0 = copy_f(dwte, (size_t)V * C);
+    encoder_backward(dwte, NULL, R, inp, B, T, C);
+    double *g = alloc_d((size_t)V * C);
+    for (int bt = 0; bt < B * T; bt++)
+        for (int c = 0; c < C; c++) g[(size_t)inp[bt] * C + c] += R[(size_t)bt * C + c];
+    double e = err_accumulated(dwte, dwte0, g, (size_t)V * C);
+    CHECK(e < 1e-6, "encoder_backward without dwpe B=%d T=%d C=%d: err %g", B, T, C, e);
+    free(inp); free(wte); free(out); free(R); free(dwte); free(dwte0); free(g);
+}
+
 /* ---- layernorm ------------------------------------------------------------------------------ */
 
 typedef struct { int N, C; double *inp, *w, *b, *R, *out, *mean, *rstd; } LnCtx;
@@ -545,6 +570,7 @@ static void test_sum_of_squares(size_t n) {
 int main(void) {
     test_encoder(3, 7, 13, 5, 1);
     test_encoder(4, 64, 256, 256, 0);
+    test_encoder_no_positions(3, 7, 13, 5);
 
     test_layernorm(7, 13, 1);
     test_layernorm(5, 64, 1);

@@ -20,18 +20,33 @@ static GPT2Config tiny_config(void) {
     return c;
 }
 
-static Model *make_model(const GPT2Config *c, int B, int T, AttnKernel k) {
+static Model *make_model_window(const GPT2Config *c, int B, int T, AttnKernel k, int window) {
     ModelOptions o = {0};
     o.config = *c;
     o.B = B;
     o.T = T;
     o.attn = k;
     o.mask = ATTN_MASK_CAUSAL;
+    o.attn_window = window;
     o.precision = PRECISION_FP32;
     char err[256];
     Model *m = cpu_backend.create(&o, err, sizeof err);
     if (!m) fprintf(stderr, "create failed: %s\n", err);
     return m;
+}
+
+static Model *make_model(const GPT2Config *c, int B, int T, AttnKernel k) {
+    return make_model_window(c, B, T, k, 0);
+}
+
+/* The four heads of the grouped-query and ALiBi tests: C = 16, D = 4. */
+static GPT2Config tiny_config_h4(int kv_heads, int pos) {
+    GPT2Config c = tiny_config();
+    c.num_heads = 4;
+    c.channels = 16;
+    c.kv_heads = kv_heads;
+    c.pos = pos;
+    return c;
 }
 
 /* Parameters with a larger spread than GPT-2's 0.02, so every gradient is well above noise. */
@@ -57,10 +72,12 @@ static void random_tokens(int *x, int n, int V, uint64_t *s) {
  * gradients and some random ones. fp32 loss noise ~1e-6 over 2*eps = 2e-2 gives ~5e-5;
  * truncation eps^2 f'''/6 ~1e-5; so 2e-2 of the tensor's largest gradient + 2e-4 holds a
  * correct gradient and fails a missing or misplaced term, which is O(the gradient). */
-static void test_gradients_match_finite_differences(AttnKernel k) {
-    GPT2Config c = tiny_config();
+static void test_gradients_case(const GPT2Config *cfg, int window, AttnKernel k, const char *what) {
+    GPT2Config c = *cfg;
     const int B = 2, T = 5;
-    Model *m = make_model(&c, B, T, k);
+    Model *m = make_model_window(&c, B, T, k, window);
+    CHECK(m != NULL, "%s %s: the CPU backend refused the model", what, attn_kernel_name(k));
+    if (!m) return;
     float *p = random_params(&c, 7);
     size_t n = gpt2_num_params(&c);
     int inputs[10], targets[10];
@@ -81,6 +98,7 @@ static void test_gradients_match_finite_differences(AttnKernel k) {
     const float eps = 1e-2f;
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) {
         size_t used = t == P_WTE ? (size_t)c.vocab_size * c.channels : size[t];
+        if (used == 0) continue; /* wpe with ALiBi */
         float gmax = 0.0f;
         size_t argmax = 0;
         for (size_t i = 0; i < used; i++)
@@ -100,19 +118,139 @@ static void test_gradients_match_finite_differences(AttnKernel k) {
             double e = fabs(fd - g[i]) / (gmax + 1e-2);
             if (e > worst) worst = e;
         }
-        CHECK(gmax > 0.0f || t == P_WPE, "%s: tensor %s has an all-zero gradient",
-              attn_kernel_name(k), gpt2_param_name(t));
-        CHECK(worst < 2e-2, "%s: gradient of %s off by %.3g of its largest entry",
-              attn_kernel_name(k), gpt2_param_name(t), worst);
+        CHECK(gmax > 0.0f || t == P_WPE, "%s %s: tensor %s has an all-zero gradient",
+              what, attn_kernel_name(k), gpt2_param_name(t));
+        CHECK(worst < 2e-2, "%s %s: gradient of %s off by %.3g of its largest entry",
+              what, attn_kernel_name(k), gpt2_param_name(t), worst);
     }
     /* padded vocabulary rows get no gradient */
     int padded_clean = 1;
     for (size_t i = (size_t)c.vocab_size * c.channels; i < size[P_WTE]; i++)
         if (g[off[P_WTE] + i] != 0.0f) padded_clean = 0;
-    CHECK(padded_clean, "padded wte rows received gradient");
+    CHECK(padded_clean, "%s: padded wte rows received gradient", what);
     free(g);
     free(p);
     cpu_backend.destroy(m);
+}
+
+static void test_gradients_match_finite_differences(AttnKernel k) {
+    GPT2Config c = tiny_config();
+    test_gradients_case(&c, 0, k, "GPT-2");
+}
+
+/* The same whole-model check for grouped-query attention, ALiBi and a sliding window, with
+ * every kernel (T = 5, so a window of 2 masks most pairs). */
+static void test_gradients_extensions(void) {
+    GPT2Config kv1 = tiny_config_h4(1, GPT2_POS_LEARNED), kv2 = tiny_config_h4(2, GPT2_POS_LEARNED);
+    GPT2Config alibi = tiny_config_h4(0, GPT2_POS_ALIBI), all = tiny_config_h4(2, GPT2_POS_ALIBI);
+    GPT2Config plain4 = tiny_config_h4(0, GPT2_POS_LEARNED);
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        test_gradients_case(&kv1, 0, (AttnKernel)k, "kv_heads 1");
+        test_gradients_case(&kv2, 0, (AttnKernel)k, "kv_heads 2");
+        test_gradients_case(&alibi, 0, (AttnKernel)k, "ALiBi");
+        test_gradients_case(&plain4, 2, (AttnKernel)k, "window 2");
+        test_gradients_case(&all, 3, (AttnKernel)k, "kv_heads 2 + ALiBi + window 3");
+    }
+}
+
+/* One forward and backward: the loss and (when g) the gradients. */
+static float loss_and_grads(const GPT2Config *c, const float *p, int window, AttnKernel k,
+                            const int *inputs, const int *targets, int B, int T, float *g) {
+    Model *m = make_model_window(c, B, T, k, window);
+    if (!m) return NAN;
+    cpu_backend.set_params(m, p);
+    cpu_backend.zero_grad(m);
+    float loss = cpu_backend.forward(m, inputs, targets, B, T);
+    cpu_backend.backward(m, 1.0f, 1);
+    if (g) cpu_backend.get_grads(m, g);
+    cpu_backend.destroy(m);
+    return loss;
+}
+
+/* kv_heads == H is plain GPT-2 bit for bit; a grouped-query model is the plain model whose K and
+ * V heads are copied across each group; a window as long as the sequence changes nothing and a
+ * short one does; ALiBi differs from learned positions only through the attention. */
+static void test_extensions_equivalences(void) {
+    const int B = 2, T = 7;
+    int inputs[B * T], targets[B * T];
+    uint64_t s = 17;
+    GPT2Config plain = tiny_config_h4(0, GPT2_POS_LEARNED), kvh = tiny_config_h4(4, GPT2_POS_LEARNED);
+    random_tokens(inputs, B * T, plain.vocab_size, &s);
+    random_tokens(targets, B * T, plain.vocab_size, &s);
+    size_t n = gpt2_num_params(&plain);
+    float *p = random_params(&plain, 91), *g0 = malloc(n * sizeof(float)), *g1 = malloc(n * sizeof(float));
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        AttnKernel ak = (AttnKernel)k;
+        float l0 = loss_and_grads(&plain, p, 0, ak, inputs, targets, B, T, g0);
+        float l1 = loss_and_grads(&kvh, p, 0, ak, inputs, targets, B, T, g1);
+        CHECK(memcmp(&l0, &l1, sizeof l0) == 0 && memcmp(g0, g1, n * sizeof(float)) == 0,
+              "%s: kv_heads == H differs from plain GPT-2 (loss %.9g vs %.9g)", attn_kernel_name(ak), l1, l0);
+        float lw = loss_and_grads(&plain, p, T, ak, inputs, targets, B, T, g1);
+        CHECK(fabsf(lw - l0) <= 1e-6f * fabsf(l0) && test_max_err_scaled(g1, g0, n) < 1e-5,
+              "%s: a window of T changes the model (loss %.9g vs %.9g)", attn_kernel_name(ak), lw, l0);
+        float l2 = loss_and_grads(&plain, p, 2, ak, inputs, targets, B, T, NULL);
+        CHECK(fabsf(l2 - l0) > 1e-4f, "%s: a window of 2 changes nothing", attn_kernel_name(ak));
+    }
+
+    /* grouped-query with G = 2 from the plain model: K/V rows of head h = those of group h / 2 */
+    const int C = plain.channels, H = plain.num_heads, D = C / H, L = plain.num_layers;
+    for (int G = 1; G <= 2; G++) {
+        GPT2Config gq = tiny_config_h4(G, GPT2_POS_LEARNED);
+        size_t ng = gpt2_num_params(&gq);
+        float *pg = random_params(&gq, 92 + G), *pp = malloc(n * sizeof(float));
+        size_t og[GPT2_NUM_PARAM_TENSORS], op[GPT2_NUM_PARAM_TENSORS], sg[GPT2_NUM_PARAM_TENSORS];
+        gpt2_param_offsets(&gq, og);
+        gpt2_param_offsets(&plain, op);
+        gpt2_param_sizes(&gq, sg);
+        for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
+            if (t != P_QKVW && t != P_QKVB) memcpy(pp + op[t], pg + og[t], sg[t] * sizeof(float));
+        const int Qg = C + 2 * G * D, Qp = 3 * C;
+        for (int l = 0; l < L; l++)
+            for (int r = 0; r < Qp; r++) { /* output row r of the plain projection */
+                int src;
+                if (r < C) src = r;
+                else {
+                    int part = (r - C) / C, h = ((r - C) % C) / D, d = (r - C) % D;
+                    src = C + part * G * D + (h / (H / G)) * D + d;
+                }
+                memcpy(pp + op[P_QKVW] + ((size_t)l * Qp + r) * C,
+                       pg + og[P_QKVW] + ((size_t)l * Qg + src) * C, C * sizeof(float));
+                pp[op[P_QKVB] + (size_t)l * Qp + r] = pg[og[P_QKVB] + (size_t)l * Qg + src];
+            }
+        for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+            float lg = loss_and_grads(&gq, pg, 0, (AttnKernel)k, inputs, targets, B, T, NULL);
+            float lp = loss_and_grads(&plain, pp, 0, (AttnKernel)k, inputs, targets, B, T, NULL);
+            CHECK(fabsf(lg - lp) <= 2e-6f * fabsf(lp), "%s: kv_heads %d loss %.9g, the plain model with "
+                  "K/V copied per group %.9g", attn_kernel_name((AttnKernel)k), G, lg, lp);
+        }
+        free(pg);
+        free(pp);
+        (void)ng;
+    }
+
+    /* ALiBi: the learned model with wpe = 0 and no position bias is not ALiBi, but with every
+     * weight the same the two differ, and kernels agree on ALiBi */
+    GPT2Config al = tiny_config_h4(0, GPT2_POS_ALIBI);
+    size_t na = gpt2_num_params(&al);
+    float *pa = random_params(&al, 95), *ga0 = malloc(na * sizeof(float)), *ga1 = malloc(na * sizeof(float));
+    float la0 = loss_and_grads(&al, pa, 0, ATTN_NAIVE, inputs, targets, B, T, ga0);
+    for (int k = 1; k < ATTN_NUM_KERNELS; k++) {
+        float la = loss_and_grads(&al, pa, 0, (AttnKernel)k, inputs, targets, B, T, ga1);
+        CHECK(fabsf(la - la0) <= 1e-5f * fabsf(la0) && test_max_err_scaled(ga1, ga0, na) < 1e-5,
+              "ALiBi: %s differs from naive (loss %.9g vs %.9g)", attn_kernel_name((AttnKernel)k), la, la0);
+    }
+    /* the same weights with learned positions held at zero: only ALiBi's bias tells them apart */
+    float *pz = calloc(n, sizeof(float));
+    size_t oa[GPT2_NUM_PARAM_TENSORS], op2[GPT2_NUM_PARAM_TENSORS], sa[GPT2_NUM_PARAM_TENSORS];
+    gpt2_param_offsets(&al, oa);
+    gpt2_param_offsets(&plain, op2);
+    gpt2_param_sizes(&al, sa);
+    for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++) memcpy(pz + op2[t], pa + oa[t], sa[t] * sizeof(float));
+    float lz = loss_and_grads(&plain, pz, 0, ATTN_NAIVE, inputs, targets, B, T, g0);
+    CHECK(fabsf(lz - la0) > 1e-4f, "ALiBi's loss %.9g is that of no position information %.9g", la0, lz);
+    free(pz);
+    free(pa); free(ga0); free(ga1);
+    free(p); free(g0); free(g1);
 }
 
 /* Every attention kernel computes the same function: same loss and gradients to fp32 noise. */
@@ -149,11 +287,13 @@ static void test_kernels_agree(void) {
 }
 
 /* AdamW on one fixed batch must memorise it: the loss goes near zero. */
-static void test_overfits_one_batch(void) {
+static void test_overfits_one_batch_with(int H, int kv_heads, int pos, int window, const char *what) {
     GPT2Config c = {.max_seq_len = 16, .vocab_size = 32, .padded_vocab_size = 32,
-                    .num_layers = 2, .num_heads = 2, .channels = 32};
+                    .num_layers = 2, .num_heads = H, .channels = 32, .kv_heads = kv_heads, .pos = pos};
     const int B = 2, T = 16;
-    Model *m = make_model(&c, B, T, ATTN_FLASH);
+    Model *m = make_model_window(&c, B, T, ATTN_FLASH, window);
+    CHECK(m != NULL, "%s: model refused", what);
+    if (!m) return;
     size_t n = gpt2_num_params(&c);
     float *p = malloc(n * sizeof(float));
     gpt2_init_params(&c, p, 42);
@@ -173,10 +313,17 @@ static void test_overfits_one_batch(void) {
         if (step == 0) first = loss;
         last = loss;
     }
-    CHECK(first > 3.0f, "initial loss %.3f should be near ln(32) = 3.47", first);
-    CHECK(last < 0.05f, "loss after 150 steps on one batch is %.4f, expected < 0.05", last);
+    CHECK(first > 3.0f, "%s: initial loss %.3f should be near ln(32) = 3.47", what, first);
+    CHECK(last < 0.05f, "%s: loss after 150 steps on one batch is %.4f, expected < 0.05", what, last);
     free(p);
     cpu_backend.destroy(m);
+}
+
+static void test_overfits_one_batch(void) {
+    test_overfits_one_batch_with(2, 0, GPT2_POS_LEARNED, 0, "GPT-2");
+    test_overfits_one_batch_with(2, 0, GPT2_POS_ALIBI, 0, "ALiBi");
+    test_overfits_one_batch_with(4, 1, GPT2_POS_LEARNED, 0, "kv_heads 1 of 4");
+    test_overfits_one_batch_with(4, 2, GPT2_POS_ALIBI, 4, "kv_heads 2 of 4, ALiBi, window 4");
 }
 
 /* Gradient accumulation: two half-scaled backward passes of the same batch equal one. */
@@ -249,7 +396,7 @@ static void test_model_file(void) {
     char bad[256];
     tmp_path(bad, sizeof bad, "bad.bin");
     struct { const char *what; int field; int32_t value; size_t len; } cases[] = {
-        {"wrong magic", 0, 12345, bytes}, {"bf16 version", 1, 5, bytes},
+        {"wrong magic", 0, 12345, bytes}, {"bf16 version, fp32 size", 1, 5, bytes},
         {"unknown version", 1, 9, bytes}, {"heads not dividing channels", 5, 3, bytes},
         {"zero layers", 4, 0, bytes}, {"truncated", -1, 0, bytes - 4},
         {"header only", -1, 0, sizeof h}, {"too long", -1, 0, bytes + 4},
@@ -431,6 +578,316 @@ static void test_model_file_checksum(void) {
     remove(path);
     free(p);
     free(q);
+}
+
+/* ---- model file versions 5 (bf16), 103 / 105 (grouped-query attention, ALiBi) ----------- */
+
+static unsigned char *read_whole(const char *path, long *len) {
+    *len = file_size(path);
+    if (*len < 0) return NULL;
+    unsigned char *b = malloc((size_t)*len + 1);
+    FILE *f = fopen(path, "rb");
+    size_t got = f ? fread(b, 1, (size_t)*len, f) : 0;
+    if (f) fclose(f);
+    if ((long)got != *len) { free(b); return NULL; }
+    return b;
+}
+
+/* How llm.c's loaders look at a file: magic 20240326 and version 3 or 5, nothing else. */
+static int llmc_would_read(const char *path) {
+    int32_t h[256];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    int ok = fread(h, sizeof h, 1, f) == 1;
+    fclose(f);
+    return ok && h[0] == 20240326 && (h[1] == 3 || h[1] == 5);
+}
+
+/* The bf16 rounding written independently of model_file.c: nearest, ties to even. */
+static uint16_t ref_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint32_t hi = u >> 16, lo = u & 0xffff;
+    if (lo > 0x8000 || (lo == 0x8000 && (hi & 1))) hi++;
+    return (uint16_t)hi;
+}
+
+static float widen_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The bytes a file of this version must hold, built from the documented format: llm.c's words
+ * 0..7, our [8], [9] for 103/105, our checksum in 16..19, then the parameters as stored. */
+static unsigned char *expected_file(const GPT2Config *c, const float *p, int version, long *len) {
+    size_t n = gpt2_num_params(c);
+    int bf16 = version == 5 || version == 105;
+    size_t pbytes = n * (bf16 ? 2 : 4);
+    *len = (long)(1024 + pbytes);
+    unsigned char *b = calloc((size_t)*len, 1);
+    int32_t h[256] = {20240326, version, c->max_seq_len, c->vocab_size, c->num_layers,
+                      c->num_heads, c->channels, c->padded_vocab_size};
+    if (version >= 100) { h[8] = gpt2_kv_heads(c); h[9] = c->pos; }
+    h[16] = 0x314B4843;
+    h[17] = 1;
+    if (bf16) {
+        uint16_t *q = (uint16_t *)(b + 1024);
+        for (size_t i = 0; i < n; i++) q[i] = ref_bf16(p[i]);
+    } else {
+        memcpy(b + 1024, p, pbytes);
+    }
+    Checksum64 s;
+    checksum64_init(&s);
+    checksum64_update(&s, h, 18 * 4);
+    checksum64_update(&s, b + 1024, pbytes);
+    uint64_t sum = checksum64_final(&s);
+    h[18] = (int32_t)(uint32_t)sum;
+    h[19] = (int32_t)(uint32_t)(sum >> 32);
+    memcpy(b, h, sizeof h);
+    return b;
+}
+
+static void check_file_is(const char *path, const GPT2Config *c, const float *p, int version,
+                          const char *what) {
+    long got_len, want_len;
+    unsigned char *got = read_whole(path, &got_len), *want = expected_file(c, p, version, &want_len);
+    CHECK(got && got_len == want_len && memcmp(got, want, (size_t)want_len) == 0,
+          "%s: the file is not the documented version-%d bytes (size %ld, expected %ld)", what,
+          version, got_len, want_len);
+    free(got);
+    free(want);
+}
+
+static void test_bf16_rounding(void) {
+    struct { uint32_t in; uint16_t out; } cases[] = {
+        {0x3F800000u, 0x3F80}, {0x3F808000u, 0x3F80}, /* a tie rounds to the even 0x3F80 */
+        {0x3F818000u, 0x3F82}, /* a tie rounds to the even 0x3F82 */
+        {0x3F808001u, 0x3F81}, {0x3F807FFFu, 0x3F80}, {0xBF80C000u, 0xBF81},
+        {0x7F7FFFFFu, 0x7F80}, /* the largest float rounds to infinity */
+        {0x7F800000u, 0x7F80}, {0xFF800000u, 0xFF80}, {0x00000001u, 0x0000},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float x;
+        memcpy(&x, &cases[i].in, 4);
+        uint16_t h = model_file_fp32_to_bf16(x);
+        CHECK(h == cases[i].out, "bf16(0x%08x) = 0x%04x, expected 0x%04x", cases[i].in, h, cases[i].out);
+    }
+    uint32_t nan_bits = 0x7F800001u; /* a NaN whose payload is all in the low half */
+    float nan_in;
+    memcpy(&nan_in, &nan_bits, 4);
+    CHECK(isnan(model_file_bf16_to_fp32(model_file_fp32_to_bf16(nan_in))), "NaN became a number");
+    int exact = 1;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float x = model_file_bf16_to_fp32((uint16_t)h);
+        if (!isnan(x)) exact &= model_file_fp32_to_bf16(x) == h && x == widen_bf16((uint16_t)h);
+    }
+    CHECK(exact, "bf16 -> fp32 -> bf16 is not the identity");
+}
+
+static void test_model_file_bf16(void) {
+    GPT2Config c = tiny_config();
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 51), *q = malloc(n * sizeof(float));
+    char path[256], err[512];
+    tmp_path(path, sizeof path, "bf16.bin");
+    CHECK(model_file_save_as(path, &c, p, 5, err, sizeof err) == 0, "save v5: %s", err);
+    check_file_is(path, &c, p, 5, "plain bf16");
+    CHECK(llmc_would_read(path), "llm.c would not read our version-5 file");
+    GPT2Config r;
+    CHECK(model_file_read_config(path, &r, err, sizeof err) == 0 && memcmp(&r, &c, sizeof c) == 0,
+          "v5 config round trip: %s", err);
+    test_poison(q, n);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "load v5: %s", err);
+    int same = 1;
+    for (size_t i = 0; i < n; i++) same &= q[i] == widen_bf16(ref_bf16(p[i]));
+    CHECK(same, "v5 round trip differs from the bf16-rounded parameters");
+    int has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 1, "verify v5: %s", err);
+    flip_bit(path, 1024 + (long)n, 2); /* a bf16 element in the middle */
+    CHECK(model_file_load(path, &c, q, err, sizeof err) != 0 && strstr(err, "checksum mismatch"),
+          "a flipped bf16 bit loaded (%s)", err);
+    CHECK(model_file_verify(path, NULL, NULL, err, sizeof err) != 0, "verify missed a flipped bf16 bit");
+
+    /* a file as llm.c's CUDA trainer writes it: words 0..7, zeros, the raw bf16 parameters */
+    int32_t h[256] = {20240326, 5, c.max_seq_len, c.vocab_size, c.num_layers, c.num_heads,
+                      c.channels, c.padded_vocab_size};
+    uint16_t *raw = malloc(n * 2);
+    for (size_t i = 0; i < n; i++) raw[i] = ref_bf16(p[i]);
+    FILE *f = fopen(path, "wb");
+    fwrite(h, sizeof h, 1, f);
+    fwrite(raw, 2, n, f);
+    fclose(f);
+    test_poison(q, n);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) == 0, "llm.c's v5 file: %s", err);
+    same = 1;
+    for (size_t i = 0; i < n; i++) same &= q[i] == widen_bf16(raw[i]);
+    CHECK(same, "llm.c's v5 file parameters");
+    has = -1;
+    CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 0,
+          "verify llm.c's v5 file: %s", err);
+
+    /* truncated, one element too long, and fp32-sized: refused with the path */
+    CHECK(truncate(path, 1024 + (long)n * 2 - 2) == 0, "truncate");
+    err[0] = 0;
+    CHECK(model_file_read_config(path, &r, err, sizeof err) != 0 && strstr(err, path),
+          "truncated v5 accepted (%s)", err);
+    CHECK(model_file_load(path, &c, q, err, sizeof err) != 0, "truncated v5 loaded");
+    CHECK(truncate(path, 1024 + (long)n * 4) == 0, "extend");
+    CHECK(model_file_read_config(path, &r, err, sizeof err) != 0, "v5 with fp32 size accepted");
+
+    /* versions nobody writes: one line naming the version and what is read */
+    int versions[] = {4, 1, 6, 104, 0};
+    for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
+        h[1] = versions[i];
+        f = fopen(path, "wb");
+        fwrite(h, sizeof h, 1, f);
+        fwrite(raw, 2, n, f);
+        fclose(f);
+        err[0] = 0;
+        char want[32];
+        snprintf(want, sizeof want, "version %d;", versions[i]);
+        CHECK(model_file_read_config(path, &r, err, sizeof err) != 0 && strstr(err, path) &&
+              strstr(err, want) && strstr(err, "3 (fp32) and 5 (bf16)") && !strchr(err, '\n'),
+              "version %d: '%s'", versions[i], err);
+    }
+    CHECK(model_file_save_as(path, &c, p, 4, err, sizeof err) != 0 && strstr(err, "version 4"),
+          "writing version 4: '%s'", err);
+    CHECK(model_file_save_as(path, &c, p, 103, err, sizeof err) != 0, "writing version 103 directly");
+    remove(path);
+    free(raw);
+    free(p);
+    free(q);
+}
+
+/* Grouped-query attention and ALiBi: layout, validation, versions 103 / 105, and plain GPT-2
+ * files unchanged. */
+static void test_model_file_ext(void) {
+    char path[256], err[512];
+    tmp_path(path, sizeof path, "ext.bin");
+    GPT2Config plain = {.max_seq_len = 8, .vocab_size = 11, .padded_vocab_size = 16,
+                        .num_layers = 2, .num_heads = 4, .channels = 16};
+    GPT2Config gqa = plain, alibi = plain, both = plain, kvh = plain;
+    gqa.kv_heads = 2;
+    alibi.pos = GPT2_POS_ALIBI;
+    both.kv_heads = 1;
+    both.pos = GPT2_POS_ALIBI;
+    kvh.kv_heads = 4; /* kv == H: plain GPT-2 */
+
+    /* layout */
+    size_t sp[GPT2_NUM_PARAM_TENSORS], sg[GPT2_NUM_PARAM_TENSORS], sa[GPT2_NUM_PARAM_TENSORS];
+    size_t np = gpt2_param_sizes(&plain, sp), ng = gpt2_param_sizes(&gqa, sg);
+    size_t na = gpt2_param_sizes(&alibi, sa);
+    CHECK(sp[P_QKVW] == 2 * 48 * 16 && sp[P_QKVB] == 2 * 48 && sp[P_WPE] == 8 * 16, "plain layout");
+    CHECK(sg[P_QKVW] == 2 * (16 + 2 * 2 * 4) * 16 && sg[P_QKVB] == 2 * 32 && sg[P_WPE] == 8 * 16,
+          "GQA layout: qkvw %zu qkvb %zu", sg[P_QKVW], sg[P_QKVB]);
+    CHECK(ng == np - 2 * 16 * 17, "GQA parameter count %zu", ng);
+    CHECK(sa[P_WPE] == 0 && na == np - 8 * 16 && sa[P_QKVW] == sp[P_QKVW], "ALiBi layout");
+    CHECK(gpt2_qkv_channels(&plain) == 48 && gpt2_qkv_channels(&gqa) == 32 &&
+          gpt2_qkv_channels(&both) == 24 && gpt2_qkv_channels(&kvh) == 48, "qkv channels");
+    CHECK(gpt2_is_plain(&plain) && gpt2_is_plain(&kvh) && !gpt2_is_plain(&gqa) &&
+          !gpt2_is_plain(&alibi), "gpt2_is_plain");
+    CHECK(gpt2_config_same(&plain, &kvh) && !gpt2_config_same(&plain, &gqa) &&
+          !gpt2_config_same(&plain, &alibi), "gpt2_config_same");
+    CHECK(gpt2_num_params(&kvh) == np, "kv == H has plain GPT-2's parameters");
+    double fp = gpt2_flops_per_token(&plain, 8, 1), fg = gpt2_flops_per_token(&gqa, 8, 1);
+    CHECK(fp == 6.0 * (2 * 12.0 * 256 + 16 * 16) + 3.0 * 2 * 4 * 16 * 4, "plain flops %.0f", fp);
+    CHECK(fp - fg == 6.0 * 2 * 16 * 16, "GQA flops %.0f: the smaller K/V projection", fg);
+
+    /* validation */
+    int bad_kv[] = {3, -1, 5, 8};
+    for (size_t i = 0; i < 4; i++) {
+        GPT2Config b = plain;
+        b.kv_heads = bad_kv[i];
+        err[0] = 0;
+        CHECK(gpt2_config_validate(&b, err, sizeof err) != 0 && strstr(err, "kv-heads"),
+              "kv_heads %d accepted (%s)", bad_kv[i], err);
+    }
+    GPT2Config badpos = plain;
+    badpos.pos = 2;
+    CHECK(gpt2_config_validate(&badpos, err, sizeof err) != 0, "position kind 2 accepted");
+    CHECK(gpt2_config_validate(&both, err, sizeof err) == 0, "kv 1 with ALiBi: %s", err);
+    int pk = -1;
+    CHECK(gpt2_pos_from_name("alibi", &pk) == 0 && pk == GPT2_POS_ALIBI &&
+          gpt2_pos_from_name("learned", &pk) == 0 && pk == GPT2_POS_LEARNED &&
+          gpt2_pos_from_name("rope", &pk) != 0 && strcmp(gpt2_pos_name(1), "alibi") == 0, "pos names");
+
+    /* plain GPT-2 (also with kv_heads == H spelled out): llm.c's versions 3 and 5, the documented
+     * bytes (exactly what the version-3 writer wrote before these extensions) */
+    float *p = random_params(&plain, 61);
+    CHECK(model_file_save(path, &plain, p, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 3, "plain fp32");
+    CHECK(model_file_save_as(path, &kvh, p, 3, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 3, "kv == H fp32");
+    CHECK(llmc_would_read(path), "llm.c would not read a plain file");
+    CHECK(model_file_save_as(path, &kvh, p, 5, err, sizeof err) == 0, "save: %s", err);
+    check_file_is(path, &plain, p, 5, "kv == H bf16");
+    free(p);
+
+    /* the others: 103 / 105 with [8] kv_heads, [9] position kind; llm.c refuses them */
+    const GPT2Config *ext[] = {&gqa, &alibi, &both};
+    for (int k = 0; k < 3; k++) {
+        const GPT2Config *c = ext[k];
+        size_t n = gpt2_num_params(c);
+        float *x = random_params(c, 70 + k), *y = malloc(n * sizeof(float));
+        for (int version = 3; version <= 5; version += 2) {
+            int want = version + 100;
+            CHECK(model_file_version_for(c, version) == want, "version for %d", version);
+            CHECK(model_file_save_as(path, c, x, version, err, sizeof err) == 0, "save: %s", err);
+            check_file_is(path, c, x, want, version == 3 ? "ext fp32" : "ext bf16");
+            CHECK(!llmc_would_read(path), "llm.c would read a version-%d file", want);
+            GPT2Config r;
+            CHECK(model_file_read_config(path, &r, err, sizeof err) == 0 &&
+                  gpt2_config_same(&r, c) && r.kv_heads == gpt2_kv_heads(c) && r.pos == c->pos,
+                  "version %d config round trip: %s", want, err);
+            test_poison(y, n);
+            CHECK(model_file_load(path, c, y, err, sizeof err) == 0, "load %d: %s", want, err);
+            int same = 1;
+            for (size_t i = 0; i < n; i++) same &= y[i] == (version == 3 ? x[i] : widen_bf16(ref_bf16(x[i])));
+            CHECK(same, "version %d parameters round trip", want);
+            err[0] = 0;
+            CHECK(model_file_load(path, &plain, y, err, sizeof err) != 0 && strstr(err, "kv="),
+                  "a version-%d file loaded as plain GPT-2 (%s)", want, err);
+            int has = -1;
+            CHECK(model_file_verify(path, NULL, &has, err, sizeof err) == 0 && has == 1, "verify: %s", err);
+        }
+        /* model_file_save (checkpoints) writes 103 */
+        CHECK(model_file_save(path, c, x, err, sizeof err) == 0, "save: %s", err);
+        check_file_is(path, c, x, 103, "checkpoint writer");
+        free(x);
+        free(y);
+    }
+
+    /* damaged extension words: refused with the path (the checksum alone would catch them; the
+     * header checks must too, for files without a checksum) */
+    size_t n = gpt2_num_params(&gqa);
+    float *x = random_params(&gqa, 80);
+    long len;
+    unsigned char *want = expected_file(&gqa, x, 103, &len);
+    struct { int word; int32_t value; } cases[] = {{8, 3}, {8, 0}, {8, 8}, {9, 2}, {9, -1}, {10, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int with_sum = 0; with_sum < 2; with_sum++) {
+            int32_t h[256];
+            memcpy(h, want, sizeof h);
+            h[cases[i].word] = cases[i].value;
+            if (!with_sum) memset(h + 16, 0, 16);
+            FILE *f = fopen(path, "wb");
+            fwrite(h, sizeof h, 1, f);
+            fwrite(want + 1024, 1, (size_t)len - 1024, f);
+            fclose(f);
+            GPT2Config r;
+            err[0] = 0;
+            int rc = model_file_read_config(path, &r, err, sizeof err);
+            if (cases[i].word == 10 && !with_sum) continue; /* unchecked without a checksum, as llm.c */
+            CHECK(rc != 0 && strstr(err, path), "header word %d = %d accepted (checksum %d): %s",
+                  cases[i].word, cases[i].value, with_sum, err);
+        }
+    }
+    (void)n;
+    free(want);
+    free(x);
+    remove(path);
 }
 
 /* A version-1 state file (no checksum) with the given header words changed. */
@@ -747,6 +1204,8 @@ static void test_init(void) {
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
+    test_gradients_extensions();
+    test_extensions_equivalences();
     test_grad_accumulation();
     test_overfits_one_batch();
     test_init();
@@ -754,6 +1213,9 @@ int main(void) {
     test_checkpoints();
     test_checksum64();
     test_model_file_checksum();
+    test_bf16_rounding();
+    test_model_file_bf16();
+    test_model_file_ext();
     test_state_checks();
     test_resume_fallback();
     test_fifo_refused();
