@@ -64,6 +64,7 @@ int main(int argc, char **argv) {
     }
     trainer_report_validation(&tr, o->steps);
     if (o->checkpoint_dir && o->steps > tr.start_step) trainer_save_checkpoint(&tr, o->steps);
+    trainer_save_model(&tr);
     trainer_print_sample(&tr, o->steps);
     trainer_print_summary(&tr, &timing);
     trainer_teardown(&tr);

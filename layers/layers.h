@@ -21,6 +21,11 @@ void encoder_forward(float *out, const int *inp, const float *wte, const float *
                      int B, int T, int C);
 void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp,
                       int B, int T, int C);
+/* The same with token (b, t) at position pos_of[b*T + t] (NULL: t). */
+void encoder_forward_at(float *out, const int *inp, const int *pos_of, const float *wte, const float *wpe,
+                        int B, int T, int C);
+void encoder_backward_at(float *dwte, float *dwpe, const float *dout, const int *inp, const int *pos_of,
+                         int B, int T, int C);
 
 /* y = (x - mean) * rstd * w + b per row, rstd = 1/sqrt(var + 1e-5) (biased variance).
  * mean and rstd (N floats each) are saved for backward. */

@@ -26,6 +26,10 @@ typedef struct {
     int attn_window;        /* > 0: sliding-window attention, each query sees this many keys
                              * (itself and the window-1 before it when causal); 0 = none.
                              * The CPU backend only, for now */
+    int packed_docs;        /* 1: sequences hold packed documents, each starting at a doc_sep
+                             * token: attention never crosses a document boundary */
+    int doc_sep;            /* with packed_docs: the token that starts a document */
+    int doc_positions;      /* with packed_docs: positions restart at 0 at each document */
     Precision precision;
     int recompute;          /* recompute GELU/LayerNorm outputs in backward (GPU) */
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero

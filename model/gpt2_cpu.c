@@ -61,6 +61,7 @@ struct Model {
     Activations act;
     Scratch scr;
     int *inputs, *targets;          /* copies of the last batch */
+    int *doc, *pos;                 /* packed documents: each token's document start and position */
     int B, T;                       /* shape of the last forward */
     float dloss;                    /* d(mean loss)/d(loss of one counted token) */
 };
@@ -88,6 +89,7 @@ static AttnShape attention_shape(const Model *m, int B, int T) {
                                         m->opt.mask, ATTN_FP32);
     s.mask.window = m->opt.attn_window;
     s.mask.alibi_slopes = m->alibi;
+    s.mask.doc = m->doc;
     if (m->opt.mask == ATTN_MASK_DENSE) {
         s.mask.bias = m->opt.dense_bias; /* one (T, T) matrix for every batch row and head */
         s.mask.stride_b = 0;
@@ -165,11 +167,17 @@ static Model *cpu_create(const ModelOptions *opt, char *err, size_t errlen) {
         m->alibi = falloc((size_t)m->c.num_heads);
         attn_alibi_slopes(m->c.num_heads, m->alibi);
     }
+    if (opt->packed_docs) {
+        m->doc = (int *)balloc((size_t)opt->B * opt->T * sizeof(int));
+        m->pos = (int *)balloc((size_t)opt->B * opt->T * sizeof(int));
+    }
     AttnShape s = attention_shape(m, opt->B, opt->T);
     const char *why = attn->unsupported(&s);
     if (why) {
         snprintf(err, errlen, "attention kernel '%s' on the CPU: %s", attn_kernel_name(opt->attn), why);
         free(m->alibi);
+        free(m->doc);
+        free(m->pos);
         free(m);
         return NULL;
     }
@@ -199,6 +207,8 @@ static void cpu_destroy(Model *m) {
     free(a->att_saved);
     free(m->scr.att_workspace);
     free(m->alibi);
+    free(m->doc);
+    free(m->pos);
     free(m->inputs);
     free(m->targets);
     free(m);
@@ -235,12 +245,23 @@ static float cpu_forward(Model *m, const int *inputs, const int *targets, int B,
     const int C = m->c.channels, V = m->c.vocab_size, L = m->c.num_layers, BT = B * T;
     const int Q = m->Q, KV = m->kv * (C / m->c.num_heads); /* qkv width; K (and V) width */
     Activations *a = &m->act;
-    AttnShape s = attention_shape(m, B, T);
     m->B = B;
     m->T = T;
     memcpy(m->inputs, inputs, (size_t)BT * sizeof(int));
+    if (m->doc) { /* packed documents: where each token's document starts, and its position */
+        for (int b = 0; b < B; b++) {
+            int start = 0;
+            for (int t = 0; t < T; t++) {
+                if (inputs[b * T + t] == m->opt.doc_sep) start = t;
+                m->doc[b * T + t] = start;
+                m->pos[b * T + t] = t - start;
+            }
+        }
+    }
+    AttnShape s = attention_shape(m, B, T); /* after the documents: it points at them */
+    const int *pos_of = m->doc && m->opt.doc_positions ? m->pos : NULL;
 
-    encoder_forward(a->encoded, inputs, param(m, P_WTE), m->alibi ? NULL : param(m, P_WPE), B, T, C);
+    encoder_forward_at(a->encoded, inputs, pos_of, param(m, P_WTE), m->alibi ? NULL : param(m, P_WPE), B, T, C);
     float *residual = a->encoded;
     for (int l = 0; l < L; l++) {
         LayerParams p = layer_slice(m->params, &m->layout, l, C, Q);
@@ -343,7 +364,8 @@ static void cpu_backward(Model *m, float loss_scale, int sync_grads) {
         layernorm_backward(g->dres, dp.ln1w, dp.ln1b, g->dln, residual, p.ln1w,
                            slice(a->ln1_mean, l, BT, 1), slice(a->ln1_rstd, l, BT, 1), BT, C);
     }
-    encoder_backward(grad(m, P_WTE), m->alibi ? NULL : grad(m, P_WPE), g->dres, m->inputs, B, T, C);
+    encoder_backward_at(grad(m, P_WTE), m->alibi ? NULL : grad(m, P_WPE), g->dres, m->inputs,
+                        m->doc && m->opt.doc_positions ? m->pos : NULL, B, T, C);
 }
 
 static float cpu_grad_norm(Model *m) {

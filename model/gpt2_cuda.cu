@@ -78,9 +78,9 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
         return NULL;
     }
     const GPT2Config *c = &opt->config;
-    if (!gpt2_is_plain(c) || opt->attn_window > 0) {
-        set_err(err, errlen, "the CUDA backend does not implement --kv-heads, --pos alibi or "
-                "--attn-window yet; use --device cpu");
+    if (!gpt2_is_plain(c) || opt->attn_window > 0 || opt->packed_docs) {
+        set_err(err, errlen, "the CUDA backend does not implement --kv-heads, --pos alibi, --attn-window or "
+                "--doc-sep yet; use --device cpu");
         return NULL;
     }
     if (c->channels % 8 != 0 || (c->channels / c->num_heads) % 8 != 0) {

@@ -336,9 +336,11 @@ static const char *unsupported_reason(const BenchEnv *env, const BenchPlan *p, c
                                       const float *bias, char *buf, size_t n) {
     if (env->place == ATTN_CPU && c->precision != PRECISION_FP32)
         return "the CPU backend trains in fp32 only";
-    const GPT2Config *m = &p->models[c->model].config;
-    return trainer_check_attention(c->kernel, env->place, 1, c->seq_len, m->num_heads, m->channels / m->num_heads,
-                                   c->mask, bias, c->precision, buf, n);
+    ModelOptions mo;
+    BenchCell one = *c;
+    one.batch = 1;
+    model_options_for(env, p, &one, bias, &mo);
+    return trainer_check_attention(c->kernel, env->place, &mo, buf, n);
 }
 
 /* ---- measuring ------------------------------------------------------------------------- */

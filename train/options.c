@@ -37,6 +37,8 @@ static const OptSpec SPECS[] = {
     {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads, dividing channels (default: the preset's)"},
     {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width (default: the preset's)"},
     {"vocab", 0, OPT_INT, F(vocab), 1, 65536, "N", "vocabulary size (default 256, or larger if the data holds larger token ids)"},
+    {"kv-heads", 0, OPT_INT, F(kv_heads), 1, 4096, "N", "key/value heads, dividing --heads: grouped-query attention (1 = multi-query; CPU only for now; default: --heads)"},
+    {"pos", 0, OPT_STR, F(pos), 0, 0, "KIND", "positions: learned (GPT-2's table) or alibi (biases computed from per-head slopes, no table, so a model trained at one T runs at a longer one; CPU only for now)"},
     {"max-seq-len", 0, OPT_INT, F(max_seq_len), 1, 1 << 20, "N", "positions in the model (default: the preset's 1024, at least --seq-len)"},
     {"batch", 'b', OPT_INT, F(batch), 1, 1 << 20, "B", "sequences per micro-batch"},
     {"seq-len", 't', OPT_INT, F(seq_len), 1, 1 << 20, "T", "tokens per sequence"},
@@ -53,6 +55,9 @@ static const OptSpec SPECS[] = {
     {"seed", 's', OPT_U64, F(seed), 0, 1.8e19, "N", "seed of initialisation, shuffling and sampling"},
     {"attn", 'a', OPT_STR, F(attn), 0, 0, "KERNEL", "attention kernel: naive, memeff, flash or auto"},
     {"mask", 0, OPT_STR, F(mask), 0, 0, "KIND", "attention mask: causal, none, or dense (a T x T additive bias of -inf above the diagonal)"},
+    {"attn-window", 0, OPT_INT, F(attn_window), 0, 1 << 30, "W", "sliding-window attention: query i sees keys (i - W, i] (0 = the whole causal context; CPU only for now)"},
+    {"doc-sep", 0, OPT_INT, F(doc_sep), -1, 65535, "TOKEN", "packed documents: each document starts at this token (a byte for byte data, e.g. 10; a token id such as GPT-2's 50256) and attention never crosses into another (-1 = off; CPU only for now)"},
+    {"doc-positions", 0, OPT_FLAG, F(doc_positions), 0, 1, NULL, "with --doc-sep: positions restart at 0 at each document"},
     {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32 or bf16 (default: bf16 on a GPU of sm80 or newer, else fp32)"},
     {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
@@ -83,6 +88,8 @@ static const OptSpec SPECS[] = {
     {"checkpoint-dir", 'o', OPT_STR, F(checkpoint_dir), 0, 0, "DIR", "write checkpoints here: model_NNNNNNNN.bin (llm.c format) + state_NNNNNNNN.bin (default: none)"},
     {"checkpoint-every", 0, OPT_INT, F(checkpoint_every), 0, INT_MAX, "N", "checkpoint every N steps (0 = only at the end)"},
     {"resume", 'r', OPT_FLAG, F(resume), 0, 1, NULL, "continue from the latest checkpoint in --checkpoint-dir"},
+    {"save-model", 0, OPT_STR, F(save_model), 0, 0, "FILE", "at the end, also write the model to FILE as an llm.c model file (default: none)"},
+    {"save-version", 0, OPT_INT, F(save_version), 3, 5, "V", "--save-model's format: 3 (fp32, llm.c's train_gpt2.c) or 5 (bf16, llm.c's CUDA trainer); models llm.c cannot run are written as 103 / 105"},
     {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines (default: none)"},
     {"quiet", 'q', OPT_FLAG, F(quiet), 0, 1, NULL, "print only evaluations, samples and the summary"},
     {"bench", 0, OPT_STR, F(bench), 0, 0, "GRID", "instead of training, sweep short training runs and report tokens/sec, ms/step, peak memory and MFU: xformers-issue, flash-blog or custom (default: off)"},
@@ -141,6 +148,9 @@ void options_defaults(Options *o) {
     o->seed = 1337;
     o->attn = "auto";
     o->mask = "causal";
+    o->pos = "learned";
+    o->doc_sep = -1;
+    o->save_version = 3;
     o->device = "auto";
     o->val_every = 50;
     o->val_batches = 10;
@@ -292,6 +302,14 @@ int options_parse(Options *o, int argc, char **argv) {
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s' (options start with --; see --help)\n",
                 argv[optind]);
+        return 2;
+    }
+    if (o->save_version == 4) {
+        fprintf(stderr, "error: --save-version expects 3 (fp32) or 5 (bf16), got 4\n");
+        return 2;
+    }
+    if (o->doc_positions && o->doc_sep < 0) {
+        fprintf(stderr, "error: --doc-positions applies with --doc-sep TOKEN\n");
         return 2;
     }
     if (o->profile && o->cuda_graph) {

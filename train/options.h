@@ -20,6 +20,10 @@ typedef struct {
     const char *init;            /* model file to start from */
     const char *model;           /* preset name */
     int layers, heads, channels, vocab, max_seq_len; /* overrides; 0 = from preset/file/data */
+    int kv_heads;                /* K/V heads (grouped-query attention); 0 = --heads */
+    const char *pos;             /* learned | alibi */
+    const char *save_model;      /* also write the final model here (llm.c model file) */
+    int save_version;            /* its version: 3 (fp32) or 5 (bf16) */
     /* batch and schedule */
     int batch, seq_len, grad_accum, steps;
     float lr, min_lr_frac, weight_decay, grad_clip, beta1, beta2, eps;
@@ -28,6 +32,9 @@ typedef struct {
     /* kernels and device */
     const char *attn;            /* naive | memeff | flash | auto */
     const char *mask;            /* causal | none | dense */
+    int attn_window;             /* sliding window of keys per query; 0 = none */
+    int doc_sep;                 /* token that starts each packed document; -1 = none */
+    int doc_positions;           /* positions restart at each document */
     const char *precision;       /* NULL = the device's default */
     const char *device;          /* auto | cpu | cuda */
     int threads;

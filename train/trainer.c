@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/atomic_file.h"
 #include "common/error_text.h"
 #include "model/model_file.h"
 #include "train/checkpoint.h"
@@ -121,22 +122,36 @@ void trainer_model_options(const Options *o, ModelOptions *m) {
     m->zero_overlap = o->zero_overlap;
     m->zero_gather_overlap = o->zero_gather_overlap;
     m->nccl_max_ctas = o->nccl_max_ctas;
+    m->attn_window = o->attn_window;
+    m->packed_docs = o->doc_sep >= 0;
+    m->doc_sep = o->doc_sep;
+    m->doc_positions = o->doc_positions;
 }
 
-const char *trainer_check_attention(AttnKernel k, AttnPlace place, int B, int T, int H, int D,
-                                    AttnMaskKind mask, const float *dense_bias, Precision p,
-                                    char *buf, size_t n) {
+AttnShape trainer_attention_shape(const ModelOptions *mo) {
+    static const int marker_doc[1] = {0};          /* presence only: the backend fills the real ones */
+    static const float marker_slopes[1] = {0.0f};
+    const GPT2Config *c = &mo->config;
+    int H = c->num_heads;
+    AttnShape s = attn_shape_packed_gqa(mo->B, mo->T, H, gpt2_kv_heads(c), c->channels / H, mo->mask,
+                                        mo->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+    if (mo->mask == ATTN_MASK_DENSE) {
+        s.mask.bias = mo->dense_bias;
+        s.mask.stride_row = mo->T;
+    }
+    s.mask.window = mo->attn_window;
+    if (c->pos == GPT2_POS_ALIBI) s.mask.alibi_slopes = marker_slopes;
+    if (mo->packed_docs) s.mask.doc = marker_doc;
+    return s;
+}
+
+const char *trainer_check_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo, char *buf, size_t n) {
     const AttnImpl *impl = attn_impl(k, place);
     if (!impl) {
-        snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(k),
-                 place == ATTN_CPU ? "CPU" : "GPU");
+        snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(k), place == ATTN_CPU ? "CPU" : "GPU");
         return buf;
     }
-    AttnShape s = attn_shape_packed(B, T, H, D, mask, p == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
-    if (mask == ATTN_MASK_DENSE) {
-        s.mask.bias = dense_bias;
-        s.mask.stride_row = T;
-    }
+    AttnShape s = trainer_attention_shape(mo);
     const char *why = impl->unsupported(&s);
     if (!why) return NULL;
     snprintf(buf, n, "%s", why);
@@ -202,17 +217,19 @@ static int same_file(const char *a, const char *b) {
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* --log must not name an input: opening it for writing would empty it before it is read. */
-static void check_log_is_no_input(const Options *o, const char *resume_model, const char *resume_state) {
-    if (!o->log) return;
+/* An output (--log, --save-model) must not name an input: writing it would destroy the input,
+ * the log even before it is read. */
+static void check_output_is_no_input(const char *option, const char *out, const Options *o, const char *resume_model,
+                                     const char *resume_state) {
+    if (!out) return;
     const char *inputs[][2] = {{"--data", o->data}, {"--val-data", o->val_data}, {"--vocab-file", o->vocab_file},
                                {"--init", o->init}, {"the checkpoint", resume_model},
                                {"the checkpoint", resume_state}, {"the training data", ENWIK8_TRAIN},
                                {"the validation data", ENWIK8_VAL}};
     for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++)
-        if (same_file(o->log, inputs[i][1]))
-            fail("--log %s is %s (%s): it would be overwritten; choose another log file", o->log,
-                 inputs[i][0], inputs[i][1]);
+        if (same_file(out, inputs[i][1]))
+            fail("%s %s is %s (%s): it would be overwritten; choose another file", option, out, inputs[i][0],
+                 inputs[i][1]);
 }
 
 /* Byte data is its own vocabulary. Token data is decoded (for samples and bits per byte) by
@@ -276,6 +293,10 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
              (o->channels && o->channels != c.channels) || (o->vocab && o->vocab != c.vocab_size) ||
              (o->max_seq_len && o->max_seq_len != c.max_seq_len)))
             fail("--layers/--heads/--channels/--vocab/--max-seq-len differ from the model in %s", from_file);
+        if ((o->kv_heads && o->kv_heads != gpt2_kv_heads(&c)) ||
+            (options_given(o, "pos") && strcmp(o->pos, gpt2_pos_name(c.pos)) != 0))
+            fail("--kv-heads/--pos differ from the model in %s (%d K/V heads, %s positions)", from_file,
+                 gpt2_kv_heads(&c), gpt2_pos_name(c.pos));
         if (options_given(o, "model")) {
             GPT2Config preset;
             if (gpt2_config_preset(o->model, &preset, err, sizeof err) != 0) fail("%s", err);
@@ -292,6 +313,10 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
         if (o->channels) c.channels = o->channels;
         if (o->max_seq_len) c.max_seq_len = o->max_seq_len;
         else if (c.max_seq_len < o->seq_len) c.max_seq_len = o->seq_len;
+        c.kv_heads = o->kv_heads;
+        int pos;
+        if (gpt2_pos_from_name(o->pos, &pos) != 0) fail("--pos expects learned or alibi, got '%s'", o->pos);
+        c.pos = pos;
         int data_vocab = tr->data.train.max_token + 1;
         if (tr->have_tok && tr->tok.vocab_size > data_vocab) data_vocab = tr->tok.vocab_size;
         c.vocab_size = o->vocab ? o->vocab : (data_vocab > 256 ? data_vocab : 256);
@@ -340,16 +365,16 @@ static void setup_model_options(Trainer *tr) {
     if (attn_kernel_from_name(o->attn, &k) != 0)
         fail("--attn expects naive, memeff, flash or auto, got '%s'", o->attn);
     AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
-    int C = tr->config.channels, H = tr->config.num_heads;
+    if (m->packed_docs && m->doc_sep >= tr->config.vocab_size)
+        fail("--doc-sep %d is outside the model's vocabulary of %d", m->doc_sep, tr->config.vocab_size);
     if (k == ATTN_AUTO) {
-        AttnShape s = attn_shape_packed(o->batch, o->seq_len, H, C / H, m->mask,
-                                        m->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+        AttnShape s = trainer_attention_shape(m);
         k = attn_resolve_auto(&s, place);
+        if (k == ATTN_AUTO) fail("no attention kernel on the %s runs this configuration", tr->be->name);
     }
     char why[256];
     if (!attn_impl(k, place)) fail("attention kernel '%s' is not available on the %s", attn_kernel_name(k), tr->be->name);
-    if (trainer_check_attention(k, place, o->batch, o->seq_len, H, C / H, m->mask, tr->dense_bias, m->precision,
-                                why, sizeof why))
+    if (trainer_check_attention(k, place, m, why, sizeof why))
         fail("attention kernel '%s' cannot run this configuration: %s", attn_kernel_name(k), why);
     m->attn = k;
 }
@@ -584,9 +609,19 @@ static void print_header(const Trainer *tr) {
         printf("gpu: %s, peak %.0f TFLOP/s (%s) for MFU%s\n", name, tr->peak_flops / 1e12,
                precision_name(tr->mopt.precision), tr->peak_flops > 0 ? "" : " -- unknown GPU: pass --peak-tflops");
     }
-    printf("model: %d layers, %d heads, %d channels, vocab %d (padded %d), max seq %d: %.2fM parameters\n",
-           c->num_layers, c->num_heads, c->channels, c->vocab_size, c->padded_vocab_size, c->max_seq_len,
-           gpt2_num_params(c) / 1e6);
+    printf("model: %d layers, %d heads", c->num_layers, c->num_heads);
+    if (gpt2_kv_heads(c) != c->num_heads) printf(" (%d K/V heads)", gpt2_kv_heads(c));
+    printf(", %d channels, vocab %d (padded %d), max seq %d, %s positions: %.2fM parameters\n", c->channels,
+           c->vocab_size, c->padded_vocab_size, c->max_seq_len, gpt2_pos_name(c->pos), gpt2_num_params(c) / 1e6);
+    if (tr->mopt.attn_window > 0 || tr->mopt.packed_docs) {
+        printf("attention:");
+        if (tr->mopt.attn_window > 0) printf(" sliding window of %d keys%s", tr->mopt.attn_window,
+                                             tr->mopt.packed_docs ? "," : "");
+        if (tr->mopt.packed_docs)
+            printf(" packed documents, each starting at token %d%s", tr->mopt.doc_sep,
+                   tr->mopt.doc_positions ? " (positions restart at each)" : "");
+        printf("\n");
+    }
     /* the GPU's switches: graphs and TF32 always, the measuring ones when set */
     char gpu_set[192] = "";
     if (tr->gpu) {
@@ -626,7 +661,10 @@ void trainer_setup(Trainer *tr, char **argv) {
     find_resume_checkpoint(tr);
     const char *resume_model = tr->resume_model[0] ? tr->resume_model : NULL;
     const char *resume_state = tr->resume_state[0] ? tr->resume_state : NULL;
-    check_log_is_no_input(o, resume_model, resume_state);
+    check_output_is_no_input("--log", o->log, o, resume_model, resume_state);
+    check_output_is_no_input("--save-model", o->save_model, o, resume_model, resume_state);
+    if (o->save_model && o->log && strcmp(o->save_model, o->log) == 0)
+        fail("--save-model and --log name the same file %s", o->log);
 
     if (trainer_data_open(o, &tr->data, err, sizeof err) != 0) fail("%s", err);
     setup_tokenizer(tr);
@@ -662,6 +700,11 @@ void trainer_setup(Trainer *tr, char **argv) {
         if (removed > 0)
             printf("note: removed %d temporary file(s) an interrupted checkpoint write left in %s\n", removed,
                    o->checkpoint_dir);
+    }
+    if (o->save_model && tr->dist.rank == 0) { /* can it be written? (nothing is left behind) */
+        AtomicFile probe;
+        if (!atomic_open(&probe, o->save_model)) fail("--save-model: cannot write %s: %s", o->save_model, strerror(errno));
+        atomic_abandon(&probe);
     }
     open_log(tr);
     print_header(tr);
@@ -803,6 +846,23 @@ void trainer_save_checkpoint(Trainer *tr, int step) {
     free(params);
     free(mom);
     free(var);
+}
+
+void trainer_save_model(Trainer *tr) {
+    char err[512];
+    const Options *o = &tr->opt;
+    if (!o->save_model || (tr->dist.rank != 0 && !(tr->dist.world > 1 && o->zero))) return;
+    size_t n = gpt2_num_params(&tr->config);
+    float *params = (float *)malloc(n * sizeof(float));
+    if (!params) fail("out of host memory writing %s", o->save_model);
+    tr->be->get_params(tr->model, params); /* collective with ZeRO-1 */
+    if (tr->dist.rank == 0) {
+        if (model_file_save_as(o->save_model, &tr->config, params, o->save_version, err, sizeof err) != 0)
+            fail("%s", err);
+        printf("model written to %s (llm.c model file version %d)\n", o->save_model,
+               model_file_version_for(&tr->config, o->save_version));
+    }
+    free(params);
 }
 
 /* Model FLOP utilisation: FLOPs done per second over the GPU's peak; 0 when unknown. */

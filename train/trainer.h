@@ -59,10 +59,13 @@ float *trainer_dense_causal_bias(int T);
  * dense_bias, precision and the data-parallel fields. */
 void trainer_model_options(const Options *o, ModelOptions *m);
 
-/* NULL when kernel k runs (B, T, H, D, mask, precision) at `place`, else why not (into buf). */
-const char *trainer_check_attention(AttnKernel k, AttnPlace place, int B, int T, int H, int D,
-                                    AttnMaskKind mask, const float *dense_bias, Precision p,
-                                    char *buf, size_t n);
+/* The attention shape a model of these options runs (every layer the same): heads, K/V heads,
+ * mask, dense bias, window, ALiBi, packed documents (their arrays, filled per batch by the
+ * backend, stand in as non-NULL markers here). */
+AttnShape trainer_attention_shape(const ModelOptions *mo);
+/* NULL when kernel k runs the model's attention (trainer_attention_shape) at `place`, else why
+ * not (into buf). */
+const char *trainer_check_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo, char *buf, size_t n);
 
 /* Where a step's micro-batches come from: fills inputs and targets (B, T). */
 typedef void (*BatchSource)(void *ctx, int *inputs, int *targets);
@@ -125,6 +128,8 @@ float trainer_train_step(Trainer *tr, int step, float *norm_out, float *lr_out);
 void trainer_report_validation(Trainer *tr, int step);
 void trainer_print_sample(Trainer *tr, int step);
 void trainer_save_checkpoint(Trainer *tr, int step);
+/* --save-model FILE: the model as an llm.c model file of --save-version (collective with ZeRO-1). */
+void trainer_save_model(Trainer *tr);
 void trainer_log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms);
 
 /* SIGINT / SIGTERM: the first asks the loop to stop after the step in flight (the loop saves a
