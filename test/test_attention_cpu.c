@@ -1150,6 +1150,15 @@ static void test_names_and_tables(void) {
         const AttnImpl *cuda = attn_impl((AttnKernel)k, ATTN_CUDA);
         CHECK(!cuda || (cuda->kernel == k && cuda->place == ATTN_CUDA), "cuda impl %d", k);
     }
+    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash") == 0, "kernel names list: %s",
+          attn_kernel_names_list());
+    {
+        char list[256] = "";
+        for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
+                     attn_kernel_name((AttnKernel)i));
+        CHECK(strcmp(list, attn_kernel_names_list()) == 0, "names list follows the registry");
+    }
     AttnKernel k = ATTN_NAIVE;
     CHECK(attn_kernel_from_name("auto", &k) == 0 && k == ATTN_AUTO, "\"auto\" parses");
     CHECK(strcmp(attn_kernel_name(ATTN_AUTO), "auto") == 0, "ATTN_AUTO is named auto");
@@ -1174,6 +1183,10 @@ static void test_names_and_tables(void) {
               s.mask.kind == ATTN_MASK_CAUSAL && s.mask.bias == NULL && s.dtype == ATTN_FP32,
           "attn_shape_packed fills GPT-2's layout");
     CHECK(attn_resolve_auto(&s, ATTN_CPU) == ATTN_FLASH, "auto on the CPU is flash");
+    AttnShape bf = s;
+    bf.dtype = ATTN_BF16;
+    CHECK(attn_resolve_auto(&bf, ATTN_CPU) == ATTN_FLASH,
+          "auto on the CPU is flash even where no CPU kernel runs (its unsupported() says why)");
     int any_cuda = 0;
     for (int i = 0; i < ATTN_NUM_KERNELS; i++)
         any_cuda |= attn_impl((AttnKernel)i, ATTN_CUDA) != NULL;
