@@ -1,18 +1,31 @@
-/* attention/attention.c: names, the kernel tables and shape helpers of attention.h. */
+/* attention/attention.c: the kernel registry, names and the shape and mask helpers of attention.h. */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include "attention/attention.h"
 #include "attention/attention_impls.h"
 
-static const char *const kernel_names[ATTN_NUM_KERNELS] = {"naive", "memeff", "flash"};
+/* The registry: one row per kernel, in AttnKernel order. The CPU column is the impl itself; the
+ * CUDA column points into attn_cuda_table (all NULL in a CPU-only build, see cuda_fallback.c).
+ * auto_rank orders the kernels for ATTN_AUTO (lower first) on either place. Adding a kernel is
+ * one enum value and one row here. */
+typedef struct {
+    AttnKernel kernel;
+    const char *name;
+    const AttnImpl *cpu;
+    const AttnImpl *const *cuda;
+    int auto_rank;
+} AttnKernelRow;
+
+static const AttnKernelRow kernel_rows[ATTN_NUM_KERNELS] = {
+    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_cuda_table[ATTN_NAIVE], 2},
+    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_cuda_table[ATTN_MEMEFF], 1},
+    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_cuda_table[ATTN_FLASH], 0},
+};
+
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
 static const char *const dtype_names[ATTN_NUM_DTYPES] = {"fp32", "bf16"};
-
-static const AttnImpl *const cpu_table[ATTN_NUM_KERNELS] = {
-    [ATTN_NAIVE] = &attn_naive_cpu,
-    [ATTN_MEMEFF] = &attn_memeff_cpu,
-    [ATTN_FLASH] = &attn_flash_cpu,
-};
 
 /* Index of `name` in names[0..n), or -1. */
 static int find_name(const char *const *names, int n, const char *name) {
@@ -24,18 +37,36 @@ static int find_name(const char *const *names, int n, const char *name) {
 
 const char *attn_kernel_name(AttnKernel k) {
     if (k == ATTN_AUTO) return "auto";
-    return (k >= 0 && k < ATTN_NUM_KERNELS) ? kernel_names[k] : "unknown";
+    return (k >= 0 && k < ATTN_NUM_KERNELS) ? kernel_rows[k].name : "unknown";
 }
 
 int attn_kernel_from_name(const char *name, AttnKernel *out) {
-    if (name && strcmp(name, "auto") == 0) {
+    if (!name) return -1;
+    if (strcmp(name, "auto") == 0) {
         if (out) *out = ATTN_AUTO;
         return 0;
     }
-    int i = find_name(kernel_names, ATTN_NUM_KERNELS, name);
-    if (i < 0) return -1;
-    if (out) *out = (AttnKernel)i;
-    return 0;
+    for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+        if (strcmp(kernel_rows[i].name, name) == 0) {
+            if (out) *out = kernel_rows[i].kernel;
+            return 0;
+        }
+    return -1;
+}
+
+/* "naive, memeff, flash": built once from the registry (C string literals cannot be). */
+static char kernel_list[ATTN_NUM_KERNELS * 32];
+static pthread_once_t kernel_list_once = PTHREAD_ONCE_INIT;
+static void build_kernel_list(void) {
+    size_t at = 0;
+    for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+        at += (size_t)snprintf(kernel_list + at, sizeof kernel_list - at, "%s%s", i ? ", " : "",
+                               kernel_rows[i].name);
+}
+
+const char *attn_kernel_names_list(void) {
+    pthread_once(&kernel_list_once, build_kernel_list);
+    return kernel_list;
 }
 
 const char *attn_mask_name(AttnMaskKind m) {
@@ -57,9 +88,9 @@ const AttnImpl *attn_impl(AttnKernel k, AttnPlace place) {
     if (k < 0 || k >= ATTN_NUM_KERNELS) return NULL; /* ATTN_AUTO needs a shape: resolve first */
     switch (place) {
     case ATTN_CPU:
-        return cpu_table[k];
+        return kernel_rows[k].cpu;
     case ATTN_CUDA:
-        return attn_cuda_table[k];
+        return *kernel_rows[k].cuda;
     default:
         return NULL;
     }
@@ -119,15 +150,19 @@ void attn_alibi_slopes(int H, float *slopes) {
     for (int h = 0; h < H; h++) slopes[h] = (float)exp2(-8.0 * (h + 1) / H);
 }
 
-/* On the CPU: flash (it needs O(T) saved memory and is the fastest of the three there). On
- * CUDA: the first of flash, memeff, naive that this build has and that supports the shape, or
- * ATTN_AUTO when none does (e.g. a CPU-only build, whose CUDA table is empty). */
+/* The best-ranked kernel that `place` has and that supports s. When none does: on the CPU the
+ * best-ranked kernel anyway (flash; its unsupported() then says why), on CUDA ATTN_AUTO (e.g. a
+ * CPU-only build, whose CUDA table is empty). */
 AttnKernel attn_resolve_auto(const AttnShape *s, AttnPlace place) {
-    if (place == ATTN_CPU) return ATTN_FLASH;
-    static const AttnKernel preference[] = {ATTN_FLASH, ATTN_MEMEFF, ATTN_NAIVE};
-    for (size_t i = 0; i < sizeof preference / sizeof preference[0]; i++) {
-        const AttnImpl *impl = attn_impl(preference[i], place);
-        if (impl && (!impl->unsupported || impl->unsupported(s) == NULL)) return preference[i];
+    AttnKernel best = ATTN_AUTO, top = ATTN_AUTO;
+    int best_rank = 0, top_rank = 0;
+    for (int i = 0; i < ATTN_NUM_KERNELS; i++) {
+        const AttnKernelRow *row = &kernel_rows[i];
+        if (top == ATTN_AUTO || row->auto_rank < top_rank) top = row->kernel, top_rank = row->auto_rank;
+        const AttnImpl *impl = attn_impl(row->kernel, place);
+        if (!impl || (impl->unsupported && impl->unsupported(s) != NULL)) continue;
+        if (best == ATTN_AUTO || row->auto_rank < best_rank) best = row->kernel, best_rank = row->auto_rank;
     }
-    return ATTN_AUTO;
+    if (best == ATTN_AUTO && place == ATTN_CPU) return top;
+    return best;
 }

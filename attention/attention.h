@@ -10,8 +10,8 @@
  *           dS = P * (dP - D) with dP = dO V^T.                                 O(T) memory
  *
  * Each algorithm exists for the CPU (plain C, fp32: the oracle) and for CUDA. Both implement
- * the AttnImpl table below; attention.c holds the tables. Adding a kernel is one new file and
- * one line in a table.
+ * the AttnImpl table below; attention.c holds the registry, one row per kernel (name, CPU impl,
+ * CUDA impl, rank for auto). Adding a kernel is one new file and one row.
  *
  * Layout (token-major, so GPT-2's fused QKV projection feeds it without a transpose):
  *   element (b, t, h, d) of Q, K, V, dQ, dK, dV lives at X[(b*T + t)*ld_qkv + h*D + d]
@@ -111,6 +111,9 @@ typedef struct {
 /* Names: "naive", "memeff", "flash" (and "auto" for ATTN_AUTO). */
 const char *attn_kernel_name(AttnKernel k);
 int attn_kernel_from_name(const char *name, AttnKernel *out); /* 0 ok, -1 unknown */
+/* The kernel names of the registry, comma separated: "naive, memeff, flash" (for help texts
+ * and errors; "auto" not included). */
+const char *attn_kernel_names_list(void);
 const char *attn_mask_name(AttnMaskKind m);
 int attn_mask_from_name(const char *name, AttnMaskKind *out);
 const char *attn_dtype_name(AttnDtype d);
