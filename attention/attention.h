@@ -30,7 +30,7 @@
  *   masked(i, j) = (causal && j > i)
  *               || (window > 0 && (causal ? j <= i - window : |i - j| >= window))
  *               || (doc && doc[b*T + i] != doc[b*T + j])
- *               || (key_end && (j < key_begin[b] || j >= key_end[b]))
+ *               || (key_begin && j < key_begin[b]) || (key_end && j >= key_end[b])
  * with these pieces, each optional:
  *   kind     NONE (no structural mask), CAUSAL (j > i masked), or DENSE: no structural mask, the
  *            bias alone (the name kept for --mask dense, a causal mask given as a -inf bias)
@@ -46,7 +46,8 @@
  *            starts (non-decreasing in t); attention never crosses a document boundary.
  *            attn_doc_from_starts() builds it from per-sequence document starts (varlen).
  *   key_begin, key_end   key padding: (B) ints each, the valid keys of sequence b are
- *            [key_begin[b], key_end[b]) (left padding: key_begin > 0; right padding: key_end < T)
+ *            [key_begin[b], key_end[b]) (left padding: key_begin > 0; right padding: key_end < T);
+ *            either may be NULL (no bound on that side)
  *   alibi_slopes   ALiBi: (H) floats, computed in the kernel; attn_alibi_slopes() gives the
  *            standard 2^(-8(h+1)/H).
  * Rows whose every key is masked (or -inf) produce O = 0 and zero gradients. A kernel that does
