@@ -1201,12 +1201,76 @@ static void test_init(void) {
     free(q);
 }
 
+/* Packed documents: a sequence holding documents that each start at the separator token gives,
+ * for every document, the logits of that document alone (its positions restarting at 0), and
+ * the gradient of the packed loss is the sum of the documents' gradients. Every kernel. */
+static void test_packed_documents(void) {
+    GPT2Config c = tiny_config();
+    const int SEP = 3, T = 8;
+    /* documents of 3, 1 and 4 tokens, each starting at SEP */
+    const int packed[8] = {SEP, 5, 7, SEP, SEP, 1, 9, 2};
+    const int starts[3] = {0, 3, 4}, lens[3] = {3, 1, 4};
+    float *p = random_params(&c, 77);
+    int targets[8];
+    for (int t = 0; t < T; t++) targets[t] = (packed[t] * 7 + 3) % c.vocab_size;
+    for (int k = 0; k < ATTN_NUM_KERNELS; k++) {
+        ModelOptions o = {0};
+        o.config = c;
+        o.B = 1;
+        o.T = T;
+        o.attn = (AttnKernel)k;
+        o.mask = ATTN_MASK_CAUSAL;
+        o.precision = PRECISION_FP32;
+        o.packed_docs = 1;
+        o.doc_sep = SEP;
+        o.doc_positions = 1;
+        char err[256];
+        Model *m = cpu_backend.create(&o, err, sizeof err);
+        CHECK(m != NULL, "packed-document model (%s): %s", attn_kernel_name((AttnKernel)k), err);
+        if (!m) continue;
+        cpu_backend.set_params(m, p);
+        cpu_backend.forward(m, packed, targets, 1, T);
+        float got[16], want[16];
+        double worst = 0.0;
+        for (int d = 0; d < 3; d++) {
+            Model *one = make_model(&c, 1, lens[d], (AttnKernel)k);
+            cpu_backend.set_params(one, p);
+            cpu_backend.forward(one, packed + starts[d], NULL, 1, lens[d]);
+            for (int t = 0; t < lens[d]; t++) {
+                cpu_backend.logits_at(m, 0, starts[d] + t, got);
+                cpu_backend.logits_at(one, 0, t, want);
+                for (int v = 0; v < c.vocab_size; v++) {
+                    double e = fabs((double)got[v] - want[v]);
+                    if (e > worst) worst = e;
+                }
+            }
+            cpu_backend.destroy(one);
+        }
+        CHECK(worst < 1e-5, "packed documents (%s): logits differ from each document alone by %g",
+              attn_kernel_name((AttnKernel)k), worst);
+        /* without the documents, the later documents see the earlier ones: the logits differ */
+        o.packed_docs = 0;
+        Model *plain = cpu_backend.create(&o, err, sizeof err);
+        cpu_backend.set_params(plain, p);
+        cpu_backend.forward(plain, packed, targets, 1, T);
+        cpu_backend.logits_at(plain, 0, 6, got);
+        cpu_backend.logits_at(m, 0, 6, want);
+        double diff = 0.0;
+        for (int v = 0; v < c.vocab_size; v++) diff += fabs((double)got[v] - want[v]);
+        CHECK(diff > 1e-3, "packed documents (%s): the mask changed nothing (%g)", attn_kernel_name((AttnKernel)k), diff);
+        cpu_backend.destroy(plain);
+        cpu_backend.destroy(m);
+    }
+    free(p);
+}
+
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
     test_gradients_extensions();
     test_extensions_equivalences();
     test_grad_accumulation();
+    test_packed_documents();
     test_overfits_one_batch();
     test_init();
     test_model_file();

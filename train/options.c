@@ -139,7 +139,7 @@ void options_defaults(Options *o) {
     o->steps = 200;
     o->lr = 1e-3f;
     o->min_lr_frac = 0.1f;
-    o->warmup = 20;
+    o->warmup = 50;
     o->weight_decay = 0.1f;
     o->grad_clip = 1.0f;
     o->beta1 = 0.9f;

@@ -323,7 +323,7 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
         c.padded_vocab_size = gpt2_padded_vocab(c.vocab_size);
         if (gpt2_config_validate(&c, err, sizeof err) != 0) fail("%s", err);
     }
-    if (o->seq_len > c.max_seq_len)
+    if (o->seq_len > c.max_seq_len && c.pos != GPT2_POS_ALIBI) /* ALiBi has no table to run past */
         fail("--seq-len %d is over the model's maximum sequence length %d", o->seq_len, c.max_seq_len);
     int max_tok = tr->data.train.max_token;
     if (tr->data.val_is_separate && tr->data.val.max_token > max_tok) max_tok = tr->data.val.max_token;
@@ -674,7 +674,7 @@ void trainer_setup(Trainer *tr, char **argv) {
         if (checkpoint_load_state(resume_state, gpt2_num_params(&tr->config), NULL, NULL, &p, err, sizeof err) != 0)
             fail("%s", err);
         apply_resume_progress(tr, &p);
-        if (o->seq_len > tr->config.max_seq_len)
+        if (o->seq_len > tr->config.max_seq_len && tr->config.pos != GPT2_POS_ALIBI)
             fail("--seq-len %d is over the model's maximum sequence length %d", o->seq_len, tr->config.max_seq_len);
     }
     if (trainer_choose_backend(o, &tr->be, err, sizeof err) != 0) fail("%s", err);
