@@ -370,7 +370,11 @@ static void setup_model_options(Trainer *tr) {
     if (k == ATTN_AUTO) {
         AttnShape s = trainer_attention_shape(m);
         k = attn_resolve_auto(&s, place);
-        if (k == ATTN_AUTO) fail("no attention kernel on the %s runs this configuration", tr->be->name);
+        if (k == ATTN_AUTO) { /* none does: say why the first choice does not */
+            char why_not[256];
+            trainer_check_attention(ATTN_FLASH, place, m, why_not, sizeof why_not);
+            fail("no attention kernel on the %s runs this configuration (flash: %s)", tr->be->name, why_not);
+        }
     }
     char why[256];
     if (!attn_impl(k, place)) fail("attention kernel '%s' is not available on the %s", attn_kernel_name(k), tr->be->name);
