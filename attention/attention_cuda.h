@@ -12,6 +12,7 @@ extern "C" {
 extern const AttnImpl attn_naive_cuda;
 extern const AttnImpl attn_memeff_cuda;
 extern const AttnImpl attn_flash_cuda;
+extern const AttnImpl attn_flash_mma_cuda; /* flash without the Hopper (wgmma) kernels */
 
 /* The text of the last failure of a CUDA attention call ("" if none). */
 const char *attn_cuda_last_error(void);

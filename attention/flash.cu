@@ -31,62 +31,35 @@
 
 
 /* ---- tile shapes ----------------------------------------------------------------------------- */
-#ifndef FLASH_FWD_Q_SMEM
-#define FLASH_FWD_Q_SMEM 1 /* D = 64: 0 holds Q's A fragments in registers for the whole key loop */
-#endif
 template <int D_> struct FlashFwdTraits {
     static constexpr int D = D_;
-#ifndef FLASH_FWD_ROW_TILES
     /* 16-row MMA tiles per warp: two halve the K/V fragment loads per MMA (smem bandwidth is the
      * limit at one); D = 128 has no registers for two. */
     static constexpr int kRowTiles = D_ == 128 ? 1 : 2;
-#else
-    static constexpr int kRowTiles = D_ == 128 ? 1 : FLASH_FWD_ROW_TILES;
-#endif
     static constexpr int kWarps = 8 / kRowTiles;
     static constexpr int Br = 16 * kRowTiles * kWarps; /* query rows per block */
-#ifndef FLASH_FWD_BC
     static constexpr int Bc = D_ == 128 ? 32 : 64;     /* keys per tile */
-#else
-    static constexpr int Bc = D_ == 128 ? 32 : FLASH_FWD_BC;
-#endif
     static constexpr int kThreads = 32 * kWarps;
-#ifndef FLASH_FWD_MINB
     /* D = 64: 3 blocks (12 warps) per SM; needs <= 168 registers, which Q in registers exceeds
-     * (232), so Q's fragments are re-read from smem per key tile (FLASH_FWD_Q_SMEM). */
+     * (232), so Q's fragments are re-read from smem per key tile (kQSmem). */
     static constexpr int kMinBlocks = D_ == 64 ? 3 : 1;
-#else
-    static constexpr int kMinBlocks = D_ == 64 ? FLASH_FWD_MINB : 1;
-#endif
     /* Q's fragments re-read from smem per key tile (D = 64 only, for the 3 blocks per SM; at
      * D = 128 with one row tile it measured 8% slower: 4.64 vs 4.29 ms forward at T = 4096) */
-    static constexpr bool kQSmem = FLASH_FWD_Q_SMEM && D_ == 64;
+    static constexpr bool kQSmem = D_ == 64;
     static constexpr int kStride = D + 8;              /* padded smem row (elements) */
     static constexpr int kSmemBytes = (Br + 2 * 2 * Bc) * kStride * 2; /* Q + 2 stages of K, V */
 };
 template <int D_> struct FlashBwdTraits {
     static constexpr int D = D_;
-#ifndef FLASH_BWD_WARPS
     /* 8 warps = 128 keys per block: each key block adds its dQ contribution once, so 128 keys
      * halve the fp32 atomic traffic of 64 (measured: 10.5 -> 7.2 ms fwd+bwd at T = 4096). */
     static constexpr int kWarps = 8;
-#else
-    static constexpr int kWarps = FLASH_BWD_WARPS;
-#endif
     static constexpr int Bc = 16 * kWarps;       /* keys per block: 16 per warp */
-#ifndef FLASH_BWD_BR
     static constexpr int Br = D_ == 64 ? 32 : D_ == 128 ? 32 : 64; /* queries per streamed tile */
-#else
-    static constexpr int Br = D_ == 128 ? 32 : FLASH_BWD_BR;
-#endif
     static constexpr int kThreads = 32 * kWarps;
-#ifndef FLASH_BWD_MINB
     /* D = 64: 2 blocks (16 warps) per SM at <= 128 registers, which 32-query tiles fit without
      * spilling (64-query tiles need 223) */
     static constexpr int kMinBlocks = D_ == 64 ? 2 : 1;
-#else
-    static constexpr int kMinBlocks = D_ == 64 ? FLASH_BWD_MINB : 1;
-#endif
     static constexpr int kStride = D + 8;
     static constexpr int kDsStride = Br + 8;     /* dS tile [Bc keys][Br queries] */
     /* dQ = dS K is split over warps: row groups of 16 queries x column groups of D. */
@@ -339,9 +312,6 @@ flash_backward_kernel(FlashParams p) {
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
     const int key_row0 = k0 + warp * 16;
-#ifdef FLASH_BWD_KV_REGS
-    uint32_t kfr[KD][4], vfr[KD][4]; /* this warp's 16 keys: A fragments loaded once */
-#endif
 
     for (int i = 0; i < m_count; i++) {
         const int mi = tile_at(i), stage = i & 1;
@@ -358,24 +328,11 @@ flash_backward_kernel(FlashParams p) {
         for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
             for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
-#ifdef FLASH_BWD_KV_REGS
-        if (i == 0) { /* K, V landed with the first query tile */
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                load_a_frag(kfr[kk], sK, S, warp * 16, kk * 16);
-                load_a_frag(vfr[kk], sV, S, warp * 16, kk * 16);
-            }
-        }
-#endif
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
-#ifdef FLASH_BWD_KV_REGS
-            const uint32_t *kf = kfr[kk], *vf = vfr[kk];
-#else
             uint32_t kf[4], vf[4];
             load_a_frag(kf, sK, S, warp * 16, kk * 16);
             load_a_frag(vf, sV, S, warp * 16, kk * 16);
-#endif
             mma_pair_step<NQ>(st, dpt, kf, vf, q_t, do_t, S, kk * 16);
         }
         const int q0 = mi * Br;
@@ -399,7 +356,6 @@ flash_backward_kernel(FlashParams p) {
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
         acc_to_a_frags<NQ>(pf, st);
         acc_to_a_frags<NQ>(dsf, dpt);
-#ifndef FLASH_EXP_NO_DQ
         /* dS^T to smem as [key][query] bf16 pairs (the same rounded values dK uses) */
 #pragma unroll
         for (int kk = 0; kk < NQ / 2; kk++) {
@@ -409,7 +365,6 @@ flash_backward_kernel(FlashParams p) {
             *(uint32_t *)(row_lo + 8) = dsf[kk][2];
             *(uint32_t *)(row_hi + 8) = dsf[kk][3];
         }
-#endif
 
         /* dV += P^T dO, dK += dS^T Q */
 #pragma unroll
@@ -424,7 +379,6 @@ flash_backward_kernel(FlashParams p) {
                 mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
                 mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
             }
-#ifndef FLASH_EXP_NO_DQ
         __syncthreads(); /* sdS complete */
 
         /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns; dS's A
@@ -455,16 +409,11 @@ flash_backward_kernel(FlashParams p) {
                     float *row = gdq + (long long)t * D + d0 + c;
 #pragma unroll
                     for (int nt = 0; nt < NC; nt++) {
-#ifdef FLASH_EXP_PLAIN_STORE
-                        *(float2 *)(row + nt * 8) = make_float2(dq[nt][2 * half], dq[nt][2 * half + 1]);
-#else
                         atomic_add2(row + nt * 8, dq[nt][2 * half], dq[nt][2 * half + 1]);
-#endif
                     }
                 }
             }
         }
-#endif
     }
     cp_async_wait<0>();
 
@@ -520,14 +469,14 @@ static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
 }
 
 template <int D, bool CAUSAL>
-static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
+static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st, bool hopper_kernels) {
     using Tr = FlashBwdTraits<D>;
     using R = FlashRowTraits<D>;
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
     flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    int rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
+    int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
     if (rc < 0) rc = attn_launch_tiled(flash_backward_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
     if (rc) return rc;
     flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
@@ -543,8 +492,9 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st) {
          : ((s)->D == 32 ? F<32, false>(__VA_ARGS__)                                         \
             : (s)->D == 64 ? F<64, false>(__VA_ARGS__) : F<128, false>(__VA_ARGS__)))
 
-static int flash_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o,
-                         void *saved, void *workspace, void *stream) {
+/* hopper: the wgmma kernels where they apply (flash_sm90.cu), else the mma.sync ones alone */
+static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v, void *o,
+                              void *saved, void *stream) {
     const char *why = flash_unsupported(s);
     if (why) return attn_cuda_fail("flash forward: %s", why);
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
@@ -553,14 +503,14 @@ static int flash_forward(const AttnShape *s, const void *q, const void *k, const
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
     p.out = (bf16 *)o;
     p.lse = (float *)saved;
-    int hopper = flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)); /* wgmma, where it applies */
-    if (hopper >= 0) return hopper;
+    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1;
+    if (rc >= 0) return rc;
     return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
 }
 
-static int flash_backward(const AttnShape *s, const void *q, const void *k, const void *v,
-                          const void *o, const void *dout, const void *saved, void *dq, void *dk,
-                          void *dv, void *workspace, void *stream) {
+static int flash_backward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v,
+                               const void *o, const void *dout, const void *saved, void *dq, void *dk,
+                               void *dv, void *workspace, void *stream) {
     const char *why = flash_unsupported(s);
     if (why) return attn_cuda_fail("flash backward: %s", why);
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout) || misaligned(dq) ||
@@ -573,9 +523,33 @@ static int flash_backward(const AttnShape *s, const void *q, const void *k, cons
     p.lse = (float *)saved;
     p.dvec = (float *)workspace;
     p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
-    return FLASH_DISPATCH(launch_backward, s, s, p, attn_stream(stream));
+    return FLASH_DISPATCH(launch_backward, s, s, p, attn_stream(stream), hopper);
+}
+
+static int flash_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, void *saved,
+                         void *workspace, void *stream) {
+    return flash_forward_with(true, s, q, k, v, o, saved, stream);
+}
+static int flash_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,
+                          const void *dout, const void *saved, void *dq, void *dk, void *dv, void *workspace,
+                          void *stream) {
+    return flash_backward_with(true, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+}
+static int flash_mma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, void *saved,
+                             void *workspace, void *stream) {
+    return flash_forward_with(false, s, q, k, v, o, saved, stream);
+}
+static int flash_mma_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,
+                              const void *dout, const void *saved, void *dq, void *dk, void *dv, void *workspace,
+                              void *stream) {
+    return flash_backward_with(false, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
 }
 
 const AttnImpl attn_flash_cuda = {ATTN_FLASH,         ATTN_CUDA,          flash_unsupported,
                                   flash_saved_bytes,  flash_workspace_bytes, flash_forward,
                                   flash_backward};
+/* The same without the Hopper kernels: the mma.sync ones on every GPU (tests and benchmarks
+ * compare the two on H100/H200). */
+const AttnImpl attn_flash_mma_cuda = {ATTN_FLASH,         ATTN_CUDA,             flash_unsupported,
+                                      flash_saved_bytes,  flash_workspace_bytes, flash_mma_forward,
+                                      flash_mma_backward};

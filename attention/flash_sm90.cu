@@ -21,7 +21,7 @@
  * Register budgets are what decide the shapes: ptxas serializes every wgmma (warning C7512/C7515)
  * when the accumulators in flight do not fit, which cost ~20% in the first version.
  * Built only for sm_90a (Makefile: -DFLASH_SM90); elsewhere the entry points answer -1 and
- * flash.cu runs its own kernels. ATTN_FLASH_SM90=0 in the environment forces that too.
+ * flash.cu runs its own kernels (attn_flash_mma_cuda always does).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -36,34 +36,14 @@
 
 template <int D_> struct Sm90FwdTraits {
     static constexpr int D = D_;
-#ifndef FLASH_SM90_WG
     static constexpr int kWarpgroups = 3;
-#else
-    static constexpr int kWarpgroups = FLASH_SM90_WG;
-#endif
-#ifndef FLASH_SM90_BC
     /* D = 128 keeps O (64 registers) and Q (32) in registers: 64-key tiles leave room for S */
     static constexpr int Bc = D_ == 64 ? 128 : 64;
-#else
-    static constexpr int Bc = FLASH_SM90_BC;
-#endif
-#ifndef FLASH_SM90_PREFETCH
     static constexpr int kPrefetch = 1;
-#else
-    static constexpr int kPrefetch = FLASH_SM90_PREFETCH;
-#endif
-#ifndef FLASH_SM90_Q_REGS
     /* S = Q K^T reads Q from smem (wgmma SS): holding its A fragments in registers (RS) costs 16
      * (D = 64) or 32 registers, which at 168 per thread makes ptxas serialize the wgmmas */
     static constexpr bool kQRegs = false;
-#else
-    static constexpr bool kQRegs = FLASH_SM90_Q_REGS;
-#endif
-#ifndef FLASH_SM90_MINB
     static constexpr int kMinBlocks = 1;
-#else
-    static constexpr int kMinBlocks = FLASH_SM90_MINB;
-#endif
     static constexpr int kStages = kPrefetch + 2;
     static constexpr int Br = 64 * kWarpgroups;
     static constexpr int kThreads = 128 * kWarpgroups;
@@ -396,10 +376,7 @@ static bool device_is_sm90(void) {
 }
 
 bool flash_sm90_enabled(void) {
-    if (!FLASH_SM90) return false;
-    const char *e = getenv("ATTN_FLASH_SM90");
-    if (e && strcmp(e, "0") == 0) return false;
-    return device_is_sm90();
+    return FLASH_SM90 && device_is_sm90();
 }
 
 template <int D, bool CAUSAL>

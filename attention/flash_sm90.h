@@ -1,6 +1,6 @@
 /* attention/flash_sm90.h: the Hopper (wgmma) kernels of the flash attention, used by flash.cu.
  * flash_sm90_forward (and _backward_main) return -1 where it does not apply (not built for sm_90a, not a compute
- * capability 9.0 device, ATTN_FLASH_SM90=0, head dimension other than 64/128, dense bias), so
+ * capability 9.0 device, head dimension other than 64/128, dense bias), so
  * the caller runs its portable forward; otherwise 0, or 1 on a CUDA error. */
 #ifndef ATTENTION_FLASH_SM90_H
 #define ATTENTION_FLASH_SM90_H

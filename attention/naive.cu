@@ -17,8 +17,8 @@
  * Batching: GPT-2's packed layout puts head h of batch row b at b*T*ld + h*D, which no single
  * batch stride describes. By default every GEMM is one cublasGemmBatchedEx call over all B*H
  * heads, with per-head pointer arrays that a small kernel writes into the workspace (no permuted
- * copies of Q/K/V). ATTN_NAIVE_BATCH=loop selects the first version's scheme (strided-batched
- * calls over the larger of B and H, one call per row of the other), for comparison.
+ * copies of Q/K/V). (The first version's strided-batched calls, one per row of B or H, measured
+ * slower: dev/attention_notes.md, naive v4.)
  *
  * cuBLAS is column-major; a row-major (rows x cols, ld) matrix is its column-major transpose. Per
  * head, Q/K/V are T x D row-major with ld = ld_qkv; S/P are T x T with ld = T.
@@ -64,16 +64,6 @@ static int naive_handle(cublasHandle_t *out, cudaStream_t stream) {
     return 0;
 }
 
-/* ATTN_NAIVE_BATCH=loop: strided-batched calls in a loop; anything else: one pointer-array call. */
-static bool naive_batch_loop() {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("ATTN_NAIVE_BATCH");
-        mode = (e && !strcmp(e, "loop")) ? 1 : 0;
-    }
-    return mode == 1;
-}
-
 /* One operand of a per-head GEMM: a base pointer, its type, leading dimension, the element
  * offsets between consecutive batch rows b and heads h, and its slot in the pointer arrays. */
 struct Operand {
@@ -84,9 +74,6 @@ struct Operand {
     int slot;
 };
 static size_t type_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
-static const char *offset_ptr(const Operand &x, long long elems) {
-    return (const char *)x.ptr + elems * (long long)type_size(x.type);
-}
 
 /* Per-head pointer arrays: array k (k < n) holds, for bh = b*H + h, base_k + b*sb_k + h*sh_k
  * (bytes). They live at the start of the workspace. */
@@ -109,13 +96,11 @@ static size_t ptr_region_bytes(const AttnShape *s) {
 struct GemmCtx {
     const AttnShape *s;
     cublasHandle_t hd;
-    const void **ptrs; /* pointer-array mode: kMaxSlots arrays of B*H pointers; else NULL */
+    const void **ptrs; /* kMaxSlots arrays of B*H pointers */
 };
 
-/* Writes the pointer arrays of `ops` (slot = index) for the pointer-array mode. */
+/* Writes the pointer arrays of `ops` (slot = index). */
 static int prepare_pointers(GemmCtx &c, const Operand *ops, int n, void *workspace, cudaStream_t st) {
-    c.ptrs = NULL;
-    if (naive_batch_loop()) return 0;
     PtrTable t;
     memset(&t, 0, sizeof t);
     t.n = n;
@@ -135,30 +120,12 @@ static int prepare_pointers(GemmCtx &c, const Operand *ops, int n, void *workspa
 /* C_bh = alpha * op(A_bh) op(B_bh) + beta * C_bh for every (b, h), column-major terms. */
 static int gemm_per_head(const GemmCtx &c, cublasOperation_t ta, cublasOperation_t tb, int m,
                          int n, int k, float alpha, Operand A, Operand B, float beta, Operand C) {
-    const AttnShape *s = c.s;
-    if (c.ptrs) {
-        int BH = s->B * s->H;
-        CUBLAS_TRY(cublasGemmBatchedEx(
-            c.hd, ta, tb, m, n, k, &alpha, c.ptrs + (size_t)A.slot * BH, A.type, A.ld,
-            c.ptrs + (size_t)B.slot * BH, B.type, B.ld, &beta,
-            (void *const *)(c.ptrs + (size_t)C.slot * BH), C.type, C.ld, BH, CUBLAS_COMPUTE_32F,
-            CUBLAS_GEMM_DEFAULT));
-        return 0;
-    }
-    int batch_over_heads = s->H >= s->B;
-    int count = batch_over_heads ? s->H : s->B, loops = batch_over_heads ? s->B : s->H;
-    for (int l = 0; l < loops; l++) {
-        long long oa = l * (batch_over_heads ? A.stride_b : A.stride_h);
-        long long ob = l * (batch_over_heads ? B.stride_b : B.stride_h);
-        long long oc = l * (batch_over_heads ? C.stride_b : C.stride_h);
-        long long sa = batch_over_heads ? A.stride_h : A.stride_b;
-        long long sb = batch_over_heads ? B.stride_h : B.stride_b;
-        long long sc = batch_over_heads ? C.stride_h : C.stride_b;
-        CUBLAS_TRY(cublasGemmStridedBatchedEx(
-            c.hd, ta, tb, m, n, k, &alpha, offset_ptr(A, oa), A.type, A.ld, sa, offset_ptr(B, ob),
-            B.type, B.ld, sb, &beta, (void *)offset_ptr(C, oc), C.type, C.ld, sc, count,
-            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    }
+    int BH = c.s->B * c.s->H;
+    CUBLAS_TRY(cublasGemmBatchedEx(
+        c.hd, ta, tb, m, n, k, &alpha, c.ptrs + (size_t)A.slot * BH, A.type, A.ld,
+        c.ptrs + (size_t)B.slot * BH, B.type, B.ld, &beta,
+        (void *const *)(c.ptrs + (size_t)C.slot * BH), C.type, C.ld, BH, CUBLAS_COMPUTE_32F,
+        CUBLAS_GEMM_DEFAULT));
     return 0;
 }
 

@@ -136,6 +136,7 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "D=", 2)) only_D = atoi(argv[i] + 2);
         for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++)
             if (!strcmp(argv[i], names[kk])) want[kk] = any = true;
+        if (!strcmp(argv[i], "flash-mma")) any = true;
     }
     if (!any) want[0] = want[1] = want[2] = true;
     cudaDeviceProp prop;
@@ -159,6 +160,17 @@ int main(int argc, char **argv) {
             fflush(stdout);
             rows.push_back(r);
         }
+    }
+    /* "flash-mma": flash without the Hopper kernels (what runs on other GPUs), for comparison */
+    bool want_mma = false;
+    for (int i = 1; i < argc; i++) want_mma |= !strcmp(argv[i], "flash-mma");
+    for (const Cfg &c : cfgs) {
+        if (!want_mma || (only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
+        Row r = bench_one(&attn_flash_mma_cuda, "flash-mma", 65536 / c.T, c.T, H, c.D);
+        if (!r.oom && !r.unsupported)
+            printf("%-6s D=%3d T=%5d B=%2d: fwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %8.3f ms %6.1f TFLOP/s\n", r.kernel, r.D,
+                   r.T, r.B, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops);
+        rows.push_back(r);
     }
     printf("\n| kernel | D | T | B | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | extra MB |\n");
     printf("|---|---|---|---|---|---|---|---|---|\n");

@@ -351,12 +351,8 @@ static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_
         Err r = impl->kernel == ATTN_NAIVE ? r16s : r16;
         run_case(p, impl, ATTN_FP32, r);
         run_case(p, impl, ATTN_BF16, r);
-        if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) {
-            /* the flash kernels above ran on wgmma (flash_sm90.cu); the portable ones too */
-            setenv("ATTN_FLASH_SM90", "0", 1);
-            run_case(p, impl, ATTN_BF16, r, "(mma.sync)");
-            unsetenv("ATTN_FLASH_SM90");
-        }
+        if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) /* the above ran on wgmma: the mma.sync kernels too */
+            run_case(p, &attn_flash_mma_cuda, ATTN_BF16, r, "(mma.sync)");
     }
 }
 
