@@ -83,17 +83,17 @@ stage_gpt2() {
     table_header "GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
     for attn in ${ATTNS:-naive flash}; do
         for B in 16 32 64; do
-            train "gpt2-$attn-B$B-graph" --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn --cuda-graph
+            train "gpt2-$attn-B$B-graph" --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn
         done
-        train "gpt2-$attn-B16-nograph" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn $attn
+        train "gpt2-$attn-B16-nograph" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn $attn --no-cuda-graph
     done
 }
 
 stage_sizes() {
     table_header "GPT-2 medium and large, vocab 50257, T=1024, bf16"
     for attn in naive flash; do
-        train "gpt2-medium-$attn-B16" --model gpt2-medium --vocab 50257 --seq-len 1024 --batch 16 --attn $attn --cuda-graph
-        train "gpt2-large-$attn-B16" --model gpt2-large --vocab 50257 --seq-len 1024 --batch 16 --attn $attn --cuda-graph
+        train "gpt2-medium-$attn-B16" --model gpt2-medium --vocab 50257 --seq-len 1024 --batch 16 --attn $attn
+        train "gpt2-large-$attn-B16" --model gpt2-large --vocab 50257 --seq-len 1024 --batch 16 --attn $attn
     done
 }
 
@@ -102,7 +102,7 @@ stage_bytes() {
     for T in 1024 4096 8192; do
         B=$((32768 / T))
         for attn in ${ATTNS:-naive memeff flash}; do
-            train "bytes-T$T-$attn" --model gpt2 --seq-len $T --batch $B --attn $attn --cuda-graph
+            train "bytes-T$T-$attn" --model gpt2 --seq-len $T --batch $B --attn $attn
         done
     done
 }
@@ -124,8 +124,8 @@ stage_baseline() {
     table_header "this build vs $BASELINE, GPT-2 124M, vocab 50257, T=1024, bf16, B=16, flash, CUDA graphs"
     local here=$PWD
     for round in 1 2; do
-        train "new-$round" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash --cuda-graph
-        (cd /tmp/baseline && DATA=$here/$DATA OUT=$OUT TABLE=$TABLE STEPS=$STEPS bash -c "$(declare -f train); train old-$round --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash --cuda-graph")
+        train "new-$round" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash ${NEW_ARGS:-}
+        (cd /tmp/baseline && DATA=$here/$DATA OUT=$OUT TABLE=$TABLE STEPS=$STEPS bash -c "$(declare -f train); train old-$round --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash ${OLD_ARGS:---cuda-graph}")
     done
 }
 

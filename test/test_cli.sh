@@ -177,7 +177,6 @@ expect_usage_error "log naming the vocabulary" "${TINY[@]}" --data "$tmp/data.to
     --log "$tmp/vocab.bin"
 [ -s "$tmp/vocab.bin" ] && ok || bad "--log naming the vocabulary emptied it"
 expect_usage_error "log on a full disk" "${TINY[@]}" --data "$tmp/data.txt" --steps 2 --log /dev/full
-expect_usage_error "profile with cuda graphs" "${TINY[@]}" --data "$tmp/data.txt" --profile --cuda-graph
 expect_usage_error "bench option without --bench" "${TINY[@]}" --data "$tmp/data.txt" --bench-steps 3
 expect_usage_error "bench-out without --bench" "${TINY[@]}" --data "$tmp/data.txt" --bench-out "$tmp/bo"
 expect_usage_error "model too large for host memory" --device cpu --model gpt2-xl --layers 1000 --batch 1 --seq-len 64 \

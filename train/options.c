@@ -63,7 +63,7 @@ static const OptSpec SPECS[] = {
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
     {"no-linear-bias", 0, OPT_FLAG, F(no_linear_bias), 0, 1, NULL, "linear layers without bias (biases held at zero, not trained), as in the flash-blog models"},
     {"recompute", 0, OPT_FLAG, F(recompute), 0, 1, NULL, "recompute GELU and LayerNorm outputs in backward (GPU; saves memory)"},
-    {"cuda-graph", 0, OPT_FLAG, F(cuda_graph), 0, 1, NULL, "capture the training step as a CUDA graph and replay it"},
+    {"no-cuda-graph", 0, OPT_FLAG, F(no_cuda_graph), 0, 1, NULL, "GPU: run every step eagerly; by default one GPU captures the step as a CUDA graph and replays it (graphs are off with several GPUs, whose gradient sync differs between micro-batches, and with --profile)"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
     {"logits-chunk", 0, OPT_INT, F(logits_chunk), 0, 1 << 30, "N", "GPU, fp32: rows of logits computed at a time (0 = automatic: at most 256 MiB of them; bf16 keeps all rows)"},
@@ -310,11 +310,6 @@ int options_parse(Options *o, int argc, char **argv) {
     }
     if (o->doc_positions && o->doc_sep < 0) {
         fprintf(stderr, "error: --doc-positions applies with --doc-sep TOKEN\n");
-        return 2;
-    }
-    if (o->profile && o->cuda_graph) {
-        fprintf(stderr, "error: --profile times the parts of eager steps, and a CUDA graph replays a step as a "
-                        "whole: drop --cuda-graph (or --profile)\n");
         return 2;
     }
     return check_bench_only(o);

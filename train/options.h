@@ -40,7 +40,7 @@ typedef struct {
     int threads;
     int recompute;
     int no_linear_bias;
-    int cuda_graph;
+    int no_cuda_graph;           /* eager steps; default: CUDA graphs on one GPU */
     double peak_tflops;          /* 0 = from the GPU table */
     int no_tf32;                 /* fp32 matmuls without TF32 tensor cores (exact comparisons) */
     int logits_chunk;            /* fp32 on a GPU: logits rows at a time; 0 = automatic */

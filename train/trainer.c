@@ -112,7 +112,7 @@ void trainer_model_options(const Options *o, ModelOptions *m) {
     m->recompute = o->recompute;
     m->no_linear_bias = o->no_linear_bias;
     m->threads = o->threads;
-    m->cuda_graphs = o->cuda_graph;
+    m->cuda_graphs = !o->no_cuda_graph && !o->profile; /* --profile times the parts of eager steps */
     m->tf32 = !o->no_tf32;
     m->logits_chunk_rows = o->logits_chunk;
     m->matmul_fusion = !o->no_matmul_fusion;
@@ -342,6 +342,7 @@ static void setup_model_options(Trainer *tr) {
     m->T = o->seq_len;
     m->rank = tr->dist.rank;
     m->world = tr->dist.world;
+    if (m->world > 1) m->cuda_graphs = 0; /* the gradient sync differs between micro-batches */
     m->zero_stage = o->zero;
     m->nccl_id = tr->dist.world > 1 ? tr->nccl_id : NULL;
     m->dist_timeout_s = o->dist_timeout;
