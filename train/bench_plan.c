@@ -51,7 +51,7 @@ static int parse_list(const char *option, const char *text, int max_items, ItemP
 static int parse_kernel(const char *item, void *out, int i, char *err, size_t errlen) {
     AttnKernel k;
     if (attn_kernel_from_name(item, &k) != 0 || k == ATTN_AUTO)
-        return plan_error(err, errlen, "unknown kernel '%s' (expected naive, memeff or flash)", item);
+        return plan_error(err, errlen, "unknown kernel '%s' (expected one of %s)", item, attn_kernel_names_list());
     for (int j = 0; j < i; j++)
         if (((AttnKernel *)out)[j] == k) return plan_error(err, errlen, "'%s' is listed twice", item);
     ((AttnKernel *)out)[i] = k;

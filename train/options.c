@@ -2,6 +2,8 @@
  * type, range and help; parsing, range checks and --help all read that table. */
 #include "train/options.h"
 
+#include "attention/attention.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -53,7 +55,7 @@ static const OptSpec SPECS[] = {
     {"beta2", 0, OPT_FLOAT, F(beta2), 0, 0.999999, "X", "AdamW beta2"},
     {"eps", 0, OPT_FLOAT, F(eps), 1e-30, 1, "X", "AdamW epsilon"},
     {"seed", 's', OPT_U64, F(seed), 0, 1.8e19, "N", "seed of initialisation, shuffling and sampling"},
-    {"attn", 'a', OPT_STR, F(attn), 0, 0, "KERNEL", "attention kernel: naive, memeff, flash or auto"},
+    {"attn", 'a', OPT_STR, F(attn), 0, 0, "KERNEL", "attention kernel: {kernels} or auto (the fastest that runs the configuration)"},
     {"mask", 0, OPT_STR, F(mask), 0, 0, "KIND", "attention mask: causal, none, or dense (a T x T additive bias of -inf above the diagonal)"},
     {"attn-window", 0, OPT_INT, F(attn_window), 0, 1 << 30, "W", "sliding-window attention: query i sees keys (i - W, i] (0 = the whole causal context; CPU only for now)"},
     {"doc-sep", 0, OPT_INT, F(doc_sep), -1, 65535, "TOKEN", "packed documents: each document starts at this token (a byte for byte data, e.g. 10; a token id such as GPT-2's 50256) and attention never crosses into another (-1 = off; CPU only for now)"},
@@ -195,12 +197,17 @@ void options_print_help(const char *prog) {
         if (s->short_name) snprintf(flag, sizeof flag, "-%c,", s->short_name);
         snprintf(left, sizeof left, "%s --%s%s%s", flag, s->name, s->arg ? " " : "",
                  s->arg ? s->arg : "");
+        /* "{kernels}" in a help text is the attention registry's list of kernel names */
+        char help[1024];
+        const char *k = strstr(s->help, "{kernels}");
+        if (k) snprintf(help, sizeof help, "%.*s%s%s", (int)(k - s->help), s->help, attn_kernel_names_list(), k + 9);
+        else snprintf(help, sizeof help, "%s", s->help);
         /* options whose default depends on other settings say so in their help text */
-        if (strstr(s->help, "default")) {
-            printf("  %-28s %s\n", left, s->help);
+        if (strstr(help, "default")) {
+            printf("  %-28s %s\n", left, help);
         } else {
             default_text(s, &d, def, sizeof def);
-            printf("  %-28s %s [default: %s]\n", left, s->help, def);
+            printf("  %-28s %s [default: %s]\n", left, help, def);
         }
     }
     printf("  %-28s %s\n  %-28s %s\n", "-h, --help", "print this help and exit", "-V, --version",

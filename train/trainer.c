@@ -364,7 +364,7 @@ static void setup_model_options(Trainer *tr) {
     }
     AttnKernel k;
     if (attn_kernel_from_name(o->attn, &k) != 0)
-        fail("--attn expects naive, memeff, flash or auto, got '%s'", o->attn);
+        fail("--attn expects %s or auto, got '%s'", attn_kernel_names_list(), o->attn);
     AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
     if (m->packed_docs && m->doc_sep >= tr->config.vocab_size)
         fail("--doc-sep %d is outside the model's vocabulary of %d", m->doc_sep, tr->config.vocab_size);
