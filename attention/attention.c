@@ -16,12 +16,15 @@ typedef struct {
     const AttnImpl *cpu;
     const AttnImpl *const *cuda;
     int auto_rank;
+    AttnKernel variants[2];   /* the variants attn_resolve picks among, in preference order */
 } AttnKernelRow;
 
-static const AttnKernelRow kernel_rows[ATTN_NUM_KERNELS] = {
-    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_cuda_table[ATTN_NAIVE], 2},
-    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_cuda_table[ATTN_MEMEFF], 1},
-    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_cuda_table[ATTN_FLASH], 0},
+static const AttnKernelRow kernel_rows[ATTN_NUM_IMPLS] = {
+    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_cuda_table[ATTN_NAIVE], 2, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_cuda_table[ATTN_MEMEFF], 1, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_cuda_table[ATTN_FLASH], 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}},
+    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_cuda_table[ATTN_FLASH_SM90], 0, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_cuda_table[ATTN_FLASH_MMA], 0, {ATTN_AUTO, ATTN_AUTO}},
 };
 
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
@@ -37,7 +40,7 @@ static int find_name(const char *const *names, int n, const char *name) {
 
 const char *attn_kernel_name(AttnKernel k) {
     if (k == ATTN_AUTO) return "auto";
-    return (k >= 0 && k < ATTN_NUM_KERNELS) ? kernel_rows[k].name : "unknown";
+    return (k >= 0 && k < ATTN_NUM_IMPLS) ? kernel_rows[k].name : "unknown";
 }
 
 int attn_kernel_from_name(const char *name, AttnKernel *out) {
@@ -46,7 +49,7 @@ int attn_kernel_from_name(const char *name, AttnKernel *out) {
         if (out) *out = ATTN_AUTO;
         return 0;
     }
-    for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+    for (int i = 0; i < ATTN_NUM_IMPLS; i++)
         if (strcmp(kernel_rows[i].name, name) == 0) {
             if (out) *out = kernel_rows[i].kernel;
             return 0;
@@ -55,11 +58,11 @@ int attn_kernel_from_name(const char *name, AttnKernel *out) {
 }
 
 /* "naive, memeff, flash": built once from the registry (C string literals cannot be). */
-static char kernel_list[ATTN_NUM_KERNELS * 32];
+static char kernel_list[ATTN_NUM_IMPLS * 32];
 static pthread_once_t kernel_list_once = PTHREAD_ONCE_INIT;
 static void build_kernel_list(void) {
     size_t at = 0;
-    for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+    for (int i = 0; i < ATTN_NUM_IMPLS; i++)
         at += (size_t)snprintf(kernel_list + at, sizeof kernel_list - at, "%s%s", i ? ", " : "",
                                kernel_rows[i].name);
 }
@@ -85,7 +88,7 @@ const char *attn_dtype_name(AttnDtype d) {
 }
 
 const AttnImpl *attn_impl(AttnKernel k, AttnPlace place) {
-    if (k < 0 || k >= ATTN_NUM_KERNELS) return NULL; /* ATTN_AUTO needs a shape: resolve first */
+    if (k < 0 || k >= ATTN_NUM_IMPLS) return NULL; /* ATTN_AUTO needs a shape: resolve first */
     switch (place) {
     case ATTN_CPU:
         return kernel_rows[k].cpu;
@@ -153,6 +156,17 @@ void attn_alibi_slopes(int H, float *slopes) {
 /* The best-ranked kernel that `place` has and that supports s. When none does: on the CPU the
  * best-ranked kernel anyway (flash; its unsupported() then says why), on CUDA ATTN_AUTO (e.g. a
  * CPU-only build, whose CUDA table is empty). */
+AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place) {
+    if (k == ATTN_AUTO) k = attn_resolve_auto(s, place);
+    if (k < 0 || k >= ATTN_NUM_IMPLS) return k;
+    for (int i = 0; i < 2; i++) {
+        AttnKernel v = kernel_rows[k].variants[i];
+        const AttnImpl *impl = v >= 0 ? attn_impl(v, place) : NULL;
+        if (impl && (!impl->unsupported || impl->unsupported(s) == NULL)) return v;
+    }
+    return k;
+}
+
 AttnKernel attn_resolve_auto(const AttnShape *s, AttnPlace place) {
     AttnKernel best = ATTN_AUTO, top = ATTN_AUTO;
     int best_rank = 0, top_rank = 0;

@@ -68,7 +68,14 @@
 extern "C" {
 #endif
 
-typedef enum { ATTN_NAIVE = 0, ATTN_MEMEFF, ATTN_FLASH, ATTN_NUM_KERNELS, ATTN_AUTO = -1 } AttnKernel;
+/* The algorithms (ATTN_NUM_KERNELS of them), then variants of one algorithm on one place: flash on
+ * CUDA is flash-sm90 (the Hopper wgmma kernels, on compute capability 9.0) or flash-mma (the
+ * mma.sync kernels, every GPU). attn_resolve() turns an algorithm into the variant that runs. */
+typedef enum {
+    ATTN_NAIVE = 0, ATTN_MEMEFF, ATTN_FLASH, ATTN_NUM_KERNELS,
+    ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_NUM_IMPLS,
+    ATTN_AUTO = -1
+} AttnKernel;
 typedef enum { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL, ATTN_MASK_DENSE, ATTN_NUM_MASKS } AttnMaskKind;
 typedef enum { ATTN_FP32 = 0, ATTN_BF16, ATTN_NUM_DTYPES } AttnDtype;
 typedef enum { ATTN_CPU = 0, ATTN_CUDA, ATTN_NUM_PLACES } AttnPlace;
@@ -143,6 +150,11 @@ int attn_doc_from_starts(int B, int T, const int *starts, const int *offsets, in
 
 /* The standard ALiBi slopes for H heads: slope[h] = 2^(-8(h+1)/H). */
 void attn_alibi_slopes(int H, float *slopes);
+
+/* The kernel that runs a request: ATTN_AUTO as attn_resolve_auto, then an algorithm with variants
+ * on `place` as the first variant that supports the shape (flash on an H200: flash-sm90 where its
+ * kernels apply, else flash-mma). Anything else unchanged. */
+AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place);
 
 /* ATTN_AUTO: the kernel this build expects to be fastest for the shape on `place` among those
  * that support it (on the CPU: flash; on CUDA: flash, else memeff, else naive). */

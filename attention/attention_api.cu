@@ -4,7 +4,7 @@
 #include "attention/attention_api.h"
 #include "attention/cuda_common.cuh"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 static int lookup(const char *name, const char *const *names, int n) {
     for (int i = 0; name && i < n; i++)

@@ -12,7 +12,8 @@ extern "C" {
 extern const AttnImpl attn_naive_cuda;
 extern const AttnImpl attn_memeff_cuda;
 extern const AttnImpl attn_flash_cuda;
-extern const AttnImpl attn_flash_mma_cuda; /* flash without the Hopper (wgmma) kernels */
+extern const AttnImpl attn_flash_mma_cuda;  /* flash-mma: the mma.sync kernels alone (every GPU) */
+extern const AttnImpl attn_flash_sm90_cuda; /* flash-sm90: the Hopper (wgmma) kernels, sm_90 only */
 
 /* The text of the last failure of a CUDA attention call ("" if none). */
 const char *attn_cuda_last_error(void);

@@ -18,7 +18,7 @@ extern const AttnImpl attn_naive_cpu;
 extern const AttnImpl attn_memeff_cpu;
 extern const AttnImpl attn_flash_cpu;
 
-extern const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+extern const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 #ifdef __cplusplus
 }

@@ -6,8 +6,8 @@
 #include "attention/cuda_common.cuh"
 #include "attention/attention_impls.h"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS] = {&attn_naive_cuda, &attn_memeff_cuda,
-                                                                        &attn_flash_cuda};
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS] = {
+    &attn_naive_cuda, &attn_memeff_cuda, &attn_flash_cuda, &attn_flash_sm90_cuda, &attn_flash_mma_cuda};
 
 static char attn_cuda_error_text[512];
 

@@ -548,8 +548,20 @@ static int flash_mma_backward(const AttnShape *s, const void *q, const void *k, 
 const AttnImpl attn_flash_cuda = {ATTN_FLASH,         ATTN_CUDA,          flash_unsupported,
                                   flash_saved_bytes,  flash_workspace_bytes, flash_forward,
                                   flash_backward};
-/* The same without the Hopper kernels: the mma.sync ones on every GPU (tests and benchmarks
- * compare the two on H100/H200). */
-const AttnImpl attn_flash_mma_cuda = {ATTN_FLASH,         ATTN_CUDA,             flash_unsupported,
+/* flash-mma: without the Hopper kernels, the mma.sync ones on every GPU. */
+const AttnImpl attn_flash_mma_cuda = {ATTN_FLASH_MMA,     ATTN_CUDA,             flash_unsupported,
                                       flash_saved_bytes,  flash_workspace_bytes, flash_mma_forward,
                                       flash_mma_backward};
+
+/* flash-sm90: the Hopper kernels, where they exist: wgmma forward at D = 64 and 128, wgmma
+ * backward at D = 64 (D = 128's backward runs the mma.sync kernel). */
+static const char *flash_sm90_unsupported(const AttnShape *s) {
+    const char *why = flash_unsupported(s);
+    if (why) return why;
+    if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
+    if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
+    return NULL;
+}
+const AttnImpl attn_flash_sm90_cuda = {ATTN_FLASH_SM90,    ATTN_CUDA,             flash_sm90_unsupported,
+                                       flash_saved_bytes,  flash_workspace_bytes, flash_forward,
+                                       flash_backward};

@@ -19,7 +19,7 @@
 #include "attention/attention.h"
 #include "attention/attention_cuda.h"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 #define CUDA_OK(call)                                                                        \
     do {                                                                                     \

@@ -1150,11 +1150,11 @@ static void test_names_and_tables(void) {
         const AttnImpl *cuda = attn_impl((AttnKernel)k, ATTN_CUDA);
         CHECK(!cuda || (cuda->kernel == k && cuda->place == ATTN_CUDA), "cuda impl %d", k);
     }
-    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash") == 0, "kernel names list: %s",
-          attn_kernel_names_list());
+    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash, flash-sm90, flash-mma") == 0,
+          "kernel names list: %s", attn_kernel_names_list());
     {
         char list[256] = "";
-        for (int i = 0; i < ATTN_NUM_KERNELS; i++)
+        for (int i = 0; i < ATTN_NUM_IMPLS; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
                      attn_kernel_name((AttnKernel)i));
         CHECK(strcmp(list, attn_kernel_names_list()) == 0, "names list follows the registry");
@@ -1175,14 +1175,23 @@ static void test_names_and_tables(void) {
     CHECK(strcmp(attn_dtype_name(ATTN_FP32), "fp32") == 0 &&
               strcmp(attn_dtype_name(ATTN_BF16), "bf16") == 0,
           "dtype names");
-    CHECK(attn_impl(ATTN_AUTO, ATTN_CPU) == NULL && attn_impl(ATTN_NUM_KERNELS, ATTN_CPU) == NULL,
+    CHECK(attn_impl(ATTN_AUTO, ATTN_CPU) == NULL && attn_impl(ATTN_NUM_IMPLS, ATTN_CPU) == NULL,
           "attn_impl rejects kernels outside the table");
+    /* the flash variants are CUDA's: none on the CPU, where flash resolves to itself */
+    CHECK(attn_impl(ATTN_FLASH_SM90, ATTN_CPU) == NULL && attn_impl(ATTN_FLASH_MMA, ATTN_CPU) == NULL,
+          "no flash-sm90 / flash-mma on the CPU");
+    CHECK(attn_kernel_from_name("flash-mma", &k) == 0 && k == ATTN_FLASH_MMA &&
+              attn_kernel_from_name("flash-sm90", &k) == 0 && k == ATTN_FLASH_SM90,
+          "the flash variants parse by name");
 
     AttnShape s = attn_shape_packed(4, 64, 4, 64, ATTN_MASK_CAUSAL, ATTN_FP32);
     CHECK(s.ld_qkv == 3 * 256 && s.ld_o == 256 && fabsf(s.scale - 0.125f) < 1e-7f &&
               s.mask.kind == ATTN_MASK_CAUSAL && s.mask.bias == NULL && s.dtype == ATTN_FP32,
           "attn_shape_packed fills GPT-2's layout");
     CHECK(attn_resolve_auto(&s, ATTN_CPU) == ATTN_FLASH, "auto on the CPU is flash");
+    CHECK(attn_resolve(ATTN_FLASH, &s, ATTN_CPU) == ATTN_FLASH && attn_resolve(ATTN_AUTO, &s, ATTN_CPU) == ATTN_FLASH &&
+              attn_resolve(ATTN_NAIVE, &s, ATTN_CPU) == ATTN_NAIVE,
+          "on the CPU, flash and auto resolve to flash, naive to itself");
     AttnShape bf = s;
     bf.dtype = ATTN_BF16;
     CHECK(attn_resolve_auto(&bf, ATTN_CPU) == ATTN_FLASH,

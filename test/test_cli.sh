@@ -273,6 +273,10 @@ awk -v f="$first" -v w="$worst" 'BEGIN { exit !(w > 0 && w < f) }' && ok \
 expect_usage_error "resume with --sequential of a shuffled run" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume \
     --sequential
 
+# --- the log's run record names the kernel that ran; CUDA's flash variants are not on the CPU ----
+grep -q '"type":"run",.*"attn":"flash"' "$tmp/log.jsonl" && ok || bad "the log has no run record naming the kernel"
+expect_usage_error "flash-mma on the CPU" "${TINY[@]}" --data "$tmp/data.txt" --attn flash-mma
+
 # --- grouped-query attention, ALiBi, windows, packed documents (CPU) and --save-model ------------
 X=(--device cpu --layers 2 --heads 4 --channels 32 --batch 2 --sample-len 0 --val-every 0 --warmup 2)
 "$BIN" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --steps 3 --kv-heads 2 --checkpoint-dir "$tmp/gqa" >"$tmp/x.out" 2>&1 \

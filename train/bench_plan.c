@@ -167,7 +167,7 @@ static int parse_lists(const Options *o, const GridPreset *g, const BenchTarget 
              o->precision ? o->precision : precision_name(t->default_precision));
     int q = o->bench_quick;
     p->num_kernels = parse_list("bench-attn", pick_list(o->bench_attn, g->kernels, NULL, q, NULL),
-                                ATTN_NUM_KERNELS, parse_kernel, p->kernels, err, errlen);
+                                ATTN_NUM_IMPLS, parse_kernel, p->kernels, err, errlen);
     if (p->num_kernels < 0) return -1;
     p->num_models = parse_list("bench-models", pick_list(o->bench_models, g->models, g->quick_models, q, o->model),
                                BENCH_MAX_MODELS, parse_model, p->models, err, errlen);

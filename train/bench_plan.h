@@ -36,7 +36,7 @@ typedef enum { BATCH_FIXED = 0, BATCH_TOKENS, BATCH_MAX } BatchPolicy;
 typedef struct {
     char grid[32];
     int quick;
-    AttnKernel kernels[ATTN_NUM_KERNELS];
+    AttnKernel kernels[ATTN_NUM_IMPLS];
     int num_kernels;
     BenchModel models[BENCH_MAX_MODELS];
     int num_models;

@@ -484,7 +484,7 @@ static void write_x_axis(FILE *f, const BenchPlan *p, int xdim) {
 
 static void write_chart(FILE *f, const BenchPlan *p, const BenchCell *cells, int xdim, int column,
                         const char *png, const char *what, const char *title) {
-    static const int point_types[ATTN_NUM_KERNELS] = {7, 5, 9};
+    static const int point_types[ATTN_NUM_IMPLS] = {7, 5, 9, 11, 13};
     int panels = num_panels(p, xdim);
     int cols = panels <= 3 ? panels : (int)ceil(sqrt((double)panels));
     int rows = (panels + cols - 1) / cols;

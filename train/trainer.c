@@ -368,9 +368,9 @@ static void setup_model_options(Trainer *tr) {
     AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
     if (m->packed_docs && m->doc_sep >= tr->config.vocab_size)
         fail("--doc-sep %d is outside the model's vocabulary of %d", m->doc_sep, tr->config.vocab_size);
-    if (k == ATTN_AUTO) {
+    { /* auto: the fastest kernel that runs the shape; flash on CUDA: flash-sm90 or flash-mma */
         AttnShape s = trainer_attention_shape(m);
-        k = attn_resolve_auto(&s, place);
+        k = attn_resolve(k, &s, place);
         if (k == ATTN_AUTO) { /* none does: say why the first choice does not */
             char why_not[256];
             trainer_check_attention(ATTN_FLASH, place, m, why_not, sizeof why_not);
@@ -593,6 +593,7 @@ static void open_log(Trainer *tr) {
     setvbuf(tr->log, NULL, _IOFBF, 1 << 16);
 }
 
+
 /* A record written and flushed, or the run stops: a log that silently loses records is worse
  * than no log. */
 static void log_record(Trainer *tr, const char *fmt, ...) {
@@ -603,6 +604,21 @@ static void log_record(Trainer *tr, const char *fmt, ...) {
     va_end(ap);
     if (fflush(tr->log) != 0 || ferror(tr->log))
         fail("cannot write log file %s: %s", tr->opt.log, strerror(errno));
+}
+
+/* The run's configuration as the log's record of type "run" (one per start, also on resume). */
+static void log_run(Trainer *tr) {
+    const Options *o = &tr->opt;
+    const GPT2Config *c = &tr->config;
+    const ModelOptions *m = &tr->mopt;
+    log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
+               "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%d,\"layers\":%d,\"heads\":%d,"
+               "\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
+               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s}\n",
+               tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
+               attn_mask_name(m->mask), m->attn_window, m->packed_docs ? m->doc_sep : -1, c->num_layers, c->num_heads,
+               gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
+               o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false");
 }
 
 static void print_header(const Trainer *tr) {
@@ -712,6 +728,7 @@ void trainer_setup(Trainer *tr, char **argv) {
         atomic_abandon(&probe);
     }
     open_log(tr);
+    log_run(tr);
     print_header(tr);
     (void)argv;
 }

@@ -28,7 +28,7 @@
 #include "attention/flash_sm90.h"
 #include "test/test.h"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_KERNELS];
+extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 #define CUDA_OK(call)                                                                        \
     do {                                                                                     \
