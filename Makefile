@@ -139,7 +139,7 @@ $(BUILD)/train_gpt2.o: train_gpt2.cu
 endif
 
 # The embedded default corpus: the project's own text, linked into the binary.
-CORPUS_FILES := README.md $(sort $(wildcard */README.md)) $(sort $(wildcard */*.h */*.c */*.cu)) train_gpt2.cu
+CORPUS_FILES := README.md $(sort $(wildcard */README.md)) $(sort $(filter-out local/%,$(wildcard */*.h */*.c */*.cu))) train_gpt2.cu
 $(BUILD)/corpus.txt: $(CORPUS_FILES)
 	@mkdir -p $(dir $@)
 	cat $^ > $@

@@ -104,16 +104,23 @@ static int attn_launch_tiled(void (*kernel)(Params), const AttnShape *s, int row
 }
 
 /* Common checks of a shape, as unsupported() reasons. */
-static inline const char *attn_shape_problem(const AttnShape *s) {
+static inline const char *attn_shape_basics(const AttnShape *s) {
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->D < 1) return "empty shape";
     if (s->dtype != ATTN_FP32 && s->dtype != ATTN_BF16) return "unknown dtype";
     if (s->mask.kind < 0 || s->mask.kind >= ATTN_NUM_MASKS) return "unknown mask";
     if (s->mask.kind == ATTN_MASK_DENSE && !s->mask.bias) return "dense mask without bias";
     if (s->ld_qkv < s->H * s->D || s->ld_o < s->H * s->D) return "leading dimension < H*D";
-    /* Every CUDA kernel reads the mask as kind + constant bias (DENSE only) and K/V with H heads. */
+    return NULL;
+}
+/* The same, and the mask read as kind + constant bias (DENSE only) with H heads of K/V: what
+ * naive and memeff implement (flash also reads windows, documents, key padding and ALiBi). */
+static inline const char *attn_shape_problem(const AttnShape *s) {
+    const char *why = attn_shape_basics(s);
+    if (why) return why;
     if (attn_mask_has_extras(&s->mask) || attn_kv_heads(s) != s->H)
         return "sliding windows, documents, key padding, ALiBi, a bias with causal/none, bias "
-               "gradients and GQA are implemented on the CPU only so far";
+               "gradients and GQA are implemented on the CPU only so far (flash on the GPU: windows, "
+               "documents, key padding, ALiBi)";
     return NULL;
 }
 

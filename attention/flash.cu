@@ -80,11 +80,113 @@ struct FlashParams {
     float scale, scale_log2;
 };
 
+/* The mask pieces beyond causal (attention.h), for the kernels instantiated with EXTRA: a
+ * sliding window, packed documents, key padding and ALiBi, all read in the kernel (device
+ * pointers). Every score of a visited tile is masked element by element; key tiles (forward) and
+ * query tiles (backward) that no pair of the block can see are not visited. */
+struct FlashMask {
+    int window;                     /* > 0: query i sees keys (i - window, i] (|i - j| < window) */
+    const int *doc;                 /* (B, T) document starts, or NULL */
+    const int *key_begin, *key_end; /* (B) each, or NULL */
+    const float *slopes;            /* (H) ALiBi slopes, or NULL */
+    float inv_scale;                /* 1 / scale: the kernels add ALiBi to the unscaled scores */
+};
+struct FlashXParams {
+    FlashParams p;
+    FlashMask x;
+};
+
+/* 1 when no query of [q0, q1) may see a key of [k0, k1) (both non-empty) by the causal mask,
+ * the window, the documents (their starts never decrease) or the key padding. */
+template <bool CAUSAL>
+__device__ __forceinline__ bool flash_tile_dead(const FlashMask &x, int b, int T, int q0, int q1, int k0, int k1) {
+    if (CAUSAL && k0 > q1 - 1) return true;
+    if (x.window > 0 && (k1 - 1 <= q0 - x.window || (!CAUSAL && k0 >= q1 - 1 + x.window))) return true;
+    if (x.doc) {
+        const int *d = x.doc + (long long)b * T;
+        if (d[q1 - 1] < d[k0] || d[q0] > d[k1 - 1]) return true;
+    }
+    if (x.key_begin && k1 <= x.key_begin[b]) return true;
+    if (x.key_end && k0 >= x.key_end[b]) return true;
+    return false;
+}
+
+/* 1 when every query of [q0, q1) sees every key of [k0, k1) (all inside [0, T)): such a tile
+ * needs no mask, only ALiBi's bias. */
+template <bool CAUSAL>
+__device__ __forceinline__ bool flash_tile_full(const FlashMask &x, int b, int T, int q0, int q1, int k0, int k1) {
+    if (q1 > T || k1 > T) return false;
+    if (CAUSAL && k1 - 1 > q0) return false;
+    if (x.window > 0 && (k0 <= q1 - 1 - x.window || (!CAUSAL && k1 - 1 >= q0 + x.window))) return false;
+    if (x.doc) {
+        const int *d = x.doc + (long long)b * T;
+        int dk = d[k0];
+        if (d[k1 - 1] != dk || d[q0] != dk || d[q1 - 1] != dk) return false;
+    }
+    if (x.key_begin && k0 < x.key_begin[b]) return false;
+    if (x.key_end && k1 > x.key_end[b]) return false;
+    return true;
+}
+
+/* ALiBi alone on a tile every pair of which is visible: s -= slope |query - key| (unscaled). */
+template <int NT>
+__device__ __forceinline__ void alibi_tile(float s[][4], float slope, int row0, int col0, bool keys_are_rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+    const float base = (float)(row0 + g - col0 - c); /* row - column at nt = 0, e = 0 */
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            float diff = base + (e >= 2 ? 8.0f : 0.0f) - (float)(nt * 8 + (e & 1));
+            s[nt][e] -= slope * fabsf(diff); /* |row - col| = |query - key| either way */
+        }
+}
+
+/* The tiles [lo, hi) of `n` tiles of `tile` rows that hold a live pair with the fixed range
+ * [f0, f1) (fixed_is_queries: the fixed rows are queries and the tiles keys; else the reverse). */
+template <bool CAUSAL>
+__device__ __forceinline__ void flash_live_tiles(const FlashMask &x, int b, int T, int f0, int f1, int tile, int n,
+                                                 bool fixed_is_queries, int &lo, int &hi) {
+    lo = n;
+    hi = 0;
+    for (int t = 0; t < n; t++) {
+        int a0 = t * tile, a1 = min(a0 + tile, T);
+        bool dead = fixed_is_queries ? flash_tile_dead<CAUSAL>(x, b, T, f0, f1, a0, a1)
+                                     : flash_tile_dead<CAUSAL>(x, b, T, a0, a1, f0, f1);
+        if (!dead) {
+            lo = min(lo, t);
+            hi = t + 1;
+        }
+    }
+    if (hi <= lo) lo = hi = 0;
+}
+
+/* mask_tile's counterpart for EXTRA: -inf outside [0, T), above the causal diagonal, outside the
+ * window, across documents and on padded keys; ALiBi's -slope |i - j| (in unscaled units) added. */
+template <int NT, bool CAUSAL>
+__device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, int b, int h, int row0, int col0, int T,
+                                            bool keys_are_rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+    const int *d = x.doc ? x.doc + (long long)b * T : nullptr;
+    const int kb = x.key_begin ? x.key_begin[b] : 0, ke = x.key_end ? x.key_end[b] : T;
+    const float slope = x.slopes ? x.slopes[h] * x.inv_scale : 0.0f;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            bool dead = key >= T || query >= T || key < kb || key >= ke || (CAUSAL && key > query);
+            if (!dead && x.window > 0) dead = CAUSAL ? key <= query - x.window : abs(query - key) >= x.window;
+            if (!dead && d) dead = d[query] != d[key];
+            s[nt][e] = dead ? -INFINITY : s[nt][e] - slope * fabsf((float)(query - key));
+        }
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 
-template <int D, bool CAUSAL>
-__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
-flash_forward_kernel(FlashParams p) {
+template <int D, bool CAUSAL, bool EXTRA>
+__device__ __forceinline__ void flash_forward_body(const FlashParams &p, const FlashMask &x) {
     using Tr = FlashFwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
     constexpr int NT = Bc / 8, ND = D / 8, KD = D / 16;
@@ -100,12 +202,13 @@ flash_forward_kernel(FlashParams p) {
     const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
     const bf16 *gq = p.q + head_off, *gk = p.k + head_off, *gv = p.v + head_off;
 
-    int n_tiles = (T + Bc - 1) / Bc;
+    int n_tiles = (T + Bc - 1) / Bc, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
+    if (EXTRA) flash_live_tiles<CAUSAL>(x, b, T, q0, min(q0 + Br, T), Bc, n_tiles, true, j_lo, n_tiles);
 
     load_rows_async<Br, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
-    load_rows_async<Bc, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
-    load_rows_async<Bc, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * Bc, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * Bc, T);
     cp_async_commit();
 
     uint32_t qf[MT][KD][4]; /* !kQSmem: Q stays in registers for the whole key loop */
@@ -119,8 +222,8 @@ flash_forward_kernel(FlashParams p) {
     }
     const int warp_row0 = q0 + warp * 16 * MT; /* this warp's rows: warp_row0 + [0, 16 MT) */
 
-    for (int j = 0; j < n_tiles; j++) {
-        const int stage = j & 1;
+    for (int j = j_lo; j < n_tiles; j++) {
+        const int stage = (j - j_lo) & 1;
         if (j + 1 < n_tiles) {
             load_rows_async<Bc, D, Tr::kThreads>(sK + (stage ^ 1) * Bc * S, gk, p.ld_qkv, (j + 1) * Bc, T);
             load_rows_async<Bc, D, Tr::kThreads>(sV + (stage ^ 1) * Bc * S, gv, p.ld_qkv, (j + 1) * Bc, T);
@@ -128,7 +231,7 @@ flash_forward_kernel(FlashParams p) {
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (!Tr::kQSmem && j == 0) {
+        if (!Tr::kQSmem && j == j_lo) {
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
@@ -168,7 +271,14 @@ flash_forward_kernel(FlashParams p) {
         for (int mt = 0; mt < MT; mt++) {
             const int row0 = warp_row0 + mt * 16;
             bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > row0);
-            if (needs_mask) mask_tile<NT, CAUSAL>(s[mt], row0, col0, T, false);
+            if (EXTRA) {
+                if (!flash_tile_full<CAUSAL>(x, b, T, row0, row0 + 16, col0, col0 + Bc))
+                    mask_tile_x<NT, CAUSAL>(s[mt], x, b, h, row0, col0, T, false);
+                else if (x.slopes)
+                    alibi_tile<NT>(s[mt], x.slopes[h] * x.inv_scale, row0, col0, false);
+            } else if (needs_mask) {
+                mask_tile<NT, CAUSAL>(s[mt], row0, col0, T, false);
+            }
             online_softmax_step<NT, ND>(s[mt], o[mt], m[mt], l[mt], p.scale_log2);
             acc_to_a_frags<NT>(pf[mt], s[mt]);
         }
@@ -194,6 +304,17 @@ flash_forward_kernel(FlashParams p) {
     for (int mt = 0; mt < MT; mt++)
         store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T,
                             o[mt], m[mt], l[mt], warp_row0 + mt * 16, T);
+}
+
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
+flash_forward_kernel(FlashParams p) {
+    flash_forward_body<D, CAUSAL, false>(p, FlashMask{});
+}
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
+flash_forward_x_kernel(FlashXParams px) {
+    flash_forward_body<D, CAUSAL, true>(px.p, px.x);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -258,9 +379,8 @@ __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 #endif
 }
 
-template <int D, bool CAUSAL>
-__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
-flash_backward_kernel(FlashParams p) {
+template <int D, bool CAUSAL, bool EXTRA>
+__device__ __forceinline__ void flash_backward_body(const FlashParams &p, const FlashMask &x) {
     using Tr = FlashBwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
     constexpr int NQ = Br / 8, ND = D / 8, KD = D / 16;
@@ -286,9 +406,10 @@ flash_backward_kernel(FlashParams p) {
     /* Query tiles this key block meets: causal from the diagonal on. Without a mask every key
      * block starts at a different tile (rotated order), so that the blocks of one head do not all
      * add into the same dQ rows at once. */
-    const int m_first = CAUSAL ? k0 / Br : 0;
-    const int m_end = (T + Br - 1) / Br, m_count = m_end - m_first;
-    auto tile_at = [&](int i) { return CAUSAL ? m_first + i : (i + n_blk) % m_end; };
+    int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br;
+    if (EXTRA) flash_live_tiles<CAUSAL>(x, b, T, k0, min(k0 + Bc, T), Br, m_end, false, m_first, m_end);
+    const int m_count = m_end - m_first;
+    auto tile_at = [&](int i) { return CAUSAL || EXTRA ? m_first + i : (i + n_blk) % m_end; };
 
     auto load_query_tile = [&](int mi, int stage) {
         load_rows_async<Br, D, Tr::kThreads>(sQ + stage * Br * S, p.q + head_off, p.ld_qkv, mi * Br, T);
@@ -337,7 +458,14 @@ flash_backward_kernel(FlashParams p) {
         }
         const int q0 = mi * Br;
         bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
-        if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
+        if (EXTRA) {
+            if (!flash_tile_full<CAUSAL>(x, b, T, q0, q0 + Br, key_row0, key_row0 + 16))
+                mask_tile_x<NQ, CAUSAL>(st, x, b, h, key_row0, q0, T, true);
+            else if (x.slopes)
+                alibi_tile<NQ>(st, x.slopes[h] * x.inv_scale, key_row0, q0, true);
+        } else if (needs_mask) {
+            mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
+        }
 
         /* P^T = 2^(S^T scale log2e - L log2e);  dS^T = P^T (dP^T - D). A thread's columns are
          * queries nt*8 + c and +1: one 8-byte load of each of L and D per n-tile. */
@@ -433,14 +561,34 @@ flash_backward_kernel(FlashParams p) {
     }
 }
 
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
+flash_backward_kernel(FlashParams p) {
+    flash_backward_body<D, CAUSAL, false>(p, FlashMask{});
+}
+template <int D, bool CAUSAL>
+__global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
+flash_backward_x_kernel(FlashXParams px) {
+    flash_backward_body<D, CAUSAL, true>(px.p, px.x);
+}
+
 /* ---- host side ------------------------------------------------------------------------------ */
 
+/* The mask pieces flash reads beyond kind: window, documents, key padding, ALiBi. */
+static bool flash_has_extras(const AttnShape *s) {
+    const AttnMask *m = &s->mask;
+    return m->window > 0 || m->doc || m->key_begin || m->key_end || m->alibi_slopes;
+}
+
 static const char *flash_unsupported(const AttnShape *s) {
-    const char *why = attn_shape_problem(s);
+    const char *why = attn_shape_basics(s);
     if (why) return why;
     if (s->dtype != ATTN_BF16) return "flash: bf16 only";
     if (s->D != 32 && s->D != 64 && s->D != 128) return "flash: head dimension must be 32, 64 or 128";
-    if (s->mask.kind == ATTN_MASK_DENSE) return "flash: dense bias not supported";
+    if (s->mask.kind == ATTN_MASK_DENSE || s->mask.bias || s->mask.dbias)
+        return "flash: a dense bias is not supported on the GPU yet (memeff and naive take a constant one)";
+    if (attn_kv_heads(s) != s->H) return "flash: grouped-query attention is implemented on the CPU only so far";
+    if (s->mask.window < 0) return "flash: negative window";
     if (s->ld_qkv % 8 || s->ld_o % 8) return "flash: leading dimensions must be multiples of 8";
     if ((long long)s->B * s->H > kAttnMaxHeads) return "flash: B * H > 65535";
     return NULL;
@@ -462,9 +610,24 @@ static FlashParams flash_params(const AttnShape *s) {
 }
 static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 
+static FlashMask flash_mask(const AttnShape *s) {
+    FlashMask x;
+    x.window = s->mask.window;
+    x.doc = s->mask.doc;
+    x.key_begin = s->mask.key_begin;
+    x.key_end = s->mask.key_end;
+    x.slopes = s->mask.alibi_slopes;
+    x.inv_scale = 1.0f / s->scale;
+    return x;
+}
+
 template <int D, bool CAUSAL>
 static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
+    if (flash_has_extras(s)) {
+        FlashXParams px = {p, flash_mask(s)};
+        return attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
+    }
     return attn_launch_tiled(flash_forward_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
@@ -476,8 +639,14 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st, b
     flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
-    if (rc < 0) rc = attn_launch_tiled(flash_backward_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
+    bool extras = flash_has_extras(s);
+    int rc = hopper_kernels && !extras ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
+    if (rc < 0 && extras) {
+        FlashXParams px = {p, flash_mask(s)};
+        rc = attn_launch_tiled(flash_backward_x_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, px, st);
+    } else if (rc < 0) {
+        rc = attn_launch_tiled(flash_backward_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
+    }
     if (rc) return rc;
     flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
@@ -503,7 +672,7 @@ static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, co
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
     p.out = (bf16 *)o;
     p.lse = (float *)saved;
-    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1;
+    int rc = hopper && !flash_has_extras(s) ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1;
     if (rc >= 0) return rc;
     return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
 }
@@ -559,6 +728,7 @@ static const char *flash_sm90_unsupported(const AttnShape *s) {
     const char *why = flash_unsupported(s);
     if (why) return why;
     if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
+    if (flash_has_extras(s)) return "flash-sm90: causal or no mask only so far (flash-mma runs windows, documents, key padding and ALiBi)";
     if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
     return NULL;
 }

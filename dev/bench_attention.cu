@@ -78,6 +78,24 @@ template <typename F> static double time_ms(F fn) {
     return median(t);
 }
 
+/* The mask family (window=W, docs=L for documents of L tokens, alibi): causal plus these; the
+ * TFLOP/s count the unmasked (query, key) pairs only. */
+struct BenchMask { int window = 0, doc_len = 0; bool alibi = false; };
+static BenchMask g_mask;
+static bool mask_extras() { return g_mask.window > 0 || g_mask.doc_len > 0 || g_mask.alibi; }
+
+/* Unmasked pairs of one (b, h): row i sees keys [lo, i]. */
+static double unmasked_pairs(int T) {
+    double n = 0;
+    for (int i = 0; i < T; i++) {
+        int lo = 0;
+        if (g_mask.window > 0) lo = i - g_mask.window + 1 > 0 ? i - g_mask.window + 1 : 0;
+        if (g_mask.doc_len > 0) lo = lo > (i / g_mask.doc_len) * g_mask.doc_len ? lo : (i / g_mask.doc_len) * g_mask.doc_len;
+        n += i - lo + 1;
+    }
+    return n;
+}
+
 static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H, int D) {
     Row r;
     memset(&r, 0, sizeof r);
@@ -89,7 +107,24 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     s.ld_qkv = 3 * H * D; s.ld_o = H * D;
     s.mask.kind = ATTN_MASK_CAUSAL;
     s.dtype = ATTN_BF16;
-    if (impl->unsupported(&s)) { r.unsupported = true; return r; }
+    int *d_doc = NULL;
+    float *d_slopes = NULL;
+    s.mask.window = g_mask.window;
+    if (g_mask.doc_len > 0) {
+        std::vector<int> doc((size_t)B * T);
+        for (size_t i = 0; i < doc.size(); i++) doc[i] = (int)((i % T) / g_mask.doc_len * g_mask.doc_len);
+        CUDA_OK(cudaMalloc(&d_doc, doc.size() * 4));
+        CUDA_OK(cudaMemcpy(d_doc, doc.data(), doc.size() * 4, cudaMemcpyHostToDevice));
+        s.mask.doc = d_doc;
+    }
+    if (g_mask.alibi) {
+        std::vector<float> sl(H);
+        for (int h = 0; h < H; h++) sl[h] = powf(2.0f, -8.0f * (h + 1) / H);
+        CUDA_OK(cudaMalloc(&d_slopes, H * 4));
+        CUDA_OK(cudaMemcpy(d_slopes, sl.data(), H * 4, cudaMemcpyHostToDevice));
+        s.mask.alibi_slopes = d_slopes;
+    }
+    if (impl->unsupported(&s)) { r.unsupported = true; cudaFree(d_doc); cudaFree(d_slopes); return r; }
     size_t nqkv = (size_t)B * T * 3 * H * D, no = (size_t)B * T * H * D;
     size_t saved = impl->saved_bytes(&s), ws = impl->workspace_bytes(&s);
     r.extra_mb = (saved + ws) / 1048576.0;
@@ -120,7 +155,9 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     r.fb_ms = time_ms(fb);
     CUDA_OK(cudaDeviceSynchronize());
     if (failed) { fprintf(stderr, "%s T=%d: a call failed: %s\n", name, T, attn_cuda_last_error()); exit(3); }
-    double flops_fwd = 4.0 * B * H * (double)T * T * D / 2.0;
+    double flops_fwd = mask_extras() ? 4.0 * B * H * D * unmasked_pairs(T) : 4.0 * B * H * (double)T * T * D / 2.0;
+    cudaFree(d_doc);
+    cudaFree(d_slopes);
     r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
     r.fb_tflops = 3.5 * flops_fwd / (r.fb_ms * 1e-3) / 1e12;
     cudaFree(qkv); cudaFree(dqkv); cudaFree(o); cudaFree(dout); cudaFree(sv); cudaFree(w);
@@ -137,11 +174,17 @@ int main(int argc, char **argv) {
         for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++)
             if (!strcmp(argv[i], names[kk])) want[kk] = any = true;
         if (!strcmp(argv[i], "flash-mma")) any = true;
+        if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
+        if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
+        if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
     }
     if (!any) want[0] = want[1] = want[2] = true;
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    printf("device: %s, %d SMs; causal%s", prop.name, prop.multiProcessorCount, mask_extras() ? " +" : "\n");
+    if (mask_extras())
+        printf("%s%s%s (TFLOP/s over the unmasked pairs)\n", g_mask.window ? " window" : "", g_mask.doc_len ? " documents" : "",
+               g_mask.alibi ? " ALiBi" : "");
 
     struct Cfg { int D, T; } cfgs[] = {{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {64, 16384},
                                       {32, 4096}, {128, 4096}};

@@ -69,12 +69,22 @@ struct Problem {
     std::vector<float> o16, dqkv16;          /* plain bf16 reference */
     std::vector<float> o16s, dqkv16s;        /* plain bf16 standard attention (for naive) */
     long long sb, sh, srow;                  /* bias strides */
+    /* the mask pieces beyond kind (attention.h), when `extras` asks for them */
+    int extras = 0, window = 0;
+    std::vector<int> doc, kb, ke;            /* (B, T) document starts; (B) valid keys [kb, ke) */
+    std::vector<float> slopes;               /* (H) ALiBi */
 };
+enum { X_WINDOW = 1, X_DOCS = 2, X_KEYPAD = 4, X_ALIBI = 8 };
 
 static float bias_at(const Problem &p, int b, int h, int i, int j) {
-    if (p.mask == ATTN_MASK_CAUSAL) return j > i ? -INFINITY : 0.0f;
+    bool causal = p.mask == ATTN_MASK_CAUSAL;
+    if (causal && j > i) return -INFINITY;
+    if (p.window > 0 && (causal ? j <= i - p.window : abs(i - j) >= p.window)) return -INFINITY;
+    if (!p.doc.empty() && p.doc[(size_t)b * p.T + i] != p.doc[(size_t)b * p.T + j]) return -INFINITY;
+    if (!p.kb.empty() && (j < p.kb[b] || j >= p.ke[b])) return -INFINITY;
+    float x = p.slopes.empty() ? 0.0f : -p.slopes[h] * fabsf((float)(i - j));
     if (p.mask == ATTN_MASK_DENSE) return p.bias[b * p.sb + h * p.sh + i * p.srow + j];
-    return 0.0f;
+    return x;
 }
 
 /* The reference for one (b, h), in the float type R; `bf` rounds P, dS and outputs to bf16;
@@ -150,9 +160,33 @@ static void reference_head(const Problem &p, int b, int h, bool bf, R *o, R *dqk
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind mask, int bias_kind) {
+static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind mask, int bias_kind, int extras = 0) {
     p.B = B; p.T = T; p.H = H; p.D = D; p.C = H * D;
     p.mask = mask; p.bias_kind = bias_kind;
+    p.extras = extras;
+    if (extras & X_WINDOW) p.window = T > 8 ? T / 5 + 1 : 2;
+    if (extras & X_DOCS) { /* random documents, one of length 1 where T allows */
+        p.doc.resize((size_t)B * T);
+        for (int b = 0; b < B; b++) {
+            int start = 0;
+            for (int t = 0; t < T; t++) {
+                if (t > 0 && (test_randf(&rng) > 0.85f || t == 5 || t == 6)) start = t;
+                p.doc[(size_t)b * T + t] = start;
+            }
+        }
+    }
+    if (extras & X_KEYPAD) { /* row 0: right padding; the others: left padding */
+        p.kb.resize(B);
+        p.ke.resize(B);
+        for (int b = 0; b < B; b++) {
+            p.kb[b] = b == 0 ? 0 : T / 4;
+            p.ke[b] = b == 0 ? T - T / 5 : T;
+        }
+    }
+    if (extras & X_ALIBI) {
+        p.slopes.resize(H);
+        for (int h = 0; h < H; h++) p.slopes[h] = powf(2.0f, -8.0f * (h + 1) / H);
+    }
     p.scale = 1.0f / sqrtf((float)D);
     size_t nqkv = (size_t)B * T * 3 * p.C, no = (size_t)B * T * p.C;
     p.qkv.resize(nqkv);
@@ -263,14 +297,41 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     s.ld_qkv = 3 * p.C; s.ld_o = p.C;
     s.mask.kind = p.mask;
     s.dtype = dt;
-    const char *kname = impl->kernel == ATTN_NAIVE ? "naive" : impl->kernel == ATTN_MEMEFF ? "memeff" : "flash";
+    const char *kname = attn_kernel_name(impl->kernel);
     const char *mname = p.mask == ATTN_MASK_NONE ? "none" : p.mask == ATTN_MASK_CAUSAL ? "causal"
                         : p.bias_kind == BIAS_PER_HEAD ? "dense/head" : "dense/bcast";
-    char tag[160];
-    snprintf(tag, sizeof tag, "%s%s %s %s B=%d H=%d T=%d D=%d", kname, variant, dt == ATTN_BF16 ? "bf16" : "fp32",
-             mname, p.B, p.H, p.T, p.D);
+    char tag[200];
+    snprintf(tag, sizeof tag, "%s%s %s %s%s%s%s%s B=%d H=%d T=%d D=%d", kname, variant, dt == ATTN_BF16 ? "bf16" : "fp32",
+             mname, p.extras & X_WINDOW ? "+window" : "", p.extras & X_DOCS ? "+docs" : "",
+             p.extras & X_KEYPAD ? "+keypad" : "", p.extras & X_ALIBI ? "+alibi" : "", p.B, p.H, p.T, p.D);
 
     DevBufs d;
+    /* the extras on the device (the kernels read them there) */
+    int *d_doc = nullptr, *d_kb = nullptr, *d_ke = nullptr;
+    float *d_slopes = nullptr;
+    s.mask.window = p.window;
+    if (!p.doc.empty()) {
+        CUDA_OK(cudaMalloc(&d_doc, p.doc.size() * 4));
+        CUDA_OK(cudaMemcpy(d_doc, p.doc.data(), p.doc.size() * 4, cudaMemcpyHostToDevice));
+        s.mask.doc = d_doc;
+    }
+    if (!p.kb.empty()) {
+        CUDA_OK(cudaMalloc(&d_kb, p.kb.size() * 4));
+        CUDA_OK(cudaMalloc(&d_ke, p.ke.size() * 4));
+        CUDA_OK(cudaMemcpy(d_kb, p.kb.data(), p.kb.size() * 4, cudaMemcpyHostToDevice));
+        CUDA_OK(cudaMemcpy(d_ke, p.ke.data(), p.ke.size() * 4, cudaMemcpyHostToDevice));
+        s.mask.key_begin = d_kb;
+        s.mask.key_end = d_ke;
+    }
+    if (!p.slopes.empty()) {
+        CUDA_OK(cudaMalloc(&d_slopes, p.slopes.size() * 4));
+        CUDA_OK(cudaMemcpy(d_slopes, p.slopes.data(), p.slopes.size() * 4, cudaMemcpyHostToDevice));
+        s.mask.alibi_slopes = d_slopes;
+    }
+    struct FreeExtras {
+        void *a, *b, *c, *e;
+        ~FreeExtras() { cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(e); }
+    } free_extras = {d_doc, d_kb, d_ke, d_slopes};
     size_t es = dt == ATTN_BF16 ? 2 : 4;
     size_t nqkv = p.qkv.size(), no = p.dout.size();
     if (p.mask == ATTN_MASK_DENSE) {
@@ -326,7 +387,7 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
             }
         } else {
             CHECK(bytes_of(d.o, no * es) == o_first, "%s: forward not deterministic", tag);
-            if (impl->kernel != ATTN_FLASH)
+            if (impl->kernel == ATTN_NAIVE || impl->kernel == ATTN_MEMEFF) /* flash's dQ uses atomics */
                 CHECK(bytes_of(d.dqkv, nqkv * es) == dqkv_first, "%s: backward not deterministic", tag);
         }
     }
@@ -334,9 +395,9 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     cudaFree(d.saved); cudaFree(d.ws); cudaFree(d.bias);
 }
 
-static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind) {
+static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind, int extras = 0) {
     Problem p;
-    make_problem(p, B, T, H, D, mask, bias_kind);
+    make_problem(p, B, T, H, D, mask, bias_kind, extras);
     /* The plain bf16 computation's own error against float64. */
     Err r16, r16s;
     {
@@ -382,6 +443,16 @@ int main(void) {
     run_problem(1, 1000, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
     run_problem(1, 700, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_problem(1, 513, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
+    /* The mask family on flash (the mma.sync kernels; flash-sm90 refuses them): windows, packed
+     * documents (one of length 1), key padding left and right, ALiBi, and what people combine. */
+    const int xs[] = {X_WINDOW, X_DOCS, X_KEYPAD, X_ALIBI, X_DOCS | X_ALIBI, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI};
+    const int xTs[] = {1, 17, 127, 200, 385};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 5; ti++)
+            for (int xi = 0; xi < 6; xi++) {
+                run_problem(2, xTs[ti], 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE, xs[xi]);
+                if (xi % 2 == 0) run_problem(2, xTs[ti], 3, Ds[di], ATTN_MASK_NONE, BIAS_NONE, xs[xi]);
+            }
     printf("test_attention_gpu: %d kernel/dtype cases skipped (unsupported or not built)\n", n_skipped);
     return test_summary("test_attention_gpu");
 }
