@@ -203,25 +203,20 @@ static void token_changed(const DataLoader *ld, size_t start) {
 static void copy_window(const DataLoader *ld, size_t w, int *inputs, int *targets) {
     const DataPiece *p = piece_of(ld, w);
     size_t at = (w - p->first_window) * (size_t)ld->T; /* from the piece's start */
-    if (ld->ds->kind == DATASET_BYTES) {
-        const uint8_t *x = p->bytes + at;
-        int top = 0;
-        for (int t = 0; t < ld->T; t++) {
-            inputs[t] = x[t];
-            targets[t] = x[t + 1];
-            top |= x[t + 1] > ld->ds->max_token;
-        }
-        if (top || x[0] > ld->ds->max_token) token_changed(ld, p->begin + at);
-    } else {
-        const uint16_t *x = p->tokens + at;
-        int top = 0;
-        for (int t = 0; t < ld->T; t++) {
-            inputs[t] = x[t];
-            targets[t] = x[t + 1];
-            top |= x[t + 1] > ld->ds->max_token;
-        }
-        if (top || x[0] > ld->ds->max_token) token_changed(ld, p->begin + at);
-    }
+    /* one loop for both element types (a macro keeps each loop's loads of its own width) */
+#define COPY_TOKENS(x)                                                                       \
+    do {                                                                                     \
+        int top = 0;                                                                         \
+        for (int t = 0; t < ld->T; t++) {                                                    \
+            inputs[t] = (x)[t];                                                              \
+            targets[t] = (x)[t + 1];                                                         \
+            top |= (x)[t + 1] > ld->ds->max_token;                                           \
+        }                                                                                    \
+        if (top || (x)[0] > ld->ds->max_token) token_changed(ld, p->begin + at);             \
+    } while (0)
+    if (ld->ds->kind == DATASET_BYTES) COPY_TOKENS(p->bytes + at);
+    else COPY_TOKENS(p->tokens + at);
+#undef COPY_TOKENS
 }
 
 void loader_next(DataLoader *ld, int *inputs, int *targets) {

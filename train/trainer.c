@@ -556,10 +556,9 @@ static void trim_log_for_resume(const char *path, int step) {
     if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return;
     FILE *in = fopen(path, "rb");
     if (!in) fail("cannot read log file %s: %s", path, strerror(errno));
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *out = fopen(tmp, "wb");
-    if (!out) fail("cannot write %s: %s", tmp, strerror(errno));
+    AtomicFile rewrite;
+    FILE *out = atomic_open(&rewrite, path);
+    if (!out) fail("cannot rewrite log file %s: %s", path, strerror(errno));
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
@@ -576,11 +575,12 @@ static void trim_log_for_resume(const char *path, int step) {
     }
     free(line);
     fclose(in);
-    if (fclose(out) != 0 || rename(tmp, path) != 0) {
-        unlink(tmp);
-        fail("cannot rewrite log file %s: %s", path, strerror(errno));
+    if (!dropped) { /* nothing past the resumed step: the log stays as it is */
+        atomic_abandon(&rewrite);
+        return;
     }
-    if (dropped) printf("note: dropped %d record(s) of %s past the resumed step %d\n", dropped, path, step);
+    if (atomic_commit(&rewrite) != 0) fail("cannot rewrite log file %s: %s", path, strerror(errno));
+    printf("note: dropped %d record(s) of %s past the resumed step %d\n", dropped, path, step);
 }
 
 static void open_log(Trainer *tr) {
