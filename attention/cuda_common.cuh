@@ -64,30 +64,16 @@ __device__ __forceinline__ float mask_bias(const MaskDev &m, int b, int h, int i
 /* ---- the grid of the tiled kernels ----------------------------------------------------------
  * x = tile of rows within one head, y = batch*head. x runs fastest, so the blocks resident
  * together are tiles of the same few heads and share that head's K/V (forward) or Q/dO and the
- * dQ accumulator (backward) in L2, instead of each streaming its own head from DRAM.
- * ATTN_GRID_HEADS_FASTEST swaps the two (the first version's order), for comparison. */
+ * dQ accumulator (backward) in L2, instead of each streaming its own head from DRAM (measured
+ * against the other order in dev/attention_notes.md). */
 static inline dim3 attn_tile_grid(const AttnShape *s, int rows_per_tile) {
     unsigned tiles = (unsigned)((s->T + rows_per_tile - 1) / rows_per_tile), heads = (unsigned)(s->B * s->H);
-#ifdef ATTN_GRID_HEADS_FASTEST
-    return dim3(heads, tiles);
-#else
     return dim3(tiles, heads);
-#endif
 }
-__device__ __forceinline__ int attn_block_head() {
-#ifdef ATTN_GRID_HEADS_FASTEST
-    return blockIdx.x;
-#else
-    return blockIdx.y;
-#endif
-}
+__device__ __forceinline__ int attn_block_head() { return blockIdx.y; }
 /* Tiles in launch order; heavy_first reverses them (causal: the last query tiles do the most). */
 __device__ __forceinline__ int attn_block_tile(bool heavy_first) {
-#ifdef ATTN_GRID_HEADS_FASTEST
-    int i = blockIdx.y, n = gridDim.y;
-#else
     int i = blockIdx.x, n = gridDim.x;
-#endif
     return heavy_first ? n - 1 - i : i;
 }
 static const long long kAttnMaxHeads = 65535; /* grid y limit */

@@ -25,6 +25,7 @@
  * Any T: rows past T load as zeros and are masked or not stored.
  */
 #include "attention/cuda_common.cuh"
+#include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
 #include "attention/mma_bf16.cuh"
 #include "attention/tc_attention.cuh"
@@ -80,108 +81,10 @@ struct FlashParams {
     float scale, scale_log2;
 };
 
-/* The mask pieces beyond causal (attention.h), for the kernels instantiated with EXTRA: a
- * sliding window, packed documents, key padding and ALiBi, all read in the kernel (device
- * pointers). Every score of a visited tile is masked element by element; key tiles (forward) and
- * query tiles (backward) that no pair of the block can see are not visited. */
-struct FlashMask {
-    int window;                     /* > 0: query i sees keys (i - window, i] (|i - j| < window) */
-    const int *doc;                 /* (B, T) document starts, or NULL */
-    const int *key_begin, *key_end; /* (B) each, or NULL */
-    const float *slopes;            /* (H) ALiBi slopes, or NULL */
-    float inv_scale;                /* 1 / scale: the kernels add ALiBi to the unscaled scores */
-};
 struct FlashXParams {
     FlashParams p;
     FlashMask x;
 };
-
-/* 1 when no query of [q0, q1) may see a key of [k0, k1) (both non-empty) by the causal mask,
- * the window, the documents (their starts never decrease) or the key padding. */
-template <bool CAUSAL>
-__device__ __forceinline__ bool flash_tile_dead(const FlashMask &x, int b, int T, int q0, int q1, int k0, int k1) {
-    if (CAUSAL && k0 > q1 - 1) return true;
-    if (x.window > 0 && (k1 - 1 <= q0 - x.window || (!CAUSAL && k0 >= q1 - 1 + x.window))) return true;
-    if (x.doc) {
-        const int *d = x.doc + (long long)b * T;
-        if (d[q1 - 1] < d[k0] || d[q0] > d[k1 - 1]) return true;
-    }
-    if (x.key_begin && k1 <= x.key_begin[b]) return true;
-    if (x.key_end && k0 >= x.key_end[b]) return true;
-    return false;
-}
-
-/* 1 when every query of [q0, q1) sees every key of [k0, k1) (all inside [0, T)): such a tile
- * needs no mask, only ALiBi's bias. */
-template <bool CAUSAL>
-__device__ __forceinline__ bool flash_tile_full(const FlashMask &x, int b, int T, int q0, int q1, int k0, int k1) {
-    if (q1 > T || k1 > T) return false;
-    if (CAUSAL && k1 - 1 > q0) return false;
-    if (x.window > 0 && (k0 <= q1 - 1 - x.window || (!CAUSAL && k1 - 1 >= q0 + x.window))) return false;
-    if (x.doc) {
-        const int *d = x.doc + (long long)b * T;
-        int dk = d[k0];
-        if (d[k1 - 1] != dk || d[q0] != dk || d[q1 - 1] != dk) return false;
-    }
-    if (x.key_begin && k0 < x.key_begin[b]) return false;
-    if (x.key_end && k1 > x.key_end[b]) return false;
-    return true;
-}
-
-/* ALiBi alone on a tile every pair of which is visible: s -= slope |query - key| (unscaled). */
-template <int NT>
-__device__ __forceinline__ void alibi_tile(float s[][4], float slope, int row0, int col0, bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
-    const float base = (float)(row0 + g - col0 - c); /* row - column at nt = 0, e = 0 */
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float diff = base + (e >= 2 ? 8.0f : 0.0f) - (float)(nt * 8 + (e & 1));
-            s[nt][e] -= slope * fabsf(diff); /* |row - col| = |query - key| either way */
-        }
-}
-
-/* The tiles [lo, hi) of `n` tiles of `tile` rows that hold a live pair with the fixed range
- * [f0, f1) (fixed_is_queries: the fixed rows are queries and the tiles keys; else the reverse). */
-template <bool CAUSAL>
-__device__ __forceinline__ void flash_live_tiles(const FlashMask &x, int b, int T, int f0, int f1, int tile, int n,
-                                                 bool fixed_is_queries, int &lo, int &hi) {
-    lo = n;
-    hi = 0;
-    for (int t = 0; t < n; t++) {
-        int a0 = t * tile, a1 = min(a0 + tile, T);
-        bool dead = fixed_is_queries ? flash_tile_dead<CAUSAL>(x, b, T, f0, f1, a0, a1)
-                                     : flash_tile_dead<CAUSAL>(x, b, T, a0, a1, f0, f1);
-        if (!dead) {
-            lo = min(lo, t);
-            hi = t + 1;
-        }
-    }
-    if (hi <= lo) lo = hi = 0;
-}
-
-/* mask_tile's counterpart for EXTRA: -inf outside [0, T), above the causal diagonal, outside the
- * window, across documents and on padded keys; ALiBi's -slope |i - j| (in unscaled units) added. */
-template <int NT, bool CAUSAL>
-__device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, int b, int h, int row0, int col0, int T,
-                                            bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
-    const int *d = x.doc ? x.doc + (long long)b * T : nullptr;
-    const int kb = x.key_begin ? x.key_begin[b] : 0, ke = x.key_end ? x.key_end[b] : T;
-    const float slope = x.slopes ? x.slopes[h] * x.inv_scale : 0.0f;
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
-            bool dead = key >= T || query >= T || key < kb || key >= ke || (CAUSAL && key > query);
-            if (!dead && x.window > 0) dead = CAUSAL ? key <= query - x.window : abs(query - key) >= x.window;
-            if (!dead && d) dead = d[query] != d[key];
-            s[nt][e] = dead ? -INFINITY : s[nt][e] - slope * fabsf((float)(query - key));
-        }
-}
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
