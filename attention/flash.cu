@@ -477,12 +477,6 @@ flash_backward_x_kernel(FlashXParams px) {
 
 /* ---- host side ------------------------------------------------------------------------------ */
 
-/* The mask pieces flash reads beyond kind: window, documents, key padding, ALiBi. */
-static bool flash_has_extras(const AttnShape *s) {
-    const AttnMask *m = &s->mask;
-    return m->window > 0 || m->doc || m->key_begin || m->key_end || m->alibi_slopes;
-}
-
 static const char *flash_unsupported(const AttnShape *s) {
     const char *why = attn_shape_basics(s);
     if (why) return why;
@@ -513,21 +507,11 @@ static FlashParams flash_params(const AttnShape *s) {
 }
 static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 
-static FlashMask flash_mask(const AttnShape *s) {
-    FlashMask x;
-    x.window = s->mask.window;
-    x.doc = s->mask.doc;
-    x.key_begin = s->mask.key_begin;
-    x.key_end = s->mask.key_end;
-    x.slopes = s->mask.alibi_slopes;
-    x.inv_scale = 1.0f / s->scale;
-    return x;
-}
 
 template <int D, bool CAUSAL>
 static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
-    if (flash_has_extras(s)) {
+    if (flash_mask_has_extras(s)) {
         FlashXParams px = {p, flash_mask(s)};
         return attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
     }
@@ -542,8 +526,8 @@ static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st, b
     flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    bool extras = flash_has_extras(s);
-    int rc = hopper_kernels && !extras ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
+    bool extras = flash_mask_has_extras(s);
+    int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
     if (rc < 0 && extras) {
         FlashXParams px = {p, flash_mask(s)};
         rc = attn_launch_tiled(flash_backward_x_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, px, st);
@@ -575,7 +559,7 @@ static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, co
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
     p.out = (bf16 *)o;
     p.lse = (float *)saved;
-    int rc = hopper && !flash_has_extras(s) ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1;
+    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1; /* -1: not applicable */
     if (rc >= 0) return rc;
     return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
 }
@@ -630,10 +614,7 @@ const AttnImpl attn_flash_mma_cuda = {ATTN_FLASH_MMA,     ATTN_CUDA,            
 static const char *flash_sm90_unsupported(const AttnShape *s) {
     const char *why = flash_unsupported(s);
     if (why) return why;
-    if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
-    if (flash_has_extras(s)) return "flash-sm90: causal or no mask only so far (flash-mma runs windows, documents, key padding and ALiBi)";
-    if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
-    return NULL;
+    return flash_sm90_refuses(s);
 }
 const AttnImpl attn_flash_sm90_cuda = {ATTN_FLASH_SM90,    ATTN_CUDA,             flash_sm90_unsupported,
                                        flash_saved_bytes,  flash_workspace_bytes, flash_forward,

@@ -111,4 +111,22 @@ __device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, in
         }
 }
 
+
+/* The pieces of s's mask that FlashMask carries (device pointers, as the caller gave them). */
+static inline FlashMask flash_mask(const AttnShape *s) {
+    FlashMask x;
+    x.window = s->mask.window;
+    x.doc = s->mask.doc;
+    x.key_begin = s->mask.key_begin;
+    x.key_end = s->mask.key_end;
+    x.slopes = s->mask.alibi_slopes;
+    x.inv_scale = 1.0f / s->scale;
+    return x;
+}
+/* 1 when s's mask holds a piece FlashMask carries (the EXTRA instantiations read them). */
+static inline bool flash_mask_has_extras(const AttnShape *s) {
+    const AttnMask *m = &s->mask;
+    return m->window > 0 || m->doc || m->key_begin || m->key_end || m->alibi_slopes;
+}
+
 #endif

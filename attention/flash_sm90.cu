@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "attention/cuda_common.cuh"
+#include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
 #include "attention/tc_attention.cuh"
 #include "attention/wgmma_sm90.cuh"
@@ -379,6 +380,17 @@ bool flash_sm90_enabled(void) {
     return FLASH_SM90 && device_is_sm90();
 }
 
+/* Where the Hopper kernels apply (flash.cu has checked dtype, D in {32, 64, 128} and the rest).
+ * The backward's main kernel exists for D = 64; D = 128 runs flash.cu's there. */
+const char *flash_sm90_refuses(const AttnShape *s) {
+    if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
+    if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
+    if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return "flash-sm90: no dense bias";
+    if (flash_mask_has_extras(s)) return "flash-sm90: causal or no mask only so far (flash-mma runs windows, documents, key padding and ALiBi)";
+    if (attn_kv_heads(s) != s->H) return "flash-sm90: no grouped-query attention yet";
+    return NULL;
+}
+
 template <int D, bool CAUSAL>
 static int launch_sm90_forward(const AttnShape *s, Sm90Params p, cudaStream_t st) {
     using Tr = Sm90FwdTraits<D>;
@@ -387,9 +399,7 @@ static int launch_sm90_forward(const AttnShape *s, Sm90Params p, cudaStream_t st
 
 int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                        cudaStream_t stream) {
-    if (s->D != 64 && s->D != 128) return -1;
-    if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return -1;
-    if (!flash_sm90_enabled()) return -1;
+    if (flash_sm90_refuses(s)) return -1;
     Sm90Params p;
     memset(&p, 0, sizeof p);
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
@@ -410,9 +420,7 @@ static int launch_sm90_backward(const AttnShape *s, Sm90BwdParams p, cudaStream_
 }
 
 int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
-    if (s->D != 64) return -1;
-    if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return -1;
-    if (!flash_sm90_enabled()) return -1;
+    if (s->D != 64 || flash_sm90_refuses(s)) return -1;
     Sm90BwdParams p;
     memset(&p, 0, sizeof p);
     p.q = (const bf16 *)a->q; p.k = (const bf16 *)a->k; p.v = (const bf16 *)a->v; p.dout = (const bf16 *)a->dout;

@@ -9,6 +9,9 @@
 #include "attention/attention.h"
 
 bool flash_sm90_enabled(void);
+/* NULL where the Hopper kernels run s (forward; the backward's main kernel at D = 64), else why not:
+ * the one place that decides between flash-sm90 and flash-mma. */
+const char *flash_sm90_refuses(const AttnShape *s);
 
 /* The backward's main kernel (dK, dV and the fp32 dQ accumulator) on wgmma, D = 64; flash.cu
  * runs the row kernels around it (D_i and zeroing the accumulator before, dQ's conversion after). */
