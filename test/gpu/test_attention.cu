@@ -14,7 +14,10 @@
  * function. Outputs are poisoned with NaN before every call (all bytes 0xff: NaN in fp32 and
  * bf16), so an unwritten element fails. Forward is run twice and must be bitwise identical; so
  * must backward for kernels that claim determinism (naive, memeff).
- * Layout: GPT-2's packed qkv (B, T, 3C), ld_qkv = 3C; o (B, T, C).
+ * Layout: GPT-2's packed qkv (B, T, C + 2 Hkv D), K/V with Hkv heads (GQA where Hkv < H); o (B, T, C).
+ * Cases: every mask piece (window, documents, key padding, ALiBi, a dense bias with any kind and
+ * its gradient, summed over broadcast dimensions) and GQA, alone and combined; a kernel whose
+ * unsupported() refuses a case is counted as skipped.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -28,7 +31,6 @@
 #include "attention/flash_sm90.h"
 #include "test/test.h"
 
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 #define CUDA_OK(call)                                                                        \
     do {                                                                                     \
@@ -57,17 +59,19 @@ static float bf16_value(uint16_t b) {
 static float round_bf16(float x) { return bf16_value(bf16_bits(x)); }
 
 /* ---- one problem: shape, inputs, references ---------------------------------------------- */
-enum { BIAS_NONE, BIAS_BROADCAST, BIAS_PER_HEAD };
+/* bias: none, one T x T matrix for everything, one per (b, h), one per head shared by the batch */
+enum { BIAS_NONE, BIAS_BROADCAST, BIAS_PER_HEAD, BIAS_HEAD_SHARED };
 
 struct Problem {
-    int B, T, H, D, C;
+    int B, T, H, Hkv, D, C, ld;              /* ld = C + 2 Hkv D: the packed qkv row */
     AttnMaskKind mask;
     int bias_kind;
+    bool dbias;                              /* the bias is learnable: check its gradient */
     float scale;
     std::vector<float> qkv, dout, bias;      /* host, bf16-representable (bias: any float) */
-    std::vector<double> o64, dqkv64;         /* float64 reference */
-    std::vector<float> o16, dqkv16;          /* plain bf16 reference */
-    std::vector<float> o16s, dqkv16s;        /* plain bf16 standard attention (for naive) */
+    std::vector<double> o64, dqkv64, db64;   /* float64 reference */
+    std::vector<float> o16, dqkv16, db16;    /* plain bf16 reference */
+    std::vector<float> o16s, dqkv16s, db16s; /* plain bf16 standard attention (for naive) */
     long long sb, sh, srow;                  /* bias strides */
     /* the mask pieces beyond kind (attention.h), when `extras` asks for them */
     int extras = 0, window = 0;
@@ -76,6 +80,8 @@ struct Problem {
 };
 enum { X_WINDOW = 1, X_DOCS = 2, X_KEYPAD = 4, X_ALIBI = 8 };
 
+/* The additive term of score (b, h, i, j) beyond scale q.k: -inf where masked, else
+ * bias - slope |i - j| (attention.h). */
 static float bias_at(const Problem &p, int b, int h, int i, int j) {
     bool causal = p.mask == ATTN_MASK_CAUSAL;
     if (causal && j > i) return -INFINITY;
@@ -83,86 +89,120 @@ static float bias_at(const Problem &p, int b, int h, int i, int j) {
     if (!p.doc.empty() && p.doc[(size_t)b * p.T + i] != p.doc[(size_t)b * p.T + j]) return -INFINITY;
     if (!p.kb.empty() && (j < p.kb[b] || j >= p.ke[b])) return -INFINITY;
     float x = p.slopes.empty() ? 0.0f : -p.slopes[h] * fabsf((float)(i - j));
-    if (p.mask == ATTN_MASK_DENSE) return p.bias[b * p.sb + h * p.sh + i * p.srow + j];
+    if (p.bias_kind != BIAS_NONE) x += p.bias[b * p.sb + h * p.sh + i * p.srow + j];
     return x;
 }
 
-/* The reference for one (b, h), in the float type R; `bf` rounds P, dS and outputs to bf16;
- * `standard` (with bf) also rounds S and dP, and takes rowsum(P * dP) from the rounded P, dP. */
+/* The reference for one (b, K/V head g) and its group of query heads, in the float type R; `bf`
+ * rounds P, dS and outputs to bf16; `standard` (with bf) also rounds S and dP, and takes
+ * rowsum(P * dP) from the rounded P, dP. dK, dV are summed over the group before rounding.
+ * dS_out (T x T per query head of the group, or NULL): the score gradient, for dbias. */
 template <typename R>
-static void reference_head(const Problem &p, int b, int h, bool bf, R *o, R *dqkv,
-                           bool standard = false) {
-    int T = p.T, D = p.D, ld = 3 * p.C;
-    auto q = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + h * D + d]; };
-    auto k = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + h * D + d]; };
-    auto v = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + 2 * p.C + h * D + d]; };
-    auto dout = [&](int t, int d) { return (R)p.dout[(size_t)(b * T + t) * p.C + h * D + d]; };
+static void reference_group(const Problem &p, int b, int g, bool bf, R *o, R *dqkv, bool standard,
+                            R *dS_out) {
+    int T = p.T, D = p.D, ld = p.ld, group = p.H / p.Hkv;
     auto rnd = [&](R x) { return bf ? (R)round_bf16((float)x) : x; };
     auto rnd_std = [&](R x) { return bf && standard ? (R)round_bf16((float)x) : x; };
+    auto k = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + g * D + d]; };
+    auto v = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + p.Hkv * D + g * D + d]; };
     std::vector<R> P((size_t)T * T), Pr((size_t)T * T), dS((size_t)T * T);
-    for (int i = 0; i < T; i++) {
-        R mx = -INFINITY;
-        for (int j = 0; j < T; j++) {
-            R s = 0;
-            for (int d = 0; d < D; d++) s += q(i, d) * k(j, d);
-            s = rnd_std(s * (R)p.scale) + (R)bias_at(p, b, h, i, j);
-            P[(size_t)i * T + j] = s;
-            if (s > mx) mx = s;
+    std::vector<R> dk_acc((size_t)T * D, 0), dv_acc((size_t)T * D, 0);
+    for (int hi = 0; hi < group; hi++) {
+        int h = g * group + hi;
+        auto q = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + h * D + d]; };
+        auto dout = [&](int t, int d) { return (R)p.dout[(size_t)(b * T + t) * p.C + h * D + d]; };
+        for (int i = 0; i < T; i++) {
+            R mx = -INFINITY;
+            for (int j = 0; j < T; j++) {
+                R s = 0;
+                for (int d = 0; d < D; d++) s += q(i, d) * k(j, d);
+                s = rnd_std(s * (R)p.scale) + (R)bias_at(p, b, h, i, j);
+                P[(size_t)i * T + j] = s;
+                if (s > mx) mx = s;
+            }
+            R sum = 0;
+            for (int j = 0; j < T; j++) {
+                R e = mx == -INFINITY ? 0 : exp(P[(size_t)i * T + j] - mx);
+                P[(size_t)i * T + j] = e;
+                sum += e;
+            }
+            for (int j = 0; j < T; j++) {
+                R pij = sum > 0 ? P[(size_t)i * T + j] / sum : 0;
+                P[(size_t)i * T + j] = pij;
+                Pr[(size_t)i * T + j] = rnd(pij);
+            }
+            for (int d = 0; d < D; d++) {
+                R acc = 0;
+                for (int j = 0; j < T; j++) acc += Pr[(size_t)i * T + j] * v(j, d);
+                o[(size_t)(b * T + i) * p.C + h * D + d] = rnd(acc);
+            }
         }
-        R sum = 0;
-        for (int j = 0; j < T; j++) {
-            R e = mx == -INFINITY ? 0 : exp(P[(size_t)i * T + j] - mx);
-            P[(size_t)i * T + j] = e;
-            sum += e;
+        for (int i = 0; i < T; i++) {
+            R Di = 0; /* rowsum(dO * O), O as the forward stored it */
+            for (int d = 0; d < D; d++) Di += dout(i, d) * o[(size_t)(b * T + i) * p.C + h * D + d];
+            for (int j = 0; j < T; j++) {
+                R dp = 0;
+                for (int d = 0; d < D; d++) dp += dout(i, d) * v(j, d);
+                dS[(size_t)i * T + j] = rnd_std(dp);
+            }
+            if (bf && standard) { /* softmax backward from the stored P and dP */
+                Di = 0;
+                for (int j = 0; j < T; j++) Di += Pr[(size_t)i * T + j] * dS[(size_t)i * T + j];
+            }
+            for (int j = 0; j < T; j++) {
+                R pij = bf && standard ? Pr[(size_t)i * T + j] : P[(size_t)i * T + j];
+                dS[(size_t)i * T + j] = rnd(pij * (dS[(size_t)i * T + j] - Di));
+            }
         }
-        for (int j = 0; j < T; j++) {
-            R pij = sum > 0 ? P[(size_t)i * T + j] / sum : 0;
-            P[(size_t)i * T + j] = pij;
-            Pr[(size_t)i * T + j] = rnd(pij);
-        }
-        for (int d = 0; d < D; d++) {
-            R acc = 0;
-            for (int j = 0; j < T; j++) acc += Pr[(size_t)i * T + j] * v(j, d);
-            o[(size_t)(b * T + i) * p.C + h * D + d] = rnd(acc);
-        }
-    }
-    for (int i = 0; i < T; i++) {
-        R Di = 0; /* rowsum(dO * O), O as the forward stored it */
-        for (int d = 0; d < D; d++) Di += dout(i, d) * o[(size_t)(b * T + i) * p.C + h * D + d];
-        for (int j = 0; j < T; j++) {
-            R dp = 0;
-            for (int d = 0; d < D; d++) dp += dout(i, d) * v(j, d);
-            dS[(size_t)i * T + j] = rnd_std(dp);
-        }
-        if (bf && standard) { /* softmax backward from the stored P and dP */
-            Di = 0;
-            for (int j = 0; j < T; j++) Di += Pr[(size_t)i * T + j] * dS[(size_t)i * T + j];
-        }
-        for (int j = 0; j < T; j++) {
-            R pij = bf && standard ? Pr[(size_t)i * T + j] : P[(size_t)i * T + j];
-            dS[(size_t)i * T + j] = rnd(pij * (dS[(size_t)i * T + j] - Di));
-        }
+        if (dS_out) memcpy(dS_out + (size_t)hi * T * T, dS.data(), (size_t)T * T * sizeof(R));
+        for (int t = 0; t < T; t++)
+            for (int d = 0; d < D; d++) {
+                R dq = 0, dk = 0, dv = 0;
+                for (int u = 0; u < T; u++) {
+                    dq += dS[(size_t)t * T + u] * k(u, d);
+                    dk += dS[(size_t)u * T + t] * q(u, d);
+                    dv += Pr[(size_t)u * T + t] * dout(u, d);
+                }
+                dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd(dq * (R)p.scale);
+                dk_acc[(size_t)t * D + d] += dk * (R)p.scale;
+                dv_acc[(size_t)t * D + d] += dv;
+            }
     }
     for (int t = 0; t < T; t++)
         for (int d = 0; d < D; d++) {
-            R dq = 0, dk = 0, dv = 0;
-            for (int u = 0; u < T; u++) {
-                dq += dS[(size_t)t * T + u] * k(u, d);
-                dk += dS[(size_t)u * T + t] * q(u, d);
-                dv += Pr[(size_t)u * T + t] * dout(u, d);
-            }
-            R *row = dqkv + (size_t)(b * T + t) * ld + h * D + d;
-            row[0] = rnd(dq * (R)p.scale);
-            row[p.C] = rnd(dk * (R)p.scale);
-            row[2 * p.C] = rnd(dv);
+            R *row = dqkv + (size_t)(b * T + t) * ld;
+            row[p.C + g * D + d] = rnd(dk_acc[(size_t)t * D + d]);
+            row[p.C + p.Hkv * D + g * D + d] = rnd(dv_acc[(size_t)t * D + d]);
         }
+}
+
+/* All (b, g) of a problem, and dbias as the sum of dS over the bias's broadcast dimensions. */
+template <typename R>
+static void reference_all(const Problem &p, bool bf, bool standard, R *o, R *dqkv, std::vector<R> &db) {
+    int T = p.T, group = p.H / p.Hkv;
+    std::vector<R> dS;
+    if (p.dbias) dS.assign((size_t)p.B * p.H * T * T, 0);
+#pragma omp parallel for collapse(2) schedule(dynamic)
+    for (int b = 0; b < p.B; b++)
+        for (int g = 0; g < p.Hkv; g++)
+            reference_group<R>(p, b, g, bf, o, dqkv, standard,
+                               p.dbias ? dS.data() + ((size_t)b * p.H + g * group) * T * T : nullptr);
+    if (!p.dbias) return;
+    db.assign(p.bias.size(), 0);
+    for (int b = 0; b < p.B; b++)
+        for (int h = 0; h < p.H; h++)
+            for (int i = 0; i < T; i++)
+                for (int j = 0; j < T; j++)
+                    db[b * p.sb + h * p.sh + i * p.srow + j] += dS[(((size_t)b * p.H + h) * T + i) * T + j];
 }
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
-static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind mask, int bias_kind, int extras = 0) {
-    p.B = B; p.T = T; p.H = H; p.D = D; p.C = H * D;
-    p.mask = mask; p.bias_kind = bias_kind;
+static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMaskKind mask, int bias_kind,
+                         int extras, bool dbias) {
+    p.B = B; p.T = T; p.H = H; p.Hkv = Hkv; p.D = D; p.C = H * D; p.ld = p.C + 2 * Hkv * D;
+    p.mask = mask; p.bias_kind = mask == ATTN_MASK_DENSE && bias_kind == BIAS_NONE ? BIAS_BROADCAST : bias_kind;
+    p.dbias = dbias && p.bias_kind != BIAS_NONE;
     p.extras = extras;
     if (extras & X_WINDOW) p.window = T > 8 ? T / 5 + 1 : 2;
     if (extras & X_DOCS) { /* random documents, one of length 1 where T allows */
@@ -188,19 +228,19 @@ static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind ma
         for (int h = 0; h < H; h++) p.slopes[h] = powf(2.0f, -8.0f * (h + 1) / H);
     }
     p.scale = 1.0f / sqrtf((float)D);
-    size_t nqkv = (size_t)B * T * 3 * p.C, no = (size_t)B * T * p.C;
+    size_t nqkv = (size_t)B * T * p.ld, no = (size_t)B * T * p.C;
     p.qkv.resize(nqkv);
     p.dout.resize(no);
     for (size_t x = 0; x < nqkv; x++) {
-        int col = (int)(x % (3 * p.C));
-        float amp = col < 2 * p.C ? 2.0f : 1.0f; /* q, k larger: a peaked softmax */
+        int col = (int)(x % p.ld);
+        float amp = col < p.C + Hkv * D ? 2.0f : 1.0f; /* q, k larger: a peaked softmax */
         p.qkv[x] = round_bf16(amp * test_randf(&rng));
     }
     for (size_t x = 0; x < no; x++) p.dout[x] = round_bf16(test_randf(&rng));
     p.sb = p.sh = p.srow = 0;
-    if (mask == ATTN_MASK_DENSE) {
-        int heads = bias_kind == BIAS_PER_HEAD ? B * H : 1;
-        p.bias.resize((size_t)heads * T * T);
+    if (p.bias_kind != BIAS_NONE) {
+        int mats = p.bias_kind == BIAS_PER_HEAD ? B * H : p.bias_kind == BIAS_HEAD_SHARED ? H : 1;
+        p.bias.resize((size_t)mats * T * T);
         for (size_t x = 0; x < p.bias.size(); x++) {
             float r = test_randf(&rng);
             p.bias[x] = r > 0.8f ? -INFINITY : 2.0f * test_randf(&rng);
@@ -209,7 +249,8 @@ static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind ma
         if (T > 3)
             for (int j = 0; j < T; j++) p.bias[(size_t)3 * T + j] = -INFINITY;
         p.srow = T;
-        if (bias_kind == BIAS_PER_HEAD) { p.sh = (long long)T * T; p.sb = (long long)H * T * T; }
+        if (p.bias_kind == BIAS_PER_HEAD) { p.sh = (long long)T * T; p.sb = (long long)H * T * T; }
+        if (p.bias_kind == BIAS_HEAD_SHARED) p.sh = (long long)T * T;
     }
     p.o64.assign(no, 0.0);
     p.dqkv64.assign(nqkv, 0.0);
@@ -217,37 +258,39 @@ static void make_problem(Problem &p, int B, int T, int H, int D, AttnMaskKind ma
     p.dqkv16.assign(nqkv, 0.0f);
     p.o16s.assign(no, 0.0f);
     p.dqkv16s.assign(nqkv, 0.0f);
-#pragma omp parallel for collapse(2) schedule(dynamic)
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            reference_head<double>(p, b, h, false, p.o64.data(), p.dqkv64.data());
-            reference_head<float>(p, b, h, true, p.o16.data(), p.dqkv16.data());
-            reference_head<float>(p, b, h, true, p.o16s.data(), p.dqkv16s.data(), true);
-        }
+    reference_all<double>(p, false, false, p.o64.data(), p.dqkv64.data(), p.db64);
+    reference_all<float>(p, true, false, p.o16.data(), p.dqkv16.data(), p.db16);
+    reference_all<float>(p, true, true, p.o16s.data(), p.dqkv16s.data(), p.db16s);
 }
 
-/* max|x - ref| / (max|ref| + 1e-2) over the elements of one tensor (part `which` of qkv, or o). */
-struct Err { double o, dq, dk, dv; };
-template <typename X>
-static double tensor_err(const Problem &p, const X *x, const double *ref, int ld, int col0) {
+/* max|x - ref| / (max|ref| + 1e-2) over the elements of one tensor: `cols` columns from col0 of
+ * rows of `ld` elements (qkv's parts, or o), or n contiguous elements (dbias: ld = cols = n, one row). */
+struct Err { double o, dq, dk, dv, db; };
+template <typename X, typename Y>
+static double tensor_err(const X *x, const Y *ref, long long rows, int ld, int col0, int cols) {
     double worst = 0, mag = 0;
-    for (int bt = 0; bt < p.B * p.T; bt++)
-        for (int c = 0; c < p.C; c++) {
-            size_t at = (size_t)bt * ld + col0 + c;
-            double a = (double)x[at], r = ref[at];
+    for (long long r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            size_t at = (size_t)r * ld + col0 + c;
+            double a = (double)x[at], e = (double)ref[at];
             if (isnan(a)) return INFINITY;
-            worst = fmax(worst, fabs(a - r));
-            mag = fmax(mag, fabs(r));
+            if (isinf(e) || isinf(a)) { if (a != e) return INFINITY; continue; }
+            worst = fmax(worst, fabs(a - e));
+            mag = fmax(mag, fabs(e));
         }
     return worst / (mag + 1e-2);
 }
-template <typename X>
-static Err errors(const Problem &p, const X *o, const X *dqkv) {
+template <typename X, typename Y>
+static Err errors(const Problem &p, const X *o, const X *dqkv, const X *db, const Y *ref_o, const Y *ref_dqkv,
+                  const Y *ref_db) {
     Err e;
-    e.o = tensor_err(p, o, p.o64.data(), p.C, 0);
-    e.dq = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, 0);
-    e.dk = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, p.C);
-    e.dv = tensor_err(p, dqkv, p.dqkv64.data(), 3 * p.C, 2 * p.C);
+    long long rows = (long long)p.B * p.T;
+    int kv = p.Hkv * p.D;
+    e.o = tensor_err(o, ref_o, rows, p.C, 0, p.C);
+    e.dq = tensor_err(dqkv, ref_dqkv, rows, p.ld, 0, p.C);
+    e.dk = tensor_err(dqkv, ref_dqkv, rows, p.ld, p.C, kv);
+    e.dv = tensor_err(dqkv, ref_dqkv, rows, p.ld, p.C + kv, kv);
+    e.db = p.dbias ? tensor_err(db, ref_db, 1, (int)p.bias.size(), 0, (int)p.bias.size()) : 0.0;
     return e;
 }
 
@@ -293,22 +336,26 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     AttnShape s;
     memset(&s, 0, sizeof s);
     s.B = p.B; s.T = p.T; s.H = p.H; s.D = p.D;
+    s.Hkv = p.Hkv;
     s.scale = p.scale;
-    s.ld_qkv = 3 * p.C; s.ld_o = p.C;
+    s.ld_qkv = p.ld; s.ld_o = p.C;
     s.mask.kind = p.mask;
     s.dtype = dt;
     const char *kname = attn_kernel_name(impl->kernel);
-    const char *mname = p.mask == ATTN_MASK_NONE ? "none" : p.mask == ATTN_MASK_CAUSAL ? "causal"
-                        : p.bias_kind == BIAS_PER_HEAD ? "dense/head" : "dense/bcast";
-    char tag[200];
-    snprintf(tag, sizeof tag, "%s%s %s %s%s%s%s%s B=%d H=%d T=%d D=%d", kname, variant, dt == ATTN_BF16 ? "bf16" : "fp32",
-             mname, p.extras & X_WINDOW ? "+window" : "", p.extras & X_DOCS ? "+docs" : "",
-             p.extras & X_KEYPAD ? "+keypad" : "", p.extras & X_ALIBI ? "+alibi" : "", p.B, p.H, p.T, p.D);
+    const char *mname = p.mask == ATTN_MASK_NONE ? "none" : p.mask == ATTN_MASK_CAUSAL ? "causal" : "dense";
+    const char *bname = p.bias_kind == BIAS_NONE ? "" : p.bias_kind == BIAS_PER_HEAD ? "+bias/head"
+                        : p.bias_kind == BIAS_HEAD_SHARED ? "+bias/shared" : "+bias/bcast";
+    char tag[240];
+    snprintf(tag, sizeof tag, "%s%s %s %s%s%s%s%s%s%s%s B=%d H=%d Hkv=%d T=%d D=%d", kname, variant,
+             dt == ATTN_BF16 ? "bf16" : "fp32", mname, bname, p.dbias ? "+dbias" : "",
+             p.extras & X_WINDOW ? "+window" : "", p.extras & X_DOCS ? "+docs" : "",
+             p.extras & X_KEYPAD ? "+keypad" : "", p.extras & X_ALIBI ? "+alibi" : "",
+             p.Hkv != p.H ? " gqa" : "", p.B, p.H, p.Hkv, p.T, p.D);
 
     DevBufs d;
     /* the extras on the device (the kernels read them there) */
     int *d_doc = nullptr, *d_kb = nullptr, *d_ke = nullptr;
-    float *d_slopes = nullptr;
+    float *d_slopes = nullptr, *d_dbias = nullptr;
     s.mask.window = p.window;
     if (!p.doc.empty()) {
         CUDA_OK(cudaMalloc(&d_doc, p.doc.size() * 4));
@@ -328,18 +375,22 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
         CUDA_OK(cudaMemcpy(d_slopes, p.slopes.data(), p.slopes.size() * 4, cudaMemcpyHostToDevice));
         s.mask.alibi_slopes = d_slopes;
     }
-    struct FreeExtras {
-        void *a, *b, *c, *e;
-        ~FreeExtras() { cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(e); }
-    } free_extras = {d_doc, d_kb, d_ke, d_slopes};
-    size_t es = dt == ATTN_BF16 ? 2 : 4;
-    size_t nqkv = p.qkv.size(), no = p.dout.size();
-    if (p.mask == ATTN_MASK_DENSE) {
+    if (p.bias_kind != BIAS_NONE) {
         CUDA_OK(cudaMalloc(&d.bias, p.bias.size() * 4));
         CUDA_OK(cudaMemcpy(d.bias, p.bias.data(), p.bias.size() * 4, cudaMemcpyHostToDevice));
         s.mask.bias = d.bias;
         s.mask.stride_b = p.sb; s.mask.stride_h = p.sh; s.mask.stride_row = p.srow;
     }
+    if (p.dbias) {
+        CUDA_OK(cudaMalloc(&d_dbias, p.bias.size() * 4));
+        s.mask.dbias = d_dbias;
+    }
+    struct FreeExtras {
+        void *a, *b, *c, *e, *f;
+        ~FreeExtras() { cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(e); cudaFree(f); }
+    } free_extras = {d_doc, d_kb, d_ke, d_slopes, d_dbias};
+    size_t es = dt == ATTN_BF16 ? 2 : 4;
+    size_t nqkv = p.qkv.size(), no = p.dout.size(), nb = p.bias.size();
     const char *why = impl->unsupported(&s);
     if (why) {
         n_skipped++;
@@ -355,14 +406,16 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     if (nws) CUDA_OK(cudaMalloc(&d.ws, nws));
     upload(p.qkv, dt, d.qkv);
     upload(p.dout, dt, d.dout);
-    const char *q = (const char *)d.qkv, *k = q + p.C * es, *v = q + 2 * p.C * es;
-    char *dq = (char *)d.dqkv, *dk = dq + p.C * es, *dv = dq + 2 * p.C * es;
+    size_t kv = (size_t)p.Hkv * p.D;
+    const char *q = (const char *)d.qkv, *k = q + p.C * es, *v = k + kv * es;
+    char *dq = (char *)d.dqkv, *dk = dq + p.C * es, *dv = dk + kv * es;
 
     std::vector<uint8_t> o_first, dqkv_first;
     int ok = 1;
     for (int rep = 0; rep < 2 && ok; rep++) {
         CUDA_OK(cudaMemset(d.o, 0xff, no * es));
         CUDA_OK(cudaMemset(d.dqkv, 0xff, nqkv * es));
+        if (d_dbias) CUDA_OK(cudaMemset(d_dbias, 0, nb * 4)); /* backward adds into it */
         if (nsaved) CUDA_OK(cudaMemset(d.saved, 0xff, nsaved));
         if (nws) CUDA_OK(cudaMemset(d.ws, 0xff, nws));
         int rc = impl->forward(&s, q, k, v, d.o, d.saved, d.ws, NULL);
@@ -377,10 +430,11 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
             o_first = bytes_of(d.o, no * es);
             dqkv_first = bytes_of(d.dqkv, nqkv * es);
             std::vector<double> o = download(d.o, no, dt), dqkv = download(d.dqkv, nqkv, dt);
-            Err e = errors(p, o.data(), dqkv.data());
-            double got[4] = {e.o, e.dq, e.dk, e.dv}, r16[4] = {ref16.o, ref16.dq, ref16.dk, ref16.dv};
-            const char *names[4] = {"O", "dQ", "dK", "dV"};
-            for (int x = 0; x < 4; x++) {
+            std::vector<double> db = d_dbias ? download(d_dbias, nb, ATTN_FP32) : std::vector<double>();
+            Err e = errors(p, o.data(), dqkv.data(), db.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
+            double got[5] = {e.o, e.dq, e.dk, e.dv, e.db}, r16[5] = {ref16.o, ref16.dq, ref16.dk, ref16.dv, ref16.db};
+            const char *names[5] = {"O", "dQ", "dK", "dV", "dBias"};
+            for (int x = 0; x < (p.dbias ? 5 : 4); x++) {
                 double bound = dt == ATTN_FP32 ? 1e-4 : 2.0 * r16[x] + 1e-3;
                 CHECK(got[x] <= bound, "%s: %s error %.3g > bound %.3g (bf16 reference %.3g)", tag,
                       names[x], got[x], bound, r16[x]);
@@ -395,26 +449,29 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
     cudaFree(d.saved); cudaFree(d.ws); cudaFree(d.bias);
 }
 
-static void run_problem(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind, int extras = 0) {
+static int n_problems = 0;
+static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, int bias_kind, int extras = 0,
+                        bool dbias = false) {
     Problem p;
-    make_problem(p, B, T, H, D, mask, bias_kind, extras);
+    make_problem(p, B, T, H, Hkv, D, mask, bias_kind, extras, dbias);
+    n_problems++;
     /* The plain bf16 computation's own error against float64. */
-    Err r16, r16s;
-    {
-        std::vector<double> o(p.o16.begin(), p.o16.end()), g(p.dqkv16.begin(), p.dqkv16.end());
-        r16 = errors(p, o.data(), g.data());
-        std::vector<double> os(p.o16s.begin(), p.o16s.end()), gs(p.dqkv16s.begin(), p.dqkv16s.end());
-        r16s = errors(p, os.data(), gs.data());
-    }
+    Err r16 = errors(p, p.o16.data(), p.dqkv16.data(), p.db16.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
+    Err r16s = errors(p, p.o16s.data(), p.dqkv16s.data(), p.db16s.data(), p.o64.data(), p.dqkv64.data(),
+                      p.db64.data());
     for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++) {
-        const AttnImpl *impl = attn_cuda_table[kk];
+        const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
         if (!impl) { n_skipped += 2; continue; }
         Err r = impl->kernel == ATTN_NAIVE ? r16s : r16;
         run_case(p, impl, ATTN_FP32, r);
         run_case(p, impl, ATTN_BF16, r);
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) /* the above ran on wgmma: the mma.sync kernels too */
-            run_case(p, &attn_flash_mma_cuda, ATTN_BF16, r, "(mma.sync)");
+            run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_BF16, r, "(mma.sync)");
     }
+}
+/* Plain multi-head attention. */
+static void run_mha(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind, int extras = 0) {
+    run_problem(B, T, H, H, D, mask, bias_kind, extras);
 }
 
 int main(void) {
@@ -428,31 +485,67 @@ int main(void) {
     for (int di = 0; di < 3; di++)
         for (int ti = 0; ti < 5; ti++) {
             int D = Ds[di], T = Ts[ti];
-            run_problem(2, T, 3, D, ATTN_MASK_NONE, BIAS_NONE);
-            run_problem(2, T, 3, D, ATTN_MASK_CAUSAL, BIAS_NONE);
-            run_problem(2, T, 3, D, ATTN_MASK_DENSE, BIAS_BROADCAST);
-            run_problem(2, T, 3, D, ATTN_MASK_DENSE, BIAS_PER_HEAD);
+            run_mha(2, T, 3, D, ATTN_MASK_NONE, BIAS_NONE);
+            run_mha(2, T, 3, D, ATTN_MASK_CAUSAL, BIAS_NONE);
+            run_mha(2, T, 3, D, ATTN_MASK_DENSE, BIAS_BROADCAST);
+            run_mha(2, T, 3, D, ATTN_MASK_DENSE, BIAS_PER_HEAD);
         }
     /* Several query and key blocks, causal block skipping, a ragged last block; large B x H. */
-    run_problem(1, 385, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
-    run_problem(1, 385, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
-    run_problem(1, 300, 2, 32, ATTN_MASK_NONE, BIAS_NONE);
-    run_problem(4, 127, 12, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
-    run_problem(4, 256, 12, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(1, 385, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(1, 385, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(1, 300, 2, 32, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(4, 127, 12, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(4, 256, 12, 64, ATTN_MASK_NONE, BIAS_NONE);
     /* several 192-row query tiles and 128-key tiles of the Hopper forward, ragged ends */
-    run_problem(1, 1000, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
-    run_problem(1, 700, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
-    run_problem(1, 513, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
-    /* The mask family on flash (the mma.sync kernels; flash-sm90 refuses them): windows, packed
-     * documents (one of length 1), key padding left and right, ALiBi, and what people combine. */
+    run_mha(1, 1000, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(1, 700, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(1, 513, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
+    /* The mask family: windows, packed documents (one of length 1), key padding left and right,
+     * ALiBi, and what people combine. */
     const int xs[] = {X_WINDOW, X_DOCS, X_KEYPAD, X_ALIBI, X_DOCS | X_ALIBI, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI};
     const int xTs[] = {1, 17, 127, 200, 385};
     for (int di = 0; di < 3; di++)
         for (int ti = 0; ti < 5; ti++)
             for (int xi = 0; xi < 6; xi++) {
-                run_problem(2, xTs[ti], 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE, xs[xi]);
-                if (xi % 2 == 0) run_problem(2, xTs[ti], 3, Ds[di], ATTN_MASK_NONE, BIAS_NONE, xs[xi]);
+                run_mha(2, xTs[ti], 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE, xs[xi]);
+                if (xi % 2 == 0) run_mha(2, xTs[ti], 3, Ds[di], ATTN_MASK_NONE, BIAS_NONE, xs[xi]);
             }
-    printf("test_attention_gpu: %d kernel/dtype cases skipped (unsupported or not built)\n", n_skipped);
+    /* ... over several tiles of every kernel's query and key blocks (the Hopper tiles too) */
+    for (int D = 64; D <= 128; D *= 2)
+        for (int xi = 0; xi < 6; xi++) run_mha(1, 1000, 2, D, ATTN_MASK_CAUSAL, BIAS_NONE, xs[xi]);
+    /* Grouped-query attention: Hkv = 1 (multi-query) and H/2, with and without masks. */
+    const int gTs[] = {1, 17, 127, 200};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 4; ti++)
+            for (int hkv = 1; hkv <= 2; hkv++) {
+                run_problem(2, gTs[ti], 4, hkv, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE);
+                run_problem(2, gTs[ti], 4, hkv, Ds[di], ATTN_MASK_NONE, BIAS_NONE);
+                run_problem(2, gTs[ti], 4, hkv, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE, X_WINDOW | X_DOCS | X_ALIBI);
+                run_problem(2, gTs[ti], 4, hkv, Ds[di], ATTN_MASK_DENSE, BIAS_PER_HEAD);
+            }
+    run_problem(1, 1000, 4, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(1, 700, 6, 1, 128, ATTN_MASK_NONE, BIAS_NONE);
+    run_problem(2, 385, 8, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE, X_WINDOW | X_KEYPAD);
+    /* A dense bias with causal / no mask (dense + causal), alone and with the extras. */
+    const int bTs[] = {17, 127, 200};
+    for (int di = 0; di < 3; di++)
+        for (int ti = 0; ti < 3; ti++) {
+            run_mha(2, bTs[ti], 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_BROADCAST);
+            run_mha(2, bTs[ti], 3, Ds[di], ATTN_MASK_NONE, BIAS_PER_HEAD);
+            run_mha(2, bTs[ti], 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_WINDOW | X_ALIBI);
+        }
+    /* The bias gradient, for every broadcast pattern, summed over what broadcasts. */
+    const int dTs[] = {1, 17, 127, 200};
+    for (int di = 0; di < 2; di++)
+        for (int ti = 0; ti < 4; ti++) {
+            int D = Ds[di + 1], T = dTs[ti];
+            run_problem(2, T, 3, 3, D, ATTN_MASK_DENSE, BIAS_PER_HEAD, 0, true);
+            run_problem(2, T, 3, 3, D, ATTN_MASK_DENSE, BIAS_BROADCAST, 0, true);
+            run_problem(2, T, 3, 3, D, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, 0, true);
+            run_problem(2, T, 4, 2, D, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_ALIBI | X_DOCS, true);
+        }
+    run_problem(1, 385, 2, 2, 64, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, 0, true);
+    printf("test_attention_gpu: %d problems, %d kernel/dtype cases skipped (unsupported or not built)\n", n_problems,
+           n_skipped);
     return test_summary("test_attention_gpu");
 }
