@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention gpt2 sizes bytes grids
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
 #   tests      make test-gpu (every CUDA kernel and the CUDA trainer against the CPU reference)
 #   attention  dev/bench_attention: the attention microbenchmark table
+#   masks      the mask family (causal, window 1024, documents of 2048, ALiBi) at T = 4096 and
+#              16384 for $MASK_KERNELS (default: flash flash-mma cudnn), then PyTorch's
+#              FlexAttention on the same masks (dev/flex_masks.py), TFLOP/s over unmasked pairs
+#   peers      PyTorch's SDPA backends (FlashAttention-2, cuDNN, efficient) and FlexAttention on
+#              bench_attention's causal / non-causal shapes (dev/sdpa_peers.py, D = $PEER_D)
+#   ctypes     libattention.so driven from Python against scaled_dot_product_attention
+#              (dev/attention_ctypes.py)
 #   gpt2       GPT-2 124M, vocab 50257, T=1024, bf16: naive and flash at B = 16, 32, 64
 #   sizes      GPT-2 medium and large at T=1024, naive and flash
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
@@ -79,6 +86,30 @@ stage_attention() {
     tail -45 "$OUT/bench_attention.log"
 }
 
+stage_masks() {
+    header "mask family: bench_attention (fwd+bwd / fwd TFLOP/s over unmasked pairs), then FlexAttention"
+    for k in ${MASK_KERNELS:-flash flash-mma cudnn}; do
+        for m in "" window=1024 docs=2048 alibi; do
+            for T in 4096 16384; do
+                timeout 60 ./build/dev/bench_attention "$k" T=$T D=64 $m 2>&1 | grep -E "^$k |unsupported|rror" |
+                    head -2 | sed "s/^/[${m:-causal}] /"
+            done
+        done
+    done
+    timeout 240 python3 dev/flex_masks.py 2>&1 | tail -9
+}
+
+stage_peers() {
+    header "PyTorch attention peers (dev/sdpa_peers.py)"
+    timeout 300 python3 dev/sdpa_peers.py 1024 4096 16384 D=${PEER_D:-64} 2>&1 | tail -40
+}
+
+stage_ctypes() {
+    header "libattention from Python (dev/attention_ctypes.py)"
+    make -s -j16 GPU_ARCH=90 libattention >"$OUT/libattention.log" 2>&1 || { tail -10 "$OUT/libattention.log"; return; }
+    PYTHONUNBUFFERED=1 timeout 200 python3 dev/attention_ctypes.py build/libattention.so 2>&1 | tail -30
+}
+
 stage_gpt2() {
     table_header "GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"
     for attn in ${ATTNS:-naive flash}; do
@@ -131,7 +162,7 @@ stage_baseline() {
 
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|gpt2|sizes|bytes|grids|baseline) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
