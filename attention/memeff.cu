@@ -1,19 +1,41 @@
-/* attention/memeff.cu: memory-efficient attention (Rabe and Staats; xFormers' kernel design) on
- * CUDA cores, fp32 arithmetic for fp32 and bf16 elements, every mask kind.
+/* attention/memeff.cu: memory-efficient attention (Rabe and Staats; xFormers' kernel design), the
+ * whole contract of attention.h: every mask kind, a dense bias with any kind and its gradient,
+ * sliding windows, packed documents, key padding, ALiBi, grouped-query attention.
  *
- * Forward, one block per (32 queries, batch*head), streaming 64-key tiles through smem:
+ * Forward, one block per (query tile, batch*head), streaming key tiles through smem:
  *   S = scale Q K^T + bias;  m' = max(m, rowmax S);  P = exp(S - m');
  *   l' = e^(m - m') l + rowsum P;  O' = e^(m - m') O + P V;   finally O / l, L = m + log l
  * (L = +inf for a row with no live key, so that backward's exp(S - L) is 0 there).
  * Backward recomputes P = exp(S - L) tile by tile, with D_i = rowsum(dO_i * O_i):
- *   kernel dKV, one block per 32 keys streaming query tiles:  dV += P^T dO,  dK += dS^T Q
- *   kernel dQ,  one block per 32 queries streaming key tiles: dQ += dS K
- *   where dS = P * (dO V^T - D). Two passes recompute S twice instead of atomics: deterministic.
+ *   kernel dKV, one block per (key tile, batch, K/V head), streaming the query tiles of every
+ *     query head of the K/V head's group:  dV += P^T dO,  dK += dS^T Q  (registers)
+ *   kernel dQ,  one block per (query tile, batch*head), streaming key tiles: dQ += dS K
+ *   where dS = P * (dO V^T - D). Two passes recompute S twice instead of atomics: dQ, dK, dV are
+ *   deterministic, and so is dbias unless a stride of 0 shares its entries between blocks (below).
  * Memory: saved = L (B H T floats), workspace = D (B H T floats). O(T).
  *
- * bf16 runs the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate; 64 x 64
+ * Grouped-query attention: query head h reads K/V head h / (H / Hkv) in place; the dKV block of a
+ * K/V head loops over its group's query heads, so dK, dV are summed in registers, no atomics.
+ *
+ * Two instantiations of every kernel (template flag X):
+ *   X = false  kind + constant DENSE bias (the plain cases): causal cuts the key (query) range at
+ *              the diagonal, only tiles crossing it or T's ragged end are masked element by element.
+ *   X = true   the rest of the mask family (MemeffMaskX): key tiles (forward, dQ) and query tiles
+ *              (dKV) that no pair of the block can see are not visited (flash_live_tiles), tiles
+ *              whose every pair is visible (flash_tile_full) only add bias and ALiBi, the others are
+ *              masked element by element; the bias (with any kind) and ALiBi are read in the kernel.
+ *   The bias gradient (X only) is written by the dKV pass, which owns keys j of (b, K/V head) and
+ *   sees every query row i of every head of the group: dbias[b, h, i, j] += dS_ij. With stride_row
+ *   = 0 (one bias row for all queries) a block sums its queries first (fixed order) and adds once
+ *   per (b, h, key). A block's entries are its own unless stride_b = 0 with B > 1 or stride_h = 0
+ *   with more than one K/V head: then several blocks add into one entry and the adds are fp32
+ *   atomics (dbias reproducible only up to rounding order there; dQ, dK, dV stay bitwise).
+ *   A non-zero stride is taken to give distinct entries (as a tensor of those dimensions does).
+ *
+ * bf16 runs the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate; 64-row
  * tiles, 4 warps of 16 rows, K/V or Q/dO double-buffered by cp.async, bias read straight from
- * global memory into the score fragments); fp32 runs on CUDA cores.
+ * global memory into the score fragments); fp32 (and bf16 with unaligned pointers) runs on CUDA
+ * cores.
  *
  * CUDA-core tile arithmetic (fp32): 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
  * (row group = tid / 16), and the streamed 64 columns (or D columns) are dealt round-robin to the
@@ -21,6 +43,7 @@
  * and its reductions are 4 shuffles. Smem rows are padded by one float (no bank conflicts).
  */
 #include "attention/cuda_common.cuh"
+#include "attention/flash_mask.cuh"
 #include "attention/tc_attention.cuh"
 
 struct MemeffTraits {
@@ -31,15 +54,73 @@ struct MemeffTraits {
     static constexpr int kColsPerThread = Cols / kColStep; /* 4 */
 };
 
+/* The mask beyond kind + constant DENSE bias, read by the X instantiations (device pointers). */
+struct MemeffMaskX {
+    FlashMask x;                      /* window, documents, key padding, ALiBi (inv_scale unused) */
+    const float *bias;                /* NULL, or the additive bias (with any kind) */
+    float *dbias;                     /* NULL, or the bias gradient (backward adds dS) */
+    long long stride_b, stride_h, stride_row;
+    int dbias_atomic;                 /* 1: a stride of 0 shares dbias entries between blocks */
+};
+
 struct MemeffParams {
     const void *q, *k, *v, *o, *dout;
     void *out, *dq, *dk, *dv;
     float *lse, *dvec;
-    MaskDev mask;
-    int T, H;
+    MaskDev mask;                     /* kind + DENSE bias (the X = false kernels) */
+    MemeffMaskX mx;                   /* the X = true kernels */
+    int T, H, Hkv, group;             /* group = H / Hkv query heads per K/V head */
     long long ld_qkv, ld_o;
     float scale;
 };
+
+/* What the X kernels need of the mask for one (b, h), resolved once. */
+struct MemeffRowX {
+    int kb, ke, window;               /* valid keys [kb, ke); window (0: none) */
+    const int *doc;                   /* this sequence's document starts, or NULL */
+    const float *bias;                /* bias at (b, h, 0, 0), or NULL */
+    float *dbias;                     /* dbias at (b, h, 0, 0), or NULL */
+    long long stride_row;
+    float slope;                      /* ALiBi slope of h (0: none) */
+};
+
+__device__ __forceinline__ MemeffRowX memeff_row_x(const MemeffParams &p, int b, int h) {
+    const MemeffMaskX &m = p.mx;
+    MemeffRowX r;
+    r.kb = m.x.key_begin ? m.x.key_begin[b] : 0;
+    r.ke = m.x.key_end ? m.x.key_end[b] : p.T;
+    r.window = m.x.window;
+    r.doc = m.x.doc ? m.x.doc + (long long)b * p.T : nullptr;
+    const long long at = (long long)b * m.stride_b + (long long)h * m.stride_h;
+    r.bias = m.bias ? m.bias + at : nullptr;
+    r.dbias = m.dbias ? m.dbias + at : nullptr;
+    r.stride_row = m.stride_row;
+    r.slope = m.x.slopes ? m.x.slopes[h] : 0.0f;
+    return r;
+}
+
+/* 1 when the structural mask (attention.h's masked(i, j)) hides `key` from `query`, or either is
+ * outside [0, T). Both are >= 0. */
+template <bool CAUSAL>
+__device__ __forceinline__ bool memeff_dead(const MemeffRowX &r, int T, int query, int key) {
+    if (key >= T || query >= T || key < r.kb || key >= r.ke) return true;
+    if (CAUSAL && key > query) return true;
+    if (r.window > 0 && (CAUSAL ? key <= query - r.window : abs(query - key) >= r.window)) return true;
+    return r.doc && r.doc[query] != r.doc[key];
+}
+
+/* bias[i, j] - slope |i - j| of a visible pair (natural units). */
+__device__ __forceinline__ float memeff_bias_x(const MemeffRowX &r, int query, int key) {
+    float x = -r.slope * fabsf((float)(query - key));
+    if (r.bias) x += __ldg(r.bias + (long long)query * r.stride_row + key);
+    return x;
+}
+
+/* dbias[query, key] += ds; atomic where blocks share entries (MemeffMaskX::dbias_atomic). */
+__device__ __forceinline__ void memeff_add_dbias(float *dst, float ds, bool atomic) {
+    if (atomic) atomicAdd(dst, ds);
+    else *dst += ds;
+}
 
 /* Copies rows [row0, row0 + ROWS) of a token-major head into a float smem tile [ROWS][D+1]
  * (rows >= T become zeros). */
@@ -103,10 +184,32 @@ __device__ __forceinline__ float row_sum16(float x) {
     return x;
 }
 
-/* scale * s + bias(query, key), -inf outside [0, T). */
-__device__ __forceinline__ float masked_score(const MemeffParams &p, float s, int b, int h, int query, int key) {
+/* The score of (query, key) from s = q . k. X = false: scale s + the kind's bias, -inf outside
+ * [0, T). X = true: the structural mask (unless the tile is `full`), bias and ALiBi. */
+template <bool X, bool CAUSAL>
+__device__ __forceinline__ float masked_score(const MemeffParams &p, const MemeffRowX &r, float s, int b, int h,
+                                              int query, int key, bool full) {
+    if (X) {
+        if (!full && memeff_dead<CAUSAL>(r, p.T, query, key)) return -INFINITY;
+        return s * p.scale + memeff_bias_x(r, query, key);
+    }
     if (query >= p.T || key >= p.T) return -INFINITY;
     return s * p.scale + mask_bias(p.mask, b, h, query, key);
+}
+
+/* The streamed tiles [*lo, *hi) (of `tile` rows, `n` of them) that the block's fixed rows
+ * [f0, f1) may meet: X asks flash_live_tiles, else all of [*lo, n). */
+template <bool X, bool CAUSAL>
+__device__ __forceinline__ void memeff_live(const MemeffParams &p, int b, int f0, int f1, int tile, int n,
+                                            bool fixed_is_queries, int &lo, int &hi) {
+    if (X) {
+        int a, e;
+        flash_live_tiles<CAUSAL>(p.mx.x, b, p.T, f0, f1, tile, n, fixed_is_queries, a, e);
+        lo = a;
+        hi = e;
+    } else {
+        hi = n;
+    }
 }
 
 template <int D>
@@ -115,16 +218,20 @@ static constexpr int memeff_fwd_smem() {
             MemeffTraits::Rows * (MemeffTraits::Cols + 1)) * 4;
 }
 
-template <typename E, int D>
+/* X = false reads the kind at run time (CAUSAL unused); X = true takes it from CAUSAL. */
+template <typename E, int D, bool X, bool CAUSAL>
 __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(MemeffParams p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sK = sQ + R * (D + 1), *sV = sK + C * (D + 1), *sP = sV + C * (D + 1);
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R; /* causal: heavy tiles first */
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const E *gq = (const E *)p.q + head, *gk = (const E *)p.k + head, *gv = (const E *)p.v + head;
+    const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
+    const E *gq = (const E *)p.q + qhead, *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
+    MemeffRowX rx = {};
+    if (X) rx = memeff_row_x(p, b, h);
 
     load_rows_f32<E, R, D>(sQ, gq, p.ld_qkv, q0, T);
     float o[4][ND], m[4], l[4];
@@ -134,11 +241,19 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
 #pragma unroll
         for (int j = 0; j < ND; j++) o[i][j] = 0.0f;
     }
-    int k_end = p.mask.kind == ATTN_MASK_CAUSAL ? min(T, q0 + R) : T;
-    for (int k0 = 0; k0 < k_end; k0 += C) {
+    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    int k_begin = 0, k_end = causal ? min(T, q0 + R) : T;
+    if (X) { /* only the key tiles some pair of the block sees */
+        int lo = 0, hi;
+        memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, (k_end + C - 1) / C, true, lo, hi);
+        k_begin = lo * C;
+        k_end = min(k_end, hi * C);
+    }
+    for (int k0 = k_begin; k0 < k_end; k0 += C) {
         load_rows_f32<E, C, D>(sK, gk, p.ld_qkv, k0, T);
         load_rows_f32<E, C, D>(sV, gv, p.ld_qkv, k0, T);
         __syncthreads();
+        const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + R, k0, k0 + C);
         float s[4][4];
         tile_abt<D>(s, sQ, sK);
 #pragma unroll
@@ -146,7 +261,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
             float mx = -INFINITY;
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                s[i][j] = masked_score(p, s[i][j], b, h, q0 + r0 + i, k0 + c0 + 16 * j);
+                s[i][j] = masked_score<X, CAUSAL>(p, rx, s[i][j], b, h, q0 + r0 + i, k0 + c0 + 16 * j, full);
                 mx = fmaxf(mx, s[i][j]);
             }
             float m_new = fmaxf(m[i], row_max16(mx));
@@ -200,58 +315,90 @@ static constexpr int memeff_dkv_smem() {
             2 * MemeffTraits::Rows * (MemeffTraits::Cols + 1) + 2 * MemeffTraits::Cols) * 4;
 }
 
-/* dK, dV for 32 keys: rows of the tiles are keys, columns queries. */
-template <typename E, int D>
+/* dK, dV for 32 keys of K/V head g: rows of the tiles are keys, columns queries; the query heads
+ * of g's group one after another. X: also dbias (this block owns keys [k0, k0 + 32) of (b, g)). */
+template <typename E, int D, bool X, bool CAUSAL>
 __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(MemeffParams p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sK = smem_f, *sV = sK + R * (D + 1), *sQ = sV + R * (D + 1), *sdO = sQ + C * (D + 1);
     float *sP = sdO + C * (D + 1), *sdS = sP + R * (C + 1), *sL = sdS + R * (C + 1), *sD = sL + C;
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, k0 = attn_block_tile(false) * R;
+    const int bg = attn_block_head(), b = bg / p.Hkv, g = bg % p.Hkv, k0 = attn_block_tile(false) * R;
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)g * D;
 
-    load_rows_f32<E, R, D>(sK, (const E *)p.k + head, p.ld_qkv, k0, T);
-    load_rows_f32<E, R, D>(sV, (const E *)p.v + head, p.ld_qkv, k0, T);
+    load_rows_f32<E, R, D>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
+    load_rows_f32<E, R, D>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
     float dk[4][ND], dv[4][ND];
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < ND; j++) dk[i][j] = dv[i][j] = 0.0f;
-    int q_begin = p.mask.kind == ATTN_MASK_CAUSAL ? (k0 / C) * C : 0;
-    for (int q0 = q_begin; q0 < T; q0 += C) {
-        load_rows_f32<E, C, D>(sQ, (const E *)p.q + head, p.ld_qkv, q0, T);
-        load_rows_f32<E, C, D>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
-        for (int x = threadIdx.x; x < C; x += MemeffTraits::kThreads) {
-            int t = q0 + x;
-            sL[x] = t < T ? p.lse[(long long)bh * T + t] : INFINITY;
-            sD[x] = t < T ? p.dvec[(long long)bh * T + t] : 0.0f;
-        }
-        __syncthreads();
-        float st[4][4], dpt[4][4];
-        tile_abt<D>(st, sK, sQ);
-        tile_abt<D>(dpt, sV, sdO);
-#pragma unroll
-        for (int i = 0; i < 4; i++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) {
-                int c = c0 + 16 * j;
-                float s = masked_score(p, st[i][j], b, h, q0 + c, k0 + r0 + i);
-                float pv = __expf(s - sL[c]);
-                sP[(r0 + i) * (C + 1) + c] = pv;
-                sdS[(r0 + i) * (C + 1) + c] = pv * (dpt[i][j] - sD[c]);
+    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    /* the query tiles [q_begin, q_end) that meet these keys (the same for every head) */
+    int q_begin = causal ? (k0 / C) * C : 0, q_end = T;
+    if (X) {
+        int lo = 0, hi;
+        memeff_live<X, CAUSAL>(p, b, k0, min(k0 + R, T), C, (T + C - 1) / C, false, lo, hi);
+        q_begin = lo * C;
+        q_end = min(T, hi * C);
+    }
+    const bool atomic = X && p.mx.dbias_atomic;
+    for (int h = g * p.group; h < (g + 1) * p.group; h++) {
+        const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
+        const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+        const long long bh = (long long)b * p.H + h;
+        MemeffRowX rx = {};
+        if (X) rx = memeff_row_x(p, b, h);
+        const bool key_sums = X && rx.dbias && rx.stride_row == 0; /* dbias[b, h, key] = sum over queries */
+        float ksum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (int q0 = q_begin; q0 < q_end; q0 += C) {
+            load_rows_f32<E, C, D>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
+            load_rows_f32<E, C, D>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
+            for (int x = threadIdx.x; x < C; x += MemeffTraits::kThreads) {
+                int t = q0 + x;
+                sL[x] = t < T ? p.lse[bh * T + t] : INFINITY;
+                sD[x] = t < T ? p.dvec[bh * T + t] : 0.0f;
             }
-        __syncthreads();
-        tile_ab<D>(dv, sP, sdO);
-        tile_ab<D>(dk, sdS, sQ);
-        __syncthreads();
+            __syncthreads();
+            const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + C, k0, k0 + R);
+            float st[4][4], dpt[4][4];
+            tile_abt<D>(st, sK, sQ);
+            tile_abt<D>(dpt, sV, sdO);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    int c = c0 + 16 * j, query = q0 + c, key = k0 + r0 + i;
+                    float s = masked_score<X, CAUSAL>(p, rx, st[i][j], b, h, query, key, full);
+                    float pv = __expf(s - sL[c]), ds = pv * (dpt[i][j] - sD[c]);
+                    sP[(r0 + i) * (C + 1) + c] = pv;
+                    sdS[(r0 + i) * (C + 1) + c] = ds;
+                    /* pv != 0 only for a visible pair inside [0, T) (L = +inf for rows >= T) */
+                    if (X && rx.dbias && pv != 0.0f && query < T && key < T) {
+                        if (key_sums) ksum[i] += ds;
+                        else memeff_add_dbias(rx.dbias + (long long)query * rx.stride_row + key, ds, atomic);
+                    }
+                }
+            __syncthreads();
+            tile_ab<D>(dv, sP, sdO);
+            tile_ab<D>(dk, sdS, sQ);
+            __syncthreads();
+        }
+        if (key_sums) { /* uniform over the block: every lane takes part in the shuffles */
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float v = row_sum16(ksum[i]);
+                int key = k0 + r0 + i;
+                if (c0 == 0 && key < T) memeff_add_dbias(rx.dbias + key, v, atomic);
+            }
+        }
     }
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         int t = k0 + r0 + i;
         if (t >= T) continue;
-        long long off = head + (long long)t * p.ld_qkv;
+        long long off = kvhead + (long long)t * p.ld_qkv;
 #pragma unroll
         for (int j = 0; j < ND; j++) {
             ((E *)p.dk)[off + c0 + 16 * j] = from_float<E>(dk[i][j] * p.scale);
@@ -267,19 +414,22 @@ static constexpr int memeff_dq_smem() {
 }
 
 /* dQ for 32 queries: rows are queries, columns keys. */
-template <typename E, int D>
+template <typename E, int D, bool X, bool CAUSAL>
 __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(MemeffParams p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sdO = sQ + R * (D + 1), *sK = sdO + R * (D + 1), *sV = sK + C * (D + 1);
     float *sdS = sV + C * (D + 1);
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+    MemeffRowX rx = {};
+    if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_f32<E, R, D>(sQ, (const E *)p.q + head, p.ld_qkv, q0, T);
+    load_rows_f32<E, R, D>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
     load_rows_f32<E, R, D>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
     float L[4], Dv[4], dq[4][ND];
 #pragma unroll
@@ -290,11 +440,19 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
 #pragma unroll
         for (int j = 0; j < ND; j++) dq[i][j] = 0.0f;
     }
-    int k_end = p.mask.kind == ATTN_MASK_CAUSAL ? min(T, q0 + R) : T;
-    for (int k0 = 0; k0 < k_end; k0 += C) {
-        load_rows_f32<E, C, D>(sK, (const E *)p.k + head, p.ld_qkv, k0, T);
-        load_rows_f32<E, C, D>(sV, (const E *)p.v + head, p.ld_qkv, k0, T);
+    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    int k_begin = 0, k_end = causal ? min(T, q0 + R) : T;
+    if (X) { /* only the key tiles some pair of the block sees */
+        int lo = 0, hi;
+        memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, (k_end + C - 1) / C, true, lo, hi);
+        k_begin = lo * C;
+        k_end = min(k_end, hi * C);
+    }
+    for (int k0 = k_begin; k0 < k_end; k0 += C) {
+        load_rows_f32<E, C, D>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
+        load_rows_f32<E, C, D>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
         __syncthreads();
+        const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + R, k0, k0 + C);
         float s[4][4], dp[4][4];
         tile_abt<D>(s, sQ, sK);
         tile_abt<D>(dp, sdO, sV);
@@ -302,7 +460,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
         for (int i = 0; i < 4; i++)
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                float sc = masked_score(p, s[i][j], b, h, q0 + r0 + i, k0 + c0 + 16 * j);
+                float sc = masked_score<X, CAUSAL>(p, rx, s[i][j], b, h, q0 + r0 + i, k0 + c0 + 16 * j, full);
                 float pv = __expf(sc - L[i]);
                 sdS[(r0 + i) * (C + 1) + c0 + 16 * j] = pv * (dp[i][j] - Dv[i]);
             }
@@ -314,7 +472,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     for (int i = 0; i < 4; i++) {
         int t = q0 + r0 + i;
         if (t >= T) continue;
-        E *row = (E *)p.dq + head + (long long)t * p.ld_qkv;
+        E *row = (E *)p.dq + qhead + (long long)t * p.ld_qkv;
 #pragma unroll
         for (int j = 0; j < ND; j++) row[c0 + 16 * j] = from_float<E>(dq[i][j] * p.scale);
     }
@@ -332,33 +490,58 @@ template <int D_> struct MemeffTcTraits {
     static constexpr int kSmemBytes = (2 * Rows + 2 * 2 * Cols) * kStride * 2 + 2 * 2 * Cols * 4;
 };
 
-/* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias. */
-template <int D, int MASK>
+/* The X kernels' mask on one 16 x (8 NT) score block in log2 units (rows from row0, columns from
+ * col0, global indices; keys_are_rows: the rows are keys, the columns queries): -inf where
+ * memeff_dead (not tested when `full`: every pair visible), else + log2(e) (bias - slope |i - j|). */
+template <int NT, bool CAUSAL>
+__device__ __forceinline__ void memeff_mask_frag(float s[][4], const MemeffRowX &r, int T, int row0, int col0,
+                                                 bool keys_are_rows, bool full) {
+    if (full && !r.bias && r.slope == 0.0f) return;
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int rr = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? rr : col, query = keys_are_rows ? col : rr;
+            if (!full && memeff_dead<CAUSAL>(r, T, query, key)) s[nt][e] = -INFINITY;
+            else s[nt][e] += LOG2E_F * memeff_bias_x(r, query, key);
+        }
+}
+
+/* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias.
+ * X = false: MASK is the kind (DENSE: the constant bias); X = true: MASK is CAUSAL or NONE. */
+template <int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+    constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, T = p.T;
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const bf16 *gq = (const bf16 *)p.q + head, *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
+    const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
+    const bf16 *gq = (const bf16 *)p.q + qhead, *gk = (const bf16 *)p.k + kvhead, *gv = (const bf16 *)p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
-    int n_tiles = (T + C - 1) / C;
-    if (MASK == ATTN_MASK_CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+    int n_tiles = (T + C - 1) / C, j_lo = 0;
+    if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+    memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, n_tiles, true, j_lo, n_tiles);
+    MemeffRowX rx = {};
+    if (X) rx = memeff_row_x(p, b, h);
 
     load_rows_async<R, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
-    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
-    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * C, T);
+    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
     uint32_t qf[KD][4];
     float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
     const int row0 = q0 + warp * 16;
-    for (int j = 0; j < n_tiles; j++) {
-        const int stage = j & 1;
+    for (int j = j_lo; j < n_tiles; j++) {
+        const int stage = (j - j_lo) & 1;
         if (j + 1 < n_tiles) {
             load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
             load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
@@ -366,7 +549,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (j == 0) {
+        if (j == j_lo) {
 #pragma unroll
             for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
         }
@@ -388,7 +571,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
 #pragma unroll
             for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
         const int col0 = j * C;
-        if (MASK == ATTN_MASK_DENSE || col0 + C > T || (MASK == ATTN_MASK_CAUSAL && col0 + C - 1 > row0))
+        if (X)
+            memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
+                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, row0, row0 + 16, col0, col0 + C));
+        else if (MASK == ATTN_MASK_DENSE || col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
             mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
         online_softmax_step<NT, ND>(s, o, m, l);
         uint32_t pf[NT / 2][4];
@@ -424,27 +610,35 @@ __device__ __forceinline__ void load_query_side(bf16 *sQ, bf16 *sdO, float *sL, 
     }
 }
 
-/* dK, dV for 64 keys (16 per warp, the MMA rows), query tiles streamed:
+/* dK, dV for 64 keys of K/V head g (16 per warp, the MMA rows); the query tiles of the group's
+ * query heads streamed one after another, (head, tile) pairs in one double-buffered sequence:
  *   S^T = K Q^T, P^T = 2^(S^T - L), dP^T = V dO^T, dS^T = P^T (dP^T - D);
- *   dV += P^T dO, dK += dS^T Q, all in registers. */
-template <int D, int MASK>
+ *   dV += P^T dO, dK += dS^T Q, all in registers. X: dbias += dS (this block owns its keys). */
+template <int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NQ = C / 8, ND = D / 8, KD = D / 16;
+    constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sK = (bf16 *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
     float *sL = (float *)(sdO + 2 * C * S), *sD = sL + 2 * C;
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, k0 = attn_block_tile(false) * R;
+    const int bg = attn_block_head(), b = bg / p.Hkv, g_kv = bg % p.Hkv, k0 = attn_block_tile(false) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
     const int g = lane >> 2, c = 2 * (lane & 3);
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)g_kv * D;
+    const long long qbase = (long long)b * T * p.ld_qkv, obase = (long long)b * T * p.ld_o;
     const float scale_log2 = p.scale * LOG2E_F;
-    const int m_first = MASK == ATTN_MASK_CAUSAL ? k0 / C : 0, m_end = (T + C - 1) / C;
+    int m_first = CAUSAL ? k0 / C : 0, m_end = (T + C - 1) / C;
+    memeff_live<X, CAUSAL>(p, b, k0, min(k0 + R, T), C, m_end, false, m_first, m_end);
+    const int h_first = g_kv * p.group, total = p.group * (m_end - m_first); /* (head, tile) pairs */
+    const bool atomic = X && p.mx.dbias_atomic;
 
-    load_rows_async<R, D, Tr::kThreads>(sK, (const bf16 *)p.k + head, p.ld_qkv, k0, T);
-    load_rows_async<R, D, Tr::kThreads>(sV, (const bf16 *)p.v + head, p.ld_qkv, k0, T);
-    load_query_side<D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, head, ohead, bh, m_first * C);
+    load_rows_async<R, D, Tr::kThreads>(sK, (const bf16 *)p.k + kvhead, p.ld_qkv, k0, T);
+    load_rows_async<R, D, Tr::kThreads>(sV, (const bf16 *)p.v + kvhead, p.ld_qkv, k0, T);
+    if (total > 0)
+        load_query_side<D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
+                                            obase + (long long)h_first * D, (long long)b * p.H + h_first,
+                                            m_first * C);
     cp_async_commit();
     float dk[ND][4], dv[ND][4];
 #pragma unroll
@@ -452,12 +646,17 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
 #pragma unroll
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
     const int key_row0 = k0 + warp * 16;
-    for (int mi = m_first; mi < m_end; mi++) {
-        const int stage = (mi - m_first) & 1;
-        if (mi + 1 < m_end)
+    float ksum[2] = {0.0f, 0.0f}; /* X, stride_row = 0: this thread's part of keys g, g + 8 */
+    int h = h_first, mi = m_first;
+    for (int it = 0; it < total; it++) {
+        const int stage = it & 1;
+        int nh = h, nmi = mi + 1; /* the next pair; nmi == m_first: head h ends with this tile */
+        if (nmi == m_end) { nmi = m_first; nh++; }
+        if (it + 1 < total)
             load_query_side<D, C, Tr::kThreads>(sQ + (stage ^ 1) * C * S, sdO + (stage ^ 1) * C * S,
-                                                sL + (stage ^ 1) * C, sD + (stage ^ 1) * C, p, head,
-                                                ohead, bh, (mi + 1) * C);
+                                                sL + (stage ^ 1) * C, sD + (stage ^ 1) * C, p,
+                                                qbase + (long long)nh * D, obase + (long long)nh * D,
+                                                (long long)b * p.H + nh, nmi * C);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -480,9 +679,15 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
 #pragma unroll
             for (int e = 0; e < 4; e++) st[nt][e] *= scale_log2;
         const int q0 = mi * C;
-        if (MASK == ATTN_MASK_DENSE || q0 + C > T || key_row0 + 16 > T ||
-            (MASK == ATTN_MASK_CAUSAL && key_row0 + 15 > q0))
+        MemeffRowX rx = {};
+        if (X) {
+            rx = memeff_row_x(p, b, h);
+            memeff_mask_frag<NQ, CAUSAL>(st, rx, T, key_row0, q0, true,
+                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + C, key_row0, key_row0 + 16));
+        } else if (MASK == ATTN_MASK_DENSE || q0 + C > T || key_row0 + 16 > T ||
+                   (CAUSAL && key_row0 + 15 > q0)) {
             mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &p.mask, b, h);
+        }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
             float2 Lq = *(const float2 *)(L_t + nt * 8 + c), Dq = *(const float2 *)(D_t + nt * 8 + c);
@@ -492,6 +697,30 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
                 float pv = exp2f(st[nt][e] - L2[e & 1]);
                 st[nt][e] = pv;
                 dpt[nt][e] = pv * (dpt[nt][e] - Dd[e & 1]);
+            }
+        }
+        if (X && rx.dbias) {
+            /* dS (fp32, before bf16 rounding) into dbias; pv != 0 only for a visible pair inside
+             * [0, T) (rows >= T load L = 0 and are masked to -inf; masked pairs give 0). */
+            const bool key_sums = rx.stride_row == 0;
+#pragma unroll
+            for (int nt = 0; nt < NQ; nt++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    int key = key_row0 + g + (e >= 2 ? 8 : 0), query = q0 + nt * 8 + c + (e & 1);
+                    if (st[nt][e] != 0.0f && key < T && query < T) {
+                        if (key_sums) ksum[e >> 1] += dpt[nt][e];
+                        else memeff_add_dbias(rx.dbias + (long long)query * rx.stride_row + key, dpt[nt][e], atomic);
+                    }
+                }
+            if (key_sums && nmi == m_first) { /* head h's last tile: warp-uniform */
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    float v = quad_sum(ksum[half]);
+                    ksum[half] = 0.0f;
+                    int key = key_row0 + g + 8 * half;
+                    if ((lane & 3) == 0 && key < T) memeff_add_dbias(rx.dbias + key, v, atomic);
+                }
             }
         }
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
@@ -510,13 +739,15 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
                 mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
             }
         __syncthreads(); /* this stage is reloaded two tiles on */
+        h = nh;
+        mi = nmi;
     }
     cp_async_wait<0>();
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         int t = key_row0 + g + 8 * half;
         if (t < T) {
-            long long off = head + (long long)t * p.ld_qkv + c;
+            long long off = kvhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
                 *(uint32_t *)((bf16 *)p.dk + off + dt * 8) =
@@ -529,27 +760,32 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
 
 /* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:
  *   S = Q K^T, P = 2^(S - L), dP = dO V^T, dS = P (dP - D), dQ += dS K in registers. */
-template <int D, int MASK>
+template <int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+    constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
     bf16 *sQ = (bf16 *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
-    const int g = lane >> 2, c = 2 * (lane & 3);
-    const long long head = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const int g = lane >> 2;
+    const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
+    const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
-    const bf16 *gk = (const bf16 *)p.k + head, *gv = (const bf16 *)p.v + head;
+    const bf16 *gk = (const bf16 *)p.k + kvhead, *gv = (const bf16 *)p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
-    int n_tiles = (T + C - 1) / C;
-    if (MASK == ATTN_MASK_CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+    int n_tiles = (T + C - 1) / C, j_lo = 0;
+    if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
+    memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, n_tiles, true, j_lo, n_tiles);
+    MemeffRowX rx = {};
+    if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_async<R, D, Tr::kThreads>(sQ, (const bf16 *)p.q + head, p.ld_qkv, q0, T);
+    load_rows_async<R, D, Tr::kThreads>(sQ, (const bf16 *)p.q + qhead, p.ld_qkv, q0, T);
     load_rows_async<R, D, Tr::kThreads>(sdO, (const bf16 *)p.dout + ohead, p.ld_o, q0, T);
-    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, 0, T);
-    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, 0, T);
+    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * C, T);
+    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
     const int row0 = q0 + warp * 16;
     float L2[2], Dv[2], dq[ND][4];
@@ -561,8 +797,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     }
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) dq[dt][0] = dq[dt][1] = dq[dt][2] = dq[dt][3] = 0.0f;
-    for (int j = 0; j < n_tiles; j++) {
-        const int stage = j & 1;
+    for (int j = j_lo; j < n_tiles; j++) {
+        const int stage = (j - j_lo) & 1;
         if (j + 1 < n_tiles) {
             load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
             load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
@@ -588,8 +824,11 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
 #pragma unroll
             for (int e = 0; e < 4; e++) s[nt][e] *= scale_log2;
         const int col0 = j * C;
-        if (MASK == ATTN_MASK_DENSE || col0 + C > T || row0 + 16 > T ||
-            (MASK == ATTN_MASK_CAUSAL && col0 + C - 1 > row0))
+        if (X)
+            memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
+                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, row0, row0 + 16, col0, col0 + C));
+        else if (MASK == ATTN_MASK_DENSE || col0 + C > T || row0 + 16 > T ||
+                 (CAUSAL && col0 + C - 1 > row0))
             mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
@@ -612,11 +851,12 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
         __syncthreads();
     }
     cp_async_wait<0>();
+    const int c = 2 * (lane & 3);
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         int t = row0 + g + 8 * half;
         if (t < T) {
-            bf16 *row = (bf16 *)p.dq + head + (long long)t * p.ld_qkv + c;
+            bf16 *row = (bf16 *)p.dq + qhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++)
                 *(uint32_t *)(row + dt * 8) = pack_bf16x2(dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
@@ -624,30 +864,51 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     }
 }
 
-template <int D, int MASK>
+/* ---- host side ------------------------------------------------------------------------------ */
+
+/* Launches a tiled kernel over (tiles of `rows` rows of T, `heads`) blocks: the query heads B*H
+ * (forward, dQ) or the K/V heads B*Hkv (dKV). */
+static int memeff_launch(void (*kernel)(MemeffParams), const AttnShape *s, int rows, long long heads, int threads,
+                         int smem, MemeffParams p, cudaStream_t st) {
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((unsigned)((s->T + rows - 1) / rows), (unsigned)heads);
+    kernel<<<grid, threads, smem, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+static long long memeff_q_heads(const AttnShape *s) { return (long long)s->B * s->H; }
+static long long memeff_kv_heads(const AttnShape *s) { return (long long)s->B * attn_kv_heads(s); }
+
+template <int D, int MASK, bool X>
 static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Tr = MemeffTcTraits<D>;
-    return attn_launch_tiled(memeff_tc_forward_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
+    return memeff_launch(memeff_tc_forward_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+                         Tr::kSmemBytes, p, st);
 }
 
-template <int D, int MASK>
+template <int D, int MASK, bool X>
 static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Tr = MemeffTcTraits<D>;
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<bf16><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    int rc = attn_launch_tiled(memeff_tc_dkv_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
-    return rc ? rc : attn_launch_tiled(memeff_tc_dq_kernel<D, MASK>, s, Tr::Rows, Tr::kThreads, Tr::kSmemBytes, p, st);
+    int rc = memeff_launch(memeff_tc_dkv_kernel<D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
+                           Tr::kSmemBytes, p, st);
+    return rc ? rc : memeff_launch(memeff_tc_dq_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+                                   Tr::kSmemBytes, p, st);
 }
 
-/* Calls F<D, MASK> for the shape's head dimension and mask kind. */
-#define MEMEFF_TC_DISPATCH_D(F, MASK, s, ...)                                                \
-    ((s)->D == 32 ? F<32, MASK>(__VA_ARGS__)                                                 \
-     : (s)->D == 64 ? F<64, MASK>(__VA_ARGS__) : F<128, MASK>(__VA_ARGS__))
-#define MEMEFF_TC_DISPATCH(F, s, ...)                                                        \
-    ((s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, s, __VA_ARGS__) \
-     : (s)->mask.kind == ATTN_MASK_DENSE ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_DENSE, s, __VA_ARGS__) \
-     : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, s, __VA_ARGS__))
+/* Calls F<D, MASK, X> for the shape's head dimension, mask kind and X (the mask family beyond
+ * kind + constant DENSE bias; X reads a DENSE kind's bias at run time, so it runs as NONE). */
+#define MEMEFF_TC_DISPATCH_D(F, MASK, X, s, ...)                                             \
+    ((s)->D == 32 ? F<32, MASK, X>(__VA_ARGS__)                                              \
+     : (s)->D == 64 ? F<64, MASK, X>(__VA_ARGS__) : F<128, MASK, X>(__VA_ARGS__))
+#define MEMEFF_TC_DISPATCH(F, x, s, ...)                                                     \
+    ((x) ? ((s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, true, s, __VA_ARGS__) \
+                                              : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, true, s, __VA_ARGS__)) \
+     : (s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, false, s, __VA_ARGS__) \
+     : (s)->mask.kind == ATTN_MASK_DENSE ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_DENSE, false, s, __VA_ARGS__) \
+     : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, false, s, __VA_ARGS__))
 
 static bool memeff_use_tc(const AttnShape *s, const void *const *ptrs, int n) {
     if (s->dtype != ATTN_BF16 || s->ld_qkv % 8 || s->ld_o % 8) return false;
@@ -656,13 +917,28 @@ static bool memeff_use_tc(const AttnShape *s, const void *const *ptrs, int n) {
     return true;
 }
 
-/* ---- host side ------------------------------------------------------------------------------ */
+/* The X kernels run the shape: forward for a window, documents, key padding, ALiBi or a bias with
+ * CAUSAL / NONE; backward for those or a bias gradient (attn_mask_has_extras). */
+static bool memeff_x_forward(const AttnShape *s) {
+    return flash_mask_has_extras(s) || (s->mask.bias && s->mask.kind != ATTN_MASK_DENSE);
+}
+static bool memeff_x_backward(const AttnShape *s) { return attn_mask_has_extras(&s->mask) != 0; }
 
+/* Everything attention.h allows, except what the kernels were not built for (the head
+ * dimensions, the grid's y limit). `doc` is a device array, so that it never decreases within a
+ * sequence (attention.h) is the caller's promise, not checked here. */
 static const char *memeff_unsupported(const AttnShape *s) {
-    const char *why = attn_shape_problem(s);
+    const char *why = attn_shape_basics(s);
     if (why) return why;
+    const AttnMask *m = &s->mask;
     if (s->D != 32 && s->D != 64 && s->D != 128) return "memeff: head dimension must be 32, 64 or 128";
     if ((long long)s->B * s->H > kAttnMaxHeads) return "memeff: B * H > 65535";
+    if (s->Hkv < 0 || s->H % attn_kv_heads(s)) return "memeff: Hkv must divide H";
+    if (!isfinite(s->scale)) return "memeff: scale must be finite";
+    if (m->bias && (m->stride_b < 0 || m->stride_h < 0 || m->stride_row < 0))
+        return "memeff: bias strides must be >= 0";
+    if (m->dbias && !m->bias) return "memeff: a bias gradient needs a bias";
+    if (m->window < 0) return "memeff: window must be >= 0";
     return NULL;
 }
 static size_t memeff_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
@@ -671,37 +947,52 @@ static size_t memeff_workspace_bytes(const AttnShape *s) { return (size_t)attn_r
 static MemeffParams memeff_params(const AttnShape *s) {
     MemeffParams p;
     memset(&p, 0, sizeof p);
+    const AttnMask *m = &s->mask;
     p.mask = mask_dev(s);
+    p.mx.x = flash_mask(s);
+    p.mx.bias = m->bias;
+    p.mx.dbias = m->dbias;
+    p.mx.stride_b = m->stride_b; p.mx.stride_h = m->stride_h; p.mx.stride_row = m->stride_row;
+    /* blocks are (key tile, b, K/V head): they share dbias entries only across a broadcast b or
+     * a head stride of 0 between K/V heads (a group's heads run in one block, in order) */
+    p.mx.dbias_atomic = (m->stride_b == 0 && s->B > 1) || (m->stride_h == 0 && attn_kv_heads(s) > 1);
     p.T = s->T; p.H = s->H;
+    p.Hkv = attn_kv_heads(s);
+    p.group = s->H / p.Hkv;
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
     p.scale = s->scale;
     return p;
 }
 
-template <typename E, int D>
+template <typename E, int D, bool X, bool CAUSAL>
 static int memeff_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    return attn_launch_tiled(memeff_forward_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
-                             memeff_fwd_smem<D>(), p, st);
+    return memeff_launch(memeff_forward_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_q_heads(s),
+                         MemeffTraits::kThreads, memeff_fwd_smem<D>(), p, st);
 }
 
-template <typename E, int D>
+template <typename E, int D, bool X, bool CAUSAL>
 static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     long long rows = attn_rows(s);
     memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    int rc = attn_launch_tiled(memeff_dkv_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
-                               memeff_dkv_smem<D>(), p, st);
-    return rc ? rc : attn_launch_tiled(memeff_dq_kernel<E, D>, s, MemeffTraits::Rows, MemeffTraits::kThreads,
-                                       memeff_dq_smem<D>(), p, st);
+    int rc = memeff_launch(memeff_dkv_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_kv_heads(s),
+                           MemeffTraits::kThreads, memeff_dkv_smem<D>(), p, st);
+    return rc ? rc : memeff_launch(memeff_dq_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_q_heads(s),
+                                   MemeffTraits::kThreads, memeff_dq_smem<D>(), p, st);
 }
 
-/* Calls F<E, D> for the shape's element type and head dimension. */
-#define MEMEFF_DISPATCH(F, s, ...)                                                           \
+/* Calls F<E, D, X, CAUSAL> for the shape's element type, head dimension and X (X = false reads
+ * the kind at run time: CAUSAL false). */
+#define MEMEFF_DISPATCH_ED(F, X, C, s, ...)                                                  \
     ((s)->dtype == ATTN_BF16                                                                 \
-         ? ((s)->D == 32 ? F<bf16, 32>(__VA_ARGS__)                                          \
-            : (s)->D == 64 ? F<bf16, 64>(__VA_ARGS__) : F<bf16, 128>(__VA_ARGS__))           \
-         : ((s)->D == 32 ? F<float, 32>(__VA_ARGS__)                                         \
-            : (s)->D == 64 ? F<float, 64>(__VA_ARGS__) : F<float, 128>(__VA_ARGS__)))
+         ? ((s)->D == 32 ? F<bf16, 32, X, C>(__VA_ARGS__)                                    \
+            : (s)->D == 64 ? F<bf16, 64, X, C>(__VA_ARGS__) : F<bf16, 128, X, C>(__VA_ARGS__)) \
+         : ((s)->D == 32 ? F<float, 32, X, C>(__VA_ARGS__)                                   \
+            : (s)->D == 64 ? F<float, 64, X, C>(__VA_ARGS__) : F<float, 128, X, C>(__VA_ARGS__)))
+#define MEMEFF_DISPATCH(F, x, s, ...)                                                        \
+    (!(x) ? MEMEFF_DISPATCH_ED(F, false, false, s, __VA_ARGS__)                              \
+     : (s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_DISPATCH_ED(F, true, true, s, __VA_ARGS__) \
+     : MEMEFF_DISPATCH_ED(F, true, false, s, __VA_ARGS__))
 
 static int memeff_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o,
                           void *saved, void *workspace, void *stream) {
@@ -711,8 +1002,9 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
     p.q = q; p.k = k; p.v = v; p.out = o;
     p.lse = (float *)saved;
     const void *ptrs[] = {q, k, v, o};
-    if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, s, s, p, attn_stream(stream));
-    return MEMEFF_DISPATCH(memeff_launch_forward, s, s, p, attn_stream(stream));
+    const bool x = memeff_x_forward(s);
+    if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, x, s, s, p, attn_stream(stream));
+    return MEMEFF_DISPATCH(memeff_launch_forward, x, s, s, p, attn_stream(stream));
 }
 
 static int memeff_backward(const AttnShape *s, const void *q, const void *k, const void *v,
@@ -726,8 +1018,9 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
     p.lse = (float *)saved;
     p.dvec = (float *)workspace;
     const void *ptrs[] = {q, k, v, o, dout, dq, dk, dv};
-    if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, s, s, p, attn_stream(stream));
-    return MEMEFF_DISPATCH(memeff_launch_backward, s, s, p, attn_stream(stream));
+    const bool x = memeff_x_backward(s);
+    if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, x, s, s, p, attn_stream(stream));
+    return MEMEFF_DISPATCH(memeff_launch_backward, x, s, s, p, attn_stream(stream));
 }
 
 const AttnImpl attn_memeff_cuda = {ATTN_MEMEFF,        ATTN_CUDA,          memeff_unsupported,
