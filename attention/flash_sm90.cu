@@ -619,6 +619,7 @@ bool flash_sm90_enabled(void) {
 const char *flash_sm90_refuses(const AttnShape *s) {
     if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
     if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
+    if (s->H % attn_kv_heads(s)) return "flash-sm90: the K/V heads (Hkv) must divide H";
     if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return "flash-sm90: no dense bias";
     if (s->mask.bias || s->mask.dbias) return "flash-sm90: no dense bias (flash-mma adds it)";
     return NULL;
