@@ -284,10 +284,17 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
             for (int kk = 0; kk < KD; kk++) load_a_frag_sw128<Br>(qf[kk], sQ, wg * 64 + warp * 16, kk * 16);
         }
         const int col0 = j * Bc;
-        /* no rows, or all of this warpgroup's pairs masked */
+        /* no rows, or all of this warpgroup's pairs masked. A warpgroup may skip tiles after its
+         * hull while later tiles still load (EXTRA, non-causal documents: its rows' documents end
+         * long before the block's): its last P V must retire before the next barrier, after which
+         * that tile's buffer is reloaded. (Without EXTRA a warpgroup skips at most the block's last
+         * two tiles, past every reload.) */
         if (EXTRA) {
             const int2 wr = ex.wg_hull[wg];
-            if (col0 >= wr.y || col0 + Bc <= wr.x) continue;
+            if (col0 >= wr.y || col0 + Bc <= wr.x) {
+                wgmma_wait<0>();
+                continue;
+            }
         } else if (wg_row0 >= T || (CAUSAL && col0 > wg_row_last)) {
             continue;
         }
