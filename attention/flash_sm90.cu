@@ -15,6 +15,13 @@
  *   buffer's last reader (P V_j, possibly in flight) and its next writer: kStages =
  *   kPrefetch + 2, and one barrier per tile.
  * The backward's main kernel is described above flash_bwd_sm90_kernel.
+ * The mask family beyond causal (window, documents, key padding, ALiBi: FlashMask) runs in the
+ * EXTRA instantiation of each kernel (a template bool; the plain causal / no-mask kernels are
+ * the same code without it): the tiles a block visits, the tiles that need a per-element mask and
+ * the mask itself come from closed forms of each row's key interval (Sm90Spans below), so that
+ * cost follows the unmasked area. Grouped-query attention: query head h reads K/V head
+ * h / group in place; the backward runs one block per (key tile, batch, K/V head) that loops
+ * over the group's query heads, so dK and dV are summed in registers.
  * Why: mma.sync streams every B fragment through registers with ldmatrix (~0.3 loads per MMA)
  * and kept the tensor cores at roughly 60% (dev/attention_notes.md, v5); wgmma reads its
  * operands straight from shared memory and runs asynchronously to the softmax.
@@ -23,6 +30,7 @@
  * Built only for sm_90a (Makefile: -DFLASH_SM90); elsewhere the entry points answer -1 and
  * flash.cu runs its own kernels (attn_flash_mma_cuda always does).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include "attention/cuda_common.cuh"
@@ -50,22 +58,140 @@ template <int D_> struct Sm90FwdTraits {
     static constexpr int kThreads = 128 * kWarpgroups;
     static constexpr int kQBytes = Br * D * 2, kTileBytes = Bc * D * 2;
     static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
+    static constexpr int kWarps = 4 * kWarpgroups;
+};
+
+/* The EXTRA forward's static shared memory: the key tiles' document starts (read with
+ * non-causal documents only); per row of the block its keys [klo, khi) leaving out a non-causal
+ * document's end (Sm90Spans), and its document start; per warp [full_lo, full_hi): the key tiles
+ * inside it are visible to all of the warp's 16 rows (no per-element mask); per warpgroup its
+ * hull (tiles outside are skipped); ALiBi's slope in unscaled units. In registers (or dynamic
+ * smem, whose addresses take registers) they spilled at the 168-register cap. */
+template <class Tr> struct Sm90FwdExtra {
+    int key_doc[Tr::kStages][Tr::Bc];
+    int row_lo[Tr::Br], row_hi[Tr::Br], row_doc[Tr::Br];
+    int2 warp_full[Tr::kWarps], wg_hull[Tr::kWarpgroups];
+    float slope;
 };
 
 struct Sm90Params {
     const bf16 *q, *k, *v;
     bf16 *out;
     float *lse;
-    int T, H;
+    int T, H, group; /* group = H / Hkv query heads per K/V head */
     long long ld_qkv, ld_o;
     float scale_log2;
 };
+struct Sm90XParams {
+    Sm90Params p;
+    FlashMask x; /* read by the EXTRA instantiations only */
+};
 
-template <int D, bool CAUSAL>
+/* ---- the mask family in closed form (EXTRA) --------------------------------------------------
+ * Every piece of the mask (attention.h) leaves query r one interval of keys, and key j one
+ * interval of queries, whose two ends never decrease along r (along j); so the keys a block of
+ * rows [r0, r1] meets lie in [lo(r0), hi(r1)), and a tile is visible pair by pair ("full") iff
+ * lo(r1) <= its first column and its last column < hi(r0). The one end with no closed form is a
+ * document's end (the next document's start): sm90_doc_end finds it by a warp-wide search.
+ * This relies on attention.h's definition of doc: doc[t] is the position where t's document
+ * starts (so doc[t] <= t, and t's document is [doc[t], the next start)), as attn_doc_from_starts
+ * builds it; flash-mma's predicates compare doc values only. */
+
+/* The first position in [lo, hi) whose document start exceeds v (d non-decreasing), or hi.
+ * Warp-wide: every lane of the warp calls it with the same arguments; 32 probes per round
+ * shrink the range 32-fold (3 dependent loads at T = 16K). */
+__device__ __forceinline__ int sm90_doc_end(const int *d, int lo, int hi, int v) {
+    const int lane = threadIdx.x & 31;
+    if (lo >= hi) return hi;
+    while (hi - lo > 32) { /* the answer lies in [lo, hi] */
+        const int step = (hi - lo + 31) >> 5, p = lo + lane * step;
+        const unsigned m = __ballot_sync(0xffffffffu, p >= hi || __ldg(d + p) > v);
+        if (m == 0) { /* all 32 probes are < hi and <= v */
+            lo += 31 * step + 1;
+            continue;
+        }
+        const int k = __ffs(m) - 1;
+        if (k == 0) return lo;
+        hi = min(hi, lo + k * step); /* probe k is > v or >= hi, probe k - 1 is <= v */
+        lo += (k - 1) * step + 1;
+    }
+    const int p = lo + lane;
+    const unsigned m = __ballot_sync(0xffffffffu, p >= hi || __ldg(d + p) > v);
+    return m ? lo + __ffs(m) - 1 : hi;
+}
+
+/* The mask of one sequence b as row intervals. Queries r < T, keys j: the functions ending in
+ * _doc are warp-wide (sm90_doc_end) and must be called with a warp-uniform argument. */
+template <bool CAUSAL> struct Sm90Spans {
+    int T, W;      /* W: the window (0: none), clamped to T (a window >= T masks nothing) */
+    int kb, ke;    /* the valid keys [kb, ke), within [0, T] */
+    const int *d;  /* the sequence's document starts, or NULL */
+
+    /* First key query r sees. */
+    __device__ __forceinline__ int klo(int r) const {
+        int lo = max(kb, W > 0 ? r - W + 1 : 0);
+        return d ? max(lo, __ldg(d + r)) : lo;
+    }
+    /* One past the last key query r sees, leaving out a non-causal document's end. */
+    __device__ __forceinline__ int khi(int r) const { return min(ke, CAUSAL ? r + 1 : W > 0 ? r + W : T); }
+    /* The same with the document's end (causal: r's own key comes first). */
+    __device__ __forceinline__ int khi_doc(int r) const {
+        const int hi = khi(r);
+        return !CAUSAL && d && hi > r + 1 ? sm90_doc_end(d, r + 1, hi, __ldg(d + r)) : hi;
+    }
+    /* First query that sees key j, leaving out documents. */
+    __device__ __forceinline__ int qlo(int j) const { return max(CAUSAL ? j : 0, W > 0 ? j - W + 1 : 0); }
+    /* One past the last query that sees key j, leaving out documents (0: j is padding or >= T). */
+    __device__ __forceinline__ int qhi(int j) const { return j < kb || j >= ke ? 0 : min(T, W > 0 ? j + W : T); }
+    /* The same with the end of j's document. */
+    __device__ __forceinline__ int qhi_doc(int j) const {
+        const int hi = qhi(j);
+        return d && hi > j + 1 ? sm90_doc_end(d, j + 1, hi, __ldg(d + j)) : hi;
+    }
+};
+template <bool CAUSAL, bool EXTRA>
+__device__ __forceinline__ Sm90Spans<CAUSAL> sm90_spans(const FlashMask &x, int b, int T) {
+    Sm90Spans<CAUSAL> sp = {T, 0, 0, T, nullptr};
+    if (!EXTRA) return sp;
+    sp.W = min(x.window, T);
+    sp.kb = x.key_begin ? max(__ldg(x.key_begin + b), 0) : 0;
+    sp.ke = x.key_end ? min(__ldg(x.key_end + b), T) : T;
+    sp.d = x.doc ? x.doc + (long long)b * T : nullptr;
+    return sp;
+}
+
+/* A score fragment (rows row0 + g, + 8 of the warp; columns col0 + 8 nt + c, + 1) -> -inf outside
+ * the rows' column intervals [lo[half], hi[half]), and where cdoc (the tile's column document
+ * starts in smem, or NULL) differs from the row's document rdoc[half]. ALiBi is added apart
+ * (alibi_tile; -inf stays -inf): fused here it made the forward spill. */
+template <int NT>
+__device__ __forceinline__ void sm90_mask_tile(float s[][4], const int lo[2], const int hi[2], const int *cdoc,
+                                               const int rdoc[2], int col0) {
+    const int c = 2 * (threadIdx.x & 3);
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        /* element (nt, e) of this half sits k = 8 nt + (e & 1) columns right of col0 + c */
+        const int a = lo[half] - col0 - c, z = hi[half] - col0 - c;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+            const int2 cd = cdoc ? *(const int2 *)(cdoc + nt * 8 + c) : make_int2(0, 0);
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int k = nt * 8 + e;
+                bool dead = k < a || k >= z;
+                if (cdoc) dead = dead || (e ? cd.y : cd.x) != rdoc[half];
+                if (dead) s[nt][2 * half + e] = -INFINITY;
+            }
+        }
+    }
+}
+
+template <int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(Sm90FwdTraits<D>::kThreads, Sm90FwdTraits<D>::kMinBlocks)
-flash_fwd_sm90_kernel(Sm90Params p) {
+flash_fwd_sm90_kernel(Sm90XParams px) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90FwdTraits<D>;
+    const Sm90Params &p = px.p;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16;
     constexpr int kStages = Tr::kStages, kPrefetch = Tr::kPrefetch;
     extern __shared__ unsigned char smem_raw[];
@@ -77,25 +203,61 @@ flash_fwd_sm90_kernel(Sm90Params p) {
     const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4;
     const int T = p.T, q0 = m_blk * Br;
-    const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const bf16 *gq = p.q + head_off, *gk = p.k + head_off, *gv = p.v + head_off;
+    const long long seq_off = (long long)b * T * p.ld_qkv, kv_off = seq_off + (long long)(h / p.group) * D;
+    const bf16 *gq = p.q + seq_off + (long long)h * D, *gk = p.k + kv_off, *gv = p.v + kv_off;
 
     int n_tiles = (T + Bc - 1) / Bc;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
     const int wg_row0 = q0 + wg * 64, warp_row0 = wg_row0 + warp * 16;
     const int wg_row_last = min(wg_row0 + 63, T - 1);
 
-    auto load_tile = [&](int j) {
-        int stage = j % kStages;
-        load_rows_sw128_async<Bc, D, Tr::kThreads>(sK + stage * Tr::kTileBytes, gk, p.ld_qkv, j * Bc, T);
-        load_rows_sw128_async<Bc, D, Tr::kThreads>(sV + stage * Tr::kTileBytes, gv, p.ld_qkv, j * Bc, T);
+    load_rows_sw128_async<Br, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T); /* committed with the first K, V tile */
+
+    /* EXTRA: the block visits the key tiles [j, n_tiles) of its hull */
+    __shared__ Sm90FwdExtra<Tr> ex;
+    const bool doc_cols = EXTRA && !CAUSAL && px.x.doc; /* per-score document test against ex.key_doc */
+    const int *doc = px.x.doc ? px.x.doc + (long long)b * T : nullptr;
+    int j = 0;
+    if (EXTRA) {
+        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(px.x, b, T);
+        const int lo = sp.klo(q0), hi = sp.khi_doc(min(q0 + Br, T) - 1);
+        j = lo / Bc;
+        n_tiles = min(n_tiles, (hi + Bc - 1) / Bc);
+        if (n_tiles <= j) j = 0, n_tiles = 1; /* no row sees a key: one tile, which every warpgroup skips */
+        if (threadIdx.x < Br) {
+            const int r = q0 + threadIdx.x;
+            ex.row_lo[threadIdx.x] = r < T ? sp.klo(r) : 0;
+            ex.row_hi[threadIdx.x] = r < T ? sp.khi(r) : 0;
+            ex.row_doc[threadIdx.x] = doc_cols && r < T ? __ldg(doc + r) : 0;
+        }
+        const int full_lo = warp_row0 + 15 < T ? sp.klo(warp_row0 + 15) : INT_MAX;
+        const int full_hi = warp_row0 < T ? sp.khi_doc(warp_row0) : 0;
+        if ((threadIdx.x & 31) == 0) ex.warp_full[wg * 4 + warp] = make_int2(full_lo, full_hi);
+        if (warp == 0) {
+            int wg_lo = 0, wg_hi = 0;
+            if (wg_row0 < T) wg_lo = sp.klo(wg_row0), wg_hi = sp.khi_doc(wg_row_last);
+            if (wg_hi <= wg_lo) wg_lo = wg_hi = 0;
+            if ((threadIdx.x & 31) == 0) ex.wg_hull[wg] = make_int2(wg_lo, wg_hi);
+        }
+        if (threadIdx.x == 0) ex.slope = px.x.slopes ? __ldg(px.x.slopes + h) * px.x.inv_scale : 0.0f;
+    } /* published by the first tile's barrier */
+
+    auto load_tile = [&](int jt) {
+        int stage = jt % kStages;
+        load_rows_sw128_async<Bc, D, Tr::kThreads>(sK + stage * Tr::kTileBytes, gk, p.ld_qkv, jt * Bc, T);
+        load_rows_sw128_async<Bc, D, Tr::kThreads>(sV + stage * Tr::kTileBytes, gv, p.ld_qkv, jt * Bc, T);
+        if (doc_cols)
+            for (int i = threadIdx.x; i < Bc; i += Tr::kThreads) {
+                int t = jt * Bc + i;
+                bool ok = t < T;
+                cp_async_4(&ex.key_doc[stage][i], doc + (ok ? t : 0), ok);
+            }
     };
-    load_rows_sw128_async<Br, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
-    load_tile(0);
+    load_tile(j);
     cp_async_commit();
 #pragma unroll
-    for (int j = 1; j < kPrefetch; j++) {
-        if (j < n_tiles) load_tile(j);
+    for (int jp = 1; jp < kPrefetch; jp++) {
+        if (j + jp < n_tiles) load_tile(j + jp);
         cp_async_commit();
     }
 
@@ -105,9 +267,9 @@ flash_fwd_sm90_kernel(Sm90Params p) {
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
 
-    /* n_tiles >= 1 (T >= 1, q0 < T); a do-while has no zero-trip path, on which ptxas would
+    /* n_tiles > j (T >= 1, q0 < T); a do-while has no zero-trip path, on which ptxas would
      * see O's registers zeroed while the loop's last P V may be in flight and serialize */
-    int j = 0;
+    const int j_first = j;
     do {
         /* tile j has landed (kPrefetch - 1 later groups may still fly); publish it to wgmma */
         cp_async_wait<kPrefetch - 1>();
@@ -117,12 +279,25 @@ flash_fwd_sm90_kernel(Sm90Params p) {
          * warpgroup before it reached this barrier */
         if (j + kPrefetch < n_tiles) load_tile(j + kPrefetch);
         cp_async_commit();
-        if (Tr::kQRegs && j == 0) {
+        if (Tr::kQRegs && j == j_first) {
 #pragma unroll
             for (int kk = 0; kk < KD; kk++) load_a_frag_sw128<Br>(qf[kk], sQ, wg * 64 + warp * 16, kk * 16);
         }
         const int col0 = j * Bc;
-        if (wg_row0 >= T || (CAUSAL && col0 > wg_row_last)) continue; /* no rows, or all masked */
+        /* no rows, or all of this warpgroup's pairs masked. A warpgroup may skip tiles after its
+         * hull while later tiles still load (EXTRA, non-causal documents: its rows' documents end
+         * long before the block's): its last P V must retire before the next barrier, after which
+         * that tile's buffer is reloaded. (Without EXTRA a warpgroup skips at most the block's last
+         * two tiles, past every reload.) */
+        if (EXTRA) {
+            const int2 wr = ex.wg_hull[wg];
+            if (col0 >= wr.y || col0 + Bc <= wr.x) {
+                wgmma_wait<0>();
+                continue;
+            }
+        } else if (wg_row0 >= T || (CAUSAL && col0 > wg_row_last)) {
+            continue;
+        }
         const int stage = j % kStages;
         const uint32_t k_base = smem_addr(sK + stage * Tr::kTileBytes), v_base = smem_addr(sV + stage * Tr::kTileBytes);
 
@@ -140,8 +315,19 @@ flash_fwd_sm90_kernel(Sm90Params p) {
         wgmma_fence_operands(s);
         wgmma_fence_operands(o);
 
-        bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
-        if (needs_mask) mask_tile<NT, CAUSAL>(s, warp_row0, col0, T, false);
+        if (EXTRA) {
+            const int2 fr = ex.warp_full[wg * 4 + warp];
+            if (col0 < fr.x || col0 + Bc > fr.y) {
+                const int rl = warp_row0 - q0 + ((threadIdx.x & 31) >> 2); /* this thread's rows rl, rl + 8 */
+                const int lo[2] = {ex.row_lo[rl], ex.row_lo[rl + 8]}, hi[2] = {ex.row_hi[rl], ex.row_hi[rl + 8]};
+                const int rdoc[2] = {ex.row_doc[rl], ex.row_doc[rl + 8]};
+                sm90_mask_tile<NT>(s, lo, hi, doc_cols ? ex.key_doc[stage] : nullptr, rdoc, col0);
+            }
+            if (px.x.slopes) alibi_tile<NT>(s, ex.slope, warp_row0, col0, false);
+        } else {
+            bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
+            if (needs_mask) mask_tile<NT, CAUSAL>(s, warp_row0, col0, T, false);
+        }
         online_softmax_step<NT, ND>(s, o, m, l, p.scale_log2);
         uint32_t pf[NT / 2][4];
         acc_to_a_frags<NT>(pf, s);
@@ -160,6 +346,7 @@ flash_fwd_sm90_kernel(Sm90Params p) {
     wgmma_fence_operands(o);
     cp_async_wait<0>();
 
+    /* a row that saw no key: l = 0, so O = 0 and L = +inf */
     store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o,
                         m, l, warp_row0, T);
 #endif
@@ -168,21 +355,24 @@ flash_fwd_sm90_kernel(Sm90Params p) {
 
 /* ---- backward main kernel (D = 64) ----------------------------------------------------------
  * FA2's key-block-parallel backward on wgmma: one block per (key block of Bc = 128 keys,
- * batch*head), warpgroup w owning keys 64w..64w+63; K and V stay in smem while query tiles of
- * Br = 64 (Q, dO, L, D) stream through two SW128 buffers. Per query tile, transposed so that
- * keys are the wgmma rows:
+ * batch, K/V head), warpgroup w owning keys 64w..64w+63; K and V stay in smem while query tiles
+ * of Br = 64 (Q, dO, L, D) of each query head of the K/V head's group stream through two SW128
+ * buffers (one loop over (head, tile) pairs, so dK and dV sum over the group in registers). Per
+ * query tile, transposed so that keys are the wgmma rows:
  *   S^T = K Q^T, dP^T = V dO^T          (SS: A = K or V rows of this warpgroup, B = Q or dO)
  *   P^T = 2^(S^T scale log2e - L log2e), dS^T = P^T (dP^T - D)        (registers, fp32)
  *   dV += P^T dO, dK += dS^T Q          (RS: A = P^T, dS^T as bf16 fragments; B MN-major)
  *   dS^T -> smem (bf16, [key][query] SW128), then dQ_tile = dS K split by columns: warpgroup w
  *   computes columns 32w..32w+31 over all Bc keys (SS: A = dS MN-major, B = K MN-major) and adds
- *   them into the fp32 accumulator with vector atomics, as flash.cu's kernel does.
+ *   them into the fp32 accumulator of that query head with vector atomics, as flash.cu's does.
+ * EXTRA: only the query tiles of the hull of the queries that see the block's keys are visited.
  * Registers per thread: S^T, dP^T, dV, dK 32 each, P^T and dS^T fragments 16 each, dQ 16. */
 struct Sm90BwdTraits {
     static constexpr int D = 64, kWarpgroups = 2, Bc = 64 * kWarpgroups, Br = 64;
     static constexpr int kThreads = 128 * kWarpgroups;
     static constexpr int kKVBytes = Bc * D * 2, kQBytes = Br * D * 2, kDsBytes = Bc * Br * 2;
     static constexpr int kSmemBytes = 2 * kKVBytes + 2 * 2 * kQBytes + kDsBytes + 2 * 2 * Br * 4 + 1024;
+    static constexpr int kDocBytes = 2 * Br * 4; /* EXTRA: the query tiles' document starts */
 };
 
 struct Sm90BwdParams {
@@ -190,9 +380,13 @@ struct Sm90BwdParams {
     bf16 *dk, *dv;
     const float *lse, *dvec;
     float *dq_accum;
-    int T, H;
+    int T, H, Hkv, group; /* group = H / Hkv */
     long long ld_qkv, ld_o;
     float scale, scale_log2;
+};
+struct Sm90BwdXParams {
+    Sm90BwdParams p;
+    FlashMask x; /* read by the EXTRA instantiations only */
 };
 
 /* dst[0..1] += (a, b): one fp32 vector reduction */
@@ -202,10 +396,11 @@ __device__ __forceinline__ void red_add_f32x2(float *dst, float a, float b) {
 #endif
 }
 
-template <bool CAUSAL>
-__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(Sm90BwdParams p) {
+template <bool CAUSAL, bool EXTRA>
+__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(Sm90BwdXParams px) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90BwdTraits;
+    const Sm90BwdParams &p = px.p;
     constexpr int D = Tr::D, Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *sK = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
@@ -215,37 +410,59 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
     unsigned char *sdS = sdO + 2 * Tr::kQBytes; /* [Bc keys][Br queries] */
     float *sL = (float *)(sdS + Tr::kDsBytes);  /* [2][Br] */
     float *sD = sL + 2 * Br;                    /* [2][Br] */
+    int *sDq = (int *)(sD + 2 * Br);            /* EXTRA with documents: [2][Br] */
 
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    const int bg = attn_block_head(), b = bg / p.Hkv, kvh = bg % p.Hkv; /* (batch, K/V head) */
+    const int h0 = kvh * p.group;                                       /* the group's first query head */
     const int n_blk = attn_block_tile(false);
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
     const int g = lane >> 2, c = 2 * (lane & 3);
     const int T = p.T, k0 = n_blk * Bc;
     const int key_row0 = k0 + wg * 64 + warp * 16; /* this warp's 16 keys */
-    const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const long long o_off = (long long)b * T * p.ld_o + (long long)h * D;
-    const float *gL = p.lse + (long long)bh * T, *gD = p.dvec + (long long)bh * T;
-    float *gdq = p.dq_accum + (long long)bh * T * D;
+    const long long seq_qkv = (long long)b * T * p.ld_qkv, seq_o = (long long)b * T * p.ld_o;
+    const long long kv_off = seq_qkv + (long long)kvh * D;
 
-    /* query tiles this key block meets (causal: from the diagonal on; else rotated so that the
-     * key blocks of a head do not all add into the same dQ rows at once) */
-    const int m_first = CAUSAL ? k0 / Br : 0;
-    const int m_end = (T + Br - 1) / Br, m_count = m_end - m_first;
-    auto tile_at = [&](int i) { return CAUSAL ? m_first + i : (i + n_blk) % m_end; };
-    auto load_query_tile = [&](int mi, int stage) {
-        load_rows_sw128_async<Br, D, Tr::kThreads>(sQ + stage * Tr::kQBytes, p.q + head_off, p.ld_qkv, mi * Br, T);
-        load_rows_sw128_async<Br, D, Tr::kThreads>(sdO + stage * Tr::kQBytes, p.dout + o_off, p.ld_o, mi * Br, T);
+    load_rows_sw128_async<Bc, D, Tr::kThreads>(sK, p.k + kv_off, p.ld_qkv, k0, T); /* committed with the first */
+    load_rows_sw128_async<Bc, D, Tr::kThreads>(sV, p.v + kv_off, p.ld_qkv, k0, T); /* query tile */
+
+    /* query tiles this key block meets: causal from the diagonal on; EXTRA the hull of the
+     * queries that see one of its valid keys [ka, kz). Without the causal mask every key block
+     * starts at a different tile of that range (rotated), so that the key blocks of a head do
+     * not all add into the same dQ rows at once. A warp's tile inside [full_lo, full_hi) is
+     * visible to all of its 16 keys (no per-element mask). */
+    const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(px.x, b, T);
+    int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br, full_lo = 0, full_hi = 0;
+    if (EXTRA) {
+        const int ka = max(k0, sp.kb), kz = min(k0 + Bc, sp.ke);
+        if (ka < kz) {
+            const int lo = sp.d ? max(sp.qlo(ka), __ldg(sp.d + ka)) : sp.qlo(ka), hi = sp.qhi_doc(kz - 1);
+            m_first = lo / Br;
+            m_end = min(m_end, (hi + Br - 1) / Br);
+        } else {
+            m_end = m_first;
+        }
+        const int j15 = key_row0 + 15;
+        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? (sp.d ? max(sp.qlo(j15), __ldg(sp.d + j15)) : sp.qlo(j15)) : INT_MAX;
+        full_hi = sp.qhi_doc(key_row0);
+    }
+    const int m_count = max(m_end - m_first, 0), n_iter = m_count * p.group;
+    auto tile_at = [&](int t) { return m_first + (CAUSAL ? t : (t + n_blk) % m_count); };
+    auto load_query_tile = [&](int hq, int mi, int stage) {
+        const float *gL = p.lse + (long long)(b * p.H + hq) * T, *gD = p.dvec + (long long)(b * p.H + hq) * T;
+        load_rows_sw128_async<Br, D, Tr::kThreads>(sQ + stage * Tr::kQBytes, p.q + seq_qkv + (long long)hq * D, p.ld_qkv,
+                                                   mi * Br, T);
+        load_rows_sw128_async<Br, D, Tr::kThreads>(sdO + stage * Tr::kQBytes, p.dout + seq_o + (long long)hq * D, p.ld_o,
+                                                   mi * Br, T);
         for (int x = threadIdx.x; x < Br; x += Tr::kThreads) {
             int t = mi * Br + x;
             bool ok = t < T;
             cp_async_4(sL + stage * Br + x, gL + (ok ? t : 0), ok);
             cp_async_4(sD + stage * Br + x, gD + (ok ? t : 0), ok);
+            if (EXTRA && sp.d) cp_async_4(sDq + stage * Br + x, sp.d + (ok ? t : 0), ok);
         }
     };
 
-    load_rows_sw128_async<Bc, D, Tr::kThreads>(sK, p.k + head_off, p.ld_qkv, k0, T);
-    load_rows_sw128_async<Bc, D, Tr::kThreads>(sV, p.v + head_off, p.ld_qkv, k0, T);
-    if (m_count > 0) load_query_tile(tile_at(0), 0);
+    if (n_iter > 0) load_query_tile(h0, tile_at(0), 0);
     cp_async_commit();
 
     float dk[ND][4], dv[ND][4];
@@ -256,16 +473,20 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
     const uint32_t k_rows = smem_addr(sK) + wg * 64 * 128, v_rows = smem_addr(sV) + wg * 64 * 128;
     const uint32_t ds_base = smem_addr(sdS), k_base = smem_addr(sK);
 
-    for (int i = 0; i < m_count; i++) {
+    int ti = 0, gh = 0; /* iteration i: query head h0 + gh, query tile tile_at(ti) */
+    for (int i = 0; i < n_iter; i++) {
         /* tile i landed; every warpgroup finished tile i - 1 (its wgmmas retired) */
         cp_async_wait<0>();
         fence_proxy_async_smem();
         __syncthreads();
-        const int stage = i & 1, q0 = tile_at(i) * Br;
-        if (i + 1 < m_count) load_query_tile(tile_at(i + 1), stage ^ 1);
+        const int stage = i & 1, q0 = tile_at(ti) * Br, hq = h0 + gh;
+        int ti_next = ti + 1, gh_next = gh;
+        if (ti_next == m_count) ti_next = 0, gh_next++;
+        if (i + 1 < n_iter) load_query_tile(h0 + gh_next, tile_at(ti_next), stage ^ 1);
         cp_async_commit();
         const uint32_t q_base = smem_addr(sQ + stage * Tr::kQBytes), do_base = smem_addr(sdO + stage * Tr::kQBytes);
         const float *L_t = sL + stage * Br, *D_t = sD + stage * Br;
+        const float slope = EXTRA && px.x.slopes ? __ldg(px.x.slopes + hq) * px.x.inv_scale : 0.0f;
 
         /* S^T = K Q^T, dP^T = V dO^T */
         float st[NQ][4], dpt[NQ][4];
@@ -281,8 +502,23 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         wgmma_fence_operands(st);
         wgmma_fence_operands(dpt);
 
-        bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
-        if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
+        if (EXTRA) {
+            if (q0 < full_lo || q0 + Br > full_hi) {
+                int lo[2], hi[2], rdoc[2];
+#pragma unroll
+                for (int half = 0; half < 2; half++) {
+                    const int jk = key_row0 + g + 8 * half;
+                    lo[half] = sp.qlo(jk);
+                    hi[half] = sp.qhi(jk);
+                    rdoc[half] = sp.d && jk < T ? __ldg(sp.d + jk) : 0;
+                }
+                sm90_mask_tile<NQ>(st, lo, hi, sp.d ? sDq + stage * Br : nullptr, rdoc, q0);
+            }
+            if (px.x.slopes) alibi_tile<NQ>(st, slope, key_row0, q0, true);
+        } else {
+            bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
+            if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
+        }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
             float2 Lq = *(const float2 *)(L_t + nt * 8 + c), Dq = *(const float2 *)(D_t + nt * 8 + c);
@@ -332,6 +568,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         wgmma_fence_operands(dq);
         wgmma_fence_operands(dv);
         wgmma_fence_operands(dk);
+        float *gdq = p.dq_accum + (long long)(b * p.H + hq) * T * D;
 #pragma unroll
         for (int half = 0; half < 2; half++) {
             int t = q0 + warp * 16 + g + 8 * half;
@@ -341,15 +578,17 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
                 for (int nt = 0; nt < 4; nt++) red_add_f32x2(row + nt * 8, dq[nt][2 * half], dq[nt][2 * half + 1]);
             }
         }
+        ti = ti_next;
+        gh = gh_next;
     }
     cp_async_wait<0>();
 
-    /* dK = scale * sum dS^T Q, dV: this warp's 16 keys */
+    /* dK = scale * sum dS^T Q, dV: this warp's 16 keys (zero where no query saw them) */
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         int t = key_row0 + g + 8 * half;
         if (t < T) {
-            long long off = head_off + (long long)t * p.ld_qkv + c;
+            long long off = kv_off + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
                 *(uint32_t *)(p.dk + off + dt * 8) = pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
@@ -380,56 +619,75 @@ bool flash_sm90_enabled(void) {
     return FLASH_SM90 && device_is_sm90();
 }
 
-/* Where the Hopper kernels apply (flash.cu has checked dtype, D in {32, 64, 128} and the rest).
- * The backward's main kernel exists for D = 64; D = 128 runs flash.cu's there. */
+/* Where the Hopper kernels apply (flash.cu has checked dtype, D in {32, 64, 128}, Hkv dividing H
+ * and the rest): causal or no mask with any of window, documents, key padding and ALiBi, and
+ * grouped-query attention. The backward's main kernel exists for D = 64; D = 128 runs flash.cu's
+ * there. */
 const char *flash_sm90_refuses(const AttnShape *s) {
     if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
     if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
+    if (s->H % attn_kv_heads(s)) return "flash-sm90: the K/V heads (Hkv) must divide H";
     if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return "flash-sm90: no dense bias";
-    if (flash_mask_has_extras(s)) return "flash-sm90: causal or no mask only so far (flash-mma runs windows, documents, key padding and ALiBi)";
-    if (attn_kv_heads(s) != s->H) return "flash-sm90: no grouped-query attention yet";
+    if (s->mask.bias || s->mask.dbias) return "flash-sm90: no dense bias (flash-mma adds it)";
     return NULL;
 }
 
-template <int D, bool CAUSAL>
-static int launch_sm90_forward(const AttnShape *s, Sm90Params p, cudaStream_t st) {
+template <int D, bool CAUSAL, bool EXTRA>
+static int launch_sm90_forward(const AttnShape *s, const Sm90XParams &px, cudaStream_t st) {
     using Tr = Sm90FwdTraits<D>;
-    return attn_launch_tiled(flash_fwd_sm90_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
+    return attn_launch_tiled(flash_fwd_sm90_kernel<D, CAUSAL, EXTRA>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
+}
+template <int D, bool CAUSAL>
+static int launch_sm90_forward(const AttnShape *s, const Sm90XParams &px, bool extra, cudaStream_t st) {
+    return extra ? launch_sm90_forward<D, CAUSAL, true>(s, px, st) : launch_sm90_forward<D, CAUSAL, false>(s, px, st);
 }
 
 int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                        cudaStream_t stream) {
     if (flash_sm90_refuses(s)) return -1;
-    Sm90Params p;
-    memset(&p, 0, sizeof p);
+    Sm90XParams px;
+    memset(&px, 0, sizeof px);
+    Sm90Params &p = px.p;
     p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
     p.out = (bf16 *)o;
     p.lse = lse;
-    p.T = s->T; p.H = s->H;
+    p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
     p.scale_log2 = s->scale * LOG2E_F;
-    bool causal = s->mask.kind == ATTN_MASK_CAUSAL;
-    if (s->D == 64) return causal ? launch_sm90_forward<64, true>(s, p, stream) : launch_sm90_forward<64, false>(s, p, stream);
-    return causal ? launch_sm90_forward<128, true>(s, p, stream) : launch_sm90_forward<128, false>(s, p, stream);
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    if (extra) px.x = flash_mask(s);
+    if (s->D == 64)
+        return causal ? launch_sm90_forward<64, true>(s, px, extra, stream) : launch_sm90_forward<64, false>(s, px, extra, stream);
+    return causal ? launch_sm90_forward<128, true>(s, px, extra, stream) : launch_sm90_forward<128, false>(s, px, extra, stream);
 }
 
-template <bool CAUSAL>
-static int launch_sm90_backward(const AttnShape *s, Sm90BwdParams p, cudaStream_t st) {
+/* One block per (key block, batch * K/V head): attn_launch_tiled's grid has B * H rows. */
+template <bool CAUSAL, bool EXTRA>
+static int launch_sm90_backward(const AttnShape *s, const Sm90BwdXParams &px, cudaStream_t st) {
     using Tr = Sm90BwdTraits;
-    return attn_launch_tiled(flash_bwd_sm90_kernel<CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
+    void (*kernel)(Sm90BwdXParams) = flash_bwd_sm90_kernel<CAUSAL, EXTRA>;
+    const int smem = Tr::kSmemBytes + (EXTRA ? Tr::kDocBytes : 0);
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * attn_kv_heads(s)));
+    kernel<<<grid, Tr::kThreads, smem, st>>>(px);
+    ATTN_LAUNCH_CHECK();
+    return 0;
 }
 
 int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
     if (s->D != 64 || flash_sm90_refuses(s)) return -1;
-    Sm90BwdParams p;
-    memset(&p, 0, sizeof p);
+    Sm90BwdXParams px;
+    memset(&px, 0, sizeof px);
+    Sm90BwdParams &p = px.p;
     p.q = (const bf16 *)a->q; p.k = (const bf16 *)a->k; p.v = (const bf16 *)a->v; p.dout = (const bf16 *)a->dout;
     p.dk = (bf16 *)a->dk; p.dv = (bf16 *)a->dv;
     p.lse = a->lse; p.dvec = a->dvec; p.dq_accum = a->dq_accum;
-    p.T = s->T; p.H = s->H;
+    p.T = s->T; p.H = s->H; p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
     p.scale = s->scale;
     p.scale_log2 = s->scale * LOG2E_F;
-    return s->mask.kind == ATTN_MASK_CAUSAL ? launch_sm90_backward<true>(s, p, stream)
-                                            : launch_sm90_backward<false>(s, p, stream);
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    if (extra) px.x = flash_mask(s);
+    if (causal) return extra ? launch_sm90_backward<true, true>(s, px, stream) : launch_sm90_backward<true, false>(s, px, stream);
+    return extra ? launch_sm90_backward<false, true>(s, px, stream) : launch_sm90_backward<false, false>(s, px, stream);
 }

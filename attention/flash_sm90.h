@@ -1,7 +1,8 @@
 /* attention/flash_sm90.h: the Hopper (wgmma) kernels of the flash attention, used by flash.cu.
  * flash_sm90_forward (and _backward_main) return -1 where it does not apply (not built for sm_90a, not a compute
- * capability 9.0 device, head dimension other than 64/128, dense bias), so
- * the caller runs its portable forward; otherwise 0, or 1 on a CUDA error. */
+ * capability 9.0 device, head dimension other than 64/128 (backward: 64), dense bias), so the
+ * caller runs its portable kernels; otherwise 0, or 1 on a CUDA error. They read the rest of the
+ * mask family (window, documents, key padding, ALiBi) and grouped-query K/V heads. */
 #ifndef ATTENTION_FLASH_SM90_H
 #define ATTENTION_FLASH_SM90_H
 
