@@ -1,6 +1,7 @@
 /* attention/flash.cu: FlashAttention-2 in bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate).
  *
- * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows:
+ * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows;
+ * query head h reads K/V head h / group (grouped-query attention, group = H / Hkv) in place:
  *   Q tile -> registers; for each key tile j (K, V double-buffered in smem by cp.async):
  *     S = Q K_j^T (registers), masked; online softmax in base 2 with the scale folded in:
  *       m' = max(m, rowmax(S)),  P = 2^(S - m'),  l' = 2^(m - m') l + rowsum(P),
@@ -10,18 +11,27 @@
  *   never visited; only tiles that cross it (or T's ragged end) pay for the mask.
  * Backward, FA2's three kernels:
  *   1. D_i = rowsum(dO_i * O_i) (fp32), and the fp32 dQ accumulator is zeroed;
- *   2. one block per (key tile of Bc keys, batch*head), each warp owning 16 keys; K, V stay in
- *      smem while query tiles stream by (double-buffered). Per query tile, transposed so that
- *      the key dimension is the MMA row:  S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
+ *   2. one block per (key tile of Bc keys, batch*K/V head), each warp owning 16 keys; K, V stay
+ *      in smem while the query tiles of the group's query heads stream by, head after head
+ *      (double-buffered), so dK, dV are summed over the group in registers. Per query tile,
+ *      transposed so that the key dimension is the MMA row:
+ *        S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
  *      dS^T = P^T * (dP^T - D); dV += P^T dO, dK += dS^T Q in registers; dS goes through smem
  *      and dQ += dS K is added into the fp32 accumulator with atomics;
  *   3. dQ = scale * accumulator, to bf16.
  *   (1 and 3 run D/8 threads per row on 16-byte vectors over a (row block, batch*head) grid.)
+ * The mask family (attention.h) beyond causal runs in the EXTRA instantiations of the same
+ * bodies (flash_mask.cuh): windows, documents, key padding, ALiBi and a dense fp32 bias with any
+ * kind, added in the kernel's unscaled score units (bias / scale); tiles no pair can see are not
+ * visited, tiles every pair sees skip the per-element mask (a bias never makes a tile skippable).
+ * With dbias the backward adds dS = dL/dS (fp32) into it by fp32 atomics: dbias is reproducible
+ * only up to rounding order where a broadcast stride sends several additions to one entry.
  * Occupancy (D = 64): the forward re-reads Q's fragments from smem per key tile so that it fits
  * 168 registers (3 blocks of 4 warps per SM); the backward streams 32-query tiles so that it
  * fits 128 registers (2 blocks of 8 warps per SM). Both measured faster than holding more in
  * registers at lower occupancy (dev/attention_notes.md, v5).
- *   dQ's atomics make the backward's dQ non-deterministic in the last bits; all else is.
+ *   dQ's atomics make the backward's dQ non-deterministic in the last bits (and broadcast dbias
+ *   entries); all else is.
  * Any T: rows past T load as zeros and are masked or not stored.
  */
 #include "attention/cuda_common.cuh"
@@ -78,7 +88,7 @@ struct FlashParams {
     float *lse, *dvec, *dq_accum;
     int T, H;
     int Hkv, group;          /* K/V heads and query heads per K/V head (H = Hkv * group) */
-    long long ld_qkv, ld_o;
+    int ld_qkv, ld_o;        /* as AttnShape's (int): every product with them is taken in 64 bits */
     float scale, scale_log2;
 };
 
