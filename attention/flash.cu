@@ -1,6 +1,7 @@
 /* attention/flash.cu: FlashAttention-2 in bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate).
  *
- * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows:
+ * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows;
+ * query head h reads K/V head h / group (grouped-query attention, group = H / Hkv) in place:
  *   Q tile -> registers; for each key tile j (K, V double-buffered in smem by cp.async):
  *     S = Q K_j^T (registers), masked; online softmax in base 2 with the scale folded in:
  *       m' = max(m, rowmax(S)),  P = 2^(S - m'),  l' = 2^(m - m') l + rowsum(P),
@@ -10,18 +11,27 @@
  *   never visited; only tiles that cross it (or T's ragged end) pay for the mask.
  * Backward, FA2's three kernels:
  *   1. D_i = rowsum(dO_i * O_i) (fp32), and the fp32 dQ accumulator is zeroed;
- *   2. one block per (key tile of Bc keys, batch*head), each warp owning 16 keys; K, V stay in
- *      smem while query tiles stream by (double-buffered). Per query tile, transposed so that
- *      the key dimension is the MMA row:  S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
+ *   2. one block per (key tile of Bc keys, batch*K/V head), each warp owning 16 keys; K, V stay
+ *      in smem while the query tiles of the group's query heads stream by, head after head
+ *      (double-buffered), so dK, dV are summed over the group in registers. Per query tile,
+ *      transposed so that the key dimension is the MMA row:
+ *        S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
  *      dS^T = P^T * (dP^T - D); dV += P^T dO, dK += dS^T Q in registers; dS goes through smem
  *      and dQ += dS K is added into the fp32 accumulator with atomics;
  *   3. dQ = scale * accumulator, to bf16.
  *   (1 and 3 run D/8 threads per row on 16-byte vectors over a (row block, batch*head) grid.)
+ * The mask family (attention.h) beyond causal runs in the EXTRA instantiations of the same
+ * bodies (flash_mask.cuh): windows, documents, key padding, ALiBi and a dense fp32 bias with any
+ * kind, added in the kernel's unscaled score units (bias / scale); tiles no pair can see are not
+ * visited, tiles every pair sees skip the per-element mask (a bias never makes a tile skippable).
+ * With dbias the backward adds dS = dL/dS (fp32) into it by fp32 atomics: dbias is reproducible
+ * only up to rounding order where a broadcast stride sends several additions to one entry.
  * Occupancy (D = 64): the forward re-reads Q's fragments from smem per key tile so that it fits
  * 168 registers (3 blocks of 4 warps per SM); the backward streams 32-query tiles so that it
  * fits 128 registers (2 blocks of 8 warps per SM). Both measured faster than holding more in
  * registers at lower occupancy (dev/attention_notes.md, v5).
- *   dQ's atomics make the backward's dQ non-deterministic in the last bits; all else is.
+ *   dQ's atomics make the backward's dQ non-deterministic in the last bits (and broadcast dbias
+ *   entries); all else is.
  * Any T: rows past T load as zeros and are masked or not stored.
  */
 #include "attention/cuda_common.cuh"
@@ -77,19 +87,26 @@ struct FlashParams {
     bf16 *out, *dq, *dk, *dv;
     float *lse, *dvec, *dq_accum;
     int T, H;
-    long long ld_qkv, ld_o;
+    int Hkv, group;          /* K/V heads and query heads per K/V head (H = Hkv * group) */
+    int ld_qkv, ld_o;        /* as AttnShape's (int): every product with them is taken in 64 bits */
     float scale, scale_log2;
 };
 
 struct FlashXParams {
     FlashParams p;
     FlashMask x;
+    FlashBias bias;
 };
+
+/* What an EXTRA instantiation does with a dense bias: nothing, read it into the scores, or read it
+ * and add the backward's dS into its gradient (backward only). */
+enum FlashBiasUse { kNoBias = 0, kBias = 1, kBiasGrad = 2 };
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-template <int D, bool CAUSAL, bool EXTRA>
-__device__ __forceinline__ void flash_forward_body(const FlashParams &p, const FlashMask &x) {
+template <int D, bool CAUSAL, bool EXTRA, int BIAS>
+__device__ __forceinline__ void flash_forward_body(const FlashParams &p, const FlashMask &x, const FlashBias &bias) {
+    static_assert(BIAS == kNoBias || (EXTRA && BIAS == kBias), "the forward reads a bias only in EXTRA");
     using Tr = FlashFwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
     constexpr int NT = Bc / 8, ND = D / 8, KD = D / 16;
@@ -102,8 +119,10 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
     const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
     const int warp = threadIdx.x / 32;
     const int T = p.T, q0 = m_blk * Br;
+    /* GQA: query head h reads K/V head h / group, in place */
     const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const bf16 *gq = p.q + head_off, *gk = p.k + head_off, *gv = p.v + head_off;
+    const long long kv_off = (long long)b * T * p.ld_qkv + (long long)(h / p.group) * D;
+    const bf16 *gq = p.q + head_off, *gk = p.k + kv_off, *gv = p.v + kv_off;
 
     int n_tiles = (T + Bc - 1) / Bc, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
@@ -175,10 +194,13 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
             const int row0 = warp_row0 + mt * 16;
             bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > row0);
             if (EXTRA) {
-                if (!flash_tile_full<CAUSAL>(x, b, T, row0, row0 + 16, col0, col0 + Bc))
+                if (!flash_tile_full<CAUSAL>(x, b, T, row0, row0 + 16, col0, col0 + Bc)) {
                     mask_tile_x<NT, CAUSAL>(s[mt], x, b, h, row0, col0, T, false);
-                else if (x.slopes)
-                    alibi_tile<NT>(s[mt], x.slopes[h] * x.inv_scale, row0, col0, false);
+                    if (BIAS) bias_tile<NT, true>(s[mt], bias, x.inv_scale, b, h, row0, col0, T, false);
+                } else {
+                    if (x.slopes) alibi_tile<NT>(s[mt], x.slopes[h] * x.inv_scale, row0, col0, false);
+                    if (BIAS) bias_tile<NT, false>(s[mt], bias, x.inv_scale, b, h, row0, col0, T, false);
+                }
             } else if (needs_mask) {
                 mask_tile<NT, CAUSAL>(s[mt], row0, col0, T, false);
             }
@@ -212,12 +234,12 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
 template <int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
 flash_forward_kernel(FlashParams p) {
-    flash_forward_body<D, CAUSAL, false>(p, FlashMask{});
+    flash_forward_body<D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
 }
-template <int D, bool CAUSAL>
+template <int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
 flash_forward_x_kernel(FlashXParams px) {
-    flash_forward_body<D, CAUSAL, true>(px.p, px.x);
+    flash_forward_body<D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -282,8 +304,9 @@ __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 #endif
 }
 
-template <int D, bool CAUSAL, bool EXTRA>
-__device__ __forceinline__ void flash_backward_body(const FlashParams &p, const FlashMask &x) {
+template <int D, bool CAUSAL, bool EXTRA, int BIAS>
+__device__ __forceinline__ void flash_backward_body(const FlashParams &p, const FlashMask &x, const FlashBias &bias) {
+    static_assert(BIAS == kNoBias || EXTRA, "the backward reads a bias only in EXTRA");
     using Tr = FlashBwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
     constexpr int NQ = Br / 8, ND = D / 8, KD = D / 16;
@@ -296,38 +319,44 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
     float *sL = (float *)(sdS + Bc * DS); /* [2][Br] */
     float *sD = sL + 2 * Br;              /* [2][Br] */
 
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
+    /* One block per (key tile, batch * K/V head); it runs the group's query heads one after the
+     * other, so that dK, dV (the sums over the group) stay in registers. */
+    const int bkv = attn_block_head(), b = bkv / p.Hkv, hkv = bkv % p.Hkv;
     const int n_blk = attn_block_tile(false); /* causal: low keys see the most queries */
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31;
     const int g = lane >> 2, c = 2 * (lane & 3);
     const int T = p.T, k0 = n_blk * Bc;
-    const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
-    const long long o_off = (long long)b * T * p.ld_o + (long long)h * D;
-    const float *gL = p.lse + (long long)bh * T, *gD = p.dvec + (long long)bh * T;
-    float *gdq = p.dq_accum + (long long)bh * T * D;
+    const long long kv_off = (long long)b * T * p.ld_qkv + (long long)hkv * D;
+    const int h_first = hkv * p.group; /* the group's query heads: h_first + [0, group) */
 
-    /* Query tiles this key block meets: causal from the diagonal on. Without a mask every key
-     * block starts at a different tile (rotated order), so that the blocks of one head do not all
-     * add into the same dQ rows at once. */
+    /* Query tiles this key block meets (the same for every query head: the structural masks
+     * depend on the sequence alone): causal from the diagonal on. Without a mask every key block
+     * starts at a different tile (rotated order), so that the blocks of one head do not all add
+     * into the same dQ rows at once. */
     int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br;
     if (EXTRA) flash_live_tiles<CAUSAL>(x, b, T, k0, min(k0 + Bc, T), Br, m_end, false, m_first, m_end);
     const int m_count = m_end - m_first;
     auto tile_at = [&](int i) { return CAUSAL || EXTRA ? m_first + i : (i + n_blk) % m_end; };
+    /* the steps: (query head, query tile) pairs, head-major, group * m_count of them */
+    const int n_steps = m_count * p.group;
 
-    auto load_query_tile = [&](int mi, int stage) {
-        load_rows_async<Br, D, Tr::kThreads>(sQ + stage * Br * S, p.q + head_off, p.ld_qkv, mi * Br, T);
+    auto load_query_tile = [&](int h, int mi, int stage) {
+        const long long q_off = (long long)b * T * p.ld_qkv + (long long)h * D;
+        const long long o_off = (long long)b * T * p.ld_o + (long long)h * D;
+        const float *gL = p.lse + ((long long)b * p.H + h) * T, *gD = p.dvec + ((long long)b * p.H + h) * T;
+        load_rows_async<Br, D, Tr::kThreads>(sQ + stage * Br * S, p.q + q_off, p.ld_qkv, mi * Br, T);
         load_rows_async<Br, D, Tr::kThreads>(sdO + stage * Br * S, p.dout + o_off, p.ld_o, mi * Br, T);
-        for (int x = threadIdx.x; x < Br; x += Tr::kThreads) {
-            int t = mi * Br + x;
+        for (int u = threadIdx.x; u < Br; u += Tr::kThreads) {
+            int t = mi * Br + u;
             bool ok = t < T;
-            cp_async_4(sL + stage * Br + x, gL + (ok ? t : 0), ok);
-            cp_async_4(sD + stage * Br + x, gD + (ok ? t : 0), ok);
+            cp_async_4(sL + stage * Br + u, gL + (ok ? t : 0), ok);
+            cp_async_4(sD + stage * Br + u, gD + (ok ? t : 0), ok);
         }
     };
 
-    load_rows_async<Bc, D, Tr::kThreads>(sK, p.k + head_off, p.ld_qkv, k0, T);
-    load_rows_async<Bc, D, Tr::kThreads>(sV, p.v + head_off, p.ld_qkv, k0, T);
-    if (m_count > 0) load_query_tile(tile_at(0), 0);
+    load_rows_async<Bc, D, Tr::kThreads>(sK, p.k + kv_off, p.ld_qkv, k0, T);
+    load_rows_async<Bc, D, Tr::kThreads>(sV, p.v + kv_off, p.ld_qkv, k0, T);
+    if (n_steps > 0) load_query_tile(h_first, tile_at(0), 0);
     cp_async_commit();
 
     float dk[ND][4], dv[ND][4];
@@ -337,9 +366,12 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
         for (int e = 0; e < 4; e++) dk[dt][e] = dv[dt][e] = 0.0f;
     const int key_row0 = k0 + warp * 16;
 
-    for (int i = 0; i < m_count; i++) {
-        const int mi = tile_at(i), stage = i & 1;
-        if (i + 1 < m_count) load_query_tile(tile_at(i + 1), stage ^ 1);
+    int h = h_first, ti = 0; /* step i: query head h, query tile tile_at(ti) */
+    for (int i = 0; i < n_steps; i++) {
+        const int mi = tile_at(ti), stage = i & 1;
+        int h_next = h, ti_next = ti + 1;
+        if (ti_next == m_count) { h_next++; ti_next = 0; }
+        if (i + 1 < n_steps) load_query_tile(h_next, tile_at(ti_next), stage ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
@@ -362,10 +394,13 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
         const int q0 = mi * Br;
         bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
         if (EXTRA) {
-            if (!flash_tile_full<CAUSAL>(x, b, T, q0, q0 + Br, key_row0, key_row0 + 16))
+            if (!flash_tile_full<CAUSAL>(x, b, T, q0, q0 + Br, key_row0, key_row0 + 16)) {
                 mask_tile_x<NQ, CAUSAL>(st, x, b, h, key_row0, q0, T, true);
-            else if (x.slopes)
-                alibi_tile<NQ>(st, x.slopes[h] * x.inv_scale, key_row0, q0, true);
+                if (BIAS) bias_tile<NQ, true>(st, bias, x.inv_scale, b, h, key_row0, q0, T, true);
+            } else {
+                if (x.slopes) alibi_tile<NQ>(st, x.slopes[h] * x.inv_scale, key_row0, q0, true);
+                if (BIAS) bias_tile<NQ, false>(st, bias, x.inv_scale, b, h, key_row0, q0, T, true);
+            }
         } else if (needs_mask) {
             mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
         }
@@ -383,6 +418,8 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
                 dpt[nt][e] = pv * (dpt[nt][e] - Dd[e & 1]);
             }
         }
+        /* dL/dbias = dS (fp32, before dQ's and dK's scale) */
+        if (BIAS == kBiasGrad) dbias_tile_add<NQ>(dpt, bias, b, h, key_row0, q0, T, true);
 
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
         acc_to_a_frags<NQ>(pf, st);
@@ -412,12 +449,13 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
             }
         __syncthreads(); /* sdS complete */
 
-        /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns; dS's A
-         * fragments come transposed out of the [key][query] tile. */
+        /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns, into query
+         * head h's fp32 accumulator; dS's A fragments come transposed out of the [key][query] tile. */
         {
             constexpr int NC = Tr::kDqCols / 8;
             const int rg = warp % Tr::kDqRowGroups, cg = warp / Tr::kDqRowGroups;
             const int d0 = cg * Tr::kDqCols;
+            float *gdq = p.dq_accum + ((long long)b * p.H + h) * T * D;
             float dq[NC][4];
 #pragma unroll
             for (int nt = 0; nt < NC; nt++) dq[nt][0] = dq[nt][1] = dq[nt][2] = dq[nt][3] = 0.0f;
@@ -445,15 +483,17 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
                 }
             }
         }
+        h = h_next;
+        ti = ti_next;
     }
     cp_async_wait<0>();
 
-    /* dK = scale * dS^T Q, dV: this warp's 16 keys */
+    /* dK = scale * dS^T Q, dV: this warp's 16 keys of K/V head hkv (summed over its group) */
 #pragma unroll
     for (int half = 0; half < 2; half++) {
         int t = key_row0 + g + 8 * half;
         if (t < T) {
-            long long off = head_off + (long long)t * p.ld_qkv + c;
+            long long off = kv_off + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
                 *(uint32_t *)(p.dk + off + dt * 8) =
@@ -467,12 +507,12 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
 template <int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
 flash_backward_kernel(FlashParams p) {
-    flash_backward_body<D, CAUSAL, false>(p, FlashMask{});
+    flash_backward_body<D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
 }
-template <int D, bool CAUSAL>
+template <int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
 flash_backward_x_kernel(FlashXParams px) {
-    flash_backward_body<D, CAUSAL, true>(px.p, px.x);
+    flash_backward_body<D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
 }
 
 /* ---- host side ------------------------------------------------------------------------------ */
@@ -482,9 +522,10 @@ static const char *flash_unsupported(const AttnShape *s) {
     if (why) return why;
     if (s->dtype != ATTN_BF16) return "flash: bf16 only";
     if (s->D != 32 && s->D != 64 && s->D != 128) return "flash: head dimension must be 32, 64 or 128";
-    if (s->mask.kind == ATTN_MASK_DENSE || s->mask.bias || s->mask.dbias)
-        return "flash: a dense bias is not supported on the GPU yet (memeff and naive take a constant one)";
-    if (attn_kv_heads(s) != s->H) return "flash: grouped-query attention is implemented on the CPU only so far";
+    if (s->mask.dbias && !s->mask.bias) return "flash: a bias gradient needs a bias";
+    if (s->mask.bias && (s->mask.stride_b < 0 || s->mask.stride_h < 0 || s->mask.stride_row < 0))
+        return "flash: negative bias strides";
+    if (s->H % attn_kv_heads(s)) return "flash: the K/V heads (Hkv) must divide H";
     if (s->mask.window < 0) return "flash: negative window";
     if (s->ld_qkv % 8 || s->ld_o % 8) return "flash: leading dimensions must be multiples of 8";
     if ((long long)s->B * s->H > kAttnMaxHeads) return "flash: B * H > 65535";
@@ -500,6 +541,7 @@ static FlashParams flash_params(const AttnShape *s) {
     FlashParams p;
     memset(&p, 0, sizeof p);
     p.T = s->T; p.H = s->H;
+    p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
     p.scale = s->scale;
     p.scale_log2 = s->scale * LOG2E_F;
@@ -508,31 +550,50 @@ static FlashParams flash_params(const AttnShape *s) {
 static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 
 
+/* The mask pieces beyond causal run the EXTRA instantiations; a dense bias (any kind) is one. */
+static bool flash_needs_extra(const AttnShape *s) { return flash_mask_has_extras(s) || flash_mask_has_bias(s); }
+
 template <int D, bool CAUSAL>
 static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
-    if (flash_mask_has_extras(s)) {
-        FlashXParams px = {p, flash_mask(s)};
-        return attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
+    if (flash_needs_extra(s)) {
+        FlashXParams px = {p, flash_mask(s), flash_bias(s)};
+        return s->mask.bias
+                   ? attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL, kBias>, s, Tr::Br, Tr::kThreads,
+                                       Tr::kSmemBytes, px, st)
+                   : attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL, kNoBias>, s, Tr::Br, Tr::kThreads,
+                                       Tr::kSmemBytes, px, st);
     }
     return attn_launch_tiled(flash_forward_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
+/* The backward's main kernel: one block per (key tile of Bc keys, batch * K/V head), unlike
+ * attn_launch_tiled's batch * query head. */
+template <int D, typename Params>
+static int launch_backward_main(void (*kernel)(Params), const AttnShape *s, Params p, cudaStream_t st) {
+    using Tr = FlashBwdTraits<D>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * attn_kv_heads(s)));
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
 template <int D, bool CAUSAL>
 static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st, bool hopper_kernels) {
-    using Tr = FlashBwdTraits<D>;
     using R = FlashRowTraits<D>;
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
     flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    bool extras = flash_mask_has_extras(s);
     int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
-    if (rc < 0 && extras) {
-        FlashXParams px = {p, flash_mask(s)};
-        rc = attn_launch_tiled(flash_backward_x_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, px, st);
+    if (rc < 0 && flash_needs_extra(s)) {
+        FlashXParams px = {p, flash_mask(s), flash_bias(s)};
+        rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kBiasGrad>, s, px, st)
+             : s->mask.bias ? launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kBias>, s, px, st)
+                            : launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kNoBias>, s, px, st);
     } else if (rc < 0) {
-        rc = attn_launch_tiled(flash_backward_kernel<D, CAUSAL>, s, Tr::Bc, Tr::kThreads, Tr::kSmemBytes, p, st);
+        rc = launch_backward_main<D>(flash_backward_kernel<D, CAUSAL>, s, p, st);
     }
     if (rc) return rc;
     flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);

@@ -6,6 +6,10 @@
  * fragments in the mma.sync m16n8 accumulator layout (lane = 4 g + c/2: rows g and g + 8,
  * columns c, c + 1 of each 8-column slice), which is also the layout of a wgmma accumulator
  * within each warp of a warpgroup.
+ *
+ * FlashBias carries a dense additive bias and its gradient (attention.h's bias / dbias); bias_tile
+ * adds it to score fragments and dbias_tile_add sends a dS block to dbias. A bias never lets a
+ * tile be skipped: only the structural pieces above decide that.
  */
 #ifndef ATTENTION_FLASH_MASK_CUH
 #define ATTENTION_FLASH_MASK_CUH
@@ -112,6 +116,57 @@ __device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, in
 }
 
 
+/* A dense additive bias (attention.h): fp32 bias[b*stride_b + h*stride_h + i*stride_row + j] for
+ * query i, key j of sequence b, query head h; a stride of 0 broadcasts. dbias (NULL: the bias is a
+ * constant) has the same strides and receives dL/dS summed over what the strides broadcast. */
+struct FlashBias {
+    const float *bias;
+    float *dbias;
+    long long stride_b, stride_h, stride_row;
+};
+
+/* Adds inv_scale * bias[query, key] to a 16 x (8*NT) block of unscaled scores (the units ALiBi
+ * is added in), in the accumulator layout of mask_tile_x (keys_are_rows: rows are keys). CHECKED:
+ * only entries inside [0, T) whose score is not -inf, i.e. a block that mask_tile_x has masked
+ * (masked entries stay -inf and their bias is never read); unchecked: every entry, for a block
+ * that flash_tile_full says is all visible (hence all inside [0, T)). A -inf bias gives -inf. */
+template <int NT, bool CHECKED>
+__device__ __forceinline__ void bias_tile(float s[][4], const FlashBias &bs, float inv_scale, int b, int h, int row0,
+                                          int col0, int T, bool keys_are_rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+    const float *base = bs.bias + (long long)b * bs.stride_b + (long long)h * bs.stride_h;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            if (!CHECKED || (query < T && key < T && s[nt][e] != -INFINITY))
+                s[nt][e] = fmaf(__ldg(base + (long long)query * bs.stride_row + key), inv_scale, s[nt][e]);
+        }
+}
+
+/* dbias[query, key] += ds for a 16 x (8*NT) block of dS = dL/dS (the gradient of the scaled and
+ * biased score, before any scale factor), layout as bias_tile. fp32 atomics: broadcast strides
+ * (and GQA's query heads, and the blocks of other key tiles) may share an entry, so dbias is
+ * reproducible only up to the order of those additions; an entry no broadcast shares receives one
+ * addition and is exact. Entries outside [0, T) and zeros (every masked entry) are not sent. */
+template <int NT>
+__device__ __forceinline__ void dbias_tile_add(const float ds[][4], const FlashBias &bs, int b, int h, int row0,
+                                               int col0, int T, bool keys_are_rows) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
+    float *base = bs.dbias + (long long)b * bs.stride_b + (long long)h * bs.stride_h;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
+            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            if (query < T && key < T && ds[nt][e] != 0.0f)
+                atomicAdd(base + (long long)query * bs.stride_row + key, ds[nt][e]);
+        }
+}
+
 /* The pieces of s's mask that FlashMask carries (device pointers, as the caller gave them). */
 static inline FlashMask flash_mask(const AttnShape *s) {
     FlashMask x;
@@ -128,5 +183,12 @@ static inline bool flash_mask_has_extras(const AttnShape *s) {
     const AttnMask *m = &s->mask;
     return m->window > 0 || m->doc || m->key_begin || m->key_end || m->alibi_slopes;
 }
+/* s's bias and bias gradient as FlashBias carries them (device pointers). */
+static inline FlashBias flash_bias(const AttnShape *s) {
+    FlashBias f = {s->mask.bias, s->mask.dbias, s->mask.stride_b, s->mask.stride_h, s->mask.stride_row};
+    return f;
+}
+/* 1 when s has a dense bias (any kind: DENSE, or CAUSAL / NONE with a bias) or a bias gradient. */
+static inline bool flash_mask_has_bias(const AttnShape *s) { return s->mask.bias || s->mask.dbias; }
 
 #endif

@@ -6,6 +6,8 @@
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
  * Usage: bench_attention [kernel ...] [T=N] [D=N]   (default: every kernel and configuration)
+ *        mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
+ *        bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
  */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -80,7 +82,7 @@ template <typename F> static double time_ms(F fn) {
 
 /* The mask family (window=W, docs=L for documents of L tokens, alibi): causal plus these; the
  * TFLOP/s count the unmasked (query, key) pairs only. */
-struct BenchMask { int window = 0, doc_len = 0; bool alibi = false; };
+struct BenchMask { int window = 0, doc_len = 0; bool alibi = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
 static BenchMask g_mask;
 static bool mask_extras() { return g_mask.window > 0 || g_mask.doc_len > 0 || g_mask.alibi; }
 
@@ -96,6 +98,15 @@ static double unmasked_pairs(int T) {
     return n;
 }
 
+/* Random fp32 in [-amp, amp) (the bias) */
+__global__ void fill_random_f32(float *x, size_t n, uint64_t seed, float amp) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ULL ^ seed;
+        z ^= z >> 31; z *= 0xbf58476d1ce4e5b9ULL; z ^= z >> 29;
+        x[i] = amp * (2.0f * (float)(z >> 40) * (1.0f / 16777216.0f) - 1.0f);
+    }
+}
+
 static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H, int D) {
     Row r;
     memset(&r, 0, sizeof r);
@@ -104,9 +115,25 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     memset(&s, 0, sizeof s);
     s.B = B; s.T = T; s.H = H; s.D = D;
     s.scale = 1.0f / sqrtf((float)D);
-    s.ld_qkv = 3 * H * D; s.ld_o = H * D;
+    const int Hkv = g_mask.kv > 0 ? g_mask.kv : H;
+    s.Hkv = Hkv;
+    s.ld_qkv = (H + 2 * Hkv) * D; s.ld_o = H * D;
     s.mask.kind = ATTN_MASK_CAUSAL;
     s.dtype = ATTN_BF16;
+    float *d_bias = NULL, *d_dbias = NULL;
+    if (g_mask.bias) { /* T x T, broadcast over batch and heads; freed below */
+        CUDA_OK(cudaMalloc(&d_bias, (size_t)T * T * 4));
+        fill_random_f32<<<1024, 256>>>(d_bias, (size_t)T * T, 99, 1.0f);
+        CUDA_OK(cudaGetLastError());
+        s.mask.bias = d_bias;
+        s.mask.stride_row = T;
+        if (g_mask.bias > 1) {
+            CUDA_OK(cudaMalloc(&d_dbias, (size_t)T * T * 4));
+            CUDA_OK(cudaMemset(d_dbias, 0, (size_t)T * T * 4));
+            s.mask.dbias = d_dbias;
+        }
+    }
+    struct FreeBias { float *a, *b; ~FreeBias() { cudaFree(a); cudaFree(b); } } free_bias = {d_bias, d_dbias};
     int *d_doc = NULL;
     float *d_slopes = NULL;
     s.mask.window = g_mask.window;
@@ -125,7 +152,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
         s.mask.alibi_slopes = d_slopes;
     }
     if (impl->unsupported(&s)) { r.unsupported = true; cudaFree(d_doc); cudaFree(d_slopes); return r; }
-    size_t nqkv = (size_t)B * T * 3 * H * D, no = (size_t)B * T * H * D;
+    size_t nqkv = (size_t)B * T * s.ld_qkv, no = (size_t)B * T * H * D;
     size_t saved = impl->saved_bytes(&s), ws = impl->workspace_bytes(&s);
     r.extra_mb = (saved + ws) / 1048576.0;
     size_t need = saved + ws + (2 * nqkv + 2 * no) * 2;
@@ -143,8 +170,8 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)qkv, nqkv, 1234, 2.0f);
     fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)dout, no, 5678, 1.0f);
     CUDA_OK(cudaGetLastError());
-    const char *q = (const char *)qkv, *k = q + H * D * 2, *v = q + 2 * H * D * 2;
-    char *dq = (char *)dqkv, *dk = dq + H * D * 2, *dv = dq + 2 * H * D * 2;
+    const char *q = (const char *)qkv, *k = q + H * D * 2, *v = k + Hkv * D * 2;
+    char *dq = (char *)dqkv, *dk = dq + H * D * 2, *dv = dk + Hkv * D * 2;
     int failed = 0;
     auto fwd = [&]() { failed |= impl->forward(&s, q, k, v, o, sv, w, NULL); };
     auto fb = [&]() {
@@ -177,6 +204,9 @@ int main(int argc, char **argv) {
         if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
         if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
         if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
+        if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
+        if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
+        if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
     }
     if (!any) want[0] = want[1] = want[2] = true;
     cudaDeviceProp prop;
@@ -185,6 +215,8 @@ int main(int argc, char **argv) {
     if (mask_extras())
         printf("%s%s%s (TFLOP/s over the unmasked pairs)\n", g_mask.window ? " window" : "", g_mask.doc_len ? " documents" : "",
                g_mask.alibi ? " ALiBi" : "");
+    if (g_mask.kv > 0) printf("GQA: %d K/V heads\n", g_mask.kv);
+    if (g_mask.bias) printf("bias: T x T fp32, broadcast over batch and heads%s\n", g_mask.bias > 1 ? ", with dbias" : "");
 
     struct Cfg { int D, T; } cfgs[] = {{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {64, 16384},
                                       {32, 4096}, {128, 4096}};
