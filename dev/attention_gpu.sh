@@ -6,7 +6,7 @@ set -u
 OUT=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv
 date -u
-SRCS="attention/naive.cu attention/memeff.cu attention/flash.cu attention/cuda_table.cu attention/attention_api.cu"
+SRCS="$(echo attention/*.c) attention/naive.cu attention/memeff.cu attention/flash.cu attention/flash_sm90.cu attention/cuda_errors.cu attention/attention_api.cu"
 NV="nvcc -std=c++17 -O3 -lineinfo -gencode arch=compute_90,code=sm_90 -I. -Xcompiler -fopenmp"
 if ! make -j16 GPU_ARCH=90 build/test/gpu/test_attention build/dev/bench_attention libattention > $OUT/build.log 2>&1; then
     echo "make failed (see build.log), building directly"; tail -5 $OUT/build.log
