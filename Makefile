@@ -92,6 +92,30 @@ ifneq ($(NVCC),)
     NVCCFLAGS += -DHAVE_NCCL
     CUDA_LIBS += -lnccl
   endif
+  # cuDNN's fused attention (attention/cudnn.cu, `--attn cudnn`) needs cudnn.h and libcudnn (beside
+  # CUDA or in /usr[/local]) and the header-only cudnn-frontend, looked for in this order:
+  # CUDNN_FRONTEND=dir (its include/ directory, or the checkout holding it), local/cudnn-frontend/include,
+  # $(HOME)/cudnn-frontend/include, then the system include directories. Without both the file is
+  # left out of the build (and -lcudnn -lnvrtc out of the link): the registry then has no CUDA `cudnn`.
+  HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h -o -f /usr/local/include/cudnn.h && echo 1)
+  CUDNN_FE_DIRS := $(if $(CUDNN_FRONTEND),$(CUDNN_FRONTEND) $(CUDNN_FRONTEND)/include) local/cudnn-frontend/include \
+                   $(HOME)/cudnn-frontend/include /usr/include /usr/local/include $(CUDA_HOME)/include
+  CUDNN_FE_INC := $(patsubst %/cudnn_frontend.h,%,$(firstword $(wildcard $(addsuffix /cudnn_frontend.h,$(CUDNN_FE_DIRS)))))
+  ifneq ($(CUDNN_FRONTEND),)
+    ifeq ($(filter $(CUDNN_FRONTEND) $(CUDNN_FRONTEND)/include,$(CUDNN_FE_INC)),)
+      $(error CUDNN_FRONTEND=$(CUDNN_FRONTEND) holds no cudnn_frontend.h (give the frontend's include/ directory))
+    endif
+  endif
+  ifeq ($(and $(HAVE_CUDNN),$(CUDNN_FE_INC)),)
+    CU_SRCS := $(filter-out attention/cudnn.cu,$(CU_SRCS))
+    CU_OBJS := $(CU_SRCS:%.cu=$(BUILD)/%.o)
+    ifeq ($(HAVE_CUDNN),1)
+      $(info note: cuDNN found but not its frontend headers: --attn cudnn is not built (README, Quick start: one git clone))
+    endif
+  else
+    CUDA_LIBS += -lcudnn -lnvrtc # (NVRTC: the frontend compiles some of its own engines at run time)
+    $(BUILD)/attention/cudnn.o $(BUILD)/pic/attention/cudnn.o: NVCCFLAGS += -isystem $(CUDNN_FE_INC)
+  endif
   MAIN_OBJ   := $(BUILD)/train_gpt2.o
   PROGRAM_OBJS := $(MAIN_OBJ) $(C_OBJS) $(CU_OBJS)
   LINK       := $(NVCC) $(GENCODE) -Xcompiler -fopenmp

@@ -6,25 +6,35 @@
 #include "attention/attention.h"
 #include "attention/attention_impls.h"
 
-/* The registry: one row per kernel, in AttnKernel order. The CPU column is the impl itself; the
- * CUDA column points into attn_cuda_table (all NULL in a CPU-only build, see cuda_fallback.c).
- * auto_rank orders the kernels for ATTN_AUTO (lower first) on either place. Adding a kernel is
- * one enum value and one row here. */
+/* The CUDA implementation objects, declared weak: one that is not linked into this program reads
+ * as NULL, so that row's CUDA column is empty (a CPU-only build has none, a build without cuDNN no
+ * cudnn). The strong definitions are in attention/<kernel>.cu. (The CPU objects of
+ * attention_impls.h stay strong references: that is what pulls them out of libcpu.a.) */
+#define ATTN_WEAK __attribute__((weak))
+extern const AttnImpl attn_naive_cuda ATTN_WEAK, attn_memeff_cuda ATTN_WEAK, attn_flash_cuda ATTN_WEAK;
+extern const AttnImpl attn_flash_sm90_cuda ATTN_WEAK, attn_flash_mma_cuda ATTN_WEAK;
+extern const AttnImpl attn_cudnn_cuda ATTN_WEAK;
+
+/* The registry: one row per kernel, in AttnKernel order. auto_rank orders the kernels for
+ * ATTN_AUTO (lower first) on either place; -1: never chosen by auto directly (the flash variants,
+ * reached through flash's `variants`). Adding a kernel is its enum value, its object's
+ * declaration above (or in attention_impls.h for a CPU one) and one row here; names, attn_impl(), the resolvers, the help texts, the
+ * shared library, dev/bench_attention and the tests all read this table. */
 typedef struct {
     AttnKernel kernel;
     const char *name;
-    const AttnImpl *cpu;
-    const AttnImpl *const *cuda;
+    const AttnImpl *cpu, *cuda;
     int auto_rank;
     AttnKernel variants[2];   /* the variants attn_resolve picks among, in preference order */
 } AttnKernelRow;
 
 static const AttnKernelRow kernel_rows[ATTN_NUM_IMPLS] = {
-    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_cuda_table[ATTN_NAIVE], 2, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_cuda_table[ATTN_MEMEFF], 1, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_cuda_table[ATTN_FLASH], 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}},
-    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_cuda_table[ATTN_FLASH_SM90], 0, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_cuda_table[ATTN_FLASH_MMA], 0, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_naive_cuda, 2, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_memeff_cuda, 1, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_flash_cuda, 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}},
+    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_flash_sm90_cuda, -1, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_flash_mma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_CUDNN, "cudnn", NULL, &attn_cudnn_cuda, 3, {ATTN_AUTO, ATTN_AUTO}},
 };
 
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
@@ -57,7 +67,7 @@ int attn_kernel_from_name(const char *name, AttnKernel *out) {
     return -1;
 }
 
-/* "naive, memeff, flash": built once from the registry (C string literals cannot be). */
+/* "naive, memeff, flash, ...": built once from the registry (C string literals cannot be). */
 static char kernel_list[ATTN_NUM_IMPLS * 32];
 static pthread_once_t kernel_list_once = PTHREAD_ONCE_INIT;
 static void build_kernel_list(void) {
@@ -70,6 +80,13 @@ static void build_kernel_list(void) {
 const char *attn_kernel_names_list(void) {
     pthread_once(&kernel_list_once, build_kernel_list);
     return kernel_list;
+}
+
+int attn_kernel_is_variant(AttnKernel k) {
+    for (int i = 0; i < ATTN_NUM_IMPLS; i++)
+        for (int v = 0; v < 2; v++)
+            if (k != ATTN_AUTO && kernel_rows[i].variants[v] == k) return 1;
+    return 0;
 }
 
 const char *attn_mask_name(AttnMaskKind m) {
@@ -93,7 +110,7 @@ const AttnImpl *attn_impl(AttnKernel k, AttnPlace place) {
     case ATTN_CPU:
         return kernel_rows[k].cpu;
     case ATTN_CUDA:
-        return *kernel_rows[k].cuda;
+        return kernel_rows[k].cuda;
     default:
         return NULL;
     }
@@ -154,8 +171,8 @@ void attn_alibi_slopes(int H, float *slopes) {
 }
 
 /* The best-ranked kernel that `place` has and that supports s. When none does: on the CPU the
- * best-ranked kernel anyway (flash; its unsupported() then says why), on CUDA ATTN_AUTO (e.g. a
- * CPU-only build, whose CUDA table is empty). */
+ * best-ranked kernel the CPU has anyway (flash; its unsupported() then says why), on CUDA
+ * ATTN_AUTO (e.g. a CPU-only build, whose CUDA column is empty). */
 AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place) {
     if (k == ATTN_AUTO) k = attn_resolve_auto(s, place);
     if (k < 0 || k >= ATTN_NUM_IMPLS) return k;
@@ -168,15 +185,22 @@ AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place) {
 }
 
 AttnKernel attn_resolve_auto(const AttnShape *s, AttnPlace place) {
-    AttnKernel best = ATTN_AUTO, top = ATTN_AUTO;
-    int best_rank = 0, top_rank = 0;
-    for (int i = 0; i < ATTN_NUM_KERNELS; i++) {
-        const AttnKernelRow *row = &kernel_rows[i];
-        if (top == ATTN_AUTO || row->auto_rank < top_rank) top = row->kernel, top_rank = row->auto_rank;
-        const AttnImpl *impl = attn_impl(row->kernel, place);
-        if (!impl || (impl->unsupported && impl->unsupported(s) != NULL)) continue;
-        if (best == ATTN_AUTO || row->auto_rank < best_rank) best = row->kernel, best_rank = row->auto_rank;
+    /* Rows in rank order, each asked only after every better-ranked one refused (so cudnn, last,
+     * builds its cuDNN graphs only when none of ours runs the shape). */
+    AttnKernel top = ATTN_AUTO;
+    int done[ATTN_NUM_IMPLS] = {0};
+    for (;;) {
+        const AttnKernelRow *next = NULL;
+        for (int i = 0; i < ATTN_NUM_IMPLS; i++) {
+            const AttnKernelRow *row = &kernel_rows[i];
+            if (done[i] || row->auto_rank < 0 || !attn_impl(row->kernel, place)) continue;
+            if (!next || row->auto_rank < next->auto_rank) next = row;
+        }
+        if (!next) break;
+        done[next->kernel] = 1;
+        if (top == ATTN_AUTO) top = next->kernel;
+        const AttnImpl *impl = attn_impl(next->kernel, place);
+        if (!impl->unsupported || impl->unsupported(s) == NULL) return next->kernel;
     }
-    if (best == ATTN_AUTO && place == ATTN_CPU) return top;
-    return best;
+    return place == ATTN_CPU ? top : ATTN_AUTO;
 }

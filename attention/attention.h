@@ -8,10 +8,12 @@
  *   flash   the same math organised as FlashAttention-2: outer loop over query tiles, inner
  *           loop over key tiles; backward first computes D = rowsum(dO * O), then
  *           dS = P * (dP - D) with dP = dO V^T.                                 O(T) memory
+ * A fourth, cudnn, is NVIDIA's: cuDNN's fused flash attention, on CUDA only (a reference).
  *
  * Each algorithm exists for the CPU (plain C, fp32: the oracle) and for CUDA. Both implement
  * the AttnImpl table below; attention.c holds the registry, one row per kernel (name, CPU impl,
- * CUDA impl, rank for auto). Adding a kernel is one new file and one row.
+ * CUDA impl, rank for auto). Adding a kernel is one new file, one row and its enum value below
+ * (cudnn, cuDNN's fused attention, was added so; attention/README.md counts the files).
  *
  * Layout (token-major, so GPT-2's fused QKV projection feeds it without a transpose):
  *   element (b, t, h, d) of Q, K, V, dQ, dK, dV lives at X[(b*T + t)*ld_qkv + h*D + d]
@@ -68,12 +70,15 @@
 extern "C" {
 #endif
 
-/* The algorithms (ATTN_NUM_KERNELS of them), then variants of one algorithm on one place: flash on
- * CUDA is flash-sm90 (the Hopper wgmma kernels, on compute capability 9.0) or flash-mma (the
- * mma.sync kernels, every GPU). attn_resolve() turns an algorithm into the variant that runs. */
+/* The kernels of the registry (attention.c, one row each). First the algorithms that exist on both
+ * places (ATTN_NUM_KERNELS of them: the CPU ones are the oracle), then CUDA-only entries: the
+ * variants of one algorithm (flash on CUDA is flash-sm90, the Hopper wgmma kernels on compute
+ * capability 9.0, or flash-mma, the mma.sync kernels of every GPU; attn_resolve() turns flash into
+ * the one that runs) and cudnn, cuDNN's fused attention (attention/cudnn.cu, built where cuDNN
+ * and its frontend are found; no CPU counterpart). */
 typedef enum {
     ATTN_NAIVE = 0, ATTN_MEMEFF, ATTN_FLASH, ATTN_NUM_KERNELS,
-    ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_NUM_IMPLS,
+    ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_CUDNN, ATTN_NUM_IMPLS,
     ATTN_AUTO = -1
 } AttnKernel;
 typedef enum { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL, ATTN_MASK_DENSE, ATTN_NUM_MASKS } AttnMaskKind;
@@ -116,12 +121,15 @@ typedef struct {
                     void *dq, void *dk, void *dv, void *workspace, void *stream);
 } AttnImpl;
 
-/* Names: "naive", "memeff", "flash" (and "auto" for ATTN_AUTO). */
+/* Names: the registry's ("naive", "memeff", "flash", "flash-sm90", "flash-mma", "cudnn"), and
+ * "auto" for ATTN_AUTO. */
 const char *attn_kernel_name(AttnKernel k);
 int attn_kernel_from_name(const char *name, AttnKernel *out); /* 0 ok, -1 unknown */
-/* The kernel names of the registry, comma separated: "naive, memeff, flash" (for help texts
+/* The kernel names of the registry, comma separated: "naive, memeff, flash, ..." (for help texts
  * and errors; "auto" not included). */
 const char *attn_kernel_names_list(void);
+/* 1 when k is a variant of another kernel (flash-sm90, flash-mma: reached through flash), else 0. */
+int attn_kernel_is_variant(AttnKernel k);
 const char *attn_mask_name(AttnMaskKind m);
 int attn_mask_from_name(const char *name, AttnMaskKind *out);
 const char *attn_dtype_name(AttnDtype d);
@@ -157,7 +165,8 @@ void attn_alibi_slopes(int H, float *slopes);
 AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place);
 
 /* ATTN_AUTO: the kernel this build expects to be fastest for the shape on `place` among those
- * that support it (on the CPU: flash; on CUDA: flash, else memeff, else naive). */
+ * that support it, by the registry's auto rank (on the CPU: flash; on CUDA: flash, else memeff,
+ * else naive, else cudnn, which is thus never chosen where one of ours runs). */
 AttnKernel attn_resolve_auto(const AttnShape *s, AttnPlace place);
 
 #ifdef __cplusplus

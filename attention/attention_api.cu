@@ -1,45 +1,54 @@
-/* attention/attention_api.cu: the plain C API of attention_api.h over attn_cuda_table. */
+/* attention/attention_api.cu: the plain C API of attention_api.h over the registry's CUDA column
+ * (attn_impl(kernel, ATTN_CUDA)); kernel and mask names are the registry's (attention.c). */
 #include <math.h>
 #include <string.h>
+#include <string>
 #include "attention/attention_api.h"
 #include "attention/cuda_common.cuh"
-
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
-
-static int lookup(const char *name, const char *const *names, int n) {
-    for (int i = 0; name && i < n; i++)
-        if (!strcmp(name, names[i])) return i;
-    return -1;
-}
 
 /* Builds the shape and finds the impl; on failure returns the error code (message recorded). */
 static int prepare(const char *kernel, const char *mask, const char *dtype, int B, int T, int H,
                    int D, int ld_qkv, int ld_o, float scale, const float *bias, long long sb,
                    long long sh, long long srow, AttnShape *s, const AttnImpl **impl) {
-    static const char *const kernels[] = {"naive", "memeff", "flash"};
-    static const char *const masks[] = {"none", "causal", "dense"};
-    static const char *const dtypes[] = {"fp32", "bf16"};
-    int ki = lookup(kernel, kernels, 3), mi = lookup(mask, masks, 3), di = lookup(dtype, dtypes, 2);
-    if (ki < 0) { attn_cuda_fail("unknown kernel '%s'", kernel ? kernel : "(null)"); return ATTN_LIB_BAD_ARGUMENT; }
-    if (mi < 0) { attn_cuda_fail("unknown mask '%s'", mask ? mask : "(null)"); return ATTN_LIB_BAD_ARGUMENT; }
+    AttnKernel k;
+    AttnMaskKind mk;
+    int di = -1;
+    for (int i = 0; dtype && i < ATTN_NUM_DTYPES; i++)
+        if (!strcmp(dtype, attn_dtype_name((AttnDtype)i))) di = i;
+    if (attn_kernel_from_name(kernel, &k) != 0 || k == ATTN_AUTO) {
+        attn_cuda_fail("unknown kernel '%s' (expected one of %s)", kernel ? kernel : "(null)", attn_kernel_names_list());
+        return ATTN_LIB_BAD_ARGUMENT;
+    }
+    if (attn_mask_from_name(mask, &mk) != 0) { attn_cuda_fail("unknown mask '%s'", mask ? mask : "(null)"); return ATTN_LIB_BAD_ARGUMENT; }
     if (di < 0) { attn_cuda_fail("unknown dtype '%s'", dtype ? dtype : "(null)"); return ATTN_LIB_BAD_ARGUMENT; }
     memset(s, 0, sizeof *s);
     s->B = B; s->T = T; s->H = H; s->D = D;
     s->scale = scale > 0.0f ? scale : 1.0f / sqrtf((float)(D > 0 ? D : 1));
     s->ld_qkv = ld_qkv; s->ld_o = ld_o;
-    s->mask.kind = (AttnMaskKind)mi;
-    if (mi == ATTN_MASK_DENSE) {
+    s->mask.kind = mk;
+    if (mk == ATTN_MASK_DENSE) {
         s->mask.bias = bias;
         s->mask.stride_b = sb; s->mask.stride_h = sh; s->mask.stride_row = srow;
     }
     s->dtype = (AttnDtype)di;
-    *impl = attn_cuda_table[ki];
-    if (!*impl) { attn_cuda_fail("kernel '%s' not built", kernel); return ATTN_LIB_UNSUPPORTED; }
-    const char *why = attn_shape_problem(s);
+    *impl = attn_impl(k, ATTN_CUDA);
+    if (!*impl) { attn_cuda_fail("kernel '%s' not built into this library", kernel); return ATTN_LIB_UNSUPPORTED; }
+    const char *why = attn_shape_basics(s);
     if (why) { attn_cuda_fail("%s", why); return ATTN_LIB_BAD_ARGUMENT; }
     why = (*impl)->unsupported(s);
     if (why) { attn_cuda_fail("%s", why); return ATTN_LIB_UNSUPPORTED; }
     return ATTN_LIB_OK;
+}
+
+extern "C" const char *attn_lib_kernel_names(void) {
+    /* the registry's names that this library has a CUDA implementation of (built once, thread-safe) */
+    static const std::string list = [] {
+        std::string l;
+        for (int i = 0; i < ATTN_NUM_IMPLS; i++)
+            if (attn_impl((AttnKernel)i, ATTN_CUDA)) l += (l.empty() ? "" : ",") + std::string(attn_kernel_name((AttnKernel)i));
+        return l;
+    }();
+    return list.c_str();
 }
 
 extern "C" int attn_lib_buffer_sizes(const char *kernel, const char *mask, const char *dtype, int B,

@@ -2,8 +2,8 @@
  * build/libattention.so (`make libattention`), so that other C programs and Python (ctypes) can
  * call the same forward and backward on device pointers.
  *
- * Strings name the choices: kernel "naive" | "memeff" | "flash"; mask "none" | "causal" |
- * "dense"; dtype "fp32" | "bf16". Layout, scale and buffers are those of attention/attention.h
+ * Strings name the choices: kernel: a name of the registry (attention/attention.c; the ones this
+ * library has: attn_lib_kernel_names()); mask "none" | "causal" | "dense"; dtype "fp32" | "bf16". Layout, scale and buffers are those of attention/attention.h
  * (token-major, element (b,t,h,d) at X[(b*T + t)*ld + h*D + d]); scale <= 0 means 1/sqrt(D).
  * `bias` and its strides are read only for mask "dense". `stream` is a cudaStream_t (NULL: the
  * default stream). Calls are asynchronous on that stream like any kernel launch.
@@ -24,6 +24,10 @@ enum {
     ATTN_LIB_UNSUPPORTED = 2,  /* the kernel does not support this shape/dtype/mask */
     ATTN_LIB_CUDA_ERROR = 3    /* a CUDA or cuBLAS call failed */
 };
+
+/* The kernels this library can run, comma separated in registry order, e.g.
+ * "naive,memeff,flash,flash-sm90,flash-mma,cudnn" (cudnn only where it was built with cuDNN). */
+const char *attn_lib_kernel_names(void);
 
 /* Bytes of `saved` (forward -> backward) and `workspace` the call needs (0: NULL may be passed). */
 int attn_lib_buffer_sizes(const char *kernel, const char *mask, const char *dtype, int B, int T,

@@ -1,5 +1,7 @@
 /* attention/attention_cuda.h: the CUDA implementations of attention.h's AttnImpl (naive.cu,
- * memeff.cu, flash.cu); cuda_table.cu gathers them into attn_cuda_table. */
+ * memeff.cu, flash.cu, flash_sm90.cu), declared so that their definitions get C linkage; callers
+ * reach them (and cudnn.cu's attn_cudnn_cuda, which says extern "C" itself) through
+ * attn_impl(kernel, ATTN_CUDA), the registry of attention.c. */
 #ifndef ATTENTION_CUDA_H
 #define ATTENTION_CUDA_H
 

@@ -14,7 +14,7 @@
 set -u
 OUT=${OUT:-/tmp}
 NV="nvcc -std=c++17 -O3 -lineinfo -gencode arch=compute_90a,code=sm_90a -DFLASH_SM90=1 -I. -Xcompiler -fopenmp"
-BASE="attention/naive.cu attention/memeff.cu attention/flash.cu attention/flash_sm90.cu attention/cuda_table.cu"
+BASE="attention/naive.cu attention/memeff.cu attention/flash.cu attention/flash_sm90.cu attention/cuda_errors.cu"
 make -s build/libcpu.a || exit 1   # the CPU side of attention.h (names, shape helpers)
 mkdir -p build/exp
 VARIANTS="base: ${VARIANTS:-}"

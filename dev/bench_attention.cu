@@ -5,9 +5,12 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [T=N] [D=N]   (default: every kernel and configuration)
- *        mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
- *        bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
+ * Usage: bench_attention [kernel ...] [T=N] [D=N] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
+ *   flash-mma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
+ *   flash, and cudnn where built), every configuration.
+ *   mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
+ *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
  */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -20,8 +23,6 @@
 #include <vector>
 #include "attention/attention.h"
 #include "attention/attention_cuda.h"
-
-extern "C" const AttnImpl *const attn_cuda_table[ATTN_NUM_IMPLS];
 
 #define CUDA_OK(call)                                                                        \
     do {                                                                                     \
@@ -47,6 +48,7 @@ struct Row {
     const char *kernel;
     int D, T, B;
     bool oom, unsupported;
+    const char *why; /* unsupported(): the kernel's reason */
     double fwd_ms, fb_ms, extra_mb;
     double fwd_tflops, fb_tflops;
 };
@@ -151,7 +153,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
         CUDA_OK(cudaMemcpy(d_slopes, sl.data(), H * 4, cudaMemcpyHostToDevice));
         s.mask.alibi_slopes = d_slopes;
     }
-    if (impl->unsupported(&s)) { r.unsupported = true; cudaFree(d_doc); cudaFree(d_slopes); return r; }
+    if ((r.why = impl->unsupported(&s))) { r.unsupported = true; cudaFree(d_doc); cudaFree(d_slopes); return r; }
     size_t nqkv = (size_t)B * T * s.ld_qkv, no = (size_t)B * T * H * D;
     size_t saved = impl->saved_bytes(&s), ws = impl->workspace_bytes(&s);
     r.extra_mb = (saved + ws) / 1048576.0;
@@ -192,23 +194,32 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
 }
 
 int main(int argc, char **argv) {
-    const char *names[ATTN_NUM_KERNELS] = {"naive", "memeff", "flash"};
-    bool want[ATTN_NUM_KERNELS] = {false, false, false}, any = false;
+    bool want[ATTN_NUM_IMPLS] = {false}, any = false;
     int only_T = 0, only_D = 0;
     for (int i = 1; i < argc; i++) {
+        AttnKernel k;
         if (!strncmp(argv[i], "T=", 2)) only_T = atoi(argv[i] + 2);
         else if (!strncmp(argv[i], "D=", 2)) only_D = atoi(argv[i] + 2);
-        for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++)
-            if (!strcmp(argv[i], names[kk])) want[kk] = any = true;
-        if (!strcmp(argv[i], "flash-mma")) any = true;
-        if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
-        if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
-        if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
-        if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
-        if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
-        if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
+        else if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
+        else if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
+        else if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
+        else if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
+        else if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
+        else if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
+        else if (attn_kernel_from_name(argv[i], &k) == 0 && k != ATTN_AUTO) {
+            if (!attn_impl(k, ATTN_CUDA)) {
+                fprintf(stderr, "bench_attention: kernel '%s' is not in this build\n", argv[i]);
+                return 1;
+            }
+            want[k] = any = true;
+        } else {
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; T=N D=N window=W docs=L alibi kv=N bias dbias)\n",
+                    argv[i], attn_kernel_names_list());
+            return 1;
+        }
     }
-    if (!any) want[0] = want[1] = want[2] = true;
+    if (!any)
+        for (int k = 0; k < ATTN_NUM_IMPLS; k++) want[k] = !attn_kernel_is_variant((AttnKernel)k);
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s, %d SMs; causal%s", prop.name, prop.multiProcessorCount, mask_extras() ? " +" : "\n");
@@ -222,30 +233,21 @@ int main(int argc, char **argv) {
                                       {32, 4096}, {128, 4096}};
     const int H = 12;
     std::vector<Row> rows;
-    for (int kk = 0; kk < ATTN_NUM_KERNELS; kk++) {
-        if (!want[kk] || !attn_cuda_table[kk]) continue;
+    for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
+        const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
+        if (!want[kk] || !impl) continue;
+        const char *name = attn_kernel_name((AttnKernel)kk);
         for (const Cfg &c : cfgs) {
             if ((only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
             int B = 65536 / c.T;
-            Row r = bench_one(attn_cuda_table[kk], names[kk], B, c.T, H, c.D);
-            if (r.oom) printf("%-6s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);
-            else if (r.unsupported) printf("%-6s D=%3d T=%5d: unsupported\n", r.kernel, r.D, r.T);
-            else printf("%-6s D=%3d T=%5d B=%2d: fwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %8.3f ms %6.1f TFLOP/s | extra %8.1f MB\n",
+            Row r = bench_one(impl, name, B, c.T, H, c.D);
+            if (r.oom) printf("%-10s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);
+            else if (r.unsupported) printf("%-10s D=%3d T=%5d: unsupported (%s)\n", r.kernel, r.D, r.T, r.why);
+            else printf("%-10s D=%3d T=%5d B=%2d: fwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %8.3f ms %6.1f TFLOP/s | extra %8.1f MB\n",
                         r.kernel, r.D, r.T, r.B, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops, r.extra_mb);
             fflush(stdout);
             rows.push_back(r);
         }
-    }
-    /* "flash-mma": flash without the Hopper kernels (what runs on other GPUs), for comparison */
-    bool want_mma = false;
-    for (int i = 1; i < argc; i++) want_mma |= !strcmp(argv[i], "flash-mma");
-    for (const Cfg &c : cfgs) {
-        if (!want_mma || (only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
-        Row r = bench_one(&attn_flash_mma_cuda, "flash-mma", 65536 / c.T, c.T, H, c.D);
-        if (!r.oom && !r.unsupported)
-            printf("%-6s D=%3d T=%5d B=%2d: fwd %8.3f ms %6.1f TFLOP/s | fwd+bwd %8.3f ms %6.1f TFLOP/s\n", r.kernel, r.D,
-                   r.T, r.B, r.fwd_ms, r.fwd_tflops, r.fb_ms, r.fb_tflops);
-        rows.push_back(r);
     }
     printf("\n| kernel | D | T | B | fwd ms | fwd TFLOP/s | fwd+bwd ms | fwd+bwd TFLOP/s | extra MB |\n");
     printf("|---|---|---|---|---|---|---|---|---|\n");

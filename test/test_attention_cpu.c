@@ -1150,7 +1150,7 @@ static void test_names_and_tables(void) {
         const AttnImpl *cuda = attn_impl((AttnKernel)k, ATTN_CUDA);
         CHECK(!cuda || (cuda->kernel == k && cuda->place == ATTN_CUDA), "cuda impl %d", k);
     }
-    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash, flash-sm90, flash-mma") == 0,
+    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash, flash-sm90, flash-mma, cudnn") == 0,
           "kernel names list: %s", attn_kernel_names_list());
     {
         char list[256] = "";
@@ -1183,6 +1183,12 @@ static void test_names_and_tables(void) {
     CHECK(attn_kernel_from_name("flash-mma", &k) == 0 && k == ATTN_FLASH_MMA &&
               attn_kernel_from_name("flash-sm90", &k) == 0 && k == ATTN_FLASH_SM90,
           "the flash variants parse by name");
+    CHECK(attn_kernel_from_name("cudnn", &k) == 0 && k == ATTN_CUDNN && attn_impl(ATTN_CUDNN, ATTN_CPU) == NULL,
+          "cudnn parses by name and has no CPU implementation");
+    CHECK(attn_kernel_is_variant(ATTN_FLASH_SM90) && attn_kernel_is_variant(ATTN_FLASH_MMA) &&
+              !attn_kernel_is_variant(ATTN_FLASH) && !attn_kernel_is_variant(ATTN_CUDNN) &&
+              !attn_kernel_is_variant(ATTN_AUTO),
+          "flash-sm90 and flash-mma are variants (of flash); cudnn is not");
 
     AttnShape s = attn_shape_packed(4, 64, 4, 64, ATTN_MASK_CAUSAL, ATTN_FP32);
     CHECK(s.ld_qkv == 3 * 256 && s.ld_o == 256 && fabsf(s.scale - 0.125f) < 1e-7f &&

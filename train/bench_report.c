@@ -484,7 +484,8 @@ static void write_x_axis(FILE *f, const BenchPlan *p, int xdim) {
 
 static void write_chart(FILE *f, const BenchPlan *p, const BenchCell *cells, int xdim, int column,
                         const char *png, const char *what, const char *title) {
-    static const int point_types[ATTN_NUM_IMPLS] = {7, 5, 9, 11, 13};
+    static const int point_types[] = {7, 5, 9, 11, 13, 15, 4, 6, 8, 10}; /* by kernel, cycling */
+    const int num_point_types = (int)(sizeof point_types / sizeof point_types[0]);
     int panels = num_panels(p, xdim);
     int cols = panels <= 3 ? panels : (int)ceil(sqrt((double)panels));
     int rows = (panels + cols - 1) / cols;
@@ -503,7 +504,7 @@ static void write_chart(FILE *f, const BenchPlan *p, const BenchCell *cells, int
             int k = p->kernels[a];
             fprintf(f, "%s $P%dK%d using 1:%d with linespoints lt %d lw 2 pt %d ps 1.3 title \"%s\"",
                     series ? ", \\\n    " : "set yrange [0:*]\nplot", panel, a, column + 2, k + 1,
-                    point_types[k], attn_kernel_name((AttnKernel)k));
+                    point_types[k % num_point_types], attn_kernel_name((AttnKernel)k));
             series++;
         }
         if (series) fprintf(f, "\n");
