@@ -36,6 +36,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <vector>
 #include "common/error_text.h"
 
 typedef struct {
@@ -220,14 +221,13 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     if (opt->mask == ATTN_MASK_DENSE && opt->dense_bias)
         CUDA_CHECK(cudaMemcpyAsync(m->mem.dense_bias, opt->dense_bias,
                                    (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
-    if (in->alibi) { /* the standard slopes, as the CPU backend's */
-        float *slopes = (float *)malloc((size_t)m->H * 4);
-        attn_alibi_slopes(m->H, slopes);
-        CUDA_CHECK(cudaMemcpyAsync(m->mem.alibi_slopes, slopes, (size_t)m->H * 4, cudaMemcpyHostToDevice, m->stream));
-        CUDA_CHECK(cudaStreamSynchronize(m->stream));
-        free(slopes);
+    std::vector<float> slopes(in->alibi ? (size_t)m->H : 0); /* the standard slopes, as the CPU backend's */
+    if (in->alibi) {
+        attn_alibi_slopes(m->H, slopes.data());
+        CUDA_CHECK(cudaMemcpyAsync(m->mem.alibi_slopes, slopes.data(), (size_t)m->H * 4, cudaMemcpyHostToDevice,
+                                   m->stream));
     }
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->stream)); /* the uploads are done before `slopes` goes */
     if (gsync_start(&m->gs, opt, err, errlen) != 0) {
         cuda_destroy(m);
         return NULL;
