@@ -1,26 +1,35 @@
 /* layers/encoder_cuda.cu: token + position embedding, forward and backward.
  *
- * Forward: out[n, :] = wte[inp[n], :] + wpe[n % T, :], one 16-byte pack per thread.
+ * Forward: out[n, :] = wte[inp[n], :] + wpe[t, :] with t = n % T, or t = pos[n] when each token
+ * has its own position (packed documents restarting theirs), or wte alone without a position
+ * table (ALiBi); one 16-byte pack per thread.
  * Backward without atomics, in a fixed order (reproducible):
  *   dwpe[t, c] += sum_b dout[b, t, c]: a thread per (t, c) walks the batch;
  *   dwte[v, :] += sum of dout rows whose token is v: the host (which holds the tokens) groups
- *   positions by token with a counting sort; a block per distinct token sums its rows.
+ *   rows by token with a counting sort; a block per distinct token sums its rows. With per-token
+ *   positions dwpe is the same kind of grouped sum (rows grouped by position), by the same kernel.
  * Bytes: forward 3 N C, backward 2 N C reads of dout plus the touched rows of dwte.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
 #include <string.h>
 
+/* pos: NULL (position n % T) or N positions; wpe: NULL (no position table) or the table. */
 template <typename T>
-__global__ void encoder_forward_kernel(T *out, const int *inp, const T *wte, const T *wpe,
+__global__ void encoder_forward_kernel(T *out, const int *inp, const int *pos, const T *wte, const T *wpe,
                                        int N, int T_, int C) {
     constexpr int P = Pack16<T>::n;
     size_t idx = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     size_t packs_per_row = C / P;
     if (idx >= (size_t)N * packs_per_row) return;
     int n = (int)(idx / packs_per_row), c = (int)(idx % packs_per_row) * P;
-    int t = n % T_;
-    Pack16<T> a = load16(wte + (size_t)inp[n] * C + c), b = load16(wpe + (size_t)t * C + c), r;
+    Pack16<T> a = load16(wte + (size_t)inp[n] * C + c), r;
+    if (!wpe) {
+        store16(out + (size_t)n * C + c, a);
+        return;
+    }
+    int t = pos ? pos[n] : n % T_;
+    Pack16<T> b = load16(wpe + (size_t)t * C + c);
     for (int j = 0; j < P; j++) r.v[j] = from_f32<T>(to_f32(a.v[j]) + to_f32(b.v[j]));
     store16(out + (size_t)n * C + c, r);
 }
@@ -35,39 +44,40 @@ __global__ void encoder_backward_wpe_kernel(float *dwpe, const T *dout, int B, i
     dwpe[(size_t)t * C + c] += s;
 }
 
-/* A block per distinct token (grid-stride over them, so the grid is fixed for graph replay). */
+/* A block per distinct token (or position): grid-stride over them, so the grid is fixed for graph
+ * replay. rows[start[u] .. start[u+1]) are the rows of group u, ascending. */
 template <typename T>
 __global__ void encoder_backward_wte_kernel(float *dwte, const T *dout, const int *uniq,
-                                            const int *start, const int *pos,
+                                            const int *start, const int *rows,
                                             const int *num_uniq, int C) {
     int U = *num_uniq;
     for (int u = blockIdx.x; u < U; u += gridDim.x) {
         int tok = uniq[u], k0 = start[u], k1 = start[u + 1];
         for (int c = threadIdx.x; c < C; c += blockDim.x) {
             float s = 0.0f;
-            for (int k = k0; k < k1; k++) s += to_f32(dout[(size_t)pos[k] * C + c]);
+            for (int k = k0; k < k1; k++) s += to_f32(dout[(size_t)rows[k] * C + c]);
             dwte[(size_t)tok * C + c] += s;
         }
     }
 }
 
-extern "C" void cuda_encoder_forward(Precision p, void *out, const int *inp, const void *wte,
+extern "C" void cuda_encoder_forward(Precision p, void *out, const int *inp, const int *pos, const void *wte,
                                      const void *wpe, int B, int T, int C, cudaStream_t stream) {
     int N = B * T;
     if (N <= 0) return;
     int P = p == PRECISION_BF16 ? 8 : 4;
     unsigned blocks = ceil_div_u((size_t)N * (C / P), 256);
     if (p == PRECISION_BF16)
-        encoder_forward_kernel<<<blocks, 256, 0, stream>>>((bf16 *)out, inp, (const bf16 *)wte,
+        encoder_forward_kernel<<<blocks, 256, 0, stream>>>((bf16 *)out, inp, pos, (const bf16 *)wte,
                                                            (const bf16 *)wpe, N, T, C);
     else
-        encoder_forward_kernel<<<blocks, 256, 0, stream>>>((float *)out, inp, (const float *)wte,
+        encoder_forward_kernel<<<blocks, 256, 0, stream>>>((float *)out, inp, pos, (const float *)wte,
                                                            (const float *)wpe, N, T, C);
     CUDA_LAUNCH_CHECK();
 }
 
 extern "C" int cuda_encoder_group_tokens(const int *inp, int N, int V, int *uniq, int *start,
-                                         int *pos, int *counts) {
+                                         int *rows, int *counts) {
     memset(counts, 0, sizeof(int) * (size_t)(V + 1));
     for (int n = 0; n < N; n++) counts[inp[n]]++;
     int U = 0, offset = 0;
@@ -81,28 +91,38 @@ extern "C" int cuda_encoder_group_tokens(const int *inp, int N, int V, int *uniq
         offset += c;
     }
     start[U] = offset;
-    for (int n = 0; n < N; n++) pos[counts[inp[n]]++] = n;
+    for (int n = 0; n < N; n++) rows[counts[inp[n]]++] = n;
     return U;
 }
 
-extern "C" void cuda_encoder_backward(Precision p, float *dwte, float *dwpe, const void *dout,
-                                      const int *uniq, const int *start, const int *pos,
-                                      const int *num_uniq, int B, int T, int C,
-                                      cudaStream_t stream) {
-    if (B * T <= 0) return;
-    unsigned wpe_blocks = ceil_div_u((size_t)T * C, 256);
-    const unsigned wte_blocks = 1024;
+/* The grouped sum dst[uniq[u]] += sum of dout rows rows[start[u] .. start[u+1]) for u < *num_uniq. */
+template <typename T>
+static void grouped_rows_sum(float *dst, const T *dout, const EncoderGroups *g, int C, cudaStream_t stream) {
+    const unsigned blocks = 1024;
     int threads = C < 256 ? C : 256;
-    if (p == PRECISION_BF16) {
-        encoder_backward_wpe_kernel<<<wpe_blocks, 256, 0, stream>>>(dwpe, (const bf16 *)dout, B, T, C);
-        CUDA_LAUNCH_CHECK();
-        encoder_backward_wte_kernel<<<wte_blocks, threads, 0, stream>>>(dwte, (const bf16 *)dout, uniq,
-                                                                        start, pos, num_uniq, C);
-    } else {
-        encoder_backward_wpe_kernel<<<wpe_blocks, 256, 0, stream>>>(dwpe, (const float *)dout, B, T, C);
-        CUDA_LAUNCH_CHECK();
-        encoder_backward_wte_kernel<<<wte_blocks, threads, 0, stream>>>(dwte, (const float *)dout, uniq,
-                                                                        start, pos, num_uniq, C);
-    }
+    encoder_backward_wte_kernel<<<blocks, threads, 0, stream>>>(dst, dout, g->uniq, g->start, g->rows,
+                                                                g->num_uniq, C);
     CUDA_LAUNCH_CHECK();
+}
+
+template <typename T>
+static void encoder_backward_typed(float *dwte, float *dwpe, const T *dout, const EncoderGroups *by_token,
+                                   const EncoderGroups *by_pos, int B, int T_, int C, cudaStream_t stream) {
+    if (dwpe && by_pos) {
+        grouped_rows_sum(dwpe, dout, by_pos, C, stream);
+    } else if (dwpe) {
+        encoder_backward_wpe_kernel<<<ceil_div_u((size_t)T_ * C, 256), 256, 0, stream>>>(dwpe, dout, B, T_, C);
+        CUDA_LAUNCH_CHECK();
+    }
+    grouped_rows_sum(dwte, dout, by_token, C, stream);
+}
+
+extern "C" void cuda_encoder_backward(Precision p, float *dwte, float *dwpe, const void *dout,
+                                      const EncoderGroups *by_token, const EncoderGroups *by_pos,
+                                      int B, int T, int C, cudaStream_t stream) {
+    if (B * T <= 0) return;
+    if (p == PRECISION_BF16)
+        encoder_backward_typed(dwte, dwpe, (const bf16 *)dout, by_token, by_pos, B, T, C, stream);
+    else
+        encoder_backward_typed(dwte, dwpe, (const float *)dout, by_token, by_pos, B, T, C, stream);
 }

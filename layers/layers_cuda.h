@@ -92,21 +92,30 @@ void cuda_add(Precision p, void *out, const void *a, const void *b, size_t n,
               cudaStream_t stream);
 
 /* ---- token + position embedding (layers/encoder_cuda.cu) ------------------------------------- */
-/* out[b,t,:] = wte[inp[b,t],:] + wpe[t,:]; wte, wpe are X. */
-void cuda_encoder_forward(Precision p, void *out, const int *inp, const void *wte,
+/* out[b,t,:] = wte[inp[b,t],:] + wpe[t',:] with t' = t, or t' = pos[b*T + t] when pos is not NULL
+ * (device ints: positions restarting at each packed document); wpe NULL: no position table
+ * (ALiBi), out = wte[inp] alone. wte, wpe are X. */
+void cuda_encoder_forward(Precision p, void *out, const int *inp, const int *pos, const void *wte,
                           const void *wpe, int B, int T, int C, cudaStream_t stream);
 /* The backward scatters rows of dout into dwte by token. To do it without atomics and in a
- * fixed order, the host groups the positions by token first (it has the tokens anyway):
- * cuda_encoder_group_tokens fills, on the host, uniq[0..U) (distinct tokens), start[0..U]
- * (offsets into pos) and pos[0..N) (positions sorted by token, ascending within a token);
- * counts is V+1 ints of host scratch. Returns U. */
-int cuda_encoder_group_tokens(const int *inp, int N, int V, int *uniq, int *start, int *pos,
+ * fixed order, the host groups the rows by token first (it has the tokens anyway):
+ * cuda_encoder_group_tokens fills, on the host, uniq[0..U) (distinct ids among inp[0..N), each
+ * below V), start[0..U] (offsets into rows) and rows[0..N) (row indices sorted by id, ascending
+ * within an id); counts is V+1 ints of host scratch. Returns U. The same grouping of per-token
+ * positions (ids below T) serves dwpe when positions restart at each document. */
+int cuda_encoder_group_tokens(const int *inp, int N, int V, int *uniq, int *start, int *rows,
                               int *counts);
-/* dwte[uniq[u]] += sum of dout rows in its group; dwpe[t] += sum over b of dout[b,t].
- * num_uniq is a device int (so a captured CUDA graph can replay with new data). */
+/* One grouping on the device; num_uniq is a device int (so a captured CUDA graph can replay
+ * with new data). */
+typedef struct {
+    const int *uniq, *start, *rows, *num_uniq;
+} EncoderGroups;
+/* dwte[uniq[u]] += sum of dout rows in its group (by_token); dwpe (NULL: no position table)
+ * [t] += sum over b of dout[b,t], or with by_pos (not NULL: per-token positions) the grouped sum
+ * over the rows at position t. */
 void cuda_encoder_backward(Precision p, float *dwte, float *dwpe, const void *dout,
-                           const int *uniq, const int *start, const int *pos,
-                           const int *num_uniq, int B, int T, int C, cudaStream_t stream);
+                           const EncoderGroups *by_token, const EncoderGroups *by_pos,
+                           int B, int T, int C, cudaStream_t stream);
 
 /* ---- softmax + cross-entropy over the vocabulary (layers/classifier_cuda.cu) ----------------- */
 /* For each of N rows of logits (X, row stride ld, V valid columns):

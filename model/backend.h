@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <string.h>
 #include "model/gpt2.h"
+#include "model/documents.h"
 #include "attention/attention.h"
 #include "model/precision.h"
 
@@ -24,12 +25,11 @@ typedef struct {
     AttnMaskKind mask;      /* CAUSAL for a language model; others for experiments */
     const float *dense_bias;/* (T, T) host array when mask == DENSE, else NULL */
     int attn_window;        /* > 0: sliding-window attention, each query sees this many keys
-                             * (itself and the window-1 before it when causal); 0 = none.
-                             * The CPU backend only, for now */
-    int packed_docs;        /* 1: sequences hold packed documents, each starting at a doc_sep
-                             * token: attention never crosses a document boundary */
-    int doc_sep;            /* with packed_docs: the token that starts a document */
-    int doc_positions;      /* with packed_docs: positions restart at 0 at each document */
+                             * (itself and the window-1 before it when causal); 0 = none */
+    DocSep doc_sep;         /* len > 0: sequences hold packed documents, each starting at an
+                             * occurrence of the separator (model/documents.h): attention never
+                             * crosses a document boundary */
+    int doc_positions;      /* with doc_sep: positions restart at 0 at each document */
     Precision precision;
     int recompute;          /* recompute GELU/LayerNorm outputs in backward (GPU) */
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero

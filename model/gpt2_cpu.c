@@ -167,7 +167,7 @@ static Model *cpu_create(const ModelOptions *opt, char *err, size_t errlen) {
         m->alibi = falloc((size_t)m->c.num_heads);
         attn_alibi_slopes(m->c.num_heads, m->alibi);
     }
-    if (opt->packed_docs) {
+    if (opt->doc_sep.len > 0) {
         m->doc = (int *)balloc((size_t)opt->B * opt->T * sizeof(int));
         m->pos = (int *)balloc((size_t)opt->B * opt->T * sizeof(int));
     }
@@ -248,16 +248,8 @@ static float cpu_forward(Model *m, const int *inputs, const int *targets, int B,
     m->B = B;
     m->T = T;
     memcpy(m->inputs, inputs, (size_t)BT * sizeof(int));
-    if (m->doc) { /* packed documents: where each token's document starts, and its position */
-        for (int b = 0; b < B; b++) {
-            int start = 0;
-            for (int t = 0; t < T; t++) {
-                if (inputs[b * T + t] == m->opt.doc_sep) start = t;
-                m->doc[b * T + t] = start;
-                m->pos[b * T + t] = t - start;
-            }
-        }
-    }
+    if (m->doc) /* packed documents: where each token's document starts, and its position */
+        doc_starts_of_batch(&m->opt.doc_sep, inputs, B, T, m->doc, m->pos);
     AttnShape s = attention_shape(m, B, T); /* after the documents: it points at them */
     const int *pos_of = m->doc && m->opt.doc_positions ? m->pos : NULL;
 

@@ -5,12 +5,19 @@
  * and bf16 activations, accumulating in fp32. PRECISION_FP32 keeps everything fp32.
  *
  * A step (one stream, no host synchronisation except to return the loss and the norm):
- *   forward: encoder, L x [LN1 -> qkv -> attention -> proj -> residual+LN2 -> fc+GELU ->
+ *   forward: encoder (token embedding + the learned position's, or none with ALiBi; positions
+ *            restart at each packed document with doc_positions),
+ *            L x [LN1 -> qkv (C + 2 Hkv D outputs: queries, then Hkv K heads, then Hkv V heads)
+ *            -> attention (its mask: kind, window, ALiBi slopes, the batch's documents) -> proj -> residual+LN2 -> fc+GELU ->
  *            fcproj -> residual+next LN], logits = lnf wte^T, fused softmax/CE which already
  *            writes dlogits = (p - y)/n_valid over the logits (bf16; fp32 in row chunks).
  *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; bias gradients and
  *            GELU' ride on the matmuls' epilogues.
  * The loss returned by forward is the mean over tokens with target >= 0 (as the CPU).
+ * Per-batch data (tokens, targets, the encoder's groupings, the documents) is computed on the host
+ * and uploaded into fixed device buffers before the body runs, so a captured graph replays it.
+ * The model is the CPU backend's exactly: same parameter layout (model/gpt2.h), same documents
+ * (model/documents.h), same ALiBi slopes (attn_alibi_slopes).
  *
  * The rest lives beside it, each part with its own state:
  *   model/memory_plan_cuda.*  the three arenas and every buffer's place in them
@@ -29,6 +36,7 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <vector>
 #include "common/error_text.h"
 
 typedef struct {
@@ -46,6 +54,7 @@ struct Model {
     const AttnImpl *attn;
     size_t num_params, off[GPT2_NUM_PARAM_TENSORS], size[GPT2_NUM_PARAM_TENSORS];
     int L, C, H, V, Vp, maxB, maxT;
+    int Q, KV;               /* QKV projection outputs C + 2 KV; K (and V) width Hkv D */
     int graphs;              /* replay forward and backward as CUDA graphs (one process only) */
     int tf32, matmul_fusion; /* the matmuls' settings while this model runs them */
     cudaStream_t stream;
@@ -56,6 +65,7 @@ struct Model {
     MemoryLayout mem;
     /* host staging (pinned) of what forward uploads */
     int *h_inputs, *h_targets, *h_uniq, *h_start, *h_pos, *h_counts, *h_num_uniq;
+    int *h_doc, *h_doc_pos, *h_pos_uniq, *h_pos_start, *h_pos_rows, *h_pos_num_uniq; /* documents */
     float *h_dloss, *h_out;
     cudaEvent_t staged; /* the last upload finished: staging may be rewritten */
     /* state of the last forward */
@@ -66,7 +76,7 @@ struct Model {
 };
 
 static AttnShape attn_shape_for(const Model *m, int B, int T) {
-    return memplan_attn_shape(&m->plan, B, T, m->mem.dense_bias);
+    return memplan_attn_shape(&m->plan, &m->mem, B, T);
 }
 
 static void cuda_destroy(Model *m);
@@ -78,9 +88,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
         return NULL;
     }
     const GPT2Config *c = &opt->config;
-    if (!gpt2_is_plain(c) || opt->attn_window > 0 || opt->packed_docs) {
-        set_err(err, errlen, "the CUDA backend does not implement --kv-heads, --pos alibi, --attn-window or "
-                "--doc-sep yet; use --device cpu");
+    if (opt->attn_window < 0) {
+        set_err(err, errlen, "attention window %d must be 0 (none) or positive", opt->attn_window);
         return NULL;
     }
     if (c->channels % 8 != 0 || (c->channels / c->num_heads) % 8 != 0) {
@@ -88,7 +97,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
                 c->channels, c->num_heads);
         return NULL;
     }
-    if (opt->T > c->max_seq_len || opt->B < 1 || opt->T < 1) {
+    /* ALiBi has no position table, so a model runs past the T it was made for */
+    if ((opt->T > c->max_seq_len && c->pos != GPT2_POS_ALIBI) || opt->B < 1 || opt->T < 1) {
         set_err(err, errlen, "bad B=%d T=%d (max_seq_len %d)", opt->B, opt->T, c->max_seq_len);
         return NULL;
     }
@@ -107,6 +117,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     m->L = c->num_layers; m->C = c->channels; m->H = c->num_heads;
     m->V = c->vocab_size; m->Vp = c->padded_vocab_size;
     m->maxB = opt->B; m->maxT = opt->T;
+    m->Q = gpt2_qkv_channels(c);
+    m->KV = gpt2_kv_heads(c) * (c->channels / c->num_heads);
     m->graphs = opt->cuda_graphs != 0;
     m->tf32 = opt->tf32 != 0;
     m->matmul_fusion = opt->matmul_fusion != 0;
@@ -116,8 +128,13 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     MemPlanInput *in = &m->plan;
     in->prec = m->prec;
     in->L = m->L; in->C = m->C; in->H = m->H; in->Vp = m->Vp; in->maxT = m->maxT;
+    in->Hkv = gpt2_kv_heads(c); in->Q = m->Q;
     in->recompute = opt->recompute;
     in->mask = opt->mask;
+    in->window = opt->attn_window;
+    in->alibi = c->pos == GPT2_POS_ALIBI;
+    in->packed_docs = opt->doc_sep.len > 0;
+    in->doc_positions = in->packed_docs && opt->doc_positions;
     in->attn = attn;
     in->num_params = m->num_params;
     in->n_pad = m->gs.n_pad;
@@ -126,9 +143,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     in->grads_bf16_copy = m->gs.world > 1 && m->gs.comm_bf16;
     in->logits_chunk_rows = opt->logits_chunk_rows;
 
-    AttnShape shape = attn_shape_for(m, m->maxB, m->maxT);
-    /* the device copy of a dense bias does not exist yet: check the caller's host bias */
-    if (opt->mask == ATTN_MASK_DENSE) shape.mask.bias = opt->dense_bias;
+    /* nothing is allocated yet: the mask's arrays are presence markers here */
+    AttnShape shape = memplan_attn_shape(in, NULL, m->maxB, m->maxT);
     const char *unsup = attn->unsupported(&shape);
     if (unsup) {
         set_err(err, errlen, "attention '%s' on CUDA: %s", attn_kernel_name(opt->attn), unsup);
@@ -186,7 +202,18 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     CUDA_CHECK(cudaMallocHost((void **)&m->h_num_uniq, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_dloss, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_out, 4));
-    m->h_counts = (int *)malloc(sizeof(int) * ((size_t)m->V + 1));
+    if (in->packed_docs) {
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_doc, N * 4));
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_doc_pos, N * 4));
+    }
+    if (in->doc_positions) {
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_pos_uniq, N * 4));
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_pos_start, (N + 1) * 4));
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_pos_rows, N * 4));
+        CUDA_CHECK(cudaMallocHost((void **)&m->h_pos_num_uniq, 4));
+    }
+    /* counting-sort scratch: token ids below V, positions within a document below maxT */
+    m->h_counts = (int *)malloc(sizeof(int) * ((size_t)(m->V > m->maxT ? m->V : m->maxT) + 1));
 
     CUDA_CHECK(cudaMemsetAsync(m->param_arena, 0, pb, m->stream));
     CUDA_CHECK(cudaMemsetAsync(m->act_arena, 0, ab, m->stream));
@@ -194,7 +221,13 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     if (opt->mask == ATTN_MASK_DENSE && opt->dense_bias)
         CUDA_CHECK(cudaMemcpyAsync(m->mem.dense_bias, opt->dense_bias,
                                    (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
-    CUDA_CHECK(cudaStreamSynchronize(m->stream));
+    std::vector<float> slopes(in->alibi ? (size_t)m->H : 0); /* the standard slopes, as the CPU backend's */
+    if (in->alibi) {
+        attn_alibi_slopes(m->H, slopes.data());
+        CUDA_CHECK(cudaMemcpyAsync(m->mem.alibi_slopes, slopes.data(), (size_t)m->H * 4, cudaMemcpyHostToDevice,
+                                   m->stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(m->stream)); /* the uploads are done before `slopes` goes */
     if (gsync_start(&m->gs, opt, err, errlen) != 0) {
         cuda_destroy(m);
         return NULL;
@@ -220,6 +253,8 @@ static void cuda_destroy(Model *m) {
     cudaFreeHost(m->h_inputs); cudaFreeHost(m->h_targets); cudaFreeHost(m->h_uniq);
     cudaFreeHost(m->h_start); cudaFreeHost(m->h_pos); cudaFreeHost(m->h_num_uniq);
     cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_out);
+    cudaFreeHost(m->h_doc); cudaFreeHost(m->h_doc_pos); cudaFreeHost(m->h_pos_uniq);
+    cudaFreeHost(m->h_pos_start); cudaFreeHost(m->h_pos_rows); cudaFreeHost(m->h_pos_num_uniq);
     free(m->h_counts);
     if (m->staged) cudaEventDestroy(m->staged);
     if (m->stream) cudaStreamDestroy(m->stream);
@@ -244,6 +279,8 @@ static void *act(const Model *m, void *base, int l, int width, int shared) {
     int idx = shared && m->opt.recompute ? 0 : l;
     return (char *)base + (size_t)idx * N * width * m->esize;
 }
+/* The position table as the encoder reads it; NULL with ALiBi (there is none). */
+static void *wpe_x(Model *m) { return m->plan.alibi ? NULL : wx(m, P_WPE, 0); }
 static float *stat(const Model *m, float *base, int l) { return base + (size_t)l * m->maxB * m->maxT; }
 
 static void sync_params_x(Model *m) {
@@ -336,23 +373,23 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     prof_mark(&m->prof, PF_START);
     gsync_wait_params(&m->gs, 0);
     if (L > 0) gsync_wait_params(&m->gs, 1);
-    cuda_encoder_forward(p, a->encoded, m->mem.s.inputs, wx(m, P_WTE, 0), wx(m, P_WPE, 0), B, T, C, st);
+    cuda_encoder_forward(p, a->encoded, m->mem.s.inputs, m->mem.s.doc_pos, wx(m, P_WTE, 0), wpe_x(m), B, T, C, st);
     prof_mark(&m->prof, PF_ENCODER);
     cuda_layernorm_forward(p, act(m, a->ln1, 0, C, 1), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
                            a->encoded, wx(m, P_LN1W, 0), wx(m, P_LN1B, 0), N, C, st);
     prof_mark(&m->prof, PF_LN_FWD);
     for (int l = 0; l < L; l++) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);
+        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
         void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
         void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1), *res3 = act(m, a->res3, l, C, 0);
         char *qkvc = (char *)qkv;
-        size_t Ce = (size_t)C * m->esize;
+        size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
-        check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, 3 * C, 0, st), "qkv");
+        check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, m->Q, 0, st), "qkv");
         prof_mark(&m->prof, PF_QKV_FWD);
-        if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty,
+        if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty,
                              m->mem.a.att_saved + (size_t)l * m->mem.att_saved_per_layer, m->mem.s.att_ws, st) != 0) {
             fprintf(stderr, "cuda backend: attention forward failed\n");
             exit(1);
@@ -402,7 +439,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     Acts *a = &m->mem.a;
     Scratch *s = &m->mem.s;
     AttnShape shape = attn_shape_for(m, B, T);
-    const size_t Ce = (size_t)C * m->esize;
+    const size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
     prof_mark(&m->prof, PF_START);
     /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale */
@@ -424,7 +461,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
 
     for (int l = L - 1; l >= 0; l--) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, 3 * C, 0);
+        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
         void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
         void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1);
@@ -457,9 +494,9 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
                                       wx(m, P_ATTPROJW, l), NULL, N, C, C, 0, 1.0f, s->reduce, st),
                  "attproj backward");
         prof_mark(&m->prof, PF_ATTPROJ_BWD);
-        if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + 2 * Ce, atty, s->dln,
+        if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty, s->dln,
                               a->att_saved + (size_t)l * m->mem.att_saved_per_layer, dqkvc, dqkvc + Ce,
-                              dqkvc + 2 * Ce, s->att_ws, st) != 0) {
+                              dqkvc + Ce + KVe, s->att_ws, st) != 0) {
             fprintf(stderr, "cuda backend: attention backward failed\n");
             exit(1);
         }
@@ -469,7 +506,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
         check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_QKVW, l), gr(m, P_QKVB, l), s->dqkv, ln1, wx(m, P_QKVW, l),
-                                      NULL, N, C, 3 * C, 0, 1.0f, s->reduce, st),
+                                      NULL, N, C, m->Q, 0, 1.0f, s->reduce, st),
                  "qkv backward");
         prof_mark(&m->prof, PF_QKV_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
@@ -477,8 +514,10 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
         prof_mark(&m->prof, PF_LN_BWD);
         gsync_layer_done(&m->gs, l);
     }
-    cuda_encoder_backward(p, gr(m, P_WTE, 0), gr(m, P_WPE, 0), s->dres, s->uniq, s->start, s->pos,
-                          s->num_uniq, B, T, C, st);
+    EncoderGroups by_token = {s->uniq, s->start, s->pos, s->num_uniq};
+    EncoderGroups by_pos = {s->pos_uniq, s->pos_start, s->pos_rows, s->pos_num_uniq};
+    cuda_encoder_backward(p, gr(m, P_WTE, 0), m->plan.alibi ? NULL : gr(m, P_WPE, 0), s->dres, &by_token,
+                          s->doc_pos ? &by_pos : NULL, B, T, C, st);
     prof_mark(&m->prof, PF_ENCODER_BWD);
     gsync_backward_done(&m->gs);
 }
@@ -524,6 +563,27 @@ static void backward_fn(Model *m, int B, int T, int flag) {
     backward_body(m, B, T, scale);
 }
 
+/* Packed documents: each token's document start (the attention's mask.doc) and, with restarting
+ * positions, its position and the rows grouped by position (the encoder's dwpe), computed on the
+ * host as the CPU backend does and queued for upload into the fixed device buffers (before the
+ * body, so a replayed graph reads them). The staging is free: cuda_forward waited for `staged`. */
+static void upload_documents(Model *m, const int *inputs, int B, int T) {
+    const size_t N = (size_t)B * T;
+    cudaStream_t st = m->stream;
+    Scratch *s = &m->mem.s;
+    doc_starts_of_batch(&m->opt.doc_sep, inputs, B, T, m->h_doc, m->h_doc_pos);
+    CUDA_CHECK(cudaMemcpyAsync(s->doc, m->h_doc, N * 4, cudaMemcpyHostToDevice, st));
+    if (!s->doc_pos) return;
+    *m->h_pos_num_uniq = cuda_encoder_group_tokens(m->h_doc_pos, (int)N, T, m->h_pos_uniq, m->h_pos_start,
+                                                   m->h_pos_rows, m->h_counts);
+    CUDA_CHECK(cudaMemcpyAsync(s->doc_pos, m->h_doc_pos, N * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->pos_uniq, m->h_pos_uniq, (size_t)*m->h_pos_num_uniq * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->pos_start, m->h_pos_start, (size_t)(*m->h_pos_num_uniq + 1) * 4,
+                               cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->pos_rows, m->h_pos_rows, N * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(cudaMemcpyAsync(s->pos_num_uniq, m->h_pos_num_uniq, 4, cudaMemcpyHostToDevice, st));
+}
+
 static float cuda_forward(Model *m, const int *inputs, const int *targets, int B, int T) {
     if (B > m->maxB || T > m->maxT || B < 1 || T < 1) {
         fprintf(stderr, "cuda backend: forward with B=%d T=%d beyond the created %d x %d\n", B, T, m->maxB, m->maxT);
@@ -549,6 +609,7 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     CUDA_CHECK(cudaMemcpyAsync(s->pos, m->h_pos, (size_t)N * 4, cudaMemcpyHostToDevice, st));
     CUDA_CHECK(cudaMemcpyAsync(s->num_uniq, m->h_num_uniq, 4, cudaMemcpyHostToDevice, st));
     CUDA_CHECK(cudaMemcpyAsync(s->dloss, m->h_dloss, 4, cudaMemcpyHostToDevice, st));
+    if (m->h_doc) upload_documents(m, inputs, B, T);
     CUDA_CHECK(cudaEventRecord(m->staged, st));
 
     m->B = B; m->T = T; m->has_targets = targets != NULL;

@@ -15,15 +15,20 @@ static void *arena_take(Arena *a, size_t bytes) {
     return a->base ? a->base + at : NULL;
 }
 
-AttnShape memplan_attn_shape(const MemPlanInput *in, int B, int T, const float *bias) {
-    AttnShape s = attn_shape_packed(B, T, in->H, in->C / in->H, in->mask,
-                                    in->prec == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+AttnShape memplan_attn_shape(const MemPlanInput *in, const MemoryLayout *mem, int B, int T) {
+    static const float marker_f[1] = {0.0f}; /* presence only (see the header) */
+    static const int marker_i[1] = {0};
+    AttnShape s = attn_shape_packed_gqa(B, T, in->H, in->Hkv, in->C / in->H, in->mask,
+                                        in->prec == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
     if (in->mask == ATTN_MASK_DENSE) {
-        s.mask.bias = bias;
+        s.mask.bias = mem ? mem->dense_bias : marker_f;
         s.mask.stride_b = 0;
         s.mask.stride_h = 0;
         s.mask.stride_row = in->maxT;
     }
+    s.mask.window = in->window;
+    if (in->alibi) s.mask.alibi_slopes = mem ? mem->alibi_slopes : marker_f;
+    if (in->packed_docs) s.mask.doc = mem ? mem->s.doc : marker_i;
     return s;
 }
 
@@ -38,6 +43,7 @@ static size_t plan_params(const MemPlanInput *in, MemoryLayout *o, Arena *a) {
     o->params_x = in->prec == PRECISION_BF16 ? arena_take(a, n * 2) : (void *)o->params;
     o->gcomm = in->grads_bf16_copy ? (__nv_bfloat16 *)arena_take(a, n * 2) : NULL;
     o->dense_bias = in->mask == ATTN_MASK_DENSE ? (float *)arena_take(a, (size_t)in->maxT * in->maxT * 4) : NULL;
+    o->alibi_slopes = in->alibi ? (float *)arena_take(a, (size_t)in->H * 4) : NULL;
     return a->used;
 }
 
@@ -49,7 +55,7 @@ static size_t plan_acts(const MemPlanInput *in, MemoryLayout *o, Arena *a, int B
     x->ln1 = arena_take(a, Lr * N * C * e);
     x->ln1_mean = (float *)arena_take(a, L * N * 4);
     x->ln1_rstd = (float *)arena_take(a, L * N * 4);
-    x->qkv = arena_take(a, L * N * 3 * C * e);
+    x->qkv = arena_take(a, L * N * (size_t)in->Q * e);
     x->atty = arena_take(a, L * N * C * e);
     x->att_saved = (char *)arena_take(a, L * o->att_saved_per_layer);
     x->res2 = arena_take(a, L * N * C * e);
@@ -73,7 +79,7 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
     s->dres = arena_take(a, N * C * e);
     s->dln = arena_take(a, N * C * e);
     s->dbig = arena_take(a, N * 4 * C * e);
-    s->dqkv = arena_take(a, N * 3 * C * e);
+    s->dqkv = arena_take(a, N * (size_t)in->Q * e);
     s->logits = arena_take(a, (size_t)o->chunk_rows * o->ld_logits * e);
     s->att_ws = o->att_ws_bytes ? arena_take(a, o->att_ws_bytes) : NULL;
     size_t red = cuda_colsum_scratch_floats(4 * in->C);
@@ -87,6 +93,16 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
     s->start = (int *)arena_take(a, (N + 1) * 4);
     s->pos = (int *)arena_take(a, N * 4);
     s->num_uniq = (int *)arena_take(a, 4);
+    if (in->packed_docs) {
+        s->doc = (int *)arena_take(a, N * 4);
+        if (in->doc_positions) {
+            s->doc_pos = (int *)arena_take(a, N * 4);
+            s->pos_uniq = (int *)arena_take(a, N * 4);
+            s->pos_start = (int *)arena_take(a, (N + 1) * 4);
+            s->pos_rows = (int *)arena_take(a, N * 4);
+            s->pos_num_uniq = (int *)arena_take(a, 4);
+        }
+    }
     s->dloss = (float *)arena_take(a, 4);
     s->loss = (float *)arena_take(a, 4);
     s->sumsq = (float *)arena_take(a, 4);
@@ -106,7 +122,7 @@ size_t memory_plan(const MemPlanInput *in, int B, char *param_arena, char *act_a
                    MemoryLayout *out) {
     int T = in->maxT;
     memset(out, 0, sizeof *out);
-    AttnShape shape = memplan_attn_shape(in, B, T, NULL);
+    AttnShape shape = memplan_attn_shape(in, NULL, B, T);
     out->att_saved_per_layer = (in->attn->saved_bytes(&shape) + 255) & ~(size_t)255;
     out->att_ws_bytes = in->attn->workspace_bytes(&shape);
     out->ld_logits = (in->Vp + 7) & ~7;

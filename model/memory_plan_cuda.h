@@ -33,13 +33,16 @@ typedef struct {
     void *dres;     /* (N, C): gradient of the residual stream */
     void *dln;      /* (N, C): gradient into a LayerNorm output / attention output */
     void *dbig;     /* (N, 4C): gradient of the MLP pre-activation */
-    void *dqkv;     /* (N, 3C) */
+    void *dqkv;     /* (N, Q), Q = C + 2 Hkv D the QKV projection's outputs */
     void *logits;   /* (chunk_rows, ld_logits): logits, then dlogits in place */
     void *att_ws;
     float *reduce;  /* column-sum partials / bias-gradient scratch */
     float *norm_partials;
     float *logits_row; /* Vp floats for logits_at */
     int *inputs, *targets, *uniq, *start, *pos, *num_uniq;
+    /* packed documents (NULL without): each token's document start (the attention's mask.doc)
+     * and, with restarting positions, its position and the rows grouped by position (dwpe) */
+    int *doc, *doc_pos, *pos_uniq, *pos_start, *pos_rows, *pos_num_uniq;
     float *dloss, *loss, *sumsq;
 } Scratch;
 
@@ -47,8 +50,13 @@ typedef struct {
 typedef struct {
     Precision prec;
     int L, C, H, Vp, maxT;
+    int Hkv, Q;              /* K/V heads; QKV projection outputs C + 2 Hkv D */
     int recompute;
     AttnMaskKind mask;
+    int window;              /* the attention's sliding window (0 = none) */
+    int alibi;               /* ALiBi: a device array of H slopes */
+    int packed_docs;         /* documents: the per-token starts uploaded with each batch */
+    int doc_positions;       /* with packed_docs: positions restart at each document */
     const AttnImpl *attn;
     size_t num_params;       /* real parameters */
     size_t n_pad, shard;     /* padded to world equal shards (model/grad_sync_cuda.h) */
@@ -67,12 +75,16 @@ typedef struct {
     void *params_x;          /* the weights the matmuls read: bf16 copy, or == params in fp32 */
     __nv_bfloat16 *gcomm;    /* n_pad bf16 (grads_bf16_copy), else NULL */
     float *dense_bias;       /* (maxT, maxT) when the mask is dense */
+    float *alibi_slopes;     /* (H) with ALiBi */
     Acts a;
     Scratch s;
 } MemoryLayout;
 
-/* The attention shape of a (B, T) batch; bias: the dense mask's (T, T) bias (stride maxT). */
-AttnShape memplan_attn_shape(const MemPlanInput *in, int B, int T, const float *bias);
+/* The attention shape of a (B, T) batch: heads and K/V heads, mask kind, window, and the device
+ * arrays of mem (the dense mask's (T, T) bias with row stride maxT, the ALiBi slopes, the
+ * documents). With mem NULL (measuring, or checking before anything is allocated) each array that
+ * the model has is a non-NULL marker that must only be tested for presence, never read. */
+AttnShape memplan_attn_shape(const MemPlanInput *in, const MemoryLayout *mem, int B, int T);
 /* Lays out the buffers for batch B (T = maxT) over the three arena bases (all NULL: measure
  * only). Returns the bytes of the three arenas plus the matmul workspace. */
 size_t memory_plan(const MemPlanInput *in, int B, char *param_arena, char *act_arena, char *scratch_arena,

@@ -149,6 +149,37 @@ grep -q ',4096,fp32,causal,flash,oom,.*needs [0-9.]* GiB of host memory' "$tmp/o
     || bad "the oversized cell is not recorded as OOM with the bytes needed"
 grep -q '| OOM |' "$tmp/oom/results.md" && ok || bad "results.md does not show OOM"
 
+# --- the masks beyond causal: every CPU kernel runs them, the CUDA-only variants are listed ----------
+"$BIN" "${TINY[@]}" --bench-seq-lens 32 --bench-attn naive,memeff,flash,flash-mma --doc-sep 10 \
+    --bench-masks causal,window=8,docs,alibi,alibi+docs,none+window=4 --bench-out "$tmp/masks" >"$tmp/masks.out" 2>&1 \
+    && ok || bad "a sweep of masks failed: $(tail -2 "$tmp/masks.out")"
+[ "$(grep -c ',ok,' "$tmp/masks/results.csv")" -eq 18 ] && ok || bad "not every CPU kernel ran every mask"
+grep -q '| l2-c32-h2 | 32 | alibi+docs |' "$tmp/masks/results.md" && ok || bad "no alibi+docs row"
+grep -q -- '- l2-c32-h2, T=32, fp32, window=8 -- flash-mma: unsupported: ' "$tmp/masks/results.md" && ok \
+    || bad "the CUDA-only kernel's cells are not listed with their reason"
+grep -q "docs: packed documents.*each token 10: [1-9][0-9]* in the training data" "$tmp/masks/results.md" && ok \
+    || bad "results.md does not say where the documents start: $(grep docs "$tmp/masks/results.md")"
+if [ "$have_python" -eq 1 ]; then
+    python3 - "$tmp/masks" <<'EOF' && ok || bad "the masks' cells disagree between kernels or with the plain causal model"
+import json, sys
+cells = json.load(open(sys.argv[1] + "/results.json"))["cells"]
+rows = {}
+for c in cells:
+    rows.setdefault(c["mask"], []).append(c)
+assert sorted(rows) == sorted(["causal", "window=8", "docs", "alibi", "alibi+docs", "none+window=4"]), sorted(rows)
+for mask, r in rows.items():
+    ran = [c for c in r if c["status"] == "ok"]
+    assert [c["kernel"] for c in ran] == ["naive", "memeff", "flash"], (mask, r)
+    first = [c["loss_first"] for c in ran]
+    assert max(first) - min(first) < 1e-3, (mask, first)   # the same function in every kernel
+    assert r[3]["status"] == "unsupported" and r[3]["reason"], r[3]
+# the masks change the model: the first losses are not all the causal one
+assert len({round(rows[m][0]["loss_first"], 5) for m in rows}) > 2, [rows[m][0]["loss_first"] for m in rows]
+EOF
+else
+    skip_python=$((skip_python + 1))
+fi
+
 # --- the time budget skips cells; a missing plotter only warns ----------------------------------
 "$BIN" "${TINY[@]}" --bench-seq-lens 16,32 --bench-max-seconds 0.000001 --bench-out "$tmp/skip" \
     >"$tmp/skip.out" 2>&1 && ok || bad "a spent time budget failed the run"
@@ -164,9 +195,23 @@ grep -q 'warning: gnuplot not found' "$tmp/noplot.err" && [ "$(wc -l <"$tmp/nopl
 
 # --- presets build their grids -------------------------------------------------------------------
 "$BIN" --bench xformers-issue --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
-    --bench-out "$tmp/xf" >"$tmp/xf.out" 2>&1 && grep -q '18 cells' "$tmp/xf.out" && ok \
-    || bad "xformers-issue is not an 18-cell grid: $(head -3 "$tmp/xf.out")"
+    --bench-out "$tmp/xf" >"$tmp/xf.out" 2>&1 && grep -q '24 cells' "$tmp/xf.out" && ok \
+    || bad "xformers-issue is not a 24-cell grid: $(head -3 "$tmp/xf.out")"
 grep -q '| l6-c1024-h8 | 2048 | fp32 | dense |' "$tmp/xf/results.md" && ok || bad "xformers-issue table rows"
+grep -q '| l6-c1024-h8 | 2048 | bf16 | alibi |' "$tmp/xf/results.md" && ok || bad "xformers-issue has no ALiBi row"
+nk=$("$BIN" --help | sed -n 's/.*attention kernel: \(.*\) or auto.*/\1/p' | tr ',' '\n' | wc -l)
+"$BIN" --bench masks --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
+    --bench-out "$tmp/mk" >"$tmp/mk.out" 2>&1 && grep -qF "$((nk * 8)) cells ($nk kernels x 1 models x 2 context lengths x 1 precisions x 4 masks)" "$tmp/mk.out" && ok \
+    || bad "masks is not every registry kernel ($nk) x 2 lengths x 4 masks: $(head -3 "$tmp/mk.out")"
+for row in '| gpt2 | 4096 | causal |' '| gpt2 | 16384 | window=1024 |' '| gpt2 | 4096 | docs |' '| gpt2 | 16384 | alibi |'; do
+    grep -qF "$row" "$tmp/mk/results.md" && ok || bad "masks: no row $row"
+done
+grep -q '"batch_policy": "tokens"' "$tmp/mk/results.json" && grep -q '65536 tokens per step' "$tmp/mk/results.md" \
+    && grep -q "docs: packed documents.*'<page>'" "$tmp/mk/results.md" \
+    && ok || bad "masks: not 65536 tokens a step, or no documents line"
+"$BIN" --bench masks --bench-quick --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
+    --bench-out "$tmp/mq" >"$tmp/mq.out" 2>&1 && grep -q "$((nk * 4)) cells" "$tmp/mq.out" && ok \
+    || bad "masks --bench-quick is not one length: $(head -3 "$tmp/mq.out")"
 "$BIN" --bench flash-blog --device cpu --data "$tmp/data.txt" --bench-max-seconds 0.000001 \
     --bench-out "$tmp/fb" >"$tmp/fb.out" 2>&1 && grep -q '45 cells' "$tmp/fb.out" && ok \
     || bad "flash-blog is not a 45-cell grid: $(head -3 "$tmp/fb.out")"
@@ -192,6 +237,14 @@ expect_usage_error "unknown preset" "${TINY[@]}" --bench-models gpt5
 expect_usage_error "bad shape" "${TINY[@]}" --bench-models l2-c30-h4
 expect_usage_error "unknown precision" "${TINY[@]}" --bench-precisions fp8
 expect_usage_error "unknown mask" "${TINY[@]}" --bench-masks diagonal
+expect_usage_error "zero window" "${TINY[@]}" --bench-masks window=0
+expect_usage_error "a piece twice" "${TINY[@]}" --bench-masks alibi+alibi
+expect_usage_error "two kinds" "${TINY[@]}" --bench-masks causal+none
+expect_usage_error "an empty piece" "${TINY[@]}" --bench-masks docs+
+expect_usage_error "a mask twice under two names" "${TINY[@]}" --bench-masks alibi,causal+alibi
+expect_usage_error "--attn-window with --bench" "${TINY[@]}" --attn-window 4
+expect_usage_error "--pos with --bench" "${TINY[@]}" --pos alibi
+expect_usage_error "--doc-sep without a docs mask" "${TINY[@]}" --doc-sep 10
 expect_usage_error "zero length" "${TINY[@]}" --bench-seq-lens 0
 expect_usage_error "empty entry" "${TINY[@]}" --bench-seq-lens 16,,32
 expect_usage_error "repeated entry" "${TINY[@]}" --bench-attn flash,flash

@@ -297,6 +297,15 @@ expect_usage_error "kv-heads not dividing heads" "${X[@]}" --seq-len 16 --data "
 "$BIN" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --steps 3 --doc-sep 10 --doc-positions >"$tmp/x.out" 2>&1 \
     && grep -q "packed documents, each starting at token 10 (positions restart" "$tmp/x.out" && ok \
     || bad "--doc-sep: $(tail -2 "$tmp/x.out")"
+for i in $(seq 60); do printf '<page>\n  <title>page %d</title>\n  <text>some words of page %d</text>\n</page>\n' $i $i; done \
+    >"$tmp/pages.txt"
+"$BIN" "${X[@]}" --seq-len 32 --data "$tmp/pages.txt" --steps 2 --doc-sep '<page>' --log "$tmp/pages.jsonl" >"$tmp/x.out" 2>&1 \
+    && grep -q "packed documents, each starting at '<page>'" "$tmp/x.out" \
+    && grep -q '"doc_sep":"text:<page>","doc_positions":false' "$tmp/pages.jsonl" && ok \
+    || bad "--doc-sep '<page>': $(tail -2 "$tmp/x.out")"
+"$BIN" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --steps 1 --doc-sep 10 --log "$tmp/sep10.jsonl" >/dev/null 2>&1 \
+    && grep -q '"doc_sep":"10"' "$tmp/sep10.jsonl" && ok || bad "the run record does not hold --doc-sep 10"
+expect_usage_error "doc-sep with a bad escape" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-sep 'a\q'
 expect_usage_error "doc-positions without doc-sep" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-positions
 expect_usage_error "doc-sep outside the vocabulary" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-sep 300
 "$BIN" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --steps 2 --save-model "$tmp/m5.bin" --save-version 5 >"$tmp/x.out" 2>&1 \

@@ -1221,8 +1221,8 @@ static void test_packed_documents(void) {
         o.attn = (AttnKernel)k;
         o.mask = ATTN_MASK_CAUSAL;
         o.precision = PRECISION_FP32;
-        o.packed_docs = 1;
-        o.doc_sep = SEP;
+        o.doc_sep.len = 1;
+        o.doc_sep.tokens[0] = SEP;
         o.doc_positions = 1;
         char err[256];
         Model *m = cpu_backend.create(&o, err, sizeof err);
@@ -1249,7 +1249,7 @@ static void test_packed_documents(void) {
         CHECK(worst < 1e-5, "packed documents (%s): logits differ from each document alone by %g",
               attn_kernel_name((AttnKernel)k), worst);
         /* without the documents, the later documents see the earlier ones: the logits differ */
-        o.packed_docs = 0;
+        o.doc_sep.len = 0;
         Model *plain = cpu_backend.create(&o, err, sizeof err);
         cpu_backend.set_params(plain, p);
         cpu_backend.forward(plain, packed, targets, 1, T);
@@ -1264,6 +1264,91 @@ static void test_packed_documents(void) {
     free(p);
 }
 
+/* The separator: parsing (a token id, a byte string with escapes, refusals) and the per-token
+ * document starts of a multi-byte separator such as enwik8's "<page>". */
+static void test_doc_separator(void) {
+    DocSep sep;
+    char err[256], text[128];
+    CHECK(doc_sep_parse("50256", 0, &sep, err, sizeof err) == 0 && sep.len == 1 && sep.tokens[0] == 50256,
+          "--doc-sep 50256");
+    CHECK(doc_sep_parse("10", 1, &sep, err, sizeof err) == 0 && sep.len == 1 && sep.tokens[0] == 10, "--doc-sep 10");
+    CHECK(doc_sep_parse("<page>", 1, &sep, err, sizeof err) == 0 && sep.len == 6 && sep.tokens[0] == '<' &&
+          sep.tokens[5] == '>', "--doc-sep '<page>'");
+    CHECK(doc_sep_parse("\\n\\n", 1, &sep, err, sizeof err) == 0 && sep.len == 2 && sep.tokens[1] == '\n', "escapes");
+    CHECK(doc_sep_parse("\\x31\\x30", 1, &sep, err, sizeof err) == 0 && sep.len == 2 && sep.tokens[0] == '1',
+          "hex escapes");
+    CHECK(doc_sep_parse("<page>", 0, &sep, err, sizeof err) != 0 && strstr(err, "token data"),
+          "a byte string with token data: %s", err);
+    CHECK(doc_sep_parse("70000", 0, &sep, err, sizeof err) != 0, "a token id over 65535");
+    CHECK(doc_sep_parse("a\\q", 1, &sep, err, sizeof err) != 0 && strstr(err, "escape"), "a bad escape");
+    CHECK(doc_sep_parse("0123456789abcdef0123456789abcdefX", 1, &sep, err, sizeof err) != 0, "over 32 bytes");
+    CHECK(doc_sep_parse("", 1, &sep, err, sizeof err) != 0, "empty");
+    doc_sep_parse("<p\\x01'", 1, &sep, err, sizeof err);
+    doc_sep_describe(&sep, text, sizeof text);
+    CHECK(strcmp(text, "'<p\\x01\\''") == 0, "describe: %s", text);
+    doc_sep_json(&sep, text, sizeof text);
+    CHECK(strcmp(text, "text:<p\\u0001'") == 0, "json: %s", text);
+    doc_sep_parse("7", 1, &sep, err, sizeof err);
+    doc_sep_json(&sep, text, sizeof text);
+    CHECK(strcmp(text, "7") == 0 && doc_sep_max_token(&sep) == 7, "json of a token: %s", text);
+
+    /* two rows of 12 bytes: "<pa" cut by the end of row 0 starts nothing; row 1 starts at 0 and 6 */
+    const char *rows = "ab<page>x<pa" "<page><page>";
+    int tok[24], doc[24], pos[24];
+    for (int i = 0; i < 24; i++) tok[i] = (unsigned char)rows[i];
+    doc_sep_parse("<page>", 1, &sep, err, sizeof err);
+    doc_starts_of_batch(&sep, tok, 2, 12, doc, pos);
+    const int want_doc[24] = {0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6};
+    int same = 1;
+    for (int i = 0; i < 24; i++) same &= doc[i] == want_doc[i] && pos[i] == i % 12 - want_doc[i];
+    CHECK(same, "document starts of '<page>'");
+}
+
+/* A byte-string separator in a model: packed documents split at "<p>" give each document's logits
+ * alone, as the one-token separator does (test_packed_documents). */
+static void test_packed_documents_text_separator(void) {
+    GPT2Config c = tiny_config();
+    c.max_seq_len = 16;
+    const char *text = "<p>ab<p>cde";
+    const int T = 11, starts[2] = {0, 5}, lens[2] = {5, 6};
+    int packed[11], targets[11];
+    for (int t = 0; t < T; t++) packed[t] = (unsigned char)text[t] % c.vocab_size;
+    for (int t = 0; t < T; t++) targets[t] = (packed[t] * 7 + 3) % c.vocab_size;
+    float *p = random_params(&c, 78);
+    ModelOptions o = {0};
+    o.config = c;
+    o.B = 1;
+    o.T = T;
+    o.attn = ATTN_FLASH;
+    o.mask = ATTN_MASK_CAUSAL;
+    o.precision = PRECISION_FP32;
+    char err[256];
+    o.doc_sep.len = 3;
+    for (int i = 0; i < 3; i++) o.doc_sep.tokens[i] = (unsigned char)"<p>"[i] % c.vocab_size;
+    o.doc_positions = 1;
+    Model *m = cpu_backend.create(&o, err, sizeof err);
+    CHECK(m != NULL, "text-separator model: %s", err);
+    if (!m) { free(p); return; }
+    cpu_backend.set_params(m, p);
+    cpu_backend.forward(m, packed, targets, 1, T);
+    double worst = 0.0;
+    float got[16], want[16];
+    for (int d = 0; d < 2; d++) {
+        Model *one = make_model(&c, 1, lens[d], ATTN_FLASH);
+        cpu_backend.set_params(one, p);
+        cpu_backend.forward(one, packed + starts[d], NULL, 1, lens[d]);
+        for (int t = 0; t < lens[d]; t++) {
+            cpu_backend.logits_at(m, 0, starts[d] + t, got);
+            cpu_backend.logits_at(one, 0, t, want);
+            for (int v = 0; v < c.vocab_size; v++) worst = fmax(worst, fabs((double)got[v] - want[v]));
+        }
+        cpu_backend.destroy(one);
+    }
+    CHECK(worst < 1e-5, "text separator: logits differ from each document alone by %g", worst);
+    cpu_backend.destroy(m);
+    free(p);
+}
+
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
@@ -1271,6 +1356,8 @@ int main(void) {
     test_extensions_equivalences();
     test_grad_accumulation();
     test_packed_documents();
+    test_doc_separator();
+    test_packed_documents_text_separator();
     test_overfits_one_batch();
     test_init();
     test_model_file();

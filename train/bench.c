@@ -170,22 +170,31 @@ static void fast_init_params(const GPT2Config *c, float *params, uint64_t seed) 
     memset(params + off[P_WTE] + used, 0, (size[P_WTE] - used) * sizeof(float));
 }
 
+/* The model a cell trains: the plan's, without a position table for an alibi mask. */
+static GPT2Config cell_config(const BenchPlan *p, const BenchCell *c) {
+    GPT2Config g = p->models[c->model].config;
+    g.pos = c->mask.alibi ? GPT2_POS_ALIBI : GPT2_POS_LEARNED;
+    return g;
+}
+
 /* One model's parameters, initialised once and shared by its cells (max_seq_len is the
- * longest T of the grid, so every cell of a model has the same shape). */
+ * longest T of the grid, so every cell of a model and position kind has the same shape). */
 typedef struct {
-    int model;              /* whose parameters these are; -1 none */
+    int key;                /* whose parameters these are: model * 2 + alibi; -1 none */
     float *params;
 } ParamCache;
 
-static const float *cached_params(ParamCache *pc, const BenchPlan *p, int model, uint64_t seed) {
-    if (pc->model == model) return pc->params;
+static const float *cached_params(ParamCache *pc, const BenchPlan *p, const BenchCell *c, uint64_t seed) {
+    int key = c->model * 2 + (c->mask.alibi != 0);
+    if (pc->key == key) return pc->params;
     free(pc->params);
-    pc->model = -1;
-    size_t n = gpt2_num_params(&p->models[model].config);
+    pc->key = -1;
+    GPT2Config g = cell_config(p, c);
+    size_t n = gpt2_num_params(&g);
     pc->params = (float *)malloc(n * sizeof(float));
     if (!pc->params) return NULL;
-    fast_init_params(&p->models[model].config, pc->params, seed);
-    pc->model = model;
+    fast_init_params(&g, pc->params, seed);
+    pc->key = key;
     return pc->params;
 }
 
@@ -321,12 +330,15 @@ static void model_options_for(const BenchEnv *env, const BenchPlan *p, const Ben
                               const float *bias, ModelOptions *mo) {
     model_options_defaults(mo);
     trainer_model_options(env->opt, mo);
-    mo->config = p->models[c->model].config;
+    mo->config = cell_config(p, c);
     mo->B = c->batch;
     mo->T = c->seq_len;
     mo->attn = c->kernel;
-    mo->mask = c->mask;
+    mo->mask = c->mask.kind;
     mo->dense_bias = bias;
+    mo->attn_window = c->mask.window;
+    if (c->mask.docs) mo->doc_sep = p->doc_sep;
+    mo->doc_positions = c->mask.docs && p->doc_positions;
     mo->precision = c->precision;
     mo->no_linear_bias = !p->linear_biases;
 }
@@ -336,6 +348,8 @@ static const char *unsupported_reason(const BenchEnv *env, const BenchPlan *p, c
                                       const float *bias, char *buf, size_t n) {
     if (env->place == ATTN_CPU && c->precision != PRECISION_FP32)
         return "the CPU backend trains in fp32 only";
+    if (c->mask.docs && p->doc_sep.len == 0)
+        return "docs: token data needs --doc-sep TOKEN (e.g. GPT-2's 50256)";
     ModelOptions mo;
     BenchCell one = *c;
     one.batch = 1;
@@ -413,7 +427,8 @@ static void measure_memory(const BenchEnv *env, Model *m, double rss_before, Ben
 static double model_flops_utilisation(const BenchEnv *env, const BenchPlan *p, const BenchCell *c) {
     double peak = env->x ? env->x->peak_tflops(c->precision, !env->opt->no_tf32, env->opt->peak_tflops) : env->opt->peak_tflops;
     if (peak <= 0) return NAN;
-    double flops = gpt2_flops_per_token(&p->models[c->model].config, c->seq_len, c->mask != ATTN_MASK_NONE);
+    GPT2Config g = cell_config(p, c);
+    double flops = gpt2_flops_per_token(&g, c->seq_len, c->mask.kind != ATTN_MASK_NONE);
     return flops * c->tok_per_s / (peak * 1e12);
 }
 
@@ -487,7 +502,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
     char buf[512], err[512];
     c->mfu = NAN;
     float *bias = NULL;
-    if (c->mask == ATTN_MASK_DENSE && !(bias = trainer_dense_causal_bias(c->seq_len))) {
+    if (c->mask.kind == ATTN_MASK_DENSE && !(bias = trainer_dense_causal_bias(c->seq_len))) {
         record(c, CELL_FAILED, "out of host memory for the dense mask");
         return;
     }
@@ -497,7 +512,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
         free(bias);
         return;
     }
-    const float *params = cached_params(&sw->params, p, c->model, env->opt->seed);
+    const float *params = cached_params(&sw->params, p, c, env->opt->seed);
     if (!params) {
         record(c, CELL_FAILED, "out of host memory for the parameters");
         free(bias);
@@ -534,7 +549,7 @@ static void run_cell(const BenchEnv *env, const BenchPlan *p, Sweep *sw, BenchCe
 
 static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n, double elapsed) {
     printf("[%d/%d %.0fs] %s T=%d %s %s %s: ", i + 1, n, elapsed, p->models[c->model].name, c->seq_len,
-           precision_name(c->precision), attn_mask_name(c->mask), attn_kernel_name(c->kernel));
+           precision_name(c->precision), c->mask.name, attn_kernel_name(c->kernel));
     if (c->status != CELL_OK) {
         printf("%s: %s\n", bench_status_name(c->status), c->reason);
     } else {
@@ -551,7 +566,7 @@ static void print_cell(const BenchPlan *p, const BenchCell *c, int i, int n, dou
 static int run_sweep(const BenchEnv *env, const BenchPlan *p, BenchCell *cells) {
     static Sweep sw;
     memset(&sw, 0, sizeof sw);
-    sw.params.model = -1;
+    sw.params.key = -1;
     sw.biases_trained = -1;
     int n = bench_num_cells(p);
     for (int i = 0; i < n; i++) {
@@ -601,11 +616,35 @@ static int write_results(const char *dir, const BenchPlan *p, const BenchContext
     return 0;
 }
 
+/* With docs masks: the separator, and how many documents the training data holds. */
+static void describe_documents(const BenchEnv *env, const BenchPlan *p, BenchContext *ctx) {
+    int any = 0;
+    for (int i = 0; i < p->num_masks; i++) any |= p->masks[i].docs;
+    if (!any || p->doc_sep.len == 0) return;
+    const Dataset *ds = &env->data.train;
+    size_t begin = env->data.train_begin, end = env->data.train_end, count = 0;
+    const DocSep *sep = &p->doc_sep;
+    for (size_t i = begin; i + (size_t)sep->len <= end; i++) {
+        if (dataset_token(ds, i) != sep->tokens[0]) continue;
+        int k = 1;
+        while (k < sep->len && dataset_token(ds, i + k) == sep->tokens[k]) k++;
+        count += k == sep->len;
+    }
+    char what[4 * DOC_SEP_MAX + 16];
+    doc_sep_describe(sep, what, sizeof what);
+    int n = snprintf(ctx->documents, sizeof ctx->documents, "a document starts at each %s%s: %zu in the training "
+                     "data", what, p->doc_positions ? " (positions restart at each)" : "", count);
+    if (count > 0)
+        snprintf(ctx->documents + n, sizeof ctx->documents - n, ", %.0f tokens each on average",
+                 (double)(end - begin) / (double)count);
+}
+
 static void print_plan(const BenchEnv *env, const BenchPlan *p) {
     printf("bench %s%s on %s: %d cells (%d kernels x %d models x %d context lengths x %d precisions x "
            "%d masks), %d warm-up + %d timed steps each\n", p->grid, p->quick ? " (quick)" : "",
            env->ctx.device, bench_num_cells(p), p->num_kernels, p->num_models, p->num_seq_lens,
            p->num_precisions, p->num_masks, p->warmup, p->steps);
+    if (env->ctx.documents[0]) printf("docs masks: %s\n", env->ctx.documents);
     fflush(stdout);
 }
 
@@ -624,6 +663,7 @@ int bench_main(const Options *o) {
     target.on_gpu = env.place == ATTN_CUDA;
     target.default_precision = env.x ? env.x->default_precision() : PRECISION_FP32;
     target.data_vocab = env.data.train.max_token + 1;
+    target.byte_data = env.data.train.kind == DATASET_BYTES;
     int rc = 2;
     if (bench_plan_build(o, &target, &plan, err, sizeof err) != 0) {
         bench_error("%s", err);
@@ -631,6 +671,7 @@ int bench_main(const Options *o) {
     }
     if (prepare_out_dir(o->bench_out) != 0) goto done;
     describe_device(&env, &env.ctx);
+    describe_documents(&env, &plan, &env.ctx);
     print_plan(&env, &plan);
 
     BenchCell *cells = (BenchCell *)calloc((size_t)bench_num_cells(&plan), sizeof(BenchCell));

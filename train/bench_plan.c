@@ -68,13 +68,48 @@ static int parse_precision(const char *item, void *out, int i, char *err, size_t
     return 0;
 }
 
+int bench_mask_parse(const char *text, BenchMask *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    char buf[64];
+    if (strlen(text) >= sizeof buf) return plan_error(err, errlen, "mask '%s' is too long", text);
+    strcpy(buf, text);
+    int have_kind = 0;
+    out->kind = ATTN_MASK_CAUSAL;
+    for (char *piece = strtok(buf, "+"); piece; piece = strtok(NULL, "+")) {
+        AttnMaskKind k;
+        int w = 0, used = 0;
+        if (attn_mask_from_name(piece, &k) == 0) {
+            if (have_kind++) return plan_error(err, errlen, "mask '%s' names two kinds", text);
+            out->kind = k;
+        } else if (strcmp(piece, "alibi") == 0 && !out->alibi) {
+            out->alibi = 1;
+        } else if (strcmp(piece, "docs") == 0 && !out->docs) {
+            out->docs = 1;
+        } else if (sscanf(piece, "window=%d%n", &w, &used) == 1 && piece[used] == '\0' && w >= 1 && !out->window) {
+            out->window = w;
+        } else {
+            return plan_error(err, errlen, "unknown mask '%s' (expected causal, none or dense, or pieces joined by +: "
+                              "alibi, window=W (W >= 1), docs, each once)", text);
+        }
+    }
+    if (!buf[0] || text[0] == '+' || text[strlen(text) - 1] == '+' || strstr(text, "++"))
+        return plan_error(err, errlen, "mask '%s': an empty piece", text);
+    /* the canonical name: the kind unless causal with pieces, then alibi, window, docs */
+    int extras = out->alibi || out->window || out->docs;
+    size_t n = 0;
+    if (!extras || out->kind != ATTN_MASK_CAUSAL)
+        n += (size_t)snprintf(out->name + n, sizeof out->name - n, "%s", attn_mask_name(out->kind));
+    if (out->alibi) n += (size_t)snprintf(out->name + n, sizeof out->name - n, "%salibi", n ? "+" : "");
+    if (out->window) n += (size_t)snprintf(out->name + n, sizeof out->name - n, "%swindow=%d", n ? "+" : "", out->window);
+    if (out->docs) snprintf(out->name + n, sizeof out->name - n, "%sdocs", n ? "+" : "");
+    return 0;
+}
+
 static int parse_mask(const char *item, void *out, int i, char *err, size_t errlen) {
-    AttnMaskKind m;
-    if (attn_mask_from_name(item, &m) != 0)
-        return plan_error(err, errlen, "unknown mask '%s' (expected causal, none or dense)", item);
+    BenchMask *masks = (BenchMask *)out;
+    if (bench_mask_parse(item, &masks[i], err, errlen) != 0) return -1;
     for (int j = 0; j < i; j++)
-        if (((AttnMaskKind *)out)[j] == m) return plan_error(err, errlen, "'%s' is listed twice", item);
-    ((AttnMaskKind *)out)[i] = m;
+        if (strcmp(masks[j].name, masks[i].name) == 0) return plan_error(err, errlen, "'%s' is listed twice", item);
     return 0;
 }
 
@@ -118,10 +153,12 @@ static int parse_model(const char *item, void *out, int i, char *err, size_t err
 
 typedef struct {
     const char *name;
-    const char *kernels, *models, *seq_lens, *precisions, *masks; /* NULL: from the options */
+    const char *kernels, *models, *seq_lens, *precisions, *masks; /* NULL: from the options
+                                                                   * (kernels: the registry's) */
     const char *quick_models, *quick_seq_lens;
     BatchPolicy batch_policy;
     int batch, grad_accum;
+    int tokens_per_step;    /* BATCH_TOKENS */
     int vocab;              /* 0: from the data (at least 256) */
     float lr;               /* 0: --lr */
     int warmup, steps, quick_warmup, quick_steps;
@@ -130,17 +167,24 @@ typedef struct {
 } GridPreset;
 
 static const GridPreset GRIDS[] = {
-    {"xformers-issue", "naive,memeff,flash", "l6-c1024-h8", "2048", "fp32,bf16", "none,dense,causal",
-     NULL, NULL, BATCH_FIXED, 2, 4, 256, 1e-4f, 3, 10, 2, 4, 0,
+    {"xformers-issue", "naive,memeff,flash", "l6-c1024-h8", "2048", "fp32,bf16", "none,dense,causal,alibi",
+     NULL, NULL, BATCH_FIXED, 2, 4, 0, 256, 1e-4f, 3, 10, 2, 4, 0,
      "Reproduces the xFormers issue's experiment: a byte-level model on enwik8 (6 layers, dim 1024, 8 heads, "
      "vocab 256, T 2048, batch 2 x 4 accumulation steps, lr 1e-4) with no mask, a dense float "
-     "mask and a causal mask, in fp32 and mixed precision"},
+     "mask and a causal mask, in fp32 and mixed precision, and the row its users asked for: ALiBi with the "
+     "causal mask (alibi: the model without a position table)"},
     {"flash-blog", "naive,memeff,flash", "gpt2,gpt2-medium,gpt2-large", "256,512,1024,2048,4096",
-     "bf16", "causal", "gpt2,gpt2-medium", "512,1024,2048", BATCH_MAX, 0, 1, FLASH_BLOG_VOCAB, 1e-4f,
+     "bf16", "causal", "gpt2,gpt2-medium", "512,1024,2048", BATCH_MAX, 0, 1, 0, FLASH_BLOG_VOCAB, 1e-4f,
      2, 6, 2, 3, 1,
      "Reproduces the FlashAttention blog's experiment: GPT-2 small, medium and large (vocab 16384, no "
      "bias in linear layers, no dropout, mixed precision) at context 256 to 4096, the batch raised until memory is full"},
-    {"custom", "naive,memeff,flash", NULL, NULL, NULL, NULL, NULL, NULL, BATCH_FIXED, 0, 0, 0, 0.0f,
+    {"masks", NULL, "gpt2", "4096,16384", "bf16", "causal,window=1024,docs,alibi", NULL, "4096", BATCH_TOKENS,
+     0, 1, 65536, 256, 1e-4f, 2, 6, 1, 3, 0,
+     "The attention issue's masks in training: byte-level GPT-2 small (12 layers, 768 channels, 12 heads, "
+     "vocab 256) at T 4096 and 16384, mixed precision, 65536 tokens a step at both lengths (the B*T of the "
+     "attention benchmark's FlexAttention comparison), with the causal mask, a sliding window of 1024 keys, "
+     "packed documents split at enwik8's pages and ALiBi with the causal mask; every kernel of the registry"},
+    {"custom", "naive,memeff,flash", NULL, NULL, NULL, NULL, NULL, NULL, BATCH_FIXED, 0, 0, 0, 0, 0.0f,
      3, 10, 1, 3, 0, "A custom sweep"},
 };
 #define NUM_GRIDS ((int)(sizeof GRIDS / sizeof GRIDS[0]))
@@ -166,7 +210,12 @@ static int parse_lists(const Options *o, const GridPreset *g, const BenchTarget 
     snprintf(prec_text, sizeof prec_text, "%s",
              o->precision ? o->precision : precision_name(t->default_precision));
     int q = o->bench_quick;
-    p->num_kernels = parse_list("bench-attn", pick_list(o->bench_attn, g->kernels, NULL, q, NULL),
+    char registry[ATTN_NUM_IMPLS * 32]; /* the registry's kernel names, comma separated */
+    size_t r = 0;
+    for (const char *c = attn_kernel_names_list(); *c && r + 1 < sizeof registry; c++)
+        if (*c != ' ') registry[r++] = *c;
+    registry[r] = '\0';
+    p->num_kernels = parse_list("bench-attn", pick_list(o->bench_attn, g->kernels, NULL, q, registry),
                                 ATTN_NUM_IMPLS, parse_kernel, p->kernels, err, errlen);
     if (p->num_kernels < 0) return -1;
     p->num_models = parse_list("bench-models", pick_list(o->bench_models, g->models, g->quick_models, q, o->model),
@@ -179,7 +228,7 @@ static int parse_lists(const Options *o, const GridPreset *g, const BenchTarget 
                                    PRECISION_NUM, parse_precision, p->precisions, err, errlen);
     if (p->num_precisions < 0) return -1;
     p->num_masks = parse_list("bench-masks", pick_list(o->bench_masks, g->masks, NULL, q, o->mask),
-                              ATTN_NUM_MASKS, parse_mask, p->masks, err, errlen);
+                              BENCH_MAX_MASKS, parse_mask, p->masks, err, errlen);
     return p->num_masks < 0 ? -1 : 0;
 }
 
@@ -192,6 +241,7 @@ static int choose_batch_policy(const Options *o, const GridPreset *g, const Benc
     p->batch_policy = g->batch_policy;
     p->batch = g->batch ? g->batch : o->batch;
     p->grad_accum = g->grad_accum ? g->grad_accum : o->grad_accum;
+    p->tokens_per_step = g->tokens_per_step;
     if (o->tokens_per_step) {
         p->batch_policy = BATCH_TOKENS;
         p->tokens_per_step = o->tokens_per_step;
@@ -233,6 +283,7 @@ static int finish_models(const Options *o, const GridPreset *g, const BenchTarge
         if (o->channels) c->channels = o->channels;
         c->vocab_size = vocab;
         c->padded_vocab_size = gpt2_padded_vocab(vocab);
+        c->kv_heads = o->kv_heads; /* alibi masks set the position kind per cell */
         c->max_seq_len = o->max_seq_len ? o->max_seq_len : longest;
         char why[256];
         if (gpt2_config_validate(c, why, sizeof why) != 0)
@@ -241,17 +292,40 @@ static int finish_models(const Options *o, const GridPreset *g, const BenchTarge
     return 0;
 }
 
+/* The docs masks' separator: --doc-sep, else enwik8's page start for byte data; token data needs
+ * --doc-sep (else its docs cells are unsupported, with the reason). --doc-sep and --doc-positions
+ * apply to docs masks only, so they are refused without one. */
+static int choose_doc_sep(const Options *o, const BenchTarget *t, BenchPlan *p, char *err, size_t errlen) {
+    int any_docs = 0;
+    for (int i = 0; i < p->num_masks; i++) any_docs |= p->masks[i].docs;
+    if ((o->doc_sep || o->doc_positions) && !any_docs)
+        return plan_error(err, errlen, "--doc-sep and --doc-positions set the bench's docs masks; no mask of the "
+                          "grid is docs (add one to --bench-masks, e.g. docs)");
+    p->doc_positions = o->doc_positions;
+    if (!any_docs) return 0;
+    const char *text = o->doc_sep ? o->doc_sep : t->byte_data ? BENCH_DEFAULT_DOC_SEP : NULL;
+    if (!text) return 0;
+    if (doc_sep_parse(text, t->byte_data, &p->doc_sep, err, errlen) != 0) return -1;
+    int vocab = p->num_models ? p->models[0].config.vocab_size : 256;
+    if (doc_sep_max_token(&p->doc_sep) >= vocab || (t->byte_data && doc_sep_max_token(&p->doc_sep) > 255))
+        return plan_error(err, errlen, "--doc-sep %s: token %d is outside the %s of %d", text,
+                          doc_sep_max_token(&p->doc_sep), t->byte_data ? "bytes 0 to 255, or the vocabulary" : "vocabulary",
+                          t->byte_data && vocab > 256 ? 256 : vocab);
+    return 0;
+}
+
 int bench_plan_build(const Options *o, const BenchTarget *t, BenchPlan *p, char *err, size_t errlen) {
     memset(p, 0, sizeof *p);
     const GridPreset *g = find_grid(o->bench);
     if (!g)
-        return plan_error(err, errlen, "--bench expects xformers-issue, flash-blog or custom, got '%s'", o->bench);
+        return plan_error(err, errlen, "--bench expects xformers-issue, flash-blog, masks or custom, got '%s'", o->bench);
     snprintf(p->grid, sizeof p->grid, "%s", g->name);
     p->quick = o->bench_quick;
     p->document = g->document;
     if (parse_lists(o, g, t, p, err, errlen) != 0) return -1;
     if (choose_batch_policy(o, g, t, p, err, errlen) != 0) return -1;
     if (finish_models(o, g, t, p, err, errlen) != 0) return -1;
+    if (choose_doc_sep(o, t, p, err, errlen) != 0) return -1;
     p->warmup = o->bench_warmup >= 0 ? o->bench_warmup : (p->quick ? g->quick_warmup : g->warmup);
     p->steps = o->bench_steps > 0 ? o->bench_steps : (p->quick ? g->quick_steps : g->steps);
     p->lr = g->lr > 0 ? g->lr : o->lr;
@@ -260,7 +334,7 @@ int bench_plan_build(const Options *o, const BenchTarget *t, BenchPlan *p, char 
     p->changed = strcmp(g->name, "custom") != 0 &&
                  (o->bench_attn || o->bench_models || o->bench_seq_lens || o->bench_precisions ||
                   o->bench_masks || o->bench_batch || o->tokens_per_step || o->layers || o->heads ||
-                  o->channels || o->vocab || o->max_seq_len);
+                  o->channels || o->vocab || o->max_seq_len || o->kv_heads || o->doc_sep || o->doc_positions);
     return 0;
 }
 

@@ -7,6 +7,9 @@
  *                   and bf16.
  *   flash-blog      GPT-2 small / medium / large, vocab 16384, T 256 ... 4096, bf16, causal,
  *                   the largest batch that fits.
+ *   masks           the attention issue's training preset: byte-level GPT-2 small (vocab 256) at
+ *                   T 4096 and 16384, bf16, B*T = 65536 tokens a step; masks causal, window=1024,
+ *                   docs (enwik8's pages) and alibi; every kernel of the registry.
  *   custom          the lists given on the command line (defaults: the trainer's options).
  * A list option given on the command line replaces the preset's list.
  */
@@ -25,6 +28,18 @@ extern "C" {
 
 #define BENCH_MAX_MODELS 16
 #define BENCH_MAX_SEQ_LENS 32
+#define BENCH_MAX_MASKS 16
+
+/* A bench mask: a kind and the pieces a model adds to it. Written as the kind (causal, none,
+ * dense) or pieces joined by '+' (alibi, window=W, docs, and optionally a kind: none+alibi);
+ * without a kind the pieces are causal. */
+typedef struct {
+    AttnMaskKind kind;
+    int window;             /* > 0: sliding window of this many keys (ModelOptions.attn_window) */
+    int docs;               /* packed documents split at the plan's separator */
+    int alibi;              /* ALiBi: the model has no position table (GPT2_POS_ALIBI) */
+    char name[40];          /* canonical: "causal", "window=1024", "docs", "alibi+docs", "none+alibi" */
+} BenchMask;
 
 typedef struct {
     char name[64];          /* as given: "gpt2", "d6", "l6-c1024-h8" */
@@ -44,8 +59,11 @@ typedef struct {
     int num_seq_lens;
     Precision precisions[PRECISION_NUM];
     int num_precisions;
-    AttnMaskKind masks[ATTN_NUM_MASKS];
+    BenchMask masks[BENCH_MAX_MASKS];
     int num_masks;
+    DocSep doc_sep;         /* the docs masks' separator (--doc-sep, else '<page>' for byte data);
+                             * len 0 when token data gives none: docs cells are then unsupported */
+    int doc_positions;      /* docs masks: positions restart at each document (--doc-positions) */
     BatchPolicy batch_policy;
     int batch, grad_accum;  /* BATCH_FIXED */
     int tokens_per_step;    /* BATCH_TOKENS: batch = tokens / T, accumulated above max_batch */
@@ -63,7 +81,14 @@ typedef struct {
     int on_gpu;
     Precision default_precision;
     int data_vocab;         /* largest token id in the data + 1 */
+    int byte_data;          /* the data is raw bytes (a byte string can separate documents) */
 } BenchTarget;
+
+/* The docs masks' separator when --doc-sep is not given: enwik8's page start. */
+#define BENCH_DEFAULT_DOC_SEP "<page>"
+
+/* Parses one mask of --bench-masks ("causal", "window=1024", "alibi+docs"). 0, or -1 with err. */
+int bench_mask_parse(const char *text, BenchMask *out, char *err, size_t errlen);
 
 /* Builds the plan of --bench GRID from the options. Returns 0, or -1 with one line in err
  * (unknown grid, kernel, preset, precision or mask; a malformed or repeated list entry; a
@@ -84,7 +109,7 @@ typedef struct {
     int model;              /* index into plan->models */
     int seq_len;
     Precision precision;
-    AttnMaskKind mask;
+    BenchMask mask;
     AttnKernel kernel;
     CellStatus status;
     char reason[512];       /* why it did not run (OOM: the bytes needed; unsupported: why) */

@@ -66,6 +66,20 @@ static int mask_varies(const BenchPlan *p) { return p->num_masks > 1; }
 
 /* ---- markdown ------------------------------------------------------------------------------ */
 
+/* What the masks beyond none / causal / dense mean, once each. */
+static void print_mask_meanings(FILE *f, const BenchPlan *p, const BenchContext *ctx) {
+    int alibi = 0, window = 0, docs = 0;
+    for (int i = 0; i < p->num_masks; i++) {
+        alibi |= p->masks[i].alibi;
+        window |= p->masks[i].window > 0;
+        docs |= p->masks[i].docs;
+    }
+    if (alibi) fprintf(f, "- alibi: ALiBi biases from the standard slopes 2^(-8(h+1)/H), the model without a position table\n");
+    if (window) fprintf(f, "- window=W: query i sees keys (i - W, i]\n");
+    if (docs) fprintf(f, "- docs: packed documents, attention never crosses one; %s\n",
+                      ctx->documents[0] ? ctx->documents : "no separator (token data without --doc-sep)");
+}
+
 static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx) {
     fprintf(f, "## Bench: %s%s\n\n", p->grid, p->quick ? " (quick)" : "");
     fprintf(f, "%s.%s\n\n", p->document,
@@ -85,7 +99,8 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
         fprintf(f, "- batch: %d sequence%s x %d accumulation step%s\n", p->batch, p->batch == 1 ? "" : "s",
                 p->grad_accum, p->grad_accum == 1 ? "" : "s");
     if (!precision_varies(p)) fprintf(f, "- precision: %s\n", precision_name(p->precisions[0]));
-    if (!mask_varies(p)) fprintf(f, "- mask: %s\n", attn_mask_name(p->masks[0]));
+    if (!mask_varies(p)) fprintf(f, "- mask: %s\n", p->masks[0].name);
+    print_mask_meanings(f, p, ctx);
     if (p->linear_biases)
         fprintf(f, "- linear layers with biases\n");
     else if (ctx->biases_trained == 1)
@@ -99,7 +114,8 @@ static void markdown_header(FILE *f, const BenchPlan *p, const BenchContext *ctx
     fprintf(f, "- peak memory: %s\n", cpu ? "growth of the process's resident memory during the cell (the CPU backend reports none)"
                                          : "what the model holds on the GPU (parameters, gradients, AdamW state, activations, scratch)");
     fprintf(f, "- MFU: %s\n", cpu ? "in results.csv/json when --peak-tflops is given (no peak is known for a CPU)"
-                                  : "model FLOPs per token (causal attention at half cost) x tokens/sec over the GPU's peak (results.csv/json)");
+                                  : "model FLOPs per token (causal attention at half cost, whatever window or documents "
+                                    "remove: compare masks by tokens/sec) x tokens/sec over the GPU's peak (results.csv/json)");
     fprintf(f, "- sweep time: %.1f s\n\n", ctx->seconds);
 }
 
@@ -169,7 +185,7 @@ static void markdown_notes(FILE *f, const BenchPlan *p, const BenchCell *cells) 
             if (!any) fprintf(f, "\nCells that did not run:\n\n");
             any = 1;
             fprintf(f, "- %s, T=%d, %s, %s -- ", p->models[c->model].name, c->seq_len,
-                    precision_name(c->precision), attn_mask_name(c->mask));
+                    precision_name(c->precision), c->mask.name);
             for (int b = a, first = 1; b < nk; b++) {
                 if (cell_ran(&row[b]) || row[b].status != c->status || strcmp(row[b].reason, c->reason) != 0) continue;
                 fprintf(f, "%s%s", first ? "" : ", ", attn_kernel_name(row[b].kernel));
@@ -187,7 +203,7 @@ void bench_write_markdown(FILE *f, const BenchPlan *p, const BenchContext *ctx, 
         const BenchCell *first = &cells[r * p->num_kernels];
         fprintf(f, "| %s | %d |", p->models[first->model].name, first->seq_len);
         if (precision_varies(p)) fprintf(f, " %s |", precision_name(first->precision));
-        if (mask_varies(p)) fprintf(f, " %s |", attn_mask_name(first->mask));
+        if (mask_varies(p)) fprintf(f, " %s |", first->mask.name);
         for (int a = 0; a < p->num_kernels; a++) markdown_cell(f, p, cells, r * p->num_kernels + a);
         fprintf(f, "\n");
     }
@@ -223,7 +239,7 @@ int bench_write_csv(const char *path, const BenchPlan *p, const BenchCell *cells
         int ran = c->status == CELL_OK;
         fprintf(f, "%s,%s,%d,%d,%d,%d,%d,%s,%s,%s,%s,", p->grid, p->models[c->model].name,
                 m->num_layers, m->num_heads, m->channels, m->vocab_size, c->seq_len,
-                precision_name(c->precision), attn_mask_name(c->mask), attn_kernel_name(c->kernel),
+                precision_name(c->precision), c->mask.name, attn_kernel_name(c->kernel),
                 bench_status_name(c->status));
         if (c->batch > 0) fprintf(f, "%d,%d,%lld,", c->batch, c->grad_accum,
                                   (long long)c->batch * c->grad_accum * c->seq_len);
@@ -276,7 +292,7 @@ static void json_cell(FILE *f, const BenchPlan *p, const BenchCell *cells, int i
     fprintf(f, ", \"layers\": %d, \"heads\": %d, \"channels\": %d, \"vocab\": %d, \"seq_len\": %d, "
                "\"precision\": \"%s\", \"mask\": \"%s\", \"kernel\": \"%s\", \"status\": \"%s\", ",
             m->num_layers, m->num_heads, m->channels, m->vocab_size, c->seq_len,
-            precision_name(c->precision), attn_mask_name(c->mask), attn_kernel_name(c->kernel),
+            precision_name(c->precision), c->mask.name, attn_kernel_name(c->kernel),
             bench_status_name(c->status));
     fprintf(f, "\"reason\": ");
     if (ran) fprintf(f, "null");
@@ -314,6 +330,9 @@ int bench_write_json(const char *path, const BenchPlan *p, const BenchContext *c
     json_string(f, ctx->device);
     fprintf(f, ", \"backend\": \"%s\", \"data\": ", ctx->backend);
     json_string(f, ctx->data);
+    fprintf(f, ", \"documents\": ");
+    if (ctx->documents[0]) json_string(f, ctx->documents);
+    else fprintf(f, "null");
     fprintf(f, ",\n  \"warmup_steps\": %d, \"timed_steps\": %d, \"lr\": %g, \"batch_policy\": \"%s\", "
                "\"max_batch\": %d, \"linear_biases\": %s, \"biases_trained\": %s, \"seconds\": %.2f,\n"
                "  \"cells\": [\n",
@@ -349,7 +368,7 @@ static void dim_label(const BenchPlan *p, int d, int i, char *buf, size_t n) {
     case DIM_MODEL: snprintf(buf, n, "%s", p->models[i].name); break;
     case DIM_SEQ: snprintf(buf, n, "T=%d", p->seq_lens[i]); break;
     case DIM_PREC: snprintf(buf, n, "%s", precision_name(p->precisions[i])); break;
-    default: snprintf(buf, n, "%s", attn_mask_name(p->masks[i])); break;
+    default: snprintf(buf, n, "%s", p->masks[i].name); break;
     }
 }
 

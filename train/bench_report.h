@@ -14,6 +14,7 @@ typedef struct {
     char device[192];       /* "NVIDIA H100 80GB HBM3, 79.1 GiB" or the CPU's model name */
     const char *backend;    /* "cpu" or "cuda" */
     char data[320];         /* the training data's name and size */
+    char documents[256];    /* docs masks: the separator and the documents in the data ("" none) */
     double seconds;         /* wall time of the sweep */
     int biases_trained;     /* without linear biases: 1 when the backend trained them anyway
                              * (found non-zero after a cell), 0 when they stayed zero, -1 unchecked */

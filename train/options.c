@@ -39,8 +39,8 @@ static const OptSpec SPECS[] = {
     {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads, dividing channels (default: the preset's)"},
     {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width (default: the preset's)"},
     {"vocab", 0, OPT_INT, F(vocab), 1, 65536, "N", "vocabulary size (default 256, or larger if the data holds larger token ids)"},
-    {"kv-heads", 0, OPT_INT, F(kv_heads), 1, 4096, "N", "key/value heads, dividing --heads: grouped-query attention (1 = multi-query; CPU only for now; default: --heads)"},
-    {"pos", 0, OPT_STR, F(pos), 0, 0, "KIND", "positions: learned (GPT-2's table) or alibi (biases computed from per-head slopes, no table, so a model trained at one T runs at a longer one; CPU only for now)"},
+    {"kv-heads", 0, OPT_INT, F(kv_heads), 1, 4096, "N", "key/value heads, dividing --heads: grouped-query attention (1 = multi-query; on a GPU it needs a kernel that runs it; default: --heads)"},
+    {"pos", 0, OPT_STR, F(pos), 0, 0, "KIND", "positions: learned (GPT-2's table) or alibi (biases computed from per-head slopes, no table, so a model trained at one T runs at a longer one)"},
     {"max-seq-len", 0, OPT_INT, F(max_seq_len), 1, 1 << 20, "N", "positions in the model (default: the preset's 1024, at least --seq-len)"},
     {"batch", 'b', OPT_INT, F(batch), 1, 1 << 20, "B", "sequences per micro-batch"},
     {"seq-len", 't', OPT_INT, F(seq_len), 1, 1 << 20, "T", "tokens per sequence"},
@@ -57,8 +57,8 @@ static const OptSpec SPECS[] = {
     {"seed", 's', OPT_U64, F(seed), 0, 1.8e19, "N", "seed of initialisation, shuffling and sampling"},
     {"attn", 'a', OPT_STR, F(attn), 0, 0, "KERNEL", "attention kernel: {kernels} or auto (the fastest that runs the configuration)"},
     {"mask", 0, OPT_STR, F(mask), 0, 0, "KIND", "attention mask: causal, none, or dense (a T x T additive bias of -inf above the diagonal)"},
-    {"attn-window", 0, OPT_INT, F(attn_window), 0, 1 << 30, "W", "sliding-window attention: query i sees keys (i - W, i] (0 = the whole causal context; CPU only for now)"},
-    {"doc-sep", 0, OPT_INT, F(doc_sep), -1, 65535, "TOKEN", "packed documents: each document starts at this token (a byte for byte data, e.g. 10; a token id such as GPT-2's 50256) and attention never crosses into another (-1 = off; CPU only for now)"},
+    {"attn-window", 0, OPT_INT, F(attn_window), 0, 1 << 30, "W", "sliding-window attention: query i sees keys (i - W, i] (0 = the whole causal context)"},
+    {"doc-sep", 0, OPT_STR, F(doc_sep), 0, 0, "SEP", "packed documents: a document starts at each occurrence of SEP, a token id (a byte value for byte data, e.g. 10; GPT-2's 50256 in token files) or, for byte data, a byte string such as '<page>' (enwik8's pages; escapes \\n \\t \\\\ \\xHH), and attention never crosses into another document (default: none; bench: the docs masks' separator, default '<page>')"},
     {"doc-positions", 0, OPT_FLAG, F(doc_positions), 0, 1, NULL, "with --doc-sep: positions restart at 0 at each document"},
     {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32 or bf16 (default: bf16 on a GPU of sm80 or newer, else fp32)"},
     {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
@@ -94,19 +94,19 @@ static const OptSpec SPECS[] = {
     {"save-version", 0, OPT_INT, F(save_version), 3, 5, "V", "--save-model's format: 3 (fp32, llm.c's train_gpt2.c) or 5 (bf16, llm.c's CUDA trainer); models llm.c cannot run are written as 103 / 105"},
     {"log", 0, OPT_STR, F(log), 0, 0, "FILE", "also write every step and evaluation as JSON lines (default: none)"},
     {"quiet", 'q', OPT_FLAG, F(quiet), 0, 1, NULL, "print only evaluations, samples and the summary"},
-    {"bench", 0, OPT_STR, F(bench), 0, 0, "GRID", "instead of training, sweep short training runs and report tokens/sec, ms/step, peak memory and MFU: xformers-issue, flash-blog or custom (default: off)"},
+    {"bench", 0, OPT_STR, F(bench), 0, 0, "GRID", "instead of training, sweep short training runs and report tokens/sec, ms/step, peak memory and MFU: xformers-issue, flash-blog, masks or custom (default: off)"},
     {"bench-out", 0, OPT_STR, F(bench_out), 0, 0, "DIR", "bench: write results.md, results.csv, results.json and PNG charts here"},
-    {"bench-attn", 0, OPT_STR, F(bench_attn), 0, 0, "LIST", "bench: attention kernels, e.g. naive,memeff,flash (default: the grid's; custom: all three)"},
+    {"bench-attn", 0, OPT_STR, F(bench_attn), 0, 0, "LIST", "bench: attention kernels, e.g. naive,memeff,flash (default: the grid's; masks: every kernel of the registry; custom: naive,memeff,flash)"},
     {"bench-models", 0, OPT_STR, F(bench_models), 0, 0, "LIST", "bench: presets (gpt2, gpt2-medium, dN, ...) or shapes lL-cC-hH such as l6-c1024-h8; --layers/--heads/--channels/--vocab override each (default: the grid's; custom: --model)"},
     {"bench-seq-lens", 0, OPT_STR, F(bench_seq_lens), 0, 0, "LIST", "bench: context lengths, e.g. 256,1024 (default: the grid's; custom: --seq-len)"},
     {"bench-precisions", 0, OPT_STR, F(bench_precisions), 0, 0, "LIST", "bench: fp32 and/or bf16 (default: the grid's; custom: --precision or the device's default)"},
-    {"bench-masks", 0, OPT_STR, F(bench_masks), 0, 0, "LIST", "bench: masks among causal, none, dense (default: the grid's; custom: --mask)"},
+    {"bench-masks", 0, OPT_STR, F(bench_masks), 0, 0, "LIST", "bench: masks, each causal, none or dense, or pieces joined by +: alibi (causal + ALiBi, no position table), window=W (causal + a window of W keys), docs (causal + documents split at --doc-sep), e.g. causal,window=1024,docs,alibi+docs (default: the grid's; custom: --mask)"},
     {"bench-batch", 0, OPT_STR, F(bench_batch), 0, 0, "B|max", "bench: micro-batch size, or max for the largest that fits in GPU memory (on the CPU: --bench-max-batch) (default: the grid's; custom: --batch)"},
     {"tokens-per-step", 0, OPT_INT, F(tokens_per_step), 1, 1 << 30, "N", "bench: N tokens per optimizer step at every context length: batch N/T, split into gradient accumulation above --bench-max-batch (default: the grid's; custom: --batch x --grad-accum)"},
     {"bench-max-batch", 0, OPT_INT, F(bench_max_batch), 1, 1 << 20, "B", "bench: largest micro-batch tried or used (default: 1024 on a GPU, 8 on the CPU)"},
     {"bench-steps", 0, OPT_INT, F(bench_steps), 1, 1000000, "N", "bench: timed training steps per cell (default: the grid's, see train/README.md)"},
     {"bench-warmup", 0, OPT_INT, F(bench_warmup), 0, 1000000, "N", "bench: untimed warm-up steps per cell (default: the grid's, see train/README.md)"},
-    {"bench-quick", 0, OPT_FLAG, F(bench_quick), 0, 1, NULL, "bench: a trimmed grid with fewer steps (flash-blog: gpt2 and gpt2-medium at T = 512, 1024, 2048)"},
+    {"bench-quick", 0, OPT_FLAG, F(bench_quick), 0, 1, NULL, "bench: a trimmed grid with fewer steps (flash-blog: gpt2 and gpt2-medium at T = 512, 1024, 2048; masks: T = 4096)"},
     {"bench-max-seconds", 0, OPT_DOUBLE, F(bench_max_seconds), 0, 1e9, "S", "bench: stop starting cells after S seconds; the rest are recorded as skipped (0 = no limit)"},
 };
 #undef F
@@ -151,7 +151,6 @@ void options_defaults(Options *o) {
     o->attn = "auto";
     o->mask = "causal";
     o->pos = "learned";
-    o->doc_sep = -1;
     o->save_version = 3;
     o->device = "auto";
     o->val_every = 50;
@@ -315,8 +314,13 @@ int options_parse(Options *o, int argc, char **argv) {
         fprintf(stderr, "error: --save-version expects 3 (fp32) or 5 (bf16), got 4\n");
         return 2;
     }
-    if (o->doc_positions && o->doc_sep < 0) {
-        fprintf(stderr, "error: --doc-positions applies with --doc-sep TOKEN\n");
+    if (o->doc_positions && !o->doc_sep && !o->bench) {
+        fprintf(stderr, "error: --doc-positions applies with --doc-sep SEP\n");
+        return 2;
+    }
+    if (o->bench && (options_given(o, "attn-window") || options_given(o, "pos"))) {
+        fprintf(stderr, "error: with --bench, windows and ALiBi are masks of --bench-masks (window=W, alibi), "
+                "not --attn-window / --pos\n");
         return 2;
     }
     return check_bench_only(o);

@@ -33,7 +33,7 @@ typedef struct {
     const char *attn;            /* naive | memeff | flash | auto */
     const char *mask;            /* causal | none | dense */
     int attn_window;             /* sliding window of keys per query; 0 = none */
-    int doc_sep;                 /* token that starts each packed document; -1 = none */
+    const char *doc_sep;         /* what starts each packed document (model/documents.h); NULL = none */
     int doc_positions;           /* positions restart at each document */
     const char *precision;       /* NULL = the device's default */
     const char *device;          /* auto | cpu | cuda */
@@ -67,7 +67,7 @@ typedef struct {
     const char *log;
     int quiet;
     /* bench mode (train/bench.h): a sweep of short training runs instead of one training run */
-    const char *bench;           /* grid: xformers-issue | flash-blog | custom; NULL = train */
+    const char *bench;           /* grid: xformers-issue | flash-blog | masks | custom; NULL = train */
     const char *bench_out;       /* directory of results.md/.csv/.json and the charts */
     const char *bench_attn;      /* comma-separated lists; NULL = the grid's */
     const char *bench_models;

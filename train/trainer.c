@@ -123,14 +123,17 @@ void trainer_model_options(const Options *o, ModelOptions *m) {
     m->zero_gather_overlap = o->zero_gather_overlap;
     m->nccl_max_ctas = o->nccl_max_ctas;
     m->attn_window = o->attn_window;
-    m->packed_docs = o->doc_sep >= 0;
-    m->doc_sep = o->doc_sep;
     m->doc_positions = o->doc_positions;
 }
 
-AttnShape trainer_attention_shape(const ModelOptions *mo) {
-    static const int marker_doc[1] = {0};          /* presence only: the backend fills the real ones */
-    static const float marker_slopes[1] = {0.0f};
+int trainer_doc_sep(const Options *o, const Dataset *train, DocSep *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    if (!o->doc_sep) return 0;
+    return doc_sep_parse(o->doc_sep, train->kind == DATASET_BYTES, out, err, errlen);
+}
+
+AttnShape trainer_attention_shape(const ModelOptions *mo, int *doc) {
+    static const float marker_slopes[1] = {0.0f}; /* presence only: the backend fills the real ones */
     const GPT2Config *c = &mo->config;
     int H = c->num_heads;
     AttnShape s = attn_shape_packed_gqa(mo->B, mo->T, H, gpt2_kv_heads(c), c->channels / H, mo->mask,
@@ -141,8 +144,14 @@ AttnShape trainer_attention_shape(const ModelOptions *mo) {
     }
     s.mask.window = mo->attn_window;
     if (c->pos == GPT2_POS_ALIBI) s.mask.alibi_slopes = marker_slopes;
-    if (mo->packed_docs) s.mask.doc = marker_doc;
+    if (mo->doc_sep.len > 0) s.mask.doc = doc;
     return s;
+}
+
+/* A (B, T) doc array of one document per sequence, for the shape's checks (the CPU kernels'
+ * unsupported() reads doc: it must be non-decreasing); NULL without documents or memory. */
+static int *one_document_each(const ModelOptions *mo) {
+    return mo->doc_sep.len > 0 ? (int *)calloc((size_t)mo->B * mo->T, sizeof(int)) : NULL;
 }
 
 const char *trainer_check_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo, char *buf, size_t n) {
@@ -151,11 +160,24 @@ const char *trainer_check_attention(AttnKernel k, AttnPlace place, const ModelOp
         snprintf(buf, n, "no %s kernel on the %s in this build", attn_kernel_name(k), place == ATTN_CPU ? "CPU" : "GPU");
         return buf;
     }
-    AttnShape s = trainer_attention_shape(mo);
+    int *doc = one_document_each(mo);
+    if (mo->doc_sep.len > 0 && !doc) {
+        snprintf(buf, n, "out of host memory for a %d x %d document array", mo->B, mo->T);
+        return buf;
+    }
+    AttnShape s = trainer_attention_shape(mo, doc);
     const char *why = impl->unsupported(&s);
-    if (!why) return NULL;
-    snprintf(buf, n, "%s", why);
-    return buf;
+    if (why) snprintf(buf, n, "%s", why);
+    free(doc);
+    return why ? buf : NULL;
+}
+
+AttnKernel trainer_resolve_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo) {
+    int *doc = one_document_each(mo);
+    AttnShape s = trainer_attention_shape(mo, doc);
+    k = attn_resolve(k, &s, place);
+    free(doc);
+    return k;
 }
 
 float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
@@ -198,11 +220,8 @@ double trainer_cpu_bytes_needed(const ModelOptions *mo) {
     double bytes = 4.0 * floats + 8.0 * BT;                       /* + inputs and targets */
     const AttnImpl *impl = attn_impl(mo->attn, ATTN_CPU);
     if (impl) {
-        AttnShape s = attn_shape_packed(mo->B, mo->T, c->num_heads, c->channels / c->num_heads, mo->mask, ATTN_FP32);
-        if (mo->mask == ATTN_MASK_DENSE) {
-            s.mask.bias = mo->dense_bias;
-            s.mask.stride_row = mo->T;
-        }
+        AttnShape s = trainer_attention_shape(mo, NULL); /* the sizes do not read the arrays */
+        s.dtype = ATTN_FP32;
         bytes += L * (double)impl->saved_bytes(&s) + (double)impl->workspace_bytes(&s);
     }
     return bytes;
@@ -335,6 +354,7 @@ static GPT2Config choose_config(const Trainer *tr, const char *resume_model) {
 static void setup_model_options(Trainer *tr) {
     const Options *o = &tr->opt;
     ModelOptions *m = &tr->mopt;
+    char err[512];
     model_options_defaults(m);
     trainer_model_options(o, m);
     m->config = tr->config;
@@ -366,11 +386,14 @@ static void setup_model_options(Trainer *tr) {
     if (attn_kernel_from_name(o->attn, &k) != 0)
         fail("--attn expects %s or auto, got '%s'", attn_kernel_names_list(), o->attn);
     AttnPlace place = is_cpu ? ATTN_CPU : ATTN_CUDA;
-    if (m->packed_docs && m->doc_sep >= tr->config.vocab_size)
-        fail("--doc-sep %d is outside the model's vocabulary of %d", m->doc_sep, tr->config.vocab_size);
+    if (trainer_doc_sep(o, &tr->data.train, &m->doc_sep, err, sizeof err) != 0) fail("%s", err);
+    if (doc_sep_max_token(&m->doc_sep) >= tr->config.vocab_size)
+        fail("--doc-sep %s: token %d is outside the model's vocabulary of %d", o->doc_sep,
+             doc_sep_max_token(&m->doc_sep), tr->config.vocab_size);
+    if (m->doc_sep.len > 0 && tr->data.train.kind == DATASET_BYTES && doc_sep_max_token(&m->doc_sep) > 255)
+        fail("--doc-sep %s: byte data holds bytes 0 to 255", o->doc_sep);
     { /* auto: the fastest kernel that runs the shape; flash on CUDA: flash-sm90 or flash-mma */
-        AttnShape s = trainer_attention_shape(m);
-        k = attn_resolve(k, &s, place);
+        k = trainer_resolve_attention(k, place, m);
         if (k == ATTN_AUTO) { /* none does: say why the first choice does not */
             char why_not[256];
             trainer_check_attention(ATTN_FLASH, place, m, why_not, sizeof why_not);
@@ -611,12 +634,19 @@ static void log_run(Trainer *tr) {
     const Options *o = &tr->opt;
     const GPT2Config *c = &tr->config;
     const ModelOptions *m = &tr->mopt;
+    char sep[6 * DOC_SEP_MAX + 16] = "null";
+    if (m->doc_sep.len > 0) {
+        sep[0] = '"';
+        doc_sep_json(&m->doc_sep, sep + 1, sizeof sep - 2);
+        strcat(sep, "\"");
+    }
     log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
-               "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%d,\"layers\":%d,\"heads\":%d,"
-               "\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
+               "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%s,\"doc_positions\":%s,\"layers\":%d,"
+               "\"heads\":%d,\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
                "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s}\n",
                tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
-               attn_mask_name(m->mask), m->attn_window, m->packed_docs ? m->doc_sep : -1, c->num_layers, c->num_heads,
+               attn_mask_name(m->mask), m->attn_window, sep,
+               m->doc_sep.len > 0 && m->doc_positions ? "true" : "false", c->num_layers, c->num_heads,
                gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
                o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false");
 }
@@ -634,12 +664,14 @@ static void print_header(const Trainer *tr) {
     if (gpt2_kv_heads(c) != c->num_heads) printf(" (%d K/V heads)", gpt2_kv_heads(c));
     printf(", %d channels, vocab %d (padded %d), max seq %d, %s positions: %.2fM parameters\n", c->channels,
            c->vocab_size, c->padded_vocab_size, c->max_seq_len, gpt2_pos_name(c->pos), gpt2_num_params(c) / 1e6);
-    if (tr->mopt.attn_window > 0 || tr->mopt.packed_docs) {
+    int docs = tr->mopt.doc_sep.len > 0;
+    if (tr->mopt.attn_window > 0 || docs) {
+        char sep[4 * DOC_SEP_MAX + 16];
+        doc_sep_describe(&tr->mopt.doc_sep, sep, sizeof sep);
         printf("attention:");
-        if (tr->mopt.attn_window > 0) printf(" sliding window of %d keys%s", tr->mopt.attn_window,
-                                             tr->mopt.packed_docs ? "," : "");
-        if (tr->mopt.packed_docs)
-            printf(" packed documents, each starting at token %d%s", tr->mopt.doc_sep,
+        if (tr->mopt.attn_window > 0) printf(" sliding window of %d keys%s", tr->mopt.attn_window, docs ? "," : "");
+        if (docs)
+            printf(" packed documents, each starting at %s%s", sep,
                    tr->mopt.doc_positions ? " (positions restart at each)" : "");
         printf("\n");
     }

@@ -55,17 +55,25 @@ void trainer_data_close(TrainData *d);
 float *trainer_dense_causal_bias(int T);
 
 /* The ModelOptions fields that come from the command line and not from the run's shape
- * (recompute, linear biases, threads, ...); the caller sets config, B, T, attn, mask,
- * dense_bias, precision and the data-parallel fields. */
+ * (recompute, linear biases, threads, window, ...); the caller sets config, B, T, attn, mask,
+ * dense_bias, doc_sep (trainer_doc_sep), precision and the data-parallel fields. */
 void trainer_model_options(const Options *o, ModelOptions *m);
 
+/* --doc-sep of the options for this training data (byte strings need byte data): out->len 0 when
+ * not given. 0, or -1 with err. */
+int trainer_doc_sep(const Options *o, const Dataset *train, DocSep *out, char *err, size_t errlen);
+
 /* The attention shape a model of these options runs (every layer the same): heads, K/V heads,
- * mask, dense bias, window, ALiBi, packed documents (their arrays, filled per batch by the
- * backend, stand in as non-NULL markers here). */
-AttnShape trainer_attention_shape(const ModelOptions *mo);
+ * mask, dense bias, window, ALiBi (a presence marker for the slopes the backend computes),
+ * packed documents (doc: NULL, or B x T ints standing in for the per-batch starts the backend
+ * computes; without documents the shape has none). */
+AttnShape trainer_attention_shape(const ModelOptions *mo, int *doc);
 /* NULL when kernel k runs the model's attention (trainer_attention_shape) at `place`, else why
  * not (into buf). */
 const char *trainer_check_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo, char *buf, size_t n);
+/* attn_resolve for the model's attention: auto -> the fastest kernel that runs it, flash on CUDA
+ * -> flash-sm90 or flash-mma; ATTN_AUTO when no kernel runs it. */
+AttnKernel trainer_resolve_attention(AttnKernel k, AttnPlace place, const ModelOptions *mo);
 
 /* Where a step's micro-batches come from: fills inputs and targets (B, T). */
 typedef void (*BatchSource)(void *ctx, int *inputs, int *targets);

@@ -2,8 +2,10 @@
 # test/gpu/test_train_gpu.sh: ./train_gpt2 on the GPU end to end -- every attention kernel trains,
 # the dense mask (a materialised causal bias) gives the causal mask's losses, --resume on the GPU
 # continues bit for bit, a GPU checkpoint loads on the CPU and gives the same validation loss, and
-# a CPU checkpoint resumes on the GPU and continues the CPU's loss curve.
-# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 11 checks are skipped
+# a CPU checkpoint resumes on the GPU and continues the CPU's loss curve; the attention's model
+# options (ALiBi, windows, packed documents, GQA) train on the GPU, an ALiBi GPU checkpoint
+# evaluates on the CPU, and the bench's masks run there.
+# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 23 checks are skipped
 # with one line.
 set -u
 cd "$(dirname "$0")/../.."
@@ -29,7 +31,7 @@ close() {
 }
 
 # No GPU for ./train_gpt2 (none visible, or a build without CUDA): skip everything, one line.
-CHECKS=11
+CHECKS=23
 if ! "$BIN" --device cuda --steps 0 --val-every 0 "${SMALL[@]}" >"$tmp/probe" 2>"$tmp/probe.err"; then
     if grep -qE 'no CUDA (device|backend)' "$tmp/probe.err"; then
         echo "skipped: $CHECKS checks need a GPU: $(head -n1 "$tmp/probe.err")"
@@ -83,6 +85,40 @@ if [ ${#cpu_l[@]} -eq 3 ] && [ ${#gpu_l[@]} -eq 3 ]; then
 else
     bad "CPU->GPU: missing step lines"
 fi
+
+# 4. the attention's model options on the GPU (bf16, flash: its mma.sync kernels run them)
+"$BIN" --device cuda --attn flash --pos alibi --steps 3 --val-every 0 "${SMALL[@]}" --checkpoint-dir "$tmp/al" >"$tmp/alibi" 2>&1 \
+    && grep -q "alibi positions" "$tmp/alibi" && grep -q "attention flash-mma" "$tmp/alibi" && ok \
+    || bad "--pos alibi on the GPU: $(tail -2 "$tmp/alibi")"
+"$BIN" --device cpu --init "$tmp/al/model_00000003.bin" --steps 0 "${SMALL[@]}" >"$tmp/alibi_cpu" 2>&1 \
+    || bad "CPU --init of an ALiBi GPU checkpoint: $(tail -2 "$tmp/alibi_cpu")"
+close "$(final_val "$tmp/alibi_cpu")" "$(final_val "$tmp/alibi")" 2e-2 && ok \
+    || bad "ALiBi GPU checkpoint on the CPU (fp32 vs the GPU's bf16): val $(final_val "$tmp/alibi_cpu") vs $(final_val "$tmp/alibi")"
+"$BIN" --device cuda --attn flash --attn-window 16 --steps 3 --val-every 0 "${SMALL[@]}" >"$tmp/win" 2>&1 \
+    && grep -q "sliding window of 16 keys" "$tmp/win" && ok || bad "--attn-window on the GPU: $(tail -2 "$tmp/win")"
+"$BIN" --device cuda --attn flash --doc-sep 10 --doc-positions --steps 3 --val-every 0 "${SMALL[@]}" --log "$tmp/docs.jsonl" \
+    >"$tmp/docs" 2>&1 && grep -q '"doc_sep":"10","doc_positions":true' "$tmp/docs.jsonl" && ok \
+    || bad "--doc-sep --doc-positions on the GPU: $(tail -2 "$tmp/docs")"
+# the same documents on the CPU (fp32) and the GPU (bf16): the first step's loss agrees to bf16
+"$BIN" --device cpu --doc-sep 10 --doc-positions --steps 1 --val-every 0 "${SMALL[@]}" >"$tmp/docs_cpu" 2>&1 \
+    || bad "--doc-sep on the CPU: $(tail -2 "$tmp/docs_cpu")"
+close "$(losses "$tmp/docs" 1 1)" "$(losses "$tmp/docs_cpu" 1 1)" 1e-2 && ok \
+    || bad "documents: GPU step 1 $(losses "$tmp/docs" 1 1) vs CPU $(losses "$tmp/docs_cpu" 1 1)"
+# GQA: trains where a GPU kernel runs it, else stops in one line naming the kernel's reason
+"$BIN" --device cuda --attn flash --heads 2 --kv-heads 1 --steps 2 --val-every 0 "${SMALL[@]}" >"$tmp/gqa" 2>"$tmp/gqa.err"
+rc=$?
+if [ "$rc" -eq 0 ]; then grep -q "2 heads (1 K/V heads)" "$tmp/gqa" && ok || bad "--kv-heads 1 on the GPU: no header"
+elif [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/gqa.err")" -eq 1 ] && grep -q "attention kernel 'flash' cannot run this configuration: " "$tmp/gqa.err"; then ok
+else bad "--kv-heads 1 on the GPU: exit $rc: $(head -3 "$tmp/gqa.err")"; fi
+# the bench's masks on the GPU: flash runs each, naive and memeff list their reason
+"$BIN" --bench custom --device cuda --data "$tmp/data.txt" --bench-models l2-c64-h2 --bench-seq-lens 64 \
+    --bench-masks causal,window=16,docs,alibi --doc-sep 10 --bench-attn naive,memeff,flash --bench-steps 2 \
+    --bench-warmup 1 --bench-out "$tmp/bm" >"$tmp/bm.out" 2>&1 && ok || bad "bench masks on the GPU: $(tail -2 "$tmp/bm.out")"
+for m in causal window=16 docs alibi; do
+    grep -q ",64,bf16,$m,flash,ok," "$tmp/bm/results.csv" && ok || bad "bench: flash did not run $m: $(grep ",$m,flash," "$tmp/bm/results.csv")"
+done
+grep -q ",64,bf16,window=16,memeff,unsupported," "$tmp/bm/results.csv" && ok \
+    || bad "bench: memeff's window cell is not listed as unsupported (or memeff runs windows now: update this check)"
 
 echo "test_train_gpu: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
