@@ -97,7 +97,11 @@ ifneq ($(NVCC),)
   # CUDNN_FRONTEND=dir (its include/ directory, or the checkout holding it), local/cudnn-frontend/include,
   # $(HOME)/cudnn-frontend/include, then the system include directories. Without both the file is
   # left out of the build (and -lcudnn -lnvrtc out of the link): the registry then has no CUDA `cudnn`.
-  HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h -o -f /usr/local/include/cudnn.h && echo 1)
+  # CUDNN_HOME=dir: a cuDNN installed elsewhere (dir/include/cudnn.h, dir/lib/libcudnn.so), e.g. the
+  # folder of PyTorch's nvidia-cudnn wheel; the binaries then find it by their run path.
+  CUDNN_HOME ?=
+  HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h -o -f /usr/local/include/cudnn.h \
+                  $(if $(CUDNN_HOME),-o -f $(CUDNN_HOME)/include/cudnn.h) && echo 1)
   CUDNN_FE_DIRS := $(if $(CUDNN_FRONTEND),$(CUDNN_FRONTEND) $(CUDNN_FRONTEND)/include) local/cudnn-frontend/include \
                    $(HOME)/cudnn-frontend/include /usr/include /usr/local/include $(CUDA_HOME)/include
   CUDNN_FE_INC := $(patsubst %/cudnn_frontend.h,%,$(firstword $(wildcard $(addsuffix /cudnn_frontend.h,$(CUDNN_FE_DIRS)))))
@@ -113,8 +117,10 @@ ifneq ($(NVCC),)
       $(info note: cuDNN found but not its frontend headers: --attn cudnn is not built (README, Quick start: one git clone))
     endif
   else
-    CUDA_LIBS += -lcudnn -lnvrtc # (NVRTC: the frontend compiles some of its own engines at run time)
-    $(BUILD)/attention/cudnn.o $(BUILD)/pic/attention/cudnn.o: NVCCFLAGS += -isystem $(CUDNN_FE_INC)
+    # (NVRTC: the frontend compiles some of its own engines at run time)
+    CUDA_LIBS += $(if $(CUDNN_HOME),-L$(CUDNN_HOME)/lib -Xlinker -rpath=$(CUDNN_HOME)/lib) -lcudnn -lnvrtc
+    $(BUILD)/attention/cudnn.o $(BUILD)/pic/attention/cudnn.o: NVCCFLAGS += -isystem $(CUDNN_FE_INC) \
+        $(if $(CUDNN_HOME),-isystem $(CUDNN_HOME)/include)
   endif
   MAIN_OBJ   := $(BUILD)/train_gpt2.o
   PROGRAM_OBJS := $(MAIN_OBJ) $(C_OBJS) $(CU_OBJS)
