@@ -101,6 +101,7 @@ ifneq ($(NVCC),)
   # folder of PyTorch's nvidia-cudnn wheel; the binaries then find it by their run path.
   CUDNN_HOME ?=
   HAVE_CUDNN := $(shell test -f $(CUDA_HOME)/include/cudnn.h -o -f /usr/include/cudnn.h -o -f /usr/local/include/cudnn.h \
+                  -o -f /usr/include/$(shell gcc -print-multiarch 2>/dev/null)/cudnn.h \
                   $(if $(CUDNN_HOME),-o -f $(CUDNN_HOME)/include/cudnn.h) && echo 1)
   CUDNN_FE_DIRS := $(if $(CUDNN_FRONTEND),$(CUDNN_FRONTEND) $(CUDNN_FRONTEND)/include) local/cudnn-frontend/include \
                    $(HOME)/cudnn-frontend/include /usr/include /usr/local/include $(CUDA_HOME)/include
