@@ -98,16 +98,5 @@ static inline const char *attn_shape_basics(const AttnShape *s) {
     if (s->ld_qkv < s->H * s->D || s->ld_o < s->H * s->D) return "leading dimension < H*D";
     return NULL;
 }
-/* The same, and the mask read as kind + constant bias (DENSE only) with H heads of K/V: what
- * naive and memeff implement (flash also reads windows, documents, key padding and ALiBi). */
-static inline const char *attn_shape_problem(const AttnShape *s) {
-    const char *why = attn_shape_basics(s);
-    if (why) return why;
-    if (attn_mask_has_extras(&s->mask) || attn_kv_heads(s) != s->H)
-        return "sliding windows, documents, key padding, ALiBi, a bias with causal/none, bias "
-               "gradients and GQA are implemented on the CPU only so far (flash on the GPU: windows, "
-               "documents, key padding, ALiBi)";
-    return NULL;
-}
 
 #endif

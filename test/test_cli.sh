@@ -307,6 +307,7 @@ for i in $(seq 60); do printf '<page>\n  <title>page %d</title>\n  <text>some wo
     && grep -q '"doc_sep":"10"' "$tmp/sep10.jsonl" && ok || bad "the run record does not hold --doc-sep 10"
 expect_usage_error "doc-sep with a bad escape" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-sep 'a\q'
 expect_usage_error "doc-positions without doc-sep" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-positions
+expect_usage_error "doc-positions with ALiBi (no table to restart)" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-sep 10 --doc-positions --pos alibi
 expect_usage_error "doc-sep outside the vocabulary" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --doc-sep 300
 "$BIN" "${X[@]}" --seq-len 16 --data "$tmp/data.txt" --steps 2 --save-model "$tmp/m5.bin" --save-version 5 >"$tmp/x.out" 2>&1 \
     && [ "$(od -An -t d4 -j 4 -N 4 "$tmp/m5.bin" | tr -d ' ')" = 5 ] && ok || bad "--save-version 5: $(tail -2 "$tmp/x.out")"

@@ -39,7 +39,7 @@ static const OptSpec SPECS[] = {
     {"heads", 0, OPT_INT, F(heads), 1, 4096, "N", "attention heads, dividing channels (default: the preset's)"},
     {"channels", 0, OPT_INT, F(channels), 1, 65536, "N", "model width (default: the preset's)"},
     {"vocab", 0, OPT_INT, F(vocab), 1, 65536, "N", "vocabulary size (default 256, or larger if the data holds larger token ids)"},
-    {"kv-heads", 0, OPT_INT, F(kv_heads), 1, 4096, "N", "key/value heads, dividing --heads: grouped-query attention (1 = multi-query; on a GPU it needs a kernel that runs it; default: --heads)"},
+    {"kv-heads", 0, OPT_INT, F(kv_heads), 1, 4096, "N", "key/value heads, dividing --heads: grouped-query attention (1 = multi-query; default: --heads)"},
     {"pos", 0, OPT_STR, F(pos), 0, 0, "KIND", "positions: learned (GPT-2's table) or alibi (biases computed from per-head slopes, no table, so a model trained at one T runs at a longer one)"},
     {"max-seq-len", 0, OPT_INT, F(max_seq_len), 1, 1 << 20, "N", "positions in the model (default: the preset's 1024, at least --seq-len)"},
     {"batch", 'b', OPT_INT, F(batch), 1, 1 << 20, "B", "sequences per micro-batch"},
@@ -316,6 +316,11 @@ int options_parse(Options *o, int argc, char **argv) {
     }
     if (o->doc_positions && !o->doc_sep && !o->bench) {
         fprintf(stderr, "error: --doc-positions applies with --doc-sep SEP\n");
+        return 2;
+    }
+    if (o->doc_positions && o->pos && strcmp(o->pos, "alibi") == 0) {
+        fprintf(stderr, "error: --doc-positions restarts the learned position table; --pos alibi has none "
+                "(ALiBi's distances already stay inside each document)\n");
         return 2;
     }
     if (o->bench && (options_given(o, "attn-window") || options_given(o, "pos"))) {
