@@ -23,6 +23,11 @@
 #              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
 #              graphs runs twice with each binary, alternating (same-call ratio of two builds)
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
+# cudnn: attention/cudnn.cu takes minutes to compile (cudnn-frontend's headers) on one core. To save
+# device time, compile it here with a portable host ISA and carry the objects (and
+# local/cudnn-frontend) along: `make CPU_ARCH=x86-64-v3 build/attention/cudnn.o
+# build/pic/attention/cudnn.o`, carry those two paths but not their .d files, and `touch` them on
+# the device before the build (2026-12-01: the H200 machine's cuDNN is in /usr/include/x86_64-linux-gnu).
 # Logs and tables go to $OUT (or /tmp/gpu_check). Data: $DATA (default local/enwik8_head, a
 # git-ignored copy of the enwik8 prefix carried to the GPU machine); throughput does not depend
 # on which text is read.
