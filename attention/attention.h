@@ -82,7 +82,7 @@ typedef enum {
     ATTN_AUTO = -1
 } AttnKernel;
 typedef enum { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL, ATTN_MASK_DENSE, ATTN_NUM_MASKS } AttnMaskKind;
-typedef enum { ATTN_FP32 = 0, ATTN_BF16, ATTN_NUM_DTYPES } AttnDtype;
+typedef enum { ATTN_FP32 = 0, ATTN_BF16, ATTN_FP16, ATTN_NUM_DTYPES } AttnDtype;
 typedef enum { ATTN_CPU = 0, ATTN_CUDA, ATTN_NUM_PLACES } AttnPlace;
 
 typedef struct {

@@ -18,6 +18,11 @@
 extern "C" {
 #endif
 
+/* The attention's element type for a training precision. */
+static inline AttnDtype precision_attn_dtype(Precision p) {
+    return p == PRECISION_BF16 ? ATTN_BF16 : p == PRECISION_FP16 ? ATTN_FP16 : ATTN_FP32;
+}
+
 typedef struct {
     GPT2Config config;
     int B, T;               /* largest batch and sequence length a step will use */
@@ -59,7 +64,7 @@ typedef struct {
                              * call with the same shapes; one process only) */
     int tf32;               /* fp32 matmuls on TF32 tensor cores (0 for exact fp32 comparisons) */
     int logits_chunk_rows;  /* fp32: rows of logits computed at a time (0 = automatic: at most
-                             * 256 MiB of fp32 logits); bf16 keeps all N rows */
+                             * 256 MiB of fp32 logits); bf16 and fp16 keep all N rows */
     int matmul_fusion;      /* cuBLASLt fused epilogues (0 for measuring them) */
     int profile;            /* CUDA event marks between the parts of each step, the per-part
                              * table printed to stderr by destroy */

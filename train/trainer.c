@@ -137,7 +137,7 @@ AttnShape trainer_attention_shape(const ModelOptions *mo, int *doc) {
     const GPT2Config *c = &mo->config;
     int H = c->num_heads;
     AttnShape s = attn_shape_packed_gqa(mo->B, mo->T, H, gpt2_kv_heads(c), c->channels / H, mo->mask,
-                                        mo->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+                                        precision_attn_dtype(mo->precision));
     if (mo->mask == ATTN_MASK_DENSE) {
         s.mask.bias = mo->dense_bias;
         s.mask.stride_row = mo->T;
