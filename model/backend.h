@@ -82,7 +82,8 @@ static inline void model_options_defaults(ModelOptions *o) {
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
-    float grad_scale;       /* multiply gradients by this first (clipping): 1 = none */
+    float grad_scale;       /* multiply gradients by this first (clipping, and 1/S of a loss scale S):
+                             * 1 = none */
     int t;                  /* 1-based step count for bias correction */
 } AdamWStep;
 
@@ -109,7 +110,9 @@ typedef struct {
     void (*logits_at)(Model *m, int b, int t, float *out);
     void (*zero_grad)(Model *m);
     /* Backward of the last forward; gradients accumulate, each scaled by loss_scale
-     * (1/grad_accum), so the accumulated gradient is that of the mean loss. With sync_grads (data
+     * (1/grad_accum), so the accumulated gradient is that of the mean loss; the training loop also
+     * multiplies in its loss scale S (train/loss_scale.h: every activation gradient carries it,
+     * which keeps fp16's small gradients from underflowing). With sync_grads (data
      * parallel: the last micro-batch of an accumulation) this backward also sums the gradients
      * over the ranks, and the loop's loss_scale holds 1/world so that the sum is the mean; with
      * one process it changes nothing. */
