@@ -2,7 +2,8 @@
  * (train/bench.h), the launcher of N GPU workers (--gpus N), or one training run:
  *
  *   for each step: load a batch, forward, backward (x grad-accum; the last backward sums the
- *   gradients over the GPUs), clip, update, log
+ *   gradients over the GPUs; the loss's gradient times the loss scale, train/loss_scale.h), the
+ *   global norm (a non-finite one skips the step), clip, update, log
  *
  * on the CPU reference backend or the CUDA backend (model/backend.h), with the attention kernel
  * chosen at run time (attention/attention.h). The decisions around the loop (data, model shape,
@@ -44,6 +45,9 @@ int main(int argc, char **argv) {
         float loss = trainer_train_step(&tr, step, &norm, &lr);
         double ms = (now_seconds() - t0) * 1000.0;
         if (!isfinite(loss)) trainer_fail("the loss became %f at step %d; lower --lr?", loss, step + 1);
+        if (loss_scale_exhausted(&tr.scaler))
+            trainer_fail("the gradients are not finite at step %d even at the smallest loss scale %g: the model "
+                         "diverged (lower --lr?)", step + 1, tr.scaler.last_scale);
         trainer_log_step(&tr, step, loss, norm, lr, ms);
         trainer_record_step_time(&timing, step - tr.start_step, ms);
 

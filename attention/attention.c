@@ -38,7 +38,7 @@ static const AttnKernelRow kernel_rows[ATTN_NUM_IMPLS] = {
 };
 
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
-static const char *const dtype_names[ATTN_NUM_DTYPES] = {"fp32", "bf16"};
+static const char *const dtype_names[ATTN_NUM_DTYPES] = {"fp32", "bf16", "fp16"};
 
 /* Index of `name` in names[0..n), or -1. */
 static int find_name(const char *const *names, int n, const char *name) {

@@ -82,7 +82,12 @@ typedef enum {
     ATTN_AUTO = -1
 } AttnKernel;
 typedef enum { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL, ATTN_MASK_DENSE, ATTN_NUM_MASKS } AttnMaskKind;
-typedef enum { ATTN_FP32 = 0, ATTN_BF16, ATTN_NUM_DTYPES } AttnDtype;
+/* Element types of q, k, v, o and their gradients. Every kernel computes scores, softmax and
+ * accumulators in fp32 whatever the element type; bf16 and fp16 round only what is stored or fed
+ * to a 16-bit GEMM (P, dS, the outputs). fp16 outputs assume |x| < 65504 (an overflow is inf); a
+ * gradient below fp16's subnormal range (~6e-8) rounds to 0 unless the caller scales the loss. The
+ * CPU kernels are fp32 only. */
+typedef enum { ATTN_FP32 = 0, ATTN_BF16, ATTN_FP16, ATTN_NUM_DTYPES } AttnDtype;
 typedef enum { ATTN_CPU = 0, ATTN_CUDA, ATTN_NUM_PLACES } AttnPlace;
 
 typedef struct {

@@ -3,7 +3,7 @@
  * call the same forward and backward on device pointers.
  *
  * Strings name the choices: kernel: a name of the registry (attention/attention.c; the ones this
- * library has: attn_lib_kernel_names()); mask "none" | "causal" | "dense"; dtype "fp32" | "bf16". Layout, scale and buffers are those of attention/attention.h
+ * library has: attn_lib_kernel_names()); mask "none" | "causal" | "dense"; dtype "fp32" | "bf16" | "fp16". Layout, scale and buffers are those of attention/attention.h
  * (token-major, element (b,t,h,d) at X[(b*T + t)*ld + h*D + d]); scale <= 0 means 1/sqrt(D).
  * `bias` and its strides are read only for mask "dense". `stream` is a cudaStream_t (NULL: the
  * default stream). Calls are asynchronous on that stream like any kernel launch.

@@ -1,7 +1,7 @@
 /* attention/cuda_common.cuh: what the CUDA attention kernels share.
  *
  * Error handling returns non-zero (never exits): the first failure's text is kept for
- * attn_cuda_last_error(); element conversions between fp32/bf16; the mask as the kernels see it;
+ * attn_cuda_last_error(); element conversions between fp32 and bf16/fp16; the mask as the kernels see it;
  * the token-major addressing of attention.h.
  */
 #ifndef ATTENTION_CUDA_COMMON_CUH
@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -16,6 +17,7 @@
 #include "attention/attention_cuda.h"
 
 typedef __nv_bfloat16 bf16;
+typedef __half fp16;
 
 /* Records a message (also printed to stderr) and returns 1, so `return attn_cuda_fail(...)`. */
 int attn_cuda_fail(const char *fmt, ...);
@@ -32,15 +34,25 @@ int attn_cuda_fail(const char *fmt, ...);
 #define ATTN_LAUNCH_CHECK() ATTN_CUDA_TRY(cudaGetLastError())
 
 static inline cudaStream_t attn_stream(void *stream) { return (cudaStream_t)stream; }
-static inline size_t attn_esize(AttnDtype d) { return d == ATTN_BF16 ? 2 : 4; }
+/* Bytes per element: 4 for fp32, 2 for bf16 and fp16 (0 for a value outside the enum, which
+ * attn_shape_basics refuses first). */
+static inline size_t attn_esize(AttnDtype d) {
+    switch (d) {
+    case ATTN_FP32: return 4;
+    case ATTN_BF16: case ATTN_FP16: return 2;
+    default: return 0;
+    }
+}
 static inline long long attn_rows(const AttnShape *s) { return (long long)s->B * s->H * s->T; }
 
 /* ---- element conversion -------------------------------------------------------------------- */
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_float(fp16 x) { return __half2float(x); }
 template <typename E> __device__ __forceinline__ E from_float(float x);
 template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_float<bf16>(float x) { return __float2bfloat16(x); }
+template <> __device__ __forceinline__ fp16 from_float<fp16>(float x) { return __float2half_rn(x); }
 
 /* ---- the mask as kernels see it ------------------------------------------------------------ */
 struct MaskDev {
@@ -92,7 +104,7 @@ static int attn_launch_tiled(void (*kernel)(Params), const AttnShape *s, int row
 /* Common checks of a shape, as unsupported() reasons. */
 static inline const char *attn_shape_basics(const AttnShape *s) {
     if (s->B < 1 || s->T < 1 || s->H < 1 || s->D < 1) return "empty shape";
-    if (s->dtype != ATTN_FP32 && s->dtype != ATTN_BF16) return "unknown dtype";
+    if (s->dtype != ATTN_FP32 && s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16) return "unknown dtype";
     if (s->mask.kind < 0 || s->mask.kind >= ATTN_NUM_MASKS) return "unknown mask";
     if (s->mask.kind == ATTN_MASK_DENSE && !s->mask.bias) return "dense mask without bias";
     if (s->ld_qkv < s->H * s->D || s->ld_o < s->H * s->D) return "leading dimension < H*D";

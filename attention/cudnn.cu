@@ -7,7 +7,8 @@
  * What maps onto cuDNN (everything else is refused in unsupported() with a one-line reason):
  *   layout     attention.h's token-major tensors are cuDNN (B, H, T, D) tensors with strides
  *              (T*ld, D, ld, 1): no copy; K/V with Hkv heads (GQA/MQA, cuDNN sums dK/dV itself)
- *   dtype      bf16 only (cuDNN's fused attention has no fp32 path)
+ *   dtype      bf16 or fp16 (cuDNN's BFLOAT16 / HALF io type, fp32 compute and statistics;
+ *              its fused attention has no fp32 path)
  *   masks      causal (diagonal band, right bound 0, top-left aligned), sliding windows (left bound
  *              W: j > i - W; without causal also right bound W - 1: j < i + W), key padding given as
  *              key_end (cuDNN's padding mask: per-sequence lengths, seq_len_q = T for every b)
@@ -54,11 +55,12 @@ const size_t kSeqSlot = 256; /* bytes at the front of the workspace for seq_len_
 
 /* Everything a graph depends on. */
 struct Key {
-    int device, B, T, H, Hkv, D, ld_qkv, ld_o, causal, window, padding;
+    int device, dtype, B, T, H, Hkv, D, ld_qkv, ld_o, causal, window, padding;
     float scale;
     bool operator<(const Key &o) const {
-        return std::tie(device, B, T, H, Hkv, D, ld_qkv, ld_o, causal, window, padding, scale) <
-               std::tie(o.device, o.B, o.T, o.H, o.Hkv, o.D, o.ld_qkv, o.ld_o, o.causal, o.window, o.padding, o.scale);
+        return std::tie(device, dtype, B, T, H, Hkv, D, ld_qkv, ld_o, causal, window, padding, scale) <
+               std::tie(o.device, o.dtype, o.B, o.T, o.H, o.Hkv, o.D, o.ld_qkv, o.ld_o, o.causal, o.window, o.padding,
+                        o.scale);
     }
 };
 
@@ -85,6 +87,7 @@ std::string one_line(const std::string &msg) {
 Key key_of(const AttnShape *s, int device) {
     Key k;
     k.device = device;
+    k.dtype = (int)s->dtype;
     k.B = s->B; k.T = s->T; k.H = s->H; k.Hkv = attn_kv_heads(s); k.D = s->D;
     k.ld_qkv = s->ld_qkv; k.ld_o = s->ld_o;
     k.causal = s->mask.kind == ATTN_MASK_CAUSAL;
@@ -99,7 +102,8 @@ const char *refusal(const AttnShape *s) {
     const char *why = attn_shape_basics(s);
     if (why) return why;
     const AttnMask &m = s->mask;
-    if (s->dtype != ATTN_BF16) return "cudnn: bf16 only (cuDNN's fused attention has no fp32 path)";
+    if (s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16)
+        return "cudnn: bf16 or fp16 only (cuDNN's fused attention has no fp32 path)";
     if (s->H % attn_kv_heads(s) != 0) return "cudnn: Hkv must divide H";
     if (m.kind == ATTN_MASK_DENSE || m.bias || m.dbias)
         return "cudnn: no dense bias (cuDNN takes a bias in the element type, not attention.h's fp32)";
@@ -140,9 +144,14 @@ fe::graph::Tensor_attributes token_major(const char *name, int64_t uid, const Ke
         .set_stride({(int64_t)k.T * ld, k.D, ld, 1});
 }
 
-std::shared_ptr<fe::graph::Graph> new_graph() {
+/* The io type of a key's dtype (refusal() has let only bf16 and fp16 through). */
+fe::DataType_t io_type(const Key &k) {
+    return k.dtype == ATTN_FP16 ? fe::DataType_t::HALF : fe::DataType_t::BFLOAT16;
+}
+
+std::shared_ptr<fe::graph::Graph> new_graph(const Key &k) {
     auto g = std::make_shared<fe::graph::Graph>();
-    g->set_io_data_type(fe::DataType_t::BFLOAT16)
+    g->set_io_data_type(io_type(k))
         .set_intermediate_data_type(fe::DataType_t::FLOAT)
         .set_compute_data_type(fe::DataType_t::FLOAT);
     return g;
@@ -185,7 +194,7 @@ std::string finish(fe::graph::Graph &g, cudnnHandle_t h, const char *pass, int64
 void build(const Key &k, cudnnHandle_t h, Entry *e) {
     int64_t ws_f = 0, ws_b = 0;
     try {
-        auto f = new_graph();
+        auto f = new_graph(k);
         auto q = f->tensor(token_major("Q", UID_Q, k, k.H, k.ld_qkv));
         auto kk = f->tensor(token_major("K", UID_K, k, k.Hkv, k.ld_qkv));
         auto v = f->tensor(token_major("V", UID_V, k, k.Hkv, k.ld_qkv));
@@ -198,7 +207,7 @@ void build(const Key &k, cudnnHandle_t h, Entry *e) {
         e->why = finish(*f, h, "forward", &ws_f);
         if (!e->why.empty()) return;
 
-        auto b = new_graph();
+        auto b = new_graph(k);
         auto bq = b->tensor(token_major("Q", UID_Q, k, k.H, k.ld_qkv));
         auto bk = b->tensor(token_major("K", UID_K, k, k.Hkv, k.ld_qkv));
         auto bv = b->tensor(token_major("V", UID_V, k, k.Hkv, k.ld_qkv));
@@ -364,7 +373,8 @@ static int cudnn_backward(const AttnShape *s, const void *q, const void *k, cons
     if (s->mask.key_end) {
         /* Keys past key_end get no gradient; zero dK, dV first so that those rows read 0 whether or
          * not cuDNN writes them. */
-        size_t row = (size_t)attn_kv_heads(s) * s->D * sizeof(bf16), pitch = (size_t)s->ld_qkv * sizeof(bf16);
+        size_t es = attn_esize(s->dtype); /* 2: bf16 or fp16 */
+        size_t row = (size_t)attn_kv_heads(s) * s->D * es, pitch = (size_t)s->ld_qkv * es;
         size_t rows = (size_t)s->B * s->T;
         ATTN_CUDA_TRY(cudaMemset2DAsync(dk, pitch, 0, row, rows, st));
         ATTN_CUDA_TRY(cudaMemset2DAsync(dv, pitch, 0, row, rows, st));

@@ -1,11 +1,13 @@
-/* attention/flash.cu: FlashAttention-2 in bf16 on tensor cores (mma.sync m16n8k16, fp32 accumulate).
+/* attention/flash.cu: FlashAttention-2 in bf16 or fp16 on tensor cores (mma.sync m16n8k16, fp32
+ * accumulate). The element type E is a template parameter of every kernel: bf16 and fp16 run the
+ * same bodies (mma_bf16.cuh: only the MMA's input type and the fp32 -> E conversions differ).
  *
  * Forward, one block per (query tile of Br rows, batch*head); each warp owns 16 query rows;
  * query head h reads K/V head h / group (grouped-query attention, group = H / Hkv) in place:
  *   Q tile -> registers; for each key tile j (K, V double-buffered in smem by cp.async):
  *     S = Q K_j^T (registers), masked; online softmax in base 2 with the scale folded in:
  *       m' = max(m, rowmax(S)),  P = 2^(S - m'),  l' = 2^(m - m') l + rowsum(P),
- *       O' = 2^(m - m') O + P V_j      (P goes to bf16 straight from the S registers)
+ *       O' = 2^(m - m') O + P V_j      (P goes to E straight from the S registers)
  *   O = O / l, L = ln 2 * (m + log2 l) (natural log-sum-exp of the scaled scores, +inf for an
  *   empty row so that backward's exp(S - L) gives 0). Causal: key tiles past the diagonal are
  *   never visited; only tiles that cross it (or T's ragged end) pay for the mask.
@@ -18,7 +20,7 @@
  *        S^T = K Q^T, P^T = exp(S^T - L), dP^T = V dO^T,
  *      dS^T = P^T * (dP^T - D); dV += P^T dO, dK += dS^T Q in registers; dS goes through smem
  *      and dQ += dS K is added into the fp32 accumulator with atomics;
- *   3. dQ = scale * accumulator, to bf16.
+ *   3. dQ = scale * accumulator, to E.
  *   (1 and 3 run D/8 threads per row on 16-byte vectors over a (row block, batch*head) grid.)
  * The mask family (attention.h) beyond causal runs in the EXTRA instantiations of the same
  * bodies (flash_mask.cuh): windows, documents, key padding, ALiBi and a dense fp32 bias with any
@@ -82,9 +84,9 @@ template <int D_> struct FlashBwdTraits {
                                       + 2 * 2 * Br * 4;                   /* 2 x (L, D) */
 };
 
-struct FlashParams {
-    const bf16 *q, *k, *v, *o, *dout;
-    bf16 *out, *dq, *dk, *dv;
+template <typename E> struct FlashParams {
+    const E *q, *k, *v, *o, *dout;
+    E *out, *dq, *dk, *dv;
     float *lse, *dvec, *dq_accum;
     int T, H;
     int Hkv, group;          /* K/V heads and query heads per K/V head (H = Hkv * group) */
@@ -92,8 +94,8 @@ struct FlashParams {
     float scale, scale_log2;
 };
 
-struct FlashXParams {
-    FlashParams p;
+template <typename E> struct FlashXParams {
+    FlashParams<E> p;
     FlashMask x;
     FlashBias bias;
 };
@@ -104,16 +106,16 @@ enum FlashBiasUse { kNoBias = 0, kBias = 1, kBiasGrad = 2 };
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-template <int D, bool CAUSAL, bool EXTRA, int BIAS>
-__device__ __forceinline__ void flash_forward_body(const FlashParams &p, const FlashMask &x, const FlashBias &bias) {
+template <typename E, int D, bool CAUSAL, bool EXTRA, int BIAS>
+__device__ __forceinline__ void flash_forward_body(const FlashParams<E> &p, const FlashMask &x, const FlashBias &bias) {
     static_assert(BIAS == kNoBias || (EXTRA && BIAS == kBias), "the forward reads a bias only in EXTRA");
     using Tr = FlashFwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
     constexpr int NT = Bc / 8, ND = D / 8, KD = D / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sQ = (bf16 *)smem_raw;
-    bf16 *sK = sQ + Br * S;          /* [2][Bc][S] */
-    bf16 *sV = sK + 2 * Bc * S;      /* [2][Bc][S] */
+    E *sQ = (E *)smem_raw;
+    E *sK = sQ + Br * S;          /* [2][Bc][S] */
+    E *sV = sK + 2 * Bc * S;      /* [2][Bc][S] */
 
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H;
     const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
@@ -122,7 +124,7 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
     /* GQA: query head h reads K/V head h / group, in place */
     const long long head_off = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kv_off = (long long)b * T * p.ld_qkv + (long long)(h / p.group) * D;
-    const bf16 *gq = p.q + head_off, *gk = p.k + kv_off, *gv = p.v + kv_off;
+    const E *gq = p.q + head_off, *gk = p.k + kv_off, *gv = p.v + kv_off;
 
     int n_tiles = (T + Bc - 1) / Bc, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
@@ -159,7 +161,7 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
 #pragma unroll
                 for (int kk = 0; kk < KD; kk++) load_a_frag(qf[mt][kk], sQ, S, (warp * MT + mt) * 16, kk * 16);
         }
-        const bf16 *k_t = sK + stage * Bc * S, *v_t = sV + stage * Bc * S;
+        const E *k_t = sK + stage * Bc * S, *v_t = sV + stage * Bc * S;
 
         /* S = Q K^T: each K fragment serves all MT row tiles */
         float s[MT][NT][4];
@@ -181,8 +183,8 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
                 load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(s[mt][2 * np], FLASH_QF(mt), bfr[0], bfr[1]);
-                    mma_16816(s[mt][2 * np + 1], FLASH_QF(mt), bfr[2], bfr[3]);
+                    mma_16816<E>(s[mt][2 * np], FLASH_QF(mt), bfr[0], bfr[1]);
+                    mma_16816<E>(s[mt][2 * np + 1], FLASH_QF(mt), bfr[2], bfr[3]);
                 }
             }
 #undef FLASH_QF
@@ -205,7 +207,7 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
                 mask_tile<NT, CAUSAL>(s[mt], row0, col0, T, false);
             }
             online_softmax_step<NT, ND>(s[mt], o[mt], m[mt], l[mt], p.scale_log2);
-            acc_to_a_frags<NT>(pf[mt], s[mt]);
+            acc_to_a_frags<E, NT>(pf[mt], s[mt]);
         }
 
         /* O += P V */
@@ -217,8 +219,8 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
                 load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
-                    mma_16816(o[mt][2 * dp], pf[mt][kk], bfr[0], bfr[1]);
-                    mma_16816(o[mt][2 * dp + 1], pf[mt][kk], bfr[2], bfr[3]);
+                    mma_16816<E>(o[mt][2 * dp], pf[mt][kk], bfr[0], bfr[1]);
+                    mma_16816<E>(o[mt][2 * dp + 1], pf[mt][kk], bfr[2], bfr[3]);
                 }
             }
         __syncthreads(); /* this stage is reloaded two tiles on */
@@ -231,15 +233,15 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams &p, const F
                             o[mt], m[mt], l[mt], warp_row0 + mt * 16, T);
 }
 
-template <int D, bool CAUSAL>
+template <typename E, int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
-flash_forward_kernel(FlashParams p) {
-    flash_forward_body<D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
+flash_forward_kernel(FlashParams<E> p) {
+    flash_forward_body<E, D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
 }
-template <int D, bool CAUSAL, int BIAS>
+template <typename E, int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
-flash_forward_x_kernel(FlashXParams px) {
-    flash_forward_body<D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
+flash_forward_x_kernel(FlashXParams<E> px) {
+    flash_forward_body<E, D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -252,8 +254,8 @@ template <int D> struct FlashRowTraits {
 };
 
 /* D_i = sum_d dO[i,d] O[i,d]; zeroes the dQ accumulator's row. */
-template <int D>
-__global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams p) {
+template <typename E, int D>
+__global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams<E> p) {
     using R = FlashRowTraits<D>;
     const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
     const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
@@ -261,10 +263,10 @@ __global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams p) {
     if (t < p.T) {
         long long off = ((long long)b * p.T + t) * p.ld_o + (long long)h * D + part * 8;
         uint4 x = *(const uint4 *)(p.dout + off), y = *(const uint4 *)(p.o + off);
-        const __nv_bfloat162 *xa = (const __nv_bfloat162 *)&x, *ya = (const __nv_bfloat162 *)&y;
+        const uint32_t *xa = (const uint32_t *)&x, *ya = (const uint32_t *)&y;
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float2 xf = __bfloat1622float2(xa[e]), yf = __bfloat1622float2(ya[e]);
+            float2 xf = unpack2<E>(xa[e]), yf = unpack2<E>(ya[e]);
             acc = fmaf(xf.x, yf.x, acc);
             acc = fmaf(xf.y, yf.y, acc);
         }
@@ -277,9 +279,9 @@ __global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams p) {
     if (t < p.T && part == 0) p.dvec[(long long)bh * p.T + t] = acc;
 }
 
-/* dQ = scale * accumulator, into the token-major bf16 output. */
-template <int D>
-__global__ void __launch_bounds__(256) flash_bwd_convert_dq(FlashParams p) {
+/* dQ = scale * accumulator, into the token-major output (element type E). */
+template <typename E, int D>
+__global__ void __launch_bounds__(256) flash_bwd_convert_dq(FlashParams<E> p) {
     using R = FlashRowTraits<D>;
     const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
     const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
@@ -287,10 +289,10 @@ __global__ void __launch_bounds__(256) flash_bwd_convert_dq(FlashParams p) {
     const float4 *src = (const float4 *)(p.dq_accum + ((long long)bh * p.T + t) * D + part * 8);
     float4 u = src[0], w = src[1];
     uint4 r;
-    r.x = pack_bf16x2(u.x * p.scale, u.y * p.scale);
-    r.y = pack_bf16x2(u.z * p.scale, u.w * p.scale);
-    r.z = pack_bf16x2(w.x * p.scale, w.y * p.scale);
-    r.w = pack_bf16x2(w.z * p.scale, w.w * p.scale);
+    r.x = pack2<E>(u.x * p.scale, u.y * p.scale);
+    r.y = pack2<E>(u.z * p.scale, u.w * p.scale);
+    r.z = pack2<E>(w.x * p.scale, w.y * p.scale);
+    r.w = pack2<E>(w.z * p.scale, w.w * p.scale);
     *(uint4 *)(p.dq + ((long long)b * p.T + t) * p.ld_qkv + (long long)h * D + part * 8) = r;
 }
 
@@ -304,18 +306,18 @@ __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 #endif
 }
 
-template <int D, bool CAUSAL, bool EXTRA, int BIAS>
-__device__ __forceinline__ void flash_backward_body(const FlashParams &p, const FlashMask &x, const FlashBias &bias) {
+template <typename E, int D, bool CAUSAL, bool EXTRA, int BIAS>
+__device__ __forceinline__ void flash_backward_body(const FlashParams<E> &p, const FlashMask &x, const FlashBias &bias) {
     static_assert(BIAS == kNoBias || EXTRA, "the backward reads a bias only in EXTRA");
     using Tr = FlashBwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
     constexpr int NQ = Br / 8, ND = D / 8, KD = D / 16;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sK = (bf16 *)smem_raw;
-    bf16 *sV = sK + Bc * S;
-    bf16 *sQ = sV + Bc * S;          /* [2][Br][S] */
-    bf16 *sdO = sQ + 2 * Br * S;     /* [2][Br][S] */
-    bf16 *sdS = sdO + 2 * Br * S;    /* [Bc][DS]: dS^T[key][query] */
+    E *sK = (E *)smem_raw;
+    E *sV = sK + Bc * S;
+    E *sQ = sV + Bc * S;          /* [2][Br][S] */
+    E *sdO = sQ + 2 * Br * S;     /* [2][Br][S] */
+    E *sdS = sdO + 2 * Br * S;    /* [Bc][DS]: dS^T[key][query] */
     float *sL = (float *)(sdS + Bc * DS); /* [2][Br] */
     float *sD = sL + 2 * Br;              /* [2][Br] */
 
@@ -375,7 +377,7 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const bf16 *q_t = sQ + stage * Br * S, *do_t = sdO + stage * Br * S;
+        const E *q_t = sQ + stage * Br * S, *do_t = sdO + stage * Br * S;
         const float *L_t = sL + stage * Br, *D_t = sD + stage * Br;
 
         /* S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x Br queries */
@@ -422,12 +424,12 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
         if (BIAS == kBiasGrad) dbias_tile_add<NQ>(dpt, bias, b, h, key_row0, q0, T, true);
 
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
-        acc_to_a_frags<NQ>(pf, st);
-        acc_to_a_frags<NQ>(dsf, dpt);
-        /* dS^T to smem as [key][query] bf16 pairs (the same rounded values dK uses) */
+        acc_to_a_frags<E, NQ>(pf, st);
+        acc_to_a_frags<E, NQ>(dsf, dpt);
+        /* dS^T to smem as [key][query] E pairs (the same rounded values dK uses) */
 #pragma unroll
         for (int kk = 0; kk < NQ / 2; kk++) {
-            bf16 *row_lo = sdS + (warp * 16 + g) * DS + kk * 16 + c, *row_hi = row_lo + 8 * DS;
+            E *row_lo = sdS + (warp * 16 + g) * DS + kk * 16 + c, *row_hi = row_lo + 8 * DS;
             *(uint32_t *)row_lo = dsf[kk][0];
             *(uint32_t *)row_hi = dsf[kk][1];
             *(uint32_t *)(row_lo + 8) = dsf[kk][2];
@@ -442,10 +444,10 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
                 uint32_t bo[4], bq[4];
                 load_b_frags(bo, do_t, S, kk * 16, dp * 16);
                 load_b_frags(bq, q_t, S, kk * 16, dp * 16);
-                mma_16816(dv[2 * dp], pf[kk], bo[0], bo[1]);
-                mma_16816(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
-                mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
-                mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
+                mma_16816<E>(dv[2 * dp], pf[kk], bo[0], bo[1]);
+                mma_16816<E>(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
+                mma_16816<E>(dk[2 * dp], dsf[kk], bq[0], bq[1]);
+                mma_16816<E>(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
             }
         __syncthreads(); /* sdS complete */
 
@@ -467,8 +469,8 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
                 for (int dp = 0; dp < NC / 2; dp++) {
                     uint32_t bk[4];
                     load_b_frags(bk, sK, S, kk * 16, d0 + dp * 16);
-                    mma_16816(dq[2 * dp], af, bk[0], bk[1]);
-                    mma_16816(dq[2 * dp + 1], af, bk[2], bk[3]);
+                    mma_16816<E>(dq[2 * dp], af, bk[0], bk[1]);
+                    mma_16816<E>(dq[2 * dp + 1], af, bk[2], bk[3]);
                 }
             }
 #pragma unroll
@@ -497,22 +499,22 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams &p, const 
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
                 *(uint32_t *)(p.dk + off + dt * 8) =
-                    pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)(p.dv + off + dt * 8) = pack_bf16x2(dv[dt][2 * half], dv[dt][2 * half + 1]);
+                    pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)(p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
             }
         }
     }
 }
 
-template <int D, bool CAUSAL>
+template <typename E, int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
-flash_backward_kernel(FlashParams p) {
-    flash_backward_body<D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
+flash_backward_kernel(FlashParams<E> p) {
+    flash_backward_body<E, D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
 }
-template <int D, bool CAUSAL, int BIAS>
+template <typename E, int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
-flash_backward_x_kernel(FlashXParams px) {
-    flash_backward_body<D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
+flash_backward_x_kernel(FlashXParams<E> px) {
+    flash_backward_body<E, D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
 }
 
 /* ---- host side ------------------------------------------------------------------------------ */
@@ -520,7 +522,7 @@ flash_backward_x_kernel(FlashXParams px) {
 static const char *flash_unsupported(const AttnShape *s) {
     const char *why = attn_shape_basics(s);
     if (why) return why;
-    if (s->dtype != ATTN_BF16) return "flash: bf16 only";
+    if (s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16) return "flash: bf16 or fp16 only";
     if (s->D != 32 && s->D != 64 && s->D != 128) return "flash: head dimension must be 32, 64 or 128";
     if (s->mask.dbias && !s->mask.bias) return "flash: a bias gradient needs a bias";
     if (s->mask.bias && (s->mask.stride_b < 0 || s->mask.stride_h < 0 || s->mask.stride_row < 0))
@@ -537,8 +539,8 @@ static size_t flash_workspace_bytes(const AttnShape *s) {
     return flash_dvec_bytes(s) + (size_t)attn_rows(s) * s->D * 4;
 }
 
-static FlashParams flash_params(const AttnShape *s) {
-    FlashParams p;
+template <typename E> static FlashParams<E> flash_params(const AttnShape *s) {
+    FlashParams<E> p;
     memset(&p, 0, sizeof p);
     p.T = s->T; p.H = s->H;
     p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
@@ -553,18 +555,18 @@ static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 /* The mask pieces beyond causal run the EXTRA instantiations; a dense bias (any kind) is one. */
 static bool flash_needs_extra(const AttnShape *s) { return flash_mask_has_extras(s) || flash_mask_has_bias(s); }
 
-template <int D, bool CAUSAL>
-static int launch_forward(const AttnShape *s, FlashParams p, cudaStream_t st) {
+template <typename E, int D, bool CAUSAL>
+static int launch_forward(const AttnShape *s, FlashParams<E> p, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
     if (flash_needs_extra(s)) {
-        FlashXParams px = {p, flash_mask(s), flash_bias(s)};
+        FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
         return s->mask.bias
-                   ? attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL, kBias>, s, Tr::Br, Tr::kThreads,
+                   ? attn_launch_tiled(flash_forward_x_kernel<E, D, CAUSAL, kBias>, s, Tr::Br, Tr::kThreads,
                                        Tr::kSmemBytes, px, st)
-                   : attn_launch_tiled(flash_forward_x_kernel<D, CAUSAL, kNoBias>, s, Tr::Br, Tr::kThreads,
+                   : attn_launch_tiled(flash_forward_x_kernel<E, D, CAUSAL, kNoBias>, s, Tr::Br, Tr::kThreads,
                                        Tr::kSmemBytes, px, st);
     }
-    return attn_launch_tiled(flash_forward_kernel<D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
+    return attn_launch_tiled(flash_forward_kernel<E, D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 /* The backward's main kernel: one block per (key tile of Bc keys, batch * K/V head), unlike
@@ -579,52 +581,74 @@ static int launch_backward_main(void (*kernel)(Params), const AttnShape *s, Para
     return 0;
 }
 
-template <int D, bool CAUSAL>
-static int launch_backward(const AttnShape *s, FlashParams p, cudaStream_t st, bool hopper_kernels) {
+template <typename E, int D, bool CAUSAL>
+static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st, bool hopper_kernels) {
     using R = FlashRowTraits<D>;
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
-    flash_bwd_preprocess<D><<<row_grid, 256, 0, st>>>(p);
+    flash_bwd_preprocess<E, D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
     int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
     if (rc < 0 && flash_needs_extra(s)) {
-        FlashXParams px = {p, flash_mask(s), flash_bias(s)};
-        rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kBiasGrad>, s, px, st)
-             : s->mask.bias ? launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kBias>, s, px, st)
-                            : launch_backward_main<D>(flash_backward_x_kernel<D, CAUSAL, kNoBias>, s, px, st);
+        FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
+        rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBiasGrad>, s, px, st)
+             : s->mask.bias ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBias>, s, px, st)
+                            : launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kNoBias>, s, px, st);
     } else if (rc < 0) {
-        rc = launch_backward_main<D>(flash_backward_kernel<D, CAUSAL>, s, p, st);
+        rc = launch_backward_main<D>(flash_backward_kernel<E, D, CAUSAL>, s, p, st);
     }
     if (rc) return rc;
-    flash_bwd_convert_dq<D><<<row_grid, 256, 0, st>>>(p);
+    flash_bwd_convert_dq<E, D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
 }
 
-/* Calls F<D, CAUSAL> for the shape's head dimension and mask. */
-#define FLASH_DISPATCH(F, s, ...)                                                            \
+/* Calls F<E, D, CAUSAL> for the shape's head dimension and mask (E: the caller's element type). */
+#define FLASH_DISPATCH(F, E, s, ...)                                                         \
     ((s)->mask.kind == ATTN_MASK_CAUSAL                                                      \
-         ? ((s)->D == 32 ? F<32, true>(__VA_ARGS__)                                          \
-            : (s)->D == 64 ? F<64, true>(__VA_ARGS__) : F<128, true>(__VA_ARGS__))           \
-         : ((s)->D == 32 ? F<32, false>(__VA_ARGS__)                                         \
-            : (s)->D == 64 ? F<64, false>(__VA_ARGS__) : F<128, false>(__VA_ARGS__)))
+         ? ((s)->D == 32 ? F<E, 32, true>(__VA_ARGS__)                                       \
+            : (s)->D == 64 ? F<E, 64, true>(__VA_ARGS__) : F<E, 128, true>(__VA_ARGS__))     \
+         : ((s)->D == 32 ? F<E, 32, false>(__VA_ARGS__)                                      \
+            : (s)->D == 64 ? F<E, 64, false>(__VA_ARGS__) : F<E, 128, false>(__VA_ARGS__)))
 
 /* hopper: the wgmma kernels where they apply (flash_sm90.cu), else the mma.sync ones alone */
+template <typename E>
+static int flash_forward_as(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v, void *o,
+                            void *saved, void *stream) {
+    FlashParams<E> p = flash_params<E>(s);
+    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
+    p.out = (E *)o;
+    p.lse = (float *)saved;
+    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1; /* -1: not applicable */
+    if (rc >= 0) return rc;
+    return FLASH_DISPATCH(launch_forward, E, s, s, p, attn_stream(stream));
+}
 static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v, void *o,
                               void *saved, void *stream) {
     const char *why = flash_unsupported(s);
     if (why) return attn_cuda_fail("flash forward: %s", why);
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
         return attn_cuda_fail("flash forward: q, k, v, o must be 16-byte aligned");
-    FlashParams p = flash_params(s);
-    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
-    p.out = (bf16 *)o;
-    p.lse = (float *)saved;
-    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1; /* -1: not applicable */
-    if (rc >= 0) return rc;
-    return FLASH_DISPATCH(launch_forward, s, s, p, attn_stream(stream));
+    switch (s->dtype) {
+    case ATTN_BF16: return flash_forward_as<bf16>(hopper, s, q, k, v, o, saved, stream);
+    case ATTN_FP16: return flash_forward_as<fp16>(hopper, s, q, k, v, o, saved, stream);
+    default: return attn_cuda_fail("flash forward: dtype %s", attn_dtype_name(s->dtype)); /* refused above */
+    }
 }
 
+template <typename E>
+static int flash_backward_as(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v,
+                             const void *o, const void *dout, const void *saved, void *dq, void *dk, void *dv,
+                             void *workspace, void *stream) {
+    FlashParams<E> p = flash_params<E>(s);
+    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
+    p.o = (const E *)o; p.dout = (const E *)dout;
+    p.dq = (E *)dq; p.dk = (E *)dk; p.dv = (E *)dv;
+    p.lse = (float *)saved;
+    p.dvec = (float *)workspace;
+    p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
+    return FLASH_DISPATCH(launch_backward, E, s, s, p, attn_stream(stream), hopper);
+}
 static int flash_backward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v,
                                const void *o, const void *dout, const void *saved, void *dq, void *dk,
                                void *dv, void *workspace, void *stream) {
@@ -633,14 +657,11 @@ static int flash_backward_with(bool hopper, const AttnShape *s, const void *q, c
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(dout) || misaligned(dq) ||
         misaligned(dk) || misaligned(dv))
         return attn_cuda_fail("flash backward: pointers must be 16-byte aligned");
-    FlashParams p = flash_params(s);
-    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
-    p.o = (const bf16 *)o; p.dout = (const bf16 *)dout;
-    p.dq = (bf16 *)dq; p.dk = (bf16 *)dk; p.dv = (bf16 *)dv;
-    p.lse = (float *)saved;
-    p.dvec = (float *)workspace;
-    p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
-    return FLASH_DISPATCH(launch_backward, s, s, p, attn_stream(stream), hopper);
+    switch (s->dtype) {
+    case ATTN_BF16: return flash_backward_as<bf16>(hopper, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    case ATTN_FP16: return flash_backward_as<fp16>(hopper, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    default: return attn_cuda_fail("flash backward: dtype %s", attn_dtype_name(s->dtype)); /* refused above */
+    }
 }
 
 static int flash_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, void *saved,

@@ -8,7 +8,7 @@
  *   through a ring of kStages SW128 smem buffers by cp.async, kPrefetch tiles ahead. Per tile:
  *     S = Q K_j^T      (wgmma, A = Q and B = K from smem, both K-major)
  *     mask, online softmax in base 2 (tc_attention.cuh, unchanged: the accumulator layout is
- *     mma.sync's), P to bf16 A fragments in registers
+ *     mma.sync's), P to 16-bit A fragments in registers
  *     O += P V_j       (wgmma, B = V from smem, MN-major via the transpose bit)
  *   P V_j is left in flight while the warpgroup moves on to the next tile's S = Q K^T; waiting
  *   for that S also retires P V_j before O is rescaled. The ring leaves two tiles between a
@@ -27,6 +27,9 @@
  * operands straight from shared memory and runs asynchronously to the softmax.
  * Register budgets are what decide the shapes: ptxas serializes every wgmma (warning C7512/C7515)
  * when the accumulators in flight do not fit, which cost ~20% in the first version.
+ * Element type E (bf16 or fp16) is a template parameter of both kernels: the wgmma wrappers
+ * name the instruction's input type from it, and P, dS, O, dK, dV are rounded to it; everything
+ * else (descriptors, swizzled tiles, fp32 accumulators) is the same for both.
  * Built only for sm_90a (Makefile: -DFLASH_SM90); elsewhere the entry points answer -1 and
  * flash.cu runs its own kernels (attn_flash_mma_cuda always does).
  */
@@ -74,16 +77,16 @@ template <class Tr> struct Sm90FwdExtra {
     float slope;
 };
 
-struct Sm90Params {
-    const bf16 *q, *k, *v;
-    bf16 *out;
+template <typename E> struct Sm90Params {
+    const E *q, *k, *v;
+    E *out;
     float *lse;
     int T, H, group; /* group = H / Hkv query heads per K/V head */
     long long ld_qkv, ld_o;
     float scale_log2;
 };
-struct Sm90XParams {
-    Sm90Params p;
+template <typename E> struct Sm90XParams {
+    Sm90Params<E> p;
     FlashMask x; /* read by the EXTRA instantiations only */
 };
 
@@ -186,12 +189,12 @@ __device__ __forceinline__ void sm90_mask_tile(float s[][4], const int lo[2], co
     }
 }
 
-template <int D, bool CAUSAL, bool EXTRA>
+template <typename E, int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(Sm90FwdTraits<D>::kThreads, Sm90FwdTraits<D>::kMinBlocks)
-flash_fwd_sm90_kernel(Sm90XParams px) {
+flash_fwd_sm90_kernel(Sm90XParams<E> px) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90FwdTraits<D>;
-    const Sm90Params &p = px.p;
+    const Sm90Params<E> &p = px.p;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16;
     constexpr int kStages = Tr::kStages, kPrefetch = Tr::kPrefetch;
     extern __shared__ unsigned char smem_raw[];
@@ -204,7 +207,7 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4;
     const int T = p.T, q0 = m_blk * Br;
     const long long seq_off = (long long)b * T * p.ld_qkv, kv_off = seq_off + (long long)(h / p.group) * D;
-    const bf16 *gq = p.q + seq_off + (long long)h * D, *gk = p.k + kv_off, *gv = p.v + kv_off;
+    const E *gq = p.q + seq_off + (long long)h * D, *gk = p.k + kv_off, *gv = p.v + kv_off;
 
     int n_tiles = (T + Bc - 1) / Bc;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + Br, T) + Bc - 1) / Bc);
@@ -307,8 +310,8 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
 #pragma unroll
         for (int kk = 0; kk < KD; kk++) {
             uint64_t kdesc = sw128_desc(k_base + (kk / 4) * Bc * 128 + (kk % 4) * 32);
-            if (Tr::kQRegs) wgmma_rs<Bc, 0>(s, qf[kk], kdesc, kk > 0);
-            else wgmma_ss<Bc, 0>(s, sw128_desc(q_base + (kk / 4) * Br * 128 + (kk % 4) * 32), kdesc, kk > 0);
+            if (Tr::kQRegs) wgmma_rs<E, Bc, 0>(s, qf[kk], kdesc, kk > 0);
+            else wgmma_ss<E, Bc, 0>(s, sw128_desc(q_base + (kk / 4) * Br * 128 + (kk % 4) * 32), kdesc, kk > 0);
         }
         wgmma_commit();
         wgmma_wait<0>(); /* S, and the previous tile's P V */
@@ -330,7 +333,7 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
         }
         online_softmax_step<NT, ND>(s, o, m, l, p.scale_log2);
         uint32_t pf[NT / 2][4];
-        acc_to_a_frags<NT>(pf, s);
+        acc_to_a_frags<E, NT>(pf, s);
 
         /* O += P V_j, one 64-column panel of V at a time; left in flight */
         wgmma_fence();
@@ -338,7 +341,7 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
         for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
             for (int panel = 0; panel < D / 64; panel++)
-                wgmma_rs<64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[panel * 8]), pf[kk],
+                wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[panel * 8]), pf[kk],
                                 sw128_desc(v_base + panel * Bc * 128 + kk * 16 * 128), 1);
         wgmma_commit();
     } while (++j < n_tiles);
@@ -361,8 +364,8 @@ flash_fwd_sm90_kernel(Sm90XParams px) {
  * query tile, transposed so that keys are the wgmma rows:
  *   S^T = K Q^T, dP^T = V dO^T          (SS: A = K or V rows of this warpgroup, B = Q or dO)
  *   P^T = 2^(S^T scale log2e - L log2e), dS^T = P^T (dP^T - D)        (registers, fp32)
- *   dV += P^T dO, dK += dS^T Q          (RS: A = P^T, dS^T as bf16 fragments; B MN-major)
- *   dS^T -> smem (bf16, [key][query] SW128), then dQ_tile = dS K split by columns: warpgroup w
+ *   dV += P^T dO, dK += dS^T Q          (RS: A = P^T, dS^T as E fragments; B MN-major)
+ *   dS^T -> smem (E, [key][query] SW128), then dQ_tile = dS K split by columns: warpgroup w
  *   computes columns 32w..32w+31 over all Bc keys (SS: A = dS MN-major, B = K MN-major) and adds
  *   them into the fp32 accumulator of that query head with vector atomics, as flash.cu's does.
  * EXTRA: only the query tiles of the hull of the queries that see the block's keys are visited.
@@ -375,17 +378,17 @@ struct Sm90BwdTraits {
     static constexpr int kDocBytes = 2 * Br * 4; /* EXTRA: the query tiles' document starts */
 };
 
-struct Sm90BwdParams {
-    const bf16 *q, *k, *v, *dout;
-    bf16 *dk, *dv;
+template <typename E> struct Sm90BwdParams {
+    const E *q, *k, *v, *dout;
+    E *dk, *dv;
     const float *lse, *dvec;
     float *dq_accum;
     int T, H, Hkv, group; /* group = H / Hkv */
     long long ld_qkv, ld_o;
     float scale, scale_log2;
 };
-struct Sm90BwdXParams {
-    Sm90BwdParams p;
+template <typename E> struct Sm90BwdXParams {
+    Sm90BwdParams<E> p;
     FlashMask x; /* read by the EXTRA instantiations only */
 };
 
@@ -396,11 +399,11 @@ __device__ __forceinline__ void red_add_f32x2(float *dst, float a, float b) {
 #endif
 }
 
-template <bool CAUSAL, bool EXTRA>
-__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(Sm90BwdXParams px) {
+template <typename E, bool CAUSAL, bool EXTRA>
+__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(Sm90BwdXParams<E> px) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90BwdTraits;
-    const Sm90BwdParams &p = px.p;
+    const Sm90BwdParams<E> &p = px.p;
     constexpr int D = Tr::D, Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *sK = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
@@ -493,10 +496,10 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
-            wgmma_ss<Br, 0>(st, sw128_desc(k_rows + kk * 32), sw128_desc(q_base + kk * 32), kk > 0);
+            wgmma_ss<E, Br, 0>(st, sw128_desc(k_rows + kk * 32), sw128_desc(q_base + kk * 32), kk > 0);
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
-            wgmma_ss<Br, 0>(dpt, sw128_desc(v_rows + kk * 32), sw128_desc(do_base + kk * 32), kk > 0);
+            wgmma_ss<E, Br, 0>(dpt, sw128_desc(v_rows + kk * 32), sw128_desc(do_base + kk * 32), kk > 0);
         wgmma_commit();
         wgmma_wait<0>();
         wgmma_fence_operands(st);
@@ -531,8 +534,8 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
             }
         }
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
-        acc_to_a_frags<NQ>(pf, st);
-        acc_to_a_frags<NQ>(dsf, dpt);
+        acc_to_a_frags<E, NQ>(pf, st);
+        acc_to_a_frags<E, NQ>(dsf, dpt);
 
         /* dS^T to smem: this thread's keys (rows) g and g + 8 of the warp, queries 16kk + c (+8) */
         {
@@ -551,8 +554,8 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < NQ / 2; kk++) {
-            wgmma_rs<D, 1>(dv, pf[kk], sw128_desc(do_base + kk * 16 * 128), 1);
-            wgmma_rs<D, 1>(dk, dsf[kk], sw128_desc(q_base + kk * 16 * 128), 1);
+            wgmma_rs<E, D, 1>(dv, pf[kk], sw128_desc(do_base + kk * 16 * 128), 1);
+            wgmma_rs<E, D, 1>(dk, dsf[kk], sw128_desc(q_base + kk * 16 * 128), 1);
         }
         wgmma_commit();
         __syncthreads(); /* all of dS^T is in smem */
@@ -562,7 +565,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < Bc / 16; kk++)
-            wgmma_ss<32, 1>(dq, sw128_desc(ds_base + kk * 16 * 128), sw128_desc(k_base + kk * 16 * 128 + wg * 64), kk > 0);
+            wgmma_ss<E, 32, 1>(dq, sw128_desc(ds_base + kk * 16 * 128), sw128_desc(k_base + kk * 16 * 128 + wg * 64), kk > 0);
         wgmma_commit();
         wgmma_wait<0>();
         wgmma_fence_operands(dq);
@@ -591,8 +594,8 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
             long long off = kv_off + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
-                *(uint32_t *)(p.dk + off + dt * 8) = pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)(p.dv + off + dt * 8) = pack_bf16x2(dv[dt][2 * half], dv[dt][2 * half + 1]);
+                *(uint32_t *)(p.dk + off + dt * 8) = pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)(p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
             }
         }
     }
@@ -619,12 +622,13 @@ bool flash_sm90_enabled(void) {
     return FLASH_SM90 && device_is_sm90();
 }
 
-/* Where the Hopper kernels apply (flash.cu has checked dtype, D in {32, 64, 128}, Hkv dividing H
+/* Where the Hopper kernels apply (flash.cu has checked dtype (bf16 or fp16), D in {32, 64, 128}, Hkv dividing H
  * and the rest): causal or no mask with any of window, documents, key padding and ALiBi, and
  * grouped-query attention. The backward's main kernel exists for D = 64; D = 128 runs flash.cu's
  * there. */
 const char *flash_sm90_refuses(const AttnShape *s) {
     if (!flash_sm90_enabled()) return "flash-sm90: needs an H100/H200 (compute capability 9.0) and a build for sm_90a";
+    if (s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16) return "flash-sm90: bf16 or fp16 only";
     if (s->D != 64 && s->D != 128) return "flash-sm90: head dimension must be 64 or 128";
     if (s->H % attn_kv_heads(s)) return "flash-sm90: the K/V heads (Hkv) must divide H";
     if (s->mask.kind != ATTN_MASK_CAUSAL && s->mask.kind != ATTN_MASK_NONE) return "flash-sm90: no dense bias";
@@ -632,24 +636,24 @@ const char *flash_sm90_refuses(const AttnShape *s) {
     return NULL;
 }
 
-template <int D, bool CAUSAL, bool EXTRA>
-static int launch_sm90_forward(const AttnShape *s, const Sm90XParams &px, cudaStream_t st) {
+template <typename E, int D, bool CAUSAL, bool EXTRA>
+static int launch_sm90_forward(const AttnShape *s, const Sm90XParams<E> &px, cudaStream_t st) {
     using Tr = Sm90FwdTraits<D>;
-    return attn_launch_tiled(flash_fwd_sm90_kernel<D, CAUSAL, EXTRA>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
+    return attn_launch_tiled(flash_fwd_sm90_kernel<E, D, CAUSAL, EXTRA>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
 }
-template <int D, bool CAUSAL>
-static int launch_sm90_forward(const AttnShape *s, const Sm90XParams &px, bool extra, cudaStream_t st) {
-    return extra ? launch_sm90_forward<D, CAUSAL, true>(s, px, st) : launch_sm90_forward<D, CAUSAL, false>(s, px, st);
+template <typename E, int D, bool CAUSAL>
+static int launch_sm90_forward(const AttnShape *s, const Sm90XParams<E> &px, bool extra, cudaStream_t st) {
+    return extra ? launch_sm90_forward<E, D, CAUSAL, true>(s, px, st) : launch_sm90_forward<E, D, CAUSAL, false>(s, px, st);
 }
 
-int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
-                       cudaStream_t stream) {
-    if (flash_sm90_refuses(s)) return -1;
-    Sm90XParams px;
+template <typename E>
+static int sm90_forward_as(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                           cudaStream_t stream) {
+    Sm90XParams<E> px;
     memset(&px, 0, sizeof px);
-    Sm90Params &p = px.p;
-    p.q = (const bf16 *)q; p.k = (const bf16 *)k; p.v = (const bf16 *)v;
-    p.out = (bf16 *)o;
+    Sm90Params<E> &p = px.p;
+    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
+    p.out = (E *)o;
     p.lse = lse;
     p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
@@ -657,15 +661,25 @@ int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const v
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     if (extra) px.x = flash_mask(s);
     if (s->D == 64)
-        return causal ? launch_sm90_forward<64, true>(s, px, extra, stream) : launch_sm90_forward<64, false>(s, px, extra, stream);
-    return causal ? launch_sm90_forward<128, true>(s, px, extra, stream) : launch_sm90_forward<128, false>(s, px, extra, stream);
+        return causal ? launch_sm90_forward<E, 64, true>(s, px, extra, stream) : launch_sm90_forward<E, 64, false>(s, px, extra, stream);
+    return causal ? launch_sm90_forward<E, 128, true>(s, px, extra, stream) : launch_sm90_forward<E, 128, false>(s, px, extra, stream);
+}
+
+int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                       cudaStream_t stream) {
+    if (flash_sm90_refuses(s)) return -1;
+    switch (s->dtype) {
+    case ATTN_BF16: return sm90_forward_as<bf16>(s, q, k, v, o, lse, stream);
+    case ATTN_FP16: return sm90_forward_as<fp16>(s, q, k, v, o, lse, stream);
+    default: return -1; /* refused above */
+    }
 }
 
 /* One block per (key block, batch * K/V head): attn_launch_tiled's grid has B * H rows. */
-template <bool CAUSAL, bool EXTRA>
-static int launch_sm90_backward(const AttnShape *s, const Sm90BwdXParams &px, cudaStream_t st) {
+template <typename E, bool CAUSAL, bool EXTRA>
+static int launch_sm90_backward(const AttnShape *s, const Sm90BwdXParams<E> &px, cudaStream_t st) {
     using Tr = Sm90BwdTraits;
-    void (*kernel)(Sm90BwdXParams) = flash_bwd_sm90_kernel<CAUSAL, EXTRA>;
+    void (*kernel)(Sm90BwdXParams<E>) = flash_bwd_sm90_kernel<E, CAUSAL, EXTRA>;
     const int smem = Tr::kSmemBytes + (EXTRA ? Tr::kDocBytes : 0);
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * attn_kv_heads(s)));
@@ -674,13 +688,13 @@ static int launch_sm90_backward(const AttnShape *s, const Sm90BwdXParams &px, cu
     return 0;
 }
 
-int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
-    if (s->D != 64 || flash_sm90_refuses(s)) return -1;
-    Sm90BwdXParams px;
+template <typename E>
+static int sm90_backward_main_as(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
+    Sm90BwdXParams<E> px;
     memset(&px, 0, sizeof px);
-    Sm90BwdParams &p = px.p;
-    p.q = (const bf16 *)a->q; p.k = (const bf16 *)a->k; p.v = (const bf16 *)a->v; p.dout = (const bf16 *)a->dout;
-    p.dk = (bf16 *)a->dk; p.dv = (bf16 *)a->dv;
+    Sm90BwdParams<E> &p = px.p;
+    p.q = (const E *)a->q; p.k = (const E *)a->k; p.v = (const E *)a->v; p.dout = (const E *)a->dout;
+    p.dk = (E *)a->dk; p.dv = (E *)a->dv;
     p.lse = a->lse; p.dvec = a->dvec; p.dq_accum = a->dq_accum;
     p.T = s->T; p.H = s->H; p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
     p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
@@ -688,6 +702,15 @@ int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStre
     p.scale_log2 = s->scale * LOG2E_F;
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     if (extra) px.x = flash_mask(s);
-    if (causal) return extra ? launch_sm90_backward<true, true>(s, px, stream) : launch_sm90_backward<true, false>(s, px, stream);
-    return extra ? launch_sm90_backward<false, true>(s, px, stream) : launch_sm90_backward<false, false>(s, px, stream);
+    if (causal) return extra ? launch_sm90_backward<E, true, true>(s, px, stream) : launch_sm90_backward<E, true, false>(s, px, stream);
+    return extra ? launch_sm90_backward<E, false, true>(s, px, stream) : launch_sm90_backward<E, false, false>(s, px, stream);
+}
+
+int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
+    if (s->D != 64 || flash_sm90_refuses(s)) return -1;
+    switch (s->dtype) {
+    case ATTN_BF16: return sm90_backward_main_as<bf16>(s, a, stream);
+    case ATTN_FP16: return sm90_backward_main_as<fp16>(s, a, stream);
+    default: return -1; /* refused above */
+    }
 }

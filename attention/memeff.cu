@@ -32,10 +32,11 @@
  *   atomics (dbias reproducible only up to rounding order there; dQ, dK, dV stay bitwise).
  *   A non-zero stride is taken to give distinct entries (as a tensor of those dimensions does).
  *
- * bf16 runs the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate; 64-row
- * tiles, 4 warps of 16 rows, K/V or Q/dO double-buffered by cp.async, bias read straight from
- * global memory into the score fragments); fp32 (and bf16 with unaligned pointers) runs on CUDA
- * cores.
+ * bf16 and fp16 run the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate;
+ * 64-row tiles, 4 warps of 16 rows, K/V or Q/dO double-buffered by cp.async, bias read straight
+ * from global memory into the score fragments; one body templated on the element type); fp32 (and
+ * bf16 / fp16 with unaligned pointers or leading dimensions) runs on CUDA cores, which compute in
+ * fp32 from the converted inputs and round only the outputs (P and dS stay fp32 there).
  *
  * CUDA-core tile arithmetic (fp32): 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
  * (row group = tid / 16), and the streamed 64 columns (or D columns) are dealt round-robin to the
@@ -478,7 +479,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     }
 }
 
-/* ---- bf16 on tensor cores ------------------------------------------------------------------- */
+/* ---- E on tensor cores ------------------------------------------------------------------- */
 
 template <int D_> struct MemeffTcTraits {
     static constexpr int D = D_;
@@ -511,19 +512,19 @@ __device__ __forceinline__ void memeff_mask_frag(float s[][4], const MemeffRowX 
 
 /* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias.
  * X = false: MASK is the kind (DENSE: the constant bias); X = true: MASK is CAUSAL or NONE. */
-template <int D, int MASK, bool X>
+template <typename E, int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sQ = (bf16 *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
+    E *sQ = (E *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, T = p.T;
     const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
-    const bf16 *gq = (const bf16 *)p.q + qhead, *gk = (const bf16 *)p.k + kvhead, *gv = (const bf16 *)p.v + kvhead;
+    const E *gq = (const E *)p.q + qhead, *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
     int n_tiles = (T + C - 1) / C, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
@@ -553,7 +554,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
 #pragma unroll
             for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
         }
-        const bf16 *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
+        const E *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
         float s[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -563,8 +564,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
             for (int np = 0; np < NT / 2; np++) {
                 uint32_t bfr[4];
                 load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
-                mma_16816(s[2 * np], qf[kk], bfr[0], bfr[1]);
-                mma_16816(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
+                mma_16816<E>(s[2 * np], qf[kk], bfr[0], bfr[1]);
+                mma_16816<E>(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
             }
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
@@ -578,30 +579,30 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
             mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
         online_softmax_step<NT, ND>(s, o, m, l);
         uint32_t pf[NT / 2][4];
-        acc_to_a_frags<NT>(pf, s);
+        acc_to_a_frags<E, NT>(pf, s);
 #pragma unroll
         for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
             for (int dp = 0; dp < ND / 2; dp++) {
                 uint32_t bfr[4];
                 load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
-                mma_16816(o[2 * dp], pf[kk], bfr[0], bfr[1]);
-                mma_16816(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
+                mma_16816<E>(o[2 * dp], pf[kk], bfr[0], bfr[1]);
+                mma_16816<E>(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
             }
         __syncthreads();
     }
     cp_async_wait<0>();
-    store_o_and_lse<ND>((bf16 *)p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o,
+    store_o_and_lse<ND>((E *)p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o,
                         p.lse + (long long)bh * T, o, m, l, row0, T);
 }
 
 /* Loads query tile rows [q0, q0 + C) of Q and dO, and their L and D, into one stage. */
-template <int D, int ROWS, int THREADS>
-__device__ __forceinline__ void load_query_side(bf16 *sQ, bf16 *sdO, float *sL, float *sD,
+template <typename E, int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_query_side(E *sQ, E *sdO, float *sL, float *sD,
                                                 const MemeffParams &p, long long head,
                                                 long long ohead, long long bh, int q0) {
-    load_rows_async<ROWS, D, THREADS>(sQ, (const bf16 *)p.q + head, p.ld_qkv, q0, p.T);
-    load_rows_async<ROWS, D, THREADS>(sdO, (const bf16 *)p.dout + ohead, p.ld_o, q0, p.T);
+    load_rows_async<ROWS, D, THREADS>(sQ, (const E *)p.q + head, p.ld_qkv, q0, p.T);
+    load_rows_async<ROWS, D, THREADS>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, p.T);
     for (int x = threadIdx.x; x < ROWS; x += THREADS) {
         int t = q0 + x;
         bool ok = t < p.T;
@@ -614,13 +615,13 @@ __device__ __forceinline__ void load_query_side(bf16 *sQ, bf16 *sdO, float *sL, 
  * query heads streamed one after another, (head, tile) pairs in one double-buffered sequence:
  *   S^T = K Q^T, P^T = 2^(S^T - L), dP^T = V dO^T, dS^T = P^T (dP^T - D);
  *   dV += P^T dO, dK += dS^T Q, all in registers. X: dbias += dS (this block owns its keys). */
-template <int D, int MASK, bool X>
+template <typename E, int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NQ = C / 8, ND = D / 8, KD = D / 16;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sK = (bf16 *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
+    E *sK = (E *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
     float *sL = (float *)(sdO + 2 * C * S), *sD = sL + 2 * C;
     const int bg = attn_block_head(), b = bg / p.Hkv, g_kv = bg % p.Hkv, k0 = attn_block_tile(false) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
@@ -633,10 +634,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
     const int h_first = g_kv * p.group, total = p.group * (m_end - m_first); /* (head, tile) pairs */
     const bool atomic = X && p.mx.dbias_atomic;
 
-    load_rows_async<R, D, Tr::kThreads>(sK, (const bf16 *)p.k + kvhead, p.ld_qkv, k0, T);
-    load_rows_async<R, D, Tr::kThreads>(sV, (const bf16 *)p.v + kvhead, p.ld_qkv, k0, T);
+    load_rows_async<R, D, Tr::kThreads>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
+    load_rows_async<R, D, Tr::kThreads>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
     if (total > 0)
-        load_query_side<D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
+        load_query_side<E, D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
                                             obase + (long long)h_first * D, (long long)b * p.H + h_first,
                                             m_first * C);
     cp_async_commit();
@@ -653,14 +654,14 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
         int nh = h, nmi = mi + 1; /* the next pair; nmi == m_first: head h ends with this tile */
         if (nmi == m_end) { nmi = m_first; nh++; }
         if (it + 1 < total)
-            load_query_side<D, C, Tr::kThreads>(sQ + (stage ^ 1) * C * S, sdO + (stage ^ 1) * C * S,
+            load_query_side<E, D, C, Tr::kThreads>(sQ + (stage ^ 1) * C * S, sdO + (stage ^ 1) * C * S,
                                                 sL + (stage ^ 1) * C, sD + (stage ^ 1) * C, p,
                                                 qbase + (long long)nh * D, obase + (long long)nh * D,
                                                 (long long)b * p.H + nh, nmi * C);
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const bf16 *q_t = sQ + stage * C * S, *do_t = sdO + stage * C * S;
+        const E *q_t = sQ + stage * C * S, *do_t = sdO + stage * C * S;
         const float *L_t = sL + stage * C, *D_t = sD + stage * C;
         float st[NQ][4], dpt[NQ][4];
 #pragma unroll
@@ -700,7 +701,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
             }
         }
         if (X && rx.dbias) {
-            /* dS (fp32, before bf16 rounding) into dbias; pv != 0 only for a visible pair inside
+            /* dS (fp32, before rounding to E) into dbias; pv != 0 only for a visible pair inside
              * [0, T) (rows >= T load L = 0 and are masked to -inf; masked pairs give 0). */
             const bool key_sums = rx.stride_row == 0;
 #pragma unroll
@@ -724,8 +725,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
             }
         }
         uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
-        acc_to_a_frags<NQ>(pf, st);
-        acc_to_a_frags<NQ>(dsf, dpt);
+        acc_to_a_frags<E, NQ>(pf, st);
+        acc_to_a_frags<E, NQ>(dsf, dpt);
 #pragma unroll
         for (int kk = 0; kk < NQ / 2; kk++)
 #pragma unroll
@@ -733,10 +734,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
                 uint32_t bo[4], bq[4];
                 load_b_frags(bo, do_t, S, kk * 16, dp * 16);
                 load_b_frags(bq, q_t, S, kk * 16, dp * 16);
-                mma_16816(dv[2 * dp], pf[kk], bo[0], bo[1]);
-                mma_16816(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
-                mma_16816(dk[2 * dp], dsf[kk], bq[0], bq[1]);
-                mma_16816(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
+                mma_16816<E>(dv[2 * dp], pf[kk], bo[0], bo[1]);
+                mma_16816<E>(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
+                mma_16816<E>(dk[2 * dp], dsf[kk], bq[0], bq[1]);
+                mma_16816<E>(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
             }
         __syncthreads(); /* this stage is reloaded two tiles on */
         h = nh;
@@ -750,9 +751,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
             long long off = kvhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) {
-                *(uint32_t *)((bf16 *)p.dk + off + dt * 8) =
-                    pack_bf16x2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)((bf16 *)p.dv + off + dt * 8) = pack_bf16x2(dv[dt][2 * half], dv[dt][2 * half + 1]);
+                *(uint32_t *)((E *)p.dk + off + dt * 8) =
+                    pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)((E *)p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
             }
         }
     }
@@ -760,13 +761,13 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
 
 /* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:
  *   S = Q K^T, P = 2^(S - L), dP = dO V^T, dS = P (dP - D), dQ += dS K in registers. */
-template <int D, int MASK, bool X>
+template <typename E, int D, int MASK, bool X>
 __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
     using Tr = MemeffTcTraits<D>;
     constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    bf16 *sQ = (bf16 *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
+    E *sQ = (E *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
@@ -774,7 +775,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
-    const bf16 *gk = (const bf16 *)p.k + kvhead, *gv = (const bf16 *)p.v + kvhead;
+    const E *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
     int n_tiles = (T + C - 1) / C, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
@@ -782,8 +783,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_async<R, D, Tr::kThreads>(sQ, (const bf16 *)p.q + qhead, p.ld_qkv, q0, T);
-    load_rows_async<R, D, Tr::kThreads>(sdO, (const bf16 *)p.dout + ohead, p.ld_o, q0, T);
+    load_rows_async<R, D, Tr::kThreads>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
+    load_rows_async<R, D, Tr::kThreads>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
     load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * C, T);
     load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
@@ -806,7 +807,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        const bf16 *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
+        const E *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
         float s[NT][4], dp[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
@@ -838,15 +839,15 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
                 dp[nt][e] = pv * (dp[nt][e] - Dv[e >> 1]);
             }
         uint32_t dsf[NT / 2][4];
-        acc_to_a_frags<NT>(dsf, dp);
+        acc_to_a_frags<E, NT>(dsf, dp);
 #pragma unroll
         for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
             for (int dpp = 0; dpp < ND / 2; dpp++) {
                 uint32_t bk[4];
                 load_b_frags(bk, k_t, S, kk * 16, dpp * 16);
-                mma_16816(dq[2 * dpp], dsf[kk], bk[0], bk[1]);
-                mma_16816(dq[2 * dpp + 1], dsf[kk], bk[2], bk[3]);
+                mma_16816<E>(dq[2 * dpp], dsf[kk], bk[0], bk[1]);
+                mma_16816<E>(dq[2 * dpp + 1], dsf[kk], bk[2], bk[3]);
             }
         __syncthreads();
     }
@@ -856,10 +857,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     for (int half = 0; half < 2; half++) {
         int t = row0 + g + 8 * half;
         if (t < T) {
-            bf16 *row = (bf16 *)p.dq + qhead + (long long)t * p.ld_qkv + c;
+            E *row = (E *)p.dq + qhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(row + dt * 8) = pack_bf16x2(dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
+                *(uint32_t *)(row + dt * 8) = pack2<E>(dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
         }
     }
 }
@@ -879,39 +880,46 @@ static int memeff_launch(void (*kernel)(MemeffParams), const AttnShape *s, int r
 static long long memeff_q_heads(const AttnShape *s) { return (long long)s->B * s->H; }
 static long long memeff_kv_heads(const AttnShape *s) { return (long long)s->B * attn_kv_heads(s); }
 
-template <int D, int MASK, bool X>
+template <typename E, int D, int MASK, bool X>
 static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Tr = MemeffTcTraits<D>;
-    return memeff_launch(memeff_tc_forward_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+    return memeff_launch(memeff_tc_forward_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
                          Tr::kSmemBytes, p, st);
 }
 
-template <int D, int MASK, bool X>
+template <typename E, int D, int MASK, bool X>
 static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Tr = MemeffTcTraits<D>;
     long long rows = attn_rows(s);
-    memeff_rowdot_kernel<bf16><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    int rc = memeff_launch(memeff_tc_dkv_kernel<D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
+    int rc = memeff_launch(memeff_tc_dkv_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
                            Tr::kSmemBytes, p, st);
-    return rc ? rc : memeff_launch(memeff_tc_dq_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+    return rc ? rc : memeff_launch(memeff_tc_dq_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
                                    Tr::kSmemBytes, p, st);
 }
 
-/* Calls F<D, MASK, X> for the shape's head dimension, mask kind and X (the mask family beyond
- * kind + constant DENSE bias; X reads a DENSE kind's bias at run time, so it runs as NONE). */
-#define MEMEFF_TC_DISPATCH_D(F, MASK, X, s, ...)                                             \
-    ((s)->D == 32 ? F<32, MASK, X>(__VA_ARGS__)                                              \
-     : (s)->D == 64 ? F<64, MASK, X>(__VA_ARGS__) : F<128, MASK, X>(__VA_ARGS__))
+/* Calls F<E, D, MASK, X> for element type E, the shape's head dimension, mask kind and X (the
+ * mask family beyond kind + constant DENSE bias; X reads a DENSE kind's bias at run time, so it
+ * runs as NONE). */
+#define MEMEFF_TC_DISPATCH_D(F, E, MASK, X, s, ...)                                          \
+    ((s)->D == 32 ? F<E, 32, MASK, X>(__VA_ARGS__)                                           \
+     : (s)->D == 64 ? F<E, 64, MASK, X>(__VA_ARGS__) : F<E, 128, MASK, X>(__VA_ARGS__))
+#define MEMEFF_TC_DISPATCH_E(F, E, x, s, ...)                                                \
+    ((x) ? ((s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, E, ATTN_MASK_CAUSAL, true, s, __VA_ARGS__) \
+                                              : MEMEFF_TC_DISPATCH_D(F, E, ATTN_MASK_NONE, true, s, __VA_ARGS__)) \
+     : (s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, E, ATTN_MASK_CAUSAL, false, s, __VA_ARGS__) \
+     : (s)->mask.kind == ATTN_MASK_DENSE ? MEMEFF_TC_DISPATCH_D(F, E, ATTN_MASK_DENSE, false, s, __VA_ARGS__) \
+     : MEMEFF_TC_DISPATCH_D(F, E, ATTN_MASK_NONE, false, s, __VA_ARGS__))
+/* memeff_use_tc has checked the dtype: bf16 or fp16. */
 #define MEMEFF_TC_DISPATCH(F, x, s, ...)                                                     \
-    ((x) ? ((s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, true, s, __VA_ARGS__) \
-                                              : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, true, s, __VA_ARGS__)) \
-     : (s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_CAUSAL, false, s, __VA_ARGS__) \
-     : (s)->mask.kind == ATTN_MASK_DENSE ? MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_DENSE, false, s, __VA_ARGS__) \
-     : MEMEFF_TC_DISPATCH_D(F, ATTN_MASK_NONE, false, s, __VA_ARGS__))
+    ((s)->dtype == ATTN_FP16 ? MEMEFF_TC_DISPATCH_E(F, fp16, x, s, __VA_ARGS__)             \
+                             : MEMEFF_TC_DISPATCH_E(F, bf16, x, s, __VA_ARGS__))
 
+/* The 16-bit dtypes with 16-byte aligned pointers and leading dimensions run on tensor cores. */
 static bool memeff_use_tc(const AttnShape *s, const void *const *ptrs, int n) {
-    if (s->dtype != ATTN_BF16 || s->ld_qkv % 8 || s->ld_o % 8) return false;
+    if (s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16) return false;
+    if (s->ld_qkv % 8 || s->ld_o % 8) return false;
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] & 15) return false;
     return true;
@@ -981,14 +989,15 @@ static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream
                                    MemeffTraits::kThreads, memeff_dq_smem<D>(), p, st);
 }
 
-/* Calls F<E, D, X, CAUSAL> for the shape's element type, head dimension and X (X = false reads
- * the kind at run time: CAUSAL false). */
+/* Calls F<E, D, X, CAUSAL> for the shape's element type (fp32, bf16 or fp16: attn_shape_basics
+ * refuses any other), head dimension and X (X = false reads the kind at run time: CAUSAL false). */
+#define MEMEFF_DISPATCH_D(F, E, X, C, s, ...)                                                \
+    ((s)->D == 32 ? F<E, 32, X, C>(__VA_ARGS__)                                              \
+     : (s)->D == 64 ? F<E, 64, X, C>(__VA_ARGS__) : F<E, 128, X, C>(__VA_ARGS__))
 #define MEMEFF_DISPATCH_ED(F, X, C, s, ...)                                                  \
-    ((s)->dtype == ATTN_BF16                                                                 \
-         ? ((s)->D == 32 ? F<bf16, 32, X, C>(__VA_ARGS__)                                    \
-            : (s)->D == 64 ? F<bf16, 64, X, C>(__VA_ARGS__) : F<bf16, 128, X, C>(__VA_ARGS__)) \
-         : ((s)->D == 32 ? F<float, 32, X, C>(__VA_ARGS__)                                   \
-            : (s)->D == 64 ? F<float, 64, X, C>(__VA_ARGS__) : F<float, 128, X, C>(__VA_ARGS__)))
+    ((s)->dtype == ATTN_BF16   ? MEMEFF_DISPATCH_D(F, bf16, X, C, s, __VA_ARGS__)            \
+     : (s)->dtype == ATTN_FP16 ? MEMEFF_DISPATCH_D(F, fp16, X, C, s, __VA_ARGS__)            \
+                               : MEMEFF_DISPATCH_D(F, float, X, C, s, __VA_ARGS__))
 #define MEMEFF_DISPATCH(F, x, s, ...)                                                        \
     (!(x) ? MEMEFF_DISPATCH_ED(F, false, false, s, __VA_ARGS__)                              \
      : (s)->mask.kind == ATTN_MASK_CAUSAL ? MEMEFF_DISPATCH_ED(F, true, true, s, __VA_ARGS__) \

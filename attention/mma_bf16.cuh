@@ -1,5 +1,9 @@
-/* attention/mma_bf16.cuh: the tensor-core building blocks of the bf16 kernels (sm_80+):
- * cp.async tile loads, ldmatrix, and mma.sync m16n8k16 (bf16 in, fp32 accumulate).
+/* attention/mma_bf16.cuh: the tensor-core building blocks of the 16-bit kernels (sm_80+):
+ * cp.async tile loads, ldmatrix, and mma.sync m16n8k16 (bf16 or fp16 in, fp32 accumulate).
+ * (The name is from when bf16 was the only 16-bit type.) The element type E (__nv_bfloat16 or
+ * __half) is a template parameter: it changes only the MMA instruction's input type and the
+ * fp32 -> 16-bit conversion of fragments (pack2); ldmatrix and cp.async move 16-bit elements
+ * whatever they hold, so both types instantiate the same bodies.
  *
  * Fragment layouts of mma.m16n8k16 for a lane: g = lane / 4, c = 2 * (lane % 4).
  *   A (16 x 16, row):  a0 = (g, c..c+1)  a1 = (g+8, c..c+1)  a2 = (g, c+8..c+9)  a3 = (g+8, c+8..c+9)
@@ -8,14 +12,16 @@
  * Two adjacent C tiles (n and n+8) hold exactly the A fragment of a 16 x 16 block, which is how
  * P goes from one product into the next without leaving registers.
  *
- * Shared-memory tiles are row-major bf16 with rows of D + 8 elements: the 16-byte pad puts the 8
+ * Shared-memory tiles are row-major 16-bit elements with rows of D + 8 elements: the 16-byte pad puts the 8
  * rows one ldmatrix reads in 8 different bank groups (no conflicts) and keeps rows 16-byte aligned.
  */
 #ifndef ATTENTION_MMA_BF16_CUH
 #define ATTENTION_MMA_BF16_CUH
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
+#include <type_traits>
 
 __device__ __forceinline__ uint32_t smem_addr(const void *p) {
     return (uint32_t)__cvta_generic_to_shared(p);
@@ -48,25 +54,51 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void *p) 
                  : "r"(smem_addr(p)));
 }
 
-/* c += a * b on one 16 x 8 x 16 tile. */
-__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
+/* The element types of the 16-bit kernels; MmaElem<E> says what differs between them. */
+template <typename E> struct MmaElem;
+template <> struct MmaElem<__nv_bfloat16> {
+    /* Two floats -> a bf16 pair in one register (lo in the low half: the lower column). */
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+    /* A bf16 pair in one register -> two floats (x = the low half). */
+    static __device__ __forceinline__ float2 unpack2(uint32_t u) {
+        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&u));
+    }
+};
+template <> struct MmaElem<__half> {
+    /* Two floats -> an fp16 pair (round to nearest; |x| >= 65520 becomes inf). */
+    static __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ float2 unpack2(uint32_t u) {
+        return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+    }
+};
+template <typename E> __device__ __forceinline__ uint32_t pack2(float lo, float hi) { return MmaElem<E>::pack2(lo, hi); }
+template <typename E> __device__ __forceinline__ float2 unpack2(uint32_t u) { return MmaElem<E>::unpack2(u); }
 
-/* Two floats -> a bf16 pair in one register (lo in the low half: the lower column). */
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
+/* c += a * b on one 16 x 8 x 16 tile; a and b hold elements of type E, c is fp32. */
+#define MMA_16816_ASM(TY)                                                                     \
+    asm volatile(                                                                             \
+        "mma.sync.aligned.m16n8k16.row.col.f32." TY "." TY ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+        "{%8,%9}, {%0,%1,%2,%3};\n"                                                           \
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                      \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+template <typename E>
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    static_assert(sizeof(E) == 2, "mma_16816: a 16-bit element type");
+    if constexpr (std::is_same<E, __half>::value) MMA_16816_ASM("f16");
+    else MMA_16816_ASM("bf16");
 }
+#undef MMA_16816_ASM
 
 /* Copies rows [row0, row0 + ROWS) of a token-major head (row t at g + t * ld, D elements) into
  * a padded smem tile; rows >= T become zeros. */
-template <int ROWS, int D, int THREADS>
-__device__ __forceinline__ void load_rows_async(__nv_bfloat16 *tile, const __nv_bfloat16 *g,
+template <int ROWS, int D, int THREADS, typename E>
+__device__ __forceinline__ void load_rows_async(E *tile, const E *g,
                                                 long long ld, int row0, int T) {
     constexpr int kChunks = D / 8, kStride = D + 8;
     for (int c = threadIdx.x; c < ROWS * kChunks; c += THREADS) {
@@ -77,28 +109,32 @@ __device__ __forceinline__ void load_rows_async(__nv_bfloat16 *tile, const __nv_
 }
 
 /* The A fragment of rows [r0, r0+16) x cols [c0, c0+16) of a row-major smem tile. */
-__device__ __forceinline__ void load_a_frag(uint32_t a[4], const __nv_bfloat16 *tile, int stride,
+template <typename E>
+__device__ __forceinline__ void load_a_frag(uint32_t a[4], const E *tile, int stride,
                                             int r0, int c0) {
     int lane = threadIdx.x & 31;
     ldmatrix_x4(a, tile + (r0 + (lane & 15)) * stride + c0 + (lane >> 4) * 8);
 }
 /* The A fragment of rows [r0, r0+16) x cols [c0, c0+16) of A when the smem tile holds A^T
  * (row-major [col of A][row of A]): ldmatrix's transpose undoes it. */
-__device__ __forceinline__ void load_a_frag_transposed(uint32_t a[4], const __nv_bfloat16 *tile,
+template <typename E>
+__device__ __forceinline__ void load_a_frag_transposed(uint32_t a[4], const E *tile,
                                                        int stride, int r0, int c0) {
     int lane = threadIdx.x & 31;
     ldmatrix_x4_trans(a, tile + (c0 + (lane & 7) + ((lane >> 4) << 3)) * stride + r0 + ((lane >> 3) & 1) * 8);
 }
 /* B fragments for two n-tiles when B = X^T with X row-major [n][k] in smem (e.g. K in Q K^T):
  * rows [n0, n0+16) of X, cols [k0, k0+16). b[0], b[1] serve n-tile n0; b[2], b[3] n-tile n0+8. */
-__device__ __forceinline__ void load_bt_frags(uint32_t b[4], const __nv_bfloat16 *tile, int stride,
+template <typename E>
+__device__ __forceinline__ void load_bt_frags(uint32_t b[4], const E *tile, int stride,
                                               int n0, int k0) {
     int lane = threadIdx.x & 31;
     ldmatrix_x4(b, tile + (n0 + (lane & 7) + ((lane >> 4) << 3)) * stride + k0 + ((lane >> 3) & 1) * 8);
 }
 /* B fragments for two n-tiles when B = X with X row-major [k][n] in smem (e.g. V in P V):
  * rows [k0, k0+16) of X, cols [n0, n0+16). b[0], b[1] serve n-tile n0; b[2], b[3] n-tile n0+8. */
-__device__ __forceinline__ void load_b_frags(uint32_t b[4], const __nv_bfloat16 *tile, int stride,
+template <typename E>
+__device__ __forceinline__ void load_b_frags(uint32_t b[4], const E *tile, int stride,
                                              int k0, int n0) {
     int lane = threadIdx.x & 31;
     ldmatrix_x4_trans(b, tile + (k0 + (lane & 7) + ((lane >> 3) & 1) * 8) * stride + n0 + (lane >> 4) * 8);
@@ -107,19 +143,19 @@ __device__ __forceinline__ void load_b_frags(uint32_t b[4], const __nv_bfloat16 
 /* One k-step of two warp products that read their B operands the same way: x += A1 B1^T and
  * y += A2 B2^T for the warp's 16 rows against NT n-tiles of 8 columns, B1 and B2 row-major [n][k]
  * in smem. The backward kernels compute the score tile and dP = dO V^T this way in one pass. */
-template <int NT>
+template <int NT, typename E>
 __device__ __forceinline__ void mma_pair_step(float (&x)[NT][4], float (&y)[NT][4], const uint32_t a1[4],
-                                              const uint32_t a2[4], const __nv_bfloat16 *b1,
-                                              const __nv_bfloat16 *b2, int stride, int k0) {
+                                              const uint32_t a2[4], const E *b1, const E *b2, int stride,
+                                              int k0) {
 #pragma unroll
     for (int np = 0; np < NT / 2; np++) {
         uint32_t f1[4], f2[4];
         load_bt_frags(f1, b1, stride, np * 16, k0);
         load_bt_frags(f2, b2, stride, np * 16, k0);
-        mma_16816(x[2 * np], a1, f1[0], f1[1]);
-        mma_16816(x[2 * np + 1], a1, f1[2], f1[3]);
-        mma_16816(y[2 * np], a2, f2[0], f2[1]);
-        mma_16816(y[2 * np + 1], a2, f2[2], f2[3]);
+        mma_16816<E>(x[2 * np], a1, f1[0], f1[1]);
+        mma_16816<E>(x[2 * np + 1], a1, f1[2], f1[3]);
+        mma_16816<E>(y[2 * np], a2, f2[0], f2[1]);
+        mma_16816<E>(y[2 * np + 1], a2, f2[2], f2[3]);
     }
 }
 

@@ -1,6 +1,6 @@
 /* attention/naive.cu: "standard attention" on the GPU, the baseline the documents compare against.
  *
- *   forward   S = scale * Q K^T        cuBLAS, fp32 output (bf16: into the workspace; fp32:
+ *   forward   S = scale * Q K^T        cuBLAS, fp32 output (bf16, fp16: into the workspace; fp32:
  *                                      straight into `saved`)
  *             P = softmax(S + mask)    one kernel: reads S once, adds the bias and ALiBi, masks
  *                                      (causal, window, documents, key padding), writes P once
@@ -8,18 +8,21 @@
  *             O = P V                  cuBLAS
  *   backward  dP = dO V^T              cuBLAS, fp32 output, in the workspace
  *             dS = P * (dP - rowsum(P * dP))   one kernel, fp32 math; written in the element
- *                                      type (bf16: its own workspace region; fp32: in place over
+ *                                      type (bf16, fp16: its own workspace region; fp32: in place over
  *                                      dP) and, with a bias gradient, added into dbias
  *             dV = P^T dO,  dQ = scale * dS K,  dK = scale * dS^T Q      cuBLAS
  *
  * Precision: every GEMM accumulates in fp32 (CUBLAS_COMPUTE_32F, default math mode: no TF32).
- * In bf16 only P (what `saved` holds) and dS (a GEMM input) are rounded to bf16; S, dP, the
- * softmax and rowsum(P * dP) stay fp32, as in the fused kernels. rowsum(P * dP) is taken from the
+ * In bf16 and fp16 (the 16-bit dtypes, CUDA_R_16BF / CUDA_R_16F inputs) only P (what `saved`
+ * holds) and dS (a GEMM input) are rounded to the element type; S, dP, the softmax and
+ * rowsum(P * dP) stay fp32, as in the fused kernels (so fp16 never holds a raw score, whose range
+ * it could exceed). O, dQ, dK, dV are cuBLAS's fp32 results rounded to the element type. rowsum(P * dP) is taken from the
  * stored (rounded) P, which is the P that O = P V used.
  *
  * Memory: saved = B H T^2 elements (P, the element type). workspace = the GEMMs' pointer arrays
- * + B H T^2 fp32 (S in the bf16 forward, dP in every backward) + B H T^2 bf16 (dS, bf16 only)
- * + 2 B T Hkv D fp32 (bf16 with grouped-query attention only: dK and dV summed over the group).
+ * + B H T^2 fp32 (S in the 16-bit forward, dP in every backward) + B H T^2 16-bit (dS, 16-bit
+ * dtypes only) + 2 B T Hkv D fp32 (16-bit with grouped-query attention only: dK and dV summed
+ * over the group).
  * The GEMMs compute every score, masked or not: that is the standard design. The row kernels
  * read only the keys inside a row's interval (causal, window, key padding) and write exact
  * zeros outside it.
@@ -35,7 +38,7 @@
  * arrays hold K/V head g's address for every query head of its group. dK and dV of head g are the
  * sums over the group: one GEMM call per position hl in the group, over all (b, g), with beta = 0
  * for hl = 0 and beta = 1 after (deterministic: a fixed order). fp32 accumulates straight into
- * dK/dV; bf16 accumulates in an fp32 workspace array and rounds once at the end.
+ * dK/dV; bf16 and fp16 accumulate in an fp32 workspace array and round once at the end.
  *
  * Deterministic, except dbias when its strides broadcast (a stride of 0): dbias entries shared
  * by several (b, h, i) receive fp32 atomic adds, so their value is reproducible only up to
@@ -108,16 +111,18 @@ static bool add_ok(size_t a, size_t b, size_t *out) {
 static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 
 static int group_size(const AttnShape *s) { return s->H / attn_kv_heads(s); }
-/* bf16 with more than one query head per K/V head: dK/dV are summed in fp32 first. */
-static bool needs_kv_accumulator(const AttnShape *s) { return s->dtype == ATTN_BF16 && group_size(s) > 1; }
+/* bf16 and fp16: the 16-bit element types, whose P and dS are rounded into their own buffers. */
+static bool is_16bit(const AttnShape *s) { return s->dtype == ATTN_BF16 || s->dtype == ATTN_FP16; }
+/* 16-bit with more than one query head per K/V head: dK/dV are summed in fp32 first. */
+static bool needs_kv_accumulator(const AttnShape *s) { return is_16bit(s) && group_size(s) > 1; }
 
 /* The pointer arrays hold kMaxSlots arrays of B*H pointers. */
 static const int kMaxSlots = 10;
 
 /* Byte offsets into the workspace (the pointer arrays start at 0); each region 256-aligned. */
 struct WsLayout {
-    size_t scores; /* B H T^2 fp32: S (bf16 forward), dP (backward; fp32: dS too, in place) */
-    size_t ds;     /* B H T^2 bf16: dS (bf16 only) */
+    size_t scores; /* B H T^2 fp32: S (16-bit forward), dP (backward; fp32: dS too, in place) */
+    size_t ds;     /* B H T^2 16-bit: dS (bf16 and fp16 only) */
     size_t acc;    /* 2 x B T Hkv D fp32: dK, dV accumulators (needs_kv_accumulator only) */
     size_t total;
 };
@@ -128,7 +133,7 @@ static bool ws_layout(const AttnShape *s, WsLayout *w) {
         !mul_ok(heads, (size_t)s->T, &elems) || !mul_ok(elems, (size_t)s->T, &elems) ||
         !mul_ok(elems, 4, &sbytes))
         return false;
-    if (s->dtype == ATTN_BF16 && !mul_ok(elems, 2, &dsbytes)) return false;
+    if (is_16bit(s) && !mul_ok(elems, 2, &dsbytes)) return false;
     if (needs_kv_accumulator(s)) {
         size_t n;
         if (!mul_ok((size_t)s->B * s->T, (size_t)attn_kv_heads(s) * s->D, &n) || !mul_ok(n, 2 * sizeof(float), &accbytes))
@@ -303,7 +308,14 @@ static int gemm_group_sum(const GemmCtx &c, cublasOperation_t ta, cublasOperatio
 }
 
 /* Operands in the token-major layout, the (B,H,T,T) score matrices, the dK/dV accumulators. */
-static cudaDataType elem_type(const AttnShape *s) { return s->dtype == ATTN_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+/* The cuBLAS type of the element type (attn_shape_basics has refused any other dtype). */
+static cudaDataType elem_type(const AttnShape *s) {
+    switch (s->dtype) {
+    case ATTN_BF16: return CUDA_R_16BF;
+    case ATTN_FP16: return CUDA_R_16F;
+    default: return CUDA_R_32F;
+    }
+}
 static Operand token_major(const AttnShape *s, const void *p, int ld, int kv, int slot) {
     Operand o = {p, elem_type(s), ld, (long long)s->T * ld, (long long)s->D, kv, slot};
     return o;
@@ -340,6 +352,21 @@ template <> struct Vec4<bf16> {
     }
     __device__ static void store(bf16 *p, const float *x) {
         __nv_bfloat162 a = __floats2bfloat162_rn(x[0], x[1]), b = __floats2bfloat162_rn(x[2], x[3]);
+        uint2 u;
+        u.x = *(const unsigned *)&a;
+        u.y = *(const unsigned *)&b;
+        *(uint2 *)p = u;
+    }
+};
+template <> struct Vec4<fp16> {
+    __device__ static void load(const fp16 *p, float *x) {
+        uint2 u = *(const uint2 *)p;
+        float2 a = __half22float2(*(const __half2 *)&u.x);
+        float2 b = __half22float2(*(const __half2 *)&u.y);
+        x[0] = a.x; x[1] = a.y; x[2] = b.x; x[3] = b.y;
+    }
+    __device__ static void store(fp16 *p, const float *x) {
+        __half2 a = __floats2half2_rn(x[0], x[1]), b = __floats2half2_rn(x[2], x[3]);
         uint2 u;
         u.x = *(const unsigned *)&a;
         u.y = *(const unsigned *)&b;
@@ -578,12 +605,13 @@ softmax_backward_rows(const E *P, const float *dP, E *dS, int T, int H, NaiveMas
     }
 }
 
-/* bf16 dK/dV from their fp32 group sums: acc is (B*T, Hkv*D) contiguous, out token-major (ld). */
-__global__ void store_kv_grad(const float *acc, bf16 *out, long long n, int width, int ld) {
+/* 16-bit dK/dV from their fp32 group sums: acc is (B*T, Hkv*D) contiguous, out token-major (ld). */
+template <typename E>
+__global__ void store_kv_grad(const float *acc, E *out, long long n, int width, int ld) {
     for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < n; x += (long long)gridDim.x * blockDim.x) {
         long long row = x / width;
         int c = (int)(x % width);
-        out[row * ld + c] = __float2bfloat16(acc[x]);
+        out[row * ld + c] = from_float<E>(acc[x]);
     }
 }
 
@@ -677,10 +705,10 @@ static int naive_forward(const AttnShape *s, const void *q, const void *k, const
     if (naive_handle(&c.hd, st)) return 1;
     WsLayout w;
     ws_layout(s, &w);
-    const bool bf = s->dtype == ATTN_BF16;
+    const bool narrow = is_16bit(s);
     int T = s->T, D = s->D;
-    /* fp32: S straight into `saved`, the softmax in place; bf16: S in the workspace. */
-    float *S = bf ? (float *)((char *)workspace + w.scores) : (float *)saved;
+    /* fp32: S straight into `saved`, the softmax in place; bf16, fp16: S in the workspace. */
+    float *S = narrow ? (float *)((char *)workspace + w.scores) : (float *)saved;
     Operand ops[6] = {token_major(s, k, s->ld_qkv, 1, 0), token_major(s, q, s->ld_qkv, 0, 1),
                       scores(s, S, CUDA_R_32F, 2),        token_major(s, v, s->ld_qkv, 1, 3),
                       scores(s, saved, elem_type(s), 4),  token_major(s, o, s->ld_o, 0, 5)};
@@ -688,8 +716,9 @@ static int naive_forward(const AttnShape *s, const void *q, const void *k, const
     if (prepare_pointers(c, ops, 6, workspace, st)) return 1;
     /* S^T (col-major T x T, ld T) = scale K Q^T: m = n = T, k = D; C(j, i) = row-major S[i][j]. */
     if (gemm_all(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, D, s->scale, K, Q, Sop)) return 1;
-    int rc = bf ? launch_rows<bf16>(true, s, S, NULL, (bf16 *)saved, st)
-                : launch_rows<float>(true, s, S, NULL, (float *)saved, st);
+    int rc = s->dtype == ATTN_BF16   ? launch_rows<bf16>(true, s, S, NULL, (bf16 *)saved, st)
+             : s->dtype == ATTN_FP16 ? launch_rows<fp16>(true, s, S, NULL, (fp16 *)saved, st)
+                                     : launch_rows<float>(true, s, S, NULL, (float *)saved, st);
     if (rc) return rc;
     /* O^T = V^T P^T: m = D, n = T, k = T. */
     return gemm_all(c, CUBLAS_OP_N, CUBLAS_OP_N, D, T, T, 1.0f, V, P, O);
@@ -707,11 +736,11 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
     if (naive_handle(&c.hd, st)) return 1;
     WsLayout w;
     ws_layout(s, &w);
-    const bool bf = s->dtype == ATTN_BF16, acc = needs_kv_accumulator(s);
+    const bool narrow = is_16bit(s), acc = needs_kv_accumulator(s);
     int T = s->T, D = s->D;
     float *dP = (float *)((char *)workspace + w.scores);
-    /* dS: bf16 in its own region; fp32 in place over dP. */
-    void *dS = bf ? (void *)((char *)workspace + w.ds) : (void *)dP;
+    /* dS: bf16, fp16 in its own region; fp32 in place over dP. */
+    void *dS = narrow ? (void *)((char *)workspace + w.ds) : (void *)dP;
     float *dk_acc = acc ? (float *)((char *)workspace + w.acc) : NULL;
     float *dv_acc = acc ? dk_acc + (size_t)s->B * T * attn_kv_heads(s) * D : NULL;
     Operand ops[10] = {token_major(s, v, s->ld_qkv, 1, 0),
@@ -729,8 +758,9 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
     if (prepare_pointers(c, ops, 10, workspace, st)) return 1;
     /* dP^T = V dO^T (fp32). */
     if (gemm_all(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, D, 1.0f, V, dO, dPop)) return 1;
-    int rc = bf ? launch_rows<bf16>(false, s, dP, (const bf16 *)saved, (bf16 *)dS, st)
-                : launch_rows<float>(false, s, dP, (const float *)saved, (float *)dS, st);
+    int rc = s->dtype == ATTN_BF16   ? launch_rows<bf16>(false, s, dP, (const bf16 *)saved, (bf16 *)dS, st)
+             : s->dtype == ATTN_FP16 ? launch_rows<fp16>(false, s, dP, (const fp16 *)saved, (fp16 *)dS, st)
+                                     : launch_rows<float>(false, s, dP, (const float *)saved, (float *)dS, st);
     if (rc) return rc;
     /* dV^T = dO^T P (summed over the group): m = D, n = T, k = T. */
     if (gemm_group_sum(c, CUBLAS_OP_N, CUBLAS_OP_T, D, T, T, 1.0f, dO, P, dV)) return 1;
@@ -742,9 +772,15 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
         int width = attn_kv_heads(s) * D;
         long long n = (long long)s->B * T * width;
         unsigned blocks = (unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
-        store_kv_grad<<<blocks, 256, 0, st>>>(dk_acc, (bf16 *)dk, n, width, s->ld_qkv);
-        ATTN_LAUNCH_CHECK();
-        store_kv_grad<<<blocks, 256, 0, st>>>(dv_acc, (bf16 *)dv, n, width, s->ld_qkv);
+        if (s->dtype == ATTN_FP16) {
+            store_kv_grad<fp16><<<blocks, 256, 0, st>>>(dk_acc, (fp16 *)dk, n, width, s->ld_qkv);
+            ATTN_LAUNCH_CHECK();
+            store_kv_grad<fp16><<<blocks, 256, 0, st>>>(dv_acc, (fp16 *)dv, n, width, s->ld_qkv);
+        } else {
+            store_kv_grad<bf16><<<blocks, 256, 0, st>>>(dk_acc, (bf16 *)dk, n, width, s->ld_qkv);
+            ATTN_LAUNCH_CHECK();
+            store_kv_grad<bf16><<<blocks, 256, 0, st>>>(dv_acc, (bf16 *)dv, n, width, s->ld_qkv);
+        }
         ATTN_LAUNCH_CHECK();
     }
     return 0;

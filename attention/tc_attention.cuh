@@ -1,6 +1,7 @@
 /* attention/tc_attention.cuh: attention-specific pieces of the tensor-core (mma.sync) kernels,
  * shared by flash.cu and memeff.cu: quad reductions over a fragment row, masking a score block,
- * the online-softmax step, and turning an fp32 accumulator block into bf16 A fragments.
+ * the online-softmax step, and turning an fp32 accumulator block into 16-bit (bf16 or fp16) A
+ * fragments; the element type E is a template parameter where it matters (mma_bf16.cuh).
  * Scores are kept in log2 units (scale * log2(e) folded in) so that exp is one exp2.
  */
 #ifndef ATTENTION_TC_ATTENTION_CUH
@@ -41,15 +42,15 @@ __device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int 
         }
 }
 
-/* The bf16 A fragments of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
-template <int NT>
+/* The A fragments (element type E) of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
+template <typename E, int NT>
 __device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
 #pragma unroll
     for (int kk = 0; kk < NT / 2; kk++) {
-        a[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
-        a[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
-        a[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        a[kk][0] = pack2<E>(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = pack2<E>(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = pack2<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = pack2<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
 }
 
@@ -88,10 +89,10 @@ __device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], 
 }
 
 /* The forward's epilogue for a warp's 16 rows [row0, row0 + 16) (this thread: g and g + 8):
- * O / l to bf16 in the token-major output (out_head = the head's row 0, rows ld_o apart) and
+ * O / l to the element type E in the token-major output (out_head = the head's row 0, rows ld_o apart) and
  * L = ln 2 (m + log2 l) into lse_head, +inf for a row that saw no key (backward's exp(S - L) = 0). */
-template <int ND>
-__device__ __forceinline__ void store_o_and_lse(__nv_bfloat16 *out_head, long long ld_o, float *lse_head,
+template <int ND, typename E>
+__device__ __forceinline__ void store_o_and_lse(E *out_head, long long ld_o, float *lse_head,
                                                 const float o[][4], const float m[2], const float l[2],
                                                 int row0, int T) {
     const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
@@ -101,10 +102,10 @@ __device__ __forceinline__ void store_o_and_lse(__nv_bfloat16 *out_head, long lo
         float inv = lsum > 0.0f ? 1.0f / lsum : 0.0f;
         int t = row0 + g + 8 * half;
         if (t < T) {
-            __nv_bfloat16 *orow = out_head + (long long)t * ld_o;
+            E *orow = out_head + (long long)t * ld_o;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(orow + dt * 8 + c) = pack_bf16x2(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+                *(uint32_t *)(orow + dt * 8 + c) = pack2<E>(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
             if ((lane & 3) == 0) lse_head[t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
         }
     }

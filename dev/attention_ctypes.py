@@ -7,9 +7,12 @@ GPT-2's packed layout: qkv (B, T, 3C), q/k/v are column slices with ld = 3C; o (
 The kernels are the library's own list (attn_lib_kernel_names(): the registry's names built into
 it, e.g. cudnn where cuDNN was found); a case a kernel refuses (ATTN_LIB_UNSUPPORTED) is listed
 as skipped with its reason.
-Last, naive in bf16 beside PyTorch's standard attention in bf16 (the math SDPA backend, the
-peer that standard attention is held to: within 2x of its error) at the shapes where naive's
-error was measured 2-5x the peer's (B=2 T=513 H=6 D=128, B=1 T=4097 H=1 D=64, no mask).
+dtypes fp32, bf16 and fp16 (bounds on max error / max |ref|: 1e-4, 3e-2, 1e-2; fp16 keeps 11
+significant bits to bf16's 8).
+Last, naive in bf16 and in fp16 beside PyTorch's standard attention in the same dtype (the math
+SDPA backend, the peer that standard attention is held to: within 2x of its error) at the shapes
+where naive's bf16 error was measured 2-5x the peer's (B=2 T=513 H=6 D=128, B=1 T=4097 H=1 D=64,
+no mask).
 Usage: python3 dev/attention_ctypes.py [path/to/libattention.so]
 """
 import ctypes
@@ -45,9 +48,9 @@ def check(rc):
 
 def run(kernel, mask, dtype, B, T, H, D):
     dev = "cuda"
-    tdt = torch.bfloat16 if dtype == "bf16" else torch.float32
+    tdt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     C = H * D
-    es = 2 if dtype == "bf16" else 4
+    es = 4 if dtype == "fp32" else 2
     g = torch.Generator(device=dev).manual_seed(1234)
     qkv = (torch.rand(B, T, 3 * C, device=dev, generator=g) * 4 - 2).to(tdt)
     dout = (torch.rand(B, T, C, device=dev, generator=g) * 2 - 1).to(tdt)
@@ -100,7 +103,7 @@ def main():
     failures = 0
     skipped = []
     for kernel in kernels:
-        for dtype in ("fp32", "bf16"):
+        for dtype in ("fp32", "bf16", "fp16"):
             for mask in ("causal", "none"):
                 for (B, T, H, D) in ((2, 300, 4, 64), (1, 129, 2, 128)):
                     try:
@@ -108,7 +111,7 @@ def main():
                     except Unsupported as e:
                         skipped.append(f"{kernel} {dtype} {mask}: {e}")
                         continue
-                    bound = 1e-4 if dtype == "fp32" else 3e-2
+                    bound = {"fp32": 1e-4, "bf16": 3e-2, "fp16": 1e-2}[dtype]
                     ok = all(e <= bound for e in errs)  # NaN compares False
                     failures += not ok
                     print(f"| {kernel} | {dtype} | {mask} | {B} | {T} | {H} | {D} | " +
@@ -122,16 +125,17 @@ def main():
     except Unsupported as e:
         print(f"expected refusal: {e}")
     if "naive" in kernels:
-        print("naive vs PyTorch's math SDPA, bf16, no mask (max error / max |ref| against float64):")
-        print("| B | T | H | D | naive O, dQ, dK, dV | torch-math O, dQ, dK, dV | worst ratio | within 2x |")
-        print("|---|---|---|---|---|---|---|---|")
-        for (B, T, H, D) in ((2, 513, 6, 128), (1, 4097, 1, 64)):
-            a = run("naive", "none", "bf16", B, T, H, D)
-            b = run("torch-math", "none", "bf16", B, T, H, D)
-            worst = max(x / y for x, y in zip(a, b))
-            failures += not worst <= 2.0
-            print(f"| {B} | {T} | {H} | {D} | " + ", ".join(f"{e:.2e}" for e in a) + " | " +
-                  ", ".join(f"{e:.2e}" for e in b) + f" | {worst:.2f} | {'yes' if worst <= 2.0 else 'NO'} |")
+        print("naive vs PyTorch's math SDPA, no mask (max error / max |ref| against float64):")
+        print("| dtype | B | T | H | D | naive O, dQ, dK, dV | torch-math O, dQ, dK, dV | worst ratio | within 2x |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for dtype in ("bf16", "fp16"):
+            for (B, T, H, D) in ((2, 513, 6, 128), (1, 4097, 1, 64)):
+                a = run("naive", "none", dtype, B, T, H, D)
+                b = run("torch-math", "none", dtype, B, T, H, D)
+                worst = max(x / y for x, y in zip(a, b))
+                failures += not worst <= 2.0
+                print(f"| {dtype} | {B} | {T} | {H} | {D} | " + ", ".join(f"{e:.2e}" for e in a) + " | " +
+                      ", ".join(f"{e:.2e}" for e in b) + f" | {worst:.2f} | {'yes' if worst <= 2.0 else 'NO'} |")
     print(f"attention_ctypes: {'PASS' if failures == 0 else f'{failures} FAILED'}")
     sys.exit(1 if failures else 0)
 

@@ -1,19 +1,21 @@
 /* dev/bench_attention.cu: forward and forward+backward time of the CUDA attention kernels.
  *
- * causal, bf16, H = 12; D = 64 with B x T = 65536 for T in {1024 ... 16384}; D = 32 and 128 at
+ * causal, bf16 (or fp16), H = 12; D = 64 with B x T = 65536 for T in {1024 ... 16384}; D = 32 and 128 at
  * T = 4096. FLOPs (causal): forward 4 B H T^2 D / 2, backward 2.5x that, so fwd+bwd = 3.5x.
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [T=N] [D=N] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
  *   flash-mma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
  *   flash, and cudnn where built), every configuration.
  *   mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
  *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
+ *   bf16 | fp16: the element type (default bf16)
  */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <math.h>
 #include <algorithm>
 #include <stdint.h>
@@ -34,13 +36,13 @@
         }                                                                                    \
     } while (0)
 
-/* Random bf16 in [-amp, amp): never zeros. */
-__global__ void fill_random_bf16(__nv_bfloat16 *x, size_t n, uint64_t seed, float amp) {
+/* Random 16-bit values in [-amp, amp) (fp16 if `as_fp16`, else bf16; zeros only where they round so). */
+__global__ void fill_random_16bit(uint16_t *x, size_t n, uint64_t seed, float amp, bool as_fp16) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         uint64_t z = (i + 1) * 0x9e3779b97f4a7c15ULL ^ seed;
         z ^= z >> 31; z *= 0xbf58476d1ce4e5b9ULL; z ^= z >> 29;
-        float u = (float)(z >> 40) * (1.0f / 16777216.0f);
-        x[i] = __float2bfloat16(amp * (2.0f * u - 1.0f));
+        float u = (float)(z >> 40) * (1.0f / 16777216.0f), f = amp * (2.0f * u - 1.0f);
+        x[i] = as_fp16 ? __half_as_ushort(__float2half_rn(f)) : __bfloat16_as_ushort(__float2bfloat16(f));
     }
 }
 
@@ -86,6 +88,7 @@ template <typename F> static double time_ms(F fn) {
  * TFLOP/s count the unmasked (query, key) pairs only. */
 struct BenchMask { int window = 0, doc_len = 0; bool alibi = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
 static BenchMask g_mask;
+static AttnDtype g_dtype = ATTN_BF16;
 static bool mask_extras() { return g_mask.window > 0 || g_mask.doc_len > 0 || g_mask.alibi; }
 
 /* Unmasked pairs of one (b, h): row i sees keys [lo, i]. */
@@ -121,7 +124,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     s.Hkv = Hkv;
     s.ld_qkv = (H + 2 * Hkv) * D; s.ld_o = H * D;
     s.mask.kind = ATTN_MASK_CAUSAL;
-    s.dtype = ATTN_BF16;
+    s.dtype = g_dtype;
     float *d_bias = NULL, *d_dbias = NULL;
     if (g_mask.bias) { /* T x T, broadcast over batch and heads; freed below */
         CUDA_OK(cudaMalloc(&d_bias, (size_t)T * T * 4));
@@ -169,8 +172,8 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     CUDA_OK(cudaMalloc(&dout, no * 2));
     if (saved) CUDA_OK(cudaMalloc(&sv, saved));
     if (ws) CUDA_OK(cudaMalloc(&w, ws));
-    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)qkv, nqkv, 1234, 2.0f);
-    fill_random_bf16<<<1024, 256>>>((__nv_bfloat16 *)dout, no, 5678, 1.0f);
+    fill_random_16bit<<<1024, 256>>>((uint16_t *)qkv, nqkv, 1234, 2.0f, g_dtype == ATTN_FP16);
+    fill_random_16bit<<<1024, 256>>>((uint16_t *)dout, no, 5678, 1.0f, g_dtype == ATTN_FP16);
     CUDA_OK(cudaGetLastError());
     const char *q = (const char *)qkv, *k = q + H * D * 2, *v = k + Hkv * D * 2;
     char *dq = (char *)dqkv, *dk = dq + H * D * 2, *dv = dk + Hkv * D * 2;
@@ -206,6 +209,8 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
         else if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
         else if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
+        else if (!strcmp(argv[i], "bf16")) g_dtype = ATTN_BF16;
+        else if (!strcmp(argv[i], "fp16")) g_dtype = ATTN_FP16;
         else if (attn_kernel_from_name(argv[i], &k) == 0 && k != ATTN_AUTO) {
             if (!attn_impl(k, ATTN_CUDA)) {
                 fprintf(stderr, "bench_attention: kernel '%s' is not in this build\n", argv[i]);
@@ -213,7 +218,7 @@ int main(int argc, char **argv) {
             }
             want[k] = any = true;
         } else {
-            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; T=N D=N window=W docs=L alibi kv=N bias dbias)\n",
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N window=W docs=L alibi kv=N bias dbias)\n",
                     argv[i], attn_kernel_names_list());
             return 1;
         }
@@ -222,7 +227,8 @@ int main(int argc, char **argv) {
         for (int k = 0; k < ATTN_NUM_IMPLS; k++) want[k] = !attn_kernel_is_variant((AttnKernel)k);
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s, %d SMs; causal%s", prop.name, prop.multiProcessorCount, mask_extras() ? " +" : "\n");
+    printf("device: %s, %d SMs; %s, causal%s", prop.name, prop.multiProcessorCount, attn_dtype_name(g_dtype),
+           mask_extras() ? " +" : "\n");
     if (mask_extras())
         printf("%s%s%s (TFLOP/s over the unmasked pairs)\n", g_mask.window ? " window" : "", g_mask.doc_len ? " documents" : "",
                g_mask.alibi ? " ALiBi" : "");

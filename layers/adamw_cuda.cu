@@ -36,6 +36,9 @@ extern "C" void cuda_adamw(Precision p, float *params, void *params_x, const flo
     if (p == PRECISION_BF16)
         adamw_kernel<<<blocks, 256, 0, stream>>>(params, (bf16 *)params_x, grads, m, v, n, lr, beta1,
                                                  beta2, bc1, bc2, eps, weight_decay, grad_scale);
+    else if (p == PRECISION_FP16)
+        adamw_kernel<<<blocks, 256, 0, stream>>>(params, (half *)params_x, grads, m, v, n, lr, beta1,
+                                                 beta2, bc1, bc2, eps, weight_decay, grad_scale);
     else
         adamw_kernel<<<blocks, 256, 0, stream>>>(params, (float *)params_x, grads, m, v, n, lr, beta1,
                                                  beta2, bc1, bc2, eps, weight_decay, grad_scale);
@@ -52,6 +55,8 @@ extern "C" void cuda_convert_from_f32(Precision p, void *dst, const float *src, 
     if (n == 0) return;
     if (p == PRECISION_BF16)
         convert_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>((bf16 *)dst, src, n);
+    else if (p == PRECISION_FP16)
+        convert_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>((half *)dst, src, n);
     else
         convert_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>((float *)dst, src, n);
     CUDA_LAUNCH_CHECK();

@@ -62,6 +62,8 @@ extern "C" void cuda_classifier(Precision p, void *logits, float *losses, const 
     if (N <= 0) return;
     if (p == PRECISION_BF16)
         classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((bf16 *)logits, losses, targets, dloss, V, ld, write_dlogits);
+    else if (p == PRECISION_FP16)
+        classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((half *)logits, losses, targets, dloss, V, ld, write_dlogits);
     else
         classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((float *)logits, losses, targets, dloss, V, ld, write_dlogits);
     CUDA_LAUNCH_CHECK();
@@ -94,6 +96,8 @@ extern "C" void cuda_logits_row(Precision p, float *out, const void *x, const vo
                                 int C, cudaStream_t stream) {
     if (p == PRECISION_BF16)
         logits_row_kernel<<<ceil_div_u(V, 8), 256, 0, stream>>>(out, (const bf16 *)x, (const bf16 *)wte, V, C);
+    else if (p == PRECISION_FP16)
+        logits_row_kernel<<<ceil_div_u(V, 8), 256, 0, stream>>>(out, (const half *)x, (const half *)wte, V, C);
     else
         logits_row_kernel<<<ceil_div_u(V, 8), 256, 0, stream>>>(out, (const float *)x, (const float *)wte, V, C);
     CUDA_LAUNCH_CHECK();

@@ -79,6 +79,8 @@ extern "C" void cuda_colsum_accumulate(Precision p, float *dst, const void *x, i
     if (ld == 0) ld = C;
     if (p == PRECISION_BF16)
         colsum_accumulate(dst, (const bf16 *)x, N, C, ld, alpha, scratch, stream);
+    else if (p == PRECISION_FP16)
+        colsum_accumulate(dst, (const half *)x, N, C, ld, alpha, scratch, stream);
     else
         colsum_accumulate(dst, (const float *)x, N, C, ld, alpha, scratch, stream);
 }

@@ -1,14 +1,18 @@
 /* layers/cuda_common.cuh: what every CUDA layer shares (internal to the .cu files).
  *
- * Element types: the layers are templates over T = float (fp32 runs) or __nv_bfloat16 (bf16
- * mixed precision); arithmetic is always fp32 in registers. Pack16<T> is 16 bytes of T, so
- * every thread moves 16 bytes per load or store (4 floats or 8 bf16).
+ * Element types: the layers are templates over T = float (fp32 runs), __nv_bfloat16 (bf16
+ * mixed precision) or __half (fp16 mixed precision); arithmetic is always fp32 in registers, so
+ * the three instantiate the same code and differ only in to_f32 / from_f32 (rounding to nearest
+ * even; fp16 overflows to +-inf past 65504, which the loss scaler's finite check catches).
+ * Pack16<T> is 16 bytes of T, so every thread moves 16 bytes per load or store (4 floats or
+ * 8 bf16 / fp16).
  */
 #ifndef CUDA_COMMON_CUH
 #define CUDA_COMMON_CUH
 
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "model/precision.h"
@@ -26,12 +30,15 @@
 #define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
 
 typedef __nv_bfloat16 bf16;
+/* fp16 is cuda_fp16.h's `half` (= __half). */
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(half x) { return __half2float(x); }
 template <typename T> __device__ __forceinline__ T from_f32(float x);
 template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
 template <> __device__ __forceinline__ bf16 from_f32<bf16>(float x) { return __float2bfloat16_rn(x); }
+template <> __device__ __forceinline__ half from_f32<half>(float x) { return __float2half_rn(x); }
 
 template <typename T> struct alignas(16) Pack16 {
     static constexpr int n = 16 / sizeof(T);

@@ -65,11 +65,14 @@ extern "C" void cuda_encoder_forward(Precision p, void *out, const int *inp, con
                                      const void *wpe, int B, int T, int C, cudaStream_t stream) {
     int N = B * T;
     if (N <= 0) return;
-    int P = p == PRECISION_BF16 ? 8 : 4;
+    int P = 16 / precision_esize(p); /* elements per 16-byte pack */
     unsigned blocks = ceil_div_u((size_t)N * (C / P), 256);
     if (p == PRECISION_BF16)
         encoder_forward_kernel<<<blocks, 256, 0, stream>>>((bf16 *)out, inp, pos, (const bf16 *)wte,
                                                            (const bf16 *)wpe, N, T, C);
+    else if (p == PRECISION_FP16)
+        encoder_forward_kernel<<<blocks, 256, 0, stream>>>((half *)out, inp, pos, (const half *)wte,
+                                                           (const half *)wpe, N, T, C);
     else
         encoder_forward_kernel<<<blocks, 256, 0, stream>>>((float *)out, inp, pos, (const float *)wte,
                                                            (const float *)wpe, N, T, C);
@@ -123,6 +126,8 @@ extern "C" void cuda_encoder_backward(Precision p, float *dwte, float *dwpe, con
     if (B * T <= 0) return;
     if (p == PRECISION_BF16)
         encoder_backward_typed(dwte, dwpe, (const bf16 *)dout, by_token, by_pos, B, T, C, stream);
+    else if (p == PRECISION_FP16)
+        encoder_backward_typed(dwte, dwpe, (const half *)dout, by_token, by_pos, B, T, C, stream);
     else
         encoder_backward_typed(dwte, dwpe, (const float *)dout, by_token, by_pos, B, T, C, stream);
 }

@@ -66,6 +66,8 @@ extern "C" void cuda_gelu_forward(Precision p, void *out, const void *inp, size_
     if (n == 0) return;
     if (p == PRECISION_BF16)
         gelu_forward_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>((bf16 *)out, (const bf16 *)inp, n);
+    else if (p == PRECISION_FP16)
+        gelu_forward_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>((half *)out, (const half *)inp, n);
     else
         gelu_forward_kernel<<<pack_blocks(n, 4, 256), 256, 0, stream>>>((float *)out, (const float *)inp, n);
     CUDA_LAUNCH_CHECK();
@@ -76,6 +78,9 @@ extern "C" void cuda_gelu_backward(Precision p, void *dinp, const void *inp, con
     if (p == PRECISION_BF16)
         gelu_backward_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>(
             (bf16 *)dinp, (const bf16 *)inp, (const bf16 *)dout, n);
+    else if (p == PRECISION_FP16)
+        gelu_backward_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>(
+            (half *)dinp, (const half *)inp, (const half *)dout, n);
     else
         gelu_backward_kernel<<<pack_blocks(n, 4, 256), 256, 0, stream>>>(
             (float *)dinp, (const float *)inp, (const float *)dout, n);
@@ -86,6 +91,8 @@ extern "C" void cuda_add(Precision p, void *out, const void *a, const void *b, s
     if (n == 0) return;
     if (p == PRECISION_BF16)
         add_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>((bf16 *)out, (const bf16 *)a, (const bf16 *)b, n);
+    else if (p == PRECISION_FP16)
+        add_kernel<<<pack_blocks(n, 8, 256), 256, 0, stream>>>((half *)out, (const half *)a, (const half *)b, n);
     else
         add_kernel<<<pack_blocks(n, 4, 256), 256, 0, stream>>>((float *)out, (const float *)a, (const float *)b, n);
     CUDA_LAUNCH_CHECK();

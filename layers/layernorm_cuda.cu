@@ -71,6 +71,9 @@ extern "C" void cuda_layernorm_forward(Precision p, void *out, float *mean, floa
     if (p == PRECISION_BF16)
         launch_layernorm<bf16, false>(NULL, (bf16 *)out, mean, rstd, (const bf16 *)inp, NULL,
                                       (const bf16 *)w, (const bf16 *)b, N, C, stream);
+    else if (p == PRECISION_FP16)
+        launch_layernorm<half, false>(NULL, (half *)out, mean, rstd, (const half *)inp, NULL,
+                                      (const half *)w, (const half *)b, N, C, stream);
     else
         launch_layernorm<float, false>(NULL, (float *)out, mean, rstd, (const float *)inp, NULL,
                                        (const float *)w, (const float *)b, N, C, stream);
@@ -84,6 +87,9 @@ extern "C" void cuda_residual_layernorm_forward(Precision p, void *res, void *ou
     if (p == PRECISION_BF16)
         launch_layernorm<bf16, true>((bf16 *)res, (bf16 *)out, mean, rstd, (const bf16 *)a,
                                      (const bf16 *)b, (const bf16 *)w, (const bf16 *)bias, N, C, stream);
+    else if (p == PRECISION_FP16)
+        launch_layernorm<half, true>((half *)res, (half *)out, mean, rstd, (const half *)a,
+                                     (const half *)b, (const half *)w, (const half *)bias, N, C, stream);
     else
         launch_layernorm<float, true>((float *)res, (float *)out, mean, rstd, (const float *)a,
                                       (const float *)b, (const float *)w, (const float *)bias, N, C, stream);
@@ -193,6 +199,9 @@ extern "C" void cuda_layernorm_backward(Precision p, void *dinp, float *dw, floa
     if (p == PRECISION_BF16)
         layernorm_backward((bf16 *)dinp, dw, db, (const bf16 *)dout, (const bf16 *)inp,
                            (const bf16 *)w, mean, rstd, N, C, scratch, stream);
+    else if (p == PRECISION_FP16)
+        layernorm_backward((half *)dinp, dw, db, (const half *)dout, (const half *)inp,
+                           (const half *)w, mean, rstd, N, C, scratch, stream);
     else
         layernorm_backward((float *)dinp, dw, db, (const float *)dout, (const float *)inp,
                            (const float *)w, mean, rstd, N, C, scratch, stream);

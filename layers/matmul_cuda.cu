@@ -12,7 +12,8 @@
  *   measured slower than colsum_cuda.cu's separate pass.
  * When cuBLASLt offers no algorithm for a fused form (or fusion is switched off), the plain
  * GEMM runs and the pointwise kernels (gelu_cuda.cu, colsum_cuda.cu) do the rest: same math.
- * Parameter gradients are fp32 in both precisions (bf16 A/B with fp32 C/D and fp32 compute).
+ * Parameter gradients are fp32 in every precision (bf16 or fp16 A/B with fp32 C/D and fp32 compute;
+ * activations out of a 16-bit GEMM are rounded from the fp32 accumulator, fp16 saturating to inf).
  * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
  */
 #include "layers/layers_cuda.h"
@@ -169,7 +170,9 @@ done:
     return rc;
 }
 
-static cudaDataType act_type(Precision p) { return p == PRECISION_BF16 ? CUDA_R_16BF : CUDA_R_32F; }
+static cudaDataType act_type(Precision p) {
+    return p == PRECISION_BF16 ? CUDA_R_16BF : p == PRECISION_FP16 ? CUDA_R_16F : CUDA_R_32F;
+}
 
 __global__ void add_into_kernel(float *dst, const float *src, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

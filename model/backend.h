@@ -18,6 +18,11 @@
 extern "C" {
 #endif
 
+/* The attention's element type for a training precision. */
+static inline AttnDtype precision_attn_dtype(Precision p) {
+    return p == PRECISION_BF16 ? ATTN_BF16 : p == PRECISION_FP16 ? ATTN_FP16 : ATTN_FP32;
+}
+
 typedef struct {
     GPT2Config config;
     int B, T;               /* largest batch and sequence length a step will use */
@@ -59,7 +64,7 @@ typedef struct {
                              * call with the same shapes; one process only) */
     int tf32;               /* fp32 matmuls on TF32 tensor cores (0 for exact fp32 comparisons) */
     int logits_chunk_rows;  /* fp32: rows of logits computed at a time (0 = automatic: at most
-                             * 256 MiB of fp32 logits); bf16 keeps all N rows */
+                             * 256 MiB of fp32 logits); bf16 and fp16 keep all N rows */
     int matmul_fusion;      /* cuBLASLt fused epilogues (0 for measuring them) */
     int profile;            /* CUDA event marks between the parts of each step, the per-part
                              * table printed to stderr by destroy */
@@ -77,7 +82,8 @@ static inline void model_options_defaults(ModelOptions *o) {
 
 typedef struct {
     float lr, beta1, beta2, eps, weight_decay;
-    float grad_scale;       /* multiply gradients by this first (clipping): 1 = none */
+    float grad_scale;       /* multiply gradients by this first (clipping, and 1/S of a loss scale S):
+                             * 1 = none */
     int t;                  /* 1-based step count for bias correction */
 } AdamWStep;
 
@@ -104,7 +110,9 @@ typedef struct {
     void (*logits_at)(Model *m, int b, int t, float *out);
     void (*zero_grad)(Model *m);
     /* Backward of the last forward; gradients accumulate, each scaled by loss_scale
-     * (1/grad_accum), so the accumulated gradient is that of the mean loss. With sync_grads (data
+     * (1/grad_accum), so the accumulated gradient is that of the mean loss; the training loop also
+     * multiplies in its loss scale S (train/loss_scale.h: every activation gradient carries it,
+     * which keeps fp16's small gradients from underflowing). With sync_grads (data
      * parallel: the last micro-batch of an accumulation) this backward also sums the gradients
      * over the ranks, and the loop's loss_scale holds 1/world so that the sum is the mean; with
      * one process it changes nothing. */

@@ -39,7 +39,7 @@ static double extras_peak_tflops(Precision p, int tf32, double override_tflops) 
     if (extras_device_name(name, sizeof name) != 0) return 0.0;
     for (size_t i = 0; i < sizeof PEAKS / sizeof PEAKS[0]; i++) {
         if (!strstr(name, PEAKS[i].name_part)) continue;
-        if (p == PRECISION_BF16) return PEAKS[i].bf16;
+        if (p != PRECISION_FP32) return PEAKS[i].bf16; /* fp16's dense tensor rate is bf16's on these GPUs */
         return tf32 ? PEAKS[i].tf32 : PEAKS[i].fp32;
     }
     return 0.0;

@@ -18,8 +18,8 @@ extern "C" {
 typedef struct {
     /* The current device's name ("NVIDIA H100 80GB HBM3"); 0, or -1 without a device. */
     int (*device_name)(char *buf, size_t len);
-    /* Peak dense TFLOP/s of the current GPU for `p` (bf16 tensor cores; fp32 means TF32
-     * tensor cores when tf32, else plain fp32), from a table by device name.
+    /* Peak dense TFLOP/s of the current GPU for `p` (bf16 and fp16: 16-bit tensor cores; fp32
+     * means TF32 tensor cores when tf32, else plain fp32), from a table by device name.
      * override_tflops > 0 wins. 0 when the GPU is not in the table. */
     double (*peak_tflops)(Precision p, int tf32, double override_tflops);
     /* The precision to train in when none is asked for: bf16 on sm80 and newer, else fp32. */

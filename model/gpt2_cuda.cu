@@ -1,8 +1,13 @@
 /* model/gpt2_cuda.cu: the CUDA backend: GPT-2 forward, backward and AdamW on one GPU.
  *
- * Precision: master weights, gradients and AdamW state are fp32; with PRECISION_BF16 the
- * matmuls and every activation use a bf16 copy of the weights (rewritten by each AdamW step)
- * and bf16 activations, accumulating in fp32. PRECISION_FP32 keeps everything fp32.
+ * Precision: master weights, gradients and AdamW state are fp32; with PRECISION_BF16 (or
+ * PRECISION_FP16) the matmuls and every activation use a bf16 (fp16) copy of the weights
+ * (rewritten by each AdamW step) and bf16 (fp16) activations, accumulating in fp32; the two run
+ * the same kernels, instantiated per element type. PRECISION_FP32 keeps everything fp32.
+ * fp16 and the loss's gradient: the classifier writes dlogits = (p - y) G/n_valid with G the
+ * largest power of two <= B T (so about p - y: (p - y)/n_valid alone would underflow fp16), and
+ * the lm head's backward multiplies by loss_scale/G, so every activation gradient after it
+ * carries the backward's loss_scale (the loss scale of train/loss_scale.h among it).
  *
  * A step (one stream, no host synchronisation except to return the loss and the norm):
  *   forward: encoder (token embedding + the learned position's, or none with ALiBi; positions
@@ -51,6 +56,7 @@ struct Model {
     GPT2Config c;
     Precision prec;
     size_t esize;
+    float dlogits_gain;      /* G above: 1 in fp32 and bf16 */
     const AttnImpl *attn;
     size_t num_params, off[GPT2_NUM_PARAM_TENSORS], size[GPT2_NUM_PARAM_TENSORS];
     int L, C, H, V, Vp, maxB, maxT;
@@ -66,7 +72,7 @@ struct Model {
     /* host staging (pinned) of what forward uploads */
     int *h_inputs, *h_targets, *h_uniq, *h_start, *h_pos, *h_counts, *h_num_uniq;
     int *h_doc, *h_doc_pos, *h_pos_uniq, *h_pos_start, *h_pos_rows, *h_pos_num_uniq; /* documents */
-    float *h_dloss, *h_out;
+    float *h_dloss, *h_dlogits_scale, *h_out;
     cudaEvent_t staged; /* the last upload finished: staging may be rewritten */
     /* state of the last forward */
     int B, T, has_targets, dlogits_ready;
@@ -112,7 +118,10 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     m->opt = *opt;
     m->c = *c;
     m->prec = opt->precision;
-    m->esize = m->prec == PRECISION_BF16 ? 2 : 4;
+    m->esize = (size_t)precision_esize(m->prec);
+    m->dlogits_gain = 1.0f;
+    if (m->prec == PRECISION_FP16)
+        while (m->dlogits_gain * 2.0f <= (float)opt->B * opt->T) m->dlogits_gain *= 2.0f;
     m->attn = attn;
     m->L = c->num_layers; m->C = c->channels; m->H = c->num_heads;
     m->V = c->vocab_size; m->Vp = c->padded_vocab_size;
@@ -190,7 +199,8 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     size_t N = (size_t)m->maxB * m->maxT;
     CUDA_CHECK(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking));
     prof_init(&m->prof, opt->profile, m->graphs, m->stream);
-    gsync_bind(&m->gs, m->mem.params, m->prec == PRECISION_BF16 ? (bf16 *)m->mem.params_x : NULL, m->mem.grads,
+    /* the 2-byte weight copy (bf16 or fp16) only moves between ranks as bits: typed bf16 there */
+    gsync_bind(&m->gs, m->mem.params, m->prec != PRECISION_FP32 ? (bf16 *)m->mem.params_x : NULL, m->mem.grads,
                m->mem.gcomm, m->stream);
 
     CUDA_CHECK(cudaEventCreateWithFlags(&m->staged, cudaEventDisableTiming));
@@ -201,6 +211,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     CUDA_CHECK(cudaMallocHost((void **)&m->h_pos, N * 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_num_uniq, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_dloss, 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_dlogits_scale, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_out, 4));
     if (in->packed_docs) {
         CUDA_CHECK(cudaMallocHost((void **)&m->h_doc, N * 4));
@@ -252,7 +263,7 @@ static void cuda_destroy(Model *m) {
     cudaFree(m->scratch_arena);
     cudaFreeHost(m->h_inputs); cudaFreeHost(m->h_targets); cudaFreeHost(m->h_uniq);
     cudaFreeHost(m->h_start); cudaFreeHost(m->h_pos); cudaFreeHost(m->h_num_uniq);
-    cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_out);
+    cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_dlogits_scale); cudaFreeHost(m->h_out);
     cudaFreeHost(m->h_doc); cudaFreeHost(m->h_doc_pos); cudaFreeHost(m->h_pos_uniq);
     cudaFreeHost(m->h_pos_start); cudaFreeHost(m->h_pos_rows); cudaFreeHost(m->h_pos_num_uniq);
     free(m->h_counts);
@@ -284,7 +295,7 @@ static void *wpe_x(Model *m) { return m->plan.alibi ? NULL : wx(m, P_WPE, 0); }
 static float *stat(const Model *m, float *base, int l) { return base + (size_t)l * m->maxB * m->maxT; }
 
 static void sync_params_x(Model *m) {
-    if (m->prec == PRECISION_BF16)
+    if (m->prec != PRECISION_FP32)
         cuda_convert_from_f32(m->prec, m->mem.params_x, m->mem.params, m->num_params, m->stream);
 }
 
@@ -358,7 +369,7 @@ static void classifier_chunk(Model *m, int r0, int rows, int write_dlogits) {
                                  wx(m, P_WTE, 0), NULL, rows, C, m->Vp, m->mem.ld_logits, m->stream),
              "lm head");
     prof_mark(&m->prof, prof_open(&m->prof) ? PF_LMHEAD_FWD : PF_START);
-    cuda_classifier(m->prec, m->mem.s.logits, m->mem.a.losses + r0, m->mem.s.targets + r0, m->mem.s.dloss, rows,
+    cuda_classifier(m->prec, m->mem.s.logits, m->mem.a.losses + r0, m->mem.s.targets + r0, m->mem.s.dlogits_scale, rows,
                     m->V, m->mem.ld_logits, write_dlogits, m->stream);
     prof_mark(&m->prof, PF_CLASSIFIER);
 }
@@ -442,14 +453,16 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     const size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
     prof_mark(&m->prof, PF_START);
-    /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale */
+    /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale (and 1/G,
+     * which undoes the gain the fp16 dlogits carry; G = 1 otherwise, so alpha == loss_scale) */
+    const float alpha = loss_scale / m->dlogits_gain;
     int single = m->mem.chunk_rows >= N;
     for (int r0 = 0; r0 < N; r0 += m->mem.chunk_rows) {
         int rows = N - r0 < m->mem.chunk_rows ? N - r0 : m->mem.chunk_rows;
         if (!single) classifier_chunk(m, r0, rows, 1);
         check_mm(cuda_matmul_backward(p, (char *)s->dln + (size_t)r0 * Ce, gr(m, P_WTE, 0), NULL, s->logits,
                                       (char *)a->lnf + (size_t)r0 * Ce, wx(m, P_WTE, 0), NULL, rows, C,
-                                      m->Vp, m->mem.ld_logits, loss_scale, s->reduce, st),
+                                      m->Vp, m->mem.ld_logits, alpha, s->reduce, st),
                  "lm head backward");
         prof_mark(&m->prof, PF_LMHEAD_BWD);
     }
@@ -599,6 +612,7 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
         for (int i = 0; i < N; i++) counted += targets[i] >= 0;
     }
     *m->h_dloss = counted ? 1.0f / counted : 0.0f;
+    *m->h_dlogits_scale = counted ? m->dlogits_gain / counted : 0.0f;
     *m->h_num_uniq = cuda_encoder_group_tokens(inputs, N, m->V, m->h_uniq, m->h_start, m->h_pos, m->h_counts);
     cudaStream_t st = m->stream;
     Scratch *s = &m->mem.s;
@@ -609,6 +623,8 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     CUDA_CHECK(cudaMemcpyAsync(s->pos, m->h_pos, (size_t)N * 4, cudaMemcpyHostToDevice, st));
     CUDA_CHECK(cudaMemcpyAsync(s->num_uniq, m->h_num_uniq, 4, cudaMemcpyHostToDevice, st));
     CUDA_CHECK(cudaMemcpyAsync(s->dloss, m->h_dloss, 4, cudaMemcpyHostToDevice, st));
+    if (s->dlogits_scale != s->dloss)
+        CUDA_CHECK(cudaMemcpyAsync(s->dlogits_scale, m->h_dlogits_scale, 4, cudaMemcpyHostToDevice, st));
     if (m->h_doc) upload_documents(m, inputs, B, T);
     CUDA_CHECK(cudaEventRecord(m->staged, st));
 
@@ -673,7 +689,7 @@ static void cuda_update(Model *m, const AdamWStep *s) {
         if (frozen_zero(m, t)) continue;
         size_t a = m->off[t] > lo ? m->off[t] : lo, b = m->off[t] + m->size[t] < hi ? m->off[t] + m->size[t] : hi;
         if (a >= b) continue;
-        void *px = m->prec == PRECISION_BF16 ? (char *)m->mem.params_x + a * 2 : NULL;
+        void *px = m->prec != PRECISION_FP32 ? (char *)m->mem.params_x + a * 2 : NULL;
         float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;
         cuda_adamw(m->prec, m->mem.params + a, px, m->mem.grads + a, m->mem.adam_m + (a - lo), m->mem.adam_v + (a - lo), b - a,
                    s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);

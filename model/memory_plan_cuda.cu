@@ -1,5 +1,6 @@
 /* model/memory_plan_cuda.cu: the CUDA backend's arenas (see memory_plan_cuda.h). */
 #include "model/memory_plan_cuda.h"
+#include "model/backend.h"
 #include "layers/layers_cuda.h"
 
 #include <string.h>
@@ -19,7 +20,7 @@ AttnShape memplan_attn_shape(const MemPlanInput *in, const MemoryLayout *mem, in
     static const float marker_f[1] = {0.0f}; /* presence only (see the header) */
     static const int marker_i[1] = {0};
     AttnShape s = attn_shape_packed_gqa(B, T, in->H, in->Hkv, in->C / in->H, in->mask,
-                                        in->prec == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+                                        precision_attn_dtype(in->prec));
     if (in->mask == ATTN_MASK_DENSE) {
         s.mask.bias = mem ? mem->dense_bias : marker_f;
         s.mask.stride_b = 0;
@@ -32,7 +33,7 @@ AttnShape memplan_attn_shape(const MemPlanInput *in, const MemoryLayout *mem, in
     return s;
 }
 
-static size_t esize_of(const MemPlanInput *in) { return in->prec == PRECISION_BF16 ? 2 : 4; }
+static size_t esize_of(const MemPlanInput *in) { return (size_t)precision_esize(in->prec); }
 
 static size_t plan_params(const MemPlanInput *in, MemoryLayout *o, Arena *a) {
     size_t n = in->n_pad, nm = in->zero ? in->shard : in->num_params;
@@ -40,7 +41,7 @@ static size_t plan_params(const MemPlanInput *in, MemoryLayout *o, Arena *a) {
     o->grads = (float *)arena_take(a, n * 4);
     o->adam_m = (float *)arena_take(a, nm * 4);
     o->adam_v = (float *)arena_take(a, nm * 4);
-    o->params_x = in->prec == PRECISION_BF16 ? arena_take(a, n * 2) : (void *)o->params;
+    o->params_x = in->prec != PRECISION_FP32 ? arena_take(a, n * 2) : (void *)o->params;
     o->gcomm = in->grads_bf16_copy ? (__nv_bfloat16 *)arena_take(a, n * 2) : NULL;
     o->dense_bias = in->mask == ATTN_MASK_DENSE ? (float *)arena_take(a, (size_t)in->maxT * in->maxT * 4) : NULL;
     o->alibi_slopes = in->alibi ? (float *)arena_take(a, (size_t)in->H * 4) : NULL;
@@ -104,14 +105,15 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
         }
     }
     s->dloss = (float *)arena_take(a, 4);
+    s->dlogits_scale = in->prec == PRECISION_FP16 ? (float *)arena_take(a, 4) : s->dloss;
     s->loss = (float *)arena_take(a, 4);
     s->sumsq = (float *)arena_take(a, 4);
     return a->used;
 }
 
-/* Rows of logits per chunk: all N in bf16; fp32 keeps at most 256 MiB unless told. */
+/* Rows of logits per chunk: all N in bf16 and fp16; fp32 keeps at most 256 MiB unless told. */
 static int logits_chunk_rows(const MemPlanInput *in, int ld_logits, int N) {
-    if (in->prec == PRECISION_BF16) return N;
+    if (in->prec != PRECISION_FP32) return N;
     int rows = in->logits_chunk_rows;
     if (rows <= 0) rows = (int)((256u << 20) / ((size_t)ld_logits * 4));
     if (rows < 1) rows = 1;

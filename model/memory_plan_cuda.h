@@ -1,7 +1,7 @@
 /* model/memory_plan_cuda.h: where every buffer of the CUDA backend lives.
  *
  * Three arenas, sized before anything is allocated and allocated once by create():
- *   params  master, grads, m, v (fp32) + the bf16 weight copy (+ the bf16 gradient copy that
+ *   params  master, grads, m, v (fp32) + the bf16 / fp16 weight copy (+ the bf16 gradient copy that
  *           data parallel sends, + a dense mask's bias)
  *   acts    what backward needs from forward, per layer (the attention's saved buffer too)
  *   scratch gradients of activations (shared by all layers), logits, reduction scratch
@@ -44,6 +44,9 @@ typedef struct {
      * and, with restarting positions, its position and the rows grouped by position (dwpe) */
     int *doc, *doc_pos, *pos_uniq, *pos_start, *pos_rows, *pos_num_uniq;
     float *dloss, *loss, *sumsq;
+    /* the classifier's factor on dlogits: == dloss (1/valid tokens) in fp32 and bf16; in fp16 its
+     * own float, G/valid tokens (gpt2_cuda.cu: the lm head's backward divides G out again) */
+    float *dlogits_scale;
 } Scratch;
 
 /* What the layout depends on. */
@@ -72,7 +75,7 @@ typedef struct {
     int chunk_rows;          /* rows of logits per classifier chunk */
     /* params arena */
     float *params, *grads, *adam_m, *adam_v;
-    void *params_x;          /* the weights the matmuls read: bf16 copy, or == params in fp32 */
+    void *params_x;          /* the weights the matmuls read: bf16 / fp16 copy, or == params in fp32 */
     __nv_bfloat16 *gcomm;    /* n_pad bf16 (grads_bf16_copy), else NULL */
     float *dense_bias;       /* (maxT, maxT) when the mask is dense */
     float *alibi_slopes;     /* (H) with ALiBi */

@@ -3,7 +3,7 @@
 
 #include "model/precision.h"
 
-static const char *const PRECISION_NAMES[PRECISION_NUM] = {"fp32", "bf16"};
+static const char *const PRECISION_NAMES[PRECISION_NUM] = {"fp32", "bf16", "fp16"};
 
 const char *precision_name(Precision p) {
     return (p >= 0 && p < PRECISION_NUM) ? PRECISION_NAMES[p] : "?";

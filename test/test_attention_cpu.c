@@ -1173,7 +1173,9 @@ static void test_names_and_tables(void) {
     AttnMaskKind mk;
     CHECK(attn_mask_from_name("causall", &mk) == -1, "unknown mask name rejected");
     CHECK(strcmp(attn_dtype_name(ATTN_FP32), "fp32") == 0 &&
-              strcmp(attn_dtype_name(ATTN_BF16), "bf16") == 0,
+              strcmp(attn_dtype_name(ATTN_BF16), "bf16") == 0 &&
+              strcmp(attn_dtype_name(ATTN_FP16), "fp16") == 0 &&
+              strcmp(attn_dtype_name(ATTN_NUM_DTYPES), "unknown") == 0,
           "dtype names");
     CHECK(attn_impl(ATTN_AUTO, ATTN_CPU) == NULL && attn_impl(ATTN_NUM_IMPLS, ATTN_CPU) == NULL,
           "attn_impl rejects kernels outside the table");
@@ -1225,16 +1227,18 @@ static void test_bad_input(void) {
         AttnShape good = attn_shape_packed(1, 4, 2, 8, ATTN_MASK_CAUSAL, ATTN_FP32);
         CHECK(impl->unsupported(&good) == NULL, "%s: a good shape is supported", kn);
         CHECK(impl->unsupported(NULL) != NULL, "%s: NULL shape", kn);
-        AttnShape bad[7];
-        for (int i = 0; i < 7; i++) bad[i] = good;
+        AttnShape bad[9];
+        for (int i = 0; i < 9; i++) bad[i] = good;
         bad[0].dtype = ATTN_BF16;
+        bad[7].dtype = ATTN_FP16; /* the CPU kernels are fp32 only */
+        bad[8].dtype = ATTN_NUM_DTYPES;
         bad[1].T = 0;
         bad[2].ld_qkv = 15;
         bad[3].mask.kind = ATTN_MASK_DENSE; /* no bias */
         bad[4].mask.kind = (AttnMaskKind)7;
         bad[5].mask = (AttnMask){.kind = ATTN_MASK_DENSE, .bias = buf, .stride_row = -1};
         bad[6].D = -3;
-        for (int i = 0; i < 7; i++) {
+        for (int i = 0; i < 9; i++) {
             CHECK(impl->unsupported(&bad[i]) != NULL, "%s: bad shape %d accepted", kn, i);
             CHECK(impl->forward(&bad[i], buf, buf + 16, buf + 32, out, saved, ws, NULL) != 0,
                   "%s: forward ran bad shape %d", kn, i);

@@ -902,6 +902,86 @@ static void write_state_v1(const char *path, size_t n, uint64_t step, int field,
     free(z);
 }
 
+/* Rewrites the header of a version 2 or 3 state file: word `field` = value, the version, and the
+ * checksum recomputed (a well-formed file of that content). */
+static void rewrite_state_header(const char *path, size_t n, uint64_t version, int field, uint64_t value) {
+    FILE *f = fopen(path, "r+b");
+    uint64_t h[32];
+    float *mv = malloc(2 * n * sizeof(float));
+    if (!f || fread(h, sizeof h, 1, f) != 1 || fread(mv, sizeof(float), 2 * n, f) != 2 * n) {
+        CHECK(0, "cannot read %s", path);
+        if (f) fclose(f);
+        free(mv);
+        return;
+    }
+    h[1] = version;
+    if (field >= 0) h[field] = value;
+    h[31] = 0;
+    Checksum64 s;
+    checksum64_init(&s);
+    checksum64_update(&s, h, sizeof h);
+    checksum64_update(&s, mv, 2 * n * sizeof(float));
+    h[31] = checksum64_final(&s);
+    fseek(f, 0, SEEK_SET);
+    fwrite(h, sizeof h, 1, f);
+    fclose(f);
+    free(mv);
+}
+
+/* Version 3: the loss scaler's mode, scale, clean-step count and skip count round trip; version 2
+ * (words 12..15 zero) reads as "not recorded"; out-of-range scaler words are refused. */
+static void test_state_loss_scaler(const char *dir, const GPT2Config *c, const float *p, const float *mo,
+                                   const float *va) {
+    size_t n = gpt2_num_params(c);
+    float *m2 = malloc(n * sizeof(float)), *v2 = malloc(n * sizeof(float));
+    char err[512], model[512], state[512];
+    TrainProgress pr = {.step = 50, .loader_epoch = 1, .loader_step = 3, .seed = 5, .windows_per_step = 4,
+                        .loss_scale_mode = 3, .loss_scale = 32768.0f, .loss_scale_clean = 1234,
+                        .loss_scale_skipped = 7};
+    CHECK(checkpoint_save(dir, c, p, mo, va, &pr, err, sizeof err) == 0, "save: %s", err);
+    checkpoint_paths(dir, 50, model, state, sizeof model);
+    TrainProgress got;
+    memset(&got, 0, sizeof got);
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) == 0 && got.loss_scale_mode == 3 &&
+              got.loss_scale == 32768.0f && got.loss_scale_clean == 1234 && got.loss_scale_skipped == 7,
+          "loss scaler round trip (%s): mode %llu scale %g clean %llu skipped %llu", err,
+          (unsigned long long)got.loss_scale_mode, got.loss_scale, (unsigned long long)got.loss_scale_clean,
+          (unsigned long long)got.loss_scale_skipped);
+    struct { const char *what; int field; uint64_t value; } bad[] = {
+        {"mode 4", 12, 4}, {"scale 0", 13, 0}, {"scale inf", 13, 0x7f800000u}, {"scale NaN", 13, 0x7fc00000u},
+        {"scale -1", 13, 0xbf800000u}, {"scale past 32 bits", 13, 1ULL << 40}, {"skipped past the step", 15, 51},
+        {"clean 2^40", 14, 1ULL << 40},
+    };
+    uint64_t h[32];
+    FILE *f = fopen(state, "rb");
+    CHECK(f && fread(h, sizeof h, 1, f) == 1, "read the header");
+    if (f) fclose(f);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rewrite_state_header(state, n, 3, bad[i].field, bad[i].value);
+        err[0] = 0;
+        CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, "loss scaler") &&
+                  !strchr(err, '\n'), "state with loss scaler %s accepted (%s)", bad[i].what, err);
+        rewrite_state_header(state, n, 3, bad[i].field, h[bad[i].field]); /* put it back */
+    }
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) == 0 && got.loss_scale == 32768.0f,
+          "restored header reads (%s)", err);
+    /* a version-2 file: words 12..15 are 0, no scaler recorded */
+    for (int w = 12; w <= 15; w++) rewrite_state_header(state, n, 3, w, 0);
+    rewrite_state_header(state, n, 2, -1, 0);
+    memset(&got, 0xff, sizeof got);
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) == 0 && got.step == 50 &&
+              got.loss_scale_mode == 0 && got.loss_scale_skipped == 0 && got.loss_scale_clean == 0,
+          "version-2 state reads without a loss scaler (%s)", err);
+    /* ... and in version 2 those words are reserved */
+    rewrite_state_header(state, n, 2, 12, 3);
+    CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, "reserved"),
+          "version 2 with a loss scaler word accepted (%s)", err);
+    remove(model);
+    remove(state);
+    free(m2);
+    free(v2);
+}
+
 static void test_state_checks(void) {
     GPT2Config c = tiny_config();
     size_t n = gpt2_num_params(&c);
@@ -939,7 +1019,7 @@ static void test_state_checks(void) {
     struct { const char *what; int field; uint64_t value; } bad[] = {
         {"step 2^40", 2, 1ULL << 40}, {"step 2^63", 2, 1ULL << 63}, {"epoch 2^50", 4, 1ULL << 50},
         {"loader step 2^62", 5, 1ULL << 62}, {"windows 2^40", 7, 1ULL << 40},
-        {"reserved word", 12, 99}, {"version 3", 1, 3},
+        {"reserved word", 16, 99}, {"version 4", 1, 4}, {"version 0", 1, 0},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_state_v1(v1, n, 30, bad[i].field, bad[i].value);
@@ -947,6 +1027,10 @@ static void test_state_checks(void) {
         CHECK(checkpoint_load_state(v1, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, v1),
               "state header with %s accepted (%s)", bad[i].what, err);
     }
+    /* version 1 has no loss scaler: words 12..15 are reserved there */
+    write_state_v1(v1, n, 30, 12, 3);
+    CHECK(checkpoint_load_state(v1, n, m2, v2, &got, err, sizeof err) != 0, "version 1 with a loss scaler accepted");
+    test_state_loss_scaler(dir, &c, p, mo, va);
     /* the step must be the one in the file's name */
     write_state_v1(state, n, 30, -1, 0);
     CHECK(checkpoint_load_state(state, n, m2, v2, &got, err, sizeof err) != 0 && strstr(err, state),

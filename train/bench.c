@@ -372,8 +372,10 @@ static double resident_bytes(void) {
  * is queued behind everything before it. */
 static void fence(const Backend *be, Model *m) { (void)be->grad_norm(m); }
 
-/* One optimizer step as the trainer takes it (trainer_step), at a constant rate. */
-static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, int accum, int t) {
+/* One optimizer step as the trainer takes it (trainer_step, with the cell's loss scaler), at a
+ * constant rate. */
+static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, int accum, int t,
+                        LossScaler *ls) {
     const Options *o = env->opt;
     StepShape shape = {fd->B, fd->T, accum, 1, o->grad_clip};
     AdamWStep s;
@@ -382,20 +384,26 @@ static float train_step(const BenchEnv *env, const BenchPlan *p, Model *m, Feede
     s.beta2 = o->beta2;
     s.eps = o->eps;
     s.weight_decay = o->weight_decay;
-    s.t = t;
+    s.t = t - (int)ls->skipped;
     float norm;
-    return trainer_step(env->be, m, &shape, feeder_fill, fd, fd->inputs, fd->targets, &s, &norm);
+    return trainer_step(env->be, m, &shape, feeder_fill, fd, fd->inputs, fd->targets, &s, ls, &norm);
 }
 
 /* Warm-up, then the timed steps. Returns 0, or -1 (the cell FAILED) when the loss is not finite. */
 static int time_steps(const BenchEnv *env, const BenchPlan *p, Model *m, Feeder *fd, BenchCell *c) {
     double t0 = 0.0;
+    char err[256];
+    LossScaler ls; /* --loss-scale as a training run in this precision would use it */
+    if (trainer_loss_scaler(env->opt, c->precision, 0, &ls, err, sizeof err) != 0) {
+        snprintf(c->reason, sizeof c->reason, "%s", err);
+        return -1;
+    }
     for (int step = 0; step < p->warmup + p->steps; step++) {
         if (step == p->warmup) {
             fence(env->be, m);
             t0 = now_seconds();
         }
-        float loss = train_step(env, p, m, fd, c->grad_accum, step + 1);
+        float loss = train_step(env, p, m, fd, c->grad_accum, step + 1, &ls);
         if (!isfinite(loss)) {
             snprintf(c->reason, sizeof c->reason, "the loss became %f at step %d", loss, step + 1);
             return -1;
@@ -658,6 +666,8 @@ int bench_main(const Options *o) {
     DistInfo dist;
     if (dist_from_env(&dist, err, sizeof err) != 0) return bench_error("%s", err);
     if (dist.world > 1) return bench_error("--bench runs in one process (got a world of %d)", dist.world);
+    LossScaler check; /* a bad --loss-scale stops the sweep before it starts */
+    if (trainer_loss_scaler(o, PRECISION_FP16, 0, &check, err, sizeof err) != 0) return bench_error("%s", err);
     if (open_backend_and_data(o, &env) != 0) return 2;
     BenchTarget target;
     target.on_gpu = env.place == ATTN_CUDA;

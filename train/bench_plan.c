@@ -61,7 +61,7 @@ static int parse_kernel(const char *item, void *out, int i, char *err, size_t er
 static int parse_precision(const char *item, void *out, int i, char *err, size_t errlen) {
     Precision p;
     if (precision_from_name(item, &p) != 0)
-        return plan_error(err, errlen, "unknown precision '%s' (expected fp32 or bf16)", item);
+        return plan_error(err, errlen, "unknown precision '%s' (expected fp32, bf16 or fp16)", item);
     for (int j = 0; j < i; j++)
         if (((Precision *)out)[j] == p) return plan_error(err, errlen, "'%s' is listed twice", item);
     ((Precision *)out)[i] = p;

@@ -4,6 +4,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,10 +18,11 @@
 #include "model/model_file.h"
 
 #define STATE_MAGIC 0x67707432737461ULL
-#define STATE_VERSION 2 /* 1: the same without the checksum in word 31 */
+#define STATE_VERSION 3 /* 2: words 12..15 (the loss scaler) reserved; 1: no checksum in word 31 either */
 #define STATE_HEADER_WORDS 32
 #define STATE_CHECKSUM_WORD 31
-#define STATE_FIRST_RESERVED 12 /* words 8..11: seq_len, shuffled, total steps, data tokens */
+#define STATE_FIRST_RESERVED 16 /* words 8..11: seq_len, shuffled, total steps, data tokens; 12..15: loss scaler */
+#define STATE_FIRST_RESERVED_V2 12
 #define STATE_MAX_STEP 0x7fffffffULL         /* the trainer counts steps in an int */
 #define STATE_MAX_EPOCH 0x7fffffffULL
 #define STATE_MAX_LOADER_STEP (1ULL << 40)   /* steps within one epoch */
@@ -177,7 +179,11 @@ static int save_state(const char *path, size_t n, const float *m, const float *v
     }
     uint64_t h[STATE_HEADER_WORDS] = {STATE_MAGIC,    STATE_VERSION, p->step,        n,
                                       p->loader_epoch, p->loader_step, p->seed,      p->windows_per_step,
-                                      p->seq_len,     p->shuffled,   p->total_steps, p->data_tokens};
+                                      p->seq_len,     p->shuffled,   p->total_steps, p->data_tokens,
+                                      p->loss_scale_mode, 0,         p->loss_scale_clean, p->loss_scale_skipped};
+    uint32_t scale_bits;
+    memcpy(&scale_bits, &p->loss_scale, sizeof scale_bits);
+    h[13] = scale_bits;
     Checksum64 s;
     checksum64_init(&s);
     checksum64_update(&s, h, sizeof h);
@@ -215,8 +221,8 @@ static int read_state(const char *path, size_t n, float *m, float *v, TrainProgr
         set_err(err, errlen, "training state %s is truncated (no complete header)", path);
     } else if (h[0] != STATE_MAGIC) {
         set_err(err, errlen, "training state %s has a wrong magic (not a state file, or damaged)", path);
-    } else if (h[1] != 1 && h[1] != STATE_VERSION) {
-        set_err(err, errlen, "training state %s has version %llu; versions 1 and %d are read", path,
+    } else if (h[1] < 1 || h[1] > STATE_VERSION) {
+        set_err(err, errlen, "training state %s has version %llu; versions 1 to %d are read", path,
                 (unsigned long long)h[1], STATE_VERSION);
     } else if (h[2] > STATE_MAX_STEP) {
         set_err(err, errlen, "training state %s claims step %llu (damaged header)", path,
@@ -238,8 +244,14 @@ static int read_state(const char *path, size_t n, float *m, float *v, TrainProgr
                 (unsigned long long)(sizeof h + 2 * (uint64_t)n * sizeof(float)));
     } else {
         int reserved_ok = 1;
-        for (int i = h[1] >= 2 ? STATE_FIRST_RESERVED : 8; i < STATE_HEADER_WORDS; i++)
+        for (int i = h[1] >= 3 ? STATE_FIRST_RESERVED : h[1] == 2 ? STATE_FIRST_RESERVED_V2 : 8; i < STATE_HEADER_WORDS; i++)
             if (h[i] != 0 && !(i == STATE_CHECKSUM_WORD && h[1] >= 2)) reserved_ok = 0;
+        float scale = 0.0f;
+        uint32_t scale_bits = (uint32_t)h[13];
+        memcpy(&scale, &scale_bits, sizeof scale);
+        int scaler_ok = h[12] == 0 ? (h[13] == 0 && h[14] == 0 && h[15] == 0)
+                                   : (h[12] <= 3 && h[13] >> 32 == 0 && isfinite(scale) && scale > 0 &&
+                                      h[14] <= STATE_MAX_STEP && h[15] <= h[2]);
         uint64_t want = h[STATE_CHECKSUM_WORD];
         Checksum64 s;
         checksum64_init(&s);
@@ -249,6 +261,11 @@ static int read_state(const char *path, size_t n, float *m, float *v, TrainProgr
         if (!reserved_ok) {
             set_err(err, errlen, "training state %s: reserved header words are not 0 (damaged "
                     "header)", path);
+        } else if (!scaler_ok) {
+            set_err(err, errlen, "training state %s: the loss scaler's words are out of range (mode %llu, "
+                    "scale %g, clean %llu, skipped %llu of %llu steps: damaged header)", path,
+                    (unsigned long long)h[12], scale, (unsigned long long)h[14], (unsigned long long)h[15],
+                    (unsigned long long)h[2]);
         } else if (!check && !m) {
             rc = 0; /* version 1: nothing more to verify without reading into buffers */
         } else if (read_hashed(f, m, n * sizeof(float), &s) != 0 ||
@@ -270,6 +287,10 @@ static int read_state(const char *path, size_t n, float *m, float *v, TrainProgr
             p->shuffled = h[9];
             p->total_steps = h[10];
             p->data_tokens = h[11];
+            p->loss_scale_mode = h[12];
+            p->loss_scale = scale;
+            p->loss_scale_clean = h[14];
+            p->loss_scale_skipped = h[15];
         }
     }
     fclose(f);

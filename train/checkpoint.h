@@ -2,14 +2,17 @@
  *
  * In DIR, step N writes model_NNNNNNNN.bin (llm.c model file with our checksum in header words
  * 16..19, see model/model_file.h) and state_NNNNNNNN.bin:
- *   a header of 32 uint64 -- [0] magic 0x67707432737461 ("gpt2sta"), [1] version 2, [2] step,
+ *   a header of 32 uint64 -- [0] magic 0x67707432737461 ("gpt2sta"), [1] version 3, [2] step,
  *   [3] parameter count, [4] loader epoch, [5] loader step within the epoch, [6] seed,
  *   [7] windows per loader step (batch x ranks; 0 in older files: same as now), [8] sequence
  *   length, [9] 1 when the windows were shuffled, [10] the run's planned --steps, [11] tokens of
- *   the training range (words 8..11 are 0 in older files: unknown), [12..30] 0,
- *   [31] checksum64 of the header (with [31] taken as 0) followed by the payload -- then
- *   AdamW's first and second moments (fp32, parameter count each).
- *   Version 1 (older files) is the same without the checksum ([31] is 0); it is still read.
+ *   the training range (words 8..11 are 0 in older files: unknown), the loss scaler
+ *   (train/loss_scale.h): [12] its mode + 1 (1 off, 2 fixed, 3 dynamic; 0: not recorded),
+ *   [13] its scale (the bits of the fp32 value), [14] its clean-step count, [15] steps skipped so
+ *   far, [16..30] 0, [31] checksum64 of the header (with [31] taken as 0) followed by the
+ *   payload -- then AdamW's first and second moments (fp32, parameter count each).
+ *   Version 2 is the same with words 12..15 reserved (0: no loss scaler recorded), version 1
+ *   also without the checksum ([31] is 0); both are still read.
  * Each file is written to DIR/.NAME.tmp.PID, synced and renamed, the model first, so the newest
  * complete pair is normally a good checkpoint; after a save only checkpoints of lower steps than
  * the one written are pruned, keeping the newest of them, so two pairs remain: the older one is
@@ -37,6 +40,12 @@ typedef struct {
     uint64_t shuffled;       /* 1: random window order, 2: --sequential */
     uint64_t total_steps;    /* --steps of the run that wrote it (the learning-rate schedule) */
     uint64_t data_tokens;    /* tokens of its training range */
+    /* the loss scaler (train/loss_scale.h): loss_scale_mode 0 = not recorded (older files), else
+     * its LossScaleMode + 1; then the scale for the next step, its clean-step count, and the
+     * steps skipped so far (AdamW's t is step + 1 - skipped) */
+    uint64_t loss_scale_mode;
+    float loss_scale;
+    uint64_t loss_scale_clean, loss_scale_skipped;
 } TrainProgress;
 
 void checkpoint_paths(const char *dir, long step, char *model_path, char *state_path, size_t n);

@@ -60,7 +60,10 @@ static const OptSpec SPECS[] = {
     {"attn-window", 0, OPT_INT, F(attn_window), 0, 1 << 30, "W", "sliding-window attention: query i sees keys (i - W, i] (0 = the whole causal context)"},
     {"doc-sep", 0, OPT_STR, F(doc_sep), 0, 0, "SEP", "packed documents: a document starts at each occurrence of SEP, a token id (a byte value for byte data, e.g. 10; GPT-2's 50256 in token files) or, for byte data, a byte string such as '<page>' (enwik8's pages; escapes \\n \\t \\\\ \\xHH), and attention never crosses into another document (default: none; bench: the docs masks' separator, default '<page>')"},
     {"doc-positions", 0, OPT_FLAG, F(doc_positions), 0, 1, NULL, "with --doc-sep: positions restart at 0 at each document"},
-    {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32 or bf16 (default: bf16 on a GPU of sm80 or newer, else fp32)"},
+    {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32, bf16 or fp16 (GPU: 16-bit activations and matmuls, fp32 master weights and AdamW state; fp16 with loss scaling) (default: bf16 on a GPU of sm80 or newer, else fp32)"},
+    {"loss-scale", 0, OPT_STR, F(loss_scale), 0, 0, "dynamic|S", "multiply the loss's gradient by S before backward and unscale before clipping and AdamW; a step with inf/NaN gradients is skipped. dynamic: S starts at --loss-scale-init, halves at each such step and doubles after --loss-scale-window clean ones; a number: that fixed S (default: dynamic with fp16, none with fp32 and bf16)"},
+    {"loss-scale-init", 0, OPT_DOUBLE, F(loss_scale_init), 5.9604644e-08, 1.7014119e+38, "S", "--loss-scale dynamic: the first scale, 2^-24 to 2^127"},
+    {"loss-scale-window", 0, OPT_INT, F(loss_scale_window), 1, INT_MAX, "N", "--loss-scale dynamic: consecutive clean steps before the scale doubles"},
     {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
     {"no-linear-bias", 0, OPT_FLAG, F(no_linear_bias), 0, 1, NULL, "linear layers without bias (biases held at zero, not trained), as in the flash-blog models"},
@@ -68,7 +71,7 @@ static const OptSpec SPECS[] = {
     {"no-cuda-graph", 0, OPT_FLAG, F(no_cuda_graph), 0, 1, NULL, "GPU: run every step eagerly; by default one GPU captures the step as a CUDA graph and replays it (graphs are off with several GPUs, whose gradient sync differs between micro-batches, and with --profile)"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
-    {"logits-chunk", 0, OPT_INT, F(logits_chunk), 0, 1 << 30, "N", "GPU, fp32: rows of logits computed at a time (0 = automatic: at most 256 MiB of them; bf16 keeps all rows)"},
+    {"logits-chunk", 0, OPT_INT, F(logits_chunk), 0, 1 << 30, "N", "GPU, fp32: rows of logits computed at a time (0 = automatic: at most 256 MiB of them; bf16 and fp16 keep all rows)"},
     {"no-matmul-fusion", 0, OPT_FLAG, F(no_matmul_fusion), 0, 1, NULL, "GPU: cuBLASLt's fused epilogues (bias, GELU) off, separate kernels instead (for measuring the fusion)"},
     {"profile", 0, OPT_FLAG, F(profile), 0, 1, NULL, "GPU: CUDA event marks between the parts of each step, the per-part times printed at the end (steps not replayed as CUDA graphs; the marks cost about 1 ms a step)"},
     {"gpus", 0, OPT_INT, F(gpus), 0, 4096, "N", "data-parallel training on N GPUs of this node: starts N worker processes (default: 0 = one process, or the world of torchrun/srun/mpirun)"},
@@ -99,7 +102,7 @@ static const OptSpec SPECS[] = {
     {"bench-attn", 0, OPT_STR, F(bench_attn), 0, 0, "LIST", "bench: attention kernels, e.g. naive,memeff,flash (default: the grid's; masks: every kernel of the registry; custom: naive,memeff,flash)"},
     {"bench-models", 0, OPT_STR, F(bench_models), 0, 0, "LIST", "bench: presets (gpt2, gpt2-medium, dN, ...) or shapes lL-cC-hH such as l6-c1024-h8; --layers/--heads/--channels/--vocab override each (default: the grid's; custom: --model)"},
     {"bench-seq-lens", 0, OPT_STR, F(bench_seq_lens), 0, 0, "LIST", "bench: context lengths, e.g. 256,1024 (default: the grid's; custom: --seq-len)"},
-    {"bench-precisions", 0, OPT_STR, F(bench_precisions), 0, 0, "LIST", "bench: fp32 and/or bf16 (default: the grid's; custom: --precision or the device's default)"},
+    {"bench-precisions", 0, OPT_STR, F(bench_precisions), 0, 0, "LIST", "bench: fp32, bf16 and/or fp16 (fp16 cells train with --loss-scale, dynamic by default) (default: the grid's; custom: --precision or the device's default)"},
     {"bench-masks", 0, OPT_STR, F(bench_masks), 0, 0, "LIST", "bench: masks, each causal, none or dense, or pieces joined by +: alibi (causal + ALiBi, no position table), window=W (causal + a window of W keys), docs (causal + documents split at --doc-sep), e.g. causal,window=1024,docs,alibi+docs (default: the grid's; custom: --mask)"},
     {"bench-batch", 0, OPT_STR, F(bench_batch), 0, 0, "B|max", "bench: micro-batch size, or max for the largest that fits in GPU memory (on the CPU: --bench-max-batch) (default: the grid's; custom: --batch)"},
     {"tokens-per-step", 0, OPT_INT, F(tokens_per_step), 1, 1 << 30, "N", "bench: N tokens per optimizer step at every context length: batch N/T, split into gradient accumulation above --bench-max-batch (default: the grid's; custom: --batch x --grad-accum)"},
@@ -164,6 +167,8 @@ void options_defaults(Options *o) {
     o->dist_timeout = 300;
     o->dp_overlap = 1;
     o->dp_bucket_layers = 3;
+    o->loss_scale_init = 65536.0;
+    o->loss_scale_window = 2000;
 }
 
 /* The default of an option as text, read from a defaulted Options. */

@@ -137,7 +137,7 @@ AttnShape trainer_attention_shape(const ModelOptions *mo, int *doc) {
     const GPT2Config *c = &mo->config;
     int H = c->num_heads;
     AttnShape s = attn_shape_packed_gqa(mo->B, mo->T, H, gpt2_kv_heads(c), c->channels / H, mo->mask,
-                                        mo->precision == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+                                        precision_attn_dtype(mo->precision));
     if (mo->mask == ATTN_MASK_DENSE) {
         s.mask.bias = mo->dense_bias;
         s.mask.stride_row = mo->T;
@@ -180,20 +180,43 @@ AttnKernel trainer_resolve_attention(AttnKernel k, AttnPlace place, const ModelO
     return k;
 }
 
+int trainer_loss_scaler(const Options *o, Precision p, int refuse_unused, LossScaler *ls, char *err,
+                        size_t errlen) {
+    LossScaleMode mode = p == PRECISION_FP16 ? LOSS_SCALE_DYNAMIC : LOSS_SCALE_OFF;
+    float scale = 1.0f;
+    if (o->loss_scale && loss_scale_parse(o->loss_scale, &mode, &scale, err, errlen) != 0) return -1;
+    if (mode == LOSS_SCALE_DYNAMIC) scale = (float)o->loss_scale_init;
+    if (refuse_unused && mode != LOSS_SCALE_DYNAMIC &&
+        (options_given(o, "loss-scale-init") || options_given(o, "loss-scale-window"))) {
+        set_err(err, errlen, "--%s applies with --loss-scale dynamic (fp16's default; %s)",
+                options_given(o, "loss-scale-init") ? "loss-scale-init" : "loss-scale-window",
+                mode == LOSS_SCALE_FIXED ? "this run's scale is fixed" : "this run has no loss scaling");
+        return -1;
+    }
+    loss_scale_init(ls, mode, scale, o->loss_scale_window);
+    return 0;
+}
+
 float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
-                   int *inputs, int *targets, AdamWStep *s, float *norm_out) {
+                   int *inputs, int *targets, AdamWStep *s, LossScaler *ls, float *norm_out) {
     be->zero_grad(m);
     double loss = 0.0;
-    float loss_scale = 1.0f / ((float)shape->grad_accum * shape->world);
+    const float S = ls ? ls->scale : 1.0f; /* this step's loss scale (ls may change it below) */
+    float loss_scale = 1.0f / ((float)shape->grad_accum * shape->world) * S;
     for (int micro = 0; micro < shape->grad_accum; micro++) {
         next(ctx, inputs, targets);
         loss += be->forward(m, inputs, targets, shape->B, shape->T);
         be->backward(m, loss_scale, micro == shape->grad_accum - 1); /* the last one sums over the ranks */
     }
     loss = be->mean_over_ranks(m, loss / shape->grad_accum);
-    float norm = be->grad_norm(m);
-    s->grad_scale = (shape->grad_clip > 0 && norm > shape->grad_clip) ? shape->grad_clip / norm : 1.0f;
-    be->update(m, s);
+    float scaled_norm = be->grad_norm(m); /* inf or NaN when any gradient is (every rank sees the same) */
+    int skip = ls ? loss_scale_after_backward(ls, scaled_norm) : 0;
+    float norm = scaled_norm / S;         /* exact for a power of two S */
+    if (!skip) {
+        float clip = (shape->grad_clip > 0 && norm > shape->grad_clip) ? shape->grad_clip / norm : 1.0f;
+        s->grad_scale = clip * (1.0f / S);
+        be->update(m, s);
+    }
     *norm_out = norm;
     return (float)loss;
 }
@@ -369,12 +392,14 @@ static void setup_model_options(Trainer *tr) {
     int is_cpu = tr->be == &cpu_backend;
     if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
     else if (precision_from_name(o->precision, &m->precision) != 0)
-        fail("--precision expects fp32 or bf16, got '%s'", o->precision);
+        fail("--precision expects fp32, bf16 or fp16, got '%s'", o->precision);
     if (is_cpu && m->precision != PRECISION_FP32)
         fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
-    /* gradients cross the wire in the training precision unless --grad-comm says otherwise */
-    m->grad_comm = m->precision;
-    if (o->grad_comm && precision_from_name(o->grad_comm, &m->grad_comm) != 0)
+    if (trainer_loss_scaler(o, m->precision, 1, &tr->scaler, err, sizeof err) != 0) fail("%s", err);
+    /* gradients cross the wire in the training precision unless --grad-comm says otherwise; fp16
+     * runs send fp32 (their gradients carry the loss scale: fp16 sums could overflow) */
+    m->grad_comm = m->precision == PRECISION_FP16 ? PRECISION_FP32 : m->precision;
+    if (o->grad_comm && (precision_from_name(o->grad_comm, &m->grad_comm) != 0 || m->grad_comm == PRECISION_FP16))
         fail("--grad-comm expects fp32 or bf16, got '%s'", o->grad_comm);
     if (attn_mask_from_name(o->mask, &m->mask) != 0) fail("--mask expects causal, none or dense, got '%s'", o->mask);
     if (m->mask == ATTN_MASK_DENSE) {
@@ -474,6 +499,28 @@ static void apply_resume_progress(Trainer *tr, const TrainProgress *p) {
     }
 }
 
+/* The loss scaler where the checkpoint left it: the skip count always (AdamW's t continues from
+ * it), and a dynamic scaler's scale and clean-step count when this run scales dynamically too
+ * (--loss-scale-init is then not used); a checkpoint of an older version recorded none. */
+static void resume_loss_scaler(Trainer *tr, const TrainProgress *p) {
+    LossScaler *ls = &tr->scaler;
+    if (p->loss_scale_mode == 0) {
+        if (ls->mode == LOSS_SCALE_DYNAMIC)
+            printf("note: the checkpoint records no loss scaler (an older version): the scale starts at %g\n", ls->scale);
+        return;
+    }
+    ls->skipped = p->loss_scale_skipped;
+    LossScaleMode then = (LossScaleMode)(p->loss_scale_mode - 1);
+    if (then == LOSS_SCALE_DYNAMIC && ls->mode == LOSS_SCALE_DYNAMIC) {
+        ls->scale = p->loss_scale;
+        ls->clean = (int)p->loss_scale_clean;
+        ls->last_scale = ls->scale;
+    } else if (then != ls->mode) {
+        printf("note: the checkpoint's run had loss scaling %s, this one %s\n", loss_scale_mode_name(then),
+               loss_scale_mode_name(ls->mode));
+    }
+}
+
 /* Fresh GPT-2 initialisation, an --init model file, or the checkpoint being resumed. */
 static void load_initial_state(Trainer *tr, const char *resume_model, const char *resume_state) {
     char err[512];
@@ -496,6 +543,7 @@ static void load_initial_state(Trainer *tr, const char *resume_model, const char
     tr->be->set_adam_state(tr->model, mom, var);
     loader_seek(&tr->train_loader, p.loader_epoch, loader_step_for(tr, &p));
     tr->start_step = (int)p.step;
+    resume_loss_scaler(tr, &p);
     free(mom);
     free(var);
 }
@@ -643,12 +691,13 @@ static void log_run(Trainer *tr) {
     log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
                "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%s,\"doc_positions\":%s,\"layers\":%d,"
                "\"heads\":%d,\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
-               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s}\n",
+               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d}\n",
                tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
                attn_mask_name(m->mask), m->attn_window, sep,
                m->doc_sep.len > 0 && m->doc_positions ? "true" : "false", c->num_layers, c->num_heads,
                gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
-               o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false");
+               o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false",
+               loss_scale_mode_name(tr->scaler.mode), tr->scaler.window);
 }
 
 static void print_header(const Trainer *tr) {
@@ -701,6 +750,12 @@ static void print_header(const Trainer *tr) {
                tr->dist.world, tr->dist.launcher, o->batch, o->batch * o->grad_accum * tr->dist.world, o->zero,
                precision_name(tr->mopt.grad_comm), dist_set);
     }
+    const LossScaler *ls = &tr->scaler;
+    if (ls->mode == LOSS_SCALE_FIXED)
+        printf("loss scale: fixed %g (a step with inf/NaN gradients is skipped)\n", ls->scale);
+    else if (ls->mode == LOSS_SCALE_DYNAMIC)
+        printf("loss scale: dynamic, %g%s, halved at each step with inf/NaN gradients (skipped), doubled after %d "
+               "clean steps\n", ls->scale, tr->start_step > 0 ? " now" : " at first", ls->window);
     printf("data: %s (%zu tokens), validation: %s\n", tr->data.train.name, tr->data.train.num_tokens,
            tr->data.val_is_separate ? tr->data.val.name : "5% split of the training data");
     if (tr->resume_model[0]) printf("resume: %s (step %d)\n", tr->resume_model, tr->start_step);
@@ -780,10 +835,10 @@ float trainer_train_step(Trainer *tr, int step, float *norm_out, float *lr_out) 
     s.beta2 = o->beta2;
     s.eps = o->eps;
     s.weight_decay = o->weight_decay;
-    s.t = step + 1;
+    s.t = step + 1 - (int)tr->scaler.skipped; /* AdamW counts the updates applied (loss_scale.h) */
     *lr_out = s.lr;
     return trainer_step(tr->be, tr->model, &shape, next_train_batch, &tr->train_loader, tr->inputs, tr->targets,
-                        &s, norm_out);
+                        &s, &tr->scaler, norm_out);
 }
 
 static double bits_per_byte(const Trainer *tr, double loss) {
@@ -893,6 +948,10 @@ void trainer_save_checkpoint(Trainer *tr, int step) {
         p.shuffled = tr->opt.sequential ? 2 : 1;
         p.total_steps = (uint64_t)tr->opt.steps;
         p.data_tokens = tr->data.train_end - tr->data.train_begin;
+        p.loss_scale_mode = (uint64_t)tr->scaler.mode + 1;
+        p.loss_scale = tr->scaler.scale;
+        p.loss_scale_clean = (uint64_t)tr->scaler.clean;
+        p.loss_scale_skipped = tr->scaler.skipped;
         if (checkpoint_save(tr->opt.checkpoint_dir, &tr->config, params, mom, var, &p, err, sizeof err) != 0)
             fail("%s", err);
         printf("checkpoint %d written to %s\n", step, tr->opt.checkpoint_dir);
@@ -933,6 +992,7 @@ static size_t device_memory_used(const Trainer *tr) {
 
 void trainer_log_step(Trainer *tr, int step, float loss, float norm, float lr, double ms) {
     const Options *o = &tr->opt;
+    const LossScaler *ls = &tr->scaler;
     int world = tr->dist.world;
     double tokens = (double)o->batch * o->seq_len * o->grad_accum * world; /* all ranks' */
     double tok_per_s = tokens / (ms / 1000.0);
@@ -941,16 +1001,20 @@ void trainer_log_step(Trainer *tr, int step, float loss, float norm, float lr, d
     if (!o->quiet) {
         printf("step %5d/%d | loss %.4f | bpb %.4f | lr %.2e | norm %.3f | %.1f ms | %.0f tok/s", step + 1,
                o->steps, loss, bits_per_byte(tr, loss), lr, norm, ms, tok_per_s);
+        if (ls->mode != LOSS_SCALE_OFF) /* the scale this step ran with; a skipped step updated nothing */
+            printf(" | scale %g%s", ls->last_scale, ls->last_skipped ? " | skipped (inf/NaN gradients)" : "");
         if (tr->gpu)
             printf(" | %d GPU%s | MFU %.1f%% | mem %.2f GiB (device %.2f GiB)%s", world, world > 1 ? "s" : "",
                    100.0 * mfu, mem / GIB, dev_used / GIB, world > 1 ? " per GPU" : "");
         printf("\n");
     }
-    char bpb[32];
-    log_record(tr, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%s,\"lr\":%.6e,\"norm\":%.6f,\"ms\":%.3f,"
-               "\"tok_per_s\":%.1f,\"mfu\":%.4f,\"mem_bytes\":%zu,\"device_used_bytes\":%zu,\"gpus\":%d}\n",
-               step + 1, loss, json_number(bpb, sizeof bpb, "%.6f", bits_per_byte(tr, loss)), lr, norm, ms,
-               tok_per_s, mfu, mem, dev_used, world);
+    char bpb[32], nrm[32];
+    log_record(tr, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"bpb\":%s,\"lr\":%.6e,\"norm\":%s,\"ms\":%.3f,"
+               "\"tok_per_s\":%.1f,\"mfu\":%.4f,\"mem_bytes\":%zu,\"device_used_bytes\":%zu,\"gpus\":%d,"
+               "\"loss_scale\":%.9g,\"skipped\":%s}\n",
+               step + 1, loss, json_number(bpb, sizeof bpb, "%.6f", bits_per_byte(tr, loss)), lr,
+               json_number(nrm, sizeof nrm, "%.6f", norm), ms, tok_per_s, mfu, mem, dev_used, world,
+               ls->last_scale, ls->last_skipped ? "true" : "false");
 }
 
 /* ==== signals ============================================================================== */

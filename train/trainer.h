@@ -5,8 +5,10 @@
  *   trainer_data_open         --data / --val-data / enwik8 / the embedded corpus, and the split
  *   trainer_model_options     every ModelOptions field that comes from the command line
  *   trainer_check_attention   whether the chosen kernel runs this shape, mask and precision
+ *   trainer_loss_scaler       --loss-scale for this precision (train/loss_scale.h)
  *   trainer_step              one optimizer step: micro-batches, backward (the last one sums the
- *                             gradients over the ranks), global norm, clipping, AdamW
+ *                             gradients over the ranks), global norm, loss-scale check, clipping,
+ *                             AdamW
  *   trainer_cpu_bytes_needed  what the CPU backend will allocate, checked against host memory
  *
  * and, for a training run, the run itself: trainer_setup (every input checked before any
@@ -24,6 +26,7 @@
 #include "model/cuda_extras.h"
 #include "model/gpt2.h"
 #include "train/dist.h"
+#include "train/loss_scale.h"
 #include "train/options.h"
 #include "tokenizer/tokenizer.h"
 
@@ -84,13 +87,23 @@ typedef struct {
     float grad_clip;              /* clip the global norm to this (0 = off) */
 } StepShape;
 
+/* --loss-scale, --loss-scale-init and --loss-scale-window for training in precision p: dynamic
+ * by default in fp16, off in fp32 and bf16 unless --loss-scale is given. With refuse_unused,
+ * --loss-scale-init / --loss-scale-window without dynamic scaling are refused (a training run; the
+ * bench, whose cells differ in precision, passes 0). 0, or -1 with one line in err. */
+int trainer_loss_scaler(const Options *o, Precision p, int refuse_unused, LossScaler *ls, char *err,
+                        size_t errlen);
+
 /* One optimizer step: grad_accum micro-batches, each contributing 1/(grad_accum x world) of
  * the mean loss's gradient (a power of two scales exactly, so N GPUs compute the same
- * gradients as one GPU accumulating N times as many); the last backward sums them over the
- * ranks. Then the global norm, clipping, and AdamW with s (lr, betas, eps, decay, t; its
- * grad_scale is set here). Returns the mean loss over the ranks; *norm_out the norm. */
+ * gradients as one GPU accumulating N times as many) times the loss scale S of ls (NULL: none);
+ * the last backward sums them over the ranks. Then the global norm of the scaled gradients,
+ * which decides through ls whether the step is skipped (loss_scale_after_backward: no AdamW, the
+ * weights and moments untouched), the norm unscaled (/S), clipping, and AdamW with s (lr, betas,
+ * eps, decay, t; its grad_scale, set here, holds the clip factor and 1/S). Returns the mean loss
+ * over the ranks; *norm_out the unscaled norm (inf or NaN on a skipped step). */
 float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
-                   int *inputs, int *targets, AdamWStep *s, float *norm_out);
+                   int *inputs, int *targets, AdamWStep *s, LossScaler *ls, float *norm_out);
 
 /* MemAvailable of /proc/meminfo in bytes; 0 when unknown. */
 double trainer_host_memory_available(void);
@@ -115,6 +128,7 @@ typedef struct {
     int have_tok;
     FILE *log;
     int start_step;
+    LossScaler scaler;            /* --loss-scale (mode off: none) */
     const CudaExtras *gpu;        /* GPU extras (name, peak rate); NULL on the CPU */
     double peak_flops;            /* for MFU; 0 when unknown */
     double flops_per_token;       /* one training step's FLOPs per token */

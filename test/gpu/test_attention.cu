@@ -2,14 +2,16 @@
  * awkward T against a float64 CPU reference: the forward output and the three gradients.
  *
  *   fp32 kernels: max|x - ref| / (max|ref| + 1e-2) < 1e-4.
- *   bf16 kernels: FlashAttention's criterion. A plain bf16 computation (inputs in bf16, fp32
- *   arithmetic, P and dS rounded to bf16 before their products, outputs rounded to bf16) has some
- *   error against float64; the kernel's error must be <= 2x that + 1e-3. Every kernel is held to
- *   this reference, naive too: it keeps S and dP in fp32 and rounds only P and dS to bf16 (a
- *   standard attention that also rounds S and dP, as llm.c's does, has 2-5x this error).
- * Inputs are fresh random numbers that bf16 represents exactly, so both dtypes see the same
- * function. Outputs are poisoned with NaN before every call (all bytes 0xff: NaN in fp32 and
- * bf16), so an unwritten element fails. Forward is run twice and must be bitwise identical; so
+ *   bf16 and fp16 kernels: FlashAttention's criterion. A plain computation in that type (inputs in
+ *   it, fp32 arithmetic, P and dS rounded to it before their products, outputs rounded to it) has
+ *   some error against float64; the kernel's error must be <= 2x that + 1e-3. Each 16-bit dtype has
+ *   its own plain reference (bf16 rounds to 8 significant bits, fp16 to 11). Every kernel is held to
+ *   it, naive too: it keeps S and dP in fp32 and rounds only P and dS (a standard attention that
+ *   also rounds S and dP, as llm.c's does, has 2-5x this error).
+ * Inputs are fresh random numbers that bf16 and fp16 both represent exactly (bf16 values, those
+ * below fp16's normal range 2^-14 flushed to 0), so every dtype sees the same function. Outputs
+ * are poisoned with NaN before every call (all bytes 0xff: NaN in fp32, bf16 and fp16), so an
+ * unwritten element fails. Forward is run twice and must be bitwise identical; so
  * must backward for kernels that claim determinism (naive, memeff).
  * Layout: GPT-2's packed qkv (B, T, C + 2 Hkv D), K/V with Hkv heads (GQA where Hkv < H); o (B, T, C).
  * Cases: every mask piece (window, documents, key padding, ALiBi, a dense bias with any kind and
@@ -55,6 +57,41 @@ static float bf16_value(uint16_t b) {
 }
 static float round_bf16(float x) { return bf16_value(bf16_bits(x)); }
 
+/* ---- fp16 on the host (round to nearest even; subnormals; >= 65520 -> inf) ---------------- */
+static uint16_t fp16_bits(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    u &= 0x7fffffffu;
+    if (u > 0x7f800000u) return 0x7e00;                    /* NaN */
+    if (u >= 0x477ff000u) return (uint16_t)(sign | 0x7c00); /* |x| >= 65520: inf */
+    if (u < 0x38800000u) {                                 /* below 2^-14: a multiple of 2^-24 */
+        float a;
+        memcpy(&a, &u, 4);
+        return (uint16_t)(sign | (uint16_t)nearbyint((double)a * 16777216.0)); /* 1024: the least normal */
+    }
+    u += 0xfffu + ((u >> 13) & 1u);                        /* round the 13 dropped bits, ties to even */
+    return (uint16_t)(sign | ((u - 0x38000000u) >> 13));   /* rebias the exponent 127 -> 15 */
+}
+static float fp16_value(uint16_t h) {
+    int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    float a = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(1024 + m), e - 25);
+    return h & 0x8000 ? -a : a;
+}
+static float round_fp16(float x) { return fp16_value(fp16_bits(x)); }
+
+/* The rounding a reference applies to P, dS and its outputs: none (the float64 one), bf16 or fp16. */
+enum Rounding { ROUND_NONE, ROUND_BF16, ROUND_FP16 };
+static float round_to(Rounding r, float x) {
+    return r == ROUND_BF16 ? round_bf16(x) : r == ROUND_FP16 ? round_fp16(x) : x;
+}
+/* An input value both bf16 and fp16 hold exactly: bf16's 8 significant bits, and 0 below 2^-14,
+ * where fp16 (subnormal there) could not hold all 8. */
+static float round_both(float x) {
+    float b = round_bf16(x);
+    return fabsf(b) < 6.103515625e-05f ? 0.0f : b;
+}
+
 /* ---- one problem: shape, inputs, references ---------------------------------------------- */
 /* bias: none, one T x T matrix for everything, one per (b, h), one per head shared by the batch */
 enum { BIAS_NONE, BIAS_BROADCAST, BIAS_PER_HEAD, BIAS_HEAD_SHARED };
@@ -65,9 +102,10 @@ struct Problem {
     int bias_kind;
     bool dbias;                              /* the bias is learnable: check its gradient */
     float scale;
-    std::vector<float> qkv, dout, bias;      /* host, bf16-representable (bias: any float) */
+    std::vector<float> qkv, dout, bias;      /* host, bf16- and fp16-representable (bias: any float) */
     std::vector<double> o64, dqkv64, db64;   /* float64 reference */
     std::vector<float> o16, dqkv16, db16;    /* plain bf16 reference */
+    std::vector<float> oh, dqkvh, dbh;       /* plain fp16 reference */
     long long sb, sh, srow;                  /* bias strides */
     /* the mask pieces beyond kind (attention.h), when `extras` asks for them */
     int extras = 0, window = 0;
@@ -89,14 +127,14 @@ static float bias_at(const Problem &p, int b, int h, int i, int j) {
     return x;
 }
 
-/* The reference for one (b, K/V head g) and its group of query heads, in the float type R; `bf`
- * rounds P, dS and outputs to bf16. dK, dV are summed over the group before rounding.
+/* The reference for one (b, K/V head g) and its group of query heads, in the float type R; `rd`
+ * rounds P, dS and outputs (to bf16 or fp16, or not). dK, dV are summed over the group before rounding.
  * dS_out (T x T per query head of the group, or NULL): the score gradient, for dbias. */
 template <typename R>
-static void reference_group(const Problem &p, int b, int g, bool bf, R *o, R *dqkv,
+static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R *dqkv,
                             R *dS_out) {
     int T = p.T, D = p.D, ld = p.ld, group = p.H / p.Hkv;
-    auto rnd = [&](R x) { return bf ? (R)round_bf16((float)x) : x; };
+    auto rnd = [&](R x) { return rd != ROUND_NONE ? (R)round_to(rd, (float)x) : x; };
     auto k = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + g * D + d]; };
     auto v = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + p.Hkv * D + g * D + d]; };
     std::vector<R> P((size_t)T * T), Pr((size_t)T * T), dS((size_t)T * T);
@@ -166,14 +204,14 @@ static void reference_group(const Problem &p, int b, int g, bool bf, R *o, R *dq
 
 /* All (b, g) of a problem, and dbias as the sum of dS over the bias's broadcast dimensions. */
 template <typename R>
-static void reference_all(const Problem &p, bool bf, R *o, R *dqkv, std::vector<R> &db) {
+static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vector<R> &db) {
     int T = p.T, group = p.H / p.Hkv;
     std::vector<R> dS;
     if (p.dbias) dS.assign((size_t)p.B * p.H * T * T, 0);
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int b = 0; b < p.B; b++)
         for (int g = 0; g < p.Hkv; g++)
-            reference_group<R>(p, b, g, bf, o, dqkv,
+            reference_group<R>(p, b, g, rd, o, dqkv,
                                p.dbias ? dS.data() + ((size_t)b * p.H + g * group) * T * T : nullptr);
     if (!p.dbias) return;
     db.assign(p.bias.size(), 0);
@@ -222,9 +260,9 @@ static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMa
     for (size_t x = 0; x < nqkv; x++) {
         int col = (int)(x % p.ld);
         float amp = col < p.C + Hkv * D ? 2.0f : 1.0f; /* q, k larger: a peaked softmax */
-        p.qkv[x] = round_bf16(amp * test_randf(&rng));
+        p.qkv[x] = round_both(amp * test_randf(&rng));
     }
-    for (size_t x = 0; x < no; x++) p.dout[x] = round_bf16(test_randf(&rng));
+    for (size_t x = 0; x < no; x++) p.dout[x] = round_both(test_randf(&rng));
     p.sb = p.sh = p.srow = 0;
     if (p.bias_kind != BIAS_NONE) {
         int mats = p.bias_kind == BIAS_PER_HEAD ? B * H : p.bias_kind == BIAS_HEAD_SHARED ? H : 1;
@@ -244,8 +282,11 @@ static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMa
     p.dqkv64.assign(nqkv, 0.0);
     p.o16.assign(no, 0.0f);
     p.dqkv16.assign(nqkv, 0.0f);
-    reference_all<double>(p, false, p.o64.data(), p.dqkv64.data(), p.db64);
-    reference_all<float>(p, true, p.o16.data(), p.dqkv16.data(), p.db16);
+    p.oh.assign(no, 0.0f);
+    p.dqkvh.assign(nqkv, 0.0f);
+    reference_all<double>(p, ROUND_NONE, p.o64.data(), p.dqkv64.data(), p.db64);
+    reference_all<float>(p, ROUND_BF16, p.o16.data(), p.dqkv16.data(), p.db16);
+    reference_all<float>(p, ROUND_FP16, p.oh.data(), p.dqkvh.data(), p.dbh);
 }
 
 /* max|x - ref| / (max|ref| + 1e-2) over the elements of one tensor: `cols` columns from col0 of
@@ -288,12 +329,13 @@ struct DevBufs {
 
 static int n_skipped = 0;
 
+static size_t elem_bytes(AttnDtype dt) { return dt == ATTN_FP32 ? 4 : 2; }
 static void upload(const std::vector<float> &h, AttnDtype dt, void *d) {
     if (dt == ATTN_FP32) {
         CUDA_OK(cudaMemcpy(d, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
     } else {
         std::vector<uint16_t> t(h.size());
-        for (size_t i = 0; i < h.size(); i++) t[i] = bf16_bits(h[i]);
+        for (size_t i = 0; i < h.size(); i++) t[i] = dt == ATTN_FP16 ? fp16_bits(h[i]) : bf16_bits(h[i]);
         CUDA_OK(cudaMemcpy(d, t.data(), t.size() * 2, cudaMemcpyHostToDevice));
     }
 }
@@ -306,7 +348,7 @@ static std::vector<double> download(const void *d, size_t n, AttnDtype dt) {
     } else {
         std::vector<uint16_t> t(n);
         CUDA_OK(cudaMemcpy(t.data(), d, n * 2, cudaMemcpyDeviceToHost));
-        for (size_t i = 0; i < n; i++) out[i] = bf16_value(t[i]);
+        for (size_t i = 0; i < n; i++) out[i] = dt == ATTN_FP16 ? fp16_value(t[i]) : bf16_value(t[i]);
     }
     return out;
 }
@@ -317,7 +359,7 @@ static std::vector<uint8_t> bytes_of(const void *d, size_t n) {
 }
 
 static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16, const char *variant = "") {
-    /* (ref16: the plain bf16 reference's error that this kernel is held to) */
+    /* (ref16: the plain reference's error in dt (bf16 or fp16) that this kernel is held to) */
     AttnShape s;
     memset(&s, 0, sizeof s);
     s.B = p.B; s.T = p.T; s.H = p.H; s.D = p.D;
@@ -332,7 +374,7 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
                         : p.bias_kind == BIAS_HEAD_SHARED ? "+bias/shared" : "+bias/bcast";
     char tag[240];
     snprintf(tag, sizeof tag, "%s%s %s %s%s%s%s%s%s%s%s B=%d H=%d Hkv=%d T=%d D=%d", kname, variant,
-             dt == ATTN_BF16 ? "bf16" : "fp32", mname, bname, p.dbias ? "+dbias" : "",
+             attn_dtype_name(dt), mname, bname, p.dbias ? "+dbias" : "",
              p.extras & X_WINDOW ? "+window" : "", p.extras & X_DOCS ? "+docs" : "",
              p.extras & X_KEYPAD ? "+keypad" : "", p.extras & X_ALIBI ? "+alibi" : "",
              p.Hkv != p.H ? " gqa" : "", p.B, p.H, p.Hkv, p.T, p.D);
@@ -374,7 +416,7 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
         void *a, *b, *c, *e, *f;
         ~FreeExtras() { cudaFree(a); cudaFree(b); cudaFree(c); cudaFree(e); cudaFree(f); }
     } free_extras = {d_doc, d_kb, d_ke, d_slopes, d_dbias};
-    size_t es = dt == ATTN_BF16 ? 2 : 4;
+    size_t es = elem_bytes(dt);
     size_t nqkv = p.qkv.size(), no = p.dout.size(), nb = p.bias.size();
     const char *why = impl->unsupported(&s);
     if (why) {
@@ -421,8 +463,8 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
             const char *names[5] = {"O", "dQ", "dK", "dV", "dBias"};
             for (int x = 0; x < (p.dbias ? 5 : 4); x++) {
                 double bound = dt == ATTN_FP32 ? 1e-4 : 2.0 * r16[x] + 1e-3;
-                CHECK(got[x] <= bound, "%s: %s error %.3g > bound %.3g (bf16 reference %.3g)", tag,
-                      names[x], got[x], bound, r16[x]);
+                CHECK(got[x] <= bound, "%s: %s error %.3g > bound %.3g (plain %s reference %.3g)", tag,
+                      names[x], got[x], bound, attn_dtype_name(dt), r16[x]);
             }
         } else {
             CHECK(bytes_of(d.o, no * es) == o_first, "%s: forward not deterministic", tag);
@@ -440,18 +482,22 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
     Problem p;
     make_problem(p, B, T, H, Hkv, D, mask, bias_kind, extras, dbias);
     n_problems++;
-    /* The plain bf16 computation's own error against float64. */
+    /* The plain bf16 and fp16 computations' own errors against float64. */
     Err r16 = errors(p, p.o16.data(), p.dqkv16.data(), p.db16.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
+    Err rh = errors(p, p.oh.data(), p.dqkvh.data(), p.dbh.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
     /* every kernel of the registry that is not a variant of another (flash runs its Hopper kernels
      * where they apply), and flash-mma beside it on a Hopper GPU */
     for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
         if (attn_kernel_is_variant((AttnKernel)kk)) continue;
         const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
-        if (!impl) { n_skipped += 2; continue; }
+        if (!impl) { n_skipped += 3; continue; }
         run_case(p, impl, ATTN_FP32, r16);
         run_case(p, impl, ATTN_BF16, r16);
-        if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) /* the above ran on wgmma: the mma.sync kernels too */
+        run_case(p, impl, ATTN_FP16, rh);
+        if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_BF16, r16, "(mma.sync)");
+            run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_FP16, rh, "(mma.sync)");
+        }
     }
 }
 /* Plain multi-head attention. */

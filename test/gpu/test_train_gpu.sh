@@ -4,8 +4,12 @@
 # continues bit for bit, a GPU checkpoint loads on the CPU and gives the same validation loss, and
 # a CPU checkpoint resumes on the GPU and continues the CPU's loss curve; the attention's model
 # options (ALiBi, windows, packed documents, GQA) train on the GPU, an ALiBi GPU checkpoint
-# evaluates on the CPU, and the bench's masks run there.
-# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 23 checks are skipped
+# evaluates on the CPU, and the bench's masks run there; fp16 with loss scaling: each kernel trains
+# in fp16 or refuses it in one line, an fp16 run agrees with bf16's first loss, a scale that
+# overflows on purpose skips, halves and recovers, --resume continues an fp16 run bit for bit (the
+# scale in the state file), and the bench runs fp16 cells. While no attention kernel runs fp16
+# (its unsupported() refuses the dtype) the fp16 checks after the refusal are counted as skipped.
+# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 33 checks are skipped
 # with one line.
 set -u
 cd "$(dirname "$0")/../.."
@@ -14,6 +18,13 @@ passed=0
 failed=0
 ok()  { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+skipped=0
+HAVE_PY=$(command -v python3 >/dev/null 2>&1 && echo 1)
+pycheck() {
+    local what=$1; shift
+    if [ -z "$HAVE_PY" ]; then skipped=$((skipped + 1)); cat >/dev/null; return 0; fi
+    python3 "$@" && ok || bad "$what"
+}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat */*.h */*.c > "$tmp/data.txt"
@@ -31,7 +42,7 @@ close() {
 }
 
 # No GPU for ./train_gpt2 (none visible, or a build without CUDA): skip everything, one line.
-CHECKS=23
+CHECKS=33
 if ! "$BIN" --device cuda --steps 0 --val-every 0 "${SMALL[@]}" >"$tmp/probe" 2>"$tmp/probe.err"; then
     if grep -qE 'no CUDA (device|backend)' "$tmp/probe.err"; then
         echo "skipped: $CHECKS checks need a GPU: $(head -n1 "$tmp/probe.err")"
@@ -123,5 +134,61 @@ done
 grep -q ",64,fp32,window=16,flash,unsupported," "$tmp/bm/results.csv" && ok \
     || bad "bench: flash's fp32 window cell is not listed as unsupported: $(grep ",fp32,window=16,flash," "$tmp/bm/results.csv")"
 
-echo "test_train_gpu: $passed passed, $failed failed"
+# 5. fp16 with loss scaling. Each kernel trains in fp16 (the default dynamic scale) or refuses it
+#    with the trainer's one line (its unsupported(): the attention side of fp16 is its own work).
+for k in naive memeff flash; do
+    "$BIN" --device cuda --attn $k --precision fp16 --steps 3 --val-every 0 "${SMALL[@]}" >"$tmp/h_$k" 2>"$tmp/h_$k.err"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        grep -q "fp16, attention $k" "$tmp/h_$k" && grep -q "^loss scale: dynamic, 65536 at first" "$tmp/h_$k" && ok \
+            || bad "--precision fp16 --attn $k: header $(grep -E '^(train|loss scale)' "$tmp/h_$k")"
+    elif [ "$rc" -eq 2 ] && [ "$(wc -l <"$tmp/h_$k.err")" -eq 1 ] \
+        && grep -q "attention kernel '$k' cannot run this configuration: " "$tmp/h_$k.err"; then ok
+    else bad "--precision fp16 --attn $k: exit $rc: $(head -3 "$tmp/h_$k.err")"; fi
+done
+FP16_CHECKS=7
+if ! grep -q "fp16, attention naive" "$tmp/h_naive"; then
+    skipped=$((skipped + FP16_CHECKS))
+    echo "skipped: $FP16_CHECKS fp16 checks (naive refuses fp16: $(head -c 200 "$tmp/h_naive.err"))"
+else
+    # the first loss (the same weights and data) agrees with bf16's to 16-bit rounding
+    "$BIN" --device cuda --attn naive --precision bf16 --steps 1 --val-every 0 "${SMALL[@]}" >"$tmp/h_bf" 2>&1 \
+        || bad "bf16 run: $(tail -2 "$tmp/h_bf")"
+    close "$(losses "$tmp/h_naive" 1 1)" "$(losses "$tmp/h_bf" 1 1)" 1e-2 && ok \
+        || bad "fp16 step 1 $(losses "$tmp/h_naive" 1 1) vs bf16 $(losses "$tmp/h_bf" 1 1)"
+    # a scale that overflows fp16 on purpose (2^32): skipped steps, halved each time, then a falling loss
+    "$BIN" --device cuda --attn naive --precision fp16 --loss-scale-init 4294967296 --loss-scale-window 4 --steps 60 \
+        --lr 3e-3 --val-every 0 "${SMALL[@]}" --log "$tmp/h_over.jsonl" >"$tmp/h_over" 2>&1 && ok \
+        || bad "overflowing fp16 run: $(tail -2 "$tmp/h_over")"
+    grep -q '| skipped' "$tmp/h_over" && ok || bad "a loss scale of 2^32 skipped no fp16 step"
+    pycheck "the overflowing fp16 run did not halve and recover" - "$tmp/h_over.jsonl" <<'EOF'
+import json, math, sys
+s = [json.loads(l) for l in open(sys.argv[1]) if '"type":"step"' in l]
+assert len(s) == 60 and s[0]["skipped"] and all(math.isfinite(r["loss"]) for r in s)
+for a, b in zip(s, s[1:]):
+    if a["skipped"]: assert math.isclose(b["loss_scale"], a["loss_scale"] / 2, rel_tol=1e-6), (a, b)
+clean = [r for r in s if not r["skipped"]]
+assert len(clean) >= 20 and all(math.isfinite(r["norm"]) for r in clean), len(clean)
+assert sum(r["loss"] for r in s[-5:]) / 5 < sum(r["loss"] for r in s[:5]) / 5 - 0.3
+EOF
+    # --resume continues an fp16 run bit for bit (the scale, its clean-step count and the skips are
+    # in the state file; a window of 3 makes the scale change within the run)
+    H=(--device cuda --attn naive --precision fp16 --loss-scale-window 3 --steps 10 --val-every 0 "${SMALL[@]}")
+    "$BIN" "${H[@]}" --checkpoint-dir "$tmp/ha" >"$tmp/h_straight" 2>&1 || bad "straight fp16 run: $(tail -2 "$tmp/h_straight")"
+    "$BIN" "${H[@]}" --checkpoint-dir "$tmp/hb" --checkpoint-every 5 >/dev/null 2>&1 || bad "first half in fp16"
+    rm -f "$tmp/hb/model_00000010.bin" "$tmp/hb/state_00000010.bin"
+    "$BIN" "${H[@]}" --checkpoint-dir "$tmp/hb" --resume >"$tmp/h_resumed" 2>&1 || bad "resumed fp16 run: $(tail -2 "$tmp/h_resumed")"
+    # steps 6-10: loss, norm and scale columns
+    strip() { grep -E '^step +([6-9]|10)/' "$1" | awk -F'|' '{ o = $2 $5; for (i = 6; i <= NF; i++) if ($i ~ /scale|skipped/) o = o $i; print o }'; }
+    [ -n "$(strip "$tmp/h_straight")" ] && [ "$(strip "$tmp/h_straight")" == "$(strip "$tmp/h_resumed")" ] && ok \
+        || bad "fp16 resume: steps 6-10 differ: $(diff <(strip "$tmp/h_straight") <(strip "$tmp/h_resumed") | head -4)"
+    cmp -s "$tmp/ha/model_00000010.bin" "$tmp/hb/model_00000010.bin" && ok || bad "fp16 resume: final weights differ"
+    # the bench's fp16 cells
+    "$BIN" --bench custom --device cuda --data "$tmp/data.txt" --bench-models l2-c64-h2 --bench-seq-lens 64 \
+        --bench-attn naive --bench-steps 2 --bench-precisions fp16,bf16 --bench-warmup 1 --bench-out "$tmp/bh" \
+        >"$tmp/bh.out" 2>&1 && grep -q ",64,fp16,causal,naive,ok," "$tmp/bh/results.csv" && ok \
+        || bad "bench fp16 cell: $(tail -2 "$tmp/bh.out"; grep ',fp16,' "$tmp/bh/results.csv")"
+fi
+
+echo "test_train_gpu: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

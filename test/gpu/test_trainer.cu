@@ -4,15 +4,18 @@
  *     CPU (error scaled by each tensor's largest magnitude); shapes: V=300 (padded to 384),
  *     V=250 unpadded with odd T=31 and B=1, a chunked classifier, --recompute.
  *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU.
- *  bf16: the GPU's error against the fp32 CPU result must be within 2x (+ a tiny floor) of the
- *     error of a CPU emulation that rounds to bf16 at the points the GPU does (weights, every
- *     activation and activation gradient, attention's P and dS); the emulation itself is
- *     checked to equal the CPU backend when it does not round.
+ *  bf16 and fp16: the GPU's error against the fp32 CPU result must be within 2x (+ a tiny floor)
+ *     of the error of a CPU emulation that rounds to bf16 / fp16 at the points the GPU does
+ *     (weights, every activation and activation gradient, attention's P and dS; fp16's dlogits
+ *     with the backend's power-of-two gain); the emulation itself is checked to equal the CPU
+ *     backend when it does not round. fp16 runs with a fixed loss scale of 1024.
+ *  fp16 loss scaling through trainer_step: a dynamic scale of 2^32 overflows, the step is
+ *     skipped (weights and moments untouched), the scale halves, the run recovers; graphs agree.
  *  CUDA graphs replay bitwise what eager execution computes; results are reproducible;
  *  a batch that cannot fit is refused with the one-line message.
  *  The attention's model options (the CPU model exactly): ALiBi (no position table), a sliding
  *  window, packed documents (with and without restarting positions; new documents each batch
- *  through a replayed graph), grouped-query attention, each in fp32 and bf16 with every CUDA
+ *  through a replayed graph), grouped-query attention, each in fp32, bf16 and fp16 with every CUDA
  *  kernel of the registry; a case the kernel refuses (its unsupported()) is counted as skipped
  *  with the reason, so it starts checking as soon as the kernel implements it.
  */
@@ -22,6 +25,10 @@
 #include "layers/layers.h"
 #include "layers/layers_cuda.h"
 #include "attention/attention.h"
+#include "train/loss_scale.h"
+#include "train/trainer.h"
+
+#include <cuda_fp16.h>
 
 #include <vector>
 #include <string>
@@ -99,7 +106,10 @@ static void random_tokens(std::vector<int> &x, int V, uint64_t *rng, int allow_i
 
 static double rel(double a, double b) { return fabs(a - b) / (fabs(b) + 1e-12); }
 
-/* ---- a CPU emulation of the GPU's bf16 rounding (fp32 when round == 0) ------------------- */
+/* ---- a CPU emulation of the GPU's bf16 / fp16 rounding (fp32 when round == ROUND_NONE) ------- */
+
+enum { ROUND_NONE = 0, ROUND_BF16 = 1, ROUND_FP16 = 2 };
+static int round_mode(Precision p) { return p == PRECISION_BF16 ? ROUND_BF16 : p == PRECISION_FP16 ? ROUND_FP16 : ROUND_NONE; }
 
 static float bf16_round(float x) {
     uint32_t u;
@@ -110,8 +120,21 @@ static float bf16_round(float x) {
     memcpy(&x, &u, 4);
     return x;
 }
-static void rnd(Vec &x, int on) {
-    if (on) for (auto &v : x) v = bf16_round(v);
+/* fp16: round to nearest even with subnormals, +-inf past 65504 (cuda_fp16.h's host conversions) */
+static float fp16_round(float x) { return __half2float(__float2half_rn(x)); }
+static float round_to(float x, int mode) {
+    return mode == ROUND_BF16 ? bf16_round(x) : mode == ROUND_FP16 ? fp16_round(x) : x;
+}
+static void rnd(Vec &x, int mode) {
+    if (mode) for (auto &v : x) v = round_to(v, mode);
+}
+/* The power of two the CUDA backend multiplies fp16 dlogits by (model/gpt2_cuda.cu): the largest
+ * <= B T of the model; 1 otherwise. */
+static float dlogits_gain(int mode, int N) {
+    float g = 1.0f;
+    if (mode == ROUND_FP16)
+        while (g * 2.0f <= (float)N) g *= 2.0f;
+    return g;
 }
 
 /* The emulation's attention: causal, optionally a window, documents (doc per token), ALiBi slopes,
@@ -160,7 +183,7 @@ static void emu_attn_forward(Vec &out, Vec &P, const Vec &qkv, const EmuAttn &a,
                     if (a.visible(b, i, j)) { p[j] = expf(p[j] - mx); sum += p[j]; }
                 for (int j = 0; j < T; j++) {
                     p[j] = a.visible(b, i, j) ? (float)(p[j] / sum) : 0.0f;
-                    if (round) p[j] = bf16_round(p[j]);
+                    p[j] = round_to(p[j], round);
                 }
                 float *o = &out[((size_t)b * T + i) * C + h * D];
                 for (int d = 0; d < D; d++) {
@@ -190,7 +213,7 @@ static void emu_attn_backward(Vec &dqkv, const Vec &dout, const Vec &P, const Ve
                 }
                 for (int j = 0; j <= i; j++) {
                     dS[j] = p[j] * (dS[j] - acc);
-                    if (round) dS[j] = bf16_round(dS[j]);
+                    dS[j] = round_to(dS[j], round);
                 }
                 const float *q = a.q(qkv, b, i, h);
                 float *dq = &dqkv[((size_t)b * T + i) * Q + h * D];
@@ -208,9 +231,11 @@ static void emu_attn_backward(Vec &dqkv, const Vec &dout, const Vec &P, const Ve
     rnd(dqkv, round);
 }
 
-/* One forward + backward (loss_scale 1) of GPT-2 with CPU layers; grads overwritten. */
+/* One forward + backward of GPT-2 with CPU layers, the loss's gradient times loss_scale (as the
+ * backend's backward); grads overwritten (still carrying loss_scale). round: ROUND_*. */
 static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vector<int> &inp,
-                      const std::vector<int> &tgt, int B, int T, int round, Vec &grads, const Extras &x = kPlain) {
+                      const std::vector<int> &tgt, int B, int T, int round, Vec &grads, const Extras &x = kPlain,
+                      float loss_scale = 1.0f) {
     const int C = c.channels, L = c.num_layers, V = c.vocab_size, H = c.num_heads, N = B * T;
     const int Q = gpt2_qkv_channels(&c);
     /* the attention's options, as the backends apply them (model/documents.h, attn_alibi_slopes) */
@@ -279,8 +304,13 @@ static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vect
     float dloss = counted ? 1.0f / counted : 0.0f;
     /* backward */
     Vec dlogits((size_t)N * V), dln(NC), dres(NC), dfch(4 * NC), dqkv((size_t)N * Q);
-    softmax_crossentropy_backward(dlogits.data(), probs.data(), tgt.data(), N, V, V, dloss);
+    /* as the GPU: dlogits = (p - y) G/n rounded (G = 1 but in fp16), then the lm head's matmuls
+     * multiply by loss_scale/G */
+    const float gain = dlogits_gain(round, N);
+    softmax_crossentropy_backward(dlogits.data(), probs.data(), tgt.data(), N, V, V, dloss * gain);
     rnd(dlogits, round);
+    if (loss_scale / gain != 1.0f)
+        for (auto &v : dlogits) v *= loss_scale / gain;
     std::fill(dln.begin(), dln.end(), 0.0f);
     matmul_backward(dln.data(), &grads[off[P_WTE]], NULL, dlogits.data(), lnf.data(), &p[off[P_WTE]], N, C, V);
     rnd(dln, round);
@@ -321,12 +351,16 @@ static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vect
 
 /* ---- helpers over a backend ---------------------------------------------------------- */
 
+/* One forward and backward with the loss's gradient times loss_scale; grads are returned
+ * unscaled (divided by loss_scale: exact for a power of two). */
 static float one_step(const Backend *be, Model *m, const std::vector<int> &inp, const std::vector<int> &tgt,
-                      int B, int T, Vec &grads) {
+                      int B, int T, Vec &grads, float loss_scale = 1.0f) {
     be->zero_grad(m);
     float loss = be->forward(m, inp.data(), tgt.data(), B, T);
-    be->backward(m, 1.0f, 1);
+    be->backward(m, loss_scale, 1);
     be->get_grads(m, grads.data());
+    if (loss_scale != 1.0f)
+        for (auto &g : grads) g /= loss_scale;
     return loss;
 }
 
@@ -353,7 +387,7 @@ static const char *gpu_refuses(const GPT2Config &c, const Extras &x, int B, int 
     const AttnImpl *impl = attn_impl(x.kernel, ATTN_CUDA);
     if (!impl) return "no such CUDA kernel in this build";
     AttnShape s = attn_shape_packed_gqa(B, T, c.num_heads, gpt2_kv_heads(&c), c.channels / c.num_heads,
-                                        ATTN_MASK_CAUSAL, p == PRECISION_BF16 ? ATTN_BF16 : ATTN_FP32);
+                                        ATTN_MASK_CAUSAL, precision_attn_dtype(p));
     s.mask.window = x.window;
     if (x.alibi) s.mask.alibi_slopes = &marker_slope;
     if (x.doc_sep >= 0) s.mask.doc = &marker_doc;
@@ -503,9 +537,14 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
     gpu->destroy(mg);
 }
 
-static void check_bf16(const char *label, const GPT2Config &c0, int B, int T, const Extras &x = kPlain) {
+/* bf16 or fp16 (prec) against the fp32 CPU, within 2x of the emulated rounding's error. fp16 runs
+ * with a loss scale of 1024 (its gradients would lose their small values without one), bf16 with
+ * none; the gradients compared are unscaled. */
+static void check_half(const char *label, const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain) {
     const GPT2Config c = with_extras(c0, x);
-    if (!case_runs(label, c, x, B, T, PRECISION_BF16, 4)) return;
+    if (!case_runs(label, c, x, B, T, prec, 4)) return;
+    const float S = prec == PRECISION_FP16 ? 1024.0f : 1.0f;
+    const int mode = round_mode(prec);
     uint64_t rng = 555 + T;
     size_t sz[GPT2_NUM_PARAM_TENSORS];
     size_t n = gpt2_param_sizes(&c, sz);
@@ -516,22 +555,24 @@ static void check_bf16(const char *label, const GPT2Config &c0, int B, int T, co
     random_tokens(tgt, c.vocab_size, &rng, 1);
     plant_separators(inp, x, T);
     Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, 0, 0, 0, x);
-    Model *mg = make(gpu, c, B, T, PRECISION_BF16, 0, 0, 0, 0, x);
+    Model *mg = make(gpu, c, B, T, prec, 0, 0, 0, 0, x);
     CHECK(mc && mg, "%s: create", label);
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
     gpu->set_params(mg, params.data());
     float lref = one_step(&cpu_backend, mc, inp, tgt, B, T, gref);
-    float lgpu = one_step(gpu, mg, inp, tgt, B, T, ggpu);
-    float lemu0 = emu_step(c, params, inp, tgt, B, T, 0, gemu0, x);
-    float lemu = emu_step(c, params, inp, tgt, B, T, 1, gemu, x);
+    float lgpu = one_step(gpu, mg, inp, tgt, B, T, ggpu, S);
+    float lemu0 = emu_step(c, params, inp, tgt, B, T, ROUND_NONE, gemu0, x);
+    float lemu = emu_step(c, params, inp, tgt, B, T, mode, gemu, x, S);
+    for (auto &g : gemu) g /= S;
     std::string w0;
     double e0 = worst_tensor_err(c, gemu0, gref, &w0);
     CHECK(rel(lemu0, lref) < 1e-5 && e0 < 1e-4, "%s: the emulation without rounding is not the CPU backend (%g, %s)",
           label, e0, w0.c_str());
     double loss_emu = fabs(lemu - lref), loss_gpu = fabs(lgpu - lref);
     printf("%s: loss ref %.6f emu %.6f gpu %.6f | err emu %.2e gpu %.2e\n", label, lref, lemu, lgpu, loss_emu, loss_gpu);
-    CHECK(loss_gpu <= 2 * loss_emu + 1e-4 * fabs(lref), "%s: bf16 loss error %.3g vs emulation %.3g", label, loss_gpu, loss_emu);
+    CHECK(loss_gpu <= 2 * loss_emu + 1e-4 * fabs(lref), "%s: %s loss error %.3g vs emulation %.3g", label,
+          precision_name(prec), loss_gpu, loss_emu);
     size_t off[GPT2_NUM_PARAM_TENSORS];
     gpt2_param_offsets(&c, off);
     int bad = 0;
@@ -543,9 +584,89 @@ static void check_bf16(const char *label, const GPT2Config &c0, int B, int T, co
         printf("  %-10s err emu %.2e gpu %.2e%s\n", gpt2_param_name(t), ee, eg, ok ? "" : "  <-- over 2x");
         bad += !ok;
     }
-    CHECK(bad == 0, "%s: %d gradient tensors beyond 2x the emulated bf16 error", label, bad);
+    CHECK(bad == 0, "%s: %d gradient tensors beyond 2x the emulated %s error", label, bad, precision_name(prec));
     cpu_backend.destroy(mc);
     gpu->destroy(mg);
+}
+
+static void check_bf16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain) {
+    check_half(label, c, B, T, PRECISION_BF16, x);
+}
+static void check_fp16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain) {
+    check_half(label, c, B, T, PRECISION_FP16, x);
+}
+
+/* ---- fp16 loss scaling through the trainer's step (train/trainer.h, train/loss_scale.h) ------ */
+
+struct Feed {
+    uint64_t rng;
+    int V, n;
+};
+static void feed_learnable(void *ctx, int *inp, int *tgt) {
+    Feed *f = (Feed *)ctx;
+    for (int i = 0; i < f->n; i++) {
+        inp[i] = (int)(test_rng_next(&f->rng) % (uint64_t)f->V);
+        tgt[i] = (inp[i] * 7 + 3) % f->V;
+    }
+}
+
+/* A dynamic scale of 2^32 overflows fp16's activation gradients: the first step is skipped (the
+ * weights and AdamW moments untouched), the scale halves until steps run, and the run recovers
+ * to a finite, falling loss. The same run replayed as CUDA graphs (a new capture whenever the
+ * scale changes: it is the backward's key) gives the same losses and scales bit for bit. */
+static void check_fp16_overflow(const GPT2Config &c, int B, int T) {
+    if (!case_runs("fp16 overflow", c, kPlain, B, T, PRECISION_FP16, 8)) return;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n);
+    gpt2_init_params(&c, params.data(), 21);
+    const float init = 4294967296.0f; /* 2^32 */
+    const int steps = 60;
+    std::vector<float> losses[2], scales[2];
+    for (int graphs = 0; graphs < 2; graphs++) {
+        Model *mg = make(gpu, c, B, T, PRECISION_FP16, 0, 0, 0, graphs);
+        CHECK(mg != NULL, "fp16 overflow: create");
+        if (!mg) return;
+        gpu->set_params(mg, params.data());
+        LossScaler ls;
+        loss_scale_init(&ls, LOSS_SCALE_DYNAMIC, init, 4);
+        StepShape shape = {B, T, 1, 1, 1.0f};
+        Feed f = {5, c.vocab_size, B * T};
+        std::vector<int> inp(B * T), tgt(B * T);
+        Vec p0(n), p1(n), m1(n), v1(n);
+        int first_skipped = 0, finite = 1;
+        for (int step = 0; step < steps; step++) {
+            AdamWStep s = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 1.0f, step + 1 - (int)ls.skipped};
+            if (step == 0) gpu->get_params(mg, p0.data());
+            float norm;
+            float loss = trainer_step(gpu, mg, &shape, feed_learnable, &f, inp.data(), tgt.data(), &s, &ls, &norm);
+            if (step == 0) {
+                first_skipped = ls.last_skipped;
+                gpu->get_params(mg, p1.data());
+                gpu->get_adam_state(mg, m1.data(), v1.data());
+            }
+            finite &= std::isfinite(loss) && (ls.last_skipped || std::isfinite(norm));
+            losses[graphs].push_back(loss);
+            scales[graphs].push_back(ls.last_scale);
+        }
+        float first = 0, last = 0;
+        for (int i = 0; i < 5; i++) first += losses[graphs][i] / 5, last += losses[graphs][steps - 1 - i] / 5;
+        int untouched = memcmp(p0.data(), p1.data(), n * 4) == 0;
+        for (size_t i = 0; i < n; i++) untouched &= m1[i] == 0.0f && v1[i] == 0.0f;
+        printf("fp16 overflow%s: %llu of %d steps skipped, scale %g -> %g, loss %.4f -> %.4f\n",
+               graphs ? " (graphs)" : "", (unsigned long long)ls.skipped, steps, init, ls.scale, first, last);
+        if (!graphs) {
+            CHECK(first_skipped, "fp16 overflow: a loss scale of 2^32 did not overflow the first step");
+            CHECK(untouched, "fp16 overflow: the skipped step changed the weights or the AdamW state");
+            CHECK(ls.skipped >= 1 && ls.skipped <= 45, "fp16 overflow: %llu of %d steps skipped (at most 45)",
+                  (unsigned long long)ls.skipped, steps);
+            CHECK(ls.scale < init, "fp16 overflow: the scale did not come down (%g)", ls.scale);
+            CHECK(finite, "fp16 overflow: a loss or a clean step's norm is not finite");
+            CHECK(last < first, "fp16 overflow: the loss did not fall after recovering (%g -> %g)", first, last);
+        }
+        gpu->destroy(mg);
+    }
+    CHECK(losses[0] == losses[1] && scales[0] == scales[1], "fp16 overflow: graph replay differs from eager");
 }
 
 static void check_graphs(const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain) {
@@ -612,7 +733,7 @@ static void check_too_big(void) {
 }
 
 /* The attention's model options against the CPU model, with every CUDA kernel of the registry in
- * fp32 and bf16 (a kernel that refuses a case skips it). The flash kernels need a head dimension
+ * fp32, bf16 and fp16 (a kernel that refuses a case skips it). The flash kernels need a head dimension
  * of 32, 64 or 128: 2 heads of 32 (C = 64), and 4 heads of 32 (C = 128) for GQA's 2 K/V heads. */
 static void check_attention_options(const GPT2Config &base) {
     GPT2Config c = base;
@@ -638,6 +759,8 @@ static void check_attention_options(const GPT2Config &base) {
             check_fp32(label, cc, 3, 29, 0, 0, x);
             snprintf(label, sizeof label, "bf16 %s, %s", x.name, attn_kernel_name(x.kernel));
             check_bf16(label, cc, 3, 29, x);
+            snprintf(label, sizeof label, "fp16 %s, %s", x.name, attn_kernel_name(x.kernel));
+            check_fp16(label, cc, 3, 29, x);
         }
     }
     /* new documents each batch reach a replayed graph (uploaded before the launch) */
@@ -666,8 +789,12 @@ int main(void) {
     check_adamw_steps(padded, 4, 16, 1);
     check_bf16("bf16 V=300 B=4 T=32", padded, 4, 32);
     check_bf16("bf16 V=250 B=1 T=31", awkward, 1, 31);
+    check_fp16("fp16 V=300 B=4 T=32", padded, 4, 32);
+    check_fp16("fp16 V=250 B=1 T=31", awkward, 1, 31);
     check_graphs(padded, 4, 32, PRECISION_FP32);
     check_graphs(padded, 4, 32, PRECISION_BF16);
+    check_graphs(padded, 4, 32, PRECISION_FP16);
+    check_fp16_overflow(padded, 4, 32);
     check_too_big();
     check_attention_options(padded);
     printf("matmul epilogue fallbacks: %ld\n", cuda_matmul_fallback_count());
