@@ -21,7 +21,8 @@
 #              --bench-quick --bench-max-seconds 200)
 #   baseline   an older version side by side: $BASELINE (a `git archive` tarball in local/,
 #              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
-#              graphs runs twice with each binary, alternating (same-call ratio of two builds)
+#              graphs runs twice with each binary, alternating (same-call ratio of two builds;
+#              $OLD_ARGS: extra flags for the old binary, e.g. --cuda-graph before 2026-12-01)
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # cudnn: attention/cudnn.cu takes minutes to compile (cudnn-frontend's headers) on one core. To save
 # device time, compile it here with a portable host ISA and carry the objects (and
@@ -161,7 +162,7 @@ stage_baseline() {
     local here=$PWD
     for round in 1 2; do
         train "new-$round" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash ${NEW_ARGS:-}
-        (cd /tmp/baseline && DATA=$here/$DATA OUT=$OUT TABLE=$TABLE STEPS=$STEPS bash -c "$(declare -f train); train old-$round --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash ${OLD_ARGS:---cuda-graph}")
+        (cd /tmp/baseline && DATA=$here/$DATA OUT=$OUT TABLE=$TABLE STEPS=$STEPS bash -c "$(declare -f train); train old-$round --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 --attn flash ${OLD_ARGS:-}")
     done
 }
 
