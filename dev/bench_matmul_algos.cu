@@ -1,0 +1,147 @@
+/* dev/bench_matmul_algos.cu: does cuBLASLt's first heuristic pick the fastest kernel for the
+ * trainer's GEMMs? For each GEMM of a GPT-2 124M step (C = 768, vocab 50304, bf16, the same
+ * operand layouts and epilogues as layers/matmul_cuda.cu) it asks for up to 16 algorithms and
+ * times each (CUDA events, median of 10 after 2 warm-ups), printing the first one's time, the
+ * best one's and their ratio. Experiment only: production keeps the first heuristic unless this
+ * shows a gap worth an autotuner.
+ *   build/dev/bench_matmul_algos [N ...]      (default N = 16384 and 65536 tokens)
+ */
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <algorithm>
+#include <vector>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
+#define LT(x) do { cublasStatus_t s_ = (x); if (s_ != CUBLAS_STATUS_SUCCESS) { printf("cuBLASLt %d at %d\n", (int)s_, __LINE__); exit(1); } } while (0)
+
+static cublasLtHandle_t lt;
+static void *ws;
+static const size_t ws_bytes = 32u << 20;
+
+static void *dalloc(size_t bytes) {
+    void *p;
+    CK(cudaMalloc(&p, bytes));
+    std::vector<unsigned short> h(bytes / 2);
+    unsigned s = 777;
+    for (auto &v : h) { s = s * 1664525u + 1013904223u; v = (unsigned short)(0x3c00 + (s >> 23)) ^ ((s >> 8) & 0x8000); }
+    CK(cudaMemcpy(p, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+    return p;
+}
+
+struct Gemm {
+    const char *name;
+    int m, n, k, transa, transb, d32, beta1;
+    cublasLtEpilogue_t epi;
+    int has_bias, has_aux;
+};
+
+static float median_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                       cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t *algo, const void *A,
+                       const void *B, void *D, float beta) {
+    float alpha = 1.0f;
+    cudaEvent_t a, b;
+    cudaEventCreate(&a); cudaEventCreate(&b);
+    std::vector<float> t;
+    for (int i = 0; i < 12; i++) {
+        cudaEventRecord(a);
+        if (cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, algo, ws, ws_bytes, 0) !=
+            CUBLAS_STATUS_SUCCESS) { cudaEventDestroy(a); cudaEventDestroy(b); return -1.0f; }
+        cudaEventRecord(b);
+        cudaEventSynchronize(b);
+        float ms;
+        cudaEventElapsedTime(&ms, a, b);
+        if (i >= 2) t.push_back(ms);
+    }
+    cudaEventDestroy(a); cudaEventDestroy(b);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+}
+
+int main(int argc, char **argv) {
+    std::vector<int> Ns;
+    for (int i = 1; i < argc; i++) Ns.push_back(atoi(argv[i]));
+    if (Ns.empty()) Ns = {16384, 65536};
+    LT(cublasLtCreate(&lt));
+    CK(cudaMalloc(&ws, ws_bytes));
+    const int C = 768, V = 50304;
+    int Nmax = *std::max_element(Ns.begin(), Ns.end());
+    size_t big = std::max((size_t)Nmax * V, (size_t)V * C * 2);
+    void *A = dalloc(std::max((size_t)Nmax * 4 * C, (size_t)V * C) * 2);
+    void *B = dalloc(std::max((size_t)Nmax * 4 * C, (size_t)V * C) * 2);
+    void *D = dalloc(big * 2);
+    void *aux = dalloc((size_t)Nmax * 4 * C * 2);
+    void *bias = dalloc(4 * C * 2);
+    double total_first = 0, total_best = 0;
+    for (int N : Ns) {
+        /* m, n, k, transa, transb, fp32 D, beta 1, epilogue, bias, aux: as lt_matmul is called */
+        Gemm G[] = {
+            {"qkv fwd", 3 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
+            {"attproj fwd", C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
+            {"fc fwd+gelu", 4 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, 1, 1},
+            {"fcproj fwd", C, N, 4 * C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
+            {"lm head fwd", V, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"qkv dinp", C, N, 3 * C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"attproj dinp", C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fc dinp", C, N, 4 * C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fcproj dinp+dgelu", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DGELU, 0, 1},
+            {"lm head dinp", C, N, V, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"qkv dW", C, 3 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"attproj dW", C, C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fc dW", C, 4 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fcproj dW", 4 * C, C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"lm head dW", C, V, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"qkv dW bf16 out", C, 3 * C, N, 0, 1, 0, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fc dW bf16 out", C, 4 * C, N, 0, 1, 0, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+        };
+        printf("N = %d tokens, C = %d, bf16 in, fp32 compute; ms (TFLOP/s)\n", N, C);
+        printf("%-20s %5s %16s %16s %7s  %s\n", "gemm", "algos", "first", "best", "ratio", "best index");
+        for (auto &g : G) {
+            cublasLtMatmulDesc_t desc;
+            LT(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+            cublasOperation_t opa = g.transa ? CUBLAS_OP_T : CUBLAS_OP_N, opb = g.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+            LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+            LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+            LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epi, sizeof g.epi));
+            if (g.has_bias) LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            if (g.has_aux) {
+                int64_t ldaux = g.m;
+                LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
+                LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ldaux, sizeof ldaux));
+            }
+            cublasLtMatrixLayout_t la, lb, ld;
+            LT(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, g.transa ? g.k : g.m, g.transa ? g.m : g.k, g.transa ? g.k : g.m));
+            LT(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, g.transb ? g.n : g.k, g.transb ? g.k : g.n, g.transb ? g.n : g.k));
+            LT(cublasLtMatrixLayoutCreate(&ld, g.d32 ? CUDA_R_32F : CUDA_R_16BF, g.m, g.n, g.m));
+            cublasLtMatmulPreference_t pref;
+            LT(cublasLtMatmulPreferenceCreate(&pref));
+            LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes, sizeof ws_bytes));
+            cublasLtMatmulHeuristicResult_t res[16];
+            int found = 0;
+            cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 16, res, &found);
+            double fl = 2.0 * g.m * g.n * g.k;
+            float first = -1, best = 1e30f;
+            int bi = -1;
+            for (int i = 0; i < found; i++) {
+                float ms = median_ms(desc, la, lb, ld, &res[i].algo, A, B, D, g.beta1 ? 1.0f : 0.0f);
+                if (i == 0) first = ms;
+                if (ms > 0 && ms < best) { best = ms; bi = i; }
+            }
+            if (found && first > 0) {
+                printf("%-20s %5d %7.3f (%5.0f) %7.3f (%5.0f) %7.3f  %d\n", g.name, found, first, fl / first / 1e9, best,
+                       fl / best / 1e9, first / best, bi);
+                if (strstr(g.name, "bf16 out") == NULL) { total_first += first; total_best += best; }
+            } else {
+                printf("%-20s %5d no algorithm\n", g.name, found);
+            }
+            cublasLtMatmulPreferenceDestroy(pref);
+            cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb); cublasLtMatrixLayoutDestroy(ld);
+            cublasLtMatmulDescDestroy(desc);
+        }
+        printf("sum over one layer's GEMMs + lm head: first %.3f ms, best %.3f ms\n\n", total_first, total_best);
+        total_first = total_best = 0;
+    }
+    return 0;
+}
