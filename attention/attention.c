@@ -12,7 +12,7 @@
  * attention_impls.h stay strong references: that is what pulls them out of libcpu.a.) */
 #define ATTN_WEAK __attribute__((weak))
 extern const AttnImpl attn_naive_cuda ATTN_WEAK, attn_memeff_cuda ATTN_WEAK, attn_flash_cuda ATTN_WEAK;
-extern const AttnImpl attn_flash_sm90_cuda ATTN_WEAK, attn_flash_mma_cuda ATTN_WEAK;
+extern const AttnImpl attn_flash_sm90_cuda ATTN_WEAK, attn_flash_mma_cuda ATTN_WEAK, attn_flash_tma_cuda ATTN_WEAK;
 extern const AttnImpl attn_cudnn_cuda ATTN_WEAK;
 
 /* The registry: one row per kernel, in AttnKernel order. auto_rank orders the kernels for
@@ -26,15 +26,19 @@ typedef struct {
     const AttnImpl *cpu, *cuda;
     int auto_rank;
     AttnKernel variants[2];   /* the variants attn_resolve picks among, in preference order */
+    int unresolved_variant;   /* 1: a variant of another kernel that attn_resolve does not pick (by name only) */
 } AttnKernelRow;
 
 static const AttnKernelRow kernel_rows[ATTN_NUM_IMPLS] = {
-    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_naive_cuda, 2, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_memeff_cuda, 1, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_flash_cuda, 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}},
-    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_flash_sm90_cuda, -1, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_flash_mma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}},
-    {ATTN_CUDNN, "cudnn", NULL, &attn_cudnn_cuda, 3, {ATTN_AUTO, ATTN_AUTO}},
+    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_naive_cuda, 2, {ATTN_AUTO, ATTN_AUTO}, 0},
+    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_memeff_cuda, 1, {ATTN_AUTO, ATTN_AUTO}, 0},
+    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_flash_cuda, 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}, 0},
+    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_flash_sm90_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 0},
+    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_flash_mma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 0},
+    {ATTN_CUDNN, "cudnn", NULL, &attn_cudnn_cuda, 3, {ATTN_AUTO, ATTN_AUTO}, 0},
+    /* flash-sm90 with the TMA, warp-specialised forward: a variant of flash that flash does not
+     * resolve to until it is measured faster (then it goes first in flash's variants) */
+    {ATTN_FLASH_TMA, "flash-tma", NULL, &attn_flash_tma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 1},
 };
 
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
@@ -83,6 +87,7 @@ const char *attn_kernel_names_list(void) {
 }
 
 int attn_kernel_is_variant(AttnKernel k) {
+    if (k >= 0 && k < ATTN_NUM_IMPLS && kernel_rows[k].unresolved_variant) return 1;
     for (int i = 0; i < ATTN_NUM_IMPLS; i++)
         for (int v = 0; v < 2; v++)
             if (k != ATTN_AUTO && kernel_rows[i].variants[v] == k) return 1;

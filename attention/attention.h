@@ -75,10 +75,12 @@ extern "C" {
  * variants of one algorithm (flash on CUDA is flash-sm90, the Hopper wgmma kernels on compute
  * capability 9.0, or flash-mma, the mma.sync kernels of every GPU; attn_resolve() turns flash into
  * the one that runs) and cudnn, cuDNN's fused attention (attention/cudnn.cu, built where cuDNN
- * and its frontend are found; no CPU counterpart). */
+ * and its frontend are found; no CPU counterpart). flash-tma is a variant of flash that flash
+ * does not resolve to yet: flash-sm90 with the TMA, warp-specialised forward
+ * (attention/flash_sm90_tma.cu), reached by its name only until it is measured faster. */
 typedef enum {
     ATTN_NAIVE = 0, ATTN_MEMEFF, ATTN_FLASH, ATTN_NUM_KERNELS,
-    ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_CUDNN, ATTN_NUM_IMPLS,
+    ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_CUDNN, ATTN_FLASH_TMA, ATTN_NUM_IMPLS,
     ATTN_AUTO = -1
 } AttnKernel;
 typedef enum { ATTN_MASK_NONE = 0, ATTN_MASK_CAUSAL, ATTN_MASK_DENSE, ATTN_NUM_MASKS } AttnMaskKind;
@@ -126,14 +128,15 @@ typedef struct {
                     void *dq, void *dk, void *dv, void *workspace, void *stream);
 } AttnImpl;
 
-/* Names: the registry's ("naive", "memeff", "flash", "flash-sm90", "flash-mma", "cudnn"), and
+/* Names: the registry's ("naive", "memeff", "flash", "flash-sm90", "flash-mma", "cudnn", "flash-tma"), and
  * "auto" for ATTN_AUTO. */
 const char *attn_kernel_name(AttnKernel k);
 int attn_kernel_from_name(const char *name, AttnKernel *out); /* 0 ok, -1 unknown */
 /* The kernel names of the registry, comma separated: "naive, memeff, flash, ..." (for help texts
  * and errors; "auto" not included). */
 const char *attn_kernel_names_list(void);
-/* 1 when k is a variant of another kernel (flash-sm90, flash-mma: reached through flash), else 0. */
+/* 1 when k is a variant of another kernel (flash-sm90, flash-mma: reached through flash; flash-tma:
+ * flash's too, by name only), else 0. */
 int attn_kernel_is_variant(AttnKernel k);
 const char *attn_mask_name(AttnMaskKind m);
 int attn_mask_from_name(const char *name, AttnMaskKind *out);

@@ -26,7 +26,7 @@ enum {
 };
 
 /* The kernels this library can run, comma separated in registry order, e.g.
- * "naive,memeff,flash,flash-sm90,flash-mma,cudnn" (cudnn only where it was built with cuDNN). */
+ * "naive,memeff,flash,flash-sm90,flash-mma,cudnn,flash-tma" (cudnn only where it was built with cuDNN). */
 const char *attn_lib_kernel_names(void);
 
 /* Bytes of `saved` (forward -> backward) and `workspace` the call needs (0: NULL may be passed). */

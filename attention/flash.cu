@@ -39,6 +39,7 @@
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
+#include "attention/flash_sm90_tma.h"
 #include "attention/mma_bf16.cuh"
 #include "attention/tc_attention.cuh"
 
@@ -701,3 +702,24 @@ static const char *flash_sm90_unsupported(const AttnShape *s) {
 const AttnImpl attn_flash_sm90_cuda = {ATTN_FLASH_SM90,    ATTN_CUDA,             flash_sm90_unsupported,
                                        flash_saved_bytes,  flash_workspace_bytes, flash_forward,
                                        flash_backward};
+
+/* flash-tma: flash-sm90 with the TMA, warp-specialised forward (flash_sm90_tma.cu); the backward
+ * is flash-sm90's. It runs exactly the shapes flash_tma_refuses() accepts (no fallback inside: a
+ * refused shape is unsupported, so a measurement of flash-tma is always the new forward). */
+static const char *flash_tma_unsupported(const AttnShape *s) {
+    const char *why = flash_unsupported(s);
+    if (why) return why;
+    return flash_tma_refuses(s);
+}
+static int flash_tma_forward_impl(const AttnShape *s, const void *q, const void *k, const void *v, void *o,
+                                  void *saved, void *workspace, void *stream) {
+    const char *why = flash_tma_unsupported(s);
+    if (why) return attn_cuda_fail("flash-tma forward: %s", why);
+    if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
+        return attn_cuda_fail("flash-tma forward: q, k, v, o must be 16-byte aligned");
+    const int rc = flash_tma_forward(s, q, k, v, o, (float *)saved, attn_stream(stream));
+    return rc < 0 ? attn_cuda_fail("flash-tma forward: refused a supported shape") : rc;
+}
+const AttnImpl attn_flash_tma_cuda = {ATTN_FLASH_TMA,     ATTN_CUDA,             flash_tma_unsupported,
+                                      flash_saved_bytes,  flash_workspace_bytes, flash_tma_forward_impl,
+                                      flash_backward};

@@ -7,7 +7,7 @@
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
  * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
- *   flash-mma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
+ *   flash-mma, flash-tma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
  *   flash, and cudnn where built), every configuration.
  *   mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
  *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient)

@@ -1150,7 +1150,7 @@ static void test_names_and_tables(void) {
         const AttnImpl *cuda = attn_impl((AttnKernel)k, ATTN_CUDA);
         CHECK(!cuda || (cuda->kernel == k && cuda->place == ATTN_CUDA), "cuda impl %d", k);
     }
-    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash, flash-sm90, flash-mma, cudnn") == 0,
+    CHECK(strcmp(attn_kernel_names_list(), "naive, memeff, flash, flash-sm90, flash-mma, cudnn, flash-tma") == 0,
           "kernel names list: %s", attn_kernel_names_list());
     {
         char list[256] = "";
@@ -1180,17 +1180,19 @@ static void test_names_and_tables(void) {
     CHECK(attn_impl(ATTN_AUTO, ATTN_CPU) == NULL && attn_impl(ATTN_NUM_IMPLS, ATTN_CPU) == NULL,
           "attn_impl rejects kernels outside the table");
     /* the flash variants are CUDA's: none on the CPU, where flash resolves to itself */
-    CHECK(attn_impl(ATTN_FLASH_SM90, ATTN_CPU) == NULL && attn_impl(ATTN_FLASH_MMA, ATTN_CPU) == NULL,
-          "no flash-sm90 / flash-mma on the CPU");
+    CHECK(attn_impl(ATTN_FLASH_SM90, ATTN_CPU) == NULL && attn_impl(ATTN_FLASH_MMA, ATTN_CPU) == NULL &&
+              attn_impl(ATTN_FLASH_TMA, ATTN_CPU) == NULL,
+          "no flash-sm90 / flash-mma / flash-tma on the CPU");
     CHECK(attn_kernel_from_name("flash-mma", &k) == 0 && k == ATTN_FLASH_MMA &&
-              attn_kernel_from_name("flash-sm90", &k) == 0 && k == ATTN_FLASH_SM90,
+              attn_kernel_from_name("flash-sm90", &k) == 0 && k == ATTN_FLASH_SM90 &&
+              attn_kernel_from_name("flash-tma", &k) == 0 && k == ATTN_FLASH_TMA,
           "the flash variants parse by name");
     CHECK(attn_kernel_from_name("cudnn", &k) == 0 && k == ATTN_CUDNN && attn_impl(ATTN_CUDNN, ATTN_CPU) == NULL,
           "cudnn parses by name and has no CPU implementation");
     CHECK(attn_kernel_is_variant(ATTN_FLASH_SM90) && attn_kernel_is_variant(ATTN_FLASH_MMA) &&
-              !attn_kernel_is_variant(ATTN_FLASH) && !attn_kernel_is_variant(ATTN_CUDNN) &&
+              attn_kernel_is_variant(ATTN_FLASH_TMA) && !attn_kernel_is_variant(ATTN_FLASH) && !attn_kernel_is_variant(ATTN_CUDNN) &&
               !attn_kernel_is_variant(ATTN_AUTO),
-          "flash-sm90 and flash-mma are variants (of flash); cudnn is not");
+          "flash-sm90, flash-mma and flash-tma are variants (of flash); cudnn is not");
 
     AttnShape s = attn_shape_packed(4, 64, 4, 64, ATTN_MASK_CAUSAL, ATTN_FP32);
     CHECK(s.ld_qkv == 3 * 256 && s.ld_o == 256 && fabsf(s.scale - 0.125f) < 1e-7f &&

@@ -486,7 +486,7 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
     Err r16 = errors(p, p.o16.data(), p.dqkv16.data(), p.db16.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
     Err rh = errors(p, p.oh.data(), p.dqkvh.data(), p.dbh.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
     /* every kernel of the registry that is not a variant of another (flash runs its Hopper kernels
-     * where they apply), and flash-mma beside it on a Hopper GPU */
+     * where they apply), and flash-mma and flash-tma beside it on a Hopper GPU */
     for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
         if (attn_kernel_is_variant((AttnKernel)kk)) continue;
         const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
@@ -497,6 +497,11 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_BF16, r16, "(mma.sync)");
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_FP16, rh, "(mma.sync)");
+            /* and flash-tma: the TMA, warp-specialised forward with flash-sm90's backward */
+            const AttnImpl *tma = attn_impl(ATTN_FLASH_TMA, ATTN_CUDA);
+            if (!tma) { n_skipped += 2; continue; }
+            run_case(p, tma, ATTN_BF16, r16, "(tma)");
+            run_case(p, tma, ATTN_FP16, rh, "(tma)");
         }
     }
 }
@@ -531,6 +536,10 @@ int main(void) {
     run_mha(1, 1000, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
     run_mha(1, 700, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_mha(1, 513, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
+    /* more key tiles than the TMA forward's rings have buffers (4 at D = 64, 2 at 128), so every
+     * buffer is refilled several times (its barriers' parity flips), with a ragged last tile */
+    run_mha(1, 1500, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(2, 1300, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
     /* The mask family: windows, packed documents (one of length 1), key padding left and right,
      * ALiBi, and what people combine. */
     const int xs[] = {X_WINDOW, X_DOCS, X_KEYPAD, X_ALIBI, X_DOCS | X_ALIBI, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI};
@@ -544,6 +553,12 @@ int main(void) {
     /* ... over several tiles of every kernel's query and key blocks (the Hopper tiles too) */
     for (int D = 64; D <= 128; D *= 2)
         for (int xi = 0; xi < 6; xi++) run_mha(1, 1000, 2, D, ATTN_MASK_CAUSAL, BIAS_NONE, xs[xi]);
+    /* non-causal documents over many key tiles: the TMA forward's producer stages the key tiles'
+     * document starts beside K, and warpgroups skip tiles at both ends of their hulls */
+    for (int D = 64; D <= 128; D *= 2) {
+        run_mha(1, 1100, 2, D, ATTN_MASK_NONE, BIAS_NONE, X_DOCS);
+        run_mha(1, 1100, 2, D, ATTN_MASK_NONE, BIAS_NONE, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI);
+    }
     /* Grouped-query attention: Hkv = 1 (multi-query) and H/2, with and without masks. */
     const int gTs[] = {1, 17, 127, 200};
     for (int di = 0; di < 3; di++)

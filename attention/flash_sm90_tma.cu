@@ -1,0 +1,497 @@
+/* attention/flash_sm90_tma.cu: the flash forward on Hopper in FlashAttention-3's design: a
+ * producer warp that loads by TMA, consumer warpgroups that never meet at a block barrier, and
+ * the softmax of one key tile running under the tensor cores' P V of the previous one.
+ *
+ * Same function and outputs as flash_sm90.cu's forward (O, and the natural log-sum-exp L per row,
+ * +inf for a row that saw no key), so that flash-sm90's backward consumes them unchanged. One
+ * block per (query tile of Br = 64 * kConsumers rows, batch * head); 128 + 128 * kConsumers
+ * threads:
+ *   warpgroup 0, the producer: gives its registers up (setmaxnreg.dec) and one warp of it issues
+ *     TMA loads: the Q tile once, then K_j and V_j tiles of Bc = 128 keys into two rings of kStages
+ *     SW128 buffers (wgmma_sm90.cuh's layout, by the 128-byte swizzle of the tensor maps), in the
+ *     order the consumers read them: K_0, K_1, V_0, K_2, V_1, ... Each buffer has a full mbarrier
+ *     (one arrival announcing the box bytes, completed by the TMA) and an empty one (one arrival
+ *     per consumer warp: released).
+ *   warpgroups 1..kConsumers: take the registers (setmaxnreg.inc), own 64 query rows each and
+ *     wait only on the buffers' full barriers. Per key tile j of their range:
+ *       S_j = Q K_j^T            issued (wgmma SS, async)
+ *       O *= corr_{j-1}           (the previous tile's rescale, while S_j runs)
+ *       O += P_{j-1} V_{j-1}     issued (wgmma RS, V MN-major, async)
+ *       wait for S_j; mask; softmax of S_j (max, exp2, row sums; corr_j) under P_{j-1} V_{j-1}
+ *       release K_j; wait for P V; release V_{j-1}; P_j = S_j as 16-bit A fragments
+ *     then the last tile's rescale and P V, and the epilogue of flash_sm90.cu (store_o_and_lse).
+ *     Tiles of the block outside a warpgroup's own range (causal: past its last row; EXTRA: outside
+ *     its hull) are waited for and released at once, so every buffer sees every consumer warp.
+ * Masks: causal and none, and with EXTRA the rest of the family (window, documents, key padding,
+ * ALiBi) exactly as flash_sm90.cu's forward does it (flash_sm90_spans.cuh: closed-form ranges,
+ * per-warp full / partial tiles, documents of the key tile staged in smem beside K by the producer
+ * warp). GQA: the K/V tensor maps are indexed by the K/V head h / group.
+ * Element type E (bf16 or fp16): as in flash_sm90.cu, it names wgmma's input type and what P and
+ * O are rounded to; the tensor maps carry the matching data type.
+ * Registers (setmaxnreg): D = 64 runs 3 consumer warpgroups at 160 registers (producer 32); D = 128
+ * runs 2 at 240 (producer 24), where O (64), S (64) and P (32) are live at once.
+ * Built for sm_90a only (Makefile: -DFLASH_SM90=1); elsewhere flash_tma_refuses() says so.
+ */
+#include <limits.h>
+#include <string.h>
+#include "attention/cuda_common.cuh"
+#include "attention/flash_mask.cuh"
+#include "attention/flash_sm90.h"
+#include "attention/flash_sm90_spans.cuh"
+#include "attention/flash_sm90_tma.h"
+#include "attention/tc_attention.cuh"
+#include "attention/tma_sm90.cuh"
+#include "attention/wgmma_sm90.cuh"
+
+#ifndef FLASH_SM90
+#define FLASH_SM90 0
+#endif
+
+template <int D_> struct TmaFwdTraits {
+    static constexpr int D = D_;
+    static constexpr int kConsumers = D_ == 64 ? 3 : 2; /* consumer warpgroups, 64 query rows each */
+    static constexpr int Br = 64 * kConsumers;
+    static constexpr int Bc = 128;
+    static constexpr int kStages = D_ == 64 ? 4 : 2; /* buffers in each of the K and V rings */
+    static constexpr int kThreads = 128 * (kConsumers + 1);
+    static constexpr int kConsumerWarps = 4 * kConsumers;
+    static constexpr int kProducerRegs = kConsumers == 3 ? 32 : 24;
+    static constexpr int kConsumerRegs = kConsumers == 3 ? 160 : 240;
+    /* one TMA box: 64 columns (128 bytes: the swizzle's span) x its rows; a tile is D / 64 of them */
+    static constexpr int kBoxCols = 64, kPanels = D_ / kBoxCols;
+    static constexpr int kQBoxBytes = Br * kBoxCols * 2, kKVBoxBytes = Bc * kBoxCols * 2;
+    static constexpr int kQBytes = kPanels * kQBoxBytes, kTileBytes = kPanels * kKVBoxBytes;
+    static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
+
+    static_assert(D_ == 64 || D_ == 128, "flash-tma: D = 64 or 128");
+    static_assert(kQBoxBytes % 1024 == 0 && kKVBoxBytes % 1024 == 0,
+                  "every SW128 panel must start 1024-byte aligned (the swizzle's period)");
+    static_assert(Br <= 256 && Bc <= 256 && kBoxCols * 2 == 128, "a TMA box: <= 256 rows, 128-byte rows");
+    static_assert(kQBytes == Br * D_ * 2 && kTileBytes == Bc * D_ * 2, "boxes cover the tiles");
+    static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "setmaxnreg: the SM's registers");
+    static_assert(kProducerRegs <= 65536 / kThreads && kConsumerRegs >= 65536 / kThreads,
+                  "setmaxnreg: dec below and inc above the launch's registers per thread");
+    static_assert(kSmemBytes + 8 * 1024 <= 227 * 1024, "dynamic smem + static (barriers, EXTRA tables) fit an SM");
+};
+
+/* The rings' barriers (static shared memory, 8-byte aligned). */
+template <class Tr> struct TmaFwdBarriers {
+    uint64_t q_full;
+    uint64_t k_full[Tr::kStages], k_empty[Tr::kStages];
+    uint64_t v_full[Tr::kStages], v_empty[Tr::kStages];
+};
+
+/* EXTRA's tables (as flash_sm90.cu's Sm90FwdExtra): the K ring's key document starts (non-causal
+ * documents; written by the producer warp with the K tile, published by its full barrier); per
+ * row its keys [row_lo, row_hi) and document start; per consumer warp the key range whose tiles
+ * need no per-element mask; per consumer warpgroup its key tiles [x, y); ALiBi's slope. */
+template <class Tr> struct TmaFwdExtra {
+    int key_doc[Tr::kStages][Tr::Bc];
+    int row_lo[Tr::Br], row_hi[Tr::Br], row_doc[Tr::Br];
+    int2 warp_full[Tr::kConsumerWarps], wg_tiles[Tr::kConsumers];
+    float slope;
+};
+
+template <typename E> struct TmaFwdParams {
+    E *out;
+    float *lse;
+    int T, H, group; /* group = H / Hkv query heads per K/V head */
+    long long ld_o;
+    float scale_log2;
+    FlashMask x; /* read by the EXTRA instantiations only */
+};
+
+/* The online softmax of one tile for this thread's rows g, g + 8 (half 0, 1), as
+ * tc_attention.cuh's online_softmax_step but leaving O alone: corr is the factor O must be
+ * multiplied by before this tile's P V is added (applied by the caller one step later). */
+template <int NT>
+__device__ __forceinline__ void tma_softmax(float s[][4], float m[2], float l[2], float corr[2], float scale) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * half], s[nt][2 * half + 1]));
+        mx = quad_max(mx) * scale;
+        const float m_new = fmaxf(m[half], mx);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: keep exp2 finite */
+        corr[half] = exp2f(m[half] - m_use);
+        float sum = 0.0f;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float pv = exp2f(fmaf(s[nt][2 * half + e], scale, -m_use));
+                s[nt][2 * half + e] = pv;
+                sum += pv;
+            }
+        l[half] = l[half] * corr[half] + sum;
+        m[half] = m_new;
+    }
+}
+
+template <typename E, int D, bool CAUSAL, bool EXTRA>
+__global__ void __launch_bounds__(TmaFwdTraits<D>::kThreads, 1)
+flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
+                     const __grid_constant__ CUtensorMap tm_v, const TmaFwdParams<E> p) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using Tr = TmaFwdTraits<D>;
+    constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
+    extern __shared__ unsigned char smem_raw[];
+    unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    unsigned char *sK = sQ + Tr::kQBytes;        /* [S][kPanels][Bc][64] */
+    unsigned char *sV = sK + S * Tr::kTileBytes; /* [S][kPanels][Bc][64] */
+    __shared__ TmaFwdBarriers<Tr> bar;
+    __shared__ TmaFwdExtra<Tr> ex;
+
+    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, kvh = h / p.group;
+    const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
+    const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
+    const int cw = wg - 1; /* consumer warpgroup index; -1: the producer */
+    const int T = p.T, q0 = m_blk * Br;
+
+    /* the block's key tiles [j0, j1) */
+    int j0 = 0, j1 = (T + Bc - 1) / Bc;
+    if (CAUSAL) j1 = min(j1, (min(q0 + Br, T) + Bc - 1) / Bc);
+    const bool doc_cols = EXTRA && !CAUSAL && p.x.doc; /* per-score document test against ex.key_doc */
+    const int *doc = p.x.doc ? p.x.doc + (long long)b * T : nullptr;
+    if (EXTRA) {
+        /* every warp: khi_doc is warp-wide */
+        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
+        const int lo = sp.klo(q0), hi = sp.khi_doc(min(q0 + Br, T) - 1);
+        j0 = lo / Bc;
+        j1 = min(j1, (hi + Bc - 1) / Bc);
+        if (j1 <= j0) j0 = 0, j1 = 1; /* no row sees a key: one tile, which every warpgroup skips */
+        for (int i = threadIdx.x; i < Br; i += Tr::kThreads) {
+            const int r = q0 + i;
+            ex.row_lo[i] = r < T ? sp.klo(r) : 0;
+            ex.row_hi[i] = r < T ? sp.khi(r) : 0;
+            ex.row_doc[i] = doc_cols && r < T ? __ldg(doc + r) : 0;
+        }
+        if (cw >= 0) {
+            const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
+            const int full_lo = warp_row0 + 15 < T ? sp.klo(warp_row0 + 15) : INT_MAX;
+            const int full_hi = warp_row0 < T ? sp.khi_doc(warp_row0) : 0;
+            if (lane == 0) ex.warp_full[cw * 4 + warp] = make_int2(full_lo, full_hi);
+            if (warp == 0) {
+                int wg_lo = 0, wg_hi = 0;
+                if (wg_row0 < T) wg_lo = sp.klo(wg_row0), wg_hi = sp.khi_doc(min(wg_row0 + 63, T - 1));
+                int a = j0, z = j0; /* the warpgroup's tiles within the block's */
+                if (wg_lo < wg_hi) {
+                    a = max(j0, wg_lo / Bc);
+                    z = max(a, min(j1, (wg_hi + Bc - 1) / Bc));
+                }
+                if (lane == 0) ex.wg_tiles[cw] = make_int2(a, z);
+            }
+        }
+        if (threadIdx.x == 0) ex.slope = p.x.slopes ? __ldg(p.x.slopes + h) * p.x.inv_scale : 0.0f;
+    }
+    if (threadIdx.x == 0) {
+        mbar_init(&bar.q_full, 1);
+#pragma unroll
+        for (int s = 0; s < S; s++) {
+            mbar_init(&bar.k_full[s], 1);
+            mbar_init(&bar.v_full[s], 1);
+            mbar_init(&bar.k_empty[s], Tr::kConsumerWarps);
+            mbar_init(&bar.v_empty[s], Tr::kConsumerWarps);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads(); /* the barriers and EXTRA's tables; the last block-wide barrier */
+    const int n = j1 - j0; /* >= 1 */
+
+    if (cw < 0) {
+        /* ---- producer: one warp issues every load; the other three only give registers back */
+        setmaxnreg_dec<Tr::kProducerRegs>();
+        if (warp != 0) return;
+        if (lane == 0) {
+            tma_prefetch_map(&tm_q);
+            tma_prefetch_map(&tm_k);
+            tma_prefetch_map(&tm_v);
+            mbar_arrive_expect_tx(&bar.q_full, Tr::kQBytes);
+#pragma unroll
+            for (int pn = 0; pn < Tr::kPanels; pn++)
+                tma_load_3d(sQ + pn * Tr::kQBoxBytes, &tm_q, h * D + pn * Tr::kBoxCols, q0, b, &bar.q_full);
+        }
+        /* load i (i-th tile of the block) of one ring: its buffer's previous contents (load i - S)
+         * must have been released by every consumer warp */
+        auto load_k = [&](int i) {
+            const int s = i % S, jt = j0 + i;
+            if (i >= S) mbar_wait(&bar.k_empty[s], ((i / S) - 1) & 1);
+            if (doc_cols) { /* the tile's document starts, published by the same full barrier */
+                for (int c = lane; c < Bc; c += 32) {
+                    const int t = jt * Bc + c;
+                    ex.key_doc[s][c] = t < T ? __ldg(doc + t) : 0;
+                }
+                __threadfence_block();
+                __syncwarp();
+            }
+            if (lane == 0) {
+                mbar_arrive_expect_tx(&bar.k_full[s], Tr::kTileBytes);
+#pragma unroll
+                for (int pn = 0; pn < Tr::kPanels; pn++)
+                    tma_load_3d(sK + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_k, kvh * D + pn * Tr::kBoxCols,
+                                jt * Bc, b, &bar.k_full[s]);
+            }
+        };
+        auto load_v = [&](int i) {
+            const int s = i % S, jt = j0 + i;
+            if (i >= S) mbar_wait(&bar.v_empty[s], ((i / S) - 1) & 1);
+            if (lane == 0) {
+                mbar_arrive_expect_tx(&bar.v_full[s], Tr::kTileBytes);
+#pragma unroll
+                for (int pn = 0; pn < Tr::kPanels; pn++)
+                    tma_load_3d(sV + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_v, kvh * D + pn * Tr::kBoxCols,
+                                jt * Bc, b, &bar.v_full[s]);
+            }
+        };
+        load_k(0);
+        for (int i = 1; i < n; i++) {
+            load_k(i);
+            load_v(i - 1);
+        }
+        load_v(n - 1);
+        return;
+    }
+
+    /* ---- consumers ---------------------------------------------------------------------------- */
+    setmaxnreg_inc<Tr::kConsumerRegs>();
+    const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
+    int a, z; /* this warpgroup's key tiles [a, z) within [j0, j1) */
+    if (EXTRA) {
+        const int2 t = ex.wg_tiles[cw];
+        a = t.x;
+        z = t.y;
+    } else {
+        a = j0;
+        z = wg_row0 >= T ? a : CAUSAL ? min(j1, (min(wg_row0 + 63, T - 1) + Bc) / Bc) : j1;
+    }
+    /* tile jt's buffer and the parity of its fill */
+    auto stage_of = [&](int jt) { return (jt - j0) % S; };
+    auto parity_of = [&](int jt) { return (uint32_t)(((jt - j0) / S) & 1); };
+    auto release = [&](uint64_t *empty) { /* one arrival per warp, after all of its lanes' reads */
+        __syncwarp();
+        if (lane == 0) mbar_arrive(empty);
+    };
+    /* a tile outside this warpgroup's range: waited for (so that the arrival counts towards this
+     * fill of the buffer, not the next) and released */
+    auto skip = [&](int jt) {
+        const int s = stage_of(jt);
+        const uint32_t ph = parity_of(jt);
+        mbar_wait(&bar.k_full[s], ph);
+        release(&bar.k_empty[s]);
+        mbar_wait(&bar.v_full[s], ph);
+        release(&bar.v_empty[s]);
+    };
+    for (int jt = j0; jt < a; jt++) skip(jt);
+
+    float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+
+    if (a < z) {
+        const uint32_t q_base = smem_addr(sQ) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
+        float sc[NT][4], corr[2];
+        uint32_t pf[NT / 2][4];
+
+        auto issue_s = [&](int s) { /* S = Q K^T, both K-major */
+            const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < KD; kk++)
+                wgmma_ss<E, Bc, 0>(sc, sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
+                                   sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32), kk > 0);
+            wgmma_commit();
+        };
+        auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
+            const uint32_t v_base = smem_addr(sV + s * Tr::kTileBytes);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+                for (int pn = 0; pn < Tr::kPanels; pn++)
+                    wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[pn * 8]), pf[kk],
+                                       sw128_desc(v_base + pn * Tr::kKVBoxBytes + kk * 16 * 128), 1);
+            wgmma_commit();
+        };
+        auto rescale_o = [&]() {
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++) {
+                o[dt][0] *= corr[0];
+                o[dt][1] *= corr[0];
+                o[dt][2] *= corr[1];
+                o[dt][3] *= corr[1];
+            }
+        };
+        auto mask_softmax = [&](int jt) { /* on sc: the mask of tile jt, then the online softmax */
+            const int col0 = jt * Bc;
+            if (EXTRA) {
+                const int2 fr = ex.warp_full[cw * 4 + warp];
+                if (col0 < fr.x || col0 + Bc > fr.y) {
+                    const int rl = warp_row0 - q0 + (lane >> 2); /* this thread's rows rl, rl + 8 */
+                    const int lo[2] = {ex.row_lo[rl], ex.row_lo[rl + 8]}, hi[2] = {ex.row_hi[rl], ex.row_hi[rl + 8]};
+                    const int rdoc[2] = {ex.row_doc[rl], ex.row_doc[rl + 8]};
+                    sm90_mask_tile<NT>(sc, lo, hi, doc_cols ? ex.key_doc[stage_of(jt)] : nullptr, rdoc, col0);
+                }
+                if (p.x.slopes) alibi_tile<NT>(sc, ex.slope, warp_row0, col0, false);
+            } else {
+                const bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
+                if (needs_mask) mask_tile<NT, CAUSAL>(sc, warp_row0, col0, T, false);
+            }
+            tma_softmax<NT>(sc, m, l, corr, p.scale_log2);
+        };
+
+        mbar_wait(&bar.q_full, 0);
+        { /* tile a: S, softmax, P (O is zero: its rescale waits for the next step) */
+            const int s = stage_of(a);
+            mbar_wait(&bar.k_full[s], parity_of(a));
+            issue_s(s);
+            wgmma_wait<0>();
+            wgmma_fence_operands(sc);
+            mask_softmax(a);
+            release(&bar.k_empty[s]); /* K (and its document starts) read */
+            acc_to_a_frags<E, NT>(pf, sc);
+        }
+        for (int jt = a + 1; jt < z; jt++) {
+            const int s = stage_of(jt), sp = stage_of(jt - 1);
+            mbar_wait(&bar.k_full[s], parity_of(jt));
+            issue_s(s);                                        /* S_jt */
+            rescale_o();                                       /* by corr_{jt-1}, under S_jt */
+            mbar_wait(&bar.v_full[sp], parity_of(jt - 1));
+            issue_pv(sp);                                      /* O += P_{jt-1} V_{jt-1} */
+            wgmma_wait<1>();                                   /* S_jt landed; P V may still run */
+            wgmma_fence_operands(sc);
+            mask_softmax(jt);                                  /* under P V */
+            release(&bar.k_empty[s]);
+            wgmma_wait<0>();
+            wgmma_fence_operands(o);
+            release(&bar.v_empty[sp]);
+            acc_to_a_frags<E, NT>(pf, sc);                     /* P_jt: P_{jt-1}'s registers are free */
+        }
+        { /* the last tile's P V */
+            const int sp = stage_of(z - 1);
+            rescale_o();
+            mbar_wait(&bar.v_full[sp], parity_of(z - 1));
+            issue_pv(sp);
+            wgmma_wait<0>();
+            wgmma_fence_operands(o);
+            release(&bar.v_empty[sp]);
+        }
+    }
+
+    /* a row that saw no key: l = 0, so O = 0 and L = +inf */
+    store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o, m,
+                        l, warp_row0, T);
+    /* the block's tiles after this warpgroup's range: released, so that the producer can refill
+     * their buffers for the other warpgroups */
+    for (int jt = z; jt < j1; jt++) skip(jt);
+#endif
+}
+
+/* ---- host side ------------------------------------------------------------------------------ */
+
+/* cuTensorMapEncodeTiled, from the driver through the runtime (no -lcuda). */
+typedef CUresult (*TmaEncodeTiledFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                     const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                     CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+static TmaEncodeTiledFn tma_encode_fn(void) {
+    static const TmaEncodeTiledFn fn = [] {
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+#if CUDART_VERSION >= 12050
+        const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q);
+#else
+        const cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
+#endif
+        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) f = nullptr;
+        cudaGetLastError(); /* a failed query leaves no error behind */
+        return (TmaEncodeTiledFn)f;
+    }();
+    return fn;
+}
+
+const char *flash_tma_refuses(const AttnShape *s) {
+    if (!FLASH_SM90) return "flash-tma: needs a build for sm_90a";
+    const char *why = flash_sm90_refuses(s);
+    if (why) return why;
+    if (s->ld_qkv % 8) return "flash-tma: the rows of q, k, v must be a multiple of 16 bytes apart (ld_qkv % 8 == 0)";
+    if ((long long)s->T * s->ld_qkv * 2 >= (1LL << 40)) return "flash-tma: a sequence of q, k, v must span < 2^40 bytes";
+    if (!tma_encode_fn()) return "flash-tma: the driver has no cuTensorMapEncodeTiled";
+    return NULL;
+}
+
+#if FLASH_SM90 /* the launchers: only an sm_90a build has the kernels */
+/* The 3-D tensor map (columns, tokens, sequences) of a token-major tensor whose rows are ld
+ * elements apart, cols wide (its heads), with boxes of 64 columns x box_rows tokens, 128-byte
+ * swizzle; tokens past T read as zeros. */
+static int tma_make_map(CUtensorMap *map, const void *base, AttnDtype dtype, int cols, int T, int B, long long ld,
+                        int box_rows) {
+    const cuuint64_t dims[3] = {(cuuint64_t)cols, (cuuint64_t)T, (cuuint64_t)B};
+    const cuuint64_t strides[2] = {(cuuint64_t)ld * 2, (cuuint64_t)ld * 2 * (cuuint64_t)T}; /* bytes, dims 1 and 2 */
+    const cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1}, elem_strides[3] = {1, 1, 1};
+    const CUresult r = tma_encode_fn()(map, dtype == ATTN_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                       3, const_cast<void *>(base), dims, strides, box, elem_strides,
+                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) return attn_cuda_fail("flash-tma: cuTensorMapEncodeTiled failed (CUresult %d)", (int)r);
+    return 0;
+}
+
+template <typename E, int D, bool CAUSAL, bool EXTRA>
+static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const CUtensorMap &mk, const CUtensorMap &mv,
+                              const TmaFwdParams<E> &p, cudaStream_t st) {
+    using Tr = TmaFwdTraits<D>;
+    void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const TmaFwdParams<E>) =
+        flash_fwd_tma_kernel<E, D, CAUSAL, EXTRA>;
+    ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
+    kernel<<<attn_tile_grid(s, Tr::Br), Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, p);
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+template <typename E, int D>
+static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const void *v, const TmaFwdParams<E> &p,
+                         cudaStream_t st) {
+    using Tr = TmaFwdTraits<D>;
+    const int Hkv = attn_kv_heads(s);
+    CUtensorMap mq, mk, mv;
+    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Tr::Br) ||
+        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
+        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc))
+        return 1;
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    if (causal)
+        return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, st)
+                     : launch_tma_forward<E, D, true, false>(s, mq, mk, mv, p, st);
+    return extra ? launch_tma_forward<E, D, false, true>(s, mq, mk, mv, p, st)
+                 : launch_tma_forward<E, D, false, false>(s, mq, mk, mv, p, st);
+}
+
+template <typename E>
+static int tma_forward_as(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                          cudaStream_t st) {
+    TmaFwdParams<E> p;
+    memset(&p, 0, sizeof p);
+    p.out = (E *)o;
+    p.lse = lse;
+    p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
+    p.ld_o = s->ld_o;
+    p.scale_log2 = s->scale * LOG2E_F;
+    if (flash_mask_has_extras(s)) p.x = flash_mask(s);
+    return s->D == 64 ? tma_forward_d<E, 64>(s, q, k, v, p, st) : tma_forward_d<E, 128>(s, q, k, v, p, st);
+}
+
+int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                      cudaStream_t stream) {
+    if (flash_tma_refuses(s)) return -1;
+    switch (s->dtype) {
+    case ATTN_BF16: return tma_forward_as<bf16>(s, q, k, v, o, lse, stream);
+    case ATTN_FP16: return tma_forward_as<fp16>(s, q, k, v, o, lse, stream);
+    default: return -1; /* refused above */
+    }
+}
+#else
+int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
+                      cudaStream_t stream) {
+    return -1; /* refused: not an sm_90a build */
+}
+#endif
