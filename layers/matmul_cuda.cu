@@ -15,6 +15,8 @@
  * Parameter gradients are fp32 in every precision (bf16 or fp16 A/B with fp32 C/D and fp32 compute;
  * activations out of a 16-bit GEMM are rounded from the fp32 accumulator, fp16 saturating to inf).
  * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
+ * FP8 operands (--matmul fp8): cuda_matmul_forward_fp8 / cuda_matmul_backward_fp8 at the end,
+ * TN layouts and descale pointers, the same fallbacks.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
