@@ -666,7 +666,7 @@ static void check_fp8_cast(void) {
     }
     for (int f = 0; f < 2; f++) {
         Fp8Format fmt = (Fp8Format)f;
-        const float scale = fmt == FP8_E4M3 ? 64.0f : 1024.0f;
+        const float scale = fmt == FP8_E4M3 ? 64.0f : 1.0f; /* 2^-24..2^16 lands on both ends of each format */
         float amax_host = 0.0f;
         std::vector<unsigned char> want((size_t)rows * cols), want_t((size_t)cols * rows);
         for (int r = 0; r < rows; r++)
