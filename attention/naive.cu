@@ -1,31 +1,43 @@
 /* attention/naive.cu: "standard attention" on the GPU, the baseline the documents compare against.
  *
- *   forward   S = scale * Q K^T        cuBLAS, fp32 output (bf16, fp16: into the workspace; fp32:
- *                                      straight into `saved`)
- *             P = softmax(S + mask)    one kernel: reads S once, adds the bias and ALiBi, masks
- *                                      (causal, window, documents, key padding), writes P once
- *                                      into `saved` in the element type
- *             O = P V                  cuBLAS
- *   backward  dP = dO V^T              cuBLAS, fp32 output, in the workspace
- *             dS = P * (dP - rowsum(P * dP))   one kernel, fp32 math; written in the element
- *                                      type (bf16, fp16: its own workspace region; fp32: in place over
- *                                      dP) and, with a bias gradient, added into dbias
- *             dV = P^T dO,  dQ = scale * dS K,  dK = scale * dS^T Q      cuBLAS
+ * The query rows of every head run in chunks of R rows (R: chunk_plan() below; one chunk when
+ * T <= R). For each chunk c, rows [i0, i0 + n), over all B*H heads at once:
+ *   forward   S_c = scale * Q_c K^T        cuBLAS, fp32 output (bf16, fp16: into the chunk buffer
+ *                                          of the workspace; fp32: straight into `saved`)
+ *             P_c = softmax(S_c + mask)    one kernel: reads S once, adds the bias and ALiBi,
+ *                                          masks (causal, window, documents, key padding), writes
+ *                                          the rows of P once into `saved` in the element type
+ *             O_c = P_c V                  cuBLAS
+ *   backward  dV = P^T dO                  cuBLAS, once over the whole stored P
+ *             then per chunk:
+ *             dP_c = dO_c V^T              cuBLAS, fp32 output, in the chunk buffer
+ *             dS_c = P_c * (dP_c - rowsum(P_c * dP_c))   one kernel, fp32 math; written in the
+ *                                          element type (bf16, fp16: the 16-bit chunk buffer;
+ *                                          fp32: in place over dP_c) and, with a bias gradient,
+ *                                          added into dbias
+ *             dQ_c = scale dS_c K,  dK += scale dS_c^T Q_c     cuBLAS (dK: beta = 1 over chunks)
+ * Each chunk's GEMMs cover only the keys its rows can see where the mask says so on the host:
+ * causal (keys < i0 + n) and the window (keys > i0 - window, and < i0 + n - 1 + window without
+ * causal); S_c, dP_c and dS_c outside that range are never written or read. The row kernels
+ * read only the keys inside a row's interval and write exact zeros outside it (P over the whole
+ * row, since dV reads all of P; dS over the chunk's key range).
  *
  * Precision: every GEMM accumulates in fp32 (CUBLAS_COMPUTE_32F, default math mode: no TF32).
  * In bf16 and fp16 (the 16-bit dtypes, CUDA_R_16BF / CUDA_R_16F inputs) only P (what `saved`
  * holds) and dS (a GEMM input) are rounded to the element type; S, dP, the softmax and
  * rowsum(P * dP) stay fp32, as in the fused kernels (so fp16 never holds a raw score, whose range
- * it could exceed). O, dQ, dK, dV are cuBLAS's fp32 results rounded to the element type. rowsum(P * dP) is taken from the
- * stored (rounded) P, which is the P that O = P V used.
+ * it could exceed). O, dQ, dV are cuBLAS's fp32 results rounded to the element type; dK (when
+ * there is more than one chunk) and the group sums of grouped-query attention are summed in an
+ * fp32 array and rounded once. rowsum(P * dP) is taken from the stored (rounded) P, which is the
+ * P that O = P V used.
  *
- * Memory: saved = B H T^2 elements (P, the element type). workspace = the GEMMs' pointer arrays
- * + B H T^2 fp32 (S in the 16-bit forward, dP in every backward) + B H T^2 16-bit (dS, 16-bit
- * dtypes only) + 2 B T Hkv D fp32 (16-bit with grouped-query attention only: dK and dV summed
- * over the group).
- * The GEMMs compute every score, masked or not: that is the standard design. The row kernels
- * read only the keys inside a row's interval (causal, window, key padding) and write exact
- * zeros outside it.
+ * Memory: saved = B H T^2 elements (P, the element type): standard attention's one T x T matrix
+ * per head. workspace (one call's scratch, nothing kept from forward to backward) = the GEMMs'
+ * pointer arrays (kSlots x chunks x B H pointers) + B H R T fp32 (the chunk's S in the 16-bit
+ * forward, its dP in every backward) + B H R T 16-bit (the chunk's dS, 16-bit dtypes only)
+ * + B T Hkv D fp32 (16-bit with more than one chunk or grouped-query attention: dK's sum)
+ * + B T Hkv D fp32 (16-bit grouped-query attention: dV's group sum). With R = T/16 (T >= 4096)
+ * the chunk buffers are 0.375 bytes per score in bf16, beside P's 2 (T = 1024: R = 256, 1.5).
  *
  * Mask (attention.h): the structural pieces give each query row i one interval of keys
  * [lo, hi) (causal, window, key padding; closed form per row); documents are tested element by
@@ -37,8 +49,8 @@
  * Grouped-query attention: query head h reads K/V head g = h / (H / Hkv) in place: the pointer
  * arrays hold K/V head g's address for every query head of its group. dK and dV of head g are the
  * sums over the group: one GEMM call per position hl in the group, over all (b, g), with beta = 0
- * for hl = 0 and beta = 1 after (deterministic: a fixed order). fp32 accumulates straight into
- * dK/dV; bf16 and fp16 accumulate in an fp32 workspace array and round once at the end.
+ * for hl = 0 and beta = 1 after (dK with several chunks: beta = 1 throughout, on a zeroed sum;
+ * deterministic either way: a fixed order).
  *
  * Deterministic, except dbias when its strides broadcast (a stride of 0): dbias entries shared
  * by several (b, h, i) receive fp32 atomic adds, so their value is reproducible only up to
@@ -46,12 +58,13 @@
  *
  * Batching: GPT-2's packed layout puts head h of batch row b at b*T*ld + h*D, which no single
  * batch stride describes. Every GEMM is one cublasGemmBatchedEx call (per group position for the
- * dK/dV sums), with per-head pointer arrays that a small kernel writes into the workspace (no
- * permuted copies of Q/K/V). (Strided-batched calls, one per row of B or H, measured slower:
- * dev/attention_notes.md, naive v4.)
+ * dK/dV sums) over per-head pointer arrays, written for every operand and chunk by one small
+ * kernel at the start of each pass (no permuted copies of Q/K/V). (Strided-batched calls, one per
+ * row of B or H, measured slower: dev/attention_notes.md, naive v4.)
  *
  * cuBLAS is column-major; a row-major (rows x cols, ld) matrix is its column-major transpose. Per
- * head, Q/K/V are T x D row-major with ld = ld_qkv; S/P/dP/dS are T x T with ld = T.
+ * head, Q/K/V are T x D row-major with ld = ld_qkv; P is T x T and a chunk's S/dP/dS are R x T,
+ * all with ld = T (column j of a chunk buffer is key j).
  */
 #include <cublas_v2.h>
 #include <math.h>
@@ -96,7 +109,7 @@ static int naive_handle(cublasHandle_t *out, cudaStream_t stream) {
     return 0;
 }
 
-/* ---- sizes ----------------------------------------------------------------------------------- */
+/* ---- sizes and the chunk plan ------------------------------------------------------------------ */
 
 static bool mul_ok(size_t a, size_t b, size_t *out) {
     if (a != 0 && b > SIZE_MAX / a) return false;
@@ -113,39 +126,86 @@ static size_t align256(size_t x) { return (x + 255) & ~(size_t)255; }
 static int group_size(const AttnShape *s) { return s->H / attn_kv_heads(s); }
 /* bf16 and fp16: the 16-bit element types, whose P and dS are rounded into their own buffers. */
 static bool is_16bit(const AttnShape *s) { return s->dtype == ATTN_BF16 || s->dtype == ATTN_FP16; }
-/* 16-bit with more than one query head per K/V head: dK/dV are summed in fp32 first. */
-static bool needs_kv_accumulator(const AttnShape *s) { return is_16bit(s) && group_size(s) > 1; }
 
-/* The pointer arrays hold kMaxSlots arrays of B*H pointers. */
-static const int kMaxSlots = 10;
+/* Query-row chunks: at most kMaxChunks of them, each a multiple of 64 rows and at least
+ * kMinChunkRows (one chunk when T is no larger). From T = 4096 on the chunk buffers hold about
+ * 1/16 of the rows (R = T/16 rounded up to 64); below, R = 256. Each extra chunk costs 3 launches
+ * in the forward and 3 + (H / Hkv) in the backward, and the fp32 dK sum is read and written once
+ * per chunk, 8 D / R bytes per score: hence at least 256 rows (dev/attention_notes.md, naive v9). */
+static const int kMaxChunks = 16, kMinChunkRows = 256;
+
+struct ChunkPlan {
+    int T, rows, count; /* rows per chunk (the last may have fewer), number of chunks */
+    int causal, window; /* what bounds a chunk's keys on the host */
+};
+static ChunkPlan chunk_plan(const AttnShape *s) {
+    int T = s->T;
+    int rows = (int)(((long long)T + kMaxChunks - 1) / kMaxChunks);
+    rows = (rows + 63) / 64 * 64;
+    if (rows < kMinChunkRows) rows = kMinChunkRows;
+    if (rows > T) rows = T;
+    ChunkPlan p = {T, rows, (int)(((long long)T + rows - 1) / rows), s->mask.kind == ATTN_MASK_CAUSAL,
+                   s->mask.window};
+    return p;
+}
+/* Chunk c: query rows [i0, i0 + n) and the keys [klo, khi) any of them can see through causal and
+ * window (the hull of row_mask's intervals; key padding and documents are per sequence, on the
+ * device, and left to the row kernels). Chunk 0 has i0 = klo = 0. */
+struct ChunkSpan {
+    int i0, n, klo, khi;
+};
+__host__ __device__ inline ChunkSpan chunk_span(const ChunkPlan &p, int c) {
+    ChunkSpan x;
+    x.i0 = c * p.rows;
+    x.n = p.T - x.i0 < p.rows ? p.T - x.i0 : p.rows;
+    x.klo = p.window > 0 && x.i0 - p.window + 1 > 0 ? x.i0 - p.window + 1 : 0;
+    long long e = p.causal ? (long long)x.i0 + x.n : p.window > 0 ? (long long)x.i0 + x.n - 1 + p.window : p.T;
+    x.khi = e < p.T ? (int)e : p.T;
+    return x;
+}
+
+/* The operands of the GEMMs, one slot each in the pointer arrays. */
+enum Slot {
+    SLOT_Q, SLOT_K, SLOT_V, SLOT_O, SLOT_DO, SLOT_DQ, SLOT_DK, SLOT_DV,
+    SLOT_P,   /* `saved`: the B H T x T rows of P (fp32 forward: S too, in place) */
+    SLOT_F32, /* the fp32 chunk buffer: S_c (16-bit forward), dP_c */
+    SLOT_DS,  /* dS_c: the 16-bit chunk buffer, or SLOT_F32's (fp32, in place) */
+    kSlots
+};
 
 /* Byte offsets into the workspace (the pointer arrays start at 0); each region 256-aligned. */
 struct WsLayout {
-    size_t scores; /* B H T^2 fp32: S (16-bit forward), dP (backward; fp32: dS too, in place) */
-    size_t ds;     /* B H T^2 16-bit: dS (bf16 and fp16 only) */
-    size_t acc;    /* 2 x B T Hkv D fp32: dK, dV accumulators (needs_kv_accumulator only) */
+    ChunkPlan plan;
+    size_t f32;    /* B H R T fp32: S_c (16-bit forward), dP_c (backward; fp32: dS_c too, in place) */
+    size_t ds;     /* B H R T 16-bit: dS_c (bf16 and fp16 only) */
+    size_t dk_acc; /* B T Hkv D fp32: dK's sum over chunks and the group (has_dk_acc) */
+    size_t dv_acc; /* B T Hkv D fp32: dV's sum over the group (has_dv_acc) */
     size_t total;
+    bool has_dk_acc, has_dv_acc;
 };
 /* false when a size overflows size_t. */
 static bool ws_layout(const AttnShape *s, WsLayout *w) {
-    size_t heads, ptrs, elems, sbytes, dsbytes = 0, accbytes = 0, at;
-    if (!mul_ok((size_t)s->B, (size_t)s->H, &heads) || !mul_ok(heads, kMaxSlots * sizeof(void *), &ptrs) ||
-        !mul_ok(heads, (size_t)s->T, &elems) || !mul_ok(elems, (size_t)s->T, &elems) ||
-        !mul_ok(elems, 4, &sbytes))
+    w->plan = chunk_plan(s);
+    const bool narrow = is_16bit(s);
+    w->has_dk_acc = narrow && (w->plan.count > 1 || group_size(s) > 1);
+    w->has_dv_acc = narrow && group_size(s) > 1;
+    size_t heads, ptrs, elems, f32b, dsb = 0, kvb = 0, at;
+    if (!mul_ok((size_t)s->B, (size_t)s->H, &heads) || !mul_ok(heads, (size_t)w->plan.count, &ptrs) ||
+        !mul_ok(ptrs, kSlots * sizeof(void *), &ptrs) || !mul_ok(heads, (size_t)w->plan.rows, &elems) ||
+        !mul_ok(elems, (size_t)s->T, &elems) || !mul_ok(elems, 4, &f32b))
         return false;
-    if (is_16bit(s) && !mul_ok(elems, 2, &dsbytes)) return false;
-    if (needs_kv_accumulator(s)) {
-        size_t n;
-        if (!mul_ok((size_t)s->B * s->T, (size_t)attn_kv_heads(s) * s->D, &n) || !mul_ok(n, 2 * sizeof(float), &accbytes))
-            return false;
-    }
+    if (narrow && !mul_ok(elems, 2, &dsb)) return false;
+    if (w->has_dk_acc && (!mul_ok((size_t)s->B * s->T, (size_t)attn_kv_heads(s) * s->D, &kvb) || !mul_ok(kvb, 4, &kvb)))
+        return false;
     if (ptrs > SIZE_MAX - 255) return false;
-    w->scores = align256(ptrs);
-    if (!add_ok(w->scores, sbytes, &at) || at > SIZE_MAX - 255) return false;
+    w->f32 = align256(ptrs);
+    if (!add_ok(w->f32, f32b, &at) || at > SIZE_MAX - 255) return false;
     w->ds = align256(at);
-    if (!add_ok(w->ds, dsbytes, &at) || at > SIZE_MAX - 255) return false;
-    w->acc = align256(at);
-    return add_ok(w->acc, accbytes, &w->total);
+    if (!add_ok(w->ds, dsb, &at) || at > SIZE_MAX - 255) return false;
+    w->dk_acc = align256(at);
+    if (!add_ok(w->dk_acc, w->has_dk_acc ? kvb : 0, &at) || at > SIZE_MAX - 255) return false;
+    w->dv_acc = align256(at);
+    return add_ok(w->dv_acc, w->has_dv_acc ? kvb : 0, &w->total);
 }
 
 /* ---- the mask as the row kernels see it ------------------------------------------------------ */
@@ -220,94 +280,27 @@ __device__ __forceinline__ float adjust_score(const RowMask &r, int j, float x) 
 }
 
 /* ---- per-head GEMMs through pointer arrays ----------------------------------------------------
- * Entry idx of every pointer array (0 <= idx < B*H) is query head h of sequence b with
+ * Array (slot, chunk c) holds B*H pointers, entry idx (0 <= idx < B*H) for query head h of
+ * sequence b with
  *   idx = hl * (B*Hkv) + b * Hkv + g,   h = g * group + hl   (group = H / Hkv, hl < group),
  * so entries [hl*B*Hkv, (hl+1)*B*Hkv) are the hl-th query head of every (b, g) group: one batched
  * call over that slice sums position hl of each group into dK/dV. An operand indexed by K/V head
- * (kv) stores the address of (b, g) at every idx of its group; a query-head operand that of (b, h). */
+ * (kv) stores the address of (b, g) at every idx of its group; a query-head operand that of (b, h).
+ * Each pointer is moved to chunk c's first query row i0 and first key klo. */
 
 /* One operand: base pointer, type, leading dimension, element offsets between consecutive
- * sequences b and heads, whether its head index is the K/V head g (kv) or the query head h, and
- * its slot in the pointer arrays. */
+ * sequences b and heads, element offsets per query row and per key (chunk c's pointer is
+ * base + i0 * per_query + klo * per_key), and whether its head index is the K/V head g (kv) or the
+ * query head h. */
 struct Operand {
     const void *ptr;
     cudaDataType type;
     int ld;
-    long long stride_b, stride_h;
+    long long stride_b, stride_h, per_query, per_key;
     int kv;
-    int slot;
 };
 static size_t type_size(cudaDataType t) { return t == CUDA_R_32F ? 4 : 2; }
 
-struct PtrTable {
-    const char *base[kMaxSlots];
-    long long sb[kMaxSlots], sh[kMaxSlots]; /* bytes */
-    int kv[kMaxSlots];
-    int n;
-};
-__global__ void fill_head_pointers(PtrTable t, const void **out, int B, int H, int Hkv) {
-    int BH = B * H, idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= BH) return;
-    int BG = B * Hkv, group = H / Hkv;
-    int hl = idx / BG, rem = idx % BG, b = rem / Hkv, g = rem % Hkv, h = g * group + hl;
-    for (int k = 0; k < t.n; k++)
-        out[(size_t)k * BH + idx] = t.base[k] + (long long)b * t.sb[k] + (long long)(t.kv[k] ? g : h) * t.sh[k];
-}
-
-struct GemmCtx {
-    const AttnShape *s;
-    cublasHandle_t hd;
-    const void **ptrs; /* kMaxSlots arrays of B*H pointers, at the start of the workspace */
-};
-
-/* Writes the pointer arrays of ops[0..n) (ops[k].slot == k). */
-static int prepare_pointers(GemmCtx &c, const Operand *ops, int n, void *workspace, cudaStream_t st) {
-    if (n > kMaxSlots) return attn_cuda_fail("naive: %d operands > %d slots", n, kMaxSlots);
-    PtrTable t;
-    memset(&t, 0, sizeof t);
-    t.n = n;
-    for (int k = 0; k < n; k++) {
-        long long es = (long long)type_size(ops[k].type);
-        t.base[k] = (const char *)ops[k].ptr;
-        t.sb[k] = ops[k].stride_b * es;
-        t.sh[k] = ops[k].stride_h * es;
-        t.kv[k] = ops[k].kv;
-    }
-    int BH = c.s->B * c.s->H;
-    fill_head_pointers<<<(BH + 127) / 128, 128, 0, st>>>(t, (const void **)workspace, c.s->B, c.s->H,
-                                                          attn_kv_heads(c.s));
-    ATTN_LAUNCH_CHECK();
-    c.ptrs = (const void **)workspace;
-    return 0;
-}
-
-/* C_idx = alpha op(A_idx) op(B_idx) + beta C_idx for idx in [first, first + count), column-major. */
-static int gemm_heads(const GemmCtx &c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                      float alpha, Operand A, Operand B, float beta, Operand C, int first, int count) {
-    size_t BH = (size_t)c.s->B * c.s->H;
-    CUBLAS_TRY(cublasGemmBatchedEx(
-        c.hd, ta, tb, m, n, k, &alpha, c.ptrs + A.slot * BH + first, A.type, A.ld,
-        c.ptrs + B.slot * BH + first, B.type, B.ld, &beta,
-        (void *const *)(c.ptrs + C.slot * BH + first), C.type, C.ld, count, CUBLAS_COMPUTE_32F,
-        CUBLAS_GEMM_DEFAULT));
-    return 0;
-}
-/* Every head. */
-static int gemm_all(const GemmCtx &c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                    float alpha, Operand A, Operand B, Operand C) {
-    return gemm_heads(c, ta, tb, m, n, k, alpha, A, B, 0.0f, C, 0, c.s->B * c.s->H);
-}
-/* C_(b,g) = alpha sum over the group's query heads of op(A) op(B): one call per position in the
- * group, beta = 0 then 1 (a fixed order: deterministic). */
-static int gemm_group_sum(const GemmCtx &c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                          float alpha, Operand A, Operand B, Operand C) {
-    int BG = c.s->B * attn_kv_heads(c.s), group = group_size(c.s);
-    for (int hl = 0; hl < group; hl++)
-        if (gemm_heads(c, ta, tb, m, n, k, alpha, A, B, hl ? 1.0f : 0.0f, C, hl * BG, BG)) return 1;
-    return 0;
-}
-
-/* Operands in the token-major layout, the (B,H,T,T) score matrices, the dK/dV accumulators. */
 /* The cuBLAS type of the element type (attn_shape_basics has refused any other dtype). */
 static cudaDataType elem_type(const AttnShape *s) {
     switch (s->dtype) {
@@ -316,31 +309,154 @@ static cudaDataType elem_type(const AttnShape *s) {
     default: return CUDA_R_32F;
     }
 }
-static Operand token_major(const AttnShape *s, const void *p, int ld, int kv, int slot) {
-    Operand o = {p, elem_type(s), ld, (long long)s->T * ld, (long long)s->D, kv, slot};
+/* Q, K, V, O and gradients in the token-major layout: a query (q) or key (kv) row is a token. */
+static Operand token_major(const AttnShape *s, const void *p, int ld, int kv) {
+    Operand o = {p, elem_type(s), ld, (long long)s->T * ld, (long long)s->D, kv ? 0 : (long long)ld,
+                 kv ? (long long)ld : 0, kv};
     return o;
 }
-static Operand scores(const AttnShape *s, const void *p, cudaDataType type, int slot) {
-    long long tt = (long long)s->T * s->T;
-    Operand o = {p, type, s->T, tt * s->H, tt, 0, slot};
-    return o;
-}
-static Operand kv_accumulator(const AttnShape *s, const void *p, int slot) {
+/* The fp32 dK / dV sums: (B T, Hkv D) contiguous, K/V heads. */
+static Operand kv_accumulator(const AttnShape *s, const void *p) {
     int ld = attn_kv_heads(s) * s->D;
-    Operand o = {p, CUDA_R_32F, ld, (long long)s->T * ld, (long long)s->D, 1, slot};
+    Operand o = {p, CUDA_R_32F, ld, (long long)s->T * ld, (long long)s->D, 0, (long long)ld, 1};
     return o;
+}
+/* Score rows with ld = T, `rows` rows per head (T: P in `saved`, whose chunk starts at row i0;
+ * R: a chunk buffer, whose row 0 is query i0); column j is key j. */
+static Operand score_rows(const AttnShape *s, const void *p, cudaDataType type, int rows, bool from_i0) {
+    long long per_head = (long long)rows * s->T;
+    Operand o = {p, type, s->T, per_head * s->H, per_head, from_i0 ? (long long)s->T : 0, 1, 0};
+    return o;
+}
+
+struct PtrTable {
+    const char *base[kSlots];
+    long long sb[kSlots], sh[kSlots], oq[kSlots], ok[kSlots]; /* bytes */
+    int kv[kSlots];
+};
+__global__ void fill_head_pointers(PtrTable t, ChunkPlan plan, const void **out, int B, int H, int Hkv) {
+    long long BH = (long long)B * H, per_slot = BH * plan.count;
+    for (long long x = (long long)blockIdx.x * blockDim.x + threadIdx.x; x < per_slot * kSlots;
+         x += (long long)gridDim.x * blockDim.x) {
+        int k = (int)(x / per_slot), c = (int)((x % per_slot) / BH), idx = (int)(x % BH);
+        int BG = B * Hkv, group = H / Hkv;
+        int hl = idx / BG, rem = idx % BG, b = rem / Hkv, g = rem % Hkv, h = g * group + hl;
+        ChunkSpan sp = chunk_span(plan, c);
+        out[x] = t.base[k] ? t.base[k] + (long long)b * t.sb[k] + (long long)(t.kv[k] ? g : h) * t.sh[k] +
+                                 (long long)sp.i0 * t.oq[k] + (long long)sp.klo * t.ok[k]
+                           : nullptr;
+    }
+}
+
+/* What a pass hands to naive_setup: its buffers (NULL where the pass has none). */
+struct NaiveBufs {
+    const void *q, *k, *v, *o, *dout, *saved;
+    void *dq, *dk, *dv;
+};
+
+struct GemmCtx {
+    const AttnShape *s;
+    cublasHandle_t hd;
+    cudaStream_t st;
+    WsLayout w;
+    const void **ptrs; /* kSlots x chunks arrays of B*H pointers, at the start of the workspace */
+    Operand ops[kSlots];
+    float *f32;        /* the fp32 chunk buffer */
+    void *ds;          /* dS_c: the 16-bit chunk buffer, or f32 (fp32) */
+    float *dk_acc, *dv_acc; /* NULL unless w.has_dk_acc / has_dv_acc */
+};
+
+/* The prologue of both passes: cuBLAS handle, workspace layout, every operand, and the pointer
+ * arrays of every operand and chunk in one launch. */
+static int naive_setup(GemmCtx &c, const AttnShape *s, const NaiveBufs &b, void *workspace, cudaStream_t st) {
+    c.s = s;
+    c.st = st;
+    if (naive_handle(&c.hd, st)) return 1;
+    if (!ws_layout(s, &c.w)) return attn_cuda_fail("naive: workspace size overflows");
+    char *ws = (char *)workspace;
+    const bool narrow = is_16bit(s);
+    c.ptrs = (const void **)ws;
+    c.f32 = (float *)(ws + c.w.f32);
+    c.ds = narrow ? (void *)(ws + c.w.ds) : (void *)c.f32;
+    c.dk_acc = c.w.has_dk_acc ? (float *)(ws + c.w.dk_acc) : NULL;
+    c.dv_acc = c.w.has_dv_acc ? (float *)(ws + c.w.dv_acc) : NULL;
+    int R = c.w.plan.rows;
+    Operand *o = c.ops;
+    o[SLOT_Q] = token_major(s, b.q, s->ld_qkv, 0);
+    o[SLOT_K] = token_major(s, b.k, s->ld_qkv, 1);
+    o[SLOT_V] = token_major(s, b.v, s->ld_qkv, 1);
+    o[SLOT_O] = token_major(s, b.o, s->ld_o, 0);
+    o[SLOT_DO] = token_major(s, b.dout, s->ld_o, 0);
+    o[SLOT_DQ] = token_major(s, b.dq, s->ld_qkv, 0);
+    o[SLOT_DK] = c.dk_acc ? kv_accumulator(s, c.dk_acc) : token_major(s, b.dk, s->ld_qkv, 1);
+    o[SLOT_DV] = c.dv_acc ? kv_accumulator(s, c.dv_acc) : token_major(s, b.dv, s->ld_qkv, 1);
+    o[SLOT_P] = score_rows(s, b.saved, elem_type(s), s->T, true);
+    o[SLOT_F32] = score_rows(s, c.f32, CUDA_R_32F, R, false);
+    o[SLOT_DS] = score_rows(s, c.ds, elem_type(s), R, false);
+    PtrTable t;
+    memset(&t, 0, sizeof t);
+    for (int k = 0; k < kSlots; k++) {
+        long long es = (long long)type_size(o[k].type);
+        t.base[k] = (const char *)o[k].ptr;
+        t.sb[k] = o[k].stride_b * es;
+        t.sh[k] = o[k].stride_h * es;
+        t.oq[k] = o[k].per_query * es;
+        t.ok[k] = o[k].per_key * es;
+        t.kv[k] = o[k].kv;
+    }
+    long long n = (long long)s->B * s->H * c.w.plan.count * kSlots;
+    unsigned blocks = (unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
+    fill_head_pointers<<<blocks, 256, 0, st>>>(t, c.w.plan, c.ptrs, s->B, s->H, attn_kv_heads(s));
+    ATTN_LAUNCH_CHECK();
+    return 0;
+}
+
+/* C_idx = alpha op(A_idx) op(B_idx) + beta C_idx for idx in [first, first + count) of chunk
+ * `chunk`'s pointers, column-major. */
+static int gemm_heads(const GemmCtx &c, int chunk, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                      int k, float alpha, Slot A, Slot B, float beta, Slot C, int first, int count) {
+    size_t BH = (size_t)c.s->B * c.s->H, nc = (size_t)c.w.plan.count;
+    const Operand &a = c.ops[A], &b = c.ops[B], &d = c.ops[C];
+    CUBLAS_TRY(cublasGemmBatchedEx(c.hd, ta, tb, m, n, k, &alpha, c.ptrs + (A * nc + chunk) * BH + first, a.type,
+                                   a.ld, c.ptrs + (B * nc + chunk) * BH + first, b.type, b.ld, &beta,
+                                   (void *const *)(c.ptrs + (C * nc + chunk) * BH + first), d.type, d.ld, count,
+                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return 0;
+}
+/* Every head, beta = 0. */
+static int gemm_all(const GemmCtx &c, int chunk, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    float alpha, Slot A, Slot B, Slot C) {
+    return gemm_heads(c, chunk, ta, tb, m, n, k, alpha, A, B, 0.0f, C, 0, c.s->B * c.s->H);
+}
+/* C_(b,g) (+)= alpha sum over the group's query heads of op(A) op(B): one call per position in the
+ * group, beta = 0 for the first unless `accumulate`, 1 after (a fixed order: deterministic). */
+static int gemm_group_sum(const GemmCtx &c, int chunk, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                          int k, float alpha, Slot A, Slot B, Slot C, bool accumulate) {
+    int BG = c.s->B * attn_kv_heads(c.s), group = group_size(c.s);
+    for (int hl = 0; hl < group; hl++)
+        if (gemm_heads(c, chunk, ta, tb, m, n, k, alpha, A, B, accumulate || hl ? 1.0f : 0.0f, C, hl * BG, BG))
+            return 1;
+    return 0;
 }
 
 /* ---- row kernels ------------------------------------------------------------------------------
- * Row r = (b*H + h)*T + i of the (B,H,T,T) matrices. Fast path (T % 4 == 0, buffers 16-byte
- * aligned, T <= 16384): TPR threads own one row and keep it in registers, NV vectors of 4
- * elements each (the fp32 S/dP as float4; P/dS as 4 elements of the dtype); TPR = 32: a warp per
- * row, 8 rows per block, up to T = 1024 (32 elements per thread, as v4's bf16 rows); TPR >= 256:
- * a block per row. One read of each element inside the row's
- * interval, one write of every element. Other T: the scalar kernels (one block per row, two
- * passes). */
+ * Row r = head * n + il (head = b*H + h) of a chunk of n query rows, query i = i0 + il. Each
+ * array's row (head, il) is at base + (head * rows_per_head + il) * T, where base is already at
+ * the chunk's first row (P in `saved`: T rows per head; the chunk buffers: R). Fast path
+ * (T % 4 == 0, row starts 4-element aligned, T <= 16384): TPR threads own one row and keep it in
+ * registers, NV vectors of 4 elements each (the fp32 S/dP as float4; P/dS as 4 elements of the
+ * dtype); TPR = 32: a warp per row, 8 rows per block, up to T = 1024 (32 elements per thread, as
+ * v4's bf16 rows); TPR >= 256: a block per row. One read of each element inside the row's
+ * interval, one write of every element of the output row (P) or of the chunk's key range (dS).
+ * Other T: the scalar kernels (one block per row, two passes). */
 
 static const int kRowThreads = 256;
+
+/* A chunk as the row kernels see it: ChunkSpan plus each array's rows per head. */
+struct RowSpan {
+    int i0, n, klo, khi;
+    long long hs_in, hs_p, hs_out; /* the fp32 input (S or dP), P (backward), the output (P or dS) */
+};
 
 template <typename E> struct Vec4;
 template <> struct Vec4<bf16> {
@@ -402,25 +518,30 @@ template <int TPR> struct RowBlock {
     static const int rows = threads / TPR;
 };
 
-__device__ __forceinline__ void row_coords(long long r, int T, int H, int &b, int &h, int &i) {
-    i = (int)(r % T);
-    h = (int)((r / T) % H);
-    b = (int)(r / ((long long)T * H));
+/* Row r of the chunk: its head (b*H + h), its row il in the chunk, b, h and the query i. */
+__device__ __forceinline__ void row_coords(long long r, const RowSpan &sp, int H, long long &head, int &il, int &b,
+                                           int &h, int &i) {
+    head = r / sp.n;
+    il = (int)(r % sp.n);
+    h = (int)(head % H);
+    b = (int)(head / H);
+    i = sp.i0 + il;
 }
 
 /* P = softmax(S + mask) of one row. S (fp32) and P may be the same buffer (fp32): each element is
  * read and written by the same thread. */
 template <typename E, int TPR, int NV, bool EXTRA>
 __global__ void __launch_bounds__(RowBlock<TPR>::threads)
-softmax_forward_vec(const float *S, E *P, long long rows, int T, int H, NaiveMask mask) {
+softmax_forward_vec(const float *S, E *P, RowSpan sp, long long rows, int T, int H, NaiveMask mask) {
     int lane = threadIdx.x % TPR;
     long long r = (long long)blockIdx.x * RowBlock<TPR>::rows + threadIdx.x / TPR;
     if (r >= rows) return; /* only when several rows share a block: no block-wide barrier then */
-    int b, h, i;
-    row_coords(r, T, H, b, h, i);
+    long long head;
+    int il, b, h, i;
+    row_coords(r, sp, H, head, il, b, h, i);
     const RowMask rm = row_mask(mask, b, h, i, T);
-    const float *srow = S + r * T;
-    E *prow = P + r * T;
+    const float *srow = S + (head * sp.hs_in + il) * T;
+    E *prow = P + (head * sp.hs_out + il) * T;
     float x[NV][4];
     float m = -INFINITY;
 #pragma unroll
@@ -464,19 +585,22 @@ softmax_forward_vec(const float *S, E *P, long long rows, int T, int H, NaiveMas
 
 /* dS = P * (dP - sum_j P dP) of one row (fp32 math), and dbias += dS (DBIAS). Outside the row's
  * interval P is 0 (forward wrote it so) and is not read; inside, P = 0 (a document boundary, a
- * -inf bias) gives dS = 0 too. dS may be the same buffer as dP (fp32): same-thread elements. */
+ * -inf bias) gives dS = 0 too. dS is written over the vectors that meet the chunk's key range
+ * [klo, khi) (the GEMMs read no other). dS may be the same buffer as dP (fp32): same-thread
+ * elements. */
 template <typename E, int TPR, int NV, bool DBIAS>
 __global__ void __launch_bounds__(RowBlock<TPR>::threads)
-softmax_backward_vec(const E *P, const float *dP, E *dS, long long rows, int T, int H, NaiveMask mask) {
+softmax_backward_vec(const E *P, const float *dP, E *dS, RowSpan sp, long long rows, int T, int H, NaiveMask mask) {
     int lane = threadIdx.x % TPR;
     long long r = (long long)blockIdx.x * RowBlock<TPR>::rows + threadIdx.x / TPR;
     if (r >= rows) return;
-    int b, h, i;
-    row_coords(r, T, H, b, h, i);
+    long long head;
+    int il, b, h, i;
+    row_coords(r, sp, H, head, il, b, h, i);
     const RowMask rm = row_mask(mask, b, h, i, T);
-    const E *prow = P + r * T;
-    const float *dprow = dP + r * T;
-    E *dsrow = dS + r * T;
+    const E *prow = P + (head * sp.hs_p + il) * T;
+    const float *dprow = dP + (head * sp.hs_in + il) * T;
+    E *dsrow = dS + (head * sp.hs_out + il) * T;
     float pv[NV][4], dv[NV][4];
     float acc = 0.0f;
 #pragma unroll
@@ -500,7 +624,7 @@ softmax_backward_vec(const E *P, const float *dP, E *dS, long long rows, int T, 
 #pragma unroll
     for (int v = 0; v < NV; v++) {
         int j0 = (lane + v * TPR) * 4;
-        if (j0 < T) {
+        if (j0 < sp.khi && j0 + 4 > sp.klo) { /* khi <= T, T % 4 == 0: inside the row */
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 float ds = pv[v][e] != 0.0f ? pv[v][e] * (dv[v][e] - dsum) : 0.0f;
@@ -549,13 +673,13 @@ __device__ float block_reduce_sum(float x) {
  * each element is read and then written by one thread. */
 template <typename E, bool EXTRA>
 __global__ void __launch_bounds__(kRowThreads)
-softmax_forward_rows(const float *S, E *P, int T, int H, NaiveMask mask) {
-    long long r = blockIdx.x;
-    int b, h, i;
-    row_coords(r, T, H, b, h, i);
+softmax_forward_rows(const float *S, E *P, RowSpan sp, int T, int H, NaiveMask mask) {
+    long long head;
+    int il, b, h, i;
+    row_coords(blockIdx.x, sp, H, head, il, b, h, i);
     const RowMask rm = row_mask(mask, b, h, i, T);
-    const float *srow = S + r * T;
-    E *prow = P + r * T;
+    const float *srow = S + (head * sp.hs_in + il) * T;
+    E *prow = P + (head * sp.hs_out + il) * T;
     float m = -INFINITY, l = 0.0f;
     for (int j = rm.lo + threadIdx.x; j < rm.hi; j += blockDim.x) {
         float x = adjust_score<EXTRA>(rm, j, srow[j]);
@@ -576,25 +700,26 @@ softmax_forward_rows(const float *S, E *P, int T, int H, NaiveMask mask) {
     }
 }
 
-/* Scalar backward (any T): one block per row, two passes. dS may be dP's buffer (fp32), as in
- * the scalar forward: the first pass only reads and ends at the barrier in block_reduce_sum. */
+/* Scalar backward (any T): one block per row, two passes; dS over the chunk's key range. dS may
+ * be dP's buffer (fp32), as in the scalar forward: the first pass only reads and ends at the
+ * barrier in block_reduce_sum. */
 template <typename E, bool DBIAS>
 __global__ void __launch_bounds__(kRowThreads)
-softmax_backward_rows(const E *P, const float *dP, E *dS, int T, int H, NaiveMask mask) {
-    long long r = blockIdx.x;
-    int b, h, i;
-    row_coords(r, T, H, b, h, i);
+softmax_backward_rows(const E *P, const float *dP, E *dS, RowSpan sp, int T, int H, NaiveMask mask) {
+    long long head;
+    int il, b, h, i;
+    row_coords(blockIdx.x, sp, H, head, il, b, h, i);
     const RowMask rm = row_mask(mask, b, h, i, T);
-    const E *prow = P + r * T;
-    const float *dprow = dP + r * T;
-    E *dsrow = dS + r * T;
+    const E *prow = P + (head * sp.hs_p + il) * T;
+    const float *dprow = dP + (head * sp.hs_in + il) * T;
+    E *dsrow = dS + (head * sp.hs_out + il) * T;
     float acc = 0.0f;
     for (int j = rm.lo + threadIdx.x; j < rm.hi; j += blockDim.x) {
         float p = to_float(prow[j]);
         if (p != 0.0f) acc += p * dprow[j];
     }
     float dsum = block_reduce_sum(acc);
-    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+    for (int j = sp.klo + threadIdx.x; j < sp.khi; j += blockDim.x) {
         float ds = 0.0f;
         if (j >= rm.lo && j < rm.hi) {
             float p = to_float(prow[j]);
@@ -620,48 +745,72 @@ __global__ void store_kv_grad(const float *acc, E *out, long long n, int width, 
 /* Forward: f32 = S, out = P (p unused). Backward: f32 = dP, p = P, out = dS. FLAG: EXTRA forward
  * (the mask edits scores), DBIAS backward. */
 template <typename E, bool FLAG, int TPR, int NV>
-static void launch_vec(bool fwd, const AttnShape *s, const NaiveMask &m, const float *f32, const E *p, E *out,
-                       cudaStream_t st) {
-    long long rows = attn_rows(s);
+static void launch_vec(bool fwd, const AttnShape *s, const NaiveMask &m, const RowSpan &sp, const float *f32,
+                       const E *p, E *out, cudaStream_t st) {
+    long long rows = (long long)s->B * s->H * sp.n;
     unsigned blocks = (unsigned)((rows + RowBlock<TPR>::rows - 1) / RowBlock<TPR>::rows);
     if (fwd)
-        softmax_forward_vec<E, TPR, NV, FLAG><<<blocks, RowBlock<TPR>::threads, 0, st>>>(f32, out, rows, s->T, s->H, m);
+        softmax_forward_vec<E, TPR, NV, FLAG><<<blocks, RowBlock<TPR>::threads, 0, st>>>(f32, out, sp, rows, s->T,
+                                                                                         s->H, m);
     else
-        softmax_backward_vec<E, TPR, NV, FLAG><<<blocks, RowBlock<TPR>::threads, 0, st>>>(p, f32, out, rows, s->T,
-                                                                                          s->H, m);
+        softmax_backward_vec<E, TPR, NV, FLAG><<<blocks, RowBlock<TPR>::threads, 0, st>>>(p, f32, out, sp, rows,
+                                                                                          s->T, s->H, m);
 }
 
 static const int kMaxVecs = 4 * 1024; /* the largest fast-path row: 1024 threads x 4 vectors of 4 */
 
 template <typename E, bool FLAG>
-static int launch_rows(bool fwd, const AttnShape *s, const NaiveMask &m, const float *f32, const E *p, E *out,
-                       cudaStream_t st) {
+static int launch_rows(bool fwd, const AttnShape *s, const NaiveMask &m, const RowSpan &sp, const float *f32,
+                       const E *p, E *out, cudaStream_t st) {
     int T = s->T;
-    bool aligned = (uintptr_t)f32 % 16 == 0 && (uintptr_t)out % 16 == 0 && (fwd || (uintptr_t)p % 16 == 0);
+    /* every row start 4-element aligned: the bases (T % 4 == 0 keeps the rows so) */
+    bool aligned = (uintptr_t)f32 % 16 == 0 && (uintptr_t)out % (4 * sizeof(E)) == 0 &&
+                   (fwd || (uintptr_t)p % (4 * sizeof(E)) == 0);
     int vecs = T / 4;
     if (T % 4 == 0 && aligned && vecs <= kMaxVecs) {
-        if (vecs <= 32) launch_vec<E, FLAG, 32, 1>(fwd, s, m, f32, p, out, st);
-        else if (vecs <= 64) launch_vec<E, FLAG, 32, 2>(fwd, s, m, f32, p, out, st);
-        else if (vecs <= 128) launch_vec<E, FLAG, 32, 4>(fwd, s, m, f32, p, out, st);
-        else if (vecs <= 256) launch_vec<E, FLAG, 32, 8>(fwd, s, m, f32, p, out, st);
-        else if (vecs <= 512) launch_vec<E, FLAG, 256, 2>(fwd, s, m, f32, p, out, st);
-        else if (vecs <= 1024) launch_vec<E, FLAG, 256, 4>(fwd, s, m, f32, p, out, st);
-        else launch_vec<E, FLAG, 1024, 4>(fwd, s, m, f32, p, out, st);
+        if (vecs <= 32) launch_vec<E, FLAG, 32, 1>(fwd, s, m, sp, f32, p, out, st);
+        else if (vecs <= 64) launch_vec<E, FLAG, 32, 2>(fwd, s, m, sp, f32, p, out, st);
+        else if (vecs <= 128) launch_vec<E, FLAG, 32, 4>(fwd, s, m, sp, f32, p, out, st);
+        else if (vecs <= 256) launch_vec<E, FLAG, 32, 8>(fwd, s, m, sp, f32, p, out, st);
+        else if (vecs <= 512) launch_vec<E, FLAG, 256, 2>(fwd, s, m, sp, f32, p, out, st);
+        else if (vecs <= 1024) launch_vec<E, FLAG, 256, 4>(fwd, s, m, sp, f32, p, out, st);
+        else launch_vec<E, FLAG, 1024, 4>(fwd, s, m, sp, f32, p, out, st);
     } else {
-        unsigned rows = (unsigned)attn_rows(s); /* <= INT_MAX: naive_unsupported */
+        unsigned rows = (unsigned)((long long)s->B * s->H * sp.n); /* <= B*H*T <= INT_MAX: naive_unsupported */
         if (fwd)
-            softmax_forward_rows<E, FLAG><<<rows, kRowThreads, 0, st>>>(f32, out, T, s->H, m);
+            softmax_forward_rows<E, FLAG><<<rows, kRowThreads, 0, st>>>(f32, out, sp, T, s->H, m);
         else
-            softmax_backward_rows<E, FLAG><<<rows, kRowThreads, 0, st>>>(p, f32, out, T, s->H, m);
+            softmax_backward_rows<E, FLAG><<<rows, kRowThreads, 0, st>>>(p, f32, out, sp, T, s->H, m);
     }
     ATTN_LAUNCH_CHECK();
     return 0;
 }
 template <typename E>
-static int launch_rows(bool fwd, const AttnShape *s, const float *f32, const E *p, E *out, cudaStream_t st) {
+static int launch_rows_of(bool fwd, bool flag, const AttnShape *s, const NaiveMask &m, const RowSpan &sp,
+                          const float *f32, const void *p, void *out, cudaStream_t st) {
+    return flag ? launch_rows<E, true>(fwd, s, m, sp, f32, (const E *)p, (E *)out, st)
+                : launch_rows<E, false>(fwd, s, m, sp, f32, (const E *)p, (E *)out, st);
+}
+/* The row kernel of chunk `x` (forward: S_c -> P's rows; backward: P's rows, dP_c -> dS_c) for the
+ * shape's dtype. */
+static int launch_rows(bool fwd, const GemmCtx &c, const ChunkSpan &x, const void *saved) {
+    const AttnShape *s = c.s;
     NaiveMask m = naive_mask(s);
     bool flag = fwd ? mask_edits_scores(m) : m.dbias != NULL;
-    return flag ? launch_rows<E, true>(fwd, s, m, f32, p, out, st) : launch_rows<E, false>(fwd, s, m, f32, p, out, st);
+    long long T = s->T, R = c.w.plan.rows;
+    RowSpan sp = {x.i0, x.n, x.klo, x.khi, R, T, R};
+    const float *f32 = c.f32;
+    void *p = (char *)saved + (size_t)x.i0 * T * attn_esize(s->dtype), *out = c.ds;
+    if (fwd) {
+        out = p; /* P's rows in `saved` */
+        sp.hs_out = T;
+        if (!is_16bit(s)) { f32 = (const float *)p; sp.hs_in = T; } /* fp32: S in `saved`, in place */
+    }
+    switch (s->dtype) {
+    case ATTN_BF16: return launch_rows_of<bf16>(fwd, flag, s, m, sp, f32, p, out, c.st);
+    case ATTN_FP16: return launch_rows_of<fp16>(fwd, flag, s, m, sp, f32, p, out, c.st);
+    default: return launch_rows_of<float>(fwd, flag, s, m, sp, f32, p, out, c.st);
+    }
 }
 
 /* ---- the AttnImpl ---------------------------------------------------------------------------- */
@@ -700,28 +849,32 @@ static int naive_forward(const AttnShape *s, const void *q, const void *k, const
     const char *why = naive_unsupported(s);
     if (why) return attn_cuda_fail("naive forward: %s", why);
     if (!q || !k || !v || !o || !saved || !workspace) return attn_cuda_fail("naive forward: a required buffer is NULL");
-    cudaStream_t st = attn_stream(stream);
-    GemmCtx c = {s, NULL, NULL};
-    if (naive_handle(&c.hd, st)) return 1;
-    WsLayout w;
-    ws_layout(s, &w);
-    const bool narrow = is_16bit(s);
-    int T = s->T, D = s->D;
-    /* fp32: S straight into `saved`, the softmax in place; bf16, fp16: S in the workspace. */
-    float *S = narrow ? (float *)((char *)workspace + w.scores) : (float *)saved;
-    Operand ops[6] = {token_major(s, k, s->ld_qkv, 1, 0), token_major(s, q, s->ld_qkv, 0, 1),
-                      scores(s, S, CUDA_R_32F, 2),        token_major(s, v, s->ld_qkv, 1, 3),
-                      scores(s, saved, elem_type(s), 4),  token_major(s, o, s->ld_o, 0, 5)};
-    const Operand &K = ops[0], &Q = ops[1], &Sop = ops[2], &V = ops[3], &P = ops[4], &O = ops[5];
-    if (prepare_pointers(c, ops, 6, workspace, st)) return 1;
-    /* S^T (col-major T x T, ld T) = scale K Q^T: m = n = T, k = D; C(j, i) = row-major S[i][j]. */
-    if (gemm_all(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, D, s->scale, K, Q, Sop)) return 1;
-    int rc = s->dtype == ATTN_BF16   ? launch_rows<bf16>(true, s, S, NULL, (bf16 *)saved, st)
-             : s->dtype == ATTN_FP16 ? launch_rows<fp16>(true, s, S, NULL, (fp16 *)saved, st)
-                                     : launch_rows<float>(true, s, S, NULL, (float *)saved, st);
-    if (rc) return rc;
-    /* O^T = V^T P^T: m = D, n = T, k = T. */
-    return gemm_all(c, CUBLAS_OP_N, CUBLAS_OP_N, D, T, T, 1.0f, V, P, O);
+    NaiveBufs b = {q, k, v, o, NULL, saved, NULL, NULL, NULL};
+    GemmCtx c;
+    if (naive_setup(c, s, b, workspace, attn_stream(stream))) return 1;
+    /* S_c: the fp32 chunk buffer (bf16, fp16), or straight into P's rows in `saved` (fp32). */
+    const Slot S = is_16bit(s) ? SLOT_F32 : SLOT_P;
+    for (int ch = 0; ch < c.w.plan.count; ch++) {
+        ChunkSpan x = chunk_span(c.w.plan, ch);
+        int kn = x.khi - x.klo;
+        /* S_c^T (col-major kn x n, ld T) = scale K_keys Q_c^T: C(j, i) = row-major S[i0 + i][klo + j]. */
+        if (gemm_all(c, ch, CUBLAS_OP_T, CUBLAS_OP_N, kn, x.n, s->D, s->scale, SLOT_K, SLOT_Q, S)) return 1;
+        if (launch_rows(true, c, x, saved)) return 1;
+        /* O_c^T = V_keys^T P_c^T: m = D, n = rows, k = keys. */
+        if (gemm_all(c, ch, CUBLAS_OP_N, CUBLAS_OP_N, s->D, x.n, kn, 1.0f, SLOT_V, SLOT_P, SLOT_O)) return 1;
+    }
+    return 0;
+}
+
+/* 16-bit dK/dV from their fp32 sums: acc is (B*T, Hkv*D) contiguous, out token-major (ld). */
+static int store_kv(const AttnShape *s, const float *acc, void *out, cudaStream_t st) {
+    int width = attn_kv_heads(s) * s->D;
+    long long n = (long long)s->B * s->T * width;
+    unsigned blocks = (unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
+    if (s->dtype == ATTN_FP16) store_kv_grad<fp16><<<blocks, 256, 0, st>>>(acc, (fp16 *)out, n, width, s->ld_qkv);
+    else store_kv_grad<bf16><<<blocks, 256, 0, st>>>(acc, (bf16 *)out, n, width, s->ld_qkv);
+    ATTN_LAUNCH_CHECK();
+    return 0;
 }
 
 static int naive_backward(const AttnShape *s, const void *q, const void *k, const void *v,
@@ -732,57 +885,33 @@ static int naive_backward(const AttnShape *s, const void *q, const void *k, cons
     if (!q || !k || !v || !dout || !saved || !dq || !dk || !dv || !workspace)
         return attn_cuda_fail("naive backward: a required buffer is NULL");
     cudaStream_t st = attn_stream(stream);
-    GemmCtx c = {s, NULL, NULL};
-    if (naive_handle(&c.hd, st)) return 1;
-    WsLayout w;
-    ws_layout(s, &w);
-    const bool narrow = is_16bit(s), acc = needs_kv_accumulator(s);
-    int T = s->T, D = s->D;
-    float *dP = (float *)((char *)workspace + w.scores);
-    /* dS: bf16, fp16 in its own region; fp32 in place over dP. */
-    void *dS = narrow ? (void *)((char *)workspace + w.ds) : (void *)dP;
-    float *dk_acc = acc ? (float *)((char *)workspace + w.acc) : NULL;
-    float *dv_acc = acc ? dk_acc + (size_t)s->B * T * attn_kv_heads(s) * D : NULL;
-    Operand ops[10] = {token_major(s, v, s->ld_qkv, 1, 0),
-                       token_major(s, dout, s->ld_o, 0, 1),
-                       scores(s, dP, CUDA_R_32F, 2),
-                       scores(s, saved, elem_type(s), 3),
-                       scores(s, dS, elem_type(s), 4),
-                       acc ? kv_accumulator(s, dv_acc, 5) : token_major(s, dv, s->ld_qkv, 1, 5),
-                       token_major(s, k, s->ld_qkv, 1, 6),
-                       token_major(s, dq, s->ld_qkv, 0, 7),
-                       token_major(s, q, s->ld_qkv, 0, 8),
-                       acc ? kv_accumulator(s, dk_acc, 9) : token_major(s, dk, s->ld_qkv, 1, 9)};
-    const Operand &V = ops[0], &dO = ops[1], &dPop = ops[2], &P = ops[3], &dSop = ops[4], &dV = ops[5];
-    const Operand &K = ops[6], &dQ = ops[7], &Q = ops[8], &dK = ops[9];
-    if (prepare_pointers(c, ops, 10, workspace, st)) return 1;
-    /* dP^T = V dO^T (fp32). */
-    if (gemm_all(c, CUBLAS_OP_T, CUBLAS_OP_N, T, T, D, 1.0f, V, dO, dPop)) return 1;
-    int rc = s->dtype == ATTN_BF16   ? launch_rows<bf16>(false, s, dP, (const bf16 *)saved, (bf16 *)dS, st)
-             : s->dtype == ATTN_FP16 ? launch_rows<fp16>(false, s, dP, (const fp16 *)saved, (fp16 *)dS, st)
-                                     : launch_rows<float>(false, s, dP, (const float *)saved, (float *)dS, st);
-    if (rc) return rc;
-    /* dV^T = dO^T P (summed over the group): m = D, n = T, k = T. */
-    if (gemm_group_sum(c, CUBLAS_OP_N, CUBLAS_OP_T, D, T, T, 1.0f, dO, P, dV)) return 1;
-    /* dQ^T = scale K^T dS^T. */
-    if (gemm_all(c, CUBLAS_OP_N, CUBLAS_OP_N, D, T, T, s->scale, K, dSop, dQ)) return 1;
-    /* dK^T = scale Q^T dS (summed over the group). */
-    if (gemm_group_sum(c, CUBLAS_OP_N, CUBLAS_OP_T, D, T, T, s->scale, Q, dSop, dK)) return 1;
-    if (acc) {
-        int width = attn_kv_heads(s) * D;
-        long long n = (long long)s->B * T * width;
-        unsigned blocks = (unsigned)((n + 255) / 256 < 65536 ? (n + 255) / 256 : 65536);
-        if (s->dtype == ATTN_FP16) {
-            store_kv_grad<fp16><<<blocks, 256, 0, st>>>(dk_acc, (fp16 *)dk, n, width, s->ld_qkv);
-            ATTN_LAUNCH_CHECK();
-            store_kv_grad<fp16><<<blocks, 256, 0, st>>>(dv_acc, (fp16 *)dv, n, width, s->ld_qkv);
-        } else {
-            store_kv_grad<bf16><<<blocks, 256, 0, st>>>(dk_acc, (bf16 *)dk, n, width, s->ld_qkv);
-            ATTN_LAUNCH_CHECK();
-            store_kv_grad<bf16><<<blocks, 256, 0, st>>>(dv_acc, (bf16 *)dv, n, width, s->ld_qkv);
-        }
-        ATTN_LAUNCH_CHECK();
+    NaiveBufs b = {q, k, v, NULL, dout, saved, dq, dk, dv};
+    GemmCtx c;
+    if (naive_setup(c, s, b, workspace, st)) return 1;
+    const int T = s->T, D = s->D, nc = c.w.plan.count;
+    /* dV^T = dO^T P over the whole stored P (summed over the group): m = D, n = T, k = T. */
+    if (gemm_group_sum(c, 0, CUBLAS_OP_N, CUBLAS_OP_T, D, T, T, 1.0f, SLOT_DO, SLOT_P, SLOT_DV, false)) return 1;
+    /* dK sums over the chunks, each adding into its key range: zeroed first when there are several. */
+    const bool accumulate = nc > 1;
+    if (accumulate) {
+        size_t width = (size_t)attn_kv_heads(s) * D * sizeof(float), rows = (size_t)s->B * T;
+        if (c.dk_acc) ATTN_CUDA_TRY(cudaMemsetAsync(c.dk_acc, 0, width * rows, st));
+        else ATTN_CUDA_TRY(cudaMemset2DAsync(dk, (size_t)s->ld_qkv * sizeof(float), 0, width, rows, st)); /* fp32 */
     }
+    for (int ch = 0; ch < nc; ch++) {
+        ChunkSpan x = chunk_span(c.w.plan, ch);
+        int kn = x.khi - x.klo;
+        /* dP_c^T = V_keys dO_c^T (fp32). */
+        if (gemm_all(c, ch, CUBLAS_OP_T, CUBLAS_OP_N, kn, x.n, D, 1.0f, SLOT_V, SLOT_DO, SLOT_F32)) return 1;
+        if (launch_rows(false, c, x, saved)) return 1;
+        /* dQ_c^T = scale K_keys^T dS_c^T: m = D, n = rows, k = keys. */
+        if (gemm_all(c, ch, CUBLAS_OP_N, CUBLAS_OP_N, D, x.n, kn, s->scale, SLOT_K, SLOT_DS, SLOT_DQ)) return 1;
+        /* dK_keys^T (+)= scale Q_c^T dS_c (summed over the group): m = D, n = keys, k = rows. */
+        if (gemm_group_sum(c, ch, CUBLAS_OP_N, CUBLAS_OP_T, D, kn, x.n, s->scale, SLOT_Q, SLOT_DS, SLOT_DK, accumulate))
+            return 1;
+    }
+    if (c.dk_acc && store_kv(s, c.dk_acc, dk, st)) return 1;
+    if (c.dv_acc && store_kv(s, c.dv_acc, dv, st)) return 1;
     return 0;
 }
 

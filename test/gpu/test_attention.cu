@@ -16,7 +16,9 @@
  * Layout: GPT-2's packed qkv (B, T, C + 2 Hkv D), K/V with Hkv heads (GQA where Hkv < H); o (B, T, C).
  * Cases: every mask piece (window, documents, key padding, ALiBi, a dense bias with any kind and
  * its gradient, summed over broadcast dimensions) and GQA, alone and combined; a kernel whose
- * unsupported() refuses a case is counted as skipped.
+ * unsupported() refuses a case is counted as skipped. The workspace is poisoned before forward
+ * and again before backward (nothing may pass between them through it); T up to 2100 runs
+ * naive in several query-row chunks, the last one ragged.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -540,6 +542,12 @@ int main(void) {
      * buffer is refilled several times (its barriers' parity flips), with a ragged last tile */
     run_mha(1, 1500, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_mha(2, 1300, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    /* naive's query-row chunks (256 rows up to T = 4096, beyond T/16 rounded up to 64): T = 300,
+     * 385, 513, 700, 1000 above and below run 2-4 chunks with a ragged last one (513: a last chunk
+     * of one row), the windows give chunks whose keys start after key 0 (T = 385, 1000); T = 2100
+     * runs 9 chunks, the last of 52 rows. */
+    run_mha(1, 2100, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(1, 2100, 2, 64, ATTN_MASK_NONE, BIAS_NONE, X_WINDOW | X_KEYPAD);
     /* The mask family: windows, packed documents (one of length 1), key padding left and right,
      * ALiBi, and what people combine. */
     const int xs[] = {X_WINDOW, X_DOCS, X_KEYPAD, X_ALIBI, X_DOCS | X_ALIBI, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI};
@@ -591,6 +599,7 @@ int main(void) {
             run_problem(2, T, 4, 2, D, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_ALIBI | X_DOCS, true);
         }
     run_problem(1, 385, 2, 2, 64, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, 0, true);
+    run_problem(2, 300, 4, 2, 64, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_ALIBI | X_DOCS, true); /* naive: 2 chunks */
     printf("test_attention_gpu: %d problems, %d kernel/dtype cases skipped (unsupported or not built)\n", n_problems,
            n_skipped);
     return test_summary("test_attention_gpu");
