@@ -22,6 +22,9 @@
  */
 #include <cuda_runtime.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +148,10 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
         int h = g * group + hi;
         auto q = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + h * D + d]; };
         auto dout = [&](int t, int d) { return (R)p.dout[(size_t)(b * T + t) * p.C + h * D + d]; };
+        /* rows are independent in the forward, in D and dS, and in the gradients' loop over t
+         * (each t owns its dQ row and dK/dV rows): parallel over rows, the summation order per
+         * element fixed (u ascending), so the result does not depend on the thread count */
+#pragma omp parallel for schedule(dynamic, 16)
         for (int i = 0; i < T; i++) {
             R mx = -INFINITY;
             for (int j = 0; j < T; j++) {
@@ -171,6 +178,7 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
                 o[(size_t)(b * T + i) * p.C + h * D + d] = rnd(acc);
             }
         }
+#pragma omp parallel for schedule(dynamic, 16)
         for (int i = 0; i < T; i++) {
             R Di = 0; /* rowsum(dO * O), O as the forward stored it */
             for (int d = 0; d < D; d++) Di += dout(i, d) * o[(size_t)(b * T + i) * p.C + h * D + d];
@@ -183,18 +191,24 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
                 dS[(size_t)i * T + j] = rnd(P[(size_t)i * T + j] * (dS[(size_t)i * T + j] - Di));
         }
         if (dS_out) memcpy(dS_out + (size_t)hi * T * T, dS.data(), (size_t)T * T * sizeof(R));
-        for (int t = 0; t < T; t++)
-            for (int d = 0; d < D; d++) {
-                R dq = 0, dk = 0, dv = 0;
-                for (int u = 0; u < T; u++) {
-                    dq += dS[(size_t)t * T + u] * k(u, d);
-                    dk += dS[(size_t)u * T + t] * q(u, d);
-                    dv += Pr[(size_t)u * T + t] * dout(u, d);
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int t = 0; t < T; t++) {
+            R dq[256], dk[256], dv[256]; /* D <= 256 */
+            for (int d = 0; d < D; d++) dq[d] = dk[d] = dv[d] = 0;
+            for (int u = 0; u < T; u++) {
+                R a = dS[(size_t)t * T + u], c = dS[(size_t)u * T + t], e = Pr[(size_t)u * T + t];
+                for (int d = 0; d < D; d++) {
+                    dq[d] += a * k(u, d);
+                    dk[d] += c * q(u, d);
+                    dv[d] += e * dout(u, d);
                 }
-                dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd(dq * (R)p.scale);
-                dk_acc[(size_t)t * D + d] += dk * (R)p.scale;
-                dv_acc[(size_t)t * D + d] += dv;
             }
+            for (int d = 0; d < D; d++) {
+                dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd(dq[d] * (R)p.scale);
+                dk_acc[(size_t)t * D + d] += dk[d] * (R)p.scale;
+                dv_acc[(size_t)t * D + d] += dv[d];
+            }
+        }
     }
     for (int t = 0; t < T; t++)
         for (int d = 0; d < D; d++) {
@@ -210,7 +224,13 @@ static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vec
     int T = p.T, group = p.H / p.Hkv;
     std::vector<R> dS;
     if (p.dbias) dS.assign((size_t)p.B * p.H * T * T, 0);
-#pragma omp parallel for collapse(2) schedule(dynamic)
+    /* (b, K/V head) pairs in parallel where there are enough of them; otherwise each pair's rows
+     * in parallel (reference_group's loops; inside this loop's threads they run serially) */
+    int units = p.B * p.Hkv, threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+#pragma omp parallel for collapse(2) schedule(dynamic) if (units >= threads)
     for (int b = 0; b < p.B; b++)
         for (int g = 0; g < p.Hkv; g++)
             reference_group<R>(p, b, g, rd, o, dqkv,
