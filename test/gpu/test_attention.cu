@@ -230,6 +230,7 @@ static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vec
 #ifdef _OPENMP
     threads = omp_get_max_threads();
 #endif
+    (void)units; /* read by the pragma only, which nvcc's front end does not see */
 #pragma omp parallel for collapse(2) schedule(dynamic) if (units >= threads)
     for (int b = 0; b < p.B; b++)
         for (int g = 0; g < p.Hkv; g++)
