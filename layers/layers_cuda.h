@@ -59,50 +59,6 @@ int cuda_matmul_backward(Precision p, void *dinp, float *dweight, float *dbias,
                          const void *gelu_pre, int N, int C, int OC, int ld_dout, float alpha,
                          float *scratch, cudaStream_t stream);
 
-/* The same layer with FP8 operands (cuBLASLt, sm89 and newer; every GEMM "TN": A transposed, B
- * not, FP32 accumulation, FP32 scale type), bf16 activations out. Each FP8 operand comes with the
- * device float that undoes its cast's scale (1/s: cuBLASLt's A/B scale pointers). N, C, OC
- * multiples of 16 (16-byte rows of FP8).
- *   forward:      out (N, OC) bf16 = (inp8 (N, C) E4M3) (w8 (OC, C) E4M3)^T + bias, or with gelu_pre
- *                 the GELU form of cuda_matmul_forward (bias, GELU and the pre-activation in the
- *                 epilogue where cuBLASLt offers it, else the separate kernels)
- *   input grad:   dinp (N, C) bf16 = alpha dout8 (N, OC) E5M2 . wt8 (C, OC) E4M3 ^T [* GELU'(gelu_pre)]
- *   weight grad:  dweight (OC, C) fp32 += alpha (doutt8 (OC, N) E5M2) (inpt8 (C, N) E4M3)^T
- *   bias grad:    dbias += alpha column sums of dout (bf16, the unquantised gradient)
- * wgrad_scratch: OC x C bf16, used only where cuBLASLt has no FP8 GEMM with an fp32 output. */
-int cuda_matmul_forward_fp8(void *out, void *gelu_pre, const void *inp8, const float *inp_descale,
-                            const void *w8, const float *w_descale, const void *bias, int N, int C,
-                            int OC, int ld_out, cudaStream_t stream);
-int cuda_matmul_backward_fp8(void *dinp, float *dweight, float *dbias, const void *dout,
-                             const void *dout8, const void *doutt8, const float *dout_descale,
-                             const void *inpt8, const float *inp_descale, const void *wt8,
-                             const float *w_descale, const void *gelu_pre, int N, int C, int OC,
-                             float alpha, float *scratch, void *wgrad_scratch, cudaStream_t stream);
-
-/* ---- FP8 casts and delayed scaling (layers/fp8_cuda.cu) ------------------------------------- */
-typedef enum { FP8_E4M3 = 0, FP8_E5M2 = 1 } Fp8Format;
-/* The largest finite value: 448 (E4M3), 57344 (E5M2). */
-float cuda_fp8_max(Fp8Format f);
-/* The delayed-scaling rule on the host (what the kernels compute): 2^floor(log2(fp8_max / amax))
- * / 2^margin, or `previous` when amax is 0 or not finite. */
-float cuda_fp8_scale_for(Fp8Format f, float amax, int margin, float previous);
-/* out (rows, cols) and/or out_t (cols, rows), row-major FP8 (either NULL to skip) = fp8(in * *scale),
- * round to nearest even, saturating; *amax = max(*amax, max |in|). in: bf16 (rows, cols) with row
- * stride ld_in (multiple of 8); rows and cols multiples of 16. */
-void cuda_fp8_cast_transpose(Fp8Format f, void *out, void *out_t, const void *in, int rows, int cols,
-                             int ld_in, const float *scale, float *amax, cudaStream_t stream);
-/* n tensors, [0, n_e4m3) E4M3 and the rest E5M2, each with an amax history hist[t H .. t H + H)
- * whose entry 0 the casts record into: scale[t] from the largest amax of the history
- * (cuda_fp8_scale_for), scale_inv[t] = 1 / scale[t]; then each history rolls by one (entry i to
- * i + 1, the oldest dropped) and entry 0 is zeroed for the casts that follow. */
-void cuda_fp8_update_scales(float *hist, float *scale, float *scale_inv, int n_e4m3, int n, int H,
-                            int margin, cudaStream_t stream);
-/* One tensor's *scale (and *scale_inv) from *amax alone: a first step, with no history yet. */
-void cuda_fp8_scale_from_current(Fp8Format f, const float *amax, float *scale, float *scale_inv,
-                                 int margin, cudaStream_t stream);
-/* x[0..n) = v */
-void cuda_fill_f32(float *x, float v, size_t n, cudaStream_t stream);
-
 /* ---- column sums (layers/colsum_cuda.cu): the deterministic row reduction ------------------- */
 size_t cuda_colsum_scratch_floats(int C);
 /* dst[c] += alpha * sum_n X[n, c]  over N rows of stride ld. */

@@ -15,8 +15,6 @@
  * Parameter gradients are fp32 in every precision (bf16 or fp16 A/B with fp32 C/D and fp32 compute;
  * activations out of a 16-bit GEMM are rounded from the fp32 accumulator, fp16 saturating to inf).
  * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
- * FP8 operands (--matmul fp8): cuda_matmul_forward_fp8 / cuda_matmul_backward_fp8 at the end,
- * TN layouts and descale pointers, the same fallbacks.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
@@ -69,7 +67,7 @@ static int alignment_of(const void *p, int ld, int elem) {
 }
 
 typedef struct {
-    int m, n, k, lda, ldb, ldd, ldaux, transa, transb, epilogue, a_type, b_type, d_type, compute;
+    int m, n, k, lda, ldb, ldd, ldaux, transa, transb, epilogue, ab_type, d_type, compute;
     int align_a, align_b, align_d, align_aux, beta_nonzero;
 } MatmulKey;
 typedef struct {
@@ -81,30 +79,24 @@ enum { MATMUL_CACHE_SIZE = 256 };
 static MatmulCacheEntry g_cache[MATMUL_CACHE_SIZE];
 static int g_cache_used = 0;
 
-static int type_size(cudaDataType t) {
-    return t == CUDA_R_32F ? 4 : (t == CUDA_R_8F_E4M3 || t == CUDA_R_8F_E5M2) ? 1 : 2;
-}
-
-/* D (m x n, ld ldd) = alpha sa sb op(A) op(B) + beta D, with an epilogue; sa, sb are device
- * floats (the FP8 operands' descales; NULL = 1). Returns 0 on success, 1 when cuBLASLt has no
- * algorithm for this combination, -1 on error. */
-static int lt_matmul(cudaDataType a_type, cudaDataType b_type, cudaDataType d_type, int m, int n, int k,
+/* D (m x n, ld ldd) = alpha op(A) op(B) + beta D, with an epilogue. Returns 0 on success,
+ * 1 when cuBLASLt has no algorithm for this combination, -1 on error. */
+static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, int k,
                      const void *A, int lda, int transa, const void *B, int ldb, int transb,
                      void *D, int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue,
-                     const void *bias, void *aux, int ldaux, const float *sa, const float *sb,
-                     cudaStream_t stream) {
+                     const void *bias, void *aux, int ldaux, cudaStream_t stream) {
     if (!g_lt && cuda_matmul_init() != 0) return -1;
-    int a_size = type_size(a_type), b_size = type_size(b_type), d_size = type_size(d_type);
+    int ab_size = ab_type == CUDA_R_32F ? 4 : 2, d_size = d_type == CUDA_R_32F ? 4 : 2;
     cublasComputeType_t compute =
-        (a_type == CUDA_R_32F && g_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        (ab_type == CUDA_R_32F && g_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     MatmulKey key;
     memset(&key, 0, sizeof key);
     key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldd = ldd;
     key.ldaux = aux ? ldaux : 0; key.transa = transa; key.transb = transb;
-    key.epilogue = (int)epilogue; key.a_type = (int)a_type; key.b_type = (int)b_type; key.d_type = (int)d_type;
+    key.epilogue = (int)epilogue; key.ab_type = (int)ab_type; key.d_type = (int)d_type;
     key.compute = (int)compute; key.beta_nonzero = beta != 0.0f;
-    key.align_a = alignment_of(A, lda, a_size);
-    key.align_b = alignment_of(B, ldb, b_size);
+    key.align_a = alignment_of(A, lda, ab_size);
+    key.align_b = alignment_of(B, ldb, ab_size);
     key.align_d = alignment_of(D, ldd, d_size);
     key.align_aux = aux ? alignment_of(aux, ldaux, d_size) : 0;
 
@@ -124,10 +116,6 @@ static int lt_matmul(cudaDataType a_type, cudaDataType b_type, cudaDataType d_ty
     if (bias && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
                                                sizeof bias))
         goto done;
-    /* FP8: the descales; fast accumulation stays off (its default), so the tensor cores' partial
-     * sums are promoted to fp32 as they go */
-    if (sa && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sa, sizeof sa)) goto done;
-    if (sb && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sb, sizeof sb)) goto done;
     if (aux) {
         int64_t ldaux64 = ldaux;
         if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER,
@@ -136,8 +124,8 @@ static int lt_matmul(cudaDataType a_type, cudaDataType b_type, cudaDataType d_ty
                                            sizeof ldaux64))
             goto done;
     }
-    if (cublasLtMatrixLayoutCreate(&la, a_type, transa ? k : m, transa ? m : k, lda) ||
-        cublasLtMatrixLayoutCreate(&lb, b_type, transb ? n : k, transb ? k : n, ldb) ||
+    if (cublasLtMatrixLayoutCreate(&la, ab_type, transa ? k : m, transa ? m : k, lda) ||
+        cublasLtMatrixLayoutCreate(&lb, ab_type, transb ? n : k, transb ? k : n, ldb) ||
         cublasLtMatrixLayoutCreate(&ld, d_type, m, n, ldd))
         goto done;
 
@@ -171,19 +159,8 @@ static int lt_matmul(cudaDataType a_type, cudaDataType b_type, cudaDataType d_ty
         if (!found) { rc = 1; goto done; }
         algo = result.algo;
     }
-    {
-        cublasStatus_t st = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo,
-                                           g_workspace, g_workspace_bytes, stream);
-        rc = st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
-        /* FP8: a combination the heuristic offered but the matmul refuses (an epilogue or output
-         * type with scaled FP8 inputs) counts as "none", so the caller's unfused form runs */
-        if ((st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE) && (sa || sb)) {
-            rc = 1;
-            for (int i = 0; i < g_cache_used; i++)
-                if (memcmp(&g_cache[i].key, &key, sizeof key) == 0) g_cache[i].found = 0;
-            goto done;
-        }
-    }
+    rc = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo,
+                        g_workspace, g_workspace_bytes, stream) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
     if (rc) fprintf(stderr, "cublasLtMatmul failed (m=%d n=%d k=%d epilogue=%d)\n", m, n, k, (int)epilogue);
 done:
     if (ld) cublasLtMatrixLayoutDestroy(ld);
@@ -191,15 +168,6 @@ done:
     if (la) cublasLtMatrixLayoutDestroy(la);
     cublasLtMatmulDescDestroy(desc);
     return rc;
-}
-
-/* The same without descales (16- and 32-bit operands). */
-static int lt_matmul(cudaDataType a_type, cudaDataType b_type, cudaDataType d_type, int m, int n, int k,
-                     const void *A, int lda, int transa, const void *B, int ldb, int transb,
-                     void *D, int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue,
-                     const void *bias, void *aux, int ldaux, cudaStream_t stream) {
-    return lt_matmul(a_type, b_type, d_type, m, n, k, A, lda, transa, B, ldb, transb, D, ldd, alpha, beta,
-                     epilogue, bias, aux, ldaux, NULL, NULL, stream);
 }
 
 static cudaDataType act_type(Precision p) {
@@ -217,11 +185,11 @@ extern "C" int cuda_matmul_forward(Precision p, void *out, void *gelu_pre, const
     cudaDataType t = act_type(p);
     if (ld_out == 0) ld_out = OC;
     if (!gelu_pre)
-        return lt_matmul(t, t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
+        return lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
                          bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, bias, NULL, 0,
                          stream) == 0 ? 0 : -1;
     if (g_fusion) {
-        int rc = lt_matmul(t, t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
+        int rc = lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, out, ld_out, 1.0f, 0.0f,
                            bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX,
                            bias, gelu_pre, OC, stream);
         if (rc <= 0) return rc;
@@ -229,7 +197,7 @@ extern "C" int cuda_matmul_forward(Precision p, void *out, void *gelu_pre, const
     }
     /* unfused: GEMM (+bias) into gelu_pre, then GELU into out */
     if (ld_out != OC) return -1;
-    if (lt_matmul(t, t, t, OC, N, C, weight, C, 1, inp, C, 0, gelu_pre, OC, 1.0f, 0.0f,
+    if (lt_matmul(t, t, OC, N, C, weight, C, 1, inp, C, 0, gelu_pre, OC, 1.0f, 0.0f,
                   bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, bias, NULL, 0,
                   stream) != 0)
         return -1;
@@ -246,13 +214,13 @@ extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, flo
     if (dinp) {
         int rc = 1;
         if (gelu_pre && g_fusion) {
-            rc = lt_matmul(t, t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
+            rc = lt_matmul(t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
                            CUBLASLT_EPILOGUE_DGELU, NULL, (void *)gelu_pre, C, stream);
             if (rc < 0) return -1;
             if (rc == 1) g_fallbacks++;
         }
         if (rc == 1) {
-            if (lt_matmul(t, t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
+            if (lt_matmul(t, t, C, N, OC, weight, C, 0, dout, ld_dout, 0, dinp, C, alpha, 0.0f,
                           CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, stream) != 0)
                 return -1;
             if (gelu_pre) cuda_gelu_backward(p, dinp, gelu_pre, dinp, (size_t)N * C, stream);
@@ -264,7 +232,7 @@ extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, flo
      * GEMMs, the separate column sum 40/15/49/19 us (dev/cuda_trainer_notes.md). */
     int bias_done = 0;
     if (dbias && g_fusion && g_bgrad_epilogue && alpha == 1.0f) {
-        int rc = lt_matmul(t, t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C,
+        int rc = lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C,
                            alpha, 1.0f, CUBLASLT_EPILOGUE_BGRADB, scratch, NULL, 0, stream);
         if (rc < 0) return -1;
         if (rc == 0) {
@@ -276,85 +244,10 @@ extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, flo
         }
     }
     if (!bias_done) {
-        if (lt_matmul(t, t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C, alpha,
+        if (lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C, alpha,
                       1.0f, CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, stream) != 0)
             return -1;
         if (dbias) cuda_colsum_accumulate(p, dbias, dout, N, OC, ld_dout, alpha, scratch, stream);
     }
-    return 0;
-}
-
-/* ---- FP8 operands (layers_cuda.h: cuda_matmul_forward_fp8 / cuda_matmul_backward_fp8) ---------
- * Every GEMM is "TN" in cuBLAS's column-major terms, the only FP8 layout Hopper's cuBLASLt runs:
- *   forward       out^T (OC x N)  = op(A)=w8^T (A: C x OC, ld C, T)   B = inp8^T (C x N, ld C)
- *   input grad    dinp^T (C x N)  = op(A)=wt8^T (A: OC x C, ld OC, T) B = dout8^T (OC x N, ld OC)
- *   weight grad   dW^T (C x OC)  += op(A)=inpt8^T (A: N x C, ld N, T) B = doutt8^T (N x OC, ld N)
- * so the forward reads the row-major copies and the weight gradient two transposed ones. */
-
-__global__ void add_bf16_into_kernel(float *dst, const bf16 *src, int n) {
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) dst[i] += __bfloat162float(src[i]);
-}
-
-extern "C" int cuda_matmul_forward_fp8(void *out, void *gelu_pre, const void *inp8, const float *inp_descale,
-                                       const void *w8, const float *w_descale, const void *bias, int N, int C,
-                                       int OC, int ld_out, cudaStream_t stream) {
-    const cudaDataType e4 = CUDA_R_8F_E4M3, o = CUDA_R_16BF;
-    if (ld_out == 0) ld_out = OC;
-    cublasLtEpilogue_t plain = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
-    if (!gelu_pre)
-        return lt_matmul(e4, e4, o, OC, N, C, w8, C, 1, inp8, C, 0, out, ld_out, 1.0f, 0.0f, plain, bias, NULL, 0,
-                         w_descale, inp_descale, stream) == 0 ? 0 : -1;
-    if (g_fusion) {
-        int rc = lt_matmul(e4, e4, o, OC, N, C, w8, C, 1, inp8, C, 0, out, ld_out, 1.0f, 0.0f,
-                           bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX, bias, gelu_pre, OC,
-                           w_descale, inp_descale, stream);
-        if (rc <= 0) return rc;
-        g_fallbacks++;
-    }
-    if (ld_out != OC) return -1;
-    if (lt_matmul(e4, e4, o, OC, N, C, w8, C, 1, inp8, C, 0, gelu_pre, OC, 1.0f, 0.0f, plain, bias, NULL, 0,
-                  w_descale, inp_descale, stream) != 0)
-        return -1;
-    cuda_gelu_forward(PRECISION_BF16, out, gelu_pre, (size_t)N * OC, stream);
-    return 0;
-}
-
-extern "C" int cuda_matmul_backward_fp8(void *dinp, float *dweight, float *dbias, const void *dout,
-                                        const void *dout8, const void *doutt8, const float *dout_descale,
-                                        const void *inpt8, const float *inp_descale, const void *wt8,
-                                        const float *w_descale, const void *gelu_pre, int N, int C, int OC,
-                                        float alpha, float *scratch, void *wgrad_scratch, cudaStream_t stream) {
-    const cudaDataType e4 = CUDA_R_8F_E4M3, e5 = CUDA_R_8F_E5M2, o = CUDA_R_16BF;
-    if (dinp) {
-        int rc = 1;
-        if (gelu_pre && g_fusion) {
-            rc = lt_matmul(e4, e5, o, C, N, OC, wt8, OC, 1, dout8, OC, 0, dinp, C, alpha, 0.0f,
-                           CUBLASLT_EPILOGUE_DGELU, NULL, (void *)gelu_pre, C, w_descale, dout_descale, stream);
-            if (rc < 0) return -1;
-            if (rc == 1) g_fallbacks++;
-        }
-        if (rc == 1) {
-            if (lt_matmul(e4, e5, o, C, N, OC, wt8, OC, 1, dout8, OC, 0, dinp, C, alpha, 0.0f,
-                          CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, w_descale, dout_descale, stream) != 0)
-                return -1;
-            if (gelu_pre) cuda_gelu_backward(PRECISION_BF16, dinp, gelu_pre, dinp, (size_t)N * C, stream);
-        }
-    }
-    /* dW += ...: accumulated in the fp32 gradient by the GEMM itself (beta = 1); where cuBLASLt has
-     * no FP8 kernel with an fp32 output, a bf16 product and an add */
-    int rc = lt_matmul(e4, e5, CUDA_R_32F, C, OC, N, inpt8, N, 1, doutt8, N, 0, dweight, C, alpha, 1.0f,
-                       CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, inp_descale, dout_descale, stream);
-    if (rc < 0) return -1;
-    if (rc == 1) {
-        g_fallbacks++;
-        if (lt_matmul(e4, e5, o, C, OC, N, inpt8, N, 1, doutt8, N, 0, wgrad_scratch, C, alpha, 0.0f,
-                      CUBLASLT_EPILOGUE_DEFAULT, NULL, NULL, 0, inp_descale, dout_descale, stream) != 0)
-            return -1;
-        add_bf16_into_kernel<<<ceil_div_u((size_t)OC * C, 256), 256, 0, stream>>>(dweight, (const bf16 *)wgrad_scratch,
-                                                                               OC * C);
-        CUDA_LAUNCH_CHECK();
-    }
-    if (dbias) cuda_colsum_accumulate(PRECISION_BF16, dbias, dout, N, OC, OC, alpha, scratch, stream);
     return 0;
 }

@@ -66,9 +66,6 @@ typedef struct {
     int logits_chunk_rows;  /* fp32: rows of logits computed at a time (0 = automatic: at most
                              * 256 MiB of fp32 logits); bf16 and fp16 keep all N rows */
     int matmul_fusion;      /* cuBLASLt fused epilogues (0 for measuring them) */
-    int matmul_fp8;         /* the blocks' linear layers (qkv, attproj, fc, fcproj) in FP8: E4M3
-                             * forward, E5M2 gradients, delayed scaling (model/fp8_recipe.h); bf16
-                             * precision on sm89 and newer only; lm head and attention stay bf16 */
     int profile;            /* CUDA event marks between the parts of each step, the per-part
                              * table printed to stderr by destroy */
 } ModelOptions;

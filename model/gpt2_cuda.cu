@@ -29,14 +29,12 @@
  *   model/grad_sync_cuda.*    data parallel and ZeRO-1 over NCCL: buckets, shards, gathers
  *   model/profile_cuda.*      --profile: CUDA event marks between the parts of a step
  *   model/cuda_extras.cu      the device's name, peak rate and memory (model/cuda_extras.h)
- *   model/fp8_linear_cuda.*   --matmul fp8: the blocks' linear layers with FP8 operands
  * Every setting comes from ModelOptions at create(); nothing is read from the environment.
  */
 #include "model/backend.h"
 #include "model/grad_sync_cuda.h"
 #include "model/memory_plan_cuda.h"
 #include "model/profile_cuda.h"
-#include "model/fp8_linear_cuda.h"
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
 
@@ -81,9 +79,6 @@ struct Model {
     GraphSlot fwd_graph, bwd_graph;
     /* data parallel (world > 1): communicator, buckets, shards */
     GradSync gs;
-    /* --matmul fp8: the scales and copies; fp8_fwd: the last forward ran its linear layers in FP8 */
-    Fp8Linear fp8;
-    int fp8_fwd;
 };
 
 static AttnShape attn_shape_for(const Model *m, int B, int T) {
@@ -119,24 +114,6 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
                 attn_kernel_name(opt->attn));
         return NULL;
     }
-    if (opt->matmul_fp8) {
-        int dev = 0, major = 0, minor = 0, Q = gpt2_qkv_channels(c);
-        cudaGetDevice(&dev);
-        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-        const char *why_not = opt->precision != PRECISION_BF16 ? "needs --precision bf16"
-                              : opt->recompute ? "keeps FP8 copies instead of the LayerNorm and GELU outputs, leaving "
-                                                 "--recompute nothing to recompute (drop one of the two)"
-                              : major * 10 + minor < 89 ? "needs FP8 tensor cores (sm89 or newer)"
-                              : c->channels % FP8_ALIGN || Q % FP8_ALIGN ? "needs channels and the qkv width (C + 2 K/V heads x D) to be multiples of 16"
-                              : ((long)opt->B * opt->T) % FP8_ALIGN ? "needs B x T to be a multiple of 16"
-                              : NULL;
-        if (why_not) {
-            set_err(err, errlen, "--matmul fp8 %s (this run: %s, sm%d%d, C=%d, qkv %d, B x T = %d)", why_not,
-                    precision_name(opt->precision), major, minor, c->channels, Q, opt->B * opt->T);
-            return NULL;
-        }
-    }
     Model *m = (Model *)calloc(1, sizeof(Model));
     m->opt = *opt;
     m->c = *c;
@@ -162,7 +139,6 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     in->L = m->L; in->C = m->C; in->H = m->H; in->Vp = m->Vp; in->maxT = m->maxT;
     in->Hkv = gpt2_kv_heads(c); in->Q = m->Q;
     in->recompute = opt->recompute;
-    in->fp8 = opt->matmul_fp8;
     in->mask = opt->mask;
     in->window = opt->attn_window;
     in->alibi = c->pos == GPT2_POS_ALIBI;
@@ -253,7 +229,6 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     CUDA_CHECK(cudaMemsetAsync(m->param_arena, 0, pb, m->stream));
     CUDA_CHECK(cudaMemsetAsync(m->act_arena, 0, ab, m->stream));
     CUDA_CHECK(cudaMemsetAsync(m->scratch_arena, 0, sb, m->stream));
-    if (opt->matmul_fp8) fp8_bind(&m->fp8, &m->mem.f8, m->L, m->C, m->Q, m->stream);
     if (opt->mask == ATTN_MASK_DENSE && opt->dense_bias)
         CUDA_CHECK(cudaMemcpyAsync(m->mem.dense_bias, opt->dense_bias,
                                    (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
@@ -312,7 +287,7 @@ static float *gr(Model *m, int t, int l) {
  * shared copy when recompute shares it). */
 static void *act(const Model *m, void *base, int l, int width, int shared) {
     size_t N = (size_t)m->maxB * m->maxT;
-    int idx = shared && (m->opt.recompute || m->opt.matmul_fp8) ? 0 : l; /* fp8 keeps FP8 copies instead */
+    int idx = shared && m->opt.recompute ? 0 : l;
     return (char *)base + (size_t)idx * N * width * m->esize;
 }
 /* The position table as the encoder reads it; NULL with ALiBi (there is none). */
@@ -399,35 +374,6 @@ static void classifier_chunk(Model *m, int r0, int rows, int write_dlogits) {
     prof_mark(&m->prof, PF_CLASSIFIER);
 }
 
-/* ---- the blocks' linear layers: in the training precision, or FP8 (model/fp8_linear_cuda.h) ---- */
-
-static const int LINEAR_W[FP8_LINEARS] = {P_QKVW, P_ATTPROJW, P_FCW, P_FCPROJW};
-static const int LINEAR_B[FP8_LINEARS] = {P_QKVB, P_ATTPROJB, P_FCB, P_FCPROJB};
-
-static void linear_forward(Model *m, int l, int k, void *out, void *gelu_pre, const void *inp, int N, int IC, int OC,
-                           const char *what) {
-    void *w = wx(m, LINEAR_W[k], l), *b = wx(m, LINEAR_B[k], l);
-    check_mm(m->fp8_fwd ? fp8_forward(&m->fp8, l, k, out, gelu_pre, inp, b, N, m->stream)
-                        : cuda_matmul_forward(m->prec, out, gelu_pre, inp, w, b, N, IC, OC, 0, m->stream),
-             what);
-}
-/* inp: the bf16 input (not read in FP8, which kept its own copy) */
-static void linear_backward(Model *m, int l, int k, void *dinp, const void *dout, const void *inp, const void *gelu_pre,
-                            int N, int IC, int OC, const char *what) {
-    float *dw = gr(m, LINEAR_W[k], l), *db = gr(m, LINEAR_B[k], l);
-    float *red = m->mem.s.reduce;
-    check_mm(m->fp8_fwd ? fp8_backward(&m->fp8, l, k, dinp, dw, db, dout, gelu_pre, N, 1.0f, red, m->stream)
-                        : cuda_matmul_backward(m->prec, dinp, dw, db, dout, inp, wx(m, LINEAR_W[k], l), gelu_pre, N, IC,
-                                               OC, 0, 1.0f, red, m->stream),
-             what);
-}
-static void fp8_weights_of_layer(Model *m, int l) {
-    if (!m->fp8_fwd) return;
-    const void *w[FP8_LINEARS];
-    for (int k = 0; k < FP8_LINEARS; k++) w[k] = wx(m, LINEAR_W[k], l);
-    fp8_cast_weights(&m->fp8, l, w, m->stream);
-}
-
 static void forward_body(Model *m, int B, int T, int has_targets) {
     const int C = m->C, L = m->L, N = B * T;
     const Precision p = m->prec;
@@ -436,8 +382,6 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     AttnShape shape = attn_shape_for(m, B, T);
 
     prof_mark(&m->prof, PF_START);
-    m->fp8_fwd = m->opt.matmul_fp8 && fp8_rows_ok(N); /* other N (sampling's rows) in bf16: no backward */
-    if (m->fp8_fwd) fp8_begin_forward(&m->fp8, st);
     gsync_wait_params(&m->gs, 0);
     if (L > 0) gsync_wait_params(&m->gs, 1);
     cuda_encoder_forward(p, a->encoded, m->mem.s.inputs, m->mem.s.doc_pos, wx(m, P_WTE, 0), wpe_x(m), B, T, C, st);
@@ -454,8 +398,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         char *qkvc = (char *)qkv;
         size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
-        fp8_weights_of_layer(m, l); /* (after this layer's gather, with ZeRO) */
-        linear_forward(m, l, FP8_QKV, qkv, NULL, ln1, N, C, m->Q, "qkv");
+        check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, m->Q, 0, st), "qkv");
         prof_mark(&m->prof, PF_QKV_FWD);
         if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty,
                              m->mem.a.att_saved + (size_t)l * m->mem.att_saved_per_layer, m->mem.s.att_ws, st) != 0) {
@@ -463,14 +406,14 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
             exit(1);
         }
         prof_mark(&m->prof, PF_ATTN_FWD);
-        linear_forward(m, l, FP8_ATTPROJ, m->mem.s.proj, NULL, atty, N, C, C, "attproj");
+        check_mm(cuda_matmul_forward(p, m->mem.s.proj, NULL, atty, wx(m, P_ATTPROJW, l), wx(m, P_ATTPROJB, l), N, C, C, 0, st), "attproj");
         prof_mark(&m->prof, PF_ATTPROJ_FWD);
         cuda_residual_layernorm_forward(p, res2, ln2, stat(m, a->ln2_mean, l), stat(m, a->ln2_rstd, l),
                                         residual, m->mem.s.proj, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
         prof_mark(&m->prof, PF_LN_FWD);
-        linear_forward(m, l, FP8_FC, fch_gelu, fch, ln2, N, C, 4 * C, "fc");
+        check_mm(cuda_matmul_forward(p, fch_gelu, fch, ln2, wx(m, P_FCW, l), wx(m, P_FCB, l), N, C, 4 * C, 0, st), "fc");
         prof_mark(&m->prof, PF_FC_FWD);
-        linear_forward(m, l, FP8_FCPROJ, m->mem.s.proj, NULL, fch_gelu, N, 4 * C, C, "fcproj");
+        check_mm(cuda_matmul_forward(p, m->mem.s.proj, NULL, fch_gelu, wx(m, P_FCPROJW, l), wx(m, P_FCPROJB, l), N, 4 * C, C, 0, st), "fcproj");
         prof_mark(&m->prof, PF_FCPROJ_FWD);
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
         if (l + 1 < L) gsync_wait_params(&m->gs, l + 2);
@@ -510,7 +453,6 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     const size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
     prof_mark(&m->prof, PF_START);
-    if (m->fp8_fwd) fp8_begin_backward(&m->fp8);
     /* lm head: dlnf = dlogits wte, dwte += dlogits^T lnf, both scaled by loss_scale (and 1/G,
      * which undoes the gain the fp16 dlogits carry; G = 1 otherwise, so alpha == loss_scale) */
     const float alpha = loss_scale / m->dlogits_gain;
@@ -545,19 +487,25 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        linear_backward(m, l, FP8_FCPROJ, s->dbig, s->dres, fch_gelu, fch, N, 4 * C, C, "fcproj backward");
+        check_mm(cuda_matmul_backward(p, s->dbig, gr(m, P_FCPROJW, l), gr(m, P_FCPROJB, l), s->dres, fch_gelu,
+                                      wx(m, P_FCPROJW, l), fch, N, 4 * C, C, 0, 1.0f, s->reduce, st),
+                 "fcproj backward");
         prof_mark(&m->prof, PF_FCPROJ_BWD);
         if (m->opt.recompute) {
             cuda_layernorm_forward(p, ln2, ln2_mean, ln2_rstd, res2, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        linear_backward(m, l, FP8_FC, s->dln, s->dbig, ln2, NULL, N, C, 4 * C, "fc backward");
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_FCW, l), gr(m, P_FCB, l), s->dbig, ln2, wx(m, P_FCW, l),
+                                      NULL, N, C, 4 * C, 0, 1.0f, s->reduce, st),
+                 "fc backward");
         prof_mark(&m->prof, PF_FC_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
                                 ln2_mean, ln2_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
         /* attention: dres is now d(res2) */
-        linear_backward(m, l, FP8_ATTPROJ, s->dln, s->dres, atty, NULL, N, C, C, "attproj backward");
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_ATTPROJW, l), gr(m, P_ATTPROJB, l), s->dres, atty,
+                                      wx(m, P_ATTPROJW, l), NULL, N, C, C, 0, 1.0f, s->reduce, st),
+                 "attproj backward");
         prof_mark(&m->prof, PF_ATTPROJ_BWD);
         if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty, s->dln,
                               a->att_saved + (size_t)l * m->mem.att_saved_per_layer, dqkvc, dqkvc + Ce,
@@ -570,7 +518,9 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             cuda_layernorm_forward(p, ln1, ln1_mean, ln1_rstd, residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        linear_backward(m, l, FP8_QKV, s->dln, s->dqkv, ln1, NULL, N, C, m->Q, "qkv backward");
+        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_QKVW, l), gr(m, P_QKVB, l), s->dqkv, ln1, wx(m, P_QKVW, l),
+                                      NULL, N, C, m->Q, 0, 1.0f, s->reduce, st),
+                 "qkv backward");
         prof_mark(&m->prof, PF_QKV_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
                                 ln1_mean, ln1_rstd, N, C, s->reduce, st);
@@ -691,11 +641,6 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
 static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
     if (!m->dlogits_ready) {
         fprintf(stderr, "cuda backend: backward needs a forward with targets first\n");
-        exit(1);
-    }
-    if (m->opt.matmul_fp8 && !m->fp8_fwd) {
-        fprintf(stderr, "cuda backend: --matmul fp8 backward needs a forward of B x T a multiple of 16 (was %d x %d)\n",
-                m->B, m->T);
         exit(1);
     }
     gsync_backward_begin(&m->gs, sync_grads);

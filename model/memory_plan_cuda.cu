@@ -2,7 +2,6 @@
 #include "model/memory_plan_cuda.h"
 #include "model/backend.h"
 #include "layers/layers_cuda.h"
-#include "model/fp8_recipe.h"
 
 #include <string.h>
 
@@ -51,7 +50,7 @@ static size_t plan_params(const MemPlanInput *in, MemoryLayout *o, Arena *a) {
 
 static size_t plan_acts(const MemPlanInput *in, MemoryLayout *o, Arena *a, int B, int T) {
     size_t N = (size_t)B * T, C = in->C, L = in->L, e = esize_of(in);
-    size_t Lr = in->recompute || in->fp8 ? 1 : L; /* copies of what recompute (or fp8) shares */
+    size_t Lr = in->recompute ? 1 : L; /* copies of what recompute shares */
     Acts *x = &o->a;
     x->encoded = arena_take(a, N * C * e);
     x->ln1 = arena_take(a, Lr * N * C * e);
@@ -112,24 +111,6 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
     return a->used;
 }
 
-/* --matmul fp8's buffers, after the others in each arena (see Fp8Buffers). */
-static void plan_fp8(const MemPlanInput *in, MemoryLayout *o, Arena *p, Arena *x, Arena *s, int B, int T) {
-    size_t N = (size_t)B * T, C = in->C, L = in->L, n = 12 * L;
-    Fp8Buffers *f = &o->f8;
-    f->w_per_layer = C * ((size_t)in->Q + C + 4 * C + 4 * C);
-    f->xt_per_layer = N * 7 * C;
-    f->w8 = (unsigned char *)arena_take(p, L * f->w_per_layer);
-    f->wt8 = (unsigned char *)arena_take(p, L * f->w_per_layer);
-    f->amax_hist = (float *)arena_take(p, n * FP8_AMAX_HISTORY * 4);
-    f->scale = (float *)arena_take(p, n * 4);
-    f->scale_inv = (float *)arena_take(p, n * 4);
-    f->xt8 = (unsigned char *)arena_take(x, L * f->xt_per_layer);
-    f->x8 = (unsigned char *)arena_take(s, N * 4 * C);
-    f->g8 = (unsigned char *)arena_take(s, N * 4 * C);
-    f->gt8 = (unsigned char *)arena_take(s, N * 4 * C);
-    f->wgrad = arena_take(s, 4 * C * C * 2);
-}
-
 /* Rows of logits per chunk: all N in bf16 and fp16; fp32 keeps at most 256 MiB unless told. */
 static int logits_chunk_rows(const MemPlanInput *in, int ld_logits, int N) {
     if (in->prec != PRECISION_FP32) return N;
@@ -152,11 +133,5 @@ size_t memory_plan(const MemPlanInput *in, int B, char *param_arena, char *act_a
     out->param_bytes = plan_params(in, out, &p);
     out->act_bytes = plan_acts(in, out, &x, B, T);
     out->scratch_bytes = plan_scratch(in, out, &s, B, T);
-    if (in->fp8) {
-        plan_fp8(in, out, &p, &x, &s, B, T);
-        out->param_bytes = p.used;
-        out->act_bytes = x.used;
-        out->scratch_bytes = s.used;
-    }
     return out->param_bytes + out->act_bytes + out->scratch_bytes + cuda_matmul_workspace_bytes();
 }

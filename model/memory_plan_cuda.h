@@ -7,8 +7,6 @@
  *   scratch gradients of activations (shared by all layers), logits, reduction scratch
  * With --recompute the LayerNorm outputs and the GELU output are not kept per layer: backward
  * recomputes them into one shared buffer each.
- * With --matmul fp8 (Fp8Buffers below) the same three are not kept per layer either: the backward
- * reads only the FP8 copies of the GEMM inputs, kept per layer instead (1 byte an element, not 2).
  * memory_plan() lays the buffers out over arena bases; with NULL bases it only measures (every
  * pointer NULL, the sizes exact), so the same function answers "does it fit" and "where is it".
  * C++ only (used by model/gpt2_cuda.cu).
@@ -51,29 +49,12 @@ typedef struct {
     float *dlogits_scale;
 } Scratch;
 
-/* --matmul fp8 (model/fp8_linear_cuda.h, model/fp8_recipe.h): per layer the FP8_LINEARS linear
- * layers qkv (C -> Q), attproj (C -> C), fc (C -> 4C), fcproj (4C -> C), in that order.
- *   params   w8, wt8: each weight (OC, C) in E4M3 and transposed (C, OC), rewritten by every forward;
- *            amax_hist (12 L x FP8_AMAX_HISTORY), scale, scale_inv (12 L): tensors [0, 4L) the
- *            inputs (l * 4 + k), [4L, 8L) the weights, [8L, 12L) the output gradients
- *   acts     xt8: each layer's four GEMM inputs transposed, E4M3 (C, N) (C, N) (C, N) (4C, N): what
- *            the weight gradients read (the bf16 LayerNorm and GELU outputs are then not kept)
- *   scratch  x8: a GEMM input, E4M3 (N, <= 4C); g8, gt8: an output gradient in E5M2 (N, <= 4C) and
- *            transposed; wgrad: 4C x C bf16 (a weight-gradient fallback, layers_cuda.h) */
-typedef struct {
-    unsigned char *w8, *wt8, *xt8, *x8, *g8, *gt8;
-    float *amax_hist, *scale, *scale_inv;
-    void *wgrad;
-    size_t w_per_layer, xt_per_layer; /* bytes of one layer's w8 (= wt8) and xt8 */
-} Fp8Buffers;
-
 /* What the layout depends on. */
 typedef struct {
     Precision prec;
     int L, C, H, Vp, maxT;
     int Hkv, Q;              /* K/V heads; QKV projection outputs C + 2 Hkv D */
     int recompute;
-    int fp8;                 /* --matmul fp8: the Fp8Buffers, and no per-layer LN / GELU outputs */
     AttnMaskKind mask;
     int window;              /* the attention's sliding window (0 = none) */
     int alibi;               /* ALiBi: a device array of H slopes */
@@ -100,7 +81,6 @@ typedef struct {
     float *alibi_slopes;     /* (H) with ALiBi */
     Acts a;
     Scratch s;
-    Fp8Buffers f8;           /* all NULL without fp8 */
 } MemoryLayout;
 
 /* The attention shape of a (B, T) batch: heads and K/V heads, mask kind, window, and the device

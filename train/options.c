@@ -61,7 +61,6 @@ static const OptSpec SPECS[] = {
     {"doc-sep", 0, OPT_STR, F(doc_sep), 0, 0, "SEP", "packed documents: a document starts at each occurrence of SEP, a token id (a byte value for byte data, e.g. 10; GPT-2's 50256 in token files) or, for byte data, a byte string such as '<page>' (enwik8's pages; escapes \\n \\t \\\\ \\xHH), and attention never crosses into another document (default: none; bench: the docs masks' separator, default '<page>')"},
     {"doc-positions", 0, OPT_FLAG, F(doc_positions), 0, 1, NULL, "with --doc-sep: positions restart at 0 at each document"},
     {"precision", 'p', OPT_STR, F(precision), 0, 0, "P", "fp32, bf16 or fp16 (GPU: 16-bit activations and matmuls, fp32 master weights and AdamW state; fp16 with loss scaling) (default: bf16 on a GPU of sm80 or newer, else fp32)"},
-    {"matmul", 0, OPT_STR, F(matmul), 0, 0, "M", "the transformer blocks' linear layers (qkv, attention projection, fc, fc projection; forward, input and weight gradients): bf16, or fp8 (GPU of sm89 or newer, with --precision bf16): cuBLASLt FP8 GEMMs of E4M3 weights and activations and E5M2 output gradients, per-tensor scales from the amaxes of the last 16 forward passes (Transformer Engine's delayed scaling), bf16 results, fp32 accumulation; the lm head and attention stay bf16"},
     {"loss-scale", 0, OPT_STR, F(loss_scale), 0, 0, "dynamic|S", "multiply the loss's gradient by S before backward and unscale before clipping and AdamW; a step with inf/NaN gradients is skipped. dynamic: S starts at --loss-scale-init, halves at each such step and doubles after --loss-scale-window clean ones; a number: that fixed S (default: dynamic with fp16, none with fp32 and bf16)"},
     {"loss-scale-init", 0, OPT_DOUBLE, F(loss_scale_init), 5.9604644e-08, 1.7014119e+38, "S", "--loss-scale dynamic: the first scale, 2^-24 to 2^127"},
     {"loss-scale-window", 0, OPT_INT, F(loss_scale_window), 1, INT_MAX, "N", "--loss-scale dynamic: consecutive clean steps before the scale doubles"},
@@ -156,7 +155,6 @@ void options_defaults(Options *o) {
     o->mask = "causal";
     o->pos = "learned";
     o->save_version = 3;
-    o->matmul = "bf16";
     o->device = "auto";
     o->val_every = 50;
     o->val_batches = 10;
@@ -333,11 +331,6 @@ int options_parse(Options *o, int argc, char **argv) {
     if (o->bench && (options_given(o, "attn-window") || options_given(o, "pos"))) {
         fprintf(stderr, "error: with --bench, windows and ALiBi are masks of --bench-masks (window=W, alibi), "
                 "not --attn-window / --pos\n");
-        return 2;
-    }
-    if (o->bench && o->matmul && strcmp(o->matmul, "bf16") != 0) {
-        fprintf(stderr, "error: --matmul %s applies to training runs; the bench's cells run the bf16 GEMMs\n",
-                o->matmul);
         return 2;
     }
     return check_bench_only(o);

@@ -36,7 +36,6 @@ typedef struct {
     const char *doc_sep;         /* what starts each packed document (model/documents.h); NULL = none */
     int doc_positions;           /* positions restart at each document */
     const char *precision;       /* NULL = the device's default */
-    const char *matmul;          /* the blocks' linear layers: bf16 | fp8 */
     const char *loss_scale;      /* "dynamic" | a fixed scale; NULL = dynamic in fp16, none else */
     double loss_scale_init;      /* dynamic: the first scale */
     int loss_scale_window;       /* dynamic: clean steps before the scale doubles */

@@ -16,7 +16,6 @@
 
 #include "common/atomic_file.h"
 #include "common/error_text.h"
-#include "model/fp8_recipe.h"
 #include "model/model_file.h"
 #include "train/checkpoint.h"
 #include "train/schedule.h"
@@ -179,30 +178,6 @@ AttnKernel trainer_resolve_attention(AttnKernel k, AttnPlace place, const ModelO
     k = attn_resolve(k, &s, place);
     free(doc);
     return k;
-}
-
-int trainer_matmul_fp8(const Options *o, Precision p, int is_cpu, int *fp8, char *err, size_t errlen) {
-    *fp8 = 0;
-    if (!o->matmul || strcmp(o->matmul, "bf16") == 0) return 0;
-    if (strcmp(o->matmul, "fp8") != 0) {
-        snprintf(err, errlen, "--matmul expects bf16 or fp8, got '%s'", o->matmul);
-        return -1;
-    }
-    if (is_cpu) {
-        snprintf(err, errlen, "--matmul fp8 runs on a GPU (sm89 or newer); the CPU backend trains in fp32");
-        return -1;
-    }
-    if (p != PRECISION_BF16) {
-        snprintf(err, errlen, "--matmul fp8 needs --precision bf16 (got %s)", precision_name(p));
-        return -1;
-    }
-    if (o->recompute) {
-        snprintf(err, errlen, "--matmul fp8 keeps FP8 copies instead of the LayerNorm and GELU outputs, leaving "
-                 "--recompute nothing to recompute (drop one of the two)");
-        return -1;
-    }
-    *fp8 = 1;
-    return 0;
 }
 
 int trainer_loss_scaler(const Options *o, Precision p, int refuse_unused, LossScaler *ls, char *err,
@@ -421,7 +396,6 @@ static void setup_model_options(Trainer *tr) {
     if (is_cpu && m->precision != PRECISION_FP32)
         fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
     if (trainer_loss_scaler(o, m->precision, 1, &tr->scaler, err, sizeof err) != 0) fail("%s", err);
-    if (trainer_matmul_fp8(o, m->precision, is_cpu, &m->matmul_fp8, err, sizeof err) != 0) fail("%s", err);
     /* gradients cross the wire in the training precision unless --grad-comm says otherwise; fp16
      * runs send fp32 (their gradients carry the loss scale: fp16 sums could overflow) */
     m->grad_comm = m->precision == PRECISION_FP16 ? PRECISION_FP32 : m->precision;
@@ -717,15 +691,13 @@ static void log_run(Trainer *tr) {
     log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
                "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%s,\"doc_positions\":%s,\"layers\":%d,"
                "\"heads\":%d,\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
-               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d,"
-               "\"matmul\":\"%s\"}\n",
+               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d}\n",
                tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
                attn_mask_name(m->mask), m->attn_window, sep,
                m->doc_sep.len > 0 && m->doc_positions ? "true" : "false", c->num_layers, c->num_heads,
                gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
                o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false",
-               loss_scale_mode_name(tr->scaler.mode), tr->scaler.window,
-               m->matmul_fp8 ? "fp8" : precision_name(m->precision)); /* the linear layers' GEMM inputs */
+               loss_scale_mode_name(tr->scaler.mode), tr->scaler.window);
 }
 
 static void print_header(const Trainer *tr) {
@@ -784,10 +756,6 @@ static void print_header(const Trainer *tr) {
     else if (ls->mode == LOSS_SCALE_DYNAMIC)
         printf("loss scale: dynamic, %g%s, halved at each step with inf/NaN gradients (skipped), doubled after %d "
                "clean steps\n", ls->scale, tr->start_step > 0 ? " now" : " at first", ls->window);
-    if (tr->mopt.matmul_fp8)
-        printf("matmul: fp8 in the blocks' linear layers (qkv, attproj, fc, fcproj): E4M3 weights and activations, "
-               "E5M2 output gradients, delayed per-tensor scaling (amax history %d, margin %d, power-of-two scales); "
-               "lm head and attention in bf16\n", FP8_AMAX_HISTORY, FP8_MARGIN);
     printf("data: %s (%zu tokens), validation: %s\n", tr->data.train.name, tr->data.train.num_tokens,
            tr->data.val_is_separate ? tr->data.val.name : "5% split of the training data");
     if (tr->resume_model[0]) printf("resume: %s (step %d)\n", tr->resume_model, tr->start_step);

@@ -6,7 +6,6 @@
  *   trainer_model_options     every ModelOptions field that comes from the command line
  *   trainer_check_attention   whether the chosen kernel runs this shape, mask and precision
  *   trainer_loss_scaler       --loss-scale for this precision (train/loss_scale.h)
- *   trainer_matmul_fp8        --matmul: whether the blocks' linear layers run in FP8
  *   trainer_step              one optimizer step: micro-batches, backward (the last one sums the
  *                             gradients over the ranks), global norm, loss-scale check, clipping,
  *                             AdamW
@@ -94,11 +93,6 @@ typedef struct {
  * bench, whose cells differ in precision, passes 0). 0, or -1 with one line in err. */
 int trainer_loss_scaler(const Options *o, Precision p, int refuse_unused, LossScaler *ls, char *err,
                         size_t errlen);
-
-/* --matmul bf16 | fp8 for training in precision p on the CPU (is_cpu) or a GPU: *fp8 = 1 for fp8,
- * which needs a GPU, bf16 and no --recompute (the backend checks the GPU and the shapes). 0, or -1
- * with one line in err. */
-int trainer_matmul_fp8(const Options *o, Precision p, int is_cpu, int *fp8, char *err, size_t errlen);
 
 /* One optimizer step: grad_accum micro-batches, each contributing 1/(grad_accum x world) of
  * the mean loss's gradient (a power of two scales exactly, so N GPUs compute the same
