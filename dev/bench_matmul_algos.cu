@@ -21,13 +21,19 @@ static cublasLtHandle_t lt;
 static void *ws;
 static const size_t ws_bytes = 32u << 20;
 
+/* small bf16 values, never zero, filled on the device (the lm head's operands are GBs) */
+__global__ void fill_kernel(unsigned short *p, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        unsigned s = (unsigned)(i * 2654435761u) ^ 0x9e3779b9u;
+        s = s * 1664525u + 1013904223u;
+        p[i] = (unsigned short)((0x3c00 + (s >> 23)) ^ ((s >> 8) & 0x8000));
+    }
+}
 static void *dalloc(size_t bytes) {
     void *p;
     CK(cudaMalloc(&p, bytes));
-    std::vector<unsigned short> h(bytes / 2);
-    unsigned s = 777;
-    for (auto &v : h) { s = s * 1664525u + 1013904223u; v = (unsigned short)(0x3c00 + (s >> 23)) ^ ((s >> 8) & 0x8000); }
-    CK(cudaMemcpy(p, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+    fill_kernel<<<1024, 256>>>((unsigned short *)p, bytes / 2);
+    CK(cudaDeviceSynchronize());
     return p;
 }
 
@@ -61,6 +67,7 @@ static float median_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cub
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a crash */
     std::vector<int> Ns;
     for (int i = 1; i < argc; i++) Ns.push_back(atoi(argv[i]));
     if (Ns.empty()) Ns = {16384, 65536};
@@ -68,10 +75,11 @@ int main(int argc, char **argv) {
     CK(cudaMalloc(&ws, ws_bytes));
     const int C = 768, V = 50304;
     int Nmax = *std::max_element(Ns.begin(), Ns.end());
+    /* every operand fits the largest: the logits (or their gradient) N x V */
     size_t big = std::max((size_t)Nmax * V, (size_t)V * C * 2);
-    void *A = dalloc(std::max((size_t)Nmax * 4 * C, (size_t)V * C) * 2);
-    void *B = dalloc(std::max((size_t)Nmax * 4 * C, (size_t)V * C) * 2);
-    void *D = dalloc(big * 2);
+    void *A = dalloc(big * 2);
+    void *B = dalloc(big * 2);
+    void *D = dalloc(big * 2); /* bf16 N x V, or fp32 V x C */
     void *aux = dalloc((size_t)Nmax * 4 * C * 2);
     void *bias = dalloc(4 * C * 2);
     double total_first = 0, total_best = 0;
