@@ -4,8 +4,8 @@
  * ALiBi) as device pointers; the tile predicates decide which tiles a block can skip (dead) or
  * run without a per-element mask (full); mask_tile_x and alibi_tile apply the mask to score
  * fragments in the mma.sync m16n8 accumulator layout (lane = 4 g + c/2: rows g and g + 8,
- * columns c, c + 1 of each 8-column slice), which is also the layout of a wgmma accumulator
- * within each warp of a warpgroup.
+ * columns c, c + 1 of each 8-column slice; coordinates from score_pos, tc_attention.cuh), which is
+ * also the layout of a wgmma accumulator within each warp of a warpgroup.
  *
  * FlashBias carries a dense additive bias and its gradient (attention.h's bias / dbias); bias_tile
  * adds it to score fragments and dbias_tile_add sends a dS block to dbias. A bias never lets a
@@ -15,6 +15,7 @@
 #define ATTENTION_FLASH_MASK_CUH
 
 #include "attention/cuda_common.cuh"
+#include "attention/tc_attention.cuh"
 
 /* The mask pieces beyond causal (attention.h), for the kernels instantiated with EXTRA: a
  * sliding window, packed documents, key padding and ALiBi, all read in the kernel (device
@@ -63,13 +64,13 @@ __device__ __forceinline__ bool flash_tile_full(const FlashMask &x, int b, int T
 /* ALiBi alone on a tile every pair of which is visible: s -= slope |query - key| (unscaled). */
 template <int NT>
 __device__ __forceinline__ void alibi_tile(float s[][4], float slope, int row0, int col0, bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
-    const float base = (float)(row0 + g - col0 - c); /* row - column at nt = 0, e = 0 */
+    /* row - column at nt = 0, e = 0, then acc_pos's constant offsets: no int -> float per entry */
+    const float base = (float)(row0 + acc_lane_row() - col0 - acc_lane_col());
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            float diff = base + (e >= 2 ? 8.0f : 0.0f) - (float)(nt * 8 + (e & 1));
+            float diff = base + (float)acc_row_off(e) - (float)acc_col_off(nt, e);
             s[nt][e] -= slope * fabsf(diff); /* |row - col| = |query - key| either way */
         }
 }
@@ -98,7 +99,6 @@ __device__ __forceinline__ void flash_live_tiles(const FlashMask &x, int b, int 
 template <int NT, bool CAUSAL>
 __device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, int b, int h, int row0, int col0, int T,
                                             bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
     const int *d = x.doc ? x.doc + (long long)b * T : nullptr;
     const int kb = x.key_begin ? x.key_begin[b] : 0, ke = x.key_end ? x.key_end[b] : T;
     const float slope = x.slopes ? x.slopes[h] * x.inv_scale : 0.0f;
@@ -106,8 +106,7 @@ __device__ __forceinline__ void mask_tile_x(float s[][4], const FlashMask &x, in
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
             bool dead = key >= T || query >= T || key < kb || key >= ke || (CAUSAL && key > query);
             if (!dead && x.window > 0) dead = CAUSAL ? key <= query - x.window : abs(query - key) >= x.window;
             if (!dead && d) dead = d[query] != d[key];
@@ -133,14 +132,12 @@ struct FlashBias {
 template <int NT, bool CHECKED>
 __device__ __forceinline__ void bias_tile(float s[][4], const FlashBias &bs, float inv_scale, int b, int h, int row0,
                                           int col0, int T, bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
     const float *base = bs.bias + (long long)b * bs.stride_b + (long long)h * bs.stride_h;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
             if (!CHECKED || (query < T && key < T && s[nt][e] != -INFINITY))
                 s[nt][e] = fmaf(__ldg(base + (long long)query * bs.stride_row + key), inv_scale, s[nt][e]);
         }
@@ -154,14 +151,12 @@ __device__ __forceinline__ void bias_tile(float s[][4], const FlashBias &bs, flo
 template <int NT>
 __device__ __forceinline__ void dbias_tile_add(const float ds[][4], const FlashBias &bs, int b, int h, int row0,
                                                int col0, int T, bool keys_are_rows) {
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
     float *base = bs.dbias + (long long)b * bs.stride_b + (long long)h * bs.stride_h;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
             if (query < T && key < T && ds[nt][e] != 0.0f)
                 atomicAdd(base + (long long)query * bs.stride_row + key, ds[nt][e]);
         }

@@ -498,13 +498,11 @@ template <int NT, bool CAUSAL>
 __device__ __forceinline__ void memeff_mask_frag(float s[][4], const MemeffRowX &r, int T, int row0, int col0,
                                                  bool keys_are_rows, bool full) {
     if (full && !r.bias && r.slope == 0.0f) return;
-    const int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int rr = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? rr : col, query = keys_are_rows ? col : rr;
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
             if (!full && memeff_dead<CAUSAL>(r, T, query, key)) s[nt][e] = -INFINITY;
             else s[nt][e] += LOG2E_F * memeff_bias_x(r, query, key);
         }
@@ -708,7 +706,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
             for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    int key = key_row0 + g + (e >= 2 ? 8 : 0), query = q0 + nt * 8 + c + (e & 1);
+                    const auto [query, key] = score_pos(key_row0, q0, nt, e, true);
                     if (st[nt][e] != 0.0f && key < T && query < T) {
                         if (key_sums) ksum[e >> 1] += dpt[nt][e];
                         else memeff_add_dbias(rx.dbias + (long long)query * rx.stride_row + key, dpt[nt][e], atomic);

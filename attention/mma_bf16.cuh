@@ -95,6 +95,19 @@ __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], uint3
 }
 #undef MMA_16816_ASM
 
+/* Where accumulator entry acc[nt][e] of this lane sits in a 16 x (8 NT) block of NT C tiles side
+ * by side whose rows start at row0 and columns at col0 (the C layout above): row g + 8 (e >= 2),
+ * column 8 nt + c + (e & 1). Every per-entry mask, bias and gradient loop of the kernels takes its
+ * coordinates from here (tc_attention.cuh's score_pos names them query and key). */
+struct AccPos { int row, col; };
+__device__ __forceinline__ int acc_lane_row() { return (threadIdx.x & 31) >> 2; } /* g */
+__device__ __forceinline__ int acc_lane_col() { return 2 * (threadIdx.x & 3); }   /* c */
+__host__ __device__ constexpr int acc_row_off(int e) { return e >= 2 ? 8 : 0; }
+__host__ __device__ constexpr int acc_col_off(int nt, int e) { return nt * 8 + (e & 1); }
+__device__ __forceinline__ AccPos acc_pos(int row0, int col0, int nt, int e) {
+    return {row0 + acc_lane_row() + acc_row_off(e), col0 + acc_col_off(nt, e) + acc_lane_col()};
+}
+
 /* Copies rows [row0, row0 + ROWS) of a token-major head (row t at g + t * ld, D elements) into
  * a padded smem tile; rows >= T become zeros. */
 template <int ROWS, int D, int THREADS, typename E>

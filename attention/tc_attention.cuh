@@ -22,6 +22,15 @@ __device__ __forceinline__ float quad_sum(float x) {
     return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+/* The query and key of score entry s[nt][e] of this lane in a 16 x (8*NT) accumulator block whose
+ * rows start at row0 and columns at col0 (global indices; acc_pos); with `keys_are_rows` the rows
+ * are keys and the columns queries (the backward's transposed tiles). */
+struct ScorePos { int query, key; };
+__device__ __forceinline__ ScorePos score_pos(int row0, int col0, int nt, int e, bool keys_are_rows) {
+    const AccPos a = acc_pos(row0, col0, nt, e);
+    return {keys_are_rows ? a.col : a.row, keys_are_rows ? a.row : a.col};
+}
+
 /* Masks one 16 x (8*NT) accumulator block of scores in log2 units whose rows start at row0 and
  * columns at col0 (global indices); with `keys_are_rows` the rows are keys and the columns queries
  * (backward). Outside [0, T) and above the causal diagonal: -inf; MASK == ATTN_MASK_DENSE adds
@@ -29,13 +38,11 @@ __device__ __forceinline__ float quad_sum(float x) {
 template <int NT, int MASK>
 __device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows,
                                           const MaskDev *bias = nullptr, int b = 0, int h = 0) {
-    int lane = threadIdx.x & 31, g = lane >> 2, c = 2 * (lane & 3);
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
-            int r = row0 + g + (e >= 2 ? 8 : 0), col = col0 + nt * 8 + c + (e & 1);
-            int key = keys_are_rows ? r : col, query = keys_are_rows ? col : r;
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
             bool dead = key >= T || query >= T || (MASK == ATTN_MASK_CAUSAL && key > query);
             if (dead) s[nt][e] = -INFINITY;
             else if (MASK == ATTN_MASK_DENSE) s[nt][e] += LOG2E_F * mask_bias(*bias, b, h, query, key);
