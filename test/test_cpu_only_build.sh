@@ -13,8 +13,11 @@ bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # The inner makes must not inherit an outer make's flags: under `make -j8 test` MAKEFLAGS holds
-# the jobserver, and the inner make warns about it.
-inner_make() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES make "$@"; }
+# the jobserver, and the inner make warns about it; and under `make NVCC= test` (or CPU_ONLY=1,
+# CUDA=1) the outer make exports that variable to its recipes' environment, which would decide
+# the inner builds' choice instead of the arguments each check gives.
+NO_OUTER="-u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES -u NVCC -u CPU_ONLY -u CUDA"
+inner_make() { env $NO_OUTER make "$@"; }
 # a copy of the tree as git has it (tracked and untracked-not-ignored files), built from scratch
 git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C "$tmp"
 (cd "$tmp" && inner_make -s -j2 CPU_ONLY=1 train_gpt2 >build.log 2>&1) && ok || bad "CPU-only build failed: $(tail -5 "$tmp/build.log")"
@@ -35,7 +38,7 @@ dry() {
     local envs=()
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
-    (cd "$tmp" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u MAKEOVERRIDES -u CUDA_HOME "${envs[@]}" \
+    (cd "$tmp" && env $NO_OUTER -u CUDA_HOME "${envs[@]}" \
         make -n -B BUILD=dry "$@" >"$name.out" 2>"$name.err")
     rc=$?
 }
