@@ -5,19 +5,7 @@
 set -u
 cd "$(dirname "$0")/.."
 BIN=./train_gpt2
-passed=0
-failed=0
-skipped=0
-ok()   { passed=$((passed + 1)); }
-bad()  { failed=$((failed + 1)); echo "FAIL: $*"; }
-# pycheck WHAT ARGS...: one check run by python3 ARGS (the script on stdin); without python3 it
-# is counted as skipped.
-HAVE_PY=$(command -v python3 >/dev/null 2>&1 && echo 1)
-pycheck() {
-    local what=$1; shift
-    if [ -z "$HAVE_PY" ]; then skipped=$((skipped + 1)); cat >/dev/null; return 0; fi
-    python3 "$@" && ok || bad "$what"
-}
+. test/harness.sh
 # le32 N...: little-endian int32 words on stdout
 le32() {
     local v

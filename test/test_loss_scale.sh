@@ -10,17 +10,7 @@
 set -u
 cd "$(dirname "$0")/.."
 BIN=./train_gpt2
-passed=0
-failed=0
-skipped=0
-ok()  { passed=$((passed + 1)); }
-bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
-HAVE_PY=$(command -v python3 >/dev/null 2>&1 && echo 1)
-pycheck() {
-    local what=$1; shift
-    if [ -z "$HAVE_PY" ]; then skipped=$((skipped + 1)); cat >/dev/null; return 0; fi
-    python3 "$@" && ok || bad "$what"
-}
+. test/harness.sh
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cat */*.h */*.c > "$tmp/data.txt"
