@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids llmc
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -23,6 +23,15 @@
 #              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
 #              graphs runs twice with each binary, alternating (same-call ratio of two builds;
 #              $OLD_ARGS: extra flags for the old binary, e.g. --cuda-graph before 2026-12-01)
+#   llmc       llm.c side by side: GPT-2 124M (d12, vocab 50257 padded to 50304), T = 1024, bf16,
+#              B = 16 and 64: this trainer ($LLMC_OURS, default --attn flash and cudnn, plus
+#              $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
+#              alternating, twice. llm.c's source is a git-ignored copy in local/llm.c (carried;
+#              built there with USE_CUDNN=1 unless local/llm.c/train_gpt2cu exists) whose
+#              cudaMallocConditionallyManaged exits instead of falling back to managed memory.
+#              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
+#              is sampled with nvidia-smi for both (MiB used over the idle level), beside each
+#              one's own figure.
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # cudnn: attention/cudnn.cu takes minutes to compile (cudnn-frontend's headers) on one core. To save
 # device time, compile it here with a portable host ISA and carry the objects (and
@@ -166,9 +175,64 @@ stage_baseline() {
     done
 }
 
+# gpu_mem_sampler FILE: the largest memory.used (MiB) nvidia-smi reports while it runs, into FILE.
+gpu_mem_sampler() {
+    local max=0 v
+    while :; do
+        v=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+        [ "$v" -gt "$max" ] 2>/dev/null && { max=$v; echo "$max" >"$1"; }
+        sleep 0.2
+    done
+}
+
+# sampled NAME CMD...: runs CMD beside the sampler; prints the peak over the idle level in GiB.
+sampled() {
+    local name=$1; shift
+    local idle; idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+    echo "$idle" >"$OUT/$name.mem"
+    gpu_mem_sampler "$OUT/$name.mem" &
+    local sp=$!
+    "$@"
+    kill $sp 2>/dev/null; wait $sp 2>/dev/null
+    python3 -c "print(f'{($(cat "$OUT/$name.mem") - $idle) / 1024:.2f}')"
+}
+
+stage_llmc() {
+    [ -d local/llm.c ] || { echo "llmc: no local/llm.c (see the stage's comment)"; return; }
+    header "llm.c build"
+    if [ ! -x local/llm.c/train_gpt2cu ]; then
+        (cd local/llm.c && make train_gpt2cu USE_CUDNN=1 GPU_COMPUTE_CAPABILITY=90 NO_MULTI_GPU=1 \
+            NO_USE_MPI=1 >build_device.log 2>&1) || { tail -20 local/llm.c/build_device.log; return; }
+    fi
+    local d=/tmp/llmc_data
+    mkdir -p $d
+    python3 dev/llmc_tokens.py "$DATA" $d/train.bin $d/val.bin || return
+    { echo; echo "### llm.c side by side: GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"; echo
+      echo "| run | tokens/sec | ms/step | peak GiB (nvidia-smi, over idle) | own figure |"; echo "|---|---|---|---|---|"; } | tee -a "$TABLE"
+    local B round attn mem row
+    for B in 16 64; do
+        for round in 1 2; do
+            for attn in ${LLMC_OURS:-flash cudnn}; do
+                rm -f "$OUT/llmc-ours.jsonl"
+                mem=$(sampled ours timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
+                    --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
+                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn ${OURS_ARGS:-} \
+                    >"$OUT/llmc-ours-$attn-B$B-$round.out" 2>&1)
+                row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
+                echo "| ours $attn B=$B #$round $row" | tee -a "$TABLE"
+            done
+            mem=$(sampled llmc timeout 240 local/llm.c/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
+                -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1 \
+                >"$OUT/llmc-B$B-$round.out" 2>&1)
+            row=$(python3 dev/llmc_tokens.py --row-llmc "$OUT/llmc-B$B-$round.out" "$mem" $B)
+            echo "| llm.c B=$B #$round $row" | tee -a "$TABLE"
+        done
+    done
+}
+
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline|llmc) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
