@@ -185,14 +185,15 @@ gpu_mem_sampler() {
     done
 }
 
-# sampled NAME CMD...: runs CMD beside the sampler; prints the peak over the idle level in GiB.
+# sampled NAME LOG CMD...: runs CMD (output into LOG) beside the sampler; prints the peak over the
+# idle level in GiB.
 sampled() {
-    local name=$1; shift
+    local name=$1 log=$2; shift 2
     local idle; idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
     echo "$idle" >"$OUT/$name.mem"
     gpu_mem_sampler "$OUT/$name.mem" &
     local sp=$!
-    "$@"
+    "$@" >"$log" 2>&1
     kill $sp 2>/dev/null; wait $sp 2>/dev/null
     python3 -c "print(f'{($(cat "$OUT/$name.mem") - $idle) / 1024:.2f}')"
 }
@@ -214,16 +215,14 @@ stage_llmc() {
         for round in 1 2; do
             for attn in ${LLMC_OURS:-flash cudnn}; do
                 rm -f "$OUT/llmc-ours.jsonl"
-                mem=$(sampled ours timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
+                mem=$(sampled ours "$OUT/llmc-ours-$attn-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
                     --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
-                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn ${OURS_ARGS:-} \
-                    >"$OUT/llmc-ours-$attn-B$B-$round.out" 2>&1)
+                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn ${OURS_ARGS:-})
                 row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
                 echo "| ours $attn B=$B #$round $row" | tee -a "$TABLE"
             done
-            mem=$(sampled llmc timeout 240 local/llm.c/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
-                -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1 \
-                >"$OUT/llmc-B$B-$round.out" 2>&1)
+            mem=$(sampled llmc "$OUT/llmc-B$B-$round.out" timeout 240 local/llm.c/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
+                -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1)
             row=$(python3 dev/llmc_tokens.py --row-llmc "$OUT/llmc-B$B-$round.out" "$mem" $B)
             echo "| llm.c B=$B #$round $row" | tee -a "$TABLE"
         done
