@@ -7,6 +7,12 @@
  * L2: a 100 KB bf16 row fits easily) and writes dz. DRAM bytes per row: ~1 read + 1 write.
  * (Staging the row in shared memory instead was measured slower: 1.99 ms against 1.74 ms for
  * 16K rows of 50304 bf16 on an H100, from the lower occupancy; the re-read hits L2.)
+ * Rows of up to 8 packs a thread of 1024 (bf16: 65536 logits; GPT-2's 50304 is 7) are held in
+ * registers instead (classifier_regs_kernel): one DRAM read and one write a row, the second pass
+ * never re-reads, whether or not the row is still in L2 (with ~500 rows of 100 KB in flight over
+ * the SMs, it often is not: the re-read cost a third DRAM pass). The maximum is exact (a first
+ * sweep over the registers), so each logit costs two exponentials: one in the sum, one in the
+ * gradient.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
@@ -56,10 +62,98 @@ classifier_kernel(T *logits, float *losses, const int *targets, const float *dlo
     }
 }
 
+/* The row in registers: thread t holds packs t, t + blockDim.x, ... (NP of them), in the order of
+ * the row, so loads and stores stay coalesced. */
+template <typename T, int NP>
+__global__ void __launch_bounds__(1024)
+classifier_regs_kernel(T *logits, float *losses, const int *targets, const float *dloss_ptr,
+                       int V, int ld, int write_dlogits) {
+    __shared__ float shared[32];
+    constexpr int P = Pack16<T>::n;
+    const int row = blockIdx.x;
+    T *z = logits + (size_t)row * ld;
+    const int target = targets[row];
+    const float zt = target >= 0 ? to_f32(z[target]) : 0.0f;
+    Pack16<T> x[NP];
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int i = (threadIdx.x + k * blockDim.x) * P;
+        if (i < ld) x[k] = load16_cs(z + i);
+    }
+    float m = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int i = (threadIdx.x + k * blockDim.x) * P;
+#pragma unroll
+        for (int j = 0; j < P; j++)
+            if (i + j < V) m = fmaxf(m, to_f32(x[k].v[j]));
+    }
+    const float M = block_max(m, shared);
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int i = (threadIdx.x + k * blockDim.x) * P;
+#pragma unroll
+        for (int j = 0; j < P; j++)
+            if (i + j < V) s += __expf(to_f32(x[k].v[j]) - M);
+    }
+    const float S = block_sum(s, shared);
+    if (threadIdx.x == 0) losses[row] = target >= 0 ? M + logf(S) - zt : 0.0f;
+    /* Keep the row as packed 16-bit words across the reduction: without this the compiler keeps
+     * the sum loop's converted floats alive for the gradient loop and spills (64 registers at
+     * 1024 threads). The empty asm makes the words "new", so nothing computed from them is reused. */
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        unsigned *w = reinterpret_cast<unsigned *>(&x[k]);
+#pragma unroll
+        for (int q = 0; q < 4; q++) asm volatile("" : "+r"(w[q]));
+    }
+    if (!write_dlogits) return;
+    const float dloss = target >= 0 ? *dloss_ptr : 0.0f, inv_S = 1.0f / S;
+#pragma unroll
+    for (int k = 0; k < NP; k++) {
+        int i = (threadIdx.x + k * blockDim.x) * P;
+        if (i >= ld) continue;
+        Pack16<T> d;
+#pragma unroll
+        for (int j = 0; j < P; j++) {
+            int col = i + j;
+            float g = 0.0f;
+            if (col < V) g = (__expf(to_f32(x[k].v[j]) - M) * inv_S - (col == target ? 1.0f : 0.0f)) * dloss;
+            d.v[j] = from_f32<T>(g);
+        }
+        store16(z + i, d);
+    }
+}
+
+/* The register kernel where a row is at most 8 packs a thread of 1024 (bf16 / fp16: 65536 logits,
+ * fp32: 32768); a row of at most 1024 packs runs one pack a thread on as many warps as it needs.
+ * 0 when the row is longer (the two-pass kernel then runs). */
+template <typename T>
+static int classifier_regs(T *logits, float *losses, const int *targets, const float *dloss, int N,
+                           int V, int ld, int write_dlogits, cudaStream_t stream) {
+    constexpr int P = Pack16<T>::n;
+    int packs = (ld + P - 1) / P, np = (packs + 1023) / 1024;
+    int threads = np <= 1 ? (packs + 31) / 32 * 32 : 1024;
+#define CLS_REGS(K)                                                                                  \
+    if (np <= K) {                                                                                   \
+        classifier_regs_kernel<T, K><<<N, threads, 0, stream>>>(logits, losses, targets, dloss, V,   \
+                                                                ld, write_dlogits);                  \
+        CUDA_LAUNCH_CHECK();                                                                         \
+        return 1;                                                                                    \
+    }
+    CLS_REGS(1) CLS_REGS(2) CLS_REGS(3) CLS_REGS(4) CLS_REGS(5) CLS_REGS(6) CLS_REGS(7) CLS_REGS(8)
+#undef CLS_REGS
+    return 0;
+}
+
 extern "C" void cuda_classifier(Precision p, void *logits, float *losses, const int *targets,
                                 const float *dloss, int N, int V, int ld, int write_dlogits,
                                 cudaStream_t stream) {
     if (N <= 0) return;
+    if (p == PRECISION_BF16 && classifier_regs((bf16 *)logits, losses, targets, dloss, N, V, ld, write_dlogits, stream)) return;
+    if (p == PRECISION_FP16 && classifier_regs((half *)logits, losses, targets, dloss, N, V, ld, write_dlogits, stream)) return;
+    if (p == PRECISION_FP32 && classifier_regs((float *)logits, losses, targets, dloss, N, V, ld, write_dlogits, stream)) return;
     if (p == PRECISION_BF16)
         classifier_kernel<<<N, CLS_THREADS, 0, stream>>>((bf16 *)logits, losses, targets, dloss, V, ld, write_dlogits);
     else if (p == PRECISION_FP16)

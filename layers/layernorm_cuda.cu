@@ -9,6 +9,12 @@
  *   dw  += sum_n dout xhat,  db += sum_n dout           (row slices, then a fixed-order sum)
  * (A one-pass version keeping the row in registers was measured 2x slower on an H100: 136 us
  * against 73 us at N=16K, C=768 bf16; see dev/cuda_trainer_notes.md.)
+ * For 16-bit rows of at most 768 channels (GPT-2 small) one kernel does all three
+ * (layernorm_backward_fused_kernel): a warp keeps its row's dout and x in registers (3 packs a
+ * lane at C = 768), so each is read once, and it sums dw / db for its rows in registers; a block
+ * (16 warps) adds its warps' sums in a fixed order into one slice of the scratch and the finish
+ * kernel adds the slices. DRAM bytes 4 N C x 2 (read dout, x, dinp; write dinp) against the
+ * three-kernel path's ~8 N C x 2, and no second launch over the rows.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
@@ -173,10 +179,119 @@ __global__ void layernorm_params_finish_kernel(float *dw, float *db, const float
     db[c] += sb;
 }
 
+/* One pass: dx, and this block's slice of the dw / db sums. NP packs a lane (C <= 32 NP P). */
+enum { LNF_WARPS = 16 };
+template <typename T, int NP>
+__global__ void __launch_bounds__(32 * LNF_WARPS, 1)
+layernorm_backward_fused_kernel(T *dinp, float *partials, const T *dout, const T *inp, const T *w,
+                                const float *mean, const float *rstd, int N, int C) {
+    constexpr int P = Pack16<T>::n;
+    extern __shared__ float lnf_smem[]; /* [LNF_WARPS / 2][2 C] */
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float aw[NP][P], ab[NP][P];
+#pragma unroll
+    for (int q = 0; q < NP; q++)
+#pragma unroll
+        for (int j = 0; j < P; j++) aw[q][j] = ab[q][j] = 0.0f;
+    for (int row = blockIdx.x * LNF_WARPS + warp; row < N; row += gridDim.x * LNF_WARPS) {
+        const size_t off = (size_t)row * C;
+        Pack16<T> dy[NP], x[NP], ww[NP]; /* w from L1 each row: registers are the limit here */
+#pragma unroll
+        for (int q = 0; q < NP; q++) {
+            int c = (lane + 32 * q) * P;
+            if (c < C) { dy[q] = load16_cs(dout + off + c); x[q] = load16_cs(inp + off + c); ww[q] = load16(w + c); }
+        }
+        const float m = mean[row], r = rstd[row];
+        float g_sum = 0.0f, gx_sum = 0.0f;
+#pragma unroll
+        for (int q = 0; q < NP; q++) {
+            if ((lane + 32 * q) * P >= C) continue;
+#pragma unroll
+            for (int j = 0; j < P; j++) {
+                float d = to_f32(dy[q].v[j]), xhat = (to_f32(x[q].v[j]) - m) * r;
+                float g = d * to_f32(ww[q].v[j]);
+                g_sum += g;
+                gx_sum += g * xhat;
+                aw[q][j] += d * xhat;
+                ab[q][j] += d;
+            }
+        }
+        const float g_mean = warp_sum(g_sum) / C, gx_mean = warp_sum(gx_sum) / C;
+        /* the packed words are all that crosses the reductions (else converted floats do, and spill) */
+#pragma unroll
+        for (int q = 0; q < NP; q++)
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                asm volatile("" : "+r"(reinterpret_cast<unsigned *>(&dy[q])[k]));
+                asm volatile("" : "+r"(reinterpret_cast<unsigned *>(&x[q])[k]));
+                asm volatile("" : "+r"(reinterpret_cast<unsigned *>(&ww[q])[k]));
+            }
+#pragma unroll
+        for (int q = 0; q < NP; q++) {
+            int c = (lane + 32 * q) * P;
+            if (c >= C) continue;
+            Pack16<T> dx = load16(dinp + off + c);
+#pragma unroll
+            for (int j = 0; j < P; j++) {
+                float xhat = (to_f32(x[q].v[j]) - m) * r;
+                float g = to_f32(dy[q].v[j]) * to_f32(ww[q].v[j]);
+                dx.v[j] = from_f32<T>(to_f32(dx.v[j]) + r * (g - g_mean - xhat * gx_mean));
+            }
+            store16(dinp + off + c, dx);
+        }
+    }
+    /* the block's sums in a fixed order: warps 8..15 store, warps 0..7 add theirs, then slot 0..7 */
+    constexpr int HALF = LNF_WARPS / 2;
+    float *slot = lnf_smem + (size_t)(warp % HALF) * 2 * C;
+    for (int pass = 0; pass < 2; pass++) {
+        if ((warp >= HALF) == (pass == 0)) {
+#pragma unroll
+            for (int q = 0; q < NP; q++) {
+                int c = (lane + 32 * q) * P;
+                if (c >= C) continue;
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    if (pass == 0) { slot[c + j] = aw[q][j]; slot[C + c + j] = ab[q][j]; }
+                    else { slot[c + j] += aw[q][j]; slot[C + c + j] += ab[q][j]; }
+                }
+            }
+        }
+        __syncthreads();
+    }
+    for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
+        float t = 0.0f;
+        for (int k = 0; k < HALF; k++) t += lnf_smem[(size_t)k * 2 * C + i];
+        partials[(size_t)blockIdx.x * 2 * C + i] = t;
+    }
+}
+
+/* The fused path where it applies (16-bit rows of at most 3 packs a lane: C <= 768); 0 otherwise. */
+template <typename T>
+static int layernorm_backward_fused(T *dinp, float *dw, float *db, const T *dout, const T *inp,
+                                    const T *w, const float *mean, const float *rstd, int N, int C,
+                                    float *scratch, cudaStream_t stream) {
+    constexpr int P = Pack16<T>::n;
+    if (sizeof(T) != 2 || C % P != 0 || C > 3 * 32 * P) return 0;
+    int S = ceil_div_u(N, LNF_WARPS);
+    if (S > LN_SLICES) S = LN_SLICES;
+    size_t smem = (size_t)(LNF_WARPS / 2) * 2 * C * sizeof(float);
+    void (*kernel)(T *, float *, const T *, const T *, const T *, const float *, const float *, int, int) =
+        C > 2 * 32 * P ? layernorm_backward_fused_kernel<T, 3>
+                       : (C > 32 * P ? layernorm_backward_fused_kernel<T, 2> : layernorm_backward_fused_kernel<T, 1>);
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    kernel<<<S, 32 * LNF_WARPS, smem, stream>>>(dinp, scratch, dout, inp, w, mean, rstd, N, C);
+    CUDA_LAUNCH_CHECK();
+    layernorm_params_finish_kernel<<<ceil_div_u(C, 256), 256, 0, stream>>>(dw, db, scratch, S, C);
+    CUDA_LAUNCH_CHECK();
+    return 1;
+}
+
 template <typename T>
 static void layernorm_backward(T *dinp, float *dw, float *db, const T *dout, const T *inp,
                                const T *w, const float *mean, const float *rstd, int N, int C,
                                float *scratch, cudaStream_t stream) {
+    if (layernorm_backward_fused(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream)) return;
     layernorm_backward_input_kernel<T><<<ceil_div_u(N, 8), 256, 0, stream>>>(dinp, dout, inp, w, mean, rstd, N, C);
     CUDA_LAUNCH_CHECK();
     int S = (N + 31) / 32;
