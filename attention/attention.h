@@ -111,6 +111,9 @@ typedef struct {
     int ld_o;         /* elements between consecutive tokens of o, dout */
     AttnMask mask;
     AttnDtype dtype;  /* element type of q, k, v, o and their gradients */
+    int tf32;         /* fp32 only: 1 allows TF32 tensor cores for the products (inputs, P and dS
+                       * rounded to 10-bit mantissas, fp32 accumulate; memeff uses it), 0 (the
+                       * default of every constructor here and of the library API) keeps exact fp32 */
 } AttnShape;
 
 /* One algorithm on one place. Functions return 0 on success, non-zero on failure.

@@ -37,6 +37,9 @@
  * from global memory into the score fragments; one body templated on the element type); fp32 (and
  * bf16 / fp16 with unaligned pointers or leading dimensions) runs on CUDA cores, which compute in
  * fp32 from the converted inputs and round only the outputs (P and dS stay fp32 there).
+ * fp32 with AttnShape::tf32 = 1 (the trainer's default; 0, exact fp32, is the library's) runs the
+ * tensor-core algorithm on TF32 mma.sync m16n8k8 in fp32 tiles (memeff_tf32.cuh), unless its
+ * pointers are unaligned (then the CUDA-core kernels).
  *
  * CUDA-core tile arithmetic (fp32): 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
  * (row group = tid / 16), and the streamed 64 columns (or D columns) are dealt round-robin to the
@@ -863,6 +866,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     }
 }
 
+/* ---- fp32 on TF32 tensor cores (AttnShape::tf32) ---------------------------------------------- */
+#include "attention/memeff_tf32.cuh"
+
 /* ---- host side ------------------------------------------------------------------------------ */
 
 /* Launches a tiled kernel over (tiles of `rows` rows of T, `heads`) blocks: the query heads B*H
@@ -897,6 +903,26 @@ static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStr
                                    Tr::kSmemBytes, p, st);
 }
 
+/* The TF32 kernels (E is float: the tensor-core dispatch's signature). */
+template <typename E, int D, int MASK, bool X>
+static int memeff_tf32_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+    using Tr = MemeffTf32Traits<D>;
+    return memeff_launch(memeff_tf32_forward_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+                         Tr::kFwdSmem, p, st);
+}
+
+template <typename E, int D, int MASK, bool X>
+static int memeff_tf32_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+    using Tr = MemeffTf32Traits<D>;
+    long long rows = attn_rows(s);
+    memeff_rowdot_kernel<float><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    ATTN_LAUNCH_CHECK();
+    int rc = memeff_launch(memeff_tf32_dkv_kernel<D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
+                           Tr::kDkvSmem, p, st);
+    return rc ? rc : memeff_launch(memeff_tf32_dq_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+                                   Tr::kDqSmem, p, st);
+}
+
 /* Calls F<E, D, MASK, X> for element type E, the shape's head dimension, mask kind and X (the
  * mask family beyond kind + constant DENSE bias; X reads a DENSE kind's bias at run time, so it
  * runs as NONE). */
@@ -918,6 +944,17 @@ static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStr
 static bool memeff_use_tc(const AttnShape *s, const void *const *ptrs, int n) {
     if (s->dtype != ATTN_BF16 && s->dtype != ATTN_FP16) return false;
     if (s->ld_qkv % 8 || s->ld_o % 8) return false;
+    for (int i = 0; i < n; i++)
+        if ((uintptr_t)ptrs[i] & 15) return false;
+    return true;
+}
+
+/* fp32 with TF32 allowed runs on TF32 tensor cores, given 16-byte aligned pointers and leading
+ * dimensions that are multiples of 4 (cp.async copies 4 floats); otherwise (unaligned) the exact
+ * CUDA-core kernels run it: the only fallback, every mask piece and GQA run on both. */
+static bool memeff_use_tf32(const AttnShape *s, const void *const *ptrs, int n) {
+    if (s->dtype != ATTN_FP32 || !s->tf32) return false;
+    if (s->ld_qkv % 4 || s->ld_o % 4) return false;
     for (int i = 0; i < n; i++)
         if ((uintptr_t)ptrs[i] & 15) return false;
     return true;
@@ -1011,6 +1048,8 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
     const void *ptrs[] = {q, k, v, o};
     const bool x = memeff_x_forward(s);
     if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, x, s, s, p, attn_stream(stream));
+    if (memeff_use_tf32(s, ptrs, 4))
+        return MEMEFF_TC_DISPATCH_E(memeff_tf32_launch_forward, float, x, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_forward, x, s, s, p, attn_stream(stream));
 }
 
@@ -1027,6 +1066,8 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
     const void *ptrs[] = {q, k, v, o, dout, dq, dk, dv};
     const bool x = memeff_x_backward(s);
     if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, x, s, s, p, attn_stream(stream));
+    if (memeff_use_tf32(s, ptrs, 8))
+        return MEMEFF_TC_DISPATCH_E(memeff_tf32_launch_backward, float, x, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_backward, x, s, s, p, attn_stream(stream));
 }
 

@@ -81,8 +81,11 @@ struct Model {
     GradSync gs;
 };
 
+/* The attention shape of a call: the memory plan's, with the model's TF32 choice (fp32 only). */
 static AttnShape attn_shape_for(const Model *m, int B, int T) {
-    return memplan_attn_shape(&m->plan, &m->mem, B, T);
+    AttnShape s = memplan_attn_shape(&m->plan, &m->mem, B, T);
+    s.tf32 = m->tf32;
+    return s;
 }
 
 static void cuda_destroy(Model *m);
@@ -154,6 +157,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
 
     /* nothing is allocated yet: the mask's arrays are presence markers here */
     AttnShape shape = memplan_attn_shape(in, NULL, m->maxB, m->maxT);
+    shape.tf32 = m->tf32;
     const char *unsup = attn->unsupported(&shape);
     if (unsup) {
         set_err(err, errlen, "attention '%s' on CUDA: %s", attn_kernel_name(opt->attn), unsup);

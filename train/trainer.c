@@ -143,6 +143,7 @@ AttnShape trainer_attention_shape(const ModelOptions *mo, int *doc) {
         s.mask.stride_row = mo->T;
     }
     s.mask.window = mo->attn_window;
+    s.tf32 = mo->tf32; /* fp32 products on TF32 tensor cores where the kernel has them (memeff) */
     if (c->pos == GPT2_POS_ALIBI) s.mask.alibi_slopes = marker_slopes;
     if (mo->doc_sep.len > 0) s.mask.doc = doc;
     return s;
@@ -734,8 +735,10 @@ static void print_header(const Trainer *tr) {
         if (!mo->matmul_fusion) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fusion off");
         if (mo->profile) snprintf(gpu_set + n, sizeof gpu_set - n, ", profile on");
     }
-    printf("train: %s backend, %s, attention %s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d%s\n",
-           tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn),
+    /* memeff's fp32 runs on TF32 tensor cores when TF32 is on (attention/memeff.cu) */
+    const int attn_tf32 = tr->gpu && tr->mopt.attn == ATTN_MEMEFF && tr->mopt.precision == PRECISION_FP32 && tr->mopt.tf32;
+    printf("train: %s backend, %s, attention %s%s, mask %s, B=%d T=%d grad-accum %d, %d steps from %d%s\n",
+           tr->be->name, precision_name(tr->mopt.precision), attn_kernel_name(tr->mopt.attn), attn_tf32 ? " (tf32)" : "",
            attn_mask_name(tr->mopt.mask), o->batch, o->seq_len, o->grad_accum, o->steps, tr->start_step, gpu_set);
     if (tr->dist.world > 1) {
         /* how the gradients travel, where not the default */

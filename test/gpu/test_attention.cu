@@ -1,7 +1,14 @@
 /* test/gpu/test_attention.cu: every CUDA attention kernel x dtype x mask x head dimension x
  * awkward T against a float64 CPU reference: the forward output and the three gradients.
  *
- *   fp32 kernels: max|x - ref| / (max|ref| + 1e-2) < 1e-4.
+ *   fp32 kernels: max|x - ref| / (max|ref| + 1e-2) < 1e-4 (AttnShape::tf32 = 0, exact fp32).
+ *   fp32 with tf32 = 1 (memeff's TF32 tensor-core kernels): the same criterion as bf16 below, with
+ *   a plain TF32 computation as the reference: inputs, P and dS rounded to TF32 (10 stored mantissa
+ *   bits, unit roundoff u = 2^-11, round to nearest as cvt.rna) before their products, fp32 sums,
+ *   fp32 outputs; bound 2x its error + u/2 = 2^-12 (bf16's 1e-3 is its u/2 = 2^-10, about 1e-3).
+ *   Extra fp32-only problems draw inputs with all 24 bits (not TF32-exact), so that the inputs'
+ *   rounding is exercised too; a transposed or misplaced fragment gives O(1) errors on this
+ *   non-symmetric data (D = 64 and 128, T not a multiple of any tile).
  *   bf16 and fp16 kernels: FlashAttention's criterion. A plain computation in that type (inputs in
  *   it, fp32 arithmetic, P and dS rounded to it before their products, outputs rounded to it) has
  *   some error against float64; the kernel's error must be <= 2x that + 1e-3. Each 16-bit dtype has
@@ -85,10 +92,21 @@ static float fp16_value(uint16_t h) {
 }
 static float round_fp16(float x) { return fp16_value(fp16_bits(x)); }
 
-/* The rounding a reference applies to P, dS and its outputs: none (the float64 one), bf16 or fp16. */
-enum Rounding { ROUND_NONE, ROUND_BF16, ROUND_FP16 };
+/* ---- TF32 on the host: 10 stored mantissa bits, round to nearest, ties away (cvt.rna) ------- */
+static float round_tf32(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x; /* inf, NaN */
+    u = (u + 0x1000u) & 0xffffe000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* The rounding a reference applies to P, dS and its outputs: none (the float64 one), bf16 or fp16;
+ * TF32 rounds the inputs, P and dS (the products' operands) and not the outputs (fp32). */
+enum Rounding { ROUND_NONE, ROUND_BF16, ROUND_FP16, ROUND_TF32 };
 static float round_to(Rounding r, float x) {
-    return r == ROUND_BF16 ? round_bf16(x) : r == ROUND_FP16 ? round_fp16(x) : x;
+    return r == ROUND_BF16 ? round_bf16(x) : r == ROUND_FP16 ? round_fp16(x) : r == ROUND_TF32 ? round_tf32(x) : x;
 }
 /* An input value both bf16 and fp16 hold exactly: bf16's 8 significant bits, and 0 below 2^-14,
  * where fp16 (subnormal there) could not hold all 8. */
@@ -111,6 +129,8 @@ struct Problem {
     std::vector<double> o64, dqkv64, db64;   /* float64 reference */
     std::vector<float> o16, dqkv16, db16;    /* plain bf16 reference */
     std::vector<float> oh, dqkvh, dbh;       /* plain fp16 reference */
+    std::vector<float> otf, dqkvtf, dbtf;    /* plain TF32 reference */
+    bool fp32_inputs = false;                /* inputs with 24 bits: only the fp32 kernels run */
     long long sb, sh, srow;                  /* bias strides */
     /* the mask pieces beyond kind (attention.h), when `extras` asks for them */
     int extras = 0, window = 0;
@@ -140,14 +160,18 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
                             R *dS_out) {
     int T = p.T, D = p.D, ld = p.ld, group = p.H / p.Hkv;
     auto rnd = [&](R x) { return rd != ROUND_NONE ? (R)round_to(rd, (float)x) : x; };
-    auto k = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + g * D + d]; };
-    auto v = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + p.C + p.Hkv * D + g * D + d]; };
+    /* outputs: rounded to bf16 / fp16, fp32 as they are under TF32 */
+    auto rnd_out = [&](R x) { return rd != ROUND_TF32 ? rnd(x) : x; };
+    /* inputs: the 16-bit types hold them exactly; TF32 rounds them (a no-op on 16-bit-exact data) */
+    auto in = [&](float x) { return rd == ROUND_TF32 ? (R)round_tf32(x) : (R)x; };
+    auto k = [&](int t, int d) { return in(p.qkv[(size_t)(b * T + t) * ld + p.C + g * D + d]); };
+    auto v = [&](int t, int d) { return in(p.qkv[(size_t)(b * T + t) * ld + p.C + p.Hkv * D + g * D + d]); };
     std::vector<R> P((size_t)T * T), Pr((size_t)T * T), dS((size_t)T * T);
     std::vector<R> dk_acc((size_t)T * D, 0), dv_acc((size_t)T * D, 0);
     for (int hi = 0; hi < group; hi++) {
         int h = g * group + hi;
-        auto q = [&](int t, int d) { return (R)p.qkv[(size_t)(b * T + t) * ld + h * D + d]; };
-        auto dout = [&](int t, int d) { return (R)p.dout[(size_t)(b * T + t) * p.C + h * D + d]; };
+        auto q = [&](int t, int d) { return in(p.qkv[(size_t)(b * T + t) * ld + h * D + d]); };
+        auto dout = [&](int t, int d) { return in(p.dout[(size_t)(b * T + t) * p.C + h * D + d]); };
         /* rows are independent in the forward, in D and dS, and in the gradients' loop over t
          * (each t owns its dQ row and dK/dV rows): parallel over rows, the summation order per
          * element fixed (u ascending), so the result does not depend on the thread count */
@@ -175,7 +199,7 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
             for (int d = 0; d < D; d++) {
                 R acc = 0;
                 for (int j = 0; j < T; j++) acc += Pr[(size_t)i * T + j] * v(j, d);
-                o[(size_t)(b * T + i) * p.C + h * D + d] = rnd(acc);
+                o[(size_t)(b * T + i) * p.C + h * D + d] = rnd_out(acc);
             }
         }
 #pragma omp parallel for schedule(dynamic, 16)
@@ -204,7 +228,7 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
                 }
             }
             for (int d = 0; d < D; d++) {
-                dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd(dq[d] * (R)p.scale);
+                dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd_out(dq[d] * (R)p.scale);
                 dk_acc[(size_t)t * D + d] += dk[d] * (R)p.scale;
                 dv_acc[(size_t)t * D + d] += dv[d];
             }
@@ -213,8 +237,8 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
     for (int t = 0; t < T; t++)
         for (int d = 0; d < D; d++) {
             R *row = dqkv + (size_t)(b * T + t) * ld;
-            row[p.C + g * D + d] = rnd(dk_acc[(size_t)t * D + d]);
-            row[p.C + p.Hkv * D + g * D + d] = rnd(dv_acc[(size_t)t * D + d]);
+            row[p.C + g * D + d] = rnd_out(dk_acc[(size_t)t * D + d]);
+            row[p.C + p.Hkv * D + g * D + d] = rnd_out(dv_acc[(size_t)t * D + d]);
         }
 }
 
@@ -247,8 +271,12 @@ static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vec
 
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
+/* Which plain references the run needs (the filters in main may leave some out). */
+static bool g_need_16 = true, g_need_tf32 = true;
+
 static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMaskKind mask, int bias_kind,
-                         int extras, bool dbias) {
+                         int extras, bool dbias, bool fp32_inputs = false) {
+    p.fp32_inputs = fp32_inputs;
     p.B = B; p.T = T; p.H = H; p.Hkv = Hkv; p.D = D; p.C = H * D; p.ld = p.C + 2 * Hkv * D;
     p.mask = mask; p.bias_kind = mask == ATTN_MASK_DENSE && bias_kind == BIAS_NONE ? BIAS_BROADCAST : bias_kind;
     p.dbias = dbias && p.bias_kind != BIAS_NONE;
@@ -283,9 +311,9 @@ static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMa
     for (size_t x = 0; x < nqkv; x++) {
         int col = (int)(x % p.ld);
         float amp = col < p.C + Hkv * D ? 2.0f : 1.0f; /* q, k larger: a peaked softmax */
-        p.qkv[x] = round_both(amp * test_randf(&rng));
+        p.qkv[x] = fp32_inputs ? amp * test_randf(&rng) : round_both(amp * test_randf(&rng));
     }
-    for (size_t x = 0; x < no; x++) p.dout[x] = round_both(test_randf(&rng));
+    for (size_t x = 0; x < no; x++) p.dout[x] = fp32_inputs ? test_randf(&rng) : round_both(test_randf(&rng));
     p.sb = p.sh = p.srow = 0;
     if (p.bias_kind != BIAS_NONE) {
         int mats = p.bias_kind == BIAS_PER_HEAD ? B * H : p.bias_kind == BIAS_HEAD_SHARED ? H : 1;
@@ -307,9 +335,14 @@ static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMa
     p.dqkv16.assign(nqkv, 0.0f);
     p.oh.assign(no, 0.0f);
     p.dqkvh.assign(nqkv, 0.0f);
+    p.otf.assign(no, 0.0f);
+    p.dqkvtf.assign(nqkv, 0.0f);
     reference_all<double>(p, ROUND_NONE, p.o64.data(), p.dqkv64.data(), p.db64);
-    reference_all<float>(p, ROUND_BF16, p.o16.data(), p.dqkv16.data(), p.db16);
-    reference_all<float>(p, ROUND_FP16, p.oh.data(), p.dqkvh.data(), p.dbh);
+    if (g_need_16 && !fp32_inputs) {
+        reference_all<float>(p, ROUND_BF16, p.o16.data(), p.dqkv16.data(), p.db16);
+        reference_all<float>(p, ROUND_FP16, p.oh.data(), p.dqkvh.data(), p.dbh);
+    }
+    if (g_need_tf32) reference_all<float>(p, ROUND_TF32, p.otf.data(), p.dqkvtf.data(), p.dbtf);
 }
 
 /* max|x - ref| / (max|ref| + 1e-2) over the elements of one tensor: `cols` columns from col0 of
@@ -381,10 +414,18 @@ static std::vector<uint8_t> bytes_of(const void *d, size_t n) {
     return out;
 }
 
-static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16, const char *variant = "") {
-    /* (ref16: the plain reference's error in dt (bf16 or fp16) that this kernel is held to) */
+/* main's filters: only this kernel (its registry name) / this dtype ("fp32", "bf16", "fp16" or "tf32") */
+static const char *g_kernel = NULL, *g_dtype = NULL;
+
+static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16, const char *variant = "",
+                     int tf32 = 0) {
+    /* (ref16: the plain reference's error in dt (bf16 or fp16), or TF32's with tf32, that this
+     * kernel is held to) */
+    if (g_kernel && strcmp(g_kernel, attn_kernel_name(impl->kernel))) return;
+    if (g_dtype && strcmp(g_dtype, tf32 ? "tf32" : attn_dtype_name(dt))) return;
     AttnShape s;
     memset(&s, 0, sizeof s);
+    s.tf32 = tf32;
     s.B = p.B; s.T = p.T; s.H = p.H; s.D = p.D;
     s.Hkv = p.Hkv;
     s.scale = p.scale;
@@ -485,9 +526,9 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
             double got[5] = {e.o, e.dq, e.dk, e.dv, e.db}, r16[5] = {ref16.o, ref16.dq, ref16.dk, ref16.dv, ref16.db};
             const char *names[5] = {"O", "dQ", "dK", "dV", "dBias"};
             for (int x = 0; x < (p.dbias ? 5 : 4); x++) {
-                double bound = dt == ATTN_FP32 ? 1e-4 : 2.0 * r16[x] + 1e-3;
+                double bound = tf32 ? 2.0 * r16[x] + 0x1p-12 : dt == ATTN_FP32 ? 1e-4 : 2.0 * r16[x] + 1e-3;
                 CHECK(got[x] <= bound, "%s: %s error %.3g > bound %.3g (plain %s reference %.3g)", tag,
-                      names[x], got[x], bound, attn_dtype_name(dt), r16[x]);
+                      names[x], got[x], bound, tf32 ? "tf32" : attn_dtype_name(dt), r16[x]);
             }
         } else {
             CHECK(bytes_of(d.o, no * es) == o_first, "%s: forward not deterministic", tag);
@@ -501,13 +542,26 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
 
 static int n_problems = 0;
 static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, int bias_kind, int extras = 0,
-                        bool dbias = false) {
+                        bool dbias = false, bool fp32_inputs = false) {
     Problem p;
-    make_problem(p, B, T, H, Hkv, D, mask, bias_kind, extras, dbias);
+    make_problem(p, B, T, H, Hkv, D, mask, bias_kind, extras, dbias, fp32_inputs);
     n_problems++;
-    /* The plain bf16 and fp16 computations' own errors against float64. */
-    Err r16 = errors(p, p.o16.data(), p.dqkv16.data(), p.db16.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
-    Err rh = errors(p, p.oh.data(), p.dqkvh.data(), p.dbh.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
+    /* The plain bf16, fp16 and TF32 computations' own errors against float64. */
+    /* (a reference the filters left out is all zeros, its dbias empty: its cases do not run) */
+    auto plain = [&](const std::vector<float> &o, const std::vector<float> &dqkv, const std::vector<float> &db) {
+        if (p.dbias && db.empty()) return Err{0, 0, 0, 0, 0};
+        return errors(p, o.data(), dqkv.data(), db.data(), p.o64.data(), p.dqkv64.data(), p.db64.data());
+    };
+    Err r16 = plain(p.o16, p.dqkv16, p.db16), rh = plain(p.oh, p.dqkvh, p.dbh), rtf = plain(p.otf, p.dqkvtf, p.dbtf);
+    if (fp32_inputs) { /* 24-bit inputs: the fp32 kernels only, exact and (memeff) TF32 */
+        for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
+            const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
+            if (attn_kernel_is_variant((AttnKernel)kk) || !impl) continue;
+            run_case(p, impl, ATTN_FP32, rtf);
+            if (impl->kernel == ATTN_MEMEFF) run_case(p, impl, ATTN_FP32, rtf, "(tf32)", 1);
+        }
+        return;
+    }
     /* every kernel of the registry that is not a variant of another (flash runs its Hopper kernels
      * where they apply), and flash-mma and flash-tma beside it on a Hopper GPU */
     for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
@@ -515,6 +569,7 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
         if (!impl) { n_skipped += 3; continue; }
         run_case(p, impl, ATTN_FP32, r16);
+        if (impl->kernel == ATTN_MEMEFF) run_case(p, impl, ATTN_FP32, rtf, "(tf32)", 1); /* TF32 tensor cores */
         run_case(p, impl, ATTN_BF16, r16);
         run_case(p, impl, ATTN_FP16, rh);
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
@@ -533,7 +588,30 @@ static void run_mha(int B, int T, int H, int D, AttnMaskKind mask, int bias_kind
     run_problem(B, T, H, H, D, mask, bias_kind, extras);
 }
 
-int main(void) {
+/* test_attention [KERNEL [DTYPE]]: only that kernel of the registry (e.g. memeff), and only that
+ * dtype (fp32, bf16, fp16, or tf32: fp32 with AttnShape::tf32 = 1); no argument runs everything. */
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "all")) {
+        AttnKernel k;
+        if (attn_kernel_from_name(argv[1], &k) != 0) {
+            fprintf(stderr, "test_attention: unknown kernel '%s' (%s, or all)\n", argv[1], attn_kernel_names_list());
+            return 2;
+        }
+        g_kernel = argv[1];
+    }
+    if (argc > 2) {
+        g_dtype = argv[2];
+        if (strcmp(g_dtype, "fp32") && strcmp(g_dtype, "bf16") && strcmp(g_dtype, "fp16") && strcmp(g_dtype, "tf32")) {
+            fprintf(stderr, "test_attention: unknown dtype '%s' (fp32, bf16, fp16 or tf32)\n", g_dtype);
+            return 2;
+        }
+        g_need_16 = !strcmp(g_dtype, "bf16") || !strcmp(g_dtype, "fp16");
+        g_need_tf32 = !strcmp(g_dtype, "tf32");
+    }
+    if (argc > 3) {
+        fprintf(stderr, "usage: test_attention [KERNEL|all [fp32|bf16|fp16|tf32]]\n");
+        return 2;
+    }
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
         printf("test_attention_gpu: no GPU visible\n");
@@ -621,6 +699,20 @@ int main(void) {
         }
     run_problem(1, 385, 2, 2, 64, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, 0, true);
     run_problem(2, 300, 4, 2, 64, ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_ALIBI | X_DOCS, true); /* naive: 2 chunks */
+    /* fp32 with 24-bit inputs (TF32 rounds them): exact fp32 and memeff's TF32 kernels, D = 64 and
+     * 128 (and 32), T off every tile size (TF32 tiles: 64 / 128 rows, 64 / 32 columns), each mask */
+    for (int di = 0; di < 3; di++) {
+        const int fTs[] = {17, 127, 200, 385};
+        for (int ti = 0; ti < 4; ti++) {
+            run_problem(2, fTs[ti], 3, 3, Ds[di], ATTN_MASK_CAUSAL, BIAS_NONE, 0, false, true);
+            run_problem(2, fTs[ti], 3, 3, Ds[di], ATTN_MASK_NONE, BIAS_NONE, 0, false, true);
+            run_problem(2, fTs[ti], 3, 3, Ds[di], ATTN_MASK_DENSE, BIAS_PER_HEAD, 0, true, true);
+        }
+        run_problem(2, 200, 4, 2, Ds[di], ATTN_MASK_CAUSAL, BIAS_HEAD_SHARED, X_WINDOW | X_DOCS | X_ALIBI, true, true);
+        run_problem(2, 200, 4, 1, Ds[di], ATTN_MASK_NONE, BIAS_NONE, X_KEYPAD, false, true);
+    }
+    run_problem(1, 1000, 4, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE, 0, false, true);
+    run_problem(1, 700, 2, 2, 64, ATTN_MASK_NONE, BIAS_NONE, 0, false, true);
     printf("test_attention_gpu: %d problems, %d kernel/dtype cases skipped (unsupported or not built)\n", n_problems,
            n_skipped);
     return test_summary("test_attention_gpu");
