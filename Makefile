@@ -154,12 +154,13 @@ $(BUILD)/%.o: %.cu
 
 ifneq ($(NVCC),)
 ifeq ($(filter-out 90,$(GPU_ARCH)),)
-# The Hopper kernels of flash use sm_90a-only instructions (wgmma, setmaxnreg): those two objects
+# The Hopper kernels of flash use sm_90a-only instructions (wgmma, setmaxnreg, TMA): those objects
 # are built for sm_90a alone; for any other GPU_ARCH they build as stubs and flash.cu keeps its
 # portable forward.
 SM90A_FLAGS := -gencode arch=compute_90a,code=sm_90a -DFLASH_SM90=1
 $(BUILD)/attention/flash_sm90.o $(BUILD)/pic/attention/flash_sm90.o: GENCODE := $(SM90A_FLAGS)
 $(BUILD)/attention/flash_sm90_tma.o $(BUILD)/pic/attention/flash_sm90_tma.o: GENCODE := $(SM90A_FLAGS)
+$(BUILD)/attention/flash_sm90_tma_bwd.o $(BUILD)/pic/attention/flash_sm90_tma_bwd.o: GENCODE := $(SM90A_FLAGS)
 endif
 endif
 

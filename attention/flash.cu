@@ -40,6 +40,7 @@
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
 #include "attention/flash_sm90_tma.h"
+#include "attention/flash_sm90_tma_bwd.h"
 #include "attention/mma_bf16.cuh"
 #include "attention/tc_attention.cuh"
 
@@ -582,14 +583,19 @@ static int launch_backward_main(void (*kernel)(Params), const AttnShape *s, Para
     return 0;
 }
 
+/* The backward's main kernel: flash-mma's (mma.sync), flash-sm90's (wgmma) where it applies, or
+ * flash-tma's (TMA, warp-specialised) where it applies and flash-sm90's where not. */
+enum FlashBwdMain { kBwdMma, kBwdSm90, kBwdTma };
+
 template <typename E, int D, bool CAUSAL>
-static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st, bool hopper_kernels) {
+static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st, FlashBwdMain main_kernel) {
     using R = FlashRowTraits<D>;
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
     flash_bwd_preprocess<E, D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    int rc = hopper_kernels ? flash_sm90_backward_main(s, &hopper, st) : -1; /* wgmma, where it applies */
+    int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &hopper, st) : -1; /* -1: not applicable (mask extras) */
+    if (rc < 0 && main_kernel != kBwdMma) rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
     if (rc < 0 && flash_needs_extra(s)) {
         FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
         rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBiasGrad>, s, px, st)
@@ -638,7 +644,7 @@ static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, co
 }
 
 template <typename E>
-static int flash_backward_as(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v,
+static int flash_backward_as(FlashBwdMain main_kernel, const AttnShape *s, const void *q, const void *k, const void *v,
                              const void *o, const void *dout, const void *saved, void *dq, void *dk, void *dv,
                              void *workspace, void *stream) {
     FlashParams<E> p = flash_params<E>(s);
@@ -648,9 +654,9 @@ static int flash_backward_as(bool hopper, const AttnShape *s, const void *q, con
     p.lse = (float *)saved;
     p.dvec = (float *)workspace;
     p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
-    return FLASH_DISPATCH(launch_backward, E, s, s, p, attn_stream(stream), hopper);
+    return FLASH_DISPATCH(launch_backward, E, s, s, p, attn_stream(stream), main_kernel);
 }
-static int flash_backward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v,
+static int flash_backward_with(FlashBwdMain main_kernel, const AttnShape *s, const void *q, const void *k, const void *v,
                                const void *o, const void *dout, const void *saved, void *dq, void *dk,
                                void *dv, void *workspace, void *stream) {
     const char *why = flash_unsupported(s);
@@ -659,8 +665,8 @@ static int flash_backward_with(bool hopper, const AttnShape *s, const void *q, c
         misaligned(dk) || misaligned(dv))
         return attn_cuda_fail("flash backward: pointers must be 16-byte aligned");
     switch (s->dtype) {
-    case ATTN_BF16: return flash_backward_as<bf16>(hopper, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
-    case ATTN_FP16: return flash_backward_as<fp16>(hopper, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    case ATTN_BF16: return flash_backward_as<bf16>(main_kernel, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    case ATTN_FP16: return flash_backward_as<fp16>(main_kernel, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
     default: return attn_cuda_fail("flash backward: dtype %s", attn_dtype_name(s->dtype)); /* refused above */
     }
 }
@@ -672,7 +678,7 @@ static int flash_forward(const AttnShape *s, const void *q, const void *k, const
 static int flash_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,
                           const void *dout, const void *saved, void *dq, void *dk, void *dv, void *workspace,
                           void *stream) {
-    return flash_backward_with(true, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    return flash_backward_with(kBwdSm90, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
 }
 static int flash_mma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, void *saved,
                              void *workspace, void *stream) {
@@ -681,7 +687,7 @@ static int flash_mma_forward(const AttnShape *s, const void *q, const void *k, c
 static int flash_mma_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,
                               const void *dout, const void *saved, void *dq, void *dk, void *dv, void *workspace,
                               void *stream) {
-    return flash_backward_with(false, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+    return flash_backward_with(kBwdMma, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
 }
 
 const AttnImpl attn_flash_cuda = {ATTN_FLASH,         ATTN_CUDA,          flash_unsupported,
@@ -703,8 +709,9 @@ const AttnImpl attn_flash_sm90_cuda = {ATTN_FLASH_SM90,    ATTN_CUDA,           
                                        flash_saved_bytes,  flash_workspace_bytes, flash_forward,
                                        flash_backward};
 
-/* flash-tma: flash-sm90 with the TMA, warp-specialised forward (flash_sm90_tma.cu); the backward
- * is flash-sm90's. It runs exactly the shapes flash_tma_refuses() accepts (no fallback inside: a
+/* flash-tma: flash-sm90 with the TMA, warp-specialised forward (flash_sm90_tma.cu) and backward
+ * main kernel (flash_sm90_tma_bwd.cu; window, documents, key padding and ALiBi run flash-sm90's
+ * backward for now). It runs exactly the shapes flash_tma_refuses() accepts (no fallback inside: a
  * refused shape is unsupported, so a measurement of flash-tma is always the new forward). */
 static const char *flash_tma_unsupported(const AttnShape *s) {
     const char *why = flash_unsupported(s);
@@ -720,6 +727,13 @@ static int flash_tma_forward_impl(const AttnShape *s, const void *q, const void 
     const int rc = flash_tma_forward(s, q, k, v, o, (float *)saved, attn_stream(stream));
     return rc < 0 ? attn_cuda_fail("flash-tma forward: refused a supported shape") : rc;
 }
+static int flash_tma_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,
+                              const void *dout, const void *saved, void *dq, void *dk, void *dv, void *workspace,
+                              void *stream) {
+    const char *why = flash_tma_unsupported(s);
+    if (why) return attn_cuda_fail("flash-tma backward: %s", why);
+    return flash_backward_with(kBwdTma, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
+}
 const AttnImpl attn_flash_tma_cuda = {ATTN_FLASH_TMA,     ATTN_CUDA,             flash_tma_unsupported,
                                       flash_saved_bytes,  flash_workspace_bytes, flash_tma_forward_impl,
-                                      flash_backward};
+                                      flash_tma_backward};

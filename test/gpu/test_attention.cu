@@ -575,7 +575,8 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_BF16, r16, "(mma.sync)");
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_FP16, rh, "(mma.sync)");
-            /* and flash-tma: the TMA, warp-specialised forward with flash-sm90's backward */
+            /* and flash-tma: the TMA, warp-specialised forward and backward (flash-sm90's backward
+             * for the mask family's extras) */
             const AttnImpl *tma = attn_impl(ATTN_FLASH_TMA, ATTN_CUDA);
             if (!tma) { n_skipped += 2; continue; }
             run_case(p, tma, ATTN_BF16, r16, "(tma)");
@@ -641,6 +642,19 @@ int main(int argc, char **argv) {
      * buffer is refilled several times (its barriers' parity flips), with a ragged last tile */
     run_mha(1, 1500, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_mha(2, 1300, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    /* flash-tma's backward (128-key blocks; 128-query tiles at D = 64, 64 at D = 128; a ring of 2
+     * Q / dO buffers): last query tiles and key blocks of one row, T a multiple of both tiles,
+     * and GQA groups whose query heads run many tiles through the ring (parities flipping, the
+     * dQ staging tile and dS^T buffers reused), causal and rotated (no mask) */
+    run_mha(1, 129, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(1, 129, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(2, 65, 3, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_mha(2, 65, 3, 128, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(1, 256, 2, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(1, 256, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(1, 777, 8, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
+    run_problem(2, 600, 4, 1, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_problem(1, 450, 6, 3, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
     /* naive's query-row chunks (256 rows up to T = 4096, beyond T/16 rounded up to 64): T = 300,
      * 385, 513, 700, 1000 above and below run 2-4 chunks with a ragged last one (513: a last chunk
      * of one row), the windows give chunks whose keys start after key 0 (T = 385, 1000); T = 2100
