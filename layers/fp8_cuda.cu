@@ -46,7 +46,7 @@ template <bool E5M2> __device__ __forceinline__ uint8_t to_fp8(float v) {
 template <bool E5M2>
 __global__ void __launch_bounds__(CAST_THREADS)
     fp8_cast_kernel(uint8_t *out, uint8_t *out_t, const bf16 *x, int rows, int cols, float *slot, int record_amax) {
-    __shared__ uint8_t tile[CAST_TILE][CAST_TILE + 8];
+    __shared__ __align__(16) uint8_t tile[CAST_TILE][CAST_TILE + 8]; /* rows of 72 bytes: 8-byte stores */
     __shared__ float red[32];
     const float scale = slot[FP8_SLOT_SCALE];
     const int r0 = blockIdx.y * CAST_TILE, c0 = blockIdx.x * CAST_TILE;

@@ -111,8 +111,8 @@ extern "C" const char *cuda_matmul_last_refusal(void) { return g_refusal; }
 /* D (m x n, ld ldd) = alpha sa sb op(A) op(B) + beta D, with an epilogue; sa, sb: device floats
  * (a_scale, b_scale; NULL = 1, the 16-bit and fp32 GEMMs). FP8 A/B (Hopper and Ada) take only
  * op(A) = T, op(B) = N, dimensions in multiples of 16 and 16-byte aligned pointers, the scale
- * pointers too. Returns 0 on success, 1 when cuBLASLt has no algorithm for this combination
- * (g_refusal says which), -1 on error. */
+ * pointers too. Returns 0 on success, 1 when cuBLASLt has no algorithm for this combination or
+ * refuses it at run time (g_refusal says which, with the status), -1 on error. */
 static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataType d_type, int m, int n, int k,
                            const void *A, int lda, int transa, const void *B, int ldb, int transb, void *D,
                            int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue, const void *bias,
@@ -199,16 +199,20 @@ static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataTyp
             e->key = key;
             e->found = found != 0;
             if (found) e->algo = result.algo;
+            hit = e;
         }
         if (!found) { rc = 1; goto done; }
         algo = result.algo;
     }
     st = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo, g_workspace,
                         g_workspace_bytes, stream);
-    rc = st == CUBLAS_STATUS_SUCCESS ? 0 : -1;
-    if (rc) {
-        note_refusal("cublasLtMatmul failed", st, &key, a_type, b_type, d_type, a_scale, b_scale);
-        fprintf(stderr, "%s\n", g_refusal);
+    rc = 0;
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        /* refused at run time (e.g. NOT_SUPPORTED for an alignment the heuristic did not weigh):
+         * a refusal like the heuristic's, remembered, so a fused form falls back from now on */
+        note_refusal("cublasLtMatmul refused", st, &key, a_type, b_type, d_type, a_scale, b_scale);
+        if (hit) hit->found = 0;
+        rc = 1;
     }
 done:
     if (ld) cublasLtMatrixLayoutDestroy(ld);

@@ -422,7 +422,7 @@ static void cuda_get_adam_state(Model *m, float *mom, float *var) {
 
 static void check_mm(int rc, const char *what) {
     if (rc != 0) {
-        fprintf(stderr, "cuda backend: matmul failed in %s\n", what);
+        fprintf(stderr, "cuda backend: matmul failed in %s (%s)\n", what, cuda_matmul_last_refusal());
         exit(1);
     }
 }
