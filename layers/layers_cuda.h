@@ -59,6 +59,75 @@ int cuda_matmul_backward(Precision p, void *dinp, float *dweight, float *dbias,
                          const void *gelu_pre, int N, int C, int OC, int ld_dout, float alpha,
                          float *scratch, cudaStream_t stream);
 
+/* ---- FP8 GEMM (layers/matmul_cuda.cu) and FP8 linear layers (layers/fp8_cuda.cu) ----------
+ * --matmul fp8: the four linear layers of each block run their three GEMMs in FP8 through
+ * cuBLASLt (compute capability 8.9+, bf16 activations): E4M3 weights and inputs, E5M2 output
+ * gradients, fp32 accumulation, bf16 outputs (fp32 weight gradients). Each tensor has a
+ * per-tensor scale from delayed scaling (Transformer Engine's recipe): the cast multiplies by
+ * scale = fp8_max / max(amax history) and records the tensor's amax of this step; after each
+ * backward cuda_fp8_roll pushes that amax into a 16-step history and recomputes the scale, all
+ * on the device (a CUDA graph replays it). */
+typedef enum { FP8_EPI_NONE, FP8_EPI_BIAS, FP8_EPI_GELU_AUX, FP8_EPI_DGELU } Fp8Epilogue;
+/* D (m x n column-major, ld m: row-major (n, m)) = alpha a_descale b_descale A^T B + beta D with
+ * A row-major (m, k) and B row-major (n, k) in FP8 (E4M3, or E5M2 where *_e5m2; never both E5M2),
+ * cuBLASLt's "TN" layout; m, n, k multiples of 16; pointers 16-byte aligned, the two descale
+ * device floats too. D is bf16, or fp32 with d_fp32. Epilogues: BIAS (bias bf16 (m), NULL = none),
+ * GELU_AUX (D = GELU(AB + bias), aux = AB + bias, bf16, ld m), DGELU (D *= GELU'(aux)).
+ * Returns 0, 1 when cuBLASLt offers no algorithm (cuda_matmul_last_refusal() says what was
+ * asked and the status), -1 on error. */
+int cuda_matmul_fp8(int m, int n, int k, const void *A, int a_e5m2, const float *a_descale,
+                    const void *B, int b_e5m2, const float *b_descale, void *D, int d_fp32,
+                    float alpha, float beta, Fp8Epilogue epi, const void *bias, void *aux,
+                    int fast_accum, cudaStream_t stream);
+/* One line: the last GEMM cuBLASLt refused or failed: status, shape, layout, types, alignment. */
+const char *cuda_matmul_last_refusal(void);
+
+/* A tensor's scale state: FP8_SLOT_FLOATS device floats, each field 16-byte aligned at its own
+ * offset (cuBLASLt reads the descale through a pointer, which must be 16-byte aligned). */
+enum {
+    FP8_SLOT_SCALE = 0,    /* multiply by this when casting to FP8 */
+    FP8_SLOT_DESCALE = 4,  /* 1 / scale: the GEMM's A / B scale pointer */
+    FP8_SLOT_AMAX = 8,     /* max |x| of the casts since the last roll */
+    FP8_SLOT_MAX = 12,     /* the format's largest finite value: 448 (E4M3) or 57344 (E5M2) */
+    FP8_SLOT_HISTORY = 16, /* the last FP8_HISTORY amaxes, newest first */
+    FP8_HISTORY = 16,
+    FP8_SLOT_FLOATS = 32
+};
+/* Per linear layer three slots, in this order: input (E4M3), weight (E4M3), output gradient
+ * (E5M2). Sets n_linear groups: scale 1, empty history. */
+void cuda_fp8_init_slots(float *slots, int n_linear, cudaStream_t stream);
+/* After a step: each slot's amax joins its history (a non-finite amax is left out), the scale
+ * becomes fp8_max / max(history) (kept while the history is all zero), amax restarts at 0. */
+void cuda_fp8_roll(float *slots, int n_slots, cudaStream_t stream);
+/* x (rows, cols) bf16, cols and rows multiples of 8: out (rows, cols) and/or out_t (cols, rows)
+ * (NULL: not written) = saturate(x * scale) in E4M3 or E5M2; with record_amax the slot's amax
+ * takes max |x|. With adopt (calibration: the slot has no history yet) the kernel only measures
+ * amax and sets the scale from it, writing nothing else. */
+void cuda_fp8_cast(unsigned char *out, unsigned char *out_t, const void *x, int rows, int cols, float *slot,
+                   int e5m2, int record_amax, cudaStream_t stream);
+void cuda_fp8_calibrate(float *slot, const void *x, int rows, int cols, cudaStream_t stream);
+
+typedef struct {
+    float *x, *w, *g;          /* its three slots (input, weight, output gradient) */
+    unsigned char *w8, *wt8;   /* the weight (OC, C) and its transpose (C, OC) in E4M3, cast by
+                                * forward, read by backward */
+} Fp8Linear;
+typedef struct {
+    unsigned char *a;          /* the input's E4M3 copy (N, C) in forward, its transpose (C, N) in
+                                * backward */
+    unsigned char *g, *gt;     /* the output gradient (N, OC) and its transpose (OC, N), E5M2 */
+    int calibrate;             /* host: measure each tensor before its first cast (empty history) */
+} Fp8Work;
+/* Bytes of Fp8Work's three buffers for N rows of width up to max_width. */
+size_t cuda_fp8_work_bytes(size_t N, int max_width);
+/* As cuda_matmul_forward / cuda_matmul_backward (bf16, contiguous rows, alpha on the
+ * gradients), in FP8. N, C, OC multiples of 16. Returns 0, or -1 with one line on stderr. */
+int cuda_fp8_matmul_forward(const Fp8Linear *f, const Fp8Work *w, void *out, void *gelu_pre, const void *inp,
+                            const void *weight, const void *bias, int N, int C, int OC, cudaStream_t stream);
+int cuda_fp8_matmul_backward(const Fp8Linear *f, const Fp8Work *w, void *dinp, float *dweight, float *dbias,
+                             const void *dout, const void *inp, const void *gelu_pre, int N, int C, int OC,
+                             float alpha, float *scratch, cudaStream_t stream);
+
 /* ---- column sums (layers/colsum_cuda.cu): the deterministic row reduction ------------------- */
 size_t cuda_colsum_scratch_floats(int C);
 /* dst[c] += alpha * sum_n X[n, c]  over N rows of stride ld. */

@@ -15,6 +15,8 @@
  * Parameter gradients are fp32 in every precision (bf16 or fp16 A/B with fp32 C/D and fp32 compute;
  * activations out of a 16-bit GEMM are rounded from the fp32 accumulator, fp16 saturating to inf).
  * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
+ * The FP8 GEMMs of --matmul fp8 (cuda_matmul_fp8, driven by layers/fp8_cuda.cu) go through the
+ * same path with E4M3 / E5M2 operands, a device scale per operand and fp32 accumulation.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
@@ -67,8 +69,8 @@ static int alignment_of(const void *p, int ld, int elem) {
 }
 
 typedef struct {
-    int m, n, k, lda, ldb, ldd, ldaux, transa, transb, epilogue, ab_type, d_type, compute;
-    int align_a, align_b, align_d, align_aux, beta_nonzero;
+    int m, n, k, lda, ldb, ldd, ldaux, transa, transb, epilogue, a_type, b_type, d_type, compute;
+    int align_a, align_b, align_d, align_aux, beta_nonzero, scaled, fast_accum;
 } MatmulKey;
 typedef struct {
     MatmulKey key;
@@ -79,24 +81,56 @@ enum { MATMUL_CACHE_SIZE = 256 };
 static MatmulCacheEntry g_cache[MATMUL_CACHE_SIZE];
 static int g_cache_used = 0;
 
-/* D (m x n, ld ldd) = alpha op(A) op(B) + beta D, with an epilogue. Returns 0 on success,
- * 1 when cuBLASLt has no algorithm for this combination, -1 on error. */
-static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, int k,
-                     const void *A, int lda, int transa, const void *B, int ldb, int transb,
-                     void *D, int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue,
-                     const void *bias, void *aux, int ldaux, cudaStream_t stream) {
+static int type_bytes(cudaDataType t) {
+    return t == CUDA_R_32F ? 4 : t == CUDA_R_8F_E4M3 || t == CUDA_R_8F_E5M2 ? 1 : 2;
+}
+static const char *type_name(cudaDataType t) {
+    switch (t) {
+    case CUDA_R_32F: return "fp32";
+    case CUDA_R_16BF: return "bf16";
+    case CUDA_R_16F: return "fp16";
+    case CUDA_R_8F_E4M3: return "e4m3";
+    case CUDA_R_8F_E5M2: return "e5m2";
+    default: return "?";
+    }
+}
+
+/* What the last refused or failed GEMM was (cuda_matmul_last_refusal). */
+static char g_refusal[512] = "";
+static void note_refusal(const char *what, cublasStatus_t st, const MatmulKey *k, cudaDataType at,
+                         cudaDataType bt, cudaDataType dt, const void *a_scale, const void *b_scale) {
+    snprintf(g_refusal, sizeof g_refusal,
+             "%s: status %d (%s); m=%d n=%d k=%d op(A)=%c op(B)=%c lda=%d ldb=%d ldd=%d A %s B %s D %s "
+             "epilogue %d fast_accum %d; alignment A %d B %d D %d bytes; scale pointers A %p B %p",
+             what, (int)st, cublasLtGetStatusName(st), k->m, k->n, k->k, k->transa ? 'T' : 'N', k->transb ? 'T' : 'N',
+             k->lda, k->ldb, k->ldd, type_name(at), type_name(bt), type_name(dt), k->epilogue, k->fast_accum,
+             k->align_a, k->align_b, k->align_d, a_scale, b_scale);
+}
+extern "C" const char *cuda_matmul_last_refusal(void) { return g_refusal; }
+
+/* D (m x n, ld ldd) = alpha sa sb op(A) op(B) + beta D, with an epilogue; sa, sb: device floats
+ * (a_scale, b_scale; NULL = 1, the 16-bit and fp32 GEMMs). FP8 A/B (Hopper and Ada) take only
+ * op(A) = T, op(B) = N, dimensions in multiples of 16 and 16-byte aligned pointers, the scale
+ * pointers too. Returns 0 on success, 1 when cuBLASLt has no algorithm for this combination or
+ * refuses it at run time (g_refusal says which, with the status), -1 on error. */
+static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataType d_type, int m, int n, int k,
+                           const void *A, int lda, int transa, const void *B, int ldb, int transb, void *D,
+                           int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue, const void *bias,
+                           void *aux, int ldaux, const float *a_scale, const float *b_scale, int fast_accum,
+                           cudaStream_t stream) {
     if (!g_lt && cuda_matmul_init() != 0) return -1;
-    int ab_size = ab_type == CUDA_R_32F ? 4 : 2, d_size = d_type == CUDA_R_32F ? 4 : 2;
+    int a_size = type_bytes(a_type), b_size = type_bytes(b_type), d_size = type_bytes(d_type);
     cublasComputeType_t compute =
-        (ab_type == CUDA_R_32F && g_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+        (a_type == CUDA_R_32F && g_tf32) ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     MatmulKey key;
     memset(&key, 0, sizeof key);
     key.m = m; key.n = n; key.k = k; key.lda = lda; key.ldb = ldb; key.ldd = ldd;
     key.ldaux = aux ? ldaux : 0; key.transa = transa; key.transb = transb;
-    key.epilogue = (int)epilogue; key.ab_type = (int)ab_type; key.d_type = (int)d_type;
+    key.epilogue = (int)epilogue; key.a_type = (int)a_type; key.b_type = (int)b_type; key.d_type = (int)d_type;
     key.compute = (int)compute; key.beta_nonzero = beta != 0.0f;
-    key.align_a = alignment_of(A, lda, ab_size);
-    key.align_b = alignment_of(B, ldb, ab_size);
+    key.scaled = (a_scale != NULL) | (b_scale != NULL) << 1; key.fast_accum = fast_accum != 0;
+    key.align_a = alignment_of(A, lda, a_size);
+    key.align_b = alignment_of(B, ldb, b_size);
     key.align_d = alignment_of(D, ldd, d_size);
     key.align_aux = aux ? alignment_of(aux, ldaux, d_size) : 0;
 
@@ -104,6 +138,8 @@ static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, in
     cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
     cublasOperation_t opa = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t opb = transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    int8_t fast = fast_accum != 0;
+    cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
     int rc = -1;
     cublasLtMatmulAlgo_t algo;
@@ -124,8 +160,14 @@ static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, in
                                            sizeof ldaux64))
             goto done;
     }
-    if (cublasLtMatrixLayoutCreate(&la, ab_type, transa ? k : m, transa ? m : k, lda) ||
-        cublasLtMatrixLayoutCreate(&lb, ab_type, transb ? n : k, transb ? k : n, ldb) ||
+    if ((a_scale && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &a_scale,
+                                                   sizeof a_scale)) ||
+        (b_scale && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &b_scale,
+                                                   sizeof b_scale)) ||
+        (fast && cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_FAST_ACCUM, &fast, sizeof fast)))
+        goto done;
+    if (cublasLtMatrixLayoutCreate(&la, a_type, transa ? k : m, transa ? m : k, lda) ||
+        cublasLtMatrixLayoutCreate(&lb, b_type, transb ? n : k, transb ? k : n, ldb) ||
         cublasLtMatrixLayoutCreate(&ld, d_type, m, n, ldd))
         goto done;
 
@@ -146,27 +188,65 @@ static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, in
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad);
-        cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1,
-                                                           &result, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &result, &found);
         cublasLtMatmulPreferenceDestroy(pref);
-        if (st != CUBLAS_STATUS_SUCCESS || found == 0) found = 0;
+        if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+            found = 0;
+            note_refusal("no cuBLASLt algorithm", st, &key, a_type, b_type, d_type, a_scale, b_scale);
+        }
         if (g_cache_used < MATMUL_CACHE_SIZE) {
             MatmulCacheEntry *e = &g_cache[g_cache_used++];
             e->key = key;
             e->found = found != 0;
             if (found) e->algo = result.algo;
+            hit = e;
         }
         if (!found) { rc = 1; goto done; }
         algo = result.algo;
     }
-    rc = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo,
-                        g_workspace, g_workspace_bytes, stream) == CUBLAS_STATUS_SUCCESS ? 0 : -1;
-    if (rc) fprintf(stderr, "cublasLtMatmul failed (m=%d n=%d k=%d epilogue=%d)\n", m, n, k, (int)epilogue);
+    st = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo, g_workspace,
+                        g_workspace_bytes, stream);
+    rc = 0;
+    if (st != CUBLAS_STATUS_SUCCESS) {
+        /* refused at run time (e.g. NOT_SUPPORTED for an alignment the heuristic did not weigh):
+         * a refusal like the heuristic's, remembered, so a fused form falls back from now on */
+        note_refusal("cublasLtMatmul refused", st, &key, a_type, b_type, d_type, a_scale, b_scale);
+        if (hit) hit->found = 0;
+        rc = 1;
+    }
 done:
     if (ld) cublasLtMatrixLayoutDestroy(ld);
     if (lb) cublasLtMatrixLayoutDestroy(lb);
     if (la) cublasLtMatrixLayoutDestroy(la);
     cublasLtMatmulDescDestroy(desc);
+    return rc;
+}
+
+/* The 16-bit and fp32 GEMMs: A and B of one type, no scales. */
+static int lt_matmul(cudaDataType ab_type, cudaDataType d_type, int m, int n, int k,
+                     const void *A, int lda, int transa, const void *B, int ldb, int transb,
+                     void *D, int ldd, float alpha, float beta, cublasLtEpilogue_t epilogue,
+                     const void *bias, void *aux, int ldaux, cudaStream_t stream) {
+    return lt_matmul_typed(ab_type, ab_type, d_type, m, n, k, A, lda, transa, B, ldb, transb, D, ldd, alpha,
+                           beta, epilogue, bias, aux, ldaux, NULL, NULL, 0, stream);
+}
+
+/* The FP8 GEMM of layers_cuda.h (cuda_matmul_fp8): "TN" only, contiguous operands. */
+extern "C" int cuda_matmul_fp8(int m, int n, int k, const void *A, int a_e5m2, const float *a_descale,
+                               const void *B, int b_e5m2, const float *b_descale, void *D, int d_fp32,
+                               float alpha, float beta, Fp8Epilogue epi, const void *bias, void *aux,
+                               int fast_accum, cudaStream_t stream) {
+    cublasLtEpilogue_t e = CUBLASLT_EPILOGUE_DEFAULT;
+    if (epi == FP8_EPI_BIAS) e = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    if (epi == FP8_EPI_GELU_AUX) e = bias ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX;
+    if (epi == FP8_EPI_DGELU) e = CUBLASLT_EPILOGUE_DGELU;
+    if (epi == FP8_EPI_GELU_AUX && !g_fusion) return 1;
+    if (epi == FP8_EPI_DGELU && !g_fusion) return 1;
+    int rc = lt_matmul_typed(a_e5m2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3, b_e5m2 ? CUDA_R_8F_E5M2 : CUDA_R_8F_E4M3,
+                             d_fp32 ? CUDA_R_32F : CUDA_R_16BF, m, n, k, A, k, 1, B, k, 0, D, m, alpha, beta, e,
+                             e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS ? bias : NULL,
+                             aux, m, a_descale, b_descale, fast_accum, stream);
+    if (rc == 1 && (epi == FP8_EPI_GELU_AUX || epi == FP8_EPI_DGELU)) g_fallbacks++;
     return rc;
 }
 

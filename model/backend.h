@@ -66,6 +66,9 @@ typedef struct {
     int logits_chunk_rows;  /* fp32: rows of logits computed at a time (0 = automatic: at most
                              * 256 MiB of fp32 logits); bf16 and fp16 keep all N rows */
     int matmul_fusion;      /* cuBLASLt fused epilogues (0 for measuring them) */
+    int matmul_fp8;         /* the four linear layers of each block in FP8 (E4M3 / E5M2, delayed
+                             * per-tensor scaling; bf16 precision, compute capability 8.9+);
+                             * the lm head and the rest stay bf16 */
     int profile;            /* CUDA event marks between the parts of each step, the per-part
                              * table printed to stderr by destroy */
 } ModelOptions;

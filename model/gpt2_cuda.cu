@@ -4,6 +4,8 @@
  * PRECISION_FP16) the matmuls and every activation use a bf16 (fp16) copy of the weights
  * (rewritten by each AdamW step) and bf16 (fp16) activations, accumulating in fp32; the two run
  * the same kernels, instantiated per element type. PRECISION_FP32 keeps everything fp32.
+ * --matmul fp8 (bf16 only): the four linear layers of each block run their GEMMs in FP8
+ * (layers/fp8_cuda.cu: delayed per-tensor scales, rolled after each backward); the rest as bf16.
  * fp16 and the loss's gradient: the classifier writes dlogits = (p - y) G/n_valid with G the
  * largest power of two <= B T (so about p - y: (p - y)/n_valid alone would underflow fp16), and
  * the lm head's backward multiplies by loss_scale/G, so every activation gradient after it
@@ -44,6 +46,20 @@
 #include <vector>
 #include "common/error_text.h"
 
+/* --matmul fp8: the state of the four linear layers of each block (layers/fp8_cuda.cu). Their
+ * scale slots (3 per layer: input, weight, output gradient) and E4M3 weight copies lie in
+ * mem.fp8_params, the shared work buffers in mem.fp8_scratch. */
+enum { LIN_QKV, LIN_ATTPROJ, LIN_FC, LIN_FCPROJ, LIN_COUNT };
+typedef struct {
+    int on;
+    float *slots;                     /* L * LIN_COUNT groups of 3 slots */
+    unsigned char *w8[LIN_COUNT];     /* layer 0's (OC, C) copy of each; wt8 the (C, OC) one */
+    unsigned char *wt8[LIN_COUNT];
+    size_t wbytes[LIN_COUNT];         /* OC C: one layer's stride in w8 and wt8 */
+    Fp8Work work;
+    long fwd_calls, bwd_calls;        /* the first of each calibrates the scales (eager) */
+} Fp8State;
+
 typedef struct {
     cudaGraphExec_t exec;
     int B, T, flag; /* flag: has_targets (forward) or loss_scale bits (backward) */
@@ -79,6 +95,7 @@ struct Model {
     GraphSlot fwd_graph, bwd_graph;
     /* data parallel (world > 1): communicator, buckets, shards */
     GradSync gs;
+    Fp8State fp8;
 };
 
 /* The attention shape of a call: the memory plan's, with the model's TF32 choice (fp32 only). */
@@ -89,6 +106,33 @@ static AttnShape attn_shape_for(const Model *m, int B, int T) {
 }
 
 static void cuda_destroy(Model *m);
+
+/* --matmul fp8: a linear layer's input (io 0) or output (io 1) width */
+static int fp8_width(const Model *m, int lin, int io) {
+    static const int in_mult[LIN_COUNT] = {1, 1, 1, 4}, out_mult[LIN_COUNT] = {0, 1, 4, 1};
+    if (io == 0) return in_mult[lin] * m->C;
+    return lin == LIN_QKV ? m->Q : out_mult[lin] * m->C;
+}
+/* Its buffers in the two arenas: slots, then each linear's w8 and wt8 for all layers. */
+static void fp8_carve(Model *m) {
+    Fp8State *f = &m->fp8;
+    size_t N = (size_t)m->maxB * m->maxT, wmax = (size_t)(m->Q > 4 * m->C ? m->Q : 4 * m->C);
+    char *p = m->mem.fp8_params;
+    f->on = 1;
+    f->slots = (float *)p;
+    p += (size_t)m->L * LIN_COUNT * 3 * FP8_SLOT_FLOATS * 4;
+    for (int i = 0; i < LIN_COUNT; i++) {
+        f->wbytes[i] = (size_t)fp8_width(m, i, 0) * fp8_width(m, i, 1);
+        size_t all = ((size_t)m->L * f->wbytes[i] + 255) & ~(size_t)255;
+        f->w8[i] = (unsigned char *)p;
+        f->wt8[i] = (unsigned char *)p + all;
+        p += 2 * all;
+    }
+    size_t one = N * wmax; /* a multiple of 16 bytes (wmax is): the three fit in 3 wmax per token */
+    f->work.a = (unsigned char *)m->mem.fp8_scratch;
+    f->work.g = f->work.a + one;
+    f->work.gt = f->work.g + one;
+}
 
 static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     char why[256];
@@ -154,6 +198,25 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     in->zero = m->gs.zero;
     in->grads_bf16_copy = m->gs.world > 1 && m->gs.comm_bf16;
     in->logits_chunk_rows = opt->logits_chunk_rows;
+    if (opt->matmul_fp8) {
+        int dev = 0, major = 0, minor = 0;
+        cudaGetDevice(&dev);
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+        const char *why = m->prec != PRECISION_BF16 ? "needs --precision bf16"
+                          : major * 10 + minor < 89 ? "needs a GPU of compute capability 8.9 or newer"
+                          : m->C % 16 != 0          ? "needs channels divisible by 16"
+                                                    : NULL;
+        if (why) {
+            set_err(err, errlen, "--matmul fp8 %s (C=%d, compute capability %d.%d)", why, m->C, major, minor);
+            free(m);
+            return NULL;
+        }
+        size_t bytes = (size_t)m->L * LIN_COUNT * 3 * FP8_SLOT_FLOATS * 4;
+        for (int i = 0; i < LIN_COUNT; i++) bytes += 2 * (((size_t)m->L * fp8_width(m, i, 0) * fp8_width(m, i, 1) + 255) & ~(size_t)255);
+        in->fp8_param_bytes = bytes;
+        in->fp8_bytes_per_token = 3 * (size_t)(m->Q > 4 * m->C ? m->Q : 4 * m->C);
+    }
 
     /* nothing is allocated yet: the mask's arrays are presence markers here */
     AttnShape shape = memplan_attn_shape(in, NULL, m->maxB, m->maxT);
@@ -199,6 +262,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     }
     m->held_bytes = pb + ab + sb + cuda_matmul_workspace_bytes();
     memory_plan(in, m->maxB, m->param_arena, m->act_arena, m->scratch_arena, &m->mem);
+    if (opt->matmul_fp8) fp8_carve(m);
 
     size_t N = (size_t)m->maxB * m->maxT;
     CUDA_CHECK(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking));
@@ -233,6 +297,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     CUDA_CHECK(cudaMemsetAsync(m->param_arena, 0, pb, m->stream));
     CUDA_CHECK(cudaMemsetAsync(m->act_arena, 0, ab, m->stream));
     CUDA_CHECK(cudaMemsetAsync(m->scratch_arena, 0, sb, m->stream));
+    if (m->fp8.on) cuda_fp8_init_slots(m->fp8.slots, m->L * LIN_COUNT, m->stream);
     if (opt->mask == ATTN_MASK_DENSE && opt->dense_bias)
         CUDA_CHECK(cudaMemcpyAsync(m->mem.dense_bias, opt->dense_bias,
                                    (size_t)m->maxT * m->maxT * 4, cudaMemcpyHostToDevice, m->stream));
@@ -361,9 +426,38 @@ static void cuda_get_adam_state(Model *m, float *mom, float *var) {
 
 static void check_mm(int rc, const char *what) {
     if (rc != 0) {
-        fprintf(stderr, "cuda backend: matmul failed in %s\n", what);
+        fprintf(stderr, "cuda backend: matmul failed in %s (%s)\n", what, cuda_matmul_last_refusal());
         exit(1);
     }
+}
+
+/* The four linear layers of a block (lin: LIN_*; wt, bt: its weight and bias tensors): bf16
+ * GEMMs, or with --matmul fp8 FP8 ones (rows N a multiple of 16; other N run in bf16). */
+static Fp8Linear fp8_linear(Model *m, int l, int lin) {
+    Fp8State *f = &m->fp8;
+    float *s = f->slots + (size_t)(l * LIN_COUNT + lin) * 3 * FP8_SLOT_FLOATS;
+    Fp8Linear r = {s, s + FP8_SLOT_FLOATS, s + 2 * FP8_SLOT_FLOATS, f->w8[lin] + (size_t)l * f->wbytes[lin],
+                   f->wt8[lin] + (size_t)l * f->wbytes[lin]};
+    return r;
+}
+static int linear_forward(Model *m, int l, int lin, int wt, int bt, void *out, void *gelu_pre, const void *inp, int N) {
+    const int C = fp8_width(m, lin, 0), OC = fp8_width(m, lin, 1);
+    if (!m->fp8.on || N % 16 != 0)
+        return cuda_matmul_forward(m->prec, out, gelu_pre, inp, wx(m, wt, l), wx(m, bt, l), N, C, OC, 0, m->stream);
+    Fp8Linear f = fp8_linear(m, l, lin);
+    m->fp8.work.calibrate = m->fp8.fwd_calls == 0;
+    return cuda_fp8_matmul_forward(&f, &m->fp8.work, out, gelu_pre, inp, wx(m, wt, l), wx(m, bt, l), N, C, OC, m->stream);
+}
+static int linear_backward(Model *m, int l, int lin, int wt, int bt, void *dinp, const void *dout, const void *inp,
+                           const void *gelu_pre, int N) {
+    const int C = fp8_width(m, lin, 0), OC = fp8_width(m, lin, 1);
+    if (!m->fp8.on || N % 16 != 0)
+        return cuda_matmul_backward(m->prec, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, wx(m, wt, l), gelu_pre, N,
+                                    C, OC, 0, 1.0f, m->mem.s.reduce, m->stream);
+    Fp8Linear f = fp8_linear(m, l, lin);
+    m->fp8.work.calibrate = m->fp8.bwd_calls == 0;
+    return cuda_fp8_matmul_backward(&f, &m->fp8.work, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, gelu_pre, N, C, OC,
+                                    1.0f, m->mem.s.reduce, m->stream);
 }
 
 /* Logits of rows [r0, r0+rows) into the logits buffer, then the fused classifier. */
@@ -402,7 +496,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         char *qkvc = (char *)qkv;
         size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
-        check_mm(cuda_matmul_forward(p, qkv, NULL, ln1, wx(m, P_QKVW, l), wx(m, P_QKVB, l), N, C, m->Q, 0, st), "qkv");
+        check_mm(linear_forward(m, l, LIN_QKV, P_QKVW, P_QKVB, qkv, NULL, ln1, N), "qkv");
         prof_mark(&m->prof, PF_QKV_FWD);
         if (m->attn->forward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty,
                              m->mem.a.att_saved + (size_t)l * m->mem.att_saved_per_layer, m->mem.s.att_ws, st) != 0) {
@@ -410,14 +504,14 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
             exit(1);
         }
         prof_mark(&m->prof, PF_ATTN_FWD);
-        check_mm(cuda_matmul_forward(p, m->mem.s.proj, NULL, atty, wx(m, P_ATTPROJW, l), wx(m, P_ATTPROJB, l), N, C, C, 0, st), "attproj");
+        check_mm(linear_forward(m, l, LIN_ATTPROJ, P_ATTPROJW, P_ATTPROJB, m->mem.s.proj, NULL, atty, N), "attproj");
         prof_mark(&m->prof, PF_ATTPROJ_FWD);
         cuda_residual_layernorm_forward(p, res2, ln2, stat(m, a->ln2_mean, l), stat(m, a->ln2_rstd, l),
                                         residual, m->mem.s.proj, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
         prof_mark(&m->prof, PF_LN_FWD);
-        check_mm(cuda_matmul_forward(p, fch_gelu, fch, ln2, wx(m, P_FCW, l), wx(m, P_FCB, l), N, C, 4 * C, 0, st), "fc");
+        check_mm(linear_forward(m, l, LIN_FC, P_FCW, P_FCB, fch_gelu, fch, ln2, N), "fc");
         prof_mark(&m->prof, PF_FC_FWD);
-        check_mm(cuda_matmul_forward(p, m->mem.s.proj, NULL, fch_gelu, wx(m, P_FCPROJW, l), wx(m, P_FCPROJB, l), N, 4 * C, C, 0, st), "fcproj");
+        check_mm(linear_forward(m, l, LIN_FCPROJ, P_FCPROJW, P_FCPROJB, m->mem.s.proj, NULL, fch_gelu, N), "fcproj");
         prof_mark(&m->prof, PF_FCPROJ_FWD);
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
         if (l + 1 < L) gsync_wait_params(&m->gs, l + 2);
@@ -431,6 +525,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         prof_mark(&m->prof, PF_LN_FWD);
     }
     gsync_forward_done(&m->gs); /* every segment was waited for */
+    m->fp8.fwd_calls++;
     if (L == 0)
         cuda_layernorm_forward(p, a->lnf, a->lnf_mean, a->lnf_rstd, a->encoded, wx(m, P_LNFW, 0),
                                wx(m, P_LNFB, 0), N, C, st);
@@ -491,24 +586,20 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        check_mm(cuda_matmul_backward(p, s->dbig, gr(m, P_FCPROJW, l), gr(m, P_FCPROJB, l), s->dres, fch_gelu,
-                                      wx(m, P_FCPROJW, l), fch, N, 4 * C, C, 0, 1.0f, s->reduce, st),
+        check_mm(linear_backward(m, l, LIN_FCPROJ, P_FCPROJW, P_FCPROJB, s->dbig, s->dres, fch_gelu, fch, N),
                  "fcproj backward");
         prof_mark(&m->prof, PF_FCPROJ_BWD);
         if (m->opt.recompute) {
             cuda_layernorm_forward(p, ln2, ln2_mean, ln2_rstd, res2, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_FCW, l), gr(m, P_FCB, l), s->dbig, ln2, wx(m, P_FCW, l),
-                                      NULL, N, C, 4 * C, 0, 1.0f, s->reduce, st),
-                 "fc backward");
+        check_mm(linear_backward(m, l, LIN_FC, P_FCW, P_FCB, s->dln, s->dbig, ln2, NULL, N), "fc backward");
         prof_mark(&m->prof, PF_FC_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
                                 ln2_mean, ln2_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
         /* attention: dres is now d(res2) */
-        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_ATTPROJW, l), gr(m, P_ATTPROJB, l), s->dres, atty,
-                                      wx(m, P_ATTPROJW, l), NULL, N, C, C, 0, 1.0f, s->reduce, st),
+        check_mm(linear_backward(m, l, LIN_ATTPROJ, P_ATTPROJW, P_ATTPROJB, s->dln, s->dres, atty, NULL, N),
                  "attproj backward");
         prof_mark(&m->prof, PF_ATTPROJ_BWD);
         if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty, s->dln,
@@ -522,9 +613,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             cuda_layernorm_forward(p, ln1, ln1_mean, ln1_rstd, residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
             prof_mark(&m->prof, PF_RECOMPUTE);
         }
-        check_mm(cuda_matmul_backward(p, s->dln, gr(m, P_QKVW, l), gr(m, P_QKVB, l), s->dqkv, ln1, wx(m, P_QKVW, l),
-                                      NULL, N, C, m->Q, 0, 1.0f, s->reduce, st),
-                 "qkv backward");
+        check_mm(linear_backward(m, l, LIN_QKV, P_QKVW, P_QKVB, s->dln, s->dqkv, ln1, NULL, N), "qkv backward");
         prof_mark(&m->prof, PF_QKV_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
                                 ln1_mean, ln1_rstd, N, C, s->reduce, st);
@@ -536,6 +625,8 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     cuda_encoder_backward(p, gr(m, P_WTE, 0), m->plan.alibi ? NULL : gr(m, P_WPE, 0), s->dres, &by_token,
                           s->doc_pos ? &by_pos : NULL, B, T, C, st);
     prof_mark(&m->prof, PF_ENCODER_BWD);
+    if (m->fp8.on) cuda_fp8_roll(m->fp8.slots, m->L * LIN_COUNT * 3, st); /* this step's amaxes into the histories */
+    m->fp8.bwd_calls++;
     gsync_backward_done(&m->gs);
 }
 

@@ -45,6 +45,7 @@ static size_t plan_params(const MemPlanInput *in, MemoryLayout *o, Arena *a) {
     o->gcomm = in->grads_bf16_copy ? (__nv_bfloat16 *)arena_take(a, n * 2) : NULL;
     o->dense_bias = in->mask == ATTN_MASK_DENSE ? (float *)arena_take(a, (size_t)in->maxT * in->maxT * 4) : NULL;
     o->alibi_slopes = in->alibi ? (float *)arena_take(a, (size_t)in->H * 4) : NULL;
+    o->fp8_params = in->fp8_param_bytes ? (char *)arena_take(a, in->fp8_param_bytes) : NULL;
     return a->used;
 }
 
@@ -83,6 +84,7 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
     s->dqkv = arena_take(a, N * (size_t)in->Q * e);
     s->logits = arena_take(a, (size_t)o->chunk_rows * o->ld_logits * e);
     s->att_ws = o->att_ws_bytes ? arena_take(a, o->att_ws_bytes) : NULL;
+    o->fp8_scratch = in->fp8_bytes_per_token ? (char *)arena_take(a, N * in->fp8_bytes_per_token) : NULL;
     size_t red = cuda_colsum_scratch_floats(4 * in->C);
     if (cuda_layernorm_scratch_floats(in->C) > red) red = cuda_layernorm_scratch_floats(in->C);
     s->reduce = (float *)arena_take(a, red * 4);

@@ -66,6 +66,7 @@ typedef struct {
     int zero;                /* ZeRO-1: AdamW m and v for the shard only */
     int grads_bf16_copy;     /* data parallel sends gradients in bf16: an n_pad bf16 copy */
     int logits_chunk_rows;   /* fp32: rows of logits at a time; 0 = at most 256 MiB of them */
+    size_t fp8_param_bytes, fp8_bytes_per_token; /* --matmul fp8: its state and work (gpt2_cuda.cu), or 0 */
 } MemPlanInput;
 
 typedef struct {
@@ -79,6 +80,7 @@ typedef struct {
     __nv_bfloat16 *gcomm;    /* n_pad bf16 (grads_bf16_copy), else NULL */
     float *dense_bias;       /* (maxT, maxT) when the mask is dense */
     float *alibi_slopes;     /* (H) with ALiBi */
+    char *fp8_params, *fp8_scratch; /* --matmul fp8 (params arena, scratch arena), else NULL */
     Acts a;
     Scratch s;
 } MemoryLayout;

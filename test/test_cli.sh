@@ -52,6 +52,15 @@ expect_usage_error "unknown mask" "${TINY[@]}" --mask diagonal --data "$tmp/data
 expect_usage_error "unknown precision" "${TINY[@]}" --precision fp8 --data "$tmp/data.txt"
 expect_usage_error "cpu bf16" "${TINY[@]}" --precision bf16 --data "$tmp/data.txt"
 expect_usage_error "unknown device" --device tpu --data "$tmp/data.txt"
+# --matmul fp8 (GPU, bf16 only): refused on the CPU and with fp32 / fp16, each in one line naming it
+expect_usage_error "unknown matmul" "${TINY[@]}" --matmul int8 --data "$tmp/data.txt"
+grep -q -- "--matmul expects bf16 or fp8" "$tmp/err" && ok || bad "unknown --matmul: $(head -c 200 "$tmp/err")"
+expect_usage_error "fp8 matmul fp32" "${TINY[@]}" --matmul fp8 --data "$tmp/data.txt"
+grep -q -- "--matmul fp8 needs --precision bf16" "$tmp/err" && ok || bad "fp8 with fp32: $(head -c 200 "$tmp/err")"
+expect_usage_error "fp8 matmul fp16" "${TINY[@]}" --matmul fp8 --precision fp16 --data "$tmp/data.txt"
+grep -q -- "--matmul fp8 needs --precision bf16" "$tmp/err" && ok || bad "fp8 with fp16: $(head -c 200 "$tmp/err")"
+expect_usage_error "fp8 matmul on the cpu" "${TINY[@]}" --matmul fp8 --precision bf16 --data "$tmp/data.txt"
+grep -q -- "--matmul fp8 needs a CUDA GPU" "$tmp/err" && ok || bad "fp8 on the CPU: $(head -c 200 "$tmp/err")"
 expect_usage_error "missing data" "${TINY[@]}" --data "$tmp/nope.txt"
 : >"$tmp/empty.bin"
 expect_usage_error "empty data" "${TINY[@]}" --data "$tmp/empty.bin"
@@ -77,6 +86,17 @@ for opt in data val-data init model layers heads channels vocab max-seq-len batc
     grep -q -- "--$opt" "$tmp/help" && ok || bad "--help does not list --$opt"
 done
 grep -q "default" "$tmp/help" && ok || bad "--help shows no defaults"
+grep -qE -- "--matmul bf16\|fp8 .*lm head and everything else stay bf16 \[default: bf16\]" "$tmp/help" \
+    && ok || bad "--help does not show --matmul with its default"
+# README's options block is --help's list exactly (the lines after usage and the intro)
+pycheck "README options block differs from --help" - "$tmp/help" README.md <<'PYEOF'
+import sys
+helps = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith("  ")]
+readme = open(sys.argv[2]).read().split("## Options", 1)[1].split("```", 2)[1].strip("\n").splitlines()
+readme = [l for l in readme if l.startswith("  ")]
+missing = [l for l in helps if l not in readme]
+sys.exit(1 if missing else 0)
+PYEOF
 # README lists every option --help knows
 missing=""
 for opt in $(grep -oE -- '--[a-z0-9-]+' "$tmp/help" | sort -u); do

@@ -73,6 +73,7 @@ static const OptSpec SPECS[] = {
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
     {"logits-chunk", 0, OPT_INT, F(logits_chunk), 0, 1 << 30, "N", "GPU, fp32: rows of logits computed at a time (0 = automatic: at most 256 MiB of them; bf16 and fp16 keep all rows)"},
     {"no-matmul-fusion", 0, OPT_FLAG, F(no_matmul_fusion), 0, 1, NULL, "GPU: cuBLASLt's fused epilogues (bias, GELU) off, separate kernels instead (for measuring the fusion)"},
+    {"matmul", 0, OPT_STR, F(matmul), 0, 0, "bf16|fp8", "GPU: the GEMMs of the four linear layers of each block (qkv, attention projection, fc, fc projection), forward and backward: bf16, or fp8 through cuBLASLt (E4M3 weights and activations, E5M2 output gradients, per-tensor scales from a 16-step amax history, fp32 accumulation, bf16 outputs; needs --precision bf16 and a GPU of compute capability 8.9 or newer); the lm head and everything else stay bf16"},
     {"profile", 0, OPT_FLAG, F(profile), 0, 1, NULL, "GPU: CUDA event marks between the parts of each step, the per-part times printed at the end (steps not replayed as CUDA graphs; the marks cost about 1 ms a step)"},
     {"gpus", 0, OPT_INT, F(gpus), 0, 4096, "N", "data-parallel training on N GPUs of this node: starts N worker processes (default: 0 = one process, or the world of torchrun/srun/mpirun)"},
     {"zero", 0, OPT_INT, F(zero), 0, 1, "STAGE", "with several GPUs: 1 shards the AdamW state over the ranks (ZeRO stage 1), 0 = plain data parallel"},
@@ -156,6 +157,7 @@ void options_defaults(Options *o) {
     o->pos = "learned";
     o->save_version = 3;
     o->device = "auto";
+    o->matmul = "bf16";
     o->val_every = 50;
     o->val_batches = 10;
     o->sample_len = 200;

@@ -48,6 +48,7 @@ typedef struct {
     int no_tf32;                 /* fp32 matmuls without TF32 tensor cores (exact comparisons) */
     int logits_chunk;            /* fp32 on a GPU: logits rows at a time; 0 = automatic */
     int no_matmul_fusion;        /* cuBLASLt fused epilogues off (measuring) */
+    const char *matmul;          /* bf16 | fp8: the blocks' linear layers' GEMMs */
     int profile;                 /* per-part step times from CUDA events, printed at the end */
     /* several GPUs (train/dist.h) */
     int gpus;                    /* --gpus N: start N workers on this node; 0 = from the launcher */

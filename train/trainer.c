@@ -394,6 +394,13 @@ static void setup_model_options(Trainer *tr) {
     if (!o->precision) m->precision = tr->gpu ? tr->gpu->default_precision() : PRECISION_FP32;
     else if (precision_from_name(o->precision, &m->precision) != 0)
         fail("--precision expects fp32, bf16 or fp16, got '%s'", o->precision);
+    /* --matmul fp8 (the blocks' linear layers): bf16 runs on the GPU; the backend checks the GPU */
+    if (strcmp(o->matmul, "fp8") == 0) m->matmul_fp8 = 1;
+    else if (strcmp(o->matmul, "bf16") != 0) fail("--matmul expects bf16 or fp8, got '%s'", o->matmul);
+    if (m->matmul_fp8 && m->precision != PRECISION_BF16)
+        fail("--matmul fp8 needs --precision bf16 (this run is %s)", precision_name(m->precision));
+    if (m->matmul_fp8 && is_cpu)
+        fail("--matmul fp8 needs a CUDA GPU of compute capability 8.9 or newer (this run is on the CPU)");
     if (is_cpu && m->precision != PRECISION_FP32)
         fail("the CPU backend trains in fp32 only (got --precision %s)", o->precision);
     if (trainer_loss_scaler(o, m->precision, 1, &tr->scaler, err, sizeof err) != 0) fail("%s", err);
@@ -692,13 +699,14 @@ static void log_run(Trainer *tr) {
     log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
                "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%s,\"doc_positions\":%s,\"layers\":%d,"
                "\"heads\":%d,\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
-               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d}\n",
+               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d,"
+               "\"matmul\":\"%s\"}\n",
                tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
                attn_mask_name(m->mask), m->attn_window, sep,
                m->doc_sep.len > 0 && m->doc_positions ? "true" : "false", c->num_layers, c->num_heads,
                gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
                o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false",
-               loss_scale_mode_name(tr->scaler.mode), tr->scaler.window);
+               loss_scale_mode_name(tr->scaler.mode), tr->scaler.window, m->matmul_fp8 ? "fp8" : "bf16");
 }
 
 static void print_header(const Trainer *tr) {
@@ -733,6 +741,7 @@ static void print_header(const Trainer *tr) {
                          mo->tf32 ? "on" : "off");
         if (mo->logits_chunk_rows) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", logits chunk %d", mo->logits_chunk_rows);
         if (!mo->matmul_fusion) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fusion off");
+        if (mo->matmul_fp8) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fp8 (block linears; lm head bf16)");
         if (mo->profile) snprintf(gpu_set + n, sizeof gpu_set - n, ", profile on");
     }
     /* memeff's fp32 runs on TF32 tensor cores when TF32 is on (attention/memeff.cu) */

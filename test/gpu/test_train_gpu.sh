@@ -9,8 +9,8 @@
 # overflows on purpose skips, halves and recovers, --resume continues an fp16 run bit for bit (the
 # scale in the state file), and the bench runs fp16 cells. While no attention kernel runs fp16
 # (its unsupported() refuses the dtype) the fp16 checks after the refusal are counted as skipped.
-# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 33 checks are skipped
-# with one line.
+# Where ./train_gpt2 finds no GPU (none visible, or a CPU-only build) its 35 checks are skipped
+# with one line. --matmul fp8 trains (or, below compute capability 8.9, is refused in one line).
 set -u
 cd "$(dirname "$0")/../.."
 BIN=./train_gpt2
@@ -42,7 +42,7 @@ close() {
 }
 
 # No GPU for ./train_gpt2 (none visible, or a build without CUDA): skip everything, one line.
-CHECKS=33
+CHECKS=35
 if ! "$BIN" --device cuda --steps 0 --val-every 0 "${SMALL[@]}" >"$tmp/probe" 2>"$tmp/probe.err"; then
     if grep -qE 'no CUDA (device|backend)' "$tmp/probe.err"; then
         echo "skipped: $CHECKS checks need a GPU: $(head -n1 "$tmp/probe.err")"
@@ -188,6 +188,22 @@ EOF
         --bench-attn naive --bench-steps 2 --bench-precisions fp16,bf16 --bench-warmup 1 --bench-out "$tmp/bh" \
         >"$tmp/bh.out" 2>&1 && grep -q ",64,fp16,causal,naive,ok," "$tmp/bh/results.csv" && ok \
         || bad "bench fp16 cell: $(tail -2 "$tmp/bh.out"; grep ',fp16,' "$tmp/bh/results.csv")"
+fi
+
+# 9. --matmul fp8 end to end (compute capability 8.9+; below it, the one-line refusal): the run
+#    header names it and step 20's loss is within 5% of the same bf16 run's
+F8=(--device cuda --attn naive --steps 20 --val-every 0 "${SMALL[@]}")
+if "$BIN" "${F8[@]}" --matmul fp8 >"$tmp/f8" 2>"$tmp/f8.err"; then
+    grep -q "matmul fp8" "$tmp/f8" && ok || bad "--matmul fp8: the run header does not say so"
+    "$BIN" "${F8[@]}" >"$tmp/f8_bf16" 2>&1 || bad "bf16 run beside fp8: $(tail -2 "$tmp/f8_bf16")"
+    a=$(losses "$tmp/f8" 20 20); b=$(losses "$tmp/f8_bf16" 20 20)
+    close "$a" "$b" 0.05 && ok || bad "--matmul fp8: step 20 loss '$a' vs bf16's '$b'"
+elif grep -q "compute capability" "$tmp/f8.err" && [ "$(wc -l <"$tmp/f8.err")" -eq 1 ]; then
+    ok
+    echo "skipped: 1 --matmul fp8 check needs compute capability 8.9+: $(cat "$tmp/f8.err")"
+    skipped=$((skipped + 1))
+else
+    bad "--matmul fp8 run: $(tail -2 "$tmp/f8.err")"
 fi
 
 echo "test_train_gpu: $passed passed, $failed failed, $skipped skipped"
