@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids llmc
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids llmc torchgpt
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -32,6 +32,11 @@
 #              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
 #              is sampled with nvidia-smi for both (MiB used over the idle level), beside each
 #              one's own figure.
+#   torchgpt   PyTorch eager training peers (dev/torch_gpt2_bench.py) beside this trainer, memory
+#              sampled for both: the xFormers issue's model (6 layers, 1024 channels, 8 heads, vocab
+#              256, T = 2048, 2 x 4 accumulation) in fp32 (TF32 allowed) causal / none / dense with
+#              PyTorch's efficient kernel vs memeff, bf16 dense vs memeff; and byte-level GPT-2 small
+#              at B = 1, T = $LONG_TS (16K 32K 64K) with PyTorch's cuDNN SDPA vs $LONG_ATTNS
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # cudnn: attention/cudnn.cu takes minutes to compile (cudnn-frontend's headers) on one core. To save
 # device time, compile it here with a portable host ISA and carry the objects (and
@@ -229,9 +234,42 @@ stage_llmc() {
     done
 }
 
+# peer NAME ARGS...: one dev/torch_gpt2_bench.py run beside the memory sampler; a table row.
+peer() {
+    local name=$1; shift
+    local mem; mem=$(sampled "$name" "$OUT/$name.out" timeout 300 python3 dev/torch_gpt2_bench.py "$@")
+    echo "| $name | $(grep -o '[0-9.]*K tok/s' "$OUT/$name.out" || echo failed) | $mem | $(grep -o 'failed.*' "$OUT/$name.out" | cut -c1-80) |" | tee -a "$TABLE"
+}
+# ours NAME ARGS...: this trainer beside the sampler (on random-free enwik8 bytes); a table row.
+ours() {
+    local name=$1; shift
+    rm -f "$OUT/$name.jsonl"
+    local mem; mem=$(sampled "$name" "$OUT/$name.out" timeout 300 ./train_gpt2 --data "$DATA" --steps "$STEPS" \
+        --warmup 2 --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/$name.jsonl" "$@")
+    echo "| $name | $(python3 dev/llmc_tokens.py --row-ours "$OUT/$name.jsonl" "$mem" | cut -d'|' -f2) | $mem | |" | tee -a "$TABLE"
+}
+
+stage_torchgpt() {
+    { echo; echo "### PyTorch eager peers in training ($(date -u +%F)): tokens/sec, peak GiB (nvidia-smi, over idle)"; echo
+      echo "| run | tokens/sec | peak GiB | note |"; echo "|---|---|---|---|"; } | tee -a "$TABLE"
+    local x="--layers 6 --channels 1024 --heads 8 --vocab 256 --seq-len 2048 --batch 2"
+    for m in causal none dense; do
+        peer "torch-xf-fp32-$m-efficient" $x --accum 4 --precision fp32 --backend efficient --mask $m
+        ours "ours-xf-fp32-$m-memeff" $x --grad-accum 4 --precision fp32 --attn memeff --mask $m
+    done
+    peer "torch-xf-bf16-dense-efficient" $x --accum 4 --precision bf16 --backend efficient --mask dense
+    ours "ours-xf-bf16-dense-memeff" $x --grad-accum 4 --precision bf16 --attn memeff --mask dense
+    for T in ${LONG_TS:-16384 32768 65536}; do
+        peer "torch-long-T$T-cudnn" --seq-len $T --batch 1 --precision bf16 --backend cudnn --steps 8
+        for attn in ${LONG_ATTNS:-flash flash-tma}; do
+            ours "ours-long-T$T-$attn" --model gpt2 --max-seq-len $T --seq-len $T --batch 1 --attn $attn
+        done
+    done
+}
+
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline|llmc) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline|llmc|torchgpt) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
