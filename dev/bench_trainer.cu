@@ -1,6 +1,6 @@
 /* dev/bench_trainer.cu: tokens/sec, MFU and device memory of full training steps on the GPU.
  *
- *   build/dev/bench_trainer MODEL B T [steps] [fp32] [graphs] [recompute] [nofusion] [profile] [attn=NAME]
+ *   build/dev/bench_trainer MODEL B T [steps] [fp32] [graphs] [recompute=none|gelu|all] [nofusion] [profile] [attn=NAME]
  * MODEL is a preset (gpt2, gpt2-medium, gpt2-large, dN); vocabulary 50257 padded to 50304.
  * A step is zero_grad, forward, backward, grad_norm, AdamW (what the trainer does); tokens are
  * random. Reports the median step over the timed steps (after 3 warm-up steps). profile: the
@@ -19,7 +19,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL B T [steps] [fp32] [graphs] [recompute] [nofusion] [profile] [attn=NAME]\n",
+        fprintf(stderr, "usage: %s MODEL B T [steps] [fp32] [graphs] [recompute=none|gelu|all] [nofusion] [profile] [attn=NAME]\n",
                 argv[0]);
         return 2;
     }
@@ -39,7 +39,9 @@ int main(int argc, char **argv) {
     for (int i = 5; i < argc; i++) {
         if (!strcmp(argv[i], "fp32")) o.precision = PRECISION_FP32;
         else if (!strcmp(argv[i], "graphs")) o.cuda_graphs = 1;
-        else if (!strcmp(argv[i], "recompute")) o.recompute = 1;
+        else if (!strncmp(argv[i], "recompute=", 10)) {
+            if (recompute_from_name(argv[i] + 10, &o.recompute) != 0) { fprintf(stderr, "recompute=none|gelu|all\n"); return 2; }
+        }
         else if (!strcmp(argv[i], "nofusion")) o.matmul_fusion = 0;
         else if (!strcmp(argv[i], "profile")) o.profile = 1;
         else if (!strncmp(argv[i], "attn=", 5)) attn_kernel_from_name(argv[i] + 5, &o.attn);
@@ -84,9 +86,9 @@ int main(int argc, char **argv) {
     x->mem_info(&fr, &tot);
     char name[128];
     x->device_name(name, sizeof name);
-    printf("%-11s B=%-3d T=%d %s%s%s: %7.2f ms/step (min %.2f) %8.0f tok/s  MFU %4.1f%%  held %.2f GiB  "
+    printf("%-11s B=%-3d T=%d %s%s recompute %s: %7.2f ms/step (min %.2f) %8.0f tok/s  MFU %4.1f%%  held %.2f GiB  "
            "device used %.2f GiB  loss %.4f norm %.3f  [%s]\n",
-           argv[1], B, T, precision_name(o.precision), o.cuda_graphs ? " graphs" : "", o.recompute ? " recompute" : "",
+           argv[1], B, T, precision_name(o.precision), o.cuda_graphs ? " graphs" : "", recompute_name(o.recompute),
            med, ms[0], tok_s, 100 * mfu, be->memory_in_use(m) / 1073741824.0, (tot - fr) / 1073741824.0, loss,
            norm, name);
     be->destroy(m);

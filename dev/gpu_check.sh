@@ -26,8 +26,8 @@
 #   llmc       llm.c side by side: GPT-2 124M (d12, vocab 50257 padded to 50304), T = 1024, bf16,
 #              B = 16 and 64: this trainer ($LLMC_OURS, default --attn flash and cudnn, plus
 #              $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
-#              alternating, twice. llm.c's source is a git-ignored copy in local/llm.c (carried;
-#              built there with USE_CUDNN=1 unless local/llm.c/train_gpt2cu exists) whose
+#              alternating, twice. llm.c's source is a git-ignored copy in local/llmc (carried;
+#              built there with USE_CUDNN=1 unless local/llmc/train_gpt2cu exists) whose
 #              cudaMallocConditionallyManaged exits instead of falling back to managed memory.
 #              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
 #              is sampled with nvidia-smi for both (MiB used over the idle level), beside each
@@ -204,11 +204,11 @@ sampled() {
 }
 
 stage_llmc() {
-    [ -d local/llm.c ] || { echo "llmc: no local/llm.c (see the stage's comment)"; return; }
+    [ -d local/llmc ] || { echo "llmc: no local/llmc (see the stage's comment)"; return; }
     header "llm.c build"
-    if [ ! -x local/llm.c/train_gpt2cu ]; then
-        (cd local/llm.c && make train_gpt2cu USE_CUDNN=1 GPU_COMPUTE_CAPABILITY=90 NO_MULTI_GPU=1 \
-            NO_USE_MPI=1 >build_device.log 2>&1) || { tail -20 local/llm.c/build_device.log; return; }
+    if [ ! -x local/llmc/train_gpt2cu ]; then
+        (cd local/llmc && make train_gpt2cu USE_CUDNN=1 GPU_COMPUTE_CAPABILITY=90 NO_MULTI_GPU=1 \
+            NO_USE_MPI=1 >build_device.log 2>&1) || { tail -20 local/llmc/build_device.log; return; }
     fi
     local d=/tmp/llmc_data
     mkdir -p $d
@@ -226,7 +226,7 @@ stage_llmc() {
                 row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
                 echo "| ours $attn B=$B #$round $row" | tee -a "$TABLE"
             done
-            mem=$(sampled llmc "$OUT/llmc-B$B-$round.out" timeout 240 local/llm.c/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
+            mem=$(sampled llmc "$OUT/llmc-B$B-$round.out" timeout 240 local/llmc/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
                 -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1)
             row=$(python3 dev/llmc_tokens.py --row-llmc "$OUT/llmc-B$B-$round.out" "$mem" $B)
             echo "| llm.c B=$B #$round $row" | tee -a "$TABLE"

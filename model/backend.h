@@ -23,6 +23,31 @@ static inline AttnDtype precision_attn_dtype(Precision p) {
     return p == PRECISION_BF16 ? ATTN_BF16 : p == PRECISION_FP16 ? ATTN_FP16 : ATTN_FP32;
 }
 
+/* What backward recomputes instead of keeping from forward (the CUDA backend; the CPU keeps
+ * everything). The levels are llm.c's recompute 0 / 1 / 2.
+ *   none  every activation kept per layer
+ *   gelu  the GELU output is not kept: backward recomputes it from the kept pre-activation, one
+ *         layer at a time, into one shared buffer (an elementwise pass over N x 4C per layer)
+ *   all   also the two LayerNorm outputs per layer, from the kept residual stream and statistics */
+typedef enum { RECOMPUTE_NONE = 0, RECOMPUTE_GELU = 1, RECOMPUTE_ALL = 2 } RecomputeMode;
+/* The default (--recompute's and model_options_defaults'): the choice and its figures are in
+ * dev/cuda_trainer_notes.md ("Memory: issue #13"). */
+#define RECOMPUTE_DEFAULT RECOMPUTE_GELU
+
+static inline const char *recompute_name(RecomputeMode r) {
+    return r == RECOMPUTE_NONE ? "none" : r == RECOMPUTE_GELU ? "gelu" : "all";
+}
+/* 0 and *out set for "none", "gelu" or "all"; -1 otherwise. */
+static inline int recompute_from_name(const char *s, RecomputeMode *out) {
+    static const RecomputeMode modes[3] = {RECOMPUTE_NONE, RECOMPUTE_GELU, RECOMPUTE_ALL};
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, recompute_name(modes[i])) == 0) {
+            *out = modes[i];
+            return 0;
+        }
+    return -1;
+}
+
 typedef struct {
     GPT2Config config;
     int B, T;               /* largest batch and sequence length a step will use */
@@ -36,7 +61,7 @@ typedef struct {
                              * crosses a document boundary */
     int doc_positions;      /* with doc_sep: positions restart at 0 at each document */
     Precision precision;
-    int recompute;          /* recompute GELU/LayerNorm outputs in backward (GPU) */
+    RecomputeMode recompute;/* what backward recomputes (GPU; RECOMPUTE_DEFAULT) */
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero
                              * and never updated (the file format keeps them, as zeros) */
     int threads;            /* CPU: OpenMP threads, 0 = default */
@@ -73,10 +98,11 @@ typedef struct {
                              * table printed to stderr by destroy */
 } ModelOptions;
 
-/* All zero but the settings that default on: tf32, matmul_fusion, dp_overlap, and buckets of 3
- * layers. Callers fill in the rest (config, B, T, attn, ...). */
+/* All zero but the settings that default on: tf32, matmul_fusion, dp_overlap, buckets of 3
+ * layers, and RECOMPUTE_DEFAULT. Callers fill in the rest (config, B, T, attn, ...). */
 static inline void model_options_defaults(ModelOptions *o) {
     memset(o, 0, sizeof *o);
+    o->recompute = RECOMPUTE_DEFAULT;
     o->tf32 = 1;
     o->matmul_fusion = 1;
     o->dp_overlap = 1;
@@ -112,7 +138,8 @@ typedef struct {
      * last forward. */
     void (*logits_at)(Model *m, int b, int t, float *out);
     void (*zero_grad)(Model *m);
-    /* Backward of the last forward; gradients accumulate, each scaled by loss_scale
+    /* Backward of the last forward (once: the CUDA backend's logits buffer is backward's scratch,
+     * so a second backward needs a new forward); gradients accumulate, each scaled by loss_scale
      * (1/grad_accum), so the accumulated gradient is that of the mean loss; the training loop also
      * multiplies in its loss scale S (train/loss_scale.h: every activation gradient carries it,
      * which keeps fp16's small gradients from underflowing). With sync_grads (data

@@ -19,7 +19,14 @@
  *            fcproj -> residual+next LN], logits = lnf wte^T, fused softmax/CE which already
  *            writes dlogits = (p - y)/n_valid over the logits (bf16; fp32 in row chunks).
  *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; bias gradients and
- *            GELU' ride on the matmuls' epilogues.
+ *            GELU' ride on the matmuls' epilogues. ModelOptions.recompute: with gelu (the
+ *            default) each layer's GELU output is recomputed from its kept pre-activation just
+ *            before fcproj's backward, with all also its two LayerNorm outputs (from the kept
+ *            residual stream) before the fc and qkv backward GEMMs read them.
+ * Memory: the plan (model/memory_plan_cuda.h) overlays the buffers of disjoint phases of a step:
+ * the logits live from the lm head's forward to its backward, the blocks' scratch (proj, dres,
+ * dbig, dqkv, the attention workspace, recompute's shared buffers) only inside the blocks, so
+ * both share one region; the code below keeps to those lifetimes.
  * The loss returned by forward is the mean over tokens with target >= 0 (as the CPU).
  * Per-batch data (tokens, targets, the encoder's groupings, the documents) is computed on the host
  * and uploaded into fixed device buffers before the body runs, so a captured graph replays it.
@@ -80,6 +87,11 @@ struct Model {
     int graphs;              /* replay forward and backward as CUDA graphs (one process only) */
     int tf32, matmul_fusion; /* the matmuls' settings while this model runs them */
     cudaStream_t stream;
+    /* recompute (gelu, all): backward recomputes layer l-1's shared buffers on `side` while the
+     * main stream runs layer l (each shared buffer has two copies, by layer parity); rc_done[p]:
+     * copy p is rewritten; rc_free[p]: the main stream has finished reading copy p */
+    cudaStream_t side;
+    cudaEvent_t rc_start, rc_done[2], rc_free[2];
     /* arenas, and where everything lies in them */
     char *param_arena, *act_arena, *scratch_arena;
     size_t held_bytes;
@@ -155,6 +167,10 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
         set_err(err, errlen, "bad B=%d T=%d (max_seq_len %d)", opt->B, opt->T, c->max_seq_len);
         return NULL;
     }
+    if (opt->recompute != RECOMPUTE_NONE && opt->recompute != RECOMPUTE_GELU && opt->recompute != RECOMPUTE_ALL) {
+        set_err(err, errlen, "recompute mode %d is none (0), gelu (1) or all (2)", (int)opt->recompute);
+        return NULL;
+    }
     const AttnImpl *attn = attn_impl(opt->attn, ATTN_CUDA);
     if (!attn) {
         set_err(err, errlen, "no CUDA implementation of attention '%s' in this build",
@@ -182,22 +198,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     gpt2_param_offsets(c, m->off);
     gsync_plan(&m->gs, opt, m->num_params, m->off, m->size);
     MemPlanInput *in = &m->plan;
-    in->prec = m->prec;
-    in->L = m->L; in->C = m->C; in->H = m->H; in->Vp = m->Vp; in->maxT = m->maxT;
-    in->Hkv = gpt2_kv_heads(c); in->Q = m->Q;
-    in->recompute = opt->recompute;
-    in->mask = opt->mask;
-    in->window = opt->attn_window;
-    in->alibi = c->pos == GPT2_POS_ALIBI;
-    in->packed_docs = opt->doc_sep.len > 0;
-    in->doc_positions = in->packed_docs && opt->doc_positions;
-    in->attn = attn;
-    in->num_params = m->num_params;
-    in->n_pad = m->gs.n_pad;
-    in->shard = m->gs.shard;
-    in->zero = m->gs.zero;
-    in->grads_bf16_copy = m->gs.world > 1 && m->gs.comm_bf16;
-    in->logits_chunk_rows = opt->logits_chunk_rows;
+    memplan_input(opt, attn, &m->gs, in);
     if (opt->matmul_fp8) {
         int dev = 0, major = 0, minor = 0;
         cudaGetDevice(&dev);
@@ -266,6 +267,14 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
 
     size_t N = (size_t)m->maxB * m->maxT;
     CUDA_CHECK(cudaStreamCreateWithFlags(&m->stream, cudaStreamNonBlocking));
+    if (m->mem.share_gelu || m->mem.share_ln) {
+        CUDA_CHECK(cudaStreamCreateWithFlags(&m->side, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaEventCreateWithFlags(&m->rc_start, cudaEventDisableTiming));
+        for (int i = 0; i < 2; i++) {
+            CUDA_CHECK(cudaEventCreateWithFlags(&m->rc_done[i], cudaEventDisableTiming));
+            CUDA_CHECK(cudaEventCreateWithFlags(&m->rc_free[i], cudaEventDisableTiming));
+        }
+    }
     prof_init(&m->prof, opt->profile, m->graphs, m->stream);
     /* the 2-byte weight copy (bf16 or fp16) only moves between ranks as bits: typed bf16 there */
     gsync_bind(&m->gs, m->mem.params, m->prec != PRECISION_FP32 ? (bf16 *)m->mem.params_x : NULL, m->mem.grads,
@@ -337,6 +346,15 @@ static void cuda_destroy(Model *m) {
     cudaFreeHost(m->h_pos_start); cudaFreeHost(m->h_pos_rows); cudaFreeHost(m->h_pos_num_uniq);
     free(m->h_counts);
     if (m->staged) cudaEventDestroy(m->staged);
+    if (m->side) {
+        cudaStreamSynchronize(m->side);
+        cudaEventDestroy(m->rc_start);
+        for (int i = 0; i < 2; i++) {
+            cudaEventDestroy(m->rc_done[i]);
+            cudaEventDestroy(m->rc_free[i]);
+        }
+        cudaStreamDestroy(m->side);
+    }
     if (m->stream) cudaStreamDestroy(m->stream);
     gsync_destroy(&m->gs);
     free(m);
@@ -352,11 +370,11 @@ static float *gr(Model *m, int t, int l) {
     size_t per = m->size[t] / (t == P_WTE || t == P_WPE || t == P_LNFW || t == P_LNFB ? 1 : m->L);
     return m->mem.grads + m->off[t] + (size_t)l * per;
 }
-/* Layer l's slice of a per-layer activation with `width` elements per token (or the one
- * shared copy when recompute shares it). */
+/* Layer l's slice of a per-layer activation with `width` elements per token, or, for a buffer
+ * that recompute shares (shared: the plan's share_ln / share_gelu), its copy of l's parity. */
 static void *act(const Model *m, void *base, int l, int width, int shared) {
     size_t N = (size_t)m->maxB * m->maxT;
-    int idx = shared && m->opt.recompute ? 0 : l;
+    int idx = shared ? (l & 1) : l;
     return (char *)base + (size_t)idx * N * width * m->esize;
 }
 /* The position table as the encoder reads it; NULL with ALiBi (there is none). */
@@ -484,15 +502,16 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     if (L > 0) gsync_wait_params(&m->gs, 1);
     cuda_encoder_forward(p, a->encoded, m->mem.s.inputs, m->mem.s.doc_pos, wx(m, P_WTE, 0), wpe_x(m), B, T, C, st);
     prof_mark(&m->prof, PF_ENCODER);
-    cuda_layernorm_forward(p, act(m, a->ln1, 0, C, 1), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
+    const int sln = m->mem.share_ln, sgelu = m->mem.share_gelu;
+    cuda_layernorm_forward(p, act(m, a->ln1, 0, C, sln), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
                            a->encoded, wx(m, P_LN1W, 0), wx(m, P_LN1B, 0), N, C, st);
     prof_mark(&m->prof, PF_LN_FWD);
     for (int l = 0; l < L; l++) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, m->Q, 0);
+        void *ln1 = act(m, a->ln1, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
-        void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
-        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1), *res3 = act(m, a->res3, l, C, 0);
+        void *ln2 = act(m, a->ln2, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, sgelu), *res3 = act(m, a->res3, l, C, 0);
         char *qkvc = (char *)qkv;
         size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
@@ -516,7 +535,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
         if (l + 1 < L) gsync_wait_params(&m->gs, l + 2);
         if (l + 1 < L)
-            cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, 1), stat(m, a->ln1_mean, l + 1),
+            cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, sln), stat(m, a->ln1_mean, l + 1),
                                             stat(m, a->ln1_rstd, l + 1), res2, m->mem.s.proj,
                                             wx(m, P_LN1W, l + 1), wx(m, P_LN1B, l + 1), N, C, st);
         else
@@ -542,6 +561,24 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
 
 /* ---- backward ---------------------------------------------------------------------------- */
 
+/* Recompute: layer l's shared buffers (copy l & 1) from what forward kept, on stream st: the GELU
+ * output from the pre-activation (gelu, all), the two LayerNorm outputs from the residual stream
+ * (all; the statistics are rewritten with the same values). */
+static void recompute_layer(Model *m, int l, int N, cudaStream_t st) {
+    const int C = m->C;
+    const Precision p = m->prec;
+    Acts *a = &m->mem.a;
+    if (m->mem.share_gelu)
+        cuda_gelu_forward(p, act(m, a->fch_gelu, l, 4 * C, 1), act(m, a->fch, l, 4 * C, 0), (size_t)N * 4 * C, st);
+    if (m->mem.share_ln) {
+        void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
+        cuda_layernorm_forward(p, act(m, a->ln2, l, C, 1), stat(m, a->ln2_mean, l), stat(m, a->ln2_rstd, l),
+                               act(m, a->res2, l, C, 0), wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
+        cuda_layernorm_forward(p, act(m, a->ln1, l, C, 1), stat(m, a->ln1_mean, l), stat(m, a->ln1_rstd, l),
+                               residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
+    }
+}
+
 static void backward_body(Model *m, int B, int T, float loss_scale) {
     const int C = m->C, L = m->L, N = B * T;
     const Precision p = m->prec;
@@ -565,6 +602,18 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
                  "lm head backward");
         prof_mark(&m->prof, PF_LMHEAD_BWD);
     }
+    /* Recompute (the plan's shared buffers, two copies by layer parity): the side stream rewrites
+     * layer l-1's copy while this stream runs layer l, once layer l+1 (same parity) is done with
+     * it; layer l waits for its own. Starting here: the logits, which the copies overlay in the
+     * scratch region, are dead. Every side-stream operation ends before rc_done[0], which this
+     * stream waits for at layer 0 (a captured graph's fork joins). */
+    const int sln = m->mem.share_ln, sgelu = m->mem.share_gelu, side = (sln || sgelu) && L > 0;
+    if (side) {
+        CUDA_CHECK(cudaEventRecord(m->rc_start, st));
+        CUDA_CHECK(cudaStreamWaitEvent(m->side, m->rc_start, 0));
+        recompute_layer(m, L - 1, N, m->side);
+        CUDA_CHECK(cudaEventRecord(m->rc_done[(L - 1) & 1], m->side));
+    }
     CUDA_CHECK(cudaMemsetAsync(s->dres, 0, (size_t)N * Ce, st));
     void *last = L > 0 ? act(m, a->res3, L - 1, C, 0) : a->encoded;
     cuda_layernorm_backward(p, s->dres, gr(m, P_LNFW, 0), gr(m, P_LNFB, 0), s->dln, last, wx(m, P_LNFW, 0),
@@ -573,26 +622,27 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
 
     for (int l = L - 1; l >= 0; l--) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, 1), *qkv = act(m, a->qkv, l, m->Q, 0);
+        void *ln1 = act(m, a->ln1, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
-        void *ln2 = act(m, a->ln2, l, C, 1), *fch = act(m, a->fch, l, 4 * C, 0);
-        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, 1);
+        void *ln2 = act(m, a->ln2, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, sgelu);
         float *ln1_mean = stat(m, a->ln1_mean, l), *ln1_rstd = stat(m, a->ln1_rstd, l);
         float *ln2_mean = stat(m, a->ln2_mean, l), *ln2_rstd = stat(m, a->ln2_rstd, l);
         char *qkvc = (char *)qkv, *dqkvc = (char *)s->dqkv;
 
-        /* MLP: dres is d(res3) = d(res2) through the add, and the fcproj input gradient */
-        if (m->opt.recompute) {
-            cuda_gelu_forward(p, fch_gelu, fch, (size_t)N * 4 * C, st);
-            prof_mark(&m->prof, PF_RECOMPUTE);
+        if (side) {
+            if (l >= 1) { /* copy (l-1) & 1 was last read by layer l+1 (none before it in this pass) */
+                if (l + 1 < L) CUDA_CHECK(cudaStreamWaitEvent(m->side, m->rc_free[(l + 1) & 1], 0));
+                recompute_layer(m, l - 1, N, m->side);
+                CUDA_CHECK(cudaEventRecord(m->rc_done[(l - 1) & 1], m->side));
+            }
+            CUDA_CHECK(cudaStreamWaitEvent(st, m->rc_done[l & 1], 0));
+            prof_mark(&m->prof, PF_RECOMPUTE); /* the wait for the side stream, if any */
         }
+        /* MLP: dres is d(res3) = d(res2) through the add, and the fcproj input gradient */
         check_mm(linear_backward(m, l, LIN_FCPROJ, P_FCPROJW, P_FCPROJB, s->dbig, s->dres, fch_gelu, fch, N),
                  "fcproj backward");
         prof_mark(&m->prof, PF_FCPROJ_BWD);
-        if (m->opt.recompute) {
-            cuda_layernorm_forward(p, ln2, ln2_mean, ln2_rstd, res2, wx(m, P_LN2W, l), wx(m, P_LN2B, l), N, C, st);
-            prof_mark(&m->prof, PF_RECOMPUTE);
-        }
         check_mm(linear_backward(m, l, LIN_FC, P_FCW, P_FCB, s->dln, s->dbig, ln2, NULL, N), "fc backward");
         prof_mark(&m->prof, PF_FC_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
@@ -609,15 +659,12 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             exit(1);
         }
         prof_mark(&m->prof, PF_ATTN_BWD);
-        if (m->opt.recompute) {
-            cuda_layernorm_forward(p, ln1, ln1_mean, ln1_rstd, residual, wx(m, P_LN1W, l), wx(m, P_LN1B, l), N, C, st);
-            prof_mark(&m->prof, PF_RECOMPUTE);
-        }
         check_mm(linear_backward(m, l, LIN_QKV, P_QKVW, P_QKVB, s->dln, s->dqkv, ln1, NULL, N), "qkv backward");
         prof_mark(&m->prof, PF_QKV_BWD);
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
                                 ln1_mean, ln1_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
+        if (side) CUDA_CHECK(cudaEventRecord(m->rc_free[l & 1], st)); /* layer l's copies are read */
         gsync_layer_done(&m->gs, l);
     }
     EncoderGroups by_token = {s->uniq, s->start, s->pos, s->num_uniq};
@@ -735,13 +782,14 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
 
 static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
     if (!m->dlogits_ready) {
-        fprintf(stderr, "cuda backend: backward needs a forward with targets first\n");
+        fprintf(stderr, "cuda backend: backward needs a forward with targets first (one backward per forward)\n");
         exit(1);
     }
     gsync_backward_begin(&m->gs, sync_grads);
     int flag;
     memcpy(&flag, &loss_scale, sizeof flag);
     run_body(m, &m->bwd_graph, m->B, m->T, flag, backward_fn);
+    m->dlogits_ready = 0; /* the logits buffer was backward's scratch (model/memory_plan_cuda.h) */
 }
 
 static void cuda_logits_at(Model *m, int b, int t, float *out) {

@@ -61,6 +61,8 @@ expect_usage_error "fp8 matmul fp16" "${TINY[@]}" --matmul fp8 --precision fp16 
 grep -q -- "--matmul fp8 needs --precision bf16" "$tmp/err" && ok || bad "fp8 with fp16: $(head -c 200 "$tmp/err")"
 expect_usage_error "fp8 matmul on the cpu" "${TINY[@]}" --matmul fp8 --precision bf16 --data "$tmp/data.txt"
 grep -q -- "--matmul fp8 needs a CUDA GPU" "$tmp/err" && ok || bad "fp8 on the CPU: $(head -c 200 "$tmp/err")"
+expect_usage_error "unknown recompute" "${TINY[@]}" --recompute ln --data "$tmp/data.txt"
+expect_usage_error "recompute as a flag" "${TINY[@]}" --data "$tmp/data.txt" --recompute
 expect_usage_error "missing data" "${TINY[@]}" --data "$tmp/nope.txt"
 : >"$tmp/empty.bin"
 expect_usage_error "empty data" "${TINY[@]}" --data "$tmp/empty.bin"
@@ -283,6 +285,12 @@ expect_usage_error "resume with --sequential of a shuffled run" "${COMMON[@]}" -
 
 # --- the log's run record names the kernel that ran; CUDA's flash variants are not on the CPU ----
 grep -q '"type":"run",.*"attn":"flash"' "$tmp/log.jsonl" && ok || bad "the log has no run record naming the kernel"
+# --recompute (the GPU's; the CPU keeps every activation): each mode is accepted, the record says none
+for mode in none gelu all; do
+    "$BIN" "${TINY[@]}" --data "$tmp/data.txt" --steps 1 --val-every 0 --recompute $mode --log "$tmp/rc_$mode.jsonl" \
+        >"$tmp/rc.out" 2>&1 && grep -q '"type":"run",.*"recompute":"none"' "$tmp/rc_$mode.jsonl" && ok \
+        || bad "--recompute $mode on the CPU: $(head -c 300 "$tmp/rc.out")"
+done
 expect_usage_error "flash-mma on the CPU" "${TINY[@]}" --data "$tmp/data.txt" --attn flash-mma
 
 # --- grouped-query attention, ALiBi, windows, packed documents (CPU) and --save-model ------------

@@ -3,6 +3,7 @@
 #include "train/options.h"
 
 #include "attention/attention.h"
+#include "model/backend.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -67,7 +68,7 @@ static const OptSpec SPECS[] = {
     {"device", 0, OPT_STR, F(device), 0, 0, "D", "auto, cpu or cuda"},
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
     {"no-linear-bias", 0, OPT_FLAG, F(no_linear_bias), 0, 1, NULL, "linear layers without bias (biases held at zero, not trained), as in the flash-blog models"},
-    {"recompute", 0, OPT_FLAG, F(recompute), 0, 1, NULL, "recompute GELU and LayerNorm outputs in backward (GPU; saves memory)"},
+    {"recompute", 0, OPT_STR, F(recompute), 0, 0, "MODE", "GPU: what backward recomputes instead of keeping from forward: none, gelu (each layer's GELU output, from its kept input, as llm.c's recompute 1) or all (also the two LayerNorm outputs per layer); each trades memory for an elementwise pass per layer, run beside the backward of the layer after"},
     {"no-cuda-graph", 0, OPT_FLAG, F(no_cuda_graph), 0, 1, NULL, "GPU: run every step eagerly; by default one GPU captures the step as a CUDA graph and replays it (graphs are off with several GPUs, whose gradient sync differs between micro-batches, and with --profile)"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},
@@ -158,6 +159,7 @@ void options_defaults(Options *o) {
     o->save_version = 3;
     o->device = "auto";
     o->matmul = "bf16";
+    o->recompute = recompute_name(RECOMPUTE_DEFAULT);
     o->val_every = 50;
     o->val_batches = 10;
     o->sample_len = 200;
@@ -315,6 +317,11 @@ int options_parse(Options *o, int argc, char **argv) {
     if (optind < argc) {
         fprintf(stderr, "error: unexpected argument '%s' (options start with --; see --help)\n",
                 argv[optind]);
+        return 2;
+    }
+    RecomputeMode recompute;
+    if (recompute_from_name(o->recompute, &recompute) != 0) {
+        fprintf(stderr, "error: --recompute expects none, gelu or all, got '%s'\n", o->recompute);
         return 2;
     }
     if (o->save_version == 4) {

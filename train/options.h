@@ -41,7 +41,7 @@ typedef struct {
     int loss_scale_window;       /* dynamic: clean steps before the scale doubles */
     const char *device;          /* auto | cpu | cuda */
     int threads;
-    int recompute;
+    const char *recompute;       /* none | gelu | all (model/backend.h RecomputeMode) */
     int no_linear_bias;
     int no_cuda_graph;           /* eager steps; default: CUDA graphs on one GPU */
     double peak_tflops;          /* 0 = from the GPU table */

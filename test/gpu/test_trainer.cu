@@ -2,7 +2,11 @@
  *
  *  fp32 (TF32 off): loss, logits, grad norm and every parameter gradient within 1e-4 of the
  *     CPU (error scaled by each tensor's largest magnitude); shapes: V=300 (padded to 384),
- *     V=250 unpadded with odd T=31 and B=1, a chunked classifier, --recompute.
+ *     V=250 unpadded with odd T=31 and B=1, a chunked classifier; each --recompute mode (none, gelu,
+ *     all) in fp32 (one classifier chunk and several), bf16, fp16 and CUDA graphs (the default,
+ *     gelu, everywhere else; bf16 / fp16's emulation recomputes GELU as the GPU does).
+ *  The memory plan, on the host (runs without a GPU): every buffer inside its arena, buffers that
+ *     share memory never live in one phase, the recompute modes drop exactly their buffers.
  *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU.
  *  bf16 and fp16: the GPU's error against the fp32 CPU result must be within 2x (+ a tiny floor)
  *     of the error of a CPU emulation that rounds to bf16 / fp16 at the points the GPU does
@@ -27,6 +31,8 @@
 #include "attention/attention.h"
 #include "train/loss_scale.h"
 #include "train/trainer.h"
+#include "model/grad_sync_cuda.h"
+#include "model/memory_plan_cuda.h"
 
 #include <cuda_fp16.h>
 
@@ -69,7 +75,7 @@ static GPT2Config small_config(int V, int L, int C, int H, int maxT) {
 }
 
 /* Every model here runs fp32 matmuls without TF32 (exact comparisons with the CPU). */
-static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, int recompute,
+static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precision p, RecomputeMode recompute,
                    int no_linear_bias = 0, int chunk_rows = 0, int graphs = 0, const Extras &x = kPlain) {
     ModelOptions o;
     model_options_defaults(&o);
@@ -235,7 +241,7 @@ static void emu_attn_backward(Vec &dqkv, const Vec &dout, const Vec &P, const Ve
  * backend's backward); grads overwritten (still carrying loss_scale). round: ROUND_*. */
 static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vector<int> &inp,
                       const std::vector<int> &tgt, int B, int T, int round, Vec &grads, const Extras &x = kPlain,
-                      float loss_scale = 1.0f) {
+                      float loss_scale = 1.0f, RecomputeMode recompute = RECOMPUTE_NONE) {
     const int C = c.channels, L = c.num_layers, V = c.vocab_size, H = c.num_heads, N = B * T;
     const int Q = gpt2_qkv_channels(&c);
     /* the attention's options, as the backends apply them (model/documents.h, attn_alibi_slopes) */
@@ -318,10 +324,21 @@ static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vect
     layernorm_backward(dres.data(), &grads[off[P_LNFW]], &grads[off[P_LNFB]], dln.data(), last.data(),
                        &p[off[P_LNFW]], mf.data(), rf.data(), N, C);
     rnd(dres, round);
+    Vec fchg_again;
     for (int l = L - 1; l >= 0; l--) {
         const Vec &res = l == 0 ? encoded : res3[l - 1];
+        /* recompute gelu and all: fcproj's weight gradient reads GELU of the rounded pre-activation,
+         * recomputed and rounded again (forward's came from the unrounded one); the LayerNorm
+         * recompute of all gives forward's values exactly (it reads the rounded residual) */
+        const Vec *gelu_out = &fchg[l];
+        if (recompute >= RECOMPUTE_GELU) {
+            fchg_again.assign(4 * NC, 0.0f);
+            gelu_forward(fchg_again.data(), fch[l].data(), 4 * NC);
+            rnd(fchg_again, round);
+            gelu_out = &fchg_again;
+        }
         std::fill(tmp4.begin(), tmp4.end(), 0.0f);
-        matmul_backward(tmp4.data(), G_(P_FCPROJW, l), G_(P_FCPROJB, l), dres.data(), fchg[l].data(),
+        matmul_backward(tmp4.data(), G_(P_FCPROJW, l), G_(P_FCPROJB, l), dres.data(), gelu_out->data(),
                         P_(P_FCPROJW, l), N, 4 * C, C);
         std::fill(dfch.begin(), dfch.end(), 0.0f);
         gelu_backward(dfch.data(), fch[l].data(), tmp4.data(), 4 * NC);
@@ -415,7 +432,154 @@ static int case_runs(const char *label, const GPT2Config &c, const Extras &x, in
     return 0;
 }
 
-static void check_fp32(const char *label, const GPT2Config &c0, int B, int T, int recompute, int chunk_rows,
+/* ---- the memory plan (model/memory_plan_cuda.h; host only, so it also runs without a GPU) ----- */
+
+static const MemPlanBuffer *plan_buffer(const MemoryLayout &lay, const char *name) {
+    for (int i = 0; i < lay.num_buffers; i++)
+        if (strcmp(lay.buffers[i].name, name) == 0) return &lay.buffers[i];
+    return NULL;
+}
+
+/* Lays out o's plan measuring (NULL bases) and over made-up bases (never dereferenced), and checks
+ * it: each buffer inside its arena; two buffers of one arena overlap only when no phase has both
+ * live; the phase-shared region holds exactly the buffers not live in every phase; the laid-out
+ * pointers are the bases plus the measured offsets. Returns the held bytes (0 when not run). */
+static size_t check_plan(const char *label, const ModelOptions &o, MemoryLayout *out = NULL) {
+    const AttnImpl *attn = attn_impl(o.attn, ATTN_CUDA);
+    if (!attn) {
+        char why[256];
+        snprintf(why, sizeof why, "(plan %s: no CUDA %s in this build)", label, attn_kernel_name(o.attn));
+        test_skip(5, why);
+        return 0;
+    }
+    size_t off[GPT2_NUM_PARAM_TENSORS], size[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&o.config, size);
+    gpt2_param_offsets(&o.config, off);
+    GradSync gs;
+    gsync_plan(&gs, &o, n, off, size);
+    MemPlanInput in;
+    memplan_input(&o, attn, &gs, &in);
+    static MemoryLayout lay, at; /* large: not on the stack */
+    size_t held = memory_plan(&in, o.B, NULL, NULL, NULL, &lay);
+    CHECK(lay.num_buffers > 0 && lay.num_buffers < MEMPLAN_MAX_BUFFERS, "plan %s: %d buffers listed", label,
+          lay.num_buffers);
+    CHECK(held == lay.param_bytes + lay.act_bytes + lay.scratch_bytes + cuda_matmul_workspace_bytes(),
+          "plan %s: the total is not the arenas' sum", label);
+    const size_t arena_bytes[3] = {lay.param_bytes, lay.act_bytes, lay.scratch_bytes};
+    const size_t r0 = lay.region_offset, r1 = lay.region_offset + lay.region_bytes;
+    int outside = 0, clash = 0, misplaced = 0;
+    for (int i = 0; i < lay.num_buffers; i++) {
+        const MemPlanBuffer &b = lay.buffers[i];
+        outside += b.offset + b.bytes > arena_bytes[b.arena];
+        int in_region = b.arena == MEMARENA_SCRATCH && b.offset < r1 && b.offset + b.bytes > r0;
+        int inside_region = b.arena == MEMARENA_SCRATCH && b.offset >= r0 && b.offset + b.bytes <= r1;
+        misplaced += b.phases == MEMPHASE_ALL ? in_region : !inside_region;
+        for (int j = i + 1; j < lay.num_buffers; j++) {
+            const MemPlanBuffer &c = lay.buffers[j];
+            int overlap = b.arena == c.arena && b.offset < c.offset + c.bytes && c.offset < b.offset + b.bytes;
+            if (overlap && (b.phases & c.phases)) {
+                clash++;
+                printf("plan %s: %s and %s overlap and are both live in phases %d\n", label, b.name, c.name,
+                       b.phases & c.phases);
+            }
+        }
+    }
+    CHECK(outside == 0, "plan %s: %d buffers reach past their arena", label, outside);
+    CHECK(clash == 0, "plan %s: %d pairs of buffers share memory while both live", label, clash);
+    CHECK(misplaced == 0, "plan %s: %d buffers on the wrong side of the phase-shared region", label, misplaced);
+    char *bases[3] = {(char *)(uintptr_t)0x100000000ull, (char *)(uintptr_t)0x200000000ull,
+                      (char *)(uintptr_t)0x300000000ull};
+    memory_plan(&in, o.B, bases[0], bases[1], bases[2], &at);
+    int same = at.num_buffers == lay.num_buffers;
+    for (int i = 0; same && i < lay.num_buffers; i++)
+        same &= at.buffers[i].offset == lay.buffers[i].offset && at.buffers[i].bytes == lay.buffers[i].bytes;
+    same &= at.grads == (float *)(bases[0] + plan_buffer(lay, "grads (fp32)")->offset);
+    same &= at.s.logits == bases[2] + plan_buffer(lay, "logits / dlogits")->offset;
+    same &= at.s.dres == bases[2] + plan_buffer(lay, "dres")->offset;
+    same &= at.a.fch == bases[1] + plan_buffer(lay, "fch (GELU input)")->offset;
+    const MemPlanBuffer *g = plan_buffer(lay, lay.share_gelu ? "fch_gelu (shared)" : "fch_gelu (per layer)");
+    same &= g && (char *)at.a.fch_gelu == bases[g->arena] + g->offset;
+    CHECK(same, "plan %s: laid-out pointers are not the bases plus the measured offsets", label);
+    if (out) *out = lay;
+    return held;
+}
+
+static ModelOptions plan_options(const GPT2Config &c, int B, int T, Precision p, RecomputeMode r, AttnKernel k) {
+    ModelOptions o;
+    model_options_defaults(&o);
+    o.config = c;
+    o.B = B;
+    o.T = T;
+    o.attn = k;
+    o.mask = ATTN_MASK_CAUSAL;
+    o.precision = p;
+    o.recompute = r;
+    o.grad_comm = p == PRECISION_BF16 ? PRECISION_BF16 : PRECISION_FP32;
+    return o;
+}
+
+static void check_memory_plans(void) {
+    static const RecomputeMode modes[3] = {RECOMPUTE_NONE, RECOMPUTE_GELU, RECOMPUTE_ALL};
+    char label[160];
+    /* the recompute modes: the per-layer buffers they drop, and where their shared copy went */
+    GPT2Config small = small_config(300, 3, 64, 2, 64); /* D = 32: every kernel's head size */
+    const size_t N = 4 * 32, C = 64, L = 3;
+    static MemoryLayout lay[3];
+    for (int k = 0; k < 2; k++) {
+        Precision p = k ? PRECISION_FP32 : PRECISION_BF16;
+        for (int i = 0; i < 3; i++) {
+            snprintf(label, sizeof label, "%s recompute %s", precision_name(p), recompute_name(modes[i]));
+            ModelOptions o = plan_options(small, 4, 32, p, modes[i], k ? ATTN_NAIVE : ATTN_FLASH);
+            check_plan(label, o, &lay[i]);
+        }
+        const size_t e = k ? 4 : 2;
+        CHECK(lay[0].act_bytes - lay[1].act_bytes == L * N * 4 * C * e, "plan %s: gelu keeps %zu fewer act bytes, "
+              "not L N 4C e = %zu", precision_name(p), lay[0].act_bytes - lay[1].act_bytes, L * N * 4 * C * e);
+        CHECK(lay[1].act_bytes - lay[2].act_bytes == 2 * L * N * C * e, "plan %s: all keeps %zu fewer act bytes "
+              "than gelu, not 2 L N C e = %zu", precision_name(p), lay[1].act_bytes - lay[2].act_bytes, 2 * L * N * C * e);
+        CHECK(!lay[0].share_gelu && !lay[0].share_ln && lay[1].share_gelu && !lay[1].share_ln && lay[2].share_gelu &&
+                  lay[2].share_ln && plan_buffer(lay[2], "ln1 (shared)") && !plan_buffer(lay[1], "ln1 (shared)"),
+              "plan %s: the shared buffers do not follow the mode", precision_name(p));
+    }
+    /* fp32's chunked classifier, the mask's and documents' arrays, data parallel's bf16 copy, ZeRO */
+    for (int i = 0; i < 3; i++) {
+        ModelOptions o = plan_options(small, 3, 17, PRECISION_FP32, modes[i], ATTN_NAIVE);
+        o.logits_chunk_rows = 7;
+        snprintf(label, sizeof label, "fp32 chunked classifier, recompute %s", recompute_name(modes[i]));
+        check_plan(label, o);
+        o = plan_options(small, 3, 29, PRECISION_FP16, modes[i], ATTN_MEMEFF);
+        o.mask = ATTN_MASK_DENSE;
+        o.doc_sep.len = 1;
+        o.doc_sep.tokens[0] = 7;
+        o.doc_positions = 1;
+        snprintf(label, sizeof label, "fp16 dense mask + documents, recompute %s", recompute_name(modes[i]));
+        check_plan(label, o);
+        GPT2Config alibi = small;
+        alibi.pos = GPT2_POS_ALIBI;
+        o = plan_options(alibi, 4, 32, PRECISION_BF16, modes[i], ATTN_FLASH);
+        o.world = 2;
+        o.rank = 1;
+        o.zero_stage = i == 2;
+        snprintf(label, sizeof label, "bf16 alibi, 2 ranks%s, recompute %s", i == 2 ? " ZeRO-1" : "",
+                 recompute_name(modes[i]));
+        check_plan(label, o);
+    }
+    /* GPT-2 124M at T = 1024 (issue #13's runs): what each mode holds, for the log */
+    GPT2Config g;
+    char err[256];
+    if (gpt2_config_preset("gpt2", &g, err, sizeof err) == 0) {
+        g.vocab_size = 50257;
+        g.padded_vocab_size = gpt2_padded_vocab(g.vocab_size);
+        for (int b = 16; b <= 64; b *= 4)
+            for (int i = 0; i < 3; i++) {
+                snprintf(label, sizeof label, "gpt2 B=%d bf16 flash-sm90 recompute %s", b, recompute_name(modes[i]));
+                size_t held = check_plan(label, plan_options(g, b, 1024, PRECISION_BF16, modes[i], ATTN_FLASH_SM90));
+                printf("%s: %.3f GiB held\n", label, held / 1073741824.0);
+            }
+    }
+}
+
+static void check_fp32(const char *label, const GPT2Config &c0, int B, int T, RecomputeMode recompute, int chunk_rows,
                        const Extras &x = kPlain) {
     const GPT2Config c = with_extras(c0, x);
     if (!case_runs(label, c, x, B, T, PRECISION_FP32, 6)) return;
@@ -428,7 +592,7 @@ static void check_fp32(const char *label, const GPT2Config &c0, int B, int T, in
     random_tokens(inp, c.vocab_size, &rng, 0);
     random_tokens(tgt, c.vocab_size, &rng, 1);
     plant_separators(inp, x, T);
-    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, 0, 0, 0, x);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, 0, 0, 0, x);
     Model *mg = make(gpu, c, B, T, PRECISION_FP32, recompute, 0, chunk_rows, 0, x);
     CHECK(mc && mg, "%s: create", label);
     if (!mc || !mg) return;
@@ -463,8 +627,8 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
     size_t n = gpt2_param_sizes(&c, sz);
     Vec params(n);
     gpt2_init_params(&c, params.data(), 7);
-    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, no_linear_bias);
-    Model *mg = make(gpu, c, B, T, PRECISION_FP32, 0, no_linear_bias);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, no_linear_bias);
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, RECOMPUTE_GELU, no_linear_bias);
     CHECK(mc && mg, "adamw: create");
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
@@ -504,7 +668,7 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
      * GPU, which only sums in another order, must stay within a few times of it. */
     Vec params_ulp(params), pc_ulp(n);
     for (size_t i = 0; i < n; i++) params_ulp[i] = nextafterf(params[i], (i & 1) ? INFINITY : -INFINITY);
-    Model *mu = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, no_linear_bias);
+    Model *mu = make(&cpu_backend, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, no_linear_bias);
     cpu_backend.set_params(mu, params_ulp.data());
     uint64_t rng_ulp = 99;
     for (int step = 1; step <= 20; step++) {
@@ -540,7 +704,8 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
 /* bf16 or fp16 (prec) against the fp32 CPU, within 2x of the emulated rounding's error. fp16 runs
  * with a loss scale of 1024 (its gradients would lose their small values without one), bf16 with
  * none; the gradients compared are unscaled. */
-static void check_half(const char *label, const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain) {
+static void check_half(const char *label, const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain,
+                       RecomputeMode recompute = RECOMPUTE_GELU) {
     const GPT2Config c = with_extras(c0, x);
     if (!case_runs(label, c, x, B, T, prec, 4)) return;
     const float S = prec == PRECISION_FP16 ? 1024.0f : 1.0f;
@@ -554,16 +719,16 @@ static void check_half(const char *label, const GPT2Config &c0, int B, int T, Pr
     random_tokens(inp, c.vocab_size, &rng, 0);
     random_tokens(tgt, c.vocab_size, &rng, 1);
     plant_separators(inp, x, T);
-    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, 0, 0, 0, 0, x);
-    Model *mg = make(gpu, c, B, T, prec, 0, 0, 0, 0, x);
+    Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, 0, 0, 0, x);
+    Model *mg = make(gpu, c, B, T, prec, recompute, 0, 0, 0, x);
     CHECK(mc && mg, "%s: create", label);
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
     gpu->set_params(mg, params.data());
     float lref = one_step(&cpu_backend, mc, inp, tgt, B, T, gref);
     float lgpu = one_step(gpu, mg, inp, tgt, B, T, ggpu, S);
-    float lemu0 = emu_step(c, params, inp, tgt, B, T, ROUND_NONE, gemu0, x);
-    float lemu = emu_step(c, params, inp, tgt, B, T, mode, gemu, x, S);
+    float lemu0 = emu_step(c, params, inp, tgt, B, T, ROUND_NONE, gemu0, x, 1.0f, recompute);
+    float lemu = emu_step(c, params, inp, tgt, B, T, mode, gemu, x, S, recompute);
     for (auto &g : gemu) g /= S;
     std::string w0;
     double e0 = worst_tensor_err(c, gemu0, gref, &w0);
@@ -589,11 +754,13 @@ static void check_half(const char *label, const GPT2Config &c0, int B, int T, Pr
     gpu->destroy(mg);
 }
 
-static void check_bf16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain) {
-    check_half(label, c, B, T, PRECISION_BF16, x);
+static void check_bf16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain,
+                       RecomputeMode recompute = RECOMPUTE_GELU) {
+    check_half(label, c, B, T, PRECISION_BF16, x, recompute);
 }
-static void check_fp16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain) {
-    check_half(label, c, B, T, PRECISION_FP16, x);
+static void check_fp16(const char *label, const GPT2Config &c, int B, int T, const Extras &x = kPlain,
+                       RecomputeMode recompute = RECOMPUTE_GELU) {
+    check_half(label, c, B, T, PRECISION_FP16, x, recompute);
 }
 
 /* ---- fp16 loss scaling through the trainer's step (train/trainer.h, train/loss_scale.h) ------ */
@@ -624,7 +791,7 @@ static void check_fp16_overflow(const GPT2Config &c, int B, int T) {
     const int steps = 60;
     std::vector<float> losses[2], scales[2];
     for (int graphs = 0; graphs < 2; graphs++) {
-        Model *mg = make(gpu, c, B, T, PRECISION_FP16, 0, 0, 0, graphs);
+        Model *mg = make(gpu, c, B, T, PRECISION_FP16, RECOMPUTE_GELU, 0, 0, graphs);
         CHECK(mg != NULL, "fp16 overflow: create");
         if (!mg) return;
         gpu->set_params(mg, params.data());
@@ -669,7 +836,8 @@ static void check_fp16_overflow(const GPT2Config &c, int B, int T) {
     CHECK(losses[0] == losses[1] && scales[0] == scales[1], "fp16 overflow: graph replay differs from eager");
 }
 
-static void check_graphs(const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain) {
+static void check_graphs(const GPT2Config &c0, int B, int T, Precision prec, const Extras &x = kPlain,
+                         RecomputeMode recompute = RECOMPUTE_GELU) {
     const GPT2Config c = with_extras(c0, x);
     if (!case_runs("graphs", c, x, B, T, prec, 1)) return;
     uint64_t rng = 77;
@@ -682,8 +850,8 @@ static void check_graphs(const GPT2Config &c0, int B, int T, Precision prec, con
     random_tokens(tgt, c.vocab_size, &rng, 1);
     plant_separators(inp, x, T);
     /* the same parameters in an eager model and in one that replays CUDA graphs */
-    Model *me = make(gpu, c, B, T, prec, 0, 0, 0, 0, x);
-    Model *mg = make(gpu, c, B, T, prec, 0, 0, 0, 1, x);
+    Model *me = make(gpu, c, B, T, prec, recompute, 0, 0, 0, x);
+    Model *mg = make(gpu, c, B, T, prec, recompute, 0, 0, 1, x);
     CHECK(me && mg, "graphs: create");
     if (!me || !mg) return;
     gpu->set_params(me, params.data());
@@ -709,7 +877,8 @@ static void check_graphs(const GPT2Config &c0, int B, int T, Precision prec, con
     float la = one_step(gpu, mg, inp2, tgt, B, T, g2);
     float lb = one_step(gpu, me, inp2, tgt, B, T, g3);
     same &= la == lb && la != l0 && same_grads(g2, g3);
-    CHECK(same, "graphs (%s, %s): replay differs from eager", precision_name(prec), x.name);
+    CHECK(same, "graphs (%s, %s, recompute %s): replay differs from eager", precision_name(prec), x.name,
+          recompute_name(recompute));
     gpu->destroy(me);
     gpu->destroy(mg);
 }
@@ -756,7 +925,7 @@ static void check_attention_options(const GPT2Config &base) {
             x.kernel = (AttnKernel)k;
             char label[160];
             snprintf(label, sizeof label, "fp32 %s, %s", x.name, attn_kernel_name(x.kernel));
-            check_fp32(label, cc, 3, 29, 0, 0, x);
+            check_fp32(label, cc, 3, 29, RECOMPUTE_GELU, 0, x);
             snprintf(label, sizeof label, "bf16 %s, %s", x.name, attn_kernel_name(x.kernel));
             check_bf16(label, cc, 3, 29, x);
             snprintf(label, sizeof label, "fp16 %s, %s", x.name, attn_kernel_name(x.kernel));
@@ -773,6 +942,7 @@ static void check_attention_options(const GPT2Config &base) {
 }
 
 int main(void) {
+    check_memory_plans();
     char why[256];
     gpu = cuda_backend_if_available(why, sizeof why);
     if (!gpu) {
@@ -781,19 +951,29 @@ int main(void) {
     }
     GPT2Config padded = small_config(300, 2, 64, 4, 64);   /* Vp = 384 */
     GPT2Config awkward = small_config(250, 2, 64, 4, 64);  /* Vp = V = 250 */
-    check_fp32("fp32 V=300 B=4 T=32", padded, 4, 32, 0, 0);
-    check_fp32("fp32 V=250 B=1 T=31", awkward, 1, 31, 0, 0);
-    check_fp32("fp32 chunked classifier (7 rows)", padded, 3, 17, 0, 7);
-    check_fp32("fp32 recompute", padded, 2, 24, 1, 0);
+    /* every recompute mode, with one classifier chunk and with several */
+    const RecomputeMode modes[3] = {RECOMPUTE_NONE, RECOMPUTE_GELU, RECOMPUTE_ALL};
+    for (int i = 0; i < 3; i++) {
+        char label[128];
+        snprintf(label, sizeof label, "fp32 V=300 B=4 T=32 recompute %s", recompute_name(modes[i]));
+        check_fp32(label, padded, 4, 32, modes[i], 0);
+        snprintf(label, sizeof label, "fp32 chunked classifier (7 rows) recompute %s", recompute_name(modes[i]));
+        check_fp32(label, padded, 3, 17, modes[i], 7);
+        snprintf(label, sizeof label, "bf16 V=300 B=4 T=32 recompute %s", recompute_name(modes[i]));
+        check_bf16(label, padded, 4, 32, kPlain, modes[i]);
+        snprintf(label, sizeof label, "fp16 V=300 B=4 T=32 recompute %s", recompute_name(modes[i]));
+        check_fp16(label, padded, 4, 32, kPlain, modes[i]);
+        check_graphs(padded, 4, 32, PRECISION_BF16, kPlain, modes[i]);
+    }
+    check_fp32("fp32 V=250 B=1 T=31", awkward, 1, 31, RECOMPUTE_GELU, 0);
+    check_fp32("fp32 recompute all, B=2 T=24", padded, 2, 24, RECOMPUTE_ALL, 0);
     check_adamw_steps(padded, 4, 16, 0);
     check_adamw_steps(padded, 4, 16, 1);
-    check_bf16("bf16 V=300 B=4 T=32", padded, 4, 32);
     check_bf16("bf16 V=250 B=1 T=31", awkward, 1, 31);
-    check_fp16("fp16 V=300 B=4 T=32", padded, 4, 32);
     check_fp16("fp16 V=250 B=1 T=31", awkward, 1, 31);
     check_graphs(padded, 4, 32, PRECISION_FP32);
-    check_graphs(padded, 4, 32, PRECISION_BF16);
     check_graphs(padded, 4, 32, PRECISION_FP16);
+    check_graphs(padded, 4, 32, PRECISION_FP32, kPlain, RECOMPUTE_ALL);
     check_fp16_overflow(padded, 4, 32);
     check_too_big();
     check_attention_options(padded);
