@@ -1,6 +1,7 @@
 /* attention/flash_sm90_tma.cu: the flash forward on Hopper in FlashAttention-3's design: a
- * producer warp that loads by TMA, consumer warpgroups that never meet at a block barrier, and
- * the softmax of one key tile running under the tensor cores' P V of the previous one.
+ * producer warp that loads by TMA, consumer warpgroups that never meet at a block barrier but take
+ * turns at the tensor cores (ping-pong), and the softmax of one key tile running under the
+ * tensor cores' P V of the previous one and the other warpgroups' GEMMs.
  *
  * Same function and outputs as flash_sm90.cu's forward (O, and the natural log-sum-exp L per row,
  * +inf for a row that saw no key), so that flash-sm90's backward consumes them unchanged. One
@@ -13,15 +14,42 @@
  *     (one arrival announcing the box bytes, completed by the TMA) and an empty one (one arrival
  *     per consumer warp: released).
  *   warpgroups 1..kConsumers: take the registers (setmaxnreg.inc), own 64 query rows each and
- *     wait only on the buffers' full barriers. Per key tile j of their range:
- *       S_j = Q K_j^T            issued (wgmma SS, async)
- *       O *= corr_{j-1}           (the previous tile's rescale, while S_j runs)
- *       O += P_{j-1} V_{j-1}     issued (wgmma RS, V MN-major, async)
- *       wait for S_j; mask; softmax of S_j (max, exp2, row sums; corr_j) under P_{j-1} V_{j-1}
- *       release K_j; wait for P V; release V_{j-1}; P_j = S_j as 16-bit A fragments
- *     then the last tile's rescale and P V, and the epilogue of flash_sm90.cu (store_o_and_lse).
- *     Tiles of the block outside a warpgroup's own range (causal: past its last row; EXTRA: outside
- *     its hull) are waited for and released at once, so every buffer sees every consumer warp.
+ *     wait only on the buffers' full barriers. The block's key tiles are [j0, j1) (n of them);
+ *     every consumer warpgroup runs the same n + 1 steps t = j0 .. j1, and a step t waits for
+ *     K_t (t < j1) and V_{t-1} (t > j0) and releases both, whether or not they lie in the
+ *     warpgroup's own range [a, z) of tiles (causal: none past its last row; EXTRA: its hull).
+ *     Inside the range, step t is
+ *       wait for K_t, V_{t-1}; O *= corr_{t-1} (the previous tile's rescale)
+ *       take the turn; issue S_t = Q K_t^T (wgmma SS) and O += P_{t-1} V_{t-1} (wgmma RS, V
+ *       MN-major); hand the turn on
+ *       wait for S_t; mask; softmax of S_t (max, exp2, row sums; corr_t) under P_{t-1} V_{t-1} and
+ *       the other warpgroups' GEMMs; release K_t; wait for P V; release V_{t-1}; P_t as 16-bit A
+ *       fragments
+ *     (step a issues S_a alone, step z the last P V alone), then the epilogue of flash_sm90.cu
+ *     (store_o_and_lse). A step outside the range waits, takes the turn, hands it on at once and
+ *     releases.
+ * Ping-pong (the turn): named barriers 1 .. kConsumers, one per consumer warpgroup, each of 256
+ * threads: its own warpgroup waits there (bar.sync, 128 threads) and the warpgroup before it in the
+ * cycle 0, 1, .., kConsumers - 1, 0 arrives there (bar.arrive, 128 threads) to hand the turn over.
+ * So the warpgroups issue their GEMMs in turn, and each one's softmax runs while the tensor cores
+ * work through the others' S and P V instead of all softmaxes at once. Why it cannot deadlock:
+ *   - one turn exists: the last warpgroup's arrival at barrier 1 before its first step creates it,
+ *     and a warpgroup arrives at the next one's barrier only after its own wait there completed.
+ *     So the arrivals at barrier 1 + w alternate with warpgroup w's waits (an arrival never falls
+ *     into the next phase of a barrier), and the turns run in the order (t, w) lexicographically.
+ *     Every warpgroup takes exactly n + 1 turns, and warpgroup 0 waits once more at the end for
+ *     the last hand-over, so no barrier is left holding arrivals at exit.
+ *   - the turn's holder does not block while holding it: all mbarrier waits come before the
+ *     take, and between take and hand-over there are only wgmma issues (their operands have
+ *     landed) and the arrival.
+ *   - the data a step t waits for never needs a later turn: the producer loads K_0, K_1, V_0, K_2,
+ *     V_1, ..., so K_t and V_{t-1} (and every load before them) reuse only buffers released in
+ *     steps <= t - 1 (load i of a ring waits for the release of load i - kStages, kStages >= 1),
+ *     and every warpgroup's releases of step t' follow its turn (t', w) with no further wait but
+ *     its own wgmma's completion. By induction over (t, w) every turn is taken and every step ends.
+ *   (A model of this protocol, warps interleaved at random with the mbarriers' parity waits and
+ *   the named barriers' counts, ran thousands of random ranges without a deadlock, an early
+ *   overwrite or a barrier left holding arrivals: dev/attention_notes.md, v10.)
  * Masks: causal and none, and with EXTRA the rest of the family (window, documents, key padding,
  * ALiBi) exactly as flash_sm90.cu's forward does it (flash_sm90_spans.cuh: closed-form ranges,
  * per-warp full / partial tiles, documents of the key tile staged in smem beside K by the producer
@@ -64,6 +92,7 @@ template <int D_> struct TmaFwdTraits {
     static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
 
     static_assert(D_ == 64 || D_ == 128, "flash-tma: D = 64 or 128");
+    static_assert(kConsumers >= 2 && kConsumers <= 15, "the turn: named barriers 1 .. kConsumers");
     static_assert(kQBoxBytes % 1024 == 0 && kKVBoxBytes % 1024 == 0,
                   "every SW128 panel must start 1024-byte aligned (the swizzle's period)");
     static_assert(Br <= 256 && Bc <= 256 && kBoxCols * 2 == 128, "a TMA box: <= 256 rows, 128-byte rows");
@@ -100,6 +129,17 @@ template <typename E> struct TmaFwdParams {
     float scale_log2;
     FlashMask x; /* read by the EXTRA instantiations only */
 };
+
+/* Named barriers (ids 1..15; id 0 is __syncthreads): `bar.sync id, n` blocks the calling warp until
+ * n threads (a multiple of 32) have reached barrier id in this phase, counting those that
+ * `bar.arrive id, n` without waiting; every arrival at an id must name the same n. The phase then
+ * completes and the barrier starts over. Warp-uniform calls only (.aligned). */
+__device__ __forceinline__ void named_bar_sync(int id, int n) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int n) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
 
 /* The online softmax of one tile for this thread's rows g, g + 8 (half 0, 1), as
  * tc_attention.cuh's online_softmax_step but leaving O alone: corr is the factor O must be
@@ -272,23 +312,33 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         __syncwarp();
         if (lane == 0) mbar_arrive(empty);
     };
-    /* a tile outside this warpgroup's range: waited for (so that the arrival counts towards this
-     * fill of the buffer, not the next) and released */
-    auto skip = [&](int jt) {
-        const int s = stage_of(jt);
-        const uint32_t ph = parity_of(jt);
-        mbar_wait(&bar.k_full[s], ph);
-        release(&bar.k_empty[s]);
-        mbar_wait(&bar.v_full[s], ph);
-        release(&bar.v_empty[s]);
+    /* The tensor-core turn (the ping-pong; the header says why it cannot deadlock): warpgroup cw
+     * waits at barrier 1 + cw for the turn, issues its GEMMs and hands the turn to the next
+     * warpgroup at that one's barrier. One turn per step t = j0 .. j1, and warpgroup 0 takes one
+     * more at the end: the last warpgroup's hand-over of step j1 (every arrival meets a wait). */
+    constexpr int kTurnThreads = 2 * 128; /* the warpgroup that waits + the one that hands over */
+    auto take_turn = [&]() { named_bar_sync(1 + cw, kTurnThreads); };
+    auto pass_turn = [&]() { named_bar_arrive(1 + (cw + 1) % Tr::kConsumers, kTurnThreads); };
+    if (cw == Tr::kConsumers - 1) pass_turn(); /* the first turn: warpgroup 0's */
+    /* step t of the block outside this warpgroup's range: K_t and V_{t-1} (those that exist) are
+     * waited for (so that the release counts towards this fill of the buffer, not the next) and
+     * released, and the turn passes through */
+    auto idle_step = [&](int t) {
+        const bool k = t < j1, v = t > j0;
+        if (k) mbar_wait(&bar.k_full[stage_of(t)], parity_of(t));
+        if (v) mbar_wait(&bar.v_full[stage_of(t - 1)], parity_of(t - 1));
+        take_turn();
+        pass_turn();
+        if (k) release(&bar.k_empty[stage_of(t)]);
+        if (v) release(&bar.v_empty[stage_of(t - 1)]);
     };
-    for (int jt = j0; jt < a; jt++) skip(jt);
+    for (int t = j0; t < (a < z ? a : j1 + 1); t++) idle_step(t); /* before the range (or all: none) */
 
     float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
 
-    if (a < z) {
+    if (a < z) { /* steps a .. z */
         const uint32_t q_base = smem_addr(sQ) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
         float sc[NT][4], corr[2];
         uint32_t pf[NT / 2][4];
@@ -321,6 +371,9 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
                 o[dt][2] *= corr[1];
                 o[dt][3] *= corr[1];
             }
+            /* here, not sunk past the turn and the next wgmma.fence (where ptxas would have to add
+             * a warpgroup.arrive of its own, which serializes the wgmma) */
+            wgmma_fence_operands(o);
         };
         auto mask_softmax = [&](int jt) { /* on sc: the mask of tile jt, then the online softmax */
             const int col0 = jt * Bc;
@@ -341,37 +394,48 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         };
 
         mbar_wait(&bar.q_full, 0);
-        { /* tile a: S, softmax, P (O is zero: its rescale waits for the next step) */
-            const int s = stage_of(a);
+        { /* step a: S, softmax, P (O is zero: its rescale waits for the next step); V_{a-1}, if
+           * the block has it, lies outside the range */
+            const int s = stage_of(a), sp = stage_of(a - 1);
             mbar_wait(&bar.k_full[s], parity_of(a));
+            if (a > j0) mbar_wait(&bar.v_full[sp], parity_of(a - 1));
+            take_turn();
             issue_s(s);
+            pass_turn();
             wgmma_wait<0>();
             wgmma_fence_operands(sc);
             mask_softmax(a);
             release(&bar.k_empty[s]); /* K (and its document starts) read */
+            if (a > j0) release(&bar.v_empty[sp]);
             acc_to_a_frags<E, NT>(pf, sc);
         }
-        for (int jt = a + 1; jt < z; jt++) {
+        for (int jt = a + 1; jt < z; jt++) { /* steps a + 1 .. z - 1 */
             const int s = stage_of(jt), sp = stage_of(jt - 1);
             mbar_wait(&bar.k_full[s], parity_of(jt));
-            issue_s(s);                                        /* S_jt */
-            rescale_o();                                       /* by corr_{jt-1}, under S_jt */
             mbar_wait(&bar.v_full[sp], parity_of(jt - 1));
+            rescale_o();                                       /* by corr_{jt-1}, while waiting for the turn */
+            take_turn();
+            issue_s(s);                                        /* S_jt */
             issue_pv(sp);                                      /* O += P_{jt-1} V_{jt-1} */
+            pass_turn();
             wgmma_wait<1>();                                   /* S_jt landed; P V may still run */
             wgmma_fence_operands(sc);
-            mask_softmax(jt);                                  /* under P V */
+            mask_softmax(jt);                                  /* under P V and the others' GEMMs */
             release(&bar.k_empty[s]);
             wgmma_wait<0>();
             wgmma_fence_operands(o);
             release(&bar.v_empty[sp]);
             acc_to_a_frags<E, NT>(pf, sc);                     /* P_jt: P_{jt-1}'s registers are free */
         }
-        { /* the last tile's P V */
-            const int sp = stage_of(z - 1);
-            rescale_o();
+        { /* step z: the last tile's P V; K_z, if the block has it, lies outside the range */
+            const int s = stage_of(z), sp = stage_of(z - 1);
+            if (z < j1) mbar_wait(&bar.k_full[s], parity_of(z));
             mbar_wait(&bar.v_full[sp], parity_of(z - 1));
+            rescale_o();
+            take_turn();
             issue_pv(sp);
+            pass_turn();
+            if (z < j1) release(&bar.k_empty[s]);
             wgmma_wait<0>();
             wgmma_fence_operands(o);
             release(&bar.v_empty[sp]);
@@ -381,9 +445,10 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     /* a row that saw no key: l = 0, so O = 0 and L = +inf */
     store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o, m,
                         l, warp_row0, T);
-    /* the block's tiles after this warpgroup's range: released, so that the producer can refill
-     * their buffers for the other warpgroups */
-    for (int jt = z; jt < j1; jt++) skip(jt);
+    /* steps z + 1 .. j1, after the range: the producer can refill their buffers for the others */
+    if (a < z)
+        for (int t = z + 1; t <= j1; t++) idle_step(t);
+    if (cw == 0) take_turn(); /* the hand-over of the last step: no barrier left with arrivals */
 #endif
 }
 
