@@ -75,11 +75,16 @@
 #define FLASH_SM90 0
 #endif
 
-template <int D_> struct TmaFwdTraits {
+/* The key tile: 128 keys, but 176 at D = 128 without a causal or EXTRA mask (the v10 notes count
+ * it: same FLOP per K/V byte, the per-tile costs spread over 1.375x the keys); one place, read by
+ * the kernel and by the host's tensor maps. */
+constexpr int tma_fwd_bc(int D, bool causal, bool extra) { return D == 128 && !causal && !extra ? 176 : 128; }
+
+template <int D_, int Bc_> struct TmaFwdTraits {
     static constexpr int D = D_;
     static constexpr int kConsumers = D_ == 64 ? 3 : 2; /* consumer warpgroups, 64 query rows each */
     static constexpr int Br = 64 * kConsumers;
-    static constexpr int Bc = 128;
+    static constexpr int Bc = Bc_;
     static constexpr int kStages = D_ == 64 ? 4 : 2; /* buffers in each of the K and V rings */
     static constexpr int kThreads = 128 * (kConsumers + 1);
     static constexpr int kConsumerWarps = 4 * kConsumers;
@@ -92,6 +97,7 @@ template <int D_> struct TmaFwdTraits {
     static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
 
     static_assert(D_ == 64 || D_ == 128, "flash-tma: D = 64 or 128");
+    static_assert(Bc_ == 128 || Bc_ == 176, "flash-tma: the S wgmma covers 128 or 176 keys");
     static_assert(kConsumers >= 2 && kConsumers <= 15, "the turn: named barriers 1 .. kConsumers");
     static_assert(kQBoxBytes % 1024 == 0 && kKVBoxBytes % 1024 == 0,
                   "every SW128 panel must start 1024-byte aligned (the swizzle's period)");
@@ -141,6 +147,49 @@ __device__ __forceinline__ void named_bar_arrive(int id, int n) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
+/* S = Q K^T for a 176-key tile: wgmma m64n176k16, both operands K-major from shared memory (the
+ * wrappers in wgmma_sm90.cuh stop at N = 128; this one is the only user of N = 176). */
+#define TMA_WGMMA_M64N176K16_SS(TY) \
+    asm volatile( \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %90, 0;\n" \
+        "wgmma.mma_async.sync.aligned.m64n176k16.f32." TY "." TY " " \
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63," \
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79," \
+        "%80, %81, %82, %83, %84, %85, %86, %87}, " \
+        "%88, %89, p, 1, 1, 0, 0;\n}\n" \
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]), \
+          "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]), \
+          "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]), \
+          "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]), \
+          "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]), \
+          "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]), \
+          "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]) \
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate))
+template <typename E>
+__device__ __forceinline__ void wgmma_m64n176k16_ss(float (&d)[22][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+    if constexpr (std::is_same<E, __half>::value) TMA_WGMMA_M64N176K16_SS("f16");
+    else TMA_WGMMA_M64N176K16_SS("bf16");
+}
+#undef TMA_WGMMA_M64N176K16_SS
+
 /* 2^x as one MUFU.EX2: exp2f's own code adds, per call, a compare and two predicated multiplies
  * that keep results below 2^-126 as denormals (3 more issue slots per score, which at D = 64
  * rival the GEMMs); here such results are 0 (ftz; -inf gives 0): a P below 2^-126 in a row sum
@@ -180,11 +229,11 @@ __device__ __forceinline__ void tma_softmax(float s[][4], float m[2], float l[2]
 }
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
-__global__ void __launch_bounds__(TmaFwdTraits<D>::kThreads, 1)
+__global__ void __launch_bounds__(TmaFwdTraits<D, 128>::kThreads, 1)
 flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const TmaFwdParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using Tr = TmaFwdTraits<D>;
+    using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
@@ -357,9 +406,12 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++)
-                wgmma_ss<E, Bc, 0>(sc, sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
-                                   sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32), kk > 0);
+            for (int kk = 0; kk < KD; kk++) {
+                const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
+                               db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
+                if constexpr (Bc == 176) wgmma_m64n176k16_ss<E>(sc, da, db, kk > 0);
+                else wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
+            }
             wgmma_commit();
         };
         auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
@@ -514,7 +566,7 @@ static int tma_make_map(CUtensorMap *map, const void *base, AttnDtype dtype, int
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const CUtensorMap &mk, const CUtensorMap &mv,
                               const TmaFwdParams<E> &p, cudaStream_t st) {
-    using Tr = TmaFwdTraits<D>;
+    using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
     void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const TmaFwdParams<E>) =
         flash_fwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
@@ -526,14 +578,14 @@ static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const C
 template <typename E, int D>
 static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const void *v, const TmaFwdParams<E> &p,
                          cudaStream_t st) {
-    using Tr = TmaFwdTraits<D>;
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    const int Br = TmaFwdTraits<D, 128>::Br, Bc = tma_fwd_bc(D, causal, extra); /* the kernel's tiles */
     const int Hkv = attn_kv_heads(s);
     CUtensorMap mq, mk, mv;
-    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Tr::Br) ||
-        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
-        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc))
+    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Br) ||
+        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc) ||
+        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc))
         return 1;
-    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     if (causal)
         return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, st)
                      : launch_tma_forward<E, D, true, false>(s, mq, mk, mv, p, st);
