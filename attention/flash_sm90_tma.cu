@@ -1,6 +1,7 @@
 /* attention/flash_sm90_tma.cu: the flash forward on Hopper in FlashAttention-3's design: a
- * producer warp that loads by TMA, consumer warpgroups that never meet at a block barrier, and
- * the softmax of one key tile running under the tensor cores' P V of the previous one.
+ * producer warp that loads by TMA, consumer warpgroups that never meet at a block barrier but take
+ * turns at the tensor cores (ping-pong), and the softmax of one key tile running under the
+ * tensor cores' P V of the previous one and the other warpgroups' GEMMs.
  *
  * Same function and outputs as flash_sm90.cu's forward (O, and the natural log-sum-exp L per row,
  * +inf for a row that saw no key), so that flash-sm90's backward consumes them unchanged. One
@@ -13,15 +14,42 @@
  *     (one arrival announcing the box bytes, completed by the TMA) and an empty one (one arrival
  *     per consumer warp: released).
  *   warpgroups 1..kConsumers: take the registers (setmaxnreg.inc), own 64 query rows each and
- *     wait only on the buffers' full barriers. Per key tile j of their range:
- *       S_j = Q K_j^T            issued (wgmma SS, async)
- *       O *= corr_{j-1}           (the previous tile's rescale, while S_j runs)
- *       O += P_{j-1} V_{j-1}     issued (wgmma RS, V MN-major, async)
- *       wait for S_j; mask; softmax of S_j (max, exp2, row sums; corr_j) under P_{j-1} V_{j-1}
- *       release K_j; wait for P V; release V_{j-1}; P_j = S_j as 16-bit A fragments
- *     then the last tile's rescale and P V, and the epilogue of flash_sm90.cu (store_o_and_lse).
- *     Tiles of the block outside a warpgroup's own range (causal: past its last row; EXTRA: outside
- *     its hull) are waited for and released at once, so every buffer sees every consumer warp.
+ *     wait only on the buffers' full barriers. The block's key tiles are [j0, j1) (n of them);
+ *     every consumer warpgroup runs the same n + 1 steps t = j0 .. j1, and a step t waits for
+ *     K_t (t < j1) and V_{t-1} (t > j0) and releases both, whether or not they lie in the
+ *     warpgroup's own range [a, z) of tiles (causal: none past its last row; EXTRA: its hull).
+ *     Inside the range, step t is
+ *       wait for K_t, V_{t-1}; O *= corr_{t-1} (the previous tile's rescale)
+ *       take the turn; issue S_t = Q K_t^T (wgmma SS) and O += P_{t-1} V_{t-1} (wgmma RS, V
+ *       MN-major); hand the turn on
+ *       wait for S_t; mask; softmax of S_t (max, exp2, row sums; corr_t) under P_{t-1} V_{t-1} and
+ *       the other warpgroups' GEMMs; release K_t; wait for P V; release V_{t-1}; P_t as 16-bit A
+ *       fragments
+ *     (step a issues S_a alone, step z the last P V alone), then the epilogue of flash_sm90.cu
+ *     (store_o_and_lse). A step outside the range waits, takes the turn, hands it on at once and
+ *     releases.
+ * Ping-pong (the turn): named barriers 1 .. kConsumers, one per consumer warpgroup, each of 256
+ * threads: its own warpgroup waits there (bar.sync, 128 threads) and the warpgroup before it in the
+ * cycle 0, 1, .., kConsumers - 1, 0 arrives there (bar.arrive, 128 threads) to hand the turn over.
+ * So the warpgroups issue their GEMMs in turn, and each one's softmax runs while the tensor cores
+ * work through the others' S and P V instead of all softmaxes at once. Why it cannot deadlock:
+ *   - one turn exists: the last warpgroup's arrival at barrier 1 before its first step creates it,
+ *     and a warpgroup arrives at the next one's barrier only after its own wait there completed.
+ *     So the arrivals at barrier 1 + w alternate with warpgroup w's waits (an arrival never falls
+ *     into the next phase of a barrier), and the turns run in the order (t, w) lexicographically.
+ *     Every warpgroup takes exactly n + 1 turns, and warpgroup 0 waits once more at the end for
+ *     the last hand-over, so no barrier is left holding arrivals at exit.
+ *   - the turn's holder does not block while holding it: all mbarrier waits come before the
+ *     take, and between take and hand-over there are only wgmma issues (their operands have
+ *     landed) and the arrival.
+ *   - the data a step t waits for never needs a later turn: the producer loads K_0, K_1, V_0, K_2,
+ *     V_1, ..., so K_t and V_{t-1} (and every load before them) reuse only buffers released in
+ *     steps <= t - 1 (load i of a ring waits for the release of load i - kStages, kStages >= 1),
+ *     and every warpgroup's releases of step t' follow its turn (t', w) with no further wait but
+ *     its own wgmma's completion. By induction over (t, w) every turn is taken and every step ends.
+ *   (A model of this protocol, warps interleaved at random with the mbarriers' parity waits and
+ *   the named barriers' counts, ran thousands of random ranges without a deadlock, an early
+ *   overwrite or a barrier left holding arrivals: dev/attention_notes.md, v10.)
  * Masks: causal and none, and with EXTRA the rest of the family (window, documents, key padding,
  * ALiBi) exactly as flash_sm90.cu's forward does it (flash_sm90_spans.cuh: closed-form ranges,
  * per-warp full / partial tiles, documents of the key tile staged in smem beside K by the producer
@@ -47,11 +75,16 @@
 #define FLASH_SM90 0
 #endif
 
-template <int D_> struct TmaFwdTraits {
+/* The key tile: 128 keys, but 176 at D = 128 without a causal or EXTRA mask (the v10 notes count
+ * it: same FLOP per K/V byte, the per-tile costs spread over 1.375x the keys); one place, read by
+ * the kernel and by the host's tensor maps. */
+constexpr int tma_fwd_bc(int D, bool causal, bool extra) { return D == 128 && !causal && !extra ? 176 : 128; }
+
+template <int D_, int Bc_> struct TmaFwdTraits {
     static constexpr int D = D_;
     static constexpr int kConsumers = D_ == 64 ? 3 : 2; /* consumer warpgroups, 64 query rows each */
     static constexpr int Br = 64 * kConsumers;
-    static constexpr int Bc = 128;
+    static constexpr int Bc = Bc_;
     static constexpr int kStages = D_ == 64 ? 4 : 2; /* buffers in each of the K and V rings */
     static constexpr int kThreads = 128 * (kConsumers + 1);
     static constexpr int kConsumerWarps = 4 * kConsumers;
@@ -64,6 +97,8 @@ template <int D_> struct TmaFwdTraits {
     static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
 
     static_assert(D_ == 64 || D_ == 128, "flash-tma: D = 64 or 128");
+    static_assert(Bc_ == 128 || Bc_ == 176, "flash-tma: the S wgmma covers 128 or 176 keys");
+    static_assert(kConsumers >= 2 && kConsumers <= 15, "the turn: named barriers 1 .. kConsumers");
     static_assert(kQBoxBytes % 1024 == 0 && kKVBoxBytes % 1024 == 0,
                   "every SW128 panel must start 1024-byte aligned (the swizzle's period)");
     static_assert(Br <= 256 && Bc <= 256 && kBoxCols * 2 == 128, "a TMA box: <= 256 rows, 128-byte rows");
@@ -101,6 +136,70 @@ template <typename E> struct TmaFwdParams {
     FlashMask x; /* read by the EXTRA instantiations only */
 };
 
+/* Named barriers (ids 1..15; id 0 is __syncthreads): `bar.sync id, n` blocks the calling warp until
+ * n threads (a multiple of 32) have reached barrier id in this phase, counting those that
+ * `bar.arrive id, n` without waiting; every arrival at an id must name the same n. The phase then
+ * completes and the barrier starts over. Warp-uniform calls only (.aligned). */
+__device__ __forceinline__ void named_bar_sync(int id, int n) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int n) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+
+/* S = Q K^T for a 176-key tile: wgmma m64n176k16, both operands K-major from shared memory (the
+ * wrappers in wgmma_sm90.cuh stop at N = 128; this one is the only user of N = 176). */
+#define TMA_WGMMA_M64N176K16_SS(TY) \
+    asm volatile( \
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %90, 0;\n" \
+        "wgmma.mma_async.sync.aligned.m64n176k16.f32." TY "." TY " " \
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63," \
+        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79," \
+        "%80, %81, %82, %83, %84, %85, %86, %87}, " \
+        "%88, %89, p, 1, 1, 0, 0;\n}\n" \
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
+          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
+          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
+          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
+          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
+          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
+          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
+          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
+          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
+          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
+          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
+          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
+          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
+          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
+          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
+          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]), \
+          "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]), \
+          "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]), \
+          "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]), \
+          "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]), \
+          "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]), \
+          "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]) \
+        : "l"(desc_a), "l"(desc_b), "r"(accumulate))
+template <typename E>
+__device__ __forceinline__ void wgmma_m64n176k16_ss(float (&d)[22][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
+    if constexpr (std::is_same<E, __half>::value) TMA_WGMMA_M64N176K16_SS("f16");
+    else TMA_WGMMA_M64N176K16_SS("bf16");
+}
+#undef TMA_WGMMA_M64N176K16_SS
+
+/* 2^x as one MUFU.EX2: exp2f's own code adds, per call, a compare and two predicated multiplies
+ * that keep results below 2^-126 as denormals (3 more issue slots per score, which at D = 64
+ * rival the GEMMs); here such results are 0 (ftz; -inf gives 0): a P below 2^-126 in a row sum
+ * >= 1, or a rescale factor below it, changes nothing at fp32's precision. */
+__device__ __forceinline__ float exp2_ftz(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /* The online softmax of one tile for this thread's rows g, g + 8 (half 0, 1), as
  * tc_attention.cuh's online_softmax_step but leaving O alone: corr is the factor O must be
  * multiplied by before this tile's P V is added (applied by the caller one step later). */
@@ -114,13 +213,13 @@ __device__ __forceinline__ void tma_softmax(float s[][4], float m[2], float l[2]
         mx = quad_max(mx) * scale;
         const float m_new = fmaxf(m[half], mx);
         const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* all masked so far: keep exp2 finite */
-        corr[half] = exp2f(m[half] - m_use);
+        corr[half] = exp2_ftz(m[half] - m_use);
         float sum = 0.0f;
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float pv = exp2f(fmaf(s[nt][2 * half + e], scale, -m_use));
+                const float pv = exp2_ftz(fmaf(s[nt][2 * half + e], scale, -m_use));
                 s[nt][2 * half + e] = pv;
                 sum += pv;
             }
@@ -130,11 +229,11 @@ __device__ __forceinline__ void tma_softmax(float s[][4], float m[2], float l[2]
 }
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
-__global__ void __launch_bounds__(TmaFwdTraits<D>::kThreads, 1)
+__global__ void __launch_bounds__(TmaFwdTraits<D, 128>::kThreads, 1)
 flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const TmaFwdParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    using Tr = TmaFwdTraits<D>;
+    using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
@@ -272,23 +371,33 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         __syncwarp();
         if (lane == 0) mbar_arrive(empty);
     };
-    /* a tile outside this warpgroup's range: waited for (so that the arrival counts towards this
-     * fill of the buffer, not the next) and released */
-    auto skip = [&](int jt) {
-        const int s = stage_of(jt);
-        const uint32_t ph = parity_of(jt);
-        mbar_wait(&bar.k_full[s], ph);
-        release(&bar.k_empty[s]);
-        mbar_wait(&bar.v_full[s], ph);
-        release(&bar.v_empty[s]);
+    /* The tensor-core turn (the ping-pong; the header says why it cannot deadlock): warpgroup cw
+     * waits at barrier 1 + cw for the turn, issues its GEMMs and hands the turn to the next
+     * warpgroup at that one's barrier. One turn per step t = j0 .. j1, and warpgroup 0 takes one
+     * more at the end: the last warpgroup's hand-over of step j1 (every arrival meets a wait). */
+    constexpr int kTurnThreads = 2 * 128; /* the warpgroup that waits + the one that hands over */
+    auto take_turn = [&]() { named_bar_sync(1 + cw, kTurnThreads); };
+    auto pass_turn = [&]() { named_bar_arrive(1 + (cw + 1) % Tr::kConsumers, kTurnThreads); };
+    if (cw == Tr::kConsumers - 1) pass_turn(); /* the first turn: warpgroup 0's */
+    /* step t of the block outside this warpgroup's range: K_t and V_{t-1} (those that exist) are
+     * waited for (so that the release counts towards this fill of the buffer, not the next) and
+     * released, and the turn passes through */
+    auto idle_step = [&](int t) {
+        const bool k = t < j1, v = t > j0;
+        if (k) mbar_wait(&bar.k_full[stage_of(t)], parity_of(t));
+        if (v) mbar_wait(&bar.v_full[stage_of(t - 1)], parity_of(t - 1));
+        take_turn();
+        pass_turn();
+        if (k) release(&bar.k_empty[stage_of(t)]);
+        if (v) release(&bar.v_empty[stage_of(t - 1)]);
     };
-    for (int jt = j0; jt < a; jt++) skip(jt);
+    for (int t = j0; t < (a < z ? a : j1 + 1); t++) idle_step(t); /* before the range (or all: none) */
 
     float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
 
-    if (a < z) {
+    if (a < z) { /* steps a .. z */
         const uint32_t q_base = smem_addr(sQ) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
         float sc[NT][4], corr[2];
         uint32_t pf[NT / 2][4];
@@ -297,9 +406,12 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
             wgmma_fence();
 #pragma unroll
-            for (int kk = 0; kk < KD; kk++)
-                wgmma_ss<E, Bc, 0>(sc, sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
-                                   sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32), kk > 0);
+            for (int kk = 0; kk < KD; kk++) {
+                const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
+                               db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
+                if constexpr (Bc == 176) wgmma_m64n176k16_ss<E>(sc, da, db, kk > 0);
+                else wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
+            }
             wgmma_commit();
         };
         auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
@@ -321,6 +433,9 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
                 o[dt][2] *= corr[1];
                 o[dt][3] *= corr[1];
             }
+            /* here, not sunk past the turn and the next wgmma.fence (where ptxas would have to add
+             * a warpgroup.arrive of its own, which serializes the wgmma) */
+            wgmma_fence_operands(o);
         };
         auto mask_softmax = [&](int jt) { /* on sc: the mask of tile jt, then the online softmax */
             const int col0 = jt * Bc;
@@ -341,37 +456,48 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         };
 
         mbar_wait(&bar.q_full, 0);
-        { /* tile a: S, softmax, P (O is zero: its rescale waits for the next step) */
-            const int s = stage_of(a);
+        { /* step a: S, softmax, P (O is zero: its rescale waits for the next step); V_{a-1}, if
+           * the block has it, lies outside the range */
+            const int s = stage_of(a), sp = stage_of(a - 1);
             mbar_wait(&bar.k_full[s], parity_of(a));
+            if (a > j0) mbar_wait(&bar.v_full[sp], parity_of(a - 1));
+            take_turn();
             issue_s(s);
+            pass_turn();
             wgmma_wait<0>();
             wgmma_fence_operands(sc);
             mask_softmax(a);
             release(&bar.k_empty[s]); /* K (and its document starts) read */
+            if (a > j0) release(&bar.v_empty[sp]);
             acc_to_a_frags<E, NT>(pf, sc);
         }
-        for (int jt = a + 1; jt < z; jt++) {
+        for (int jt = a + 1; jt < z; jt++) { /* steps a + 1 .. z - 1 */
             const int s = stage_of(jt), sp = stage_of(jt - 1);
             mbar_wait(&bar.k_full[s], parity_of(jt));
-            issue_s(s);                                        /* S_jt */
-            rescale_o();                                       /* by corr_{jt-1}, under S_jt */
             mbar_wait(&bar.v_full[sp], parity_of(jt - 1));
+            rescale_o();                                       /* by corr_{jt-1}, while waiting for the turn */
+            take_turn();
+            issue_s(s);                                        /* S_jt */
             issue_pv(sp);                                      /* O += P_{jt-1} V_{jt-1} */
+            pass_turn();
             wgmma_wait<1>();                                   /* S_jt landed; P V may still run */
             wgmma_fence_operands(sc);
-            mask_softmax(jt);                                  /* under P V */
+            mask_softmax(jt);                                  /* under P V and the others' GEMMs */
             release(&bar.k_empty[s]);
             wgmma_wait<0>();
             wgmma_fence_operands(o);
             release(&bar.v_empty[sp]);
             acc_to_a_frags<E, NT>(pf, sc);                     /* P_jt: P_{jt-1}'s registers are free */
         }
-        { /* the last tile's P V */
-            const int sp = stage_of(z - 1);
-            rescale_o();
+        { /* step z: the last tile's P V; K_z, if the block has it, lies outside the range */
+            const int s = stage_of(z), sp = stage_of(z - 1);
+            if (z < j1) mbar_wait(&bar.k_full[s], parity_of(z));
             mbar_wait(&bar.v_full[sp], parity_of(z - 1));
+            rescale_o();
+            take_turn();
             issue_pv(sp);
+            pass_turn();
+            if (z < j1) release(&bar.k_empty[s]);
             wgmma_wait<0>();
             wgmma_fence_operands(o);
             release(&bar.v_empty[sp]);
@@ -381,9 +507,10 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     /* a row that saw no key: l = 0, so O = 0 and L = +inf */
     store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o, m,
                         l, warp_row0, T);
-    /* the block's tiles after this warpgroup's range: released, so that the producer can refill
-     * their buffers for the other warpgroups */
-    for (int jt = z; jt < j1; jt++) skip(jt);
+    /* steps z + 1 .. j1, after the range: the producer can refill their buffers for the others */
+    if (a < z)
+        for (int t = z + 1; t <= j1; t++) idle_step(t);
+    if (cw == 0) take_turn(); /* the hand-over of the last step: no barrier left with arrivals */
 #endif
 }
 
@@ -439,7 +566,7 @@ static int tma_make_map(CUtensorMap *map, const void *base, AttnDtype dtype, int
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const CUtensorMap &mk, const CUtensorMap &mv,
                               const TmaFwdParams<E> &p, cudaStream_t st) {
-    using Tr = TmaFwdTraits<D>;
+    using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
     void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const TmaFwdParams<E>) =
         flash_fwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
@@ -451,14 +578,14 @@ static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const C
 template <typename E, int D>
 static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const void *v, const TmaFwdParams<E> &p,
                          cudaStream_t st) {
-    using Tr = TmaFwdTraits<D>;
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    const int Br = TmaFwdTraits<D, 128>::Br, Bc = tma_fwd_bc(D, causal, extra); /* the kernel's tiles */
     const int Hkv = attn_kv_heads(s);
     CUtensorMap mq, mk, mv;
-    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Tr::Br) ||
-        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
-        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc))
+    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Br) ||
+        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc) ||
+        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc))
         return 1;
-    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     if (causal)
         return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, st)
                      : launch_tma_forward<E, D, true, false>(s, mq, mk, mv, p, st);

@@ -655,6 +655,10 @@ int main(int argc, char **argv) {
     run_problem(1, 777, 8, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
     run_problem(2, 600, 4, 1, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_problem(1, 450, 6, 3, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    /* the TMA forward's 176-key tiles (D = 128, no mask): 7 tiles over 2 buffers each, ragged last
+     * tile of 44 keys; and a last tile of one key */
+    run_mha(1, 1100, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(2, 177, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
     /* naive's query-row chunks (256 rows up to T = 4096, beyond T/16 rounded up to 64): T = 300,
      * 385, 513, 700, 1000 above and below run 2-4 chunks with a ragged last one (513: a last chunk
      * of one row), the windows give chunks whose keys start after key 0 (T = 385, 1000); T = 2100
