@@ -5,7 +5,8 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ *   none: no mask (every key; FLOPs count all T^2 pairs), instead of causal
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
  *   flash-mma, flash-tma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
  *   flash, and cudnn where built), every configuration.
@@ -86,7 +87,7 @@ template <typename F> static double time_ms(F fn) {
 
 /* The mask family (window=W, docs=L for documents of L tokens, alibi): causal plus these; the
  * TFLOP/s count the unmasked (query, key) pairs only. */
-struct BenchMask { int window = 0, doc_len = 0; bool alibi = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
+struct BenchMask { int window = 0, doc_len = 0; bool alibi = false, none = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
 static BenchMask g_mask;
 static AttnDtype g_dtype = ATTN_BF16;
 static bool mask_extras() { return g_mask.window > 0 || g_mask.doc_len > 0 || g_mask.alibi; }
@@ -123,7 +124,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     const int Hkv = g_mask.kv > 0 ? g_mask.kv : H;
     s.Hkv = Hkv;
     s.ld_qkv = (H + 2 * Hkv) * D; s.ld_o = H * D;
-    s.mask.kind = ATTN_MASK_CAUSAL;
+    s.mask.kind = g_mask.none ? ATTN_MASK_NONE : ATTN_MASK_CAUSAL;
     s.dtype = g_dtype;
     float *d_bias = NULL, *d_dbias = NULL;
     if (g_mask.bias) { /* T x T, broadcast over batch and heads; freed below */
@@ -187,7 +188,8 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     r.fb_ms = time_ms(fb);
     CUDA_OK(cudaDeviceSynchronize());
     if (failed) { fprintf(stderr, "%s T=%d: a call failed: %s\n", name, T, attn_cuda_last_error()); exit(3); }
-    double flops_fwd = mask_extras() ? 4.0 * B * H * D * unmasked_pairs(T) : 4.0 * B * H * (double)T * T * D / 2.0;
+    double flops_fwd = mask_extras() ? 4.0 * B * H * D * unmasked_pairs(T)
+                                     : 4.0 * B * H * (double)T * T * D / (g_mask.none ? 1.0 : 2.0);
     cudaFree(d_doc);
     cudaFree(d_slopes);
     r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
@@ -206,6 +208,7 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
         else if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
         else if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
+        else if (!strcmp(argv[i], "none")) g_mask.none = true;
         else if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
         else if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
         else if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
@@ -218,7 +221,7 @@ int main(int argc, char **argv) {
             }
             want[k] = any = true;
         } else {
-            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N window=W docs=L alibi kv=N bias dbias)\n",
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N none window=W docs=L alibi kv=N bias dbias)\n",
                     argv[i], attn_kernel_names_list());
             return 1;
         }
@@ -227,7 +230,12 @@ int main(int argc, char **argv) {
         for (int k = 0; k < ATTN_NUM_IMPLS; k++) want[k] = !attn_kernel_is_variant((AttnKernel)k);
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
-    printf("device: %s, %d SMs; %s, causal%s", prop.name, prop.multiProcessorCount, attn_dtype_name(g_dtype),
+    if (g_mask.none && (mask_extras() || g_mask.bias)) {
+        fprintf(stderr, "bench_attention: none (no mask) does not combine with window, docs, alibi or bias\n");
+        return 1;
+    }
+    printf("device: %s, %d SMs; %s, %s%s", prop.name, prop.multiProcessorCount, attn_dtype_name(g_dtype),
+           g_mask.none ? "no mask (FLOPs of all T^2 pairs)" : "causal",
            mask_extras() ? " +" : "\n");
     if (mask_extras())
         printf("%s%s%s (TFLOP/s over the unmasked pairs)\n", g_mask.window ? " window" : "", g_mask.doc_len ? " documents" : "",
