@@ -24,9 +24,9 @@
 #              graphs runs twice with each binary, alternating (same-call ratio of two builds;
 #              $OLD_ARGS: extra flags for the old binary, e.g. --cuda-graph before 2026-12-01)
 #   llmc       llm.c side by side: GPT-2 124M (d12, vocab 50257 padded to 50304), T = 1024, bf16,
-#              B = 16 and 64: this trainer ($LLMC_OURS, default --attn flash and cudnn, plus
-#              $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
-#              alternating, twice. llm.c's source is a git-ignored copy in local/llmc (carried;
+#              B = $LLMC_BS (16 64): this trainer ($LLMC_OURS, default --attn flash and cudnn; an
+#              entry KERNEL:MODE adds --recompute MODE; plus $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
+#              alternating, $LLMC_ROUNDS (2) times. llm.c's source is a git-ignored copy in local/llmc (carried;
 #              built there with USE_CUDNN=1 unless local/llmc/train_gpt2cu exists) whose
 #              cudaMallocConditionallyManaged exits instead of falling back to managed memory.
 #              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
@@ -216,15 +216,18 @@ stage_llmc() {
     { echo; echo "### llm.c side by side: GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"; echo
       echo "| run | tokens/sec | ms/step | peak GiB (nvidia-smi, over idle) | own figure |"; echo "|---|---|---|---|---|"; } | tee -a "$TABLE"
     local B round attn mem row
-    for B in 16 64; do
-        for round in 1 2; do
-            for attn in ${LLMC_OURS:-flash cudnn}; do
+    for B in ${LLMC_BS:-16 64}; do
+        for round in $(seq ${LLMC_ROUNDS:-2}); do
+            for spec in ${LLMC_OURS:-flash cudnn}; do
+                # KERNEL or KERNEL:RECOMPUTE (e.g. flash-tma:none)
+                local attn=${spec%%:*} rflag=""
+                [ "$spec" != "$attn" ] && rflag="--recompute ${spec#*:}"
                 rm -f "$OUT/llmc-ours.jsonl"
-                mem=$(sampled ours "$OUT/llmc-ours-$attn-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
+                mem=$(sampled ours "$OUT/llmc-ours-${spec/:/-}-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
                     --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
-                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn ${OURS_ARGS:-})
+                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn $rflag ${OURS_ARGS:-})
                 row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
-                echo "| ours $attn B=$B #$round $row" | tee -a "$TABLE"
+                echo "| ours $spec B=$B #$round $row" | tee -a "$TABLE"
             done
             mem=$(sampled llmc "$OUT/llmc-B$B-$round.out" timeout 240 local/llmc/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
                 -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1)
@@ -253,12 +256,14 @@ stage_torchgpt() {
     { echo; echo "### PyTorch eager peers in training ($(date -u +%F)): tokens/sec, peak GiB (nvidia-smi, over idle)"; echo
       echo "| run | tokens/sec | peak GiB | note |"; echo "|---|---|---|---|"; } | tee -a "$TABLE"
     local x="--layers 6 --channels 1024 --heads 8 --vocab 256 --seq-len 2048 --batch 2"
-    for m in causal none dense; do
+    for m in ${XF_MASKS-causal none dense}; do
         peer "torch-xf-fp32-$m-efficient" $x --accum 4 --precision fp32 --backend efficient --mask $m
         ours "ours-xf-fp32-$m-memeff" $x --grad-accum 4 --precision fp32 --attn memeff --mask $m
     done
-    peer "torch-xf-bf16-dense-efficient" $x --accum 4 --precision bf16 --backend efficient --mask dense
-    ours "ours-xf-bf16-dense-memeff" $x --grad-accum 4 --precision bf16 --attn memeff --mask dense
+    if [ -n "${XF_MASKS-x}" ]; then
+        peer "torch-xf-bf16-dense-efficient" $x --accum 4 --precision bf16 --backend efficient --mask dense
+        ours "ours-xf-bf16-dense-memeff" $x --grad-accum 4 --precision bf16 --attn memeff --mask dense
+    fi
     for T in ${LONG_TS:-16384 32768 65536}; do
         peer "torch-long-T$T-cudnn" --seq-len $T --batch 1 --precision bf16 --backend cudnn --steps 8
         for attn in ${LONG_ATTNS:-flash flash-tma}; do

@@ -65,7 +65,7 @@ class GPT(nn.Module):
         for b in self.blocks:
             x = b(x, bias)
         logits = F.linear(self.lnf(x), self.wte.weight)
-        return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.view(-1))
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 def main():
