@@ -16,7 +16,8 @@
  *     rounding the GPU does) and sums in double: the GPU must equal it up to the output's rounding
  *     and accumulation. This catches a wrong transpose, scale or layout that the first bound
  *     might be too loose to see.
- *   Each line also prints the worst
+ *   The dGELU input gradient runs in bf16 (cuda_fp8_dgelu_input_grad_is_bf16): its emulation is
+ *   the exact product of the bf16 inputs with fp32 sums. Each line also prints the worst
  *   |got - emulation| in units of sum |a b| (the accumulator's precision: ~2^-14 for FP8 on
  *   Hopper) and got / emulation at the largest output (1 unless a scale is wrong).
  *   Outputs are poisoned (NaN) first; the weight gradient accumulates onto random values.
@@ -232,6 +233,9 @@ static void check_layer(int N, int C, int OC, uint64_t seed, int gelu_case) {
 
     /* backward, calibrating the gradient's slot (its first call) */
     L.w.calibrate = 1;
+    /* the dGELU input gradient runs in bf16 (layers/fp8_cuda.cu's choice): its emulation is the
+     * exact product of the bf16 inputs */
+    const int dgelu_bf16 = cuda_fp8_dgelu_input_grad_is_bf16();
     for (int with_gelu = 0; with_gelu <= gelu_case; with_gelu++) {
         Dev dinp((size_t)N * C * 2), dW((size_t)OC * C * 4), dB((size_t)OC * 4);
         Dev scratch(cuda_colsum_scratch_floats(OC) * 4);
@@ -239,7 +243,7 @@ static void check_layer(int N, int C, int OC, uint64_t seed, int gelu_case) {
         Vec w0 = random_vec((size_t)OC * C, &rng, 0.01f), b0 = random_vec(OC, &rng, 0.01f);
         CK(cudaMemcpy(dW.p, w0.data(), w0.size() * 4, cudaMemcpyHostToDevice));
         CK(cudaMemcpy(dB.p, b0.data(), b0.size() * 4, cudaMemcpyHostToDevice));
-        int rc = cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), dB.as<float>(), dg.p, dx.p,
+        int rc = cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), dB.as<float>(), dg.p, dx.p, dw.p,
                                           with_gelu ? dpre.p : NULL, N, C, OC, 1.0f, scratch.as<float>(), 0);
         CK(cudaDeviceSynchronize());
         L.w.calibrate = 0;
@@ -255,6 +259,10 @@ static void check_layer(int N, int C, int OC, uint64_t seed, int gelu_case) {
                 Sum s = dot(&wt[c], &g[(size_t)n * OC], OC, 0, sw, 1, sg, C, 1);
                 double d = with_gelu ? gelu_grad(pre[(size_t)n * C + c]) : 1.0, ad = fabs(d) + 1e-3;
                 double ref = s.ref * d, emu = s.emu * d, acc = accum_slack(s, OC, 0) * ad;
+                if (with_gelu && dgelu_bf16) { /* bf16 GEMM: the bf16 inputs exactly, fp32 sums (an ulp per add) */
+                    emu = ref;
+                    acc = OC * ldexp(1.0, -23) * s.abs_sum * ad;
+                }
                 /* unfused dGELU: the product is rounded to bf16 before the multiply: 2^-8 more */
                 double extra = with_gelu ? ldexp(fabs(s.ref) * ad, -8) : 0.0;
                 ti.add(di[(size_t)n * C + c], ref, 6 * s.sigma * ad + acc + ldexp(fabs(ref), -8) + extra + 1e-30, emu,
@@ -274,7 +282,8 @@ static void check_layer(int N, int C, int OC, uint64_t seed, int gelu_case) {
             double e = fabs(gb[o] - ref) / (mag * 1e-5 + 1e-30);
             if (!(e <= bias_err)) bias_err = e;
         }
-        ti.check((std::string(label) + (with_gelu ? " input gradient dGELU" : " input gradient")).c_str());
+        ti.check((std::string(label) + (with_gelu ? (dgelu_bf16 ? " input gradient dGELU (bf16)" : " input gradient dGELU")
+                                                  : " input gradient")).c_str());
         if (!with_gelu) tw.check((std::string(label) + " weight gradient").c_str());
         CHECK(bias_err <= 1.0, "%s: bias gradient error %.3g x 1e-5 of sum |g|", label, bias_err);
     }
@@ -358,12 +367,12 @@ static void check_scaling(void) {
     put_bf16(dgbig, gbig);
     CK(cudaMemset(dW.p, 0, dW.bytes));
     L.w.calibrate = 1;
-    CHECK(cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), NULL, dg.p, dx.p, NULL, N, C, OC, 1.0f,
+    CHECK(cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), NULL, dg.p, dx.p, dw.p, NULL, N, C, OC, 1.0f,
                                    scratch.as<float>(), 0) == 0, "scaling: backward failed");
     L.w.calibrate = 0;
     roll();
     poison_bf16(dinp);
-    CHECK(cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), NULL, dgbig.p, dx.p, NULL, N, C, OC, 1.0f,
+    CHECK(cuda_fp8_matmul_backward(&L.f, &L.w, dinp.p, dW.as<float>(), NULL, dgbig.p, dx.p, dw.p, NULL, N, C, OC, 1.0f,
                                    scratch.as<float>(), 0) == 0, "scaling: backward failed");
     CK(cudaDeviceSynchronize());
     Vec di = get_bf16(dinp, (size_t)N * C), gw((size_t)OC * C);
