@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
         });
         k.calibrate = 1;
         double fb = time_ms([&] {
-            rc |= cuda_fp8_matmul_backward(&f, &k, out2, dw, db, g, x, bwd_gelu, N, l.in, l.out, 1.0f, scratch, 0);
+            rc |= cuda_fp8_matmul_backward(&f, &k, out2, dw, db, g, x, w, bwd_gelu, N, l.in, l.out, 1.0f, scratch, 0);
             k.calibrate = 0;
         });
         /* the casts alone: forward (weight copy + transpose, input copy), backward (gradient copy +

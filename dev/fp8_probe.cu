@@ -14,7 +14,11 @@
  * pointers 4 bytes apart instead of 16 (the suspected cause of an earlier "matmul failed in
  * attproj"). Prints, per GEMM: accepted or the cuBLASLt status, median time of 20 (CUDA events,
  * after 3 warm-ups), TFLOP/s (2 m n k), and the FP8/bf16 ratio; then fast accumulation's
- * difference from the promoted sums; then the step total for 12 layers.
+ * difference from the promoted sums; then the step total for 12 layers, with fcproj's input
+ * gradient as the trainer routes it (layers/fp8_cuda.cu: bf16 with its dGELU epilogue, because
+ * FP8's DGELU epilogue measured 0.420 ms against bf16's 0.161 on the H200) and the alternative
+ * it rejected (FP8 without the epilogue + a separate dGELU pass, timed here as a plain kernel
+ * with the trainer's bytes: read dinp and the pre-activation, write dinp, bf16).
  */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -58,6 +62,38 @@ static void *buffer(cudaDataType t, size_t n, float amp, unsigned seed) {
     CK(cudaMalloc(&d, h.size() + 256));
     CK(cudaMemcpy(d, h.data(), h.size(), cudaMemcpyHostToDevice));
     return d;
+}
+
+/* dinp *= GELU'(pre), bf16, the tanh form: the bytes of gelu_cuda.cu's backward pass (2 read, 1 written) */
+__global__ void dgelu_pass(__nv_bfloat16 *d, const __nv_bfloat16 *pre, size_t n) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float x = __bfloat162float(pre[i]), u = 0.7978845608f * (x + 0.044715f * x * x * x), t = tanhf(u);
+    float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.7978845608f * (1.0f + 3.0f * 0.044715f * x * x);
+    d[i] = __float2bfloat16_rn(__bfloat162float(d[i]) * g);
+}
+static double time_dgelu(size_t n) {
+    void *d = buffer(CUDA_R_16BF, n, 1.0f, 11), *pre = buffer(CUDA_R_16BF, n, 3.0f, 12);
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    std::vector<float> t;
+    for (int i = 0; i < 23; i++) {
+        CK(cudaEventRecord(e0));
+        dgelu_pass<<<(unsigned)((n + 255) / 256), 256>>>((__nv_bfloat16 *)d, (const __nv_bfloat16 *)pre, n);
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 3) t.push_back(ms);
+    }
+    CK(cudaGetLastError());
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(d);
+    cudaFree(pre);
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
 }
 
 struct Gemm {
@@ -203,6 +239,7 @@ int main(int argc, char **argv) {
     struct Lin { const char *name; int in, out, gelu_fwd, dgelu_bwd; } lins[4] = {
         {"qkv", C, 3 * C, 0, 0}, {"attproj", C, C, 0, 0}, {"fc", C, 4 * C, 1, 0}, {"fcproj", 4 * C, C, 0, 1}};
     double step_bf16 = 0, step_fp8 = 0;
+    double dgelu_fp8_epi = 0, dgelu_bf16 = 0, dgelu_fp8_plain = 0; /* fcproj's input gradient, three ways */
     int refused = 0;
     printf("\n  %-8s %-30s %-22s %-15s %s\n", "layer", "GEMM", "m x n x k op", "types", "result");
     for (const Lin &l : lins) {
@@ -221,6 +258,12 @@ int main(int argc, char **argv) {
             Result r = run(f8[i]);
             print(f8[i], r, &rb[i]);
             refused += !r.ok;
+            if (i == 1 && l.dgelu_bwd) { /* the trainer runs this one in bf16 (layers/fp8_cuda.cu) */
+                dgelu_fp8_epi = r.ok ? r.ms : 0;
+                dgelu_bf16 = rb[i].ms;
+                step_fp8 += rb[i].ms;
+                continue;
+            }
             step_fp8 += r.ok ? r.ms : rb[i].ms;
         }
         Gemm var[5] = {{l.name, "fp8 fwd, no fast accum", l.out, N, l.in, 1, 0, E4, E4, BF, fe, 0, 0, 16},
@@ -230,7 +273,9 @@ int main(int argc, char **argv) {
                        {l.name, "fp8 fwd, scales 4 B apart", l.out, N, l.in, 1, 0, E4, E4, BF, fe, 0, 1, 4}};
         for (const Gemm &g : var) {
             if ((&g == &var[2] && !l.gelu_fwd) || (&g == &var[3] && !l.dgelu_bwd)) continue; /* same as above */
-            print(g, run(g), &rb[&g == &var[3] ? 1 : 0]);
+            Result r = run(g);
+            print(g, r, &rb[&g == &var[3] ? 1 : 0]);
+            if (&g == &var[3] && r.ok) dgelu_fp8_plain = r.ms;
         }
     }
     /* fast accumulation against promoted sums: the forward GEMMs on identical inputs */
@@ -255,8 +300,13 @@ int main(int argc, char **argv) {
         cudaFree(da);
         cudaFree(db);
     }
-    printf("\n  12 layers x 12 GEMMs: bf16 %.2f ms, fp8 %.2f ms (GEMMs only; refused fp8 GEMMs counted at bf16's "
-           "time), %.2fx; %d fp8 GEMMs refused\n",
+    const double pass = time_dgelu((size_t)N * 4 * C); /* fcproj's input: N x 4C */
+    printf("\n  fcproj input gradient with dGELU: fp8 + DGELU epilogue %.3f ms; fp8 plain %.3f + dGELU pass %.3f "
+           "(%.0f GB/s) = %.3f ms; bf16 + DGELU epilogue %.3f ms (the trainer's choice%s)\n",
+           dgelu_fp8_epi, dgelu_fp8_plain, pass, 3.0 * 2 * N * 4.0 * C / (pass * 1e6), dgelu_fp8_plain + pass,
+           dgelu_bf16, dgelu_bf16 <= dgelu_fp8_plain + pass && dgelu_bf16 <= dgelu_fp8_epi ? ": fastest" : ": NOT the fastest here");
+    printf("\n  12 layers x 12 GEMMs: bf16 %.2f ms, fp8 %.2f ms (GEMMs only, fcproj's input gradient in bf16 as the "
+           "trainer runs it; refused fp8 GEMMs counted at bf16's time), %.2fx; %d fp8 GEMMs refused\n",
            12 * step_bf16, 12 * step_fp8, step_bf16 / step_fp8, refused);
     cudaFree(workspace);
     cublasLtDestroy(lt);

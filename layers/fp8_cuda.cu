@@ -12,10 +12,15 @@
  * and records its amax:
  *   forward:  W -> W8 and W8^T (kept for backward), inp -> inp8        (bytes: 2 in, 2 + 1 out)
  *   backward: dout -> dout8 and dout8^T, inp -> inp8^T                 (2 in, 2 out; 2 in, 1 out)
+ *             (the dGELU layer, fcproj: dout -> dout8^T only; its input gradient runs in bf16,
+ *             kDgeluInputGradBf16 below)
  * The input is cast twice (forward, and transposed again in backward from the bf16 activation
- * the trainer keeps anyway) rather than keeping an FP8 transpose per layer: the same bytes
- * moved, no memory. Per element of each linear layer's input: 2+1 bytes forward, 2+1 backward;
- * of its output gradient: 2+2; of its weight: 2+2 per forward.
+ * the trainer keeps anyway) rather than keeping an FP8 transpose per layer: not the same bytes
+ * (forward writing the transpose too would cost 1 byte an element, the recast costs 2 read + 1
+ * written: 2.1 GB a step more at GPT-2 124M, B = 16, ~0.6 ms), but no memory (keeping them: 7 N C
+ * bytes a layer, 1.06 GB at B = 16). Per element of each linear layer's input: 2+1 bytes forward,
+ * 2+1 backward; of its output gradient: 2+2 (2+1 for the dGELU layer, whose input gradient is
+ * bf16); of its weight: 2+2 per forward.
  *
  * Scaling (Transformer Engine's delayed scaling, margin 0): each tensor has a slot (layers_cuda.h)
  * with scale, 1/scale, the amax of this step and a 16-step amax history. A cast multiplies by
@@ -35,6 +40,16 @@
  * partial sums); backward ones do not (Transformer Engine's choice: the gradients' sums are
  * longer, k = N). The test bounds (test/gpu/test_fp8.cu) apply to both. */
 static const int kFastAccumForward = 1;
+
+/* fcproj's input gradient (the one with the dGELU epilogue) runs in bf16, not FP8. On the H200
+ * (dev/fp8_probe, GPT-2 124M, N = 16384, 4C -> C): FP8 with cuBLASLt's DGELU epilogue 0.420 ms
+ * (184 TFLOP/s: that epilogue is slow in FP8), FP8 without it 0.078 ms + the separate dGELU pass
+ * (gelu_cuda.cu: read dinp and the pre-activation, write dinp, 3 x 100.7 MB at ~3 TB/s = 0.10 ms,
+ * predicted) = 0.18 ms, bf16 with the epilogue 0.161 ms (measured). bf16 also skips that
+ * layer's non-transposed E5M2 copy of the output gradient (only the weight gradient needs the
+ * transpose). 1: bf16 (from the bf16 weight); 0: FP8 (+ epilogue, or its fallback). */
+static const int kDgeluInputGradBf16 = 1;
+extern "C" int cuda_fp8_dgelu_input_grad_is_bf16(void) { return kDgeluInputGradBf16; }
 
 enum { CAST_TILE = 64, CAST_THREADS = 256 };
 
@@ -204,12 +219,20 @@ extern "C" int cuda_fp8_matmul_forward(const Fp8Linear *f, const Fp8Work *w, voi
 }
 
 extern "C" int cuda_fp8_matmul_backward(const Fp8Linear *f, const Fp8Work *w, void *dinp, float *dweight,
-                                        float *dbias, const void *dout, const void *inp, const void *gelu_pre, int N,
-                                        int C, int OC, float alpha, float *scratch, cudaStream_t stream) {
+                                        float *dbias, const void *dout, const void *inp, const void *weight,
+                                        const void *gelu_pre, int N, int C, int OC, float alpha, float *scratch,
+                                        cudaStream_t stream) {
+    const int dinp_bf16 = dinp && gelu_pre && kDgeluInputGradBf16;
+    const int need_g8 = dinp && !dinp_bf16; /* the non-transposed E5M2 copy: the FP8 input gradient only */
     if (w->calibrate) cuda_fp8_calibrate(f->g, dout, N, OC, stream);
-    cuda_fp8_cast(w->g, w->gt, dout, N, OC, f->g, 1, 1, stream);
+    cuda_fp8_cast(need_g8 ? w->g : NULL, w->gt, dout, N, OC, f->g, 1, 1, stream);
     const float *dw = f->w + FP8_SLOT_DESCALE, *dx = f->x + FP8_SLOT_DESCALE, *dg = f->g + FP8_SLOT_DESCALE;
-    if (dinp) {
+    if (dinp_bf16) {
+        /* input gradient only (dweight NULL): GEMM with its dGELU epilogue, or GEMM + dGELU */
+        if (cuda_matmul_backward(PRECISION_BF16, dinp, NULL, NULL, dout, NULL, weight, gelu_pre, N, C, OC, 0, alpha,
+                                 scratch, stream) != 0)
+            return refused("input gradient, bf16 with dGELU");
+    } else if (dinp) {
         int rc = 1;
         if (gelu_pre) {
             rc = cuda_matmul_fp8(C, N, OC, f->wt8, 0, dw, w->g, 1, dg, dinp, 0, alpha, 0.0f, FP8_EPI_DGELU, NULL,

@@ -51,7 +51,7 @@ int cuda_matmul_forward(Precision p, void *out, void *gelu_pre, const void *inp,
  *   dinp (N, C)  = alpha * dout @ weight                (overwritten; NULL to skip)
  *                  then * GELU'(gelu_pre) when gelu_pre != NULL: the gradient of the
  *                  pre-activation of a GELU that fed this layer
- *   dweight     += alpha * dout^T @ inp                 (fp32)
+ *   dweight     += alpha * dout^T @ inp                 (fp32; NULL to skip, with dbias: inp unused)
  *   dbias       += alpha * column sums of dout          (fp32; NULL to skip)
  * scratch: cuda_colsum_scratch_floats(OC) floats. */
 int cuda_matmul_backward(Precision p, void *dinp, float *dweight, float *dbias,
@@ -124,9 +124,12 @@ size_t cuda_fp8_work_bytes(size_t N, int max_width);
  * gradients), in FP8. N, C, OC multiples of 16. Returns 0, or -1 with one line on stderr. */
 int cuda_fp8_matmul_forward(const Fp8Linear *f, const Fp8Work *w, void *out, void *gelu_pre, const void *inp,
                             const void *weight, const void *bias, int N, int C, int OC, cudaStream_t stream);
+/* Backward takes the bf16 weight (OC, C) too: an input gradient with gelu_pre (dGELU) runs in
+ * bf16 from it when cuda_fp8_dgelu_input_grad_is_bf16() (layers/fp8_cuda.cu says why). */
 int cuda_fp8_matmul_backward(const Fp8Linear *f, const Fp8Work *w, void *dinp, float *dweight, float *dbias,
-                             const void *dout, const void *inp, const void *gelu_pre, int N, int C, int OC,
-                             float alpha, float *scratch, cudaStream_t stream);
+                             const void *dout, const void *inp, const void *weight, const void *gelu_pre, int N,
+                             int C, int OC, float alpha, float *scratch, cudaStream_t stream);
+int cuda_fp8_dgelu_input_grad_is_bf16(void);
 
 /* ---- column sums (layers/colsum_cuda.cu): the deterministic row reduction ------------------- */
 size_t cuda_colsum_scratch_floats(int C);

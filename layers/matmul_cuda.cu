@@ -310,6 +310,7 @@ extern "C" int cuda_matmul_backward(Precision p, void *dinp, float *dweight, flo
      * scratch and a tiny kernel adds it; only used when alpha == 1. Off by default: on an H100
      * (N=16K, C=768, bf16) BGRADB added 46/19/53/18 us to the qkv/attproj/fc/fcproj weight
      * GEMMs, the separate column sum 40/15/49/19 us (dev/cuda_trainer_notes.md). */
+    if (!dweight) return 0; /* the input gradient only (--matmul fp8's dGELU layer) */
     int bias_done = 0;
     if (dbias && g_fusion && g_bgrad_epilogue && alpha == 1.0f) {
         int rc = lt_matmul(t, CUDA_R_32F, C, OC, N, inp, C, 0, dout, ld_dout, 1, dweight, C,

@@ -474,8 +474,8 @@ static int linear_backward(Model *m, int l, int lin, int wt, int bt, void *dinp,
                                     C, OC, 0, 1.0f, m->mem.s.reduce, m->stream);
     Fp8Linear f = fp8_linear(m, l, lin);
     m->fp8.work.calibrate = m->fp8.bwd_calls == 0;
-    return cuda_fp8_matmul_backward(&f, &m->fp8.work, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, gelu_pre, N, C, OC,
-                                    1.0f, m->mem.s.reduce, m->stream);
+    return cuda_fp8_matmul_backward(&f, &m->fp8.work, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, wx(m, wt, l),
+                                    gelu_pre, N, C, OC, 1.0f, m->mem.s.reduce, m->stream);
 }
 
 /* Logits of rows [r0, r0+rows) into the logits buffer, then the fused classifier. */
