@@ -69,7 +69,13 @@ template <int D_> struct TmaBwdTraits {
     static constexpr int kDqBoxBytes = 64 * 32 * 4;      /* one fp32 box: 64 rows x 32 columns */
     static constexpr int kDqBoxes = kDqCols / 32;
     static constexpr int kDqBytes = kDqBoxes * kDqBoxBytes;
-    static constexpr int kRowBytes = Br * 4;             /* L or D_i of one tile */
+    /* L or D_i of one tile: a TMA box's start address must be 16-byte aligned (PTX ISA, tensors,
+     * tiled mode, bounding box), and the tile's first entry (b * H + h) * T + q0 is one only when
+     * T % 4 == 0; so the box starts at that entry rounded down to a multiple of 4 and takes
+     * kRowBox = Br + 4 entries (its first 0..3 belong to the row before), and the consumers read
+     * from the entry's offset in it. One buffer: kRowStride floats (128-byte multiple). */
+    static constexpr int kRowBox = Br + 4, kRowBoxBytes = kRowBox * 4;
+    static constexpr int kRowStride = (kRowBox + 31) / 32 * 32, kRowBytes = kRowStride * 4;
     static constexpr int kSmemBytes =
         2 * kKVBytes + 2 * kStages * kQBytes + 2 * kDsBytes + kConsumers * kDqBytes + 2 * kStages * kRowBytes + 1024;
 
@@ -79,6 +85,8 @@ template <int D_> struct TmaBwdTraits {
                       kDqBoxBytes % 1024 == 0,
                   "every SW128 panel starts 1024-byte aligned (the swizzle's period)");
     static_assert(kRowBytes % 128 == 0, "the L / D_i boxes stay 128-byte aligned");
+    static_assert(kRowBox <= 256 && kRowBoxBytes % 16 == 0 && kRowBox <= kRowStride,
+                  "an L / D_i box: <= 256 entries, a multiple of 16 bytes, within its buffer");
     static_assert(kDqCols % 32 == 0 && (Br == 128 ? kDqCols == D_ : 2 * kDqCols == D_), "dQ halves cover the tile");
     static_assert(kProducerRegs * 128 + kConsumerRegs * 128 * kConsumers <= 65536, "setmaxnreg: the SM's registers");
     static_assert(kProducerRegs <= 65536 / kThreads && kConsumerRegs >= 65536 / kThreads,
@@ -145,8 +153,8 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     unsigned char *sdO = sQ + S * Tr::kQBytes;     /* [S][kPanels][Br][64] */
     unsigned char *sdS = sdO + S * Tr::kQBytes;    /* [2][Br / 64][Bc][64] */
     unsigned char *sdQ = sdS + 2 * Tr::kDsBytes;   /* [consumer][kDqBoxes][64][32] fp32 */
-    float *sL = (float *)(sdQ + Tr::kConsumers * Tr::kDqBytes); /* [S][Br] */
-    float *sDv = sL + S * Br;                                   /* [S][Br] */
+    float *sL = (float *)(sdQ + Tr::kConsumers * Tr::kDqBytes); /* [S][kRowStride] */
+    float *sDv = sL + S * Tr::kRowStride;                       /* [S][kRowStride] */
     __shared__ TmaBwdBarriers<Tr> bar;
 
     const int bg = attn_block_head(), b = bg / p.Hkv, kvh = bg % p.Hkv; /* (batch, K/V head) */
@@ -196,20 +204,21 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         int ti = 0, hq = h0;
         for (int i = 0; i < n_iter; i++) {
             const int s = i % S, q0 = tile_at(ti) * Br;
-            const int row = (b * p.H + hq) * T + q0; /* L and D_i of (b, hq) are rows of one flat array */
+            /* L and D_i of (b, hq) are rows of one flat array; the box starts 16-byte aligned */
+            const int row = (b * p.H + hq) * T + q0, row_box = row & ~3;
             /* the buffer's previous tile (i - S) released by every consumer warp */
             if (i >= S) mbar_wait(&bar.empty[s], ((i / S) - 1) & 1);
-            mbar_arrive_expect_tx(&bar.q_full[s], Tr::kQBytes + Tr::kRowBytes);
+            mbar_arrive_expect_tx(&bar.q_full[s], Tr::kQBytes + Tr::kRowBoxBytes);
 #pragma unroll
             for (int pn = 0; pn < Tr::kPanels; pn++)
                 tma_load_3d(sQ + s * Tr::kQBytes + pn * Tr::kQBoxBytes, &tm_q, hq * D + pn * 64, q0, b, &bar.q_full[s]);
-            tma_load_1d(sL + s * Br, &tm_lse, row, &bar.q_full[s]);
-            mbar_arrive_expect_tx(&bar.do_full[s], Tr::kQBytes + Tr::kRowBytes);
+            tma_load_1d(sL + s * Tr::kRowStride, &tm_lse, row_box, &bar.q_full[s]);
+            mbar_arrive_expect_tx(&bar.do_full[s], Tr::kQBytes + Tr::kRowBoxBytes);
 #pragma unroll
             for (int pn = 0; pn < Tr::kPanels; pn++)
                 tma_load_3d(sdO + s * Tr::kQBytes + pn * Tr::kQBoxBytes, &tm_do, hq * D + pn * 64, q0, b,
                             &bar.do_full[s]);
-            tma_load_1d(sDv + s * Br, &tm_dvec, row, &bar.do_full[s]);
+            tma_load_1d(sDv + s * Tr::kRowStride, &tm_dvec, row_box, &bar.do_full[s]);
             if (++ti == m_count) ti = 0, hq++;
         }
         return;
@@ -245,7 +254,8 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         const int s = i % S, q0 = tile_at(ti) * Br;
         const uint32_t ph = (uint32_t)((i / S) & 1);
         const uint32_t q_base = smem_addr(sQ + s * Tr::kQBytes), do_base = smem_addr(sdO + s * Tr::kQBytes);
-        const float *L_t = sL + s * Br, *D_t = sDv + s * Br;
+        const int row_off = ((b * p.H + hq) * T + q0) & 3; /* the tile's first entry in its L / D_i box */
+        const float *L_t = sL + s * Tr::kRowStride + row_off, *D_t = sDv + s * Tr::kRowStride + row_off;
         unsigned char *ds_tile = sdS + (i & 1) * Tr::kDsBytes;
 
         /* S^T = K Q^T, dP^T = V dO^T: issued back to back, each as soon as its operands landed */
@@ -272,8 +282,8 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         if (needs_mask) mask_tile<NQ, CAUSAL ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE>(st, key_row0, q0, T, true);
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
-            const float2 Lq = *(const float2 *)(L_t + nt * 8 + c);
-            const float L2[2] = {Lq.x * LOG2E_F, Lq.y * LOG2E_F};
+            /* two 4-byte reads: row_off may be odd, so L_t + nt * 8 + c need not be 8-byte aligned */
+            const float L2[2] = {L_t[nt * 8 + c] * LOG2E_F, L_t[nt * 8 + c + 1] * LOG2E_F};
 #pragma unroll
             for (int e = 0; e < 4; e++) st[nt][e] = exp2f(st[nt][e] * p.scale_log2 - L2[e & 1]);
         }
@@ -281,8 +291,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         wgmma_fence_operands(dpt);
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
-            const float2 Dq = *(const float2 *)(D_t + nt * 8 + c);
-            const float Dd[2] = {Dq.x, Dq.y};
+            const float Dd[2] = {D_t[nt * 8 + c], D_t[nt * 8 + c + 1]};
 #pragma unroll
             for (int e = 0; e < 4; e++) dpt[nt][e] = st[nt][e] * (dpt[nt][e] - Dd[e & 1]);
         }
@@ -428,7 +437,8 @@ static int tma_bwd_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtyp
     return tma_bwd_map(map, base, dtype == ATTN_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
                        3, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
-/* The fp32 rows L or D_i ([B * H][T], flat): boxes of Br consecutive entries. */
+/* The fp32 rows L or D_i ([B * H][T], flat): boxes of box_rows consecutive entries (Traits::kRowBox: a
+ * tile's Br rows from its first entry rounded down to a multiple of 4, the box's address aligned). */
 static int tma_bwd_map_rows(CUtensorMap *map, const float *base, long long n, int box_rows) {
     const cuuint64_t dims[1] = {(cuuint64_t)n}, strides[1] = {0};
     const cuuint32_t box[1] = {(cuuint32_t)box_rows};
@@ -454,7 +464,7 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
         tma_bwd_map_tokens(&mk, a->k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
         tma_bwd_map_tokens(&mv, a->v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
         tma_bwd_map_tokens(&mdo, a->dout, s->dtype, s->H * D, s->T, s->B, s->ld_o, Tr::Br) ||
-        tma_bwd_map_rows(&ml, a->lse, rows, Tr::Br) || tma_bwd_map_rows(&mdv, a->dvec, rows, Tr::Br))
+        tma_bwd_map_rows(&ml, a->lse, rows, Tr::kRowBox) || tma_bwd_map_rows(&mdv, a->dvec, rows, Tr::kRowBox))
         return 1;
     TmaBwdParams<E> p;
     memset(&p, 0, sizeof p);
