@@ -655,6 +655,11 @@ int main(int argc, char **argv) {
     run_problem(1, 777, 8, 2, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
     run_problem(2, 600, 4, 1, 64, ATTN_MASK_NONE, BIAS_NONE);
     run_problem(1, 450, 6, 3, 64, ATTN_MASK_CAUSAL, BIAS_NONE);
+    /* ... and its L / D_i boxes, which start at entry (b * H + h) * T + q0 rounded down to a multiple
+     * of 4 (a TMA box's address is 16-byte aligned): T = 131 over 6 heads puts the tile's first entry
+     * at every offset 0..3 of its box, for both tile heights (D = 64: 128 rows, D = 128: 64) */
+    run_mha(2, 131, 3, 64, ATTN_MASK_NONE, BIAS_NONE);
+    run_mha(2, 131, 3, 128, ATTN_MASK_CAUSAL, BIAS_NONE);
     /* the TMA forward's 176-key tiles (D = 128, no mask): 7 tiles over 2 buffers each, ragged last
      * tile of 44 keys; and a last tile of one key */
     run_mha(1, 1100, 2, 128, ATTN_MASK_NONE, BIAS_NONE);
