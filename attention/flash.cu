@@ -718,16 +718,10 @@ static const char *flash_tma_unsupported(const AttnShape *s) {
     if (why) return why;
     return flash_tma_refuses(s);
 }
-/* Sequences shorter than one key tile run flash-sm90's kernels, forward and backward: on an H200
- * (2026-12-02) test_attention's first flash-tma case (T = 1) stopped with "illegal instruction"
- * in the TMA kernels while T >= 1024 trained and benchmarked correctly; the cause is not yet found
- * (dev/attention_notes.md, v10). The cost is nil: below 128 keys a block has one tile. */
-enum { kTmaMinT = 128 };
 static int flash_tma_forward_impl(const AttnShape *s, const void *q, const void *k, const void *v, void *o,
                                   void *saved, void *workspace, void *stream) {
     const char *why = flash_tma_unsupported(s);
     if (why) return attn_cuda_fail("flash-tma forward: %s", why);
-    if (s->T < kTmaMinT) return flash_forward_with(true, s, q, k, v, o, saved, stream);
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
         return attn_cuda_fail("flash-tma forward: q, k, v, o must be 16-byte aligned");
     const int rc = flash_tma_forward(s, q, k, v, o, (float *)saved, attn_stream(stream));
@@ -738,8 +732,7 @@ static int flash_tma_backward(const AttnShape *s, const void *q, const void *k, 
                               void *stream) {
     const char *why = flash_tma_unsupported(s);
     if (why) return attn_cuda_fail("flash-tma backward: %s", why);
-    return flash_backward_with(s->T < kTmaMinT ? kBwdSm90 : kBwdTma, s, q, k, v, o, dout, saved, dq, dk, dv, workspace,
-                               stream);
+    return flash_backward_with(kBwdTma, s, q, k, v, o, dout, saved, dq, dk, dv, workspace, stream);
 }
 const AttnImpl attn_flash_tma_cuda = {ATTN_FLASH_TMA,     ATTN_CUDA,             flash_tma_unsupported,
                                       flash_saved_bytes,  flash_workspace_bytes, flash_tma_forward_impl,
