@@ -20,25 +20,27 @@ extern const AttnImpl attn_cudnn_cuda ATTN_WEAK;
  * reached through flash's `variants`). Adding a kernel is its enum value, its object's
  * declaration above (or in attention_impls.h for a CPU one) and one row here; names, attn_impl(), the resolvers, the help texts, the
  * shared library, dev/bench_attention and the tests all read this table. */
+enum { ATTN_MAX_VARIANTS = 3 };
 typedef struct {
     AttnKernel kernel;
     const char *name;
     const AttnImpl *cpu, *cuda;
     int auto_rank;
-    AttnKernel variants[2];   /* the variants attn_resolve picks among, in preference order */
+    AttnKernel variants[ATTN_MAX_VARIANTS]; /* the variants attn_resolve picks among, in preference order */
     int unresolved_variant;   /* 1: a variant of another kernel that attn_resolve does not pick (by name only) */
 } AttnKernelRow;
 
+#define NO_VARIANTS {ATTN_AUTO, ATTN_AUTO, ATTN_AUTO}
 static const AttnKernelRow kernel_rows[ATTN_NUM_IMPLS] = {
-    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_naive_cuda, 2, {ATTN_AUTO, ATTN_AUTO}, 0},
-    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_memeff_cuda, 1, {ATTN_AUTO, ATTN_AUTO}, 0},
-    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_flash_cuda, 0, {ATTN_FLASH_SM90, ATTN_FLASH_MMA}, 0},
-    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_flash_sm90_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 0},
-    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_flash_mma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 0},
-    {ATTN_CUDNN, "cudnn", NULL, &attn_cudnn_cuda, 3, {ATTN_AUTO, ATTN_AUTO}, 0},
-    /* flash-sm90 with the TMA, warp-specialised forward: a variant of flash that flash does not
-     * resolve to until it is measured faster (then it goes first in flash's variants) */
-    {ATTN_FLASH_TMA, "flash-tma", NULL, &attn_flash_tma_cuda, -1, {ATTN_AUTO, ATTN_AUTO}, 1},
+    {ATTN_NAIVE, "naive", &attn_naive_cpu, &attn_naive_cuda, 2, NO_VARIANTS, 0},
+    {ATTN_MEMEFF, "memeff", &attn_memeff_cpu, &attn_memeff_cuda, 1, NO_VARIANTS, 0},
+    /* flash on CUDA: the TMA, warp-specialised kernels (flash-tma: fwd+bwd 1.28-1.86x flash-sm90's
+     * on an H200, 2026-12-02, dev/attention_notes.md v10), else the wgmma ones, else mma.sync */
+    {ATTN_FLASH, "flash", &attn_flash_cpu, &attn_flash_cuda, 0, {ATTN_FLASH_TMA, ATTN_FLASH_SM90, ATTN_FLASH_MMA}, 0},
+    {ATTN_FLASH_SM90, "flash-sm90", NULL, &attn_flash_sm90_cuda, -1, NO_VARIANTS, 0},
+    {ATTN_FLASH_MMA, "flash-mma", NULL, &attn_flash_mma_cuda, -1, NO_VARIANTS, 0},
+    {ATTN_CUDNN, "cudnn", NULL, &attn_cudnn_cuda, 3, NO_VARIANTS, 0},
+    {ATTN_FLASH_TMA, "flash-tma", NULL, &attn_flash_tma_cuda, -1, NO_VARIANTS, 0},
 };
 
 static const char *const mask_names[ATTN_NUM_MASKS] = {"none", "causal", "dense"};
@@ -89,7 +91,7 @@ const char *attn_kernel_names_list(void) {
 int attn_kernel_is_variant(AttnKernel k) {
     if (k >= 0 && k < ATTN_NUM_IMPLS && kernel_rows[k].unresolved_variant) return 1;
     for (int i = 0; i < ATTN_NUM_IMPLS; i++)
-        for (int v = 0; v < 2; v++)
+        for (int v = 0; v < ATTN_MAX_VARIANTS; v++)
             if (k != ATTN_AUTO && kernel_rows[i].variants[v] == k) return 1;
     return 0;
 }
@@ -181,7 +183,7 @@ void attn_alibi_slopes(int H, float *slopes) {
 AttnKernel attn_resolve(AttnKernel k, const AttnShape *s, AttnPlace place) {
     if (k == ATTN_AUTO) k = attn_resolve_auto(s, place);
     if (k < 0 || k >= ATTN_NUM_IMPLS) return k;
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < ATTN_MAX_VARIANTS; i++) {
         AttnKernel v = kernel_rows[k].variants[i];
         const AttnImpl *impl = v >= 0 ? attn_impl(v, place) : NULL;
         if (impl && (!impl->unsupported || impl->unsupported(s) == NULL)) return v;

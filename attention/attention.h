@@ -75,9 +75,9 @@ extern "C" {
  * variants of one algorithm (flash on CUDA is flash-sm90, the Hopper wgmma kernels on compute
  * capability 9.0, or flash-mma, the mma.sync kernels of every GPU; attn_resolve() turns flash into
  * the one that runs) and cudnn, cuDNN's fused attention (attention/cudnn.cu, built where cuDNN
- * and its frontend are found; no CPU counterpart). flash-tma is a variant of flash that flash
- * does not resolve to yet: flash-sm90 with the TMA, warp-specialised forward
- * (attention/flash_sm90_tma.cu), reached by its name only until it is measured faster. */
+ * and its frontend are found; no CPU counterpart). flash-tma, the TMA, warp-specialised kernels
+ * (attention/flash_sm90_tma.cu, flash_sm90_tma_bwd.cu), is the variant flash resolves to first on
+ * Hopper. */
 typedef enum {
     ATTN_NAIVE = 0, ATTN_MEMEFF, ATTN_FLASH, ATTN_NUM_KERNELS,
     ATTN_FLASH_SM90 = ATTN_NUM_KERNELS, ATTN_FLASH_MMA, ATTN_CUDNN, ATTN_FLASH_TMA, ATTN_NUM_IMPLS,

@@ -563,7 +563,7 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         return;
     }
     /* every kernel of the registry that is not a variant of another (flash runs its Hopper kernels
-     * where they apply), and flash-mma and flash-tma beside it on a Hopper GPU */
+     * where they apply), and flash-mma and flash-tma (what the trainer's flash resolves to there) beside it on a Hopper GPU */
     for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
         if (attn_kernel_is_variant((AttnKernel)kk)) continue;
         const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
