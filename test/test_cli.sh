@@ -88,7 +88,7 @@ for opt in data val-data init model layers heads channels vocab max-seq-len batc
     grep -q -- "--$opt" "$tmp/help" && ok || bad "--help does not list --$opt"
 done
 grep -q "default" "$tmp/help" && ok || bad "--help shows no defaults"
-grep -qE -- "--matmul bf16\|fp8 .*lm head and everything else stay bf16 \[default: bf16\]" "$tmp/help" \
+grep -qE -- "--matmul bf16\|fp8 .*lm head, the fc projection.s input gradient .* and everything else stay bf16 \[default: bf16\]" "$tmp/help" \
     && ok || bad "--help does not show --matmul with its default"
 # README's options block is --help's list exactly (the lines after usage and the intro)
 pycheck "README options block differs from --help" - "$tmp/help" README.md <<'PYEOF'
