@@ -628,7 +628,11 @@ static void check_adamw_steps(const GPT2Config &c, int B, int T, int no_linear_b
     Vec params(n);
     gpt2_init_params(&c, params.data(), 7);
     Model *mc = make(&cpu_backend, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, no_linear_bias);
-    Model *mg = make(gpu, c, B, T, PRECISION_FP32, RECOMPUTE_GELU, no_linear_bias);
+    /* recompute none: this check's floor assumes the GPU does the CPU's arithmetic in another
+     * order, and recompute gelu does not (the recomputed GELU is our kernel's, the forward's is
+     * cuBLASLt's GELU_AUX epilogue: ulps apart, which 20 Adam steps amplified in fcprojw to 4.1x
+     * and 7.1x the floors on the H200, 2026-12-02); the recompute modes have their own checks */
+    Model *mg = make(gpu, c, B, T, PRECISION_FP32, RECOMPUTE_NONE, no_linear_bias);
     CHECK(mc && mg, "adamw: create");
     if (!mc || !mg) return;
     cpu_backend.set_params(mc, params.data());
