@@ -594,7 +594,7 @@ static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st
     flash_bwd_preprocess<E, D><<<row_grid, 256, 0, st>>>(p);
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &hopper, st) : -1; /* -1: not applicable (mask extras) */
+    int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &hopper, st) : -1; /* -1: not applicable */
     if (rc < 0 && main_kernel != kBwdMma) rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
     if (rc < 0 && flash_needs_extra(s)) {
         FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
@@ -710,8 +710,8 @@ const AttnImpl attn_flash_sm90_cuda = {ATTN_FLASH_SM90,    ATTN_CUDA,           
                                        flash_backward};
 
 /* flash-tma: flash-sm90 with the TMA, warp-specialised forward (flash_sm90_tma.cu) and backward
- * main kernel (flash_sm90_tma_bwd.cu; window, documents, key padding and ALiBi run flash-sm90's
- * backward for now). It runs exactly the shapes flash_tma_refuses() accepts (no fallback inside: a
+ * main kernel (flash_sm90_tma_bwd.cu; every mask but a dense bias, which flash-sm90 refuses
+ * too). It runs exactly the shapes flash_tma_refuses() accepts (no fallback inside: a
  * refused shape is unsupported, so a measurement of flash-tma is always the new forward). */
 static const char *flash_tma_unsupported(const AttnShape *s) {
     const char *why = flash_unsupported(s);

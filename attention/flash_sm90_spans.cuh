@@ -42,6 +42,17 @@ __device__ __forceinline__ int sm90_doc_end(const int *d, int lo, int hi, int v)
     return m ? lo + __ffs(m) - 1 : hi;
 }
 
+/* sm90_doc_end by one thread alone: a binary search (log2(hi - lo) dependent loads), for
+ * arguments that differ between the lanes of a warp. */
+__device__ __forceinline__ int sm90_doc_end_lane(const int *d, int lo, int hi, int v) {
+    while (lo < hi) { /* the answer lies in [lo, hi] */
+        const int mid = (lo + hi) >> 1;
+        if (__ldg(d + mid) > v) hi = mid;
+        else lo = mid + 1;
+    }
+    return hi;
+}
+
 /* The mask of one sequence b as row intervals. Queries r < T, keys j: the functions ending in
  * _doc are warp-wide (sm90_doc_end) and must be called with a warp-uniform argument. */
 template <bool CAUSAL> struct Sm90Spans {
@@ -69,6 +80,15 @@ template <bool CAUSAL> struct Sm90Spans {
     __device__ __forceinline__ int qhi_doc(int j) const {
         const int hi = qhi(j);
         return d && hi > j + 1 ? sm90_doc_end(d, j + 1, hi, __ldg(d + j)) : hi;
+    }
+    /* qhi_doc for a lane's own key j of a warp whose keys end at jl (warp-uniform, j <= jl < T),
+     * given end_l, the end of jl's document (sm90_doc_end, warp-wide). j's document is either
+     * jl's (the same start) or ends at or before jl: then a search of at most jl - j positions. */
+    __device__ __forceinline__ int qhi_doc_in(int j, int jl, int end_l) const {
+        const int hi = qhi(j);
+        if (!d || hi <= j + 1) return hi;
+        const int v = __ldg(d + j);
+        return min(hi, v == __ldg(d + jl) ? end_l : sm90_doc_end_lane(d, j + 1, jl + 1, v));
     }
 };
 template <bool CAUSAL, bool EXTRA>

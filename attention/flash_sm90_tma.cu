@@ -536,6 +536,15 @@ static TmaEncodeTiledFn tma_encode_fn(void) {
     return fn;
 }
 
+CUresult flash_tma_encode(CUtensorMap *map, CUtensorMapDataType type, cuuint32_t rank, const void *base,
+                          const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box, CUtensorMapSwizzle swz) {
+    const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+    TmaEncodeTiledFn fn = tma_encode_fn();
+    if (!fn) return CUDA_ERROR_NOT_SUPPORTED;
+    return fn(map, type, rank, const_cast<void *>(base), dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+              swz, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 const char *flash_tma_refuses(const AttnShape *s) {
     if (!FLASH_SM90) return "flash-tma: needs a build for sm_90a";
     const char *why = flash_sm90_refuses(s);
@@ -547,18 +556,14 @@ const char *flash_tma_refuses(const AttnShape *s) {
 }
 
 #if FLASH_SM90 /* the launchers: only an sm_90a build has the kernels */
-/* The 3-D tensor map (columns, tokens, sequences) of a token-major tensor whose rows are ld
- * elements apart, cols wide (its heads), with boxes of 64 columns x box_rows tokens, 128-byte
- * swizzle; tokens past T read as zeros. */
-static int tma_make_map(CUtensorMap *map, const void *base, AttnDtype dtype, int cols, int T, int B, long long ld,
-                        int box_rows) {
+/* flash_sm90_tma.h */
+int flash_tma_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, int cols, int T, int B, long long ld,
+                         int box_rows) {
     const cuuint64_t dims[3] = {(cuuint64_t)cols, (cuuint64_t)T, (cuuint64_t)B};
     const cuuint64_t strides[2] = {(cuuint64_t)ld * 2, (cuuint64_t)ld * 2 * (cuuint64_t)T}; /* bytes, dims 1 and 2 */
-    const cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1}, elem_strides[3] = {1, 1, 1};
-    const CUresult r = tma_encode_fn()(map, dtype == ATTN_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                                       3, const_cast<void *>(base), dims, strides, box, elem_strides,
-                                       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    const cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1};
+    const CUresult r = flash_tma_encode(map, dtype == ATTN_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                        3, base, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
     if (r != CUDA_SUCCESS) return attn_cuda_fail("flash-tma: cuTensorMapEncodeTiled failed (CUresult %d)", (int)r);
     return 0;
 }
@@ -582,9 +587,9 @@ static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const
     const int Br = TmaFwdTraits<D, 128>::Br, Bc = tma_fwd_bc(D, causal, extra); /* the kernel's tiles */
     const int Hkv = attn_kv_heads(s);
     CUtensorMap mq, mk, mv;
-    if (tma_make_map(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Br) ||
-        tma_make_map(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc) ||
-        tma_make_map(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc))
+    if (flash_tma_map_tokens(&mq, q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Br) ||
+        flash_tma_map_tokens(&mk, k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc) ||
+        flash_tma_map_tokens(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc))
         return 1;
     if (causal)
         return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, st)

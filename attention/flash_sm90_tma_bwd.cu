@@ -33,14 +33,23 @@
  * shared barrier, so no extra warp and no extra mbarrier pair are needed.
  * Tiles: D = 64 Br = 128 (S^T / dP^T m64n128, 64 + 64 registers); D = 128 Br = 64 (dK, dV 64 + 64
  * registers). Smem ~193 KB at both: one block per SM.
- * Masks: causal and none. The rest of the family (window, documents, key padding, ALiBi) is
- * refused here (-1): flash.cu then runs flash-sm90's backward, as it did before this kernel.
+ * Masks: causal and none, and with EXTRA the rest of the family (window, documents, key padding,
+ * ALiBi) in flash_bwd_sm90_kernel's closed form (flash_sm90_spans.cuh): a key block visits only
+ * the query tiles that see one of its keys (the hull from Sm90Spans, computed by every warp before
+ * the roles split: the document search is warp-wide), a warp masks element by element only the
+ * tiles its 16 keys do not all see, and ALiBi is added to every tile. Each key's queries are one
+ * interval [lo, hi) (its document's end found once: Sm90Spans::qhi_doc_in), so the per-element
+ * mask compares positions only; a per-element document test, as flash-sm90's backward
+ * does it, held 32 more values live and spilled at D = 64. A dense bias is refused
+ * (flash_sm90_refuses): flash-mma's backward adds it.
  * Built for sm_90a only (Makefile: -DFLASH_SM90=1); elsewhere the entry point answers -1.
  */
+#include <limits.h>
 #include <string.h>
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
+#include "attention/flash_sm90_spans.cuh"
 #include "attention/flash_sm90_tma.h"
 #include "attention/flash_sm90_tma_bwd.h"
 #include "attention/tc_attention.cuh"
@@ -104,6 +113,7 @@ template <typename E> struct TmaBwdParams {
     int T, H, Hkv, group; /* group = H / Hkv */
     long long ld_qkv;
     float scale, scale_log2;
+    FlashMask x; /* read by the EXTRA instantiations only */
 };
 
 /* ---- asynchronous-copy pieces this kernel adds to tma_sm90.cuh's --------------------------- */
@@ -136,7 +146,7 @@ __device__ __forceinline__ void named_barrier_sync(int id, int count) {
 /* Named barrier ids (0 is __syncthreads): both consumer warpgroups; consumer warpgroup w alone. */
 enum { kBarConsumers = 1, kBarWarpgroup0 = 2 };
 
-template <typename E, int D, bool CAUSAL>
+template <typename E, int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(TmaBwdTraits<D>::kThreads, 1)
 flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_do,
@@ -164,12 +174,25 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     const int cw = wg - 1; /* consumer warpgroup; -1: the producer */
     const int T = p.T, k0 = n_blk * Bc;
 
-    /* the query tiles this key block meets: causal from the diagonal's tile on. Without the
-     * causal mask every key block starts at a different tile (rotated), so that the key blocks
-     * of a head do not all add into the same dQ rows at once. n_iter >= 1 (k0 < T). Iteration i
-     * is query head h0 + i / m_count, tile tile_at(i % m_count). */
-    const int m_first = CAUSAL ? k0 / Br : 0, m_count = (T + Br - 1) / Br - m_first;
-    const int n_iter = m_count * p.group;
+    /* the query tiles this key block meets: causal from the diagonal's tile on; EXTRA the hull
+     * of the queries that see one of its valid keys [ka, kz) (none: n_iter = 0, and dK = dV = 0).
+     * Without the causal mask every key block starts at a different tile (rotated), so that the
+     * key blocks of a head do not all add into the same dQ rows at once. Iteration i is query
+     * head h0 + i / m_count, tile tile_at(i % m_count). Computed by every thread, before the
+     * roles split: qhi_doc is warp-wide. */
+    const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
+    int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br;
+    if (EXTRA) {
+        const int ka = max(k0, sp.kb), kz = min(k0 + Bc, sp.ke);
+        if (ka < kz) {
+            const int lo = sp.d ? max(sp.qlo(ka), __ldg(sp.d + ka)) : sp.qlo(ka), hi = sp.qhi_doc(kz - 1);
+            m_first = lo / Br;
+            m_end = min(m_end, (hi + Br - 1) / Br);
+        } else {
+            m_end = m_first;
+        }
+    }
+    const int m_count = max(m_end - m_first, 0), n_iter = m_count * p.group;
     auto tile_at = [&](int t) { return m_first + (CAUSAL ? t : (t + n_blk) % m_count); };
 
     if (threadIdx.x == 0) {
@@ -236,6 +259,25 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     const uint32_t dq_b_base = smem_addr(sK) + (dq_col0 / 64) * Tr::kKVBoxBytes + (dq_col0 % 64) * 2;
     const int dq_a_panel = dq_row_off / 64;
     unsigned char *stage_dq = sdQ + cw * Tr::kDqBytes;
+    /* EXTRA: the query tiles inside [full_lo, full_hi) are seen by all 16 of this warp's keys;
+     * this thread's keys key_row0 + g (+ 8) are seen by the queries [q_lo[half], q_hi[half]) */
+    int full_lo = 0, full_hi = 0, q_lo[2] = {0, 0}, q_hi[2] = {0, 0};
+    if (EXTRA) {
+        const int j15 = key_row0 + 15;
+        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? (sp.d ? max(sp.qlo(j15), __ldg(sp.d + j15)) : sp.qlo(j15)) : INT_MAX;
+        full_hi = sp.qhi_doc(key_row0);
+        /* the end of the warp's last key's document (warp-wide), from which each lane's follows */
+        const int jl = min(j15, T - 1);
+        const int end_l = sp.d && key_row0 < T ? sm90_doc_end(sp.d, jl + 1, T, __ldg(sp.d + jl)) : T;
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            const int jk = key_row0 + g + 8 * half;
+            if (jk < T) {
+                q_lo[half] = sp.d ? max(sp.qlo(jk), __ldg(sp.d + jk)) : sp.qlo(jk);
+                q_hi[half] = sp.qhi_doc_in(jk, jl, end_l);
+            }
+        }
+    }
 
     float dk[ND][4], dv[ND][4];
 #pragma unroll
@@ -278,8 +320,16 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         /* P^T while dP^T runs: rows past T, keys past T and (causal) keys after the query masked */
         wgmma_wait<1>();
         wgmma_fence_operands(st);
-        const bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
-        if (needs_mask) mask_tile<NQ, CAUSAL ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE>(st, key_row0, q0, T, true);
+        if (EXTRA) {
+            if (q0 < full_lo || q0 + Br > full_hi) {
+                const int no_doc[2] = {0, 0};
+                sm90_mask_tile<NQ>(st, q_lo, q_hi, nullptr, no_doc, q0);
+            }
+            if (p.x.slopes) alibi_tile<NQ>(st, __ldg(p.x.slopes + hq) * p.x.inv_scale, key_row0, q0, true);
+        } else {
+            const bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
+            if (needs_mask) mask_tile<NQ, CAUSAL ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE>(st, key_row0, q0, T, true);
+        }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
             /* two 4-byte reads: row_off may be odd, so L_t + nt * 8 + c need not be 8-byte aligned */
@@ -395,47 +445,13 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
 static bool misaligned16(const void *x) { return ((uintptr_t)x & 15) != 0; }
 
 #if FLASH_SM90 /* the launchers: only an sm_90a build has the kernel */
-/* cuTensorMapEncodeTiled, from the driver through the runtime (no -lcuda): the same lookup as
- * flash_sm90_tma.cu's forward (which flash_tma_refuses() has already made). */
-typedef CUresult (*TmaBwdEncodeFn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
-                                   const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
-                                   CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
-static TmaBwdEncodeFn tma_bwd_encode_fn(void) {
-    static const TmaBwdEncodeFn fn = [] {
-        void *f = nullptr;
-        cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
-#if CUDART_VERSION >= 12050
-        const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q);
-#else
-        const cudaError_t e = cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &q);
-#endif
-        if (e != cudaSuccess || q != cudaDriverEntryPointSuccess) f = nullptr;
-        cudaGetLastError(); /* a failed query leaves no error behind */
-        return (TmaBwdEncodeFn)f;
-    }();
-    return fn;
-}
-
 /* Encodes one tensor map: rank dims (innermost first, elements), the byte strides of dims 1.., the
  * box, and the swizzle; out-of-range boxes read as zeros (loads) or are clipped (reduce-adds). */
 static int tma_bwd_map(CUtensorMap *map, const void *base, CUtensorMapDataType type, cuuint32_t rank,
                        const cuuint64_t *dims, const cuuint64_t *strides, const cuuint32_t *box, CUtensorMapSwizzle swz) {
-    const cuuint32_t elem_strides[3] = {1, 1, 1};
-    const CUresult r = tma_bwd_encode_fn()(map, type, rank, const_cast<void *>(base), dims, strides, box, elem_strides,
-                                           CU_TENSOR_MAP_INTERLEAVE_NONE, swz, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    const CUresult r = flash_tma_encode(map, type, rank, base, dims, strides, box, swz);
     if (r != CUDA_SUCCESS) return attn_cuda_fail("flash-tma backward: cuTensorMapEncodeTiled failed (CUresult %d)", (int)r);
     return 0;
-}
-/* A token-major 16-bit tensor (columns = its heads, tokens, sequences; rows ld elements apart):
- * boxes of 64 columns x box_rows tokens, 128-byte swizzle (wgmma_sm90.cuh's SW128 panels). */
-static int tma_bwd_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, int cols, int T, int B, long long ld,
-                              int box_rows) {
-    const cuuint64_t dims[3] = {(cuuint64_t)cols, (cuuint64_t)T, (cuuint64_t)B};
-    const cuuint64_t strides[2] = {(cuuint64_t)ld * 2, (cuuint64_t)ld * 2 * (cuuint64_t)T};
-    const cuuint32_t box[3] = {64, (cuuint32_t)box_rows, 1};
-    return tma_bwd_map(map, base, dtype == ATTN_FP16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                       3, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 /* The fp32 rows L or D_i ([B * H][T], flat): boxes of box_rows consecutive entries (Traits::kRowBox: a
  * tile's Br rows from its first entry rounded down to a multiple of 4, the box's address aligned). */
@@ -445,7 +461,7 @@ static int tma_bwd_map_rows(CUtensorMap *map, const float *base, long long n, in
     return tma_bwd_map(map, base, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 1, dims, strides, box, CU_TENSOR_MAP_SWIZZLE_NONE);
 }
 
-template <typename E, int D, bool CAUSAL>
+template <typename E, int D, bool CAUSAL, bool EXTRA>
 static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
     using Tr = TmaBwdTraits<D>;
     const int Hkv = attn_kv_heads(s);
@@ -460,10 +476,10 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
                         CU_TENSOR_MAP_SWIZZLE_128B))
             return 1;
     }
-    if (tma_bwd_map_tokens(&mq, a->q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Tr::Br) ||
-        tma_bwd_map_tokens(&mk, a->k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
-        tma_bwd_map_tokens(&mv, a->v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
-        tma_bwd_map_tokens(&mdo, a->dout, s->dtype, s->H * D, s->T, s->B, s->ld_o, Tr::Br) ||
+    if (flash_tma_map_tokens(&mq, a->q, s->dtype, s->H * D, s->T, s->B, s->ld_qkv, Tr::Br) ||
+        flash_tma_map_tokens(&mk, a->k, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
+        flash_tma_map_tokens(&mv, a->v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Tr::Bc) ||
+        flash_tma_map_tokens(&mdo, a->dout, s->dtype, s->H * D, s->T, s->B, s->ld_o, Tr::Br) ||
         tma_bwd_map_rows(&ml, a->lse, rows, Tr::kRowBox) || tma_bwd_map_rows(&mdv, a->dvec, rows, Tr::kRowBox))
         return 1;
     TmaBwdParams<E> p;
@@ -474,8 +490,10 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
     p.ld_qkv = s->ld_qkv;
     p.scale = s->scale;
     p.scale_log2 = s->scale * LOG2E_F;
+    if (EXTRA) p.x = flash_mask(s);
     void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                   const CUtensorMap, const CUtensorMap, const TmaBwdParams<E>) = flash_bwd_tma_kernel<E, D, CAUSAL>;
+                   const CUtensorMap, const CUtensorMap, const TmaBwdParams<E>) =
+        flash_bwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * Hkv));
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, mdo, ml, mdv, mdq, p);
@@ -483,18 +501,21 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
     return 0;
 }
 
+template <typename E, int D>
+static int tma_backward_d(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
+    const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
+    if (causal)
+        return extra ? launch_tma_backward<E, D, true, true>(s, a, st) : launch_tma_backward<E, D, true, false>(s, a, st);
+    return extra ? launch_tma_backward<E, D, false, true>(s, a, st) : launch_tma_backward<E, D, false, false>(s, a, st);
+}
 template <typename E>
 static int tma_backward_as(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
-    const bool causal = s->mask.kind == ATTN_MASK_CAUSAL;
-    if (s->D == 64) return causal ? launch_tma_backward<E, 64, true>(s, a, st) : launch_tma_backward<E, 64, false>(s, a, st);
-    return causal ? launch_tma_backward<E, 128, true>(s, a, st) : launch_tma_backward<E, 128, false>(s, a, st);
+    return s->D == 64 ? tma_backward_d<E, 64>(s, a, st) : tma_backward_d<E, 128>(s, a, st);
 }
 #endif
 
 int flash_tma_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
     if (!FLASH_SM90 || flash_tma_refuses(s)) return -1;
-    /* window, documents, key padding, ALiBi: flash-sm90's backward (the caller's fallback) for now */
-    if (flash_mask_has_extras(s)) return -1;
     if (misaligned16(a->lse) || misaligned16(a->dvec) || misaligned16(a->dq_accum)) return -1;
     if ((long long)s->T * s->ld_o * 2 >= (1LL << 40)) return -1; /* dO's sequence stride, as ld_qkv's */
     if (attn_rows(s) >= (1LL << 31)) return -1;                    /* L / D_i coordinates are int32 */

@@ -575,8 +575,8 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_BF16, r16, "(mma.sync)");
             run_case(p, attn_impl(ATTN_FLASH_MMA, ATTN_CUDA), ATTN_FP16, rh, "(mma.sync)");
-            /* and flash-tma: the TMA, warp-specialised forward and backward (flash-sm90's backward
-             * for the mask family's extras) */
+            /* and flash-tma: the TMA, warp-specialised forward and backward (the mask family's
+             * extras included) */
             const AttnImpl *tma = attn_impl(ATTN_FLASH_TMA, ATTN_CUDA);
             if (!tma) { n_skipped += 2; continue; }
             run_case(p, tma, ATTN_BF16, r16, "(tma)");
@@ -689,6 +689,10 @@ int main(int argc, char **argv) {
         run_mha(1, 1100, 2, D, ATTN_MASK_NONE, BIAS_NONE, X_DOCS);
         run_mha(1, 1100, 2, D, ATTN_MASK_NONE, BIAS_NONE, X_WINDOW | X_DOCS | X_KEYPAD | X_ALIBI);
     }
+    /* flash-tma's backward with the mask family: key blocks whose hull spans several query tiles
+     * (a window of 421 keys), GQA groups running those hulls per query head, ALiBi per head */
+    run_problem(1, 2100, 4, 2, 64, ATTN_MASK_CAUSAL, BIAS_NONE, X_WINDOW | X_DOCS | X_ALIBI);
+    run_problem(2, 1500, 4, 1, 128, ATTN_MASK_NONE, BIAS_NONE, X_WINDOW | X_KEYPAD | X_ALIBI);
     /* Grouped-query attention: Hkv = 1 (multi-query) and H/2, with and without masks. */
     const int gTs[] = {1, 17, 127, 200};
     for (int di = 0; di < 3; di++)
