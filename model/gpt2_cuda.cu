@@ -771,6 +771,7 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     CUDA_CHECK(cudaEventRecord(m->staged, st));
 
     m->B = B; m->T = T; m->has_targets = targets != NULL;
+    prof_forward_begin(&m->prof);
     run_body(m, &m->fwd_graph, B, T, targets != NULL, forward_fn);
     m->dlogits_ready = targets != NULL;
     if (!targets) return 0.0f;
@@ -785,6 +786,7 @@ static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
         fprintf(stderr, "cuda backend: backward needs a forward with targets first (one backward per forward)\n");
         exit(1);
     }
+    prof_forward_trained(&m->prof);
     gsync_backward_begin(&m->gs, sync_grads);
     int flag;
     memcpy(&flag, &loss_scale, sizeof flag);

@@ -27,7 +27,7 @@ void prof_collect(Profile *p) {
     for (int k = 1; k < p->n; k++) {
         float ms = 0.0f;
         if (p->cat[k] != PF_START && cudaEventElapsedTime(&ms, p->ev[k - 1], p->ev[k]) == cudaSuccess)
-            p->ms[p->cat[k]] += ms;
+            (p->in_forward ? p->fwd_ms : p->ms)[p->cat[k]] += ms;
     }
     /* keep the last event as the start of the next interval */
     if (p->n > 1) {
@@ -37,6 +37,23 @@ void prof_collect(Profile *p) {
         p->cat[0] = PF_START;
         p->n = 1;
     }
+}
+
+void prof_forward_begin(Profile *p) {
+    /* what is still open belongs before this forward: the last update (counted) or a forward
+     * without targets (held, then dropped below); waiting for it costs only --profile runs */
+    if (p->record && p->n > 1) {
+        cudaEventSynchronize(p->ev[p->n - 1]);
+        prof_collect(p);
+    }
+    memset(p->fwd_ms, 0, sizeof p->fwd_ms);
+    p->in_forward = 1;
+}
+
+void prof_forward_trained(Profile *p) {
+    for (int c = 0; c < PF_NUM; c++) p->ms[c] += p->fwd_ms[c];
+    memset(p->fwd_ms, 0, sizeof p->fwd_ms);
+    p->in_forward = 0;
 }
 
 void prof_step(Profile *p) {

@@ -3,8 +3,10 @@
  * The CUDA backend records an event on its stream between the parts of a step (eager runs only:
  * a step replayed as a CUDA graph records none); the intervals are read back at the next host
  * synchronisation and summed per part, the first PROF_WARMUP_STEPS + 1 steps left out. The
- * table goes to stderr when the model is destroyed. The marks cost about 1 ms a step on GPT-2
- * 124M. C++ only (used by model/gpt2_cuda.cu).
+ * table goes to stderr when the model is destroyed. A forward's parts are held apart until a
+ * backward follows it: forward-only passes (validation, evaluation, sampling) are left out, so the
+ * parts add up to the training step. The marks cost about 1 ms a step on GPT-2 124M. C++ only
+ * (used by model/gpt2_cuda.cu).
  */
 #ifndef PROFILE_CUDA_H
 #define PROFILE_CUDA_H
@@ -28,6 +30,8 @@ typedef struct {
     cudaEvent_t ev[PF_MAX_MARKS];
     int cat[PF_MAX_MARKS];
     double ms[PF_NUM];
+    int in_forward;          /* collections go to fwd_ms (a forward that no backward has followed yet) */
+    double fwd_ms[PF_NUM];
 } Profile;
 
 /* Off unless `on`; `graphs`: the steps are captured as CUDA graphs, so no marks are recorded. */
@@ -38,6 +42,11 @@ void prof_mark(Profile *p, int cat);
 static inline int prof_open(const Profile *p) { return p->on && p->n; }
 /* After a host synchronisation (every recorded event has completed): adds up the intervals. */
 void prof_collect(Profile *p);
+/* The start of a forward: a previous forward that no backward followed is dropped (it was
+ * forward-only); this one's parts are held until prof_forward_trained. */
+void prof_forward_begin(Profile *p);
+/* The start of a backward: the forward before it was a training step's, its parts count. */
+void prof_forward_trained(Profile *p);
 /* The start of an optimizer update: counts a step, forgetting the warm-up's times. */
 void prof_step(Profile *p);
 /* Collects, prints the table (when on and past the warm-up) and frees the events. */
