@@ -5,7 +5,8 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [B=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ *   B=N: N sequences instead of 65536 / T (a small B keeps compute-sanitizer runs short)
  *   none: no mask (every key; FLOPs count all T^2 pairs), instead of causal
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
  *   flash-mma, flash-tma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
@@ -200,11 +201,12 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
 
 int main(int argc, char **argv) {
     bool want[ATTN_NUM_IMPLS] = {false}, any = false;
-    int only_T = 0, only_D = 0;
+    int only_T = 0, only_D = 0, only_B = 0;
     for (int i = 1; i < argc; i++) {
         AttnKernel k;
         if (!strncmp(argv[i], "T=", 2)) only_T = atoi(argv[i] + 2);
         else if (!strncmp(argv[i], "D=", 2)) only_D = atoi(argv[i] + 2);
+        else if (!strncmp(argv[i], "B=", 2)) only_B = atoi(argv[i] + 2);
         else if (!strncmp(argv[i], "window=", 7)) g_mask.window = atoi(argv[i] + 7);
         else if (!strncmp(argv[i], "docs=", 5)) g_mask.doc_len = atoi(argv[i] + 5);
         else if (!strcmp(argv[i], "alibi")) g_mask.alibi = true;
@@ -221,7 +223,7 @@ int main(int argc, char **argv) {
             }
             want[k] = any = true;
         } else {
-            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N none window=W docs=L alibi kv=N bias dbias)\n",
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N B=N none window=W docs=L alibi kv=N bias dbias)\n",
                     argv[i], attn_kernel_names_list());
             return 1;
         }
@@ -253,7 +255,7 @@ int main(int argc, char **argv) {
         const char *name = attn_kernel_name((AttnKernel)kk);
         for (const Cfg &c : cfgs) {
             if ((only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
-            int B = 65536 / c.T;
+            int B = only_B > 0 ? only_B : 65536 / c.T;
             Row r = bench_one(impl, name, B, c.T, H, c.D);
             if (r.oom) printf("%-10s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);
             else if (r.unsupported) printf("%-10s D=%3d T=%5d: unsupported (%s)\n", r.kernel, r.D, r.T, r.why);
