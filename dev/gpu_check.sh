@@ -8,7 +8,8 @@
 #   tests      make test-gpu (every CUDA kernel and the CUDA trainer against the CPU reference)
 #   attention  dev/bench_attention: the attention microbenchmark table
 #   masks      the mask family (causal, window 1024, documents of 2048, ALiBi) at T = 4096 and
-#              16384 for $MASK_KERNELS (default: flash flash-mma cudnn), then PyTorch's
+#              16384 for $MASK_KERNELS (default: flash-tma flash-mma cudnn; bench_attention's
+#              `flash` is the registry row itself, not what --attn flash resolves to), then PyTorch's
 #              FlexAttention on the same masks (dev/flex_masks.py), TFLOP/s over unmasked pairs
 #   peers      PyTorch's SDPA backends (FlashAttention-2, cuDNN, efficient) and FlexAttention on
 #              bench_attention's causal / non-causal shapes (dev/sdpa_peers.py, D = $PEER_D)
@@ -108,7 +109,7 @@ stage_attention() {
 
 stage_masks() {
     header "mask family: bench_attention (fwd+bwd / fwd TFLOP/s over unmasked pairs), then FlexAttention"
-    for k in ${MASK_KERNELS:-flash flash-mma cudnn}; do
+    for k in ${MASK_KERNELS:-flash-tma flash-mma cudnn}; do
         for m in "" window=1024 docs=2048 alibi; do
             for T in 4096 16384; do
                 timeout 60 ./build/dev/bench_attention "$k" T=$T D=64 $m 2>&1 | grep -E "^$k |unsupported|rror" |
