@@ -147,49 +147,6 @@ __device__ __forceinline__ void named_bar_arrive(int id, int n) {
     asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
 }
 
-/* S = Q K^T for a 176-key tile: wgmma m64n176k16, both operands K-major from shared memory (the
- * wrappers in wgmma_sm90.cuh stop at N = 128; this one is the only user of N = 176). */
-#define TMA_WGMMA_M64N176K16_SS(TY) \
-    asm volatile( \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %90, 0;\n" \
-        "wgmma.mma_async.sync.aligned.m64n176k16.f32." TY "." TY " " \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63," \
-        "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79," \
-        "%80, %81, %82, %83, %84, %85, %86, %87}, " \
-        "%88, %89, p, 1, 1, 0, 0;\n}\n" \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), \
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), \
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), \
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), \
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), \
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), \
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), \
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), \
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]), \
-          "+f"(d[16][0]), "+f"(d[16][1]), "+f"(d[16][2]), "+f"(d[16][3]), \
-          "+f"(d[17][0]), "+f"(d[17][1]), "+f"(d[17][2]), "+f"(d[17][3]), \
-          "+f"(d[18][0]), "+f"(d[18][1]), "+f"(d[18][2]), "+f"(d[18][3]), \
-          "+f"(d[19][0]), "+f"(d[19][1]), "+f"(d[19][2]), "+f"(d[19][3]), \
-          "+f"(d[20][0]), "+f"(d[20][1]), "+f"(d[20][2]), "+f"(d[20][3]), \
-          "+f"(d[21][0]), "+f"(d[21][1]), "+f"(d[21][2]), "+f"(d[21][3]) \
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate))
-template <typename E>
-__device__ __forceinline__ void wgmma_m64n176k16_ss(float (&d)[22][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) TMA_WGMMA_M64N176K16_SS("f16");
-    else TMA_WGMMA_M64N176K16_SS("bf16");
-}
-#undef TMA_WGMMA_M64N176K16_SS
-
 /* 2^x as one MUFU.EX2: exp2f's own code adds, per call, a compare and two predicated multiplies
  * that keep results below 2^-126 as denormals (3 more issue slots per score, which at D = 64
  * rival the GEMMs); here such results are 0 (ftz; -inf gives 0): a P below 2^-126 in a row sum
@@ -409,8 +366,7 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             for (int kk = 0; kk < KD; kk++) {
                 const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
                                db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
-                if constexpr (Bc == 176) wgmma_m64n176k16_ss<E>(sc, da, db, kk > 0);
-                else wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
+                wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
             }
             wgmma_commit();
         };

@@ -80,155 +80,81 @@ template <int NT> __device__ __forceinline__ void wgmma_fence_operands(float (&d
         for (int e = 0; e < 4; e++) asm volatile("" : "+f"(d[i][e])::"memory");
 }
 
-/* ---- wgmma.mma_async wrappers (generated, one per shape): d (+)= A B, 64 x N x 16 ----------
- * _rs: A from registers, B from smem (TRANS_B = 1: B is MN-major, n contiguous);
- * E: the inputs' element type (bf16 or fp16; the accumulator d is fp32 either way);
- * _ss: A and B from smem (TRANS = 1: both MN-major, else both K-major).
- * `accumulate` 0 overwrites d (scale-d), so the first k step needs no zeroed accumulator. */
+/* ---- wgmma.mma_async wrappers: d (+)= A B, 64 x N x 16 ----------------------------------------
+ * wgmma_rs: A from registers, B from smem (TRANS_B = 1: B is MN-major, n contiguous);
+ * wgmma_ss: A and B from smem (TRANS = 1: both MN-major, else both K-major);
+ * E: the inputs' element type (bf16 or fp16; the accumulator d is fp32 either way).
+ * `accumulate` 0 overwrites d (scale-d), so the first k step needs no zeroed accumulator.
+ *
+ * One asm text per form, for every N: the instruction lists its N/2 accumulator registers one
+ * by one, so a shape brings that list (WGMMA_REGS_N: the operands %0 .. %(N/2 - 1); WGMMA_DOPS_N:
+ * d[0][0] .. d[N/8 - 1][3] as "+f" operands, in that order) and the numbers of the operands after
+ * them (from N/2 on; the preprocessor cannot add). */
+#define WGMMA_D4(j) "+f"(d[j][0]), "+f"(d[j][1]), "+f"(d[j][2]), "+f"(d[j][3])
+#define WGMMA_REGS_N32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+#define WGMMA_DOPS_N32 WGMMA_D4(0), WGMMA_D4(1), WGMMA_D4(2), WGMMA_D4(3)
+#define WGMMA_REGS_N64 WGMMA_REGS_N32 ", %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define WGMMA_DOPS_N64 WGMMA_DOPS_N32, WGMMA_D4(4), WGMMA_D4(5), WGMMA_D4(6), WGMMA_D4(7)
+#define WGMMA_REGS_N128                                                                                       \
+    WGMMA_REGS_N64 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, " \
+                   "%50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define WGMMA_DOPS_N128 \
+    WGMMA_DOPS_N64, WGMMA_D4(8), WGMMA_D4(9), WGMMA_D4(10), WGMMA_D4(11), WGMMA_D4(12), WGMMA_D4(13), WGMMA_D4(14), WGMMA_D4(15)
+#define WGMMA_REGS_N176                                                                                         \
+    WGMMA_REGS_N128 ", %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, " \
+                    "%82, %83, %84, %85, %86, %87"
+#define WGMMA_DOPS_N176 \
+    WGMMA_DOPS_N128, WGMMA_D4(16), WGMMA_D4(17), WGMMA_D4(18), WGMMA_D4(19), WGMMA_D4(20), WGMMA_D4(21)
 
-#define WGMMA_ASM_M64N64K16_RS(TY)                                                           \
-    asm volatile(                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                               \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                                \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                   \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "        \
-        "{%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"                                            \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                              \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                              \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                              \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                              \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                              \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                              \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                              \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])                               \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(TRANS_B))
-template <typename E, int TRANS_B>
-__device__ __forceinline__ void wgmma_m64n64k16_rs(float (&d)[8][4], const uint32_t a[4], uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) WGMMA_ASM_M64N64K16_RS("f16");
-    else WGMMA_ASM_M64N64K16_RS("bf16");
-}
-#undef WGMMA_ASM_M64N64K16_RS
-
-#define WGMMA_ASM_M64N128K16_RS(TY)                                                          \
-    asm volatile(                                                                                  \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                               \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                               \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"                   \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"          \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"          \
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "        \
-        "{%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"                                            \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                              \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                              \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                              \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                              \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                              \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                              \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                              \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                              \
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                              \
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),                              \
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),                          \
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),                          \
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),                          \
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),                          \
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),                          \
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])                           \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(TRANS_B))
-template <typename E, int TRANS_B>
-__device__ __forceinline__ void wgmma_m64n128k16_rs(float (&d)[16][4], const uint32_t a[4], uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) WGMMA_ASM_M64N128K16_RS("f16");
-    else WGMMA_ASM_M64N128K16_RS("bf16");
-}
-#undef WGMMA_ASM_M64N128K16_RS
-
-#define WGMMA_ASM_M64N32K16_SS(TY)                                            \
-    asm volatile(                                                                   \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"                                \
-        "wgmma.mma_async.sync.aligned.m64n32k16.f32." TY "." TY " "                 \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "  \
-        "%16, %17, p, 1, 1, %19, %19;\n}\n"                                         \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),               \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),               \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),               \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])                \
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(TRANS))
-template <typename E, int TRANS>
-__device__ __forceinline__ void wgmma_m64n32k16_ss(float (&d)[4][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) WGMMA_ASM_M64N32K16_SS("f16");
-    else WGMMA_ASM_M64N32K16_SS("bf16");
-}
-#undef WGMMA_ASM_M64N32K16_SS
-
-#define WGMMA_ASM_M64N64K16_SS(TY)                                                     \
-    asm volatile(                                                                            \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                         \
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " "                          \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"             \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "  \
-        "%32, %33, p, 1, 1, %35, %35;\n}\n"                                                  \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                        \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                        \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                        \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                        \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                        \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                        \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                        \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])                         \
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(TRANS))
-template <typename E, int TRANS>
-__device__ __forceinline__ void wgmma_m64n64k16_ss(float (&d)[8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) WGMMA_ASM_M64N64K16_SS("f16");
-    else WGMMA_ASM_M64N64K16_SS("bf16");
-}
-#undef WGMMA_ASM_M64N64K16_SS
-
-#define WGMMA_ASM_M64N128K16_SS(TY)                                                    \
-    asm volatile(                                                                            \
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                         \
-        "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " "                         \
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15,"             \
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31,"    \
-        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47,"    \
-        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "  \
-        "%64, %65, p, 1, 1, %67, %67;\n}\n"                                                  \
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),                        \
-          "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),                        \
-          "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),                        \
-          "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),                        \
-          "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),                        \
-          "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),                        \
-          "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),                        \
-          "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]),                        \
-          "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]),                        \
-          "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]),                        \
-          "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]),                    \
-          "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]),                    \
-          "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]),                    \
-          "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),                    \
-          "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),                    \
-          "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])                     \
-        : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(TRANS))
-template <typename E, int TRANS>
-__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-    if constexpr (std::is_same<E, __half>::value) WGMMA_ASM_M64N128K16_SS("f16");
-    else WGMMA_ASM_M64N128K16_SS("bf16");
-}
-#undef WGMMA_ASM_M64N128K16_SS
+/* A0..A3: the A fragment's registers, B: B's descriptor, ACC: accumulate, TB: TRANS_B. */
+#define WGMMA_RS_ASM(TY, N, A0, A1, A2, A3, B, ACC, TB)                                                  \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #ACC ", 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " "                         \
+                 "{" WGMMA_REGS_N##N "}, {%" #A0 ", %" #A1 ", %" #A2 ", %" #A3 "}, %" #B ", p, 1, 1, %" #TB \
+                 ";\n}\n"                                                                                \
+                 : WGMMA_DOPS_N##N                                                                       \
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate), "n"(TRANS_B))
+/* A, B: the descriptors, ACC: accumulate, TR: TRANS (for both operands). */
+#define WGMMA_SS_ASM(TY, N, A, B, ACC, TR)                                                               \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %" #ACC ", 0;\n"                                      \
+                 "wgmma.mma_async.sync.aligned.m64n" #N "k16.f32." TY "." TY " "                         \
+                 "{" WGMMA_REGS_N##N "}, %" #A ", %" #B ", p, 1, 1, %" #TR ", %" #TR ";\n}\n"            \
+                 : WGMMA_DOPS_N##N                                                                       \
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate), "n"(TRANS))
+/* The instruction's input type from E, then the form's asm with the shape's arguments. */
+#define WGMMA_AS(E, FORM, ...)                                          \
+    do {                                                                \
+        if constexpr (std::is_same<E, __half>::value) FORM("f16", __VA_ARGS__); \
+        else FORM("bf16", __VA_ARGS__);                                 \
+    } while (0)
 
 template <typename E, int N, int TRANS_B>
 __device__ __forceinline__ void wgmma_rs(float (&d)[N / 8][4], const uint32_t a[4], uint64_t desc_b, int accumulate) {
     static_assert(N == 64 || N == 128, "wgmma_rs: N is 64 or 128");
-    if constexpr (N == 64) wgmma_m64n64k16_rs<E, TRANS_B>(d, a, desc_b, accumulate);
-    else wgmma_m64n128k16_rs<E, TRANS_B>(d, a, desc_b, accumulate);
+    if constexpr (N == 64) WGMMA_AS(E, WGMMA_RS_ASM, 64, 32, 33, 34, 35, 36, 37, 38);
+    else WGMMA_AS(E, WGMMA_RS_ASM, 128, 64, 65, 66, 67, 68, 69, 70);
 }
 
 template <typename E, int N, int TRANS>
 __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b, int accumulate) {
-    static_assert(N == 32 || N == 64 || N == 128, "wgmma_ss: N is 32, 64 or 128");
-    if constexpr (N == 32) wgmma_m64n32k16_ss<E, TRANS>(d, desc_a, desc_b, accumulate);
-    else if constexpr (N == 64) wgmma_m64n64k16_ss<E, TRANS>(d, desc_a, desc_b, accumulate);
-    else wgmma_m64n128k16_ss<E, TRANS>(d, desc_a, desc_b, accumulate);
+    static_assert(N == 32 || N == 64 || N == 128 || N == 176, "wgmma_ss: N is 32, 64, 128 or 176");
+    if constexpr (N == 32) WGMMA_AS(E, WGMMA_SS_ASM, 32, 16, 17, 18, 19);
+    else if constexpr (N == 64) WGMMA_AS(E, WGMMA_SS_ASM, 64, 32, 33, 34, 35);
+    else if constexpr (N == 128) WGMMA_AS(E, WGMMA_SS_ASM, 128, 64, 65, 66, 67);
+    else WGMMA_AS(E, WGMMA_SS_ASM, 176, 88, 89, 90, 91);
 }
+
+#undef WGMMA_AS
+#undef WGMMA_SS_ASM
+#undef WGMMA_RS_ASM
+#undef WGMMA_DOPS_N176
+#undef WGMMA_REGS_N176
+#undef WGMMA_DOPS_N128
+#undef WGMMA_REGS_N128
+#undef WGMMA_DOPS_N64
+#undef WGMMA_REGS_N64
+#undef WGMMA_DOPS_N32
+#undef WGMMA_REGS_N32
+#undef WGMMA_D4
 
 #endif
