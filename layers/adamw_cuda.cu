@@ -13,20 +13,29 @@
 #include "layers/cuda_common.cuh"
 #include <math.h>
 
+/* One parameter's step, the formula above, for both kernels: m, v (the moments) and p are
+ * updated where they are (global memory in adamw_kernel, registers in adamw4_kernel), the moments
+ * first, p read after they are stored (the pointers carry no restrict), and the new p is returned
+ * for the 16-bit copy. */
+__device__ __forceinline__ float adamw_update(float &p, float grad, float &m, float &v, float lr, float beta1,
+                                              float beta2, float bc1, float bc2, float eps, float wd,
+                                              float grad_scale) {
+    const float g = grad * grad_scale;
+    const float mi = beta1 * m + (1.0f - beta1) * g;
+    const float vi = beta2 * v + (1.0f - beta2) * g * g;
+    m = mi;
+    v = vi;
+    const float pi = p;
+    return p = pi - lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * pi);
+}
+
 template <typename T>
 __global__ void adamw_kernel(float *params, T *params_x, const float *grads, float *m, float *v,
                              size_t n, float lr, float beta1, float beta2, float bc1, float bc2,
                              float eps, float wd, float grad_scale) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = grads[i] * grad_scale;
-    float mi = beta1 * m[i] + (1.0f - beta1) * g;
-    float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-    m[i] = mi;
-    v[i] = vi;
-    float p = params[i];
-    p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * p);
-    params[i] = p;
+    const float p = adamw_update(params[i], grads[i], m[i], v[i], lr, beta1, beta2, bc1, bc2, eps, wd, grad_scale);
     if (params_x) params_x[i] = from_f32<T>(p);
 }
 
@@ -45,15 +54,7 @@ __global__ void adamw4_kernel(float *params, T *params_x, const float *grads, fl
     Pack4<T> x;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        float gk = gs[k] * grad_scale;
-        float mi = beta1 * ms[k] + (1.0f - beta1) * gk;
-        float vi = beta2 * vs[k] + (1.0f - beta2) * gk * gk;
-        ms[k] = mi;
-        vs[k] = vi;
-        float p = ps[k];
-        p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + wd * p);
-        ps[k] = p;
-        x.v[k] = from_f32<T>(p);
+        x.v[k] = from_f32<T>(adamw_update(ps[k], gs[k], ms[k], vs[k], lr, beta1, beta2, bc1, bc2, eps, wd, grad_scale));
     }
     __stcs(reinterpret_cast<float4 *>(m) + i, mm);
     __stcs(reinterpret_cast<float4 *>(v) + i, vv);
