@@ -536,10 +536,11 @@ static const char *flash_unsupported(const AttnShape *s) {
     return NULL;
 }
 static size_t flash_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
+/* The workspace: D_i (one float per row) and dQ's fp32 accumulator for the backward, and 256
+ * bytes whose first int is flash-tma's persistent forward's work counter (zeroed by it). */
 static size_t flash_dvec_bytes(const AttnShape *s) { return ((size_t)attn_rows(s) * 4 + 255) & ~(size_t)255; }
-static size_t flash_workspace_bytes(const AttnShape *s) {
-    return flash_dvec_bytes(s) + (size_t)attn_rows(s) * s->D * 4;
-}
+static size_t flash_counter_offset(const AttnShape *s) { return flash_dvec_bytes(s) + (size_t)attn_rows(s) * s->D * 4; }
+static size_t flash_workspace_bytes(const AttnShape *s) { return flash_counter_offset(s) + 256; }
 
 template <typename E> static FlashParams<E> flash_params(const AttnShape *s) {
     FlashParams<E> p;
@@ -724,7 +725,10 @@ static int flash_tma_forward_impl(const AttnShape *s, const void *q, const void 
     if (why) return attn_cuda_fail("flash-tma forward: %s", why);
     if (misaligned(q) || misaligned(k) || misaligned(v) || misaligned(o))
         return attn_cuda_fail("flash-tma forward: q, k, v, o must be 16-byte aligned");
-    const int rc = flash_tma_forward(s, q, k, v, o, (float *)saved, attn_stream(stream));
+    if (!workspace || ((uintptr_t)workspace & 3)) return attn_cuda_fail("flash-tma forward: needs its workspace (4-byte aligned)");
+    /* of the workspace (flash_workspace_bytes) the forward uses the work counter only */
+    int *counter = (int *)((char *)workspace + flash_counter_offset(s));
+    const int rc = flash_tma_forward(s, q, k, v, o, (float *)saved, counter, attn_stream(stream));
     return rc < 0 ? attn_cuda_fail("flash-tma forward: refused a supported shape") : rc;
 }
 static int flash_tma_backward(const AttnShape *s, const void *q, const void *k, const void *v, const void *o,

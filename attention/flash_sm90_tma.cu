@@ -4,17 +4,20 @@
  * tensor cores' P V of the previous one and the other warpgroups' GEMMs.
  *
  * Same function and outputs as flash_sm90.cu's forward (O, and the natural log-sum-exp L per row,
- * +inf for a row that saw no key), so that flash-sm90's backward consumes them unchanged. One
- * block per (query tile of Br = 64 * kConsumers rows, batch * head); 128 + 128 * kConsumers
+ * +inf for a row that saw no key), so that flash-sm90's backward consumes them unchanged.
+ * Persistent: one block per SM takes the work items (query tile of Br = 64 * kConsumers rows,
+ * batch * head) one after another (TmaFwdSchedule), and the next item's loads run under this
+ * one's last steps and epilogue instead of behind a block's launch; 128 + 128 * kConsumers
  * threads:
  *   warpgroup 0, the producer: gives its registers up (setmaxnreg.dec) and one warp of it issues
- *     TMA loads: the Q tile once, then K_j and V_j tiles of Bc = 128 keys into two rings of kStages
- *     SW128 buffers (wgmma_sm90.cuh's layout, by the 128-byte swizzle of the tensor maps), in the
+ *     TMA loads per item: the Q tile into one of kQBufs buffers (released by every consumer warp
+ *     once its last S of the item landed), then K_j and V_j tiles of Bc = 128 keys into two rings
+ *     of kStages SW128 buffers (wgmma_sm90.cuh's layout, by the 128-byte swizzle of the tensor maps), in the
  *     order the consumers read them: K_0, K_1, V_0, K_2, V_1, ... Each buffer has a full mbarrier
  *     (one arrival announcing the box bytes, completed by the TMA) and an empty one (one arrival
  *     per consumer warp: released).
  *   warpgroups 1..kConsumers: take the registers (setmaxnreg.inc), own 64 query rows each and
- *     wait only on the buffers' full barriers. The block's key tiles are [j0, j1) (n of them);
+ *     wait only on the buffers' full barriers. The item's key tiles are [j0, j1) (n of them);
  *     every consumer warpgroup runs the same n + 1 steps t = j0 .. j1, and a step t waits for
  *     K_t (t < j1) and V_{t-1} (t > j0) and releases both, whether or not they lie in the
  *     warpgroup's own range [a, z) of tiles (causal: none past its last row; EXTRA: its hull).
@@ -37,8 +40,9 @@
  *     and a warpgroup arrives at the next one's barrier only after its own wait there completed.
  *     So the arrivals at barrier 1 + w alternate with warpgroup w's waits (an arrival never falls
  *     into the next phase of a barrier), and the turns run in the order (t, w) lexicographically.
- *     Every warpgroup takes exactly n + 1 turns, and warpgroup 0 waits once more at the end for
- *     the last hand-over, so no barrier is left holding arrivals at exit.
+ *     Every warpgroup takes exactly n + 1 turns per item (the items run as one sequence of
+ *     steps), and warpgroup 0 waits once more at the end for the last hand-over, so no barrier
+ *     is left holding arrivals at exit.
  *   - the turn's holder does not block while holding it: all mbarrier waits come before the
  *     take, and between take and hand-over there are only wgmma issues (their operands have
  *     landed) and the arrival.
@@ -62,6 +66,7 @@
  */
 #include <limits.h>
 #include <string.h>
+#include <algorithm>
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
@@ -94,7 +99,9 @@ template <int D_, int Bc_> struct TmaFwdTraits {
     static constexpr int kBoxCols = 64, kPanels = D_ / kBoxCols;
     static constexpr int kQBoxBytes = Br * kBoxCols * 2, kKVBoxBytes = Bc * kBoxCols * 2;
     static constexpr int kQBytes = kPanels * kQBoxBytes, kTileBytes = kPanels * kKVBoxBytes;
-    static constexpr int kSmemBytes = kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
+    /* Q buffers: two where they fit, so that the next item's Q loads while this one's runs */
+    static constexpr int kQBufs = 2 * kQBytes + 2 * kStages * kTileBytes + 1024 + 8 * 1024 <= 227 * 1024 ? 2 : 1;
+    static constexpr int kSmemBytes = kQBufs * kQBytes + 2 * kStages * kTileBytes + 1024; /* + alignment slack */
 
     static_assert(D_ == 64 || D_ == 128, "flash-tma: D = 64 or 128");
     static_assert(Bc_ == 128 || Bc_ == 176, "flash-tma: the S wgmma covers 128 or 176 keys");
@@ -111,20 +118,33 @@ template <int D_, int Bc_> struct TmaFwdTraits {
 
 /* The rings' barriers (static shared memory, 8-byte aligned). */
 template <class Tr> struct TmaFwdBarriers {
-    uint64_t q_full;
+    uint64_t q_full[Tr::kQBufs], q_empty[Tr::kQBufs];
     uint64_t k_full[Tr::kStages], k_empty[Tr::kStages];
     uint64_t v_full[Tr::kStages], v_empty[Tr::kStages];
 };
 
-/* EXTRA's tables (as flash_sm90.cu's Sm90FwdExtra): the K ring's key document starts (non-causal
- * documents; written by the producer warp with the K tile, published by its full barrier); per
- * row its keys [row_lo, row_hi) and document start; per consumer warp the key range whose tiles
- * need no per-element mask; per consumer warpgroup its key tiles [x, y); ALiBi's slope. */
+/* EXTRA's tables: the K ring's key document starts (non-causal documents; written by the producer
+ * warp with the K tile, published by its full barrier); per row of the current item its keys
+ * [row_lo, row_hi) and document start, and per consumer warp its full range and slope (each warp
+ * writes and reads its own 16 rows and entries: in smem, not registers, which the main loop needs). */
 template <class Tr> struct TmaFwdExtra {
     int key_doc[Tr::kStages][Tr::Bc];
     int row_lo[Tr::Br], row_hi[Tr::Br], row_doc[Tr::Br];
-    int2 warp_full[Tr::kConsumerWarps], wg_tiles[Tr::kConsumers];
-    float slope;
+    int2 warp_full[Tr::kConsumerWarps]; /* per consumer warp: the keys whose tiles need no per-element mask */
+    float warp_slope[Tr::kConsumerWarps]; /* per consumer warp: the item's ALiBi slope */
+};
+
+/* The persistent schedule: gridDim.x blocks (at most one per SM); block i starts with work item
+ * i, and each next item is the first not yet taken: gridDim.x + a counter the producer warps
+ * count up (atomicAdd, in the call's workspace, zeroed before the launch). So a block that
+ * finishes early takes more, as the hardware's block scheduler would, and items are taken in
+ * the order the non-persistent grid ran them: batch * head by batch * head (the blocks running
+ * at once share a few heads' K and V in L2), within one its query tiles heaviest (causal: last)
+ * first. */
+struct TmaFwdSchedule {
+    int n_m;       /* query tiles per head */
+    int items;     /* n_m * batch * heads */
+    int *counter;  /* items taken beyond the first gridDim.x */
 };
 
 template <typename E> struct TmaFwdParams {
@@ -134,6 +154,7 @@ template <typename E> struct TmaFwdParams {
     long long ld_o;
     float scale_log2;
     FlashMask x; /* read by the EXTRA instantiations only */
+    TmaFwdSchedule sched;
 };
 
 /* Named barriers (ids 1..15; id 0 is __syncthreads): `bar.sync id, n` blocks the calling warp until
@@ -185,64 +206,64 @@ __device__ __forceinline__ void tma_softmax(float s[][4], float m[2], float l[2]
     }
 }
 
+/* The block's current work item (one query tile of one batch * head) and its key tiles [j0, j1).
+ * Warp-wide with EXTRA (khi_doc): every warp that needs it computes it itself, so that no block
+ * barrier is needed between items. */
+struct TmaFwdItem {
+    int b, h, q0, j0, j1;
+};
+template <class Tr, typename E>
+__device__ __forceinline__ TmaFwdItem tma_fwd_coords(const TmaFwdParams<E> &p, int w) { /* b, h, q0 */
+    const int bh = w / p.sched.n_m, rank = w - bh * p.sched.n_m; /* rank 0: the heaviest tile */
+    TmaFwdItem it;
+    it.b = bh / p.H;
+    it.h = bh - it.b * p.H;
+    it.q0 = (p.sched.n_m - 1 - rank) * Tr::Br;
+    return it;
+}
+template <class Tr, typename E, bool CAUSAL, bool EXTRA>
+__device__ __forceinline__ TmaFwdItem tma_fwd_item(const TmaFwdParams<E> &p, int w) {
+    TmaFwdItem it = tma_fwd_coords<Tr, E>(p, w);
+    const int T = p.T;
+    it.j0 = 0;
+    it.j1 = (T + Tr::Bc - 1) / Tr::Bc;
+    if (CAUSAL) it.j1 = min(it.j1, (min(it.q0 + Tr::Br, T) + Tr::Bc - 1) / Tr::Bc);
+    if (EXTRA) {
+        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, it.b, T);
+        const int lo = sp.klo(it.q0), hi = sp.khi_doc(min(it.q0 + Tr::Br, T) - 1);
+        it.j0 = lo / Tr::Bc;
+        it.j1 = min(it.j1, (hi + Tr::Bc - 1) / Tr::Bc);
+        if (it.j1 <= it.j0) it.j0 = 0, it.j1 = 1; /* no row sees a key: one tile, which every warpgroup skips */
+    }
+    return it;
+}
+
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(TmaFwdTraits<D, 128>::kThreads, 1)
 flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const TmaFwdParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
-    constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
+    constexpr int Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages, QB = Tr::kQBufs;
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
-    unsigned char *sK = sQ + Tr::kQBytes;        /* [S][kPanels][Bc][64] */
+    unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023); /* [QB][kPanels][Br][64] */
+    unsigned char *sK = sQ + QB * Tr::kQBytes;   /* [S][kPanels][Bc][64] */
     unsigned char *sV = sK + S * Tr::kTileBytes; /* [S][kPanels][Bc][64] */
     __shared__ TmaFwdBarriers<Tr> bar;
     __shared__ TmaFwdExtra<Tr> ex;
+    __shared__ int item_of[Tr::kQBufs]; /* the item of each Q buffer (>= items: no more), published by q_full */
 
-    const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, kvh = h / p.group;
-    const int m_blk = attn_block_tile(true); /* heaviest (causal) query tiles first */
     const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31;
     const int cw = wg - 1; /* consumer warpgroup index; -1: the producer */
-    const int T = p.T, q0 = m_blk * Br;
-
-    /* the block's key tiles [j0, j1) */
-    int j0 = 0, j1 = (T + Bc - 1) / Bc;
-    if (CAUSAL) j1 = min(j1, (min(q0 + Br, T) + Bc - 1) / Bc);
+    const int T = p.T;
     const bool doc_cols = EXTRA && !CAUSAL && p.x.doc; /* per-score document test against ex.key_doc */
-    const int *doc = p.x.doc ? p.x.doc + (long long)b * T : nullptr;
-    if (EXTRA) {
-        /* every warp: khi_doc is warp-wide */
-        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
-        const int lo = sp.klo(q0), hi = sp.khi_doc(min(q0 + Br, T) - 1);
-        j0 = lo / Bc;
-        j1 = min(j1, (hi + Bc - 1) / Bc);
-        if (j1 <= j0) j0 = 0, j1 = 1; /* no row sees a key: one tile, which every warpgroup skips */
-        for (int i = threadIdx.x; i < Br; i += Tr::kThreads) {
-            const int r = q0 + i;
-            ex.row_lo[i] = r < T ? sp.klo(r) : 0;
-            ex.row_hi[i] = r < T ? sp.khi(r) : 0;
-            ex.row_doc[i] = doc_cols && r < T ? __ldg(doc + r) : 0;
-        }
-        if (cw >= 0) {
-            const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
-            const int full_lo = warp_row0 + 15 < T ? sp.klo(warp_row0 + 15) : INT_MAX;
-            const int full_hi = warp_row0 < T ? sp.khi_doc(warp_row0) : 0;
-            if (lane == 0) ex.warp_full[cw * 4 + warp] = make_int2(full_lo, full_hi);
-            if (warp == 0) {
-                int wg_lo = 0, wg_hi = 0;
-                if (wg_row0 < T) wg_lo = sp.klo(wg_row0), wg_hi = sp.khi_doc(min(wg_row0 + 63, T - 1));
-                int a = j0, z = j0; /* the warpgroup's tiles within the block's */
-                if (wg_lo < wg_hi) {
-                    a = max(j0, wg_lo / Bc);
-                    z = max(a, min(j1, (wg_hi + Bc - 1) / Bc));
-                }
-                if (lane == 0) ex.wg_tiles[cw] = make_int2(a, z);
-            }
-        }
-        if (threadIdx.x == 0) ex.slope = p.x.slopes ? __ldg(p.x.slopes + h) * p.x.inv_scale : 0.0f;
-    }
+
     if (threadIdx.x == 0) {
-        mbar_init(&bar.q_full, 1);
+#pragma unroll
+        for (int i = 0; i < QB; i++) {
+            mbar_init(&bar.q_full[i], 1);
+            mbar_init(&bar.q_empty[i], Tr::kConsumerWarps);
+        }
 #pragma unroll
         for (int s = 0; s < S; s++) {
             mbar_init(&bar.k_full[s], 1);
@@ -252,8 +273,7 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         }
         mbar_init_fence();
     }
-    __syncthreads(); /* the barriers and EXTRA's tables; the last block-wide barrier */
-    const int n = j1 - j0; /* >= 1 */
+    __syncthreads(); /* the barriers; the only block-wide barrier */
 
     if (cw < 0) {
         /* ---- producer: one warp issues every load; the other three only give registers back */
@@ -263,209 +283,279 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             tma_prefetch_map(&tm_q);
             tma_prefetch_map(&tm_k);
             tma_prefetch_map(&tm_v);
-            mbar_arrive_expect_tx(&bar.q_full, Tr::kQBytes);
-#pragma unroll
-            for (int pn = 0; pn < Tr::kPanels; pn++)
-                tma_load_3d(sQ + pn * Tr::kQBoxBytes, &tm_q, h * D + pn * Tr::kBoxCols, q0, b, &bar.q_full);
         }
-        /* load i (i-th tile of the block) of one ring: its buffer's previous contents (load i - S)
-         * must have been released by every consumer warp */
-        auto load_k = [&](int i) {
-            const int s = i % S, jt = j0 + i;
-            if (i >= S) mbar_wait(&bar.k_empty[s], ((i / S) - 1) & 1);
-            if (doc_cols) { /* the tile's document starts, published by the same full barrier */
-                for (int c = lane; c < Bc; c += 32) {
-                    const int t = jt * Bc + c;
-                    ex.key_doc[s][c] = t < T ? __ldg(doc + t) : 0;
+        int g = 0; /* tiles loaded into each ring by the items before */
+        for (int w = blockIdx.x, k = 0;; k++) {
+            const int qb = k % QB;
+            if (lane == 0) { /* item k and its Q, once every consumer warp is done with the buffer's item k - QB */
+                if (k >= QB) mbar_wait(&bar.q_empty[qb], ((k / QB) - 1) & 1);
+                item_of[qb] = w;
+                if (w < p.sched.items) {
+                    const TmaFwdItem c = tma_fwd_coords<Tr, E>(p, w);
+                    mbar_arrive_expect_tx(&bar.q_full[qb], Tr::kQBytes);
+#pragma unroll
+                    for (int pn = 0; pn < Tr::kPanels; pn++)
+                        tma_load_3d(sQ + qb * Tr::kQBytes + pn * Tr::kQBoxBytes, &tm_q, c.h * D + pn * Tr::kBoxCols,
+                                    c.q0, c.b, &bar.q_full[qb]);
+                } else {
+                    mbar_arrive(&bar.q_full[qb]); /* the end, for the consumers */
                 }
-                __threadfence_block();
-                __syncwarp();
             }
-            if (lane == 0) {
-                mbar_arrive_expect_tx(&bar.k_full[s], Tr::kTileBytes);
+            if (w >= p.sched.items) break;
+            const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, w);
+            const int n = it.j1 - it.j0, kvh = it.h / p.group;
+            const int *doc = doc_cols ? p.x.doc + (long long)it.b * T : nullptr;
+            /* load i (i-th tile of the item) of one ring, the ring's (g + i)-th: its buffer's previous
+             * contents (load g + i - S) must have been released by every consumer warp */
+            auto load_k = [&](int i) {
+                const int u = g + i, s = u % S, jt = it.j0 + i;
+                if (u >= S) mbar_wait(&bar.k_empty[s], ((u / S) - 1) & 1);
+                if (doc_cols) { /* the tile's document starts, published by the same full barrier */
+                    for (int c = lane; c < Bc; c += 32) {
+                        const int t = jt * Bc + c;
+                        ex.key_doc[s][c] = t < T ? __ldg(doc + t) : 0;
+                    }
+                    __threadfence_block();
+                    __syncwarp();
+                }
+                if (lane == 0) {
+                    mbar_arrive_expect_tx(&bar.k_full[s], Tr::kTileBytes);
 #pragma unroll
-                for (int pn = 0; pn < Tr::kPanels; pn++)
-                    tma_load_3d(sK + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_k, kvh * D + pn * Tr::kBoxCols,
-                                jt * Bc, b, &bar.k_full[s]);
-            }
-        };
-        auto load_v = [&](int i) {
-            const int s = i % S, jt = j0 + i;
-            if (i >= S) mbar_wait(&bar.v_empty[s], ((i / S) - 1) & 1);
-            if (lane == 0) {
-                mbar_arrive_expect_tx(&bar.v_full[s], Tr::kTileBytes);
+                    for (int pn = 0; pn < Tr::kPanels; pn++)
+                        tma_load_3d(sK + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_k, kvh * D + pn * Tr::kBoxCols,
+                                    jt * Bc, it.b, &bar.k_full[s]);
+                }
+            };
+            auto load_v = [&](int i) {
+                const int u = g + i, s = u % S, jt = it.j0 + i;
+                if (u >= S) mbar_wait(&bar.v_empty[s], ((u / S) - 1) & 1);
+                if (lane == 0) {
+                    mbar_arrive_expect_tx(&bar.v_full[s], Tr::kTileBytes);
 #pragma unroll
-                for (int pn = 0; pn < Tr::kPanels; pn++)
-                    tma_load_3d(sV + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_v, kvh * D + pn * Tr::kBoxCols,
-                                jt * Bc, b, &bar.v_full[s]);
+                    for (int pn = 0; pn < Tr::kPanels; pn++)
+                        tma_load_3d(sV + s * Tr::kTileBytes + pn * Tr::kKVBoxBytes, &tm_v, kvh * D + pn * Tr::kBoxCols,
+                                    jt * Bc, it.b, &bar.v_full[s]);
+                }
+            };
+            load_k(0);
+            for (int i = 1; i < n; i++) {
+                load_k(i);
+                load_v(i - 1);
             }
-        };
-        load_k(0);
-        for (int i = 1; i < n; i++) {
-            load_k(i);
-            load_v(i - 1);
+            load_v(n - 1);
+            g += n;
+            /* the next item, taken only now (the consumers are at most kStages tiles from this
+             * one's end), not when this one began: taken a whole item ahead, the last heavy items
+             * were held by busy blocks while others ran out of work (2-3% at T = 16K) */
+            int w_next = 0;
+            if (lane == 0) w_next = gridDim.x + atomicAdd(p.sched.counter, 1);
+            w = __shfl_sync(0xffffffffu, w_next, 0);
         }
-        load_v(n - 1);
         return;
     }
 
     /* ---- consumers ---------------------------------------------------------------------------- */
     setmaxnreg_inc<Tr::kConsumerRegs>();
-    const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
-    int a, z; /* this warpgroup's key tiles [a, z) within [j0, j1) */
-    if (EXTRA) {
-        const int2 t = ex.wg_tiles[cw];
-        a = t.x;
-        z = t.y;
-    } else {
-        a = j0;
-        z = wg_row0 >= T ? a : CAUSAL ? min(j1, (min(wg_row0 + 63, T - 1) + Bc) / Bc) : j1;
-    }
-    /* tile jt's buffer and the parity of its fill */
-    auto stage_of = [&](int jt) { return (jt - j0) % S; };
-    auto parity_of = [&](int jt) { return (uint32_t)(((jt - j0) / S) & 1); };
     auto release = [&](uint64_t *empty) { /* one arrival per warp, after all of its lanes' reads */
         __syncwarp();
         if (lane == 0) mbar_arrive(empty);
     };
     /* The tensor-core turn (the ping-pong; the header says why it cannot deadlock): warpgroup cw
      * waits at barrier 1 + cw for the turn, issues its GEMMs and hands the turn to the next
-     * warpgroup at that one's barrier. One turn per step t = j0 .. j1, and warpgroup 0 takes one
-     * more at the end: the last warpgroup's hand-over of step j1 (every arrival meets a wait). */
+     * warpgroup at that one's barrier. One turn per step t = j0 .. j1 of every item, the items one
+     * after another as one sequence of steps, and warpgroup 0 takes one more at the very end: the
+     * last warpgroup's hand-over of the last step (every arrival meets a wait). */
     constexpr int kTurnThreads = 2 * 128; /* the warpgroup that waits + the one that hands over */
     auto take_turn = [&]() { named_bar_sync(1 + cw, kTurnThreads); };
     auto pass_turn = [&]() { named_bar_arrive(1 + (cw + 1) % Tr::kConsumers, kTurnThreads); };
     if (cw == Tr::kConsumers - 1) pass_turn(); /* the first turn: warpgroup 0's */
-    /* step t of the block outside this warpgroup's range: K_t and V_{t-1} (those that exist) are
-     * waited for (so that the release counts towards this fill of the buffer, not the next) and
-     * released, and the turn passes through */
-    auto idle_step = [&](int t) {
-        const bool k = t < j1, v = t > j0;
-        if (k) mbar_wait(&bar.k_full[stage_of(t)], parity_of(t));
-        if (v) mbar_wait(&bar.v_full[stage_of(t - 1)], parity_of(t - 1));
-        take_turn();
-        pass_turn();
-        if (k) release(&bar.k_empty[stage_of(t)]);
-        if (v) release(&bar.v_empty[stage_of(t - 1)]);
-    };
-    for (int t = j0; t < (a < z ? a : j1 + 1); t++) idle_step(t); /* before the range (or all: none) */
 
-    float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
-
-    if (a < z) { /* steps a .. z */
-        const uint32_t q_base = smem_addr(sQ) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
-        float sc[NT][4], corr[2];
-        uint32_t pf[NT / 2][4];
-
-        auto issue_s = [&](int s) { /* S = Q K^T, both K-major */
-            const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) {
-                const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
-                               db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
-                wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
+    int g = 0; /* tiles the items before took from each ring */
+    for (int k = 0;; k++) {
+        const int qb = k % QB;
+        mbar_wait(&bar.q_full[qb], (k / QB) & 1); /* item k's Q (or the end) */
+        const int w = item_of[qb];
+        if (w >= p.sched.items) break;
+        const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, w);
+        const int j0 = it.j0, j1 = it.j1, q0 = it.q0;
+        const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
+        const int wi = cw * 4 + warp; /* this warp's entries of the EXTRA tables */
+        int a, z;     /* this warpgroup's key tiles [a, z) within [j0, j1) */
+        if (EXTRA) {
+            const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, it.b, T);
+            const int full_lo = warp_row0 + 15 < T ? sp.klo(warp_row0 + 15) : INT_MAX;
+            const int full_hi = warp_row0 < T ? sp.khi_doc(warp_row0) : 0;
+            int wg_lo = 0, wg_hi = 0;
+            if (wg_row0 < T) wg_lo = sp.klo(wg_row0), wg_hi = sp.khi_doc(min(wg_row0 + 63, T - 1));
+            a = z = j0;
+            if (wg_lo < wg_hi) {
+                a = max(j0, wg_lo / Bc);
+                z = max(a, min(j1, (wg_hi + Bc - 1) / Bc));
             }
-            wgmma_commit();
-        };
-        auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
-            const uint32_t v_base = smem_addr(sV + s * Tr::kTileBytes);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < NT / 2; kk++)
-#pragma unroll
-                for (int pn = 0; pn < Tr::kPanels; pn++)
-                    wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[pn * 8]), pf[kk],
-                                       sw128_desc(v_base + pn * Tr::kKVBoxBytes + kk * 16 * 128), 1);
-            wgmma_commit();
-        };
-        auto rescale_o = [&]() {
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++) {
-                o[dt][0] *= corr[0];
-                o[dt][1] *= corr[0];
-                o[dt][2] *= corr[1];
-                o[dt][3] *= corr[1];
+            /* this warp's 16 rows of the row tables: written and read by this warp only */
+            __syncwarp(); /* its reads of the item before are done */
+            if (lane < 16) {
+                const int r = warp_row0 + lane, i = r - q0;
+                ex.row_lo[i] = r < T ? sp.klo(r) : 0;
+                ex.row_hi[i] = r < T ? sp.khi(r) : 0;
+                ex.row_doc[i] = doc_cols && r < T ? __ldg(sp.d + r) : 0;
             }
-            /* here, not sunk past the turn and the next wgmma.fence (where ptxas would have to add
-             * a warpgroup.arrive of its own, which serializes the wgmma) */
-            wgmma_fence_operands(o);
+            if (lane == 0) {
+                ex.warp_full[wi] = make_int2(full_lo, full_hi);
+                ex.warp_slope[wi] = p.x.slopes ? __ldg(p.x.slopes + it.h) * p.x.inv_scale : 0.0f;
+            }
+            __syncwarp();
+        } else {
+            a = j0;
+            z = wg_row0 >= T ? a : CAUSAL ? min(j1, (min(wg_row0 + 63, T - 1) + Bc) / Bc) : j1;
+        }
+        /* tile jt's buffer and the parity of its fill */
+        auto stage_of = [&](int jt) { return (g + jt - j0) % S; };
+        auto parity_of = [&](int jt) { return (uint32_t)(((g + jt - j0) / S) & 1); };
+        /* step t of the item outside this warpgroup's range: K_t and V_{t-1} (those that exist)
+         * are waited for (so that the release counts towards this fill of the buffer, not the
+         * next) and released, and the turn passes through */
+        auto idle_step = [&](int t, bool free_q) {
+            const bool kk = t < j1, vv = t > j0;
+            if (kk) mbar_wait(&bar.k_full[stage_of(t)], parity_of(t));
+            if (vv) mbar_wait(&bar.v_full[stage_of(t - 1)], parity_of(t - 1));
+            take_turn();
+            if (free_q) release(&bar.q_empty[qb]);
+            pass_turn();
+            if (kk) release(&bar.k_empty[stage_of(t)]);
+            if (vv) release(&bar.v_empty[stage_of(t - 1)]);
         };
-        auto mask_softmax = [&](int jt) { /* on sc: the mask of tile jt, then the online softmax */
-            const int col0 = jt * Bc;
-            if (EXTRA) {
-                const int2 fr = ex.warp_full[cw * 4 + warp];
-                if (col0 < fr.x || col0 + Bc > fr.y) {
-                    const int rl = warp_row0 - q0 + (lane >> 2); /* this thread's rows rl, rl + 8 */
-                    const int lo[2] = {ex.row_lo[rl], ex.row_lo[rl + 8]}, hi[2] = {ex.row_hi[rl], ex.row_hi[rl + 8]};
-                    const int rdoc[2] = {ex.row_doc[rl], ex.row_doc[rl + 8]};
-                    sm90_mask_tile<NT>(sc, lo, hi, doc_cols ? ex.key_doc[stage_of(jt)] : nullptr, rdoc, col0);
+        /* The Q buffer's release (q_empty, one arrival per warp) of item k must follow every warp's
+         * release of item k - QB, or it would count towards that phase: so each warp releases it
+         * after one of its turns of item k (every release of an item comes before the holder's
+         * last turn of that item). A warpgroup without tiles does at its first turn. */
+        for (int t = j0; t < (a < z ? a : j1 + 1); t++) idle_step(t, a >= z && t == j0); /* before the range (or all: none) */
+
+        float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
+
+        if (a < z) { /* steps a .. z */
+            const uint32_t q_base = smem_addr(sQ + qb * Tr::kQBytes) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
+            float sc[NT][4], corr[2];
+            uint32_t pf[NT / 2][4];
+
+            auto issue_s = [&](int s) { /* S = Q K^T, both K-major */
+                const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < KD; kk++) {
+                    const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
+                                   db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
+                    wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
                 }
-                if (p.x.slopes) alibi_tile<NT>(sc, ex.slope, warp_row0, col0, false);
-            } else {
-                const bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
-                if (needs_mask) mask_tile<NT, CAUSAL>(sc, warp_row0, col0, T, false);
+                wgmma_commit();
+            };
+            auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
+                const uint32_t v_base = smem_addr(sV + s * Tr::kTileBytes);
+                wgmma_fence();
+#pragma unroll
+                for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+                    for (int pn = 0; pn < Tr::kPanels; pn++)
+                        wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[pn * 8]), pf[kk],
+                                           sw128_desc(v_base + pn * Tr::kKVBoxBytes + kk * 16 * 128), 1);
+                wgmma_commit();
+            };
+            auto rescale_o = [&]() {
+#pragma unroll
+                for (int dt = 0; dt < ND; dt++) {
+                    o[dt][0] *= corr[0];
+                    o[dt][1] *= corr[0];
+                    o[dt][2] *= corr[1];
+                    o[dt][3] *= corr[1];
+                }
+                /* here, not sunk past the turn and the next wgmma.fence (where ptxas would have to add
+                 * a warpgroup.arrive of its own, which serializes the wgmma) */
+                wgmma_fence_operands(o);
+            };
+            auto mask_softmax = [&](int jt) { /* on sc: the mask of tile jt, then the online softmax */
+                const int col0 = jt * Bc;
+                if (EXTRA) {
+                    const int2 fr = ex.warp_full[wi];
+                    if (col0 < fr.x || col0 + Bc > fr.y) {
+                        const int rl = wi * 16 + (lane >> 2); /* this thread's rows rl, rl + 8 of the item */
+                        const int lo[2] = {ex.row_lo[rl], ex.row_lo[rl + 8]}, hi[2] = {ex.row_hi[rl], ex.row_hi[rl + 8]};
+                        const int rdoc[2] = {ex.row_doc[rl], ex.row_doc[rl + 8]};
+                        sm90_mask_tile<NT>(sc, lo, hi, doc_cols ? ex.key_doc[stage_of(jt)] : nullptr, rdoc, col0);
+                    }
+                    if (p.x.slopes) alibi_tile<NT>(sc, ex.warp_slope[wi], warp_row0, col0, false);
+                } else {
+                    const bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
+                    if (needs_mask) mask_tile<NT, CAUSAL>(sc, warp_row0, col0, T, false);
+                }
+                tma_softmax<NT>(sc, m, l, corr, p.scale_log2);
+            };
+
+            { /* step a: S, softmax, P (O is zero: its rescale waits for the next step); V_{a-1}, if
+               * the item has it, lies outside the range */
+                const int s = stage_of(a), sp = stage_of(a - 1);
+                mbar_wait(&bar.k_full[s], parity_of(a));
+                if (a > j0) mbar_wait(&bar.v_full[sp], parity_of(a - 1));
+                take_turn();
+                issue_s(s);
+                pass_turn();
+                wgmma_wait<0>();
+                wgmma_fence_operands(sc);
+                mask_softmax(a);
+                release(&bar.k_empty[s]); /* K (and its document starts) read */
+                if (a > j0) release(&bar.v_empty[sp]);
+                acc_to_a_frags<E, NT>(pf, sc);
             }
-            tma_softmax<NT>(sc, m, l, corr, p.scale_log2);
-        };
+            for (int jt = a + 1; jt < z; jt++) { /* steps a + 1 .. z - 1 */
+                const int s = stage_of(jt), sp = stage_of(jt - 1);
+                mbar_wait(&bar.k_full[s], parity_of(jt));
+                mbar_wait(&bar.v_full[sp], parity_of(jt - 1));
+                rescale_o();                                       /* by corr_{jt-1}, while waiting for the turn */
+                take_turn();
+                issue_s(s);                                        /* S_jt */
+                issue_pv(sp);                                      /* O += P_{jt-1} V_{jt-1} */
+                pass_turn();
+                wgmma_wait<1>();                                   /* S_jt landed; P V may still run */
+                wgmma_fence_operands(sc);
+                mask_softmax(jt);                                  /* under P V and the others' GEMMs */
+                release(&bar.k_empty[s]);
+                wgmma_wait<0>();
+                wgmma_fence_operands(o);
+                release(&bar.v_empty[sp]);
+                acc_to_a_frags<E, NT>(pf, sc);                     /* P_jt: P_{jt-1}'s registers are free */
+            }
+            /* every S of the item has landed (and this follows the turn of step a): the Q buffer may
+             * take item k + QB */
+            release(&bar.q_empty[qb]);
+            { /* step z: the last tile's P V; K_z, if the item has it, lies outside the range */
+                const int s = stage_of(z), sp = stage_of(z - 1);
+                if (z < j1) mbar_wait(&bar.k_full[s], parity_of(z));
+                mbar_wait(&bar.v_full[sp], parity_of(z - 1));
+                rescale_o();
+                take_turn();
+                issue_pv(sp);
+                pass_turn();
+                if (z < j1) release(&bar.k_empty[s]);
+                wgmma_wait<0>();
+                wgmma_fence_operands(o);
+                release(&bar.v_empty[sp]);
+            }
+        }
 
-        mbar_wait(&bar.q_full, 0);
-        { /* step a: S, softmax, P (O is zero: its rescale waits for the next step); V_{a-1}, if
-           * the block has it, lies outside the range */
-            const int s = stage_of(a), sp = stage_of(a - 1);
-            mbar_wait(&bar.k_full[s], parity_of(a));
-            if (a > j0) mbar_wait(&bar.v_full[sp], parity_of(a - 1));
-            take_turn();
-            issue_s(s);
-            pass_turn();
-            wgmma_wait<0>();
-            wgmma_fence_operands(sc);
-            mask_softmax(a);
-            release(&bar.k_empty[s]); /* K (and its document starts) read */
-            if (a > j0) release(&bar.v_empty[sp]);
-            acc_to_a_frags<E, NT>(pf, sc);
+        { /* a row that saw no key: l = 0, so O = 0 and L = +inf. The item's head is computed
+           * again from an opaque copy of w, so that it is not held in registers through the loop. */
+            int w2;
+            asm volatile("mov.b32 %0, %1;\n" : "=r"(w2) : "r"(w));
+            const TmaFwdItem e = tma_fwd_coords<Tr, E>(p, w2);
+            store_o_and_lse<ND>(p.out + (long long)e.b * T * p.ld_o + (long long)e.h * D, p.ld_o,
+                                p.lse + ((long long)e.b * p.H + e.h) * T, o, m, l, e.q0 + wi * 16, T);
         }
-        for (int jt = a + 1; jt < z; jt++) { /* steps a + 1 .. z - 1 */
-            const int s = stage_of(jt), sp = stage_of(jt - 1);
-            mbar_wait(&bar.k_full[s], parity_of(jt));
-            mbar_wait(&bar.v_full[sp], parity_of(jt - 1));
-            rescale_o();                                       /* by corr_{jt-1}, while waiting for the turn */
-            take_turn();
-            issue_s(s);                                        /* S_jt */
-            issue_pv(sp);                                      /* O += P_{jt-1} V_{jt-1} */
-            pass_turn();
-            wgmma_wait<1>();                                   /* S_jt landed; P V may still run */
-            wgmma_fence_operands(sc);
-            mask_softmax(jt);                                  /* under P V and the others' GEMMs */
-            release(&bar.k_empty[s]);
-            wgmma_wait<0>();
-            wgmma_fence_operands(o);
-            release(&bar.v_empty[sp]);
-            acc_to_a_frags<E, NT>(pf, sc);                     /* P_jt: P_{jt-1}'s registers are free */
-        }
-        { /* step z: the last tile's P V; K_z, if the block has it, lies outside the range */
-            const int s = stage_of(z), sp = stage_of(z - 1);
-            if (z < j1) mbar_wait(&bar.k_full[s], parity_of(z));
-            mbar_wait(&bar.v_full[sp], parity_of(z - 1));
-            rescale_o();
-            take_turn();
-            issue_pv(sp);
-            pass_turn();
-            if (z < j1) release(&bar.k_empty[s]);
-            wgmma_wait<0>();
-            wgmma_fence_operands(o);
-            release(&bar.v_empty[sp]);
-        }
+        /* steps z + 1 .. j1, after the range: the producer can refill their buffers for the others */
+        if (a < z)
+            for (int t = z + 1; t <= j1; t++) idle_step(t, false);
+        g += j1 - j0;
     }
-
-    /* a row that saw no key: l = 0, so O = 0 and L = +inf */
-    store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o, p.lse + (long long)bh * T, o, m,
-                        l, warp_row0, T);
-    /* steps z + 1 .. j1, after the range: the producer can refill their buffers for the others */
-    if (a < z)
-        for (int t = z + 1; t <= j1; t++) idle_step(t);
     if (cw == 0) take_turn(); /* the hand-over of the last step: no barrier left with arrivals */
 #endif
 }
@@ -531,7 +621,15 @@ static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const C
     void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const TmaFwdParams<E>) =
         flash_fwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
-    kernel<<<attn_tile_grid(s, Tr::Br), Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, p);
+    int dev = 0, sms = 0;
+    ATTN_CUDA_TRY(cudaGetDevice(&dev));
+    ATTN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    TmaFwdParams<E> q = p;
+    q.sched.n_m = (s->T + Tr::Br - 1) / Tr::Br;
+    q.sched.items = q.sched.n_m * s->B * s->H;
+    ATTN_CUDA_TRY(cudaMemsetAsync(q.sched.counter, 0, sizeof(int), st));
+    const int grid = std::max(1, std::min(q.sched.items, sms));
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, q);
     ATTN_LAUNCH_CHECK();
     return 0;
 }
@@ -556,7 +654,7 @@ static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const
 
 template <typename E>
 static int tma_forward_as(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
-                          cudaStream_t st) {
+                          int *counter, cudaStream_t st) {
     TmaFwdParams<E> p;
     memset(&p, 0, sizeof p);
     p.out = (E *)o;
@@ -564,22 +662,23 @@ static int tma_forward_as(const AttnShape *s, const void *q, const void *k, cons
     p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
     p.ld_o = s->ld_o;
     p.scale_log2 = s->scale * LOG2E_F;
+    p.sched.counter = counter;
     if (flash_mask_has_extras(s)) p.x = flash_mask(s);
     return s->D == 64 ? tma_forward_d<E, 64>(s, q, k, v, p, st) : tma_forward_d<E, 128>(s, q, k, v, p, st);
 }
 
 int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
-                      cudaStream_t stream) {
+                      int *counter, cudaStream_t stream) {
     if (flash_tma_refuses(s)) return -1;
     switch (s->dtype) {
-    case ATTN_BF16: return tma_forward_as<bf16>(s, q, k, v, o, lse, stream);
-    case ATTN_FP16: return tma_forward_as<fp16>(s, q, k, v, o, lse, stream);
+    case ATTN_BF16: return tma_forward_as<bf16>(s, q, k, v, o, lse, counter, stream);
+    case ATTN_FP16: return tma_forward_as<fp16>(s, q, k, v, o, lse, counter, stream);
     default: return -1; /* refused above */
     }
 }
 #else
 int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
-                      cudaStream_t stream) {
+                      int *counter, cudaStream_t stream) {
     return -1; /* refused: not an sm_90a build */
 }
 #endif

@@ -28,8 +28,9 @@ int flash_tma_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, in
                          int box_rows);
 
 /* O and L (natural log-sum-exp per row, +inf for a row that saw no key), exactly what
- * flash_sm90_forward writes. -1 where flash_tma_refuses(s), else 0, or 1 on a CUDA error. */
+ * flash_sm90_forward writes. counter: one int of device scratch (the persistent blocks' tile
+ * counter, zeroed on the stream here). -1 where flash_tma_refuses(s), else 0, or 1 on a CUDA error. */
 int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
-                      cudaStream_t stream);
+                      int *counter, cudaStream_t stream);
 
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids llmc torchgpt
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc torchgpt
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -20,6 +20,10 @@
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
 #   grids      the bench presets: xformers-issue and flash-blog ($FLASH_BLOG_ARGS, default
 #              --bench-quick --bench-max-seconds 200)
+#   attnbase   an older version's attention kernels side by side: $BASELINE (a `git archive` tarball
+#              in local/, carried along) is built in /tmp/baseline (bench_attention only; no cuDNN there)
+#              and $AB_KERNEL (default flash-tma) runs at each of $AB_SHAPES (one per line) with the
+#              old and this build's bench_attention, alternating, twice: a same-call ratio of two builds
 #   baseline   an older version side by side: $BASELINE (a `git archive` tarball in local/,
 #              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
 #              graphs runs twice with each binary, alternating (same-call ratio of two builds;
@@ -181,6 +185,32 @@ stage_baseline() {
     done
 }
 
+stage_attnbase() {
+    [ -f "${BASELINE:-}" ] || { echo "attnbase: set BASELINE=local/NAME.tar.gz"; return; }
+    header "attention baseline build ($BASELINE)"
+    rm -rf /tmp/baseline && mkdir -p /tmp/baseline && tar -xzf "$BASELINE" -C /tmp/baseline
+    (cd /tmp/baseline && make -j16 GPU_ARCH=90 build/dev/bench_attention >build.log 2>&1) || { tail -20 /tmp/baseline/build.log; return; }
+    header "bench_attention ${AB_KERNEL:-flash-tma}: $BASELINE (old) and this build (new), alternating, fwd / fwd+bwd TFLOP/s"
+    local shape
+    while IFS= read -r shape; do
+        [ -n "$shape" ] || continue
+        for round in 1 2; do
+            for b in /tmp/baseline/build/dev/bench_attention ./build/dev/bench_attention; do
+                local tag=new; [ "$b" = ./build/dev/bench_attention ] || tag=old
+                timeout 60 $b ${AB_KERNEL:-flash-tma} $shape 2>&1 | grep -E "^${AB_KERNEL:-flash-tma} |rror" | sed "s/^/[$tag $shape] /"
+            done
+        done
+    done <<< "${AB_SHAPES:-T=1024 D=64
+T=4096 D=64
+T=16384 D=64
+T=4096 D=64 none
+T=4096 D=128
+T=4096 D=128 none
+T=4096 D=64 window=1024
+T=4096 D=64 docs=2048
+T=16384 D=64 alibi}"
+}
+
 # gpu_mem_sampler FILE: the largest memory.used (MiB) nvidia-smi reports while it runs, into FILE.
 gpu_mem_sampler() {
     local max=0 v
@@ -275,7 +305,7 @@ stage_torchgpt() {
 
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|baseline|llmc|torchgpt) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|torchgpt) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
