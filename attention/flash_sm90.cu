@@ -338,18 +338,11 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
      * not all add into the same dQ rows at once. A warp's tile inside [full_lo, full_hi) is
      * visible to all of its 16 keys (no per-element mask). */
     const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(px.x, b, T);
-    int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br, full_lo = 0, full_hi = 0;
+    int m_first, m_end, full_lo = 0, full_hi = 0;
+    sp.template query_tiles<EXTRA>(k0, Bc, Br, m_first, m_end);
     if (EXTRA) {
-        const int ka = max(k0, sp.kb), kz = min(k0 + Bc, sp.ke);
-        if (ka < kz) {
-            const int lo = sp.d ? max(sp.qlo(ka), __ldg(sp.d + ka)) : sp.qlo(ka), hi = sp.qhi_doc(kz - 1);
-            m_first = lo / Br;
-            m_end = min(m_end, (hi + Br - 1) / Br);
-        } else {
-            m_end = m_first;
-        }
         const int j15 = key_row0 + 15;
-        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? (sp.d ? max(sp.qlo(j15), __ldg(sp.d + j15)) : sp.qlo(j15)) : INT_MAX;
+        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? sp.qlo_doc(j15) : INT_MAX;
         full_hi = sp.qhi_doc(key_row0);
     }
     const int m_count = max(m_end - m_first, 0), n_iter = m_count * p.group;

@@ -74,12 +74,32 @@ template <bool CAUSAL> struct Sm90Spans {
     }
     /* First query that sees key j, leaving out documents. */
     __device__ __forceinline__ int qlo(int j) const { return max(CAUSAL ? j : 0, W > 0 ? j - W + 1 : 0); }
+    /* The same with j's document start (no query before it shares j's document). */
+    __device__ __forceinline__ int qlo_doc(int j) const { return d ? max(qlo(j), __ldg(d + j)) : qlo(j); }
     /* One past the last query that sees key j, leaving out documents (0: j is padding or >= T). */
     __device__ __forceinline__ int qhi(int j) const { return j < kb || j >= ke ? 0 : min(T, W > 0 ? j + W : T); }
     /* The same with the end of j's document. */
     __device__ __forceinline__ int qhi_doc(int j) const {
         const int hi = qhi(j);
         return d && hi > j + 1 ? sm90_doc_end(d, j + 1, hi, __ldg(d + j)) : hi;
+    }
+    /* The query tiles of br rows that the key block [k0, k0 + bc) meets: [m_first, m_end), causal
+     * from the diagonal's tile on; EXTRA the hull of the queries that see one of its valid keys
+     * (none: m_end = m_first). Warp-wide (qhi_doc). */
+    template <bool EXTRA>
+    __device__ __forceinline__ void query_tiles(int k0, int bc, int br, int &m_first, int &m_end) const {
+        m_first = CAUSAL ? k0 / br : 0;
+        m_end = (T + br - 1) / br;
+        if (EXTRA) {
+            const int ka = max(k0, kb), kz = min(k0 + bc, ke);
+            if (ka < kz) {
+                const int lo = qlo_doc(ka), hi = qhi_doc(kz - 1);
+                m_first = lo / br;
+                m_end = min(m_end, (hi + br - 1) / br);
+            } else {
+                m_end = m_first;
+            }
+        }
     }
     /* qhi_doc for a lane's own key j of a warp whose keys end at jl (warp-uniform, j <= jl < T),
      * given end_l, the end of jl's document (sm90_doc_end, warp-wide). j's document is either

@@ -181,17 +181,8 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
      * head h0 + i / m_count, tile tile_at(i % m_count). Computed by every thread, before the
      * roles split: qhi_doc is warp-wide. */
     const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
-    int m_first = CAUSAL ? k0 / Br : 0, m_end = (T + Br - 1) / Br;
-    if (EXTRA) {
-        const int ka = max(k0, sp.kb), kz = min(k0 + Bc, sp.ke);
-        if (ka < kz) {
-            const int lo = sp.d ? max(sp.qlo(ka), __ldg(sp.d + ka)) : sp.qlo(ka), hi = sp.qhi_doc(kz - 1);
-            m_first = lo / Br;
-            m_end = min(m_end, (hi + Br - 1) / Br);
-        } else {
-            m_end = m_first;
-        }
-    }
+    int m_first, m_end;
+    sp.template query_tiles<EXTRA>(k0, Bc, Br, m_first, m_end);
     const int m_count = max(m_end - m_first, 0), n_iter = m_count * p.group;
     auto tile_at = [&](int t) { return m_first + (CAUSAL ? t : (t + n_blk) % m_count); };
 
@@ -264,7 +255,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     int full_lo = 0, full_hi = 0, q_lo[2] = {0, 0}, q_hi[2] = {0, 0};
     if (EXTRA) {
         const int j15 = key_row0 + 15;
-        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? (sp.d ? max(sp.qlo(j15), __ldg(sp.d + j15)) : sp.qlo(j15)) : INT_MAX;
+        full_lo = key_row0 >= sp.kb && j15 < sp.ke ? sp.qlo_doc(j15) : INT_MAX;
         full_hi = sp.qhi_doc(key_row0);
         /* the end of the warp's last key's document (warp-wide), from which each lane's follows */
         const int jl = min(j15, T - 1);
@@ -273,7 +264,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         for (int half = 0; half < 2; half++) {
             const int jk = key_row0 + g + 8 * half;
             if (jk < T) {
-                q_lo[half] = sp.d ? max(sp.qlo(jk), __ldg(sp.d + jk)) : sp.qlo(jk);
+                q_lo[half] = sp.qlo_doc(jk);
                 q_hi[half] = sp.qhi_doc_in(jk, jl, end_l);
             }
         }
