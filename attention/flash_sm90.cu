@@ -484,18 +484,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
     cp_async_wait<0>();
 
     /* dK = scale * sum dS^T Q, dV: this warp's 16 keys (zero where no query saw them) */
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int t = key_row0 + g + 8 * half;
-        if (t < T) {
-            long long off = kv_off + (long long)t * p.ld_qkv + c;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++) {
-                *(uint32_t *)(p.dk + off + dt * 8) = pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)(p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
-            }
-        }
-    }
+    store_dk_dv<ND, E>(p, kv_off, dk, dv, key_row0, g, c, T);
 #endif
 }
 

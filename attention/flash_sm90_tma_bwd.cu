@@ -416,18 +416,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
 
     /* dK = scale * sum dS^T Q, dV: this warp's 16 keys (zero where no query saw them) */
     const long long kv_off = (long long)b * T * p.ld_qkv + (long long)kvh * D;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int t = key_row0 + g + 8 * half;
-        if (t < T) {
-            const long long off = kv_off + (long long)t * p.ld_qkv + c;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++) {
-                *(uint32_t *)(p.dk + off + dt * 8) = pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)(p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
-            }
-        }
-    }
+    store_dk_dv<ND, E>(p, kv_off, dk, dv, key_row0, g, c, T);
 #endif
 }
 

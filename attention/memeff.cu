@@ -745,19 +745,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
         mi = nmi;
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int t = key_row0 + g + 8 * half;
-        if (t < T) {
-            long long off = kvhead + (long long)t * p.ld_qkv + c;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++) {
-                *(uint32_t *)((E *)p.dk + off + dt * 8) =
-                    pack2<E>(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(uint32_t *)((E *)p.dv + off + dt * 8) = pack2<E>(dv[dt][2 * half], dv[dt][2 * half + 1]);
-            }
-        }
-    }
+    store_dk_dv<ND, E>(p, kvhead, dk, dv, key_row0, g, c, T);
 }
 
 /* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:

@@ -430,19 +430,7 @@ __global__ void __launch_bounds__(MemeffTf32Traits<D>::kThreads) memeff_tf32_dkv
         mi = nmi;
     }
     cp_async_wait<0>();
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int t = key_row0 + g + 8 * half;
-        if (t < T) {
-            long long off = kvhead + (long long)t * p.ld_qkv + c;
-#pragma unroll
-            for (int dt = 0; dt < ND; dt++) {
-                *(float2 *)((float *)p.dk + off + dt * 8) =
-                    make_float2(dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
-                *(float2 *)((float *)p.dv + off + dt * 8) = make_float2(dv[dt][2 * half], dv[dt][2 * half + 1]);
-            }
-        }
-    }
+    store_dk_dv<ND, float>(p, kvhead, dk, dv, key_row0, g, c, T);
 }
 
 /* dQ for Rows queries: as memeff_tc_dq_kernel. */

@@ -118,4 +118,35 @@ __device__ __forceinline__ void store_o_and_lse(E *out_head, long long ld_o, flo
     }
 }
 
+/* Two adjacent outputs as one store: packed to E (bf16, fp16), or a float2 (fp32). */
+template <typename E> __device__ __forceinline__ void store2(E *p, float lo, float hi) {
+    *(uint32_t *)p = pack2<E>(lo, hi);
+}
+template <> __device__ __forceinline__ void store2<float>(float *p, float lo, float hi) {
+    *(float2 *)p = make_float2(lo, hi);
+}
+
+/* The backward's epilogue: dK = p.scale * (the accumulated dS^T Q) and dV of a warp's 16 keys
+ * key_row0 + g (+ 8) from their key-row accumulator fragments (ND = D / 8 column blocks; this
+ * lane's fragment row g = lane / 4 and column c = 2 * (lane % 4), as the kernels hold them) into
+ * p.dk and p.dv as OutE (the output type), rows p.ld_qkv apart from kv_off, the K/V head's first
+ * element; keys >= T are not written. Shared by every tensor-core backward (flash's three,
+ * memeff's two); P: any of their parameter structs. */
+template <int ND, typename OutE, class P>
+__device__ __forceinline__ void store_dk_dv(const P &p, long long kv_off, const float dk[][4], const float dv[][4],
+                                            int key_row0, int g, int c, int T) {
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int t = key_row0 + g + 8 * half;
+        if (t < T) {
+            const long long off = kv_off + (long long)t * p.ld_qkv + c;
+#pragma unroll
+            for (int dt = 0; dt < ND; dt++) {
+                store2<OutE>((OutE *)p.dk + off + dt * 8, dk[dt][2 * half] * p.scale, dk[dt][2 * half + 1] * p.scale);
+                store2<OutE>((OutE *)p.dv + off + dt * 8, dv[dt][2 * half], dv[dt][2 * half + 1]);
+            }
+        }
+    }
+}
+
 #endif
