@@ -1,7 +1,8 @@
 /* attention/tc_attention.cuh: attention-specific pieces of the tensor-core (mma.sync) kernels,
  * shared by flash.cu and memeff.cu: quad reductions over a fragment row, masking a score block,
- * the online-softmax step, and turning an fp32 accumulator block into 16-bit (bf16 or fp16) A
- * fragments; the element type E is a template parameter where it matters (mma_bf16.cuh).
+ * the online-softmax step, turning an fp32 accumulator block into 16-bit (bf16 or fp16) A
+ * fragments, and the forward's O / L and the backward's dK / dV epilogues; the element type E is
+ * a template parameter where it matters (mma_bf16.cuh).
  * Scores are kept in log2 units (scale * log2(e) folded in) so that exp is one exp2.
  */
 #ifndef ATTENTION_TC_ATTENTION_CUH
