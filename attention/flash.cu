@@ -384,17 +384,7 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams<E> &p, con
 
         /* S^T = K Q^T and dP^T = V dO^T for the warp's 16 keys x Br queries */
         float st[NQ][4], dpt[NQ][4];
-#pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
-            uint32_t kf[4], vf[4];
-            load_a_frag(kf, sK, S, warp * 16, kk * 16);
-            load_a_frag(vf, sV, S, warp * 16, kk * 16);
-            mma_pair_step<NQ>(st, dpt, kf, vf, q_t, do_t, S, kk * 16);
-        }
+        mma_pair_tile<NQ, KD>(st, dpt, sK, sV, q_t, do_t, S, warp * 16);
         const int q0 = mi * Br;
         bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
         if (EXTRA) {

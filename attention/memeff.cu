@@ -665,17 +665,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
         const E *q_t = sQ + stage * C * S, *do_t = sdO + stage * C * S;
         const float *L_t = sL + stage * C, *D_t = sD + stage * C;
         float st[NQ][4], dpt[NQ][4];
-#pragma unroll
-        for (int nt = 0; nt < NQ; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) st[nt][e] = dpt[nt][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
-            uint32_t kf[4], vf[4];
-            load_a_frag(kf, sK, S, warp * 16, kk * 16);
-            load_a_frag(vf, sV, S, warp * 16, kk * 16);
-            mma_pair_step<NQ>(st, dpt, kf, vf, q_t, do_t, S, kk * 16);
-        }
+        mma_pair_tile<NQ, KD>(st, dpt, sK, sV, q_t, do_t, S, warp * 16);
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
@@ -798,17 +788,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
         __syncthreads();
         const E *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
         float s[NT][4], dp[NT][4];
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-            for (int e = 0; e < 4; e++) s[nt][e] = dp[nt][e] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++) {
-            uint32_t qf[4], of[4];
-            load_a_frag(qf, sQ, S, warp * 16, kk * 16);
-            load_a_frag(of, sdO, S, warp * 16, kk * 16);
-            mma_pair_step<NT>(s, dp, qf, of, k_t, v_t, S, kk * 16);
-        }
+        mma_pair_tile<NT, KD>(s, dp, sQ, sdO, k_t, v_t, S, warp * 16);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll

@@ -172,4 +172,24 @@ __device__ __forceinline__ void mma_pair_step(float (&x)[NT][4], float (&y)[NT][
     }
 }
 
+/* The two products over the whole k range (KD steps of 16): x = A1 B1^T and y = A2 B2^T for the
+ * warp's 16 rows a_row0.. of A1, A2 (row-major [row][k] in smem) against NT n-tiles of B1, B2
+ * (row-major [n][k]), every tile `stride` elements a row: the backward's S^T = K Q^T and
+ * dP^T = V dO^T (flash, memeff's dK/dV kernel), or S = Q K^T and dP = dO V^T (memeff's dQ kernel). */
+template <int NT, int KD, typename E>
+__device__ __forceinline__ void mma_pair_tile(float (&x)[NT][4], float (&y)[NT][4], const E *a1, const E *a2,
+                                              const E *b1, const E *b2, int stride, int a_row0) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[nt][e] = y[nt][e] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KD; kk++) {
+        uint32_t f1[4], f2[4];
+        load_a_frag(f1, a1, stride, a_row0, kk * 16);
+        load_a_frag(f2, a2, stride, a_row0, kk * 16);
+        mma_pair_step<NT>(x, y, f1, f2, b1, b2, stride, kk * 16);
+    }
+}
+
 #endif
