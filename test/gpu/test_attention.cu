@@ -130,6 +130,10 @@ struct Problem {
     std::vector<float> o16, dqkv16, db16;    /* plain bf16 reference */
     std::vector<float> oh, dqkvh, dbh;       /* plain fp16 reference */
     std::vector<float> otf, dqkvtf, dbtf;    /* plain TF32 reference */
+    /* GQA: the plain bf16 / fp16 references again with each query head's dK, dV rounded to the
+     * type before the group's sum (as a kernel computes that writes per-head dK, dV in 16 bits and
+     * sums them: cuDNN's, below); empty unless needed */
+    std::vector<float> dqkv16g, dqkvhg;
     bool fp32_inputs = false;                /* inputs with 24 bits: only the fp32 kernels run */
     long long sb, sh, srow;                  /* bias strides */
     /* the mask pieces beyond kind (attention.h), when `extras` asks for them */
@@ -153,11 +157,12 @@ static float bias_at(const Problem &p, int b, int h, int i, int j) {
 }
 
 /* The reference for one (b, K/V head g) and its group of query heads, in the float type R; `rd`
- * rounds P, dS and outputs (to bf16 or fp16, or not). dK, dV are summed over the group before rounding.
+ * rounds P, dS and outputs (to bf16 or fp16, or not). dK, dV are summed over the group before rounding
+ * (with `round_parts`: each query head's part is rounded as an output first, then summed).
  * dS_out (T x T per query head of the group, or NULL): the score gradient, for dbias. */
 template <typename R>
 static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R *dqkv,
-                            R *dS_out) {
+                            R *dS_out, bool round_parts) {
     int T = p.T, D = p.D, ld = p.ld, group = p.H / p.Hkv;
     auto rnd = [&](R x) { return rd != ROUND_NONE ? (R)round_to(rd, (float)x) : x; };
     /* outputs: rounded to bf16 / fp16, fp32 as they are under TF32 */
@@ -229,8 +234,8 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
             }
             for (int d = 0; d < D; d++) {
                 dqkv[(size_t)(b * T + t) * ld + h * D + d] = rnd_out(dq[d] * (R)p.scale);
-                dk_acc[(size_t)t * D + d] += dk[d] * (R)p.scale;
-                dv_acc[(size_t)t * D + d] += dv[d];
+                dk_acc[(size_t)t * D + d] += round_parts ? rnd_out(dk[d] * (R)p.scale) : dk[d] * (R)p.scale;
+                dv_acc[(size_t)t * D + d] += round_parts ? rnd_out(dv[d]) : dv[d];
             }
         }
     }
@@ -244,7 +249,8 @@ static void reference_group(const Problem &p, int b, int g, Rounding rd, R *o, R
 
 /* All (b, g) of a problem, and dbias as the sum of dS over the bias's broadcast dimensions. */
 template <typename R>
-static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vector<R> &db) {
+static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vector<R> &db,
+                          bool round_parts = false) {
     int T = p.T, group = p.H / p.Hkv;
     std::vector<R> dS;
     if (p.dbias) dS.assign((size_t)p.B * p.H * T * T, 0);
@@ -259,7 +265,8 @@ static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vec
     for (int b = 0; b < p.B; b++)
         for (int g = 0; g < p.Hkv; g++)
             reference_group<R>(p, b, g, rd, o, dqkv,
-                               p.dbias ? dS.data() + ((size_t)b * p.H + g * group) * T * T : nullptr);
+                               p.dbias ? dS.data() + ((size_t)b * p.H + g * group) * T * T : nullptr,
+                               round_parts);
     if (!p.dbias) return;
     db.assign(p.bias.size(), 0);
     for (int b = 0; b < p.B; b++)
@@ -272,7 +279,7 @@ static void reference_all(const Problem &p, Rounding rd, R *o, R *dqkv, std::vec
 static uint64_t rng = 0x9e3779b97f4a7c15ULL;
 
 /* Which plain references the run needs (the filters in main may leave some out). */
-static bool g_need_16 = true, g_need_tf32 = true;
+static bool g_need_16 = true, g_need_tf32 = true, g_need_parts = true;
 
 static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMaskKind mask, int bias_kind,
                          int extras, bool dbias, bool fp32_inputs = false) {
@@ -341,6 +348,13 @@ static void make_problem(Problem &p, int B, int T, int H, int Hkv, int D, AttnMa
     if (g_need_16 && !fp32_inputs) {
         reference_all<float>(p, ROUND_BF16, p.o16.data(), p.dqkv16.data(), p.db16);
         reference_all<float>(p, ROUND_FP16, p.oh.data(), p.dqkvh.data(), p.dbh);
+        if (Hkv < H && g_need_parts) {
+            std::vector<float> o(no), db;
+            p.dqkv16g.assign(nqkv, 0.0f);
+            p.dqkvhg.assign(nqkv, 0.0f);
+            reference_all<float>(p, ROUND_BF16, o.data(), p.dqkv16g.data(), db, true);
+            reference_all<float>(p, ROUND_FP16, o.data(), p.dqkvhg.data(), db, true);
+        }
     }
     if (g_need_tf32) reference_all<float>(p, ROUND_TF32, p.otf.data(), p.dqkvtf.data(), p.dbtf);
 }
@@ -570,6 +584,17 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         if (!impl) { n_skipped += 3; continue; }
         run_case(p, impl, ATTN_FP32, r16);
         if (impl->kernel == ATTN_MEMEFF) run_case(p, impl, ATTN_FP32, rtf, "(tf32)", 1); /* TF32 tensor cores */
+        if (impl->kernel == ATTN_CUDNN && !p.dqkv16g.empty()) {
+            /* cuDNN's GQA dK, dV carry a rounding to 16 bits per query head before the group's
+             * sum (2026-12-02, H200: B=2 H=4 Hkv=1 T=127 D=32 dV 0.00658, 2.4x the plain bf16
+             * reference's 0.00274): held to that plain computation's error instead */
+            Err g16 = r16, gh = rh, pg16 = plain(p.o16, p.dqkv16g, p.db16), pgh = plain(p.oh, p.dqkvhg, p.dbh);
+            g16.dk = pg16.dk; g16.dv = pg16.dv;
+            gh.dk = pgh.dk; gh.dv = pgh.dv;
+            run_case(p, impl, ATTN_BF16, g16, "(dK, dV per head)");
+            run_case(p, impl, ATTN_FP16, gh, "(dK, dV per head)");
+            continue;
+        }
         run_case(p, impl, ATTN_BF16, r16);
         run_case(p, impl, ATTN_FP16, rh);
         if (impl->kernel == ATTN_FLASH && flash_sm90_enabled()) { /* the above ran on wgmma: the mma.sync kernels too */
@@ -599,6 +624,7 @@ int main(int argc, char **argv) {
             return 2;
         }
         g_kernel = argv[1];
+        g_need_parts = k == ATTN_CUDNN;
     }
     if (argc > 2) {
         g_dtype = argv[2];
