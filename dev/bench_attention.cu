@@ -5,7 +5,7 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [bf16|fp16] [T=N] [D=N] [B=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ * Usage: bench_attention [kernel ...] [bf16|fp16|fp32|tf32] [T=N] [D=N] [B=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
  *   B=N: N sequences instead of 65536 / T (a small B keeps compute-sanitizer runs short)
  *   none: no mask (every key; FLOPs count all T^2 pairs), instead of causal
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
@@ -13,7 +13,8 @@
  *   flash, and cudnn where built), every configuration.
  *   mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
  *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
- *   bf16 | fp16: the element type (default bf16)
+ *   bf16 | fp16 | fp32: the element type (default bf16); tf32: fp32 with AttnShape::tf32 = 1 (TF32
+ *   tensor cores allowed, the trainer's default for fp32; memeff only)
  */
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
@@ -91,6 +92,7 @@ template <typename F> static double time_ms(F fn) {
 struct BenchMask { int window = 0, doc_len = 0; bool alibi = false, none = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
 static BenchMask g_mask;
 static AttnDtype g_dtype = ATTN_BF16;
+static int g_tf32 = 0;
 static bool mask_extras() { return g_mask.window > 0 || g_mask.doc_len > 0 || g_mask.alibi; }
 
 /* Unmasked pairs of one (b, h): row i sees keys [lo, i]. */
@@ -127,6 +129,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     s.ld_qkv = (H + 2 * Hkv) * D; s.ld_o = H * D;
     s.mask.kind = g_mask.none ? ATTN_MASK_NONE : ATTN_MASK_CAUSAL;
     s.dtype = g_dtype;
+    s.tf32 = g_tf32;
     float *d_bias = NULL, *d_dbias = NULL;
     if (g_mask.bias) { /* T x T, broadcast over batch and heads; freed below */
         CUDA_OK(cudaMalloc(&d_bias, (size_t)T * T * 4));
@@ -162,23 +165,29 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     size_t nqkv = (size_t)B * T * s.ld_qkv, no = (size_t)B * T * H * D;
     size_t saved = impl->saved_bytes(&s), ws = impl->workspace_bytes(&s);
     r.extra_mb = (saved + ws) / 1048576.0;
-    size_t need = saved + ws + (2 * nqkv + 2 * no) * 2;
+    const size_t es = g_dtype == ATTN_FP32 ? 4 : 2;
+    size_t need = saved + ws + (2 * nqkv + 2 * no) * es;
     size_t free_b = 0, total_b = 0;
     CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
     if (need + ((size_t)512 << 20) > free_b) { r.oom = true; return r; }
 
     void *qkv, *dqkv, *o, *dout, *sv = NULL, *w = NULL;
-    CUDA_OK(cudaMalloc(&qkv, nqkv * 2));
-    CUDA_OK(cudaMalloc(&dqkv, nqkv * 2));
-    CUDA_OK(cudaMalloc(&o, no * 2));
-    CUDA_OK(cudaMalloc(&dout, no * 2));
+    CUDA_OK(cudaMalloc(&qkv, nqkv * es));
+    CUDA_OK(cudaMalloc(&dqkv, nqkv * es));
+    CUDA_OK(cudaMalloc(&o, no * es));
+    CUDA_OK(cudaMalloc(&dout, no * es));
     if (saved) CUDA_OK(cudaMalloc(&sv, saved));
     if (ws) CUDA_OK(cudaMalloc(&w, ws));
-    fill_random_16bit<<<1024, 256>>>((uint16_t *)qkv, nqkv, 1234, 2.0f, g_dtype == ATTN_FP16);
-    fill_random_16bit<<<1024, 256>>>((uint16_t *)dout, no, 5678, 1.0f, g_dtype == ATTN_FP16);
+    if (es == 4) {
+        fill_random_f32<<<1024, 256>>>((float *)qkv, nqkv, 1234, 2.0f);
+        fill_random_f32<<<1024, 256>>>((float *)dout, no, 5678, 1.0f);
+    } else {
+        fill_random_16bit<<<1024, 256>>>((uint16_t *)qkv, nqkv, 1234, 2.0f, g_dtype == ATTN_FP16);
+        fill_random_16bit<<<1024, 256>>>((uint16_t *)dout, no, 5678, 1.0f, g_dtype == ATTN_FP16);
+    }
     CUDA_OK(cudaGetLastError());
-    const char *q = (const char *)qkv, *k = q + H * D * 2, *v = k + Hkv * D * 2;
-    char *dq = (char *)dqkv, *dk = dq + H * D * 2, *dv = dk + Hkv * D * 2;
+    const char *q = (const char *)qkv, *k = q + H * D * es, *v = k + Hkv * D * es;
+    char *dq = (char *)dqkv, *dk = dq + H * D * es, *dv = dk + Hkv * D * es;
     int failed = 0;
     auto fwd = [&]() { failed |= impl->forward(&s, q, k, v, o, sv, w, NULL); };
     auto fb = [&]() {
@@ -216,6 +225,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
         else if (!strcmp(argv[i], "bf16")) g_dtype = ATTN_BF16;
         else if (!strcmp(argv[i], "fp16")) g_dtype = ATTN_FP16;
+        else if (!strcmp(argv[i], "fp32")) g_dtype = ATTN_FP32, g_tf32 = 0;
+        else if (!strcmp(argv[i], "tf32")) g_dtype = ATTN_FP32, g_tf32 = 1;
         else if (attn_kernel_from_name(argv[i], &k) == 0 && k != ATTN_AUTO) {
             if (!attn_impl(k, ATTN_CUDA)) {
                 fprintf(stderr, "bench_attention: kernel '%s' is not in this build\n", argv[i]);
@@ -223,7 +234,7 @@ int main(int argc, char **argv) {
             }
             want[k] = any = true;
         } else {
-            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 T=N D=N B=N none window=W docs=L alibi kv=N bias dbias)\n",
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 fp32 tf32 T=N D=N B=N none window=W docs=L alibi kv=N bias dbias)\n",
                     argv[i], attn_kernel_names_list());
             return 1;
         }
@@ -236,7 +247,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_attention: none (no mask) does not combine with window, docs, alibi or bias\n");
         return 1;
     }
-    printf("device: %s, %d SMs; %s, %s%s", prop.name, prop.multiProcessorCount, attn_dtype_name(g_dtype),
+    printf("device: %s, %d SMs; %s, %s%s", prop.name, prop.multiProcessorCount, g_tf32 ? "fp32 on TF32" : attn_dtype_name(g_dtype),
            g_mask.none ? "no mask (FLOPs of all T^2 pairs)" : "causal",
            mask_extras() ? " +" : "\n");
     if (mask_extras())
