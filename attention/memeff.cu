@@ -32,14 +32,14 @@
  *   atomics (dbias reproducible only up to rounding order there; dQ, dK, dV stay bitwise).
  *   A non-zero stride is taken to give distinct entries (as a tensor of those dimensions does).
  *
- * bf16 and fp16 run the same algorithm on tensor cores (mma.sync m16n8k16, fp32 accumulate;
- * 64-row tiles, 4 warps of 16 rows, K/V or Q/dO double-buffered by cp.async, bias read straight
- * from global memory into the score fragments; one body templated on the element type); fp32 (and
- * bf16 / fp16 with unaligned pointers or leading dimensions) runs on CUDA cores, which compute in
- * fp32 from the converted inputs and round only the outputs (P and dS stay fp32 there).
- * fp32 with AttnShape::tf32 = 1 (the trainer's default; 0, exact fp32, is the library's) runs the
- * tensor-core algorithm on TF32 mma.sync m16n8k8 in fp32 tiles (memeff_tf32.cuh), unless its
- * pointers are unaligned (then the CUDA-core kernels).
+ * bf16, fp16 and fp32 with AttnShape::tf32 = 1 (the trainer's default; 0, exact fp32, is the
+ * library's) run one tensor-core skeleton per pass (forward, dK/dV, dQ; 16-row warps, K/V or Q/dO
+ * double-buffered by cp.async, bias read straight from global memory into the score fragments),
+ * instantiated with an operand policy: MmaOps16<E> (mma.sync m16n8k16, 64-row tiles in 4 warps;
+ * mma_bf16.cuh) or MmaOpsTf32 (fp32 tiles rounded once to TF32 in smem, m16n8k8; mma_tf32.cuh;
+ * 8 warps at D = 128). They need 16-byte aligned pointers and leading dimensions (multiples of 8
+ * elements for 16 bits, 4 for fp32); otherwise, and for exact fp32, the CUDA-core kernels run it:
+ * they compute in fp32 from the converted inputs and round only the outputs (P and dS stay fp32).
  *
  * CUDA-core tile arithmetic (fp32): 128 threads; a block's own 32 rows are split in 8 groups of 4 rows
  * (row group = tid / 16), and the streamed 64 columns (or D columns) are dealt round-robin to the
@@ -482,16 +482,29 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     }
 }
 
-/* ---- E on tensor cores ------------------------------------------------------------------- */
+/* ---- on tensor cores: one skeleton, two operand policies ------------------------------------ */
+/* Ops: MmaOps16<bf16 | fp16> (mma.sync m16n8k16, mma_bf16.cuh) or MmaOpsTf32 (fp32 tiles, m16n8k8
+ * on TF32, mma_tf32.cuh). The skeleton owns the algorithm (tiles, pipeline, mask, softmax, dbias,
+ * epilogues); the policy owns the element type, smem row strides, row loads (and TF32's rounding
+ * of a loaded tile) and the warp products. */
+#include "attention/mma_tf32.cuh"
 
-template <int D_> struct MemeffTcTraits {
+template <class Ops, int D_> struct MemeffTcTraits {
+    using Elem = typename Ops::Elem;
     static constexpr int D = D_;
-    static constexpr int kWarps = 4;
+    /* fp32 tiles are twice the 16-bit ones: at D = 128, 8 warps of 16 rows keep 8 warps per SM
+     * within the smem (about 104-208 KB a block) */
+    static constexpr int kWarps = sizeof(Elem) == 4 && D_ == 128 ? 8 : 4;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int Rows = 16 * kWarps;          /* the block's own queries or keys */
     static constexpr int Cols = D_ == 128 ? 32 : 64;  /* streamed keys or queries per tile */
-    static constexpr int kStride = D + 8;             /* padded smem row (elements) */
-    static constexpr int kSmemBytes = (2 * Rows + 2 * 2 * Cols) * kStride * 2 + 2 * 2 * Cols * 4;
+    static constexpr int kStrideA = Ops::template stride_a<D_>(), kStrideB = Ops::template stride_b<D_>();
+    static constexpr int KS = D_ / Ops::kK;           /* k steps over D */
+    static constexpr int KC = Cols / Ops::kK;         /* k steps over a streamed tile */
+    static constexpr int E = sizeof(Elem);
+    static constexpr int kFwdSmem = (Rows * kStrideA + 2 * Cols * kStrideA + 2 * Cols * kStrideB) * E;
+    static constexpr int kDkvSmem = (2 * Rows * kStrideA + 2 * 2 * Cols * kStrideB) * E + 2 * 2 * Cols * 4;
+    static constexpr int kDqSmem = (2 * Rows * kStrideA + 2 * Cols * kStrideB + 2 * Cols * kStrideA) * E;
 };
 
 /* The X kernels' mask on one 16 x (8 NT) score block in log2 units (rows from row0, columns from
@@ -513,13 +526,15 @@ __device__ __forceinline__ void memeff_mask_frag(float s[][4], const MemeffRowX 
 
 /* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias.
  * X = false: MASK is the kind (DENSE: the constant bias); X = true: MASK is CAUSAL or NONE. */
-template <typename E, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
-    using Tr = MemeffTcTraits<D>;
-    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+template <class Ops, int D, int MASK, bool X>
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<Ops, D>;
+    using E = typename Ops::Elem;
+    constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NT = C / 8, ND = D / 8;
+    constexpr int TH = Tr::kThreads;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    E *sQ = (E *)smem_raw, *sK = sQ + R * S, *sV = sK + 2 * C * S;
+    E *sQ = (E *)smem_raw, *sK = sQ + R * SA, *sV = sK + 2 * C * SA;
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, T = p.T;
@@ -533,11 +548,11 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_async<R, D, Tr::kThreads>(sQ, gq, p.ld_qkv, q0, T);
-    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * C, T);
-    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * C, T);
+    Ops::template load_rows<R, D, TH, SA>(sQ, gq, p.ld_qkv, q0, T);
+    Ops::template load_rows<C, D, TH, SA>(sK, gk, p.ld_qkv, j_lo * C, T);
+    Ops::template load_rows<C, D, TH, SB>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
-    uint32_t qf[KD][4];
+    uint32_t qf[Tr::KS][4];
     float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
@@ -545,29 +560,21 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
     for (int j = j_lo; j < n_tiles; j++) {
         const int stage = (j - j_lo) & 1;
         if (j + 1 < n_tiles) {
-            load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
-            load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
+            Ops::template load_rows<C, D, TH, SA>(sK + (stage ^ 1) * C * SA, gk, p.ld_qkv, (j + 1) * C, T);
+            Ops::template load_rows<C, D, TH, SB>(sV + (stage ^ 1) * C * SB, gv, p.ld_qkv, (j + 1) * C, T);
         }
         cp_async_commit();
         cp_async_wait<1>();
+        E *k_t = sK + stage * C * SA, *v_t = sV + stage * C * SB;
+        if (j == j_lo) Ops::template round_rows<R, D, TH, SA>(sQ);
+        Ops::template round_rows<C, D, TH, SA>(k_t);
+        Ops::template round_rows<C, D, TH, SB>(v_t);
         __syncthreads();
-        if (j == j_lo) {
-#pragma unroll
-            for (int kk = 0; kk < KD; kk++) load_a_frag(qf[kk], sQ, S, warp * 16, kk * 16);
-        }
-        const E *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
+        if (j == j_lo) Ops::load_a(qf, sQ, SA, warp * 16);
         float s[NT][4];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < KD; kk++)
-#pragma unroll
-            for (int np = 0; np < NT / 2; np++) {
-                uint32_t bfr[4];
-                load_bt_frags(bfr, k_t, S, np * 16, kk * 16);
-                mma_16816<E>(s[2 * np], qf[kk], bfr[0], bfr[1]);
-                mma_16816<E>(s[2 * np + 1], qf[kk], bfr[2], bfr[3]);
-            }
+        Ops::mma_abt(s, qf, k_t, SA);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -579,17 +586,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
         else if (MASK == ATTN_MASK_DENSE || col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
             mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
         online_softmax_step<NT, ND>(s, o, m, l);
-        uint32_t pf[NT / 2][4];
-        acc_to_a_frags<E, NT>(pf, s);
-#pragma unroll
-        for (int kk = 0; kk < NT / 2; kk++)
-#pragma unroll
-            for (int dp = 0; dp < ND / 2; dp++) {
-                uint32_t bfr[4];
-                load_b_frags(bfr, v_t, S, kk * 16, dp * 16);
-                mma_16816<E>(o[2 * dp], pf[kk], bfr[0], bfr[1]);
-                mma_16816<E>(o[2 * dp + 1], pf[kk], bfr[2], bfr[3]);
-            }
+        uint32_t pf[Tr::KC][4];
+        Ops::acc_to_a(pf, s);
+        Ops::mma_ab(o, pf, v_t, SB);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -598,12 +597,12 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_forward
 }
 
 /* Loads query tile rows [q0, q0 + C) of Q and dO, and their L and D, into one stage. */
-template <typename E, int D, int ROWS, int THREADS>
+template <class Ops, int D, int ROWS, int THREADS, int STRIDE, typename E>
 __device__ __forceinline__ void load_query_side(E *sQ, E *sdO, float *sL, float *sD,
                                                 const MemeffParams &p, long long head,
                                                 long long ohead, long long bh, int q0) {
-    load_rows_async<ROWS, D, THREADS>(sQ, (const E *)p.q + head, p.ld_qkv, q0, p.T);
-    load_rows_async<ROWS, D, THREADS>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, p.T);
+    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sQ, (const E *)p.q + head, p.ld_qkv, q0, p.T);
+    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, p.T);
     for (int x = threadIdx.x; x < ROWS; x += THREADS) {
         int t = q0 + x;
         bool ok = t < p.T;
@@ -616,14 +615,16 @@ __device__ __forceinline__ void load_query_side(E *sQ, E *sdO, float *sL, float 
  * query heads streamed one after another, (head, tile) pairs in one double-buffered sequence:
  *   S^T = K Q^T, P^T = 2^(S^T - L), dP^T = V dO^T, dS^T = P^T (dP^T - D);
  *   dV += P^T dO, dK += dS^T Q, all in registers. X: dbias += dS (this block owns its keys). */
-template <typename E, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
-    using Tr = MemeffTcTraits<D>;
-    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NQ = C / 8, ND = D / 8, KD = D / 16;
+template <class Ops, int D, int MASK, bool X>
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<Ops, D>;
+    using E = typename Ops::Elem;
+    constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NQ = C / 8, ND = D / 8;
+    constexpr int TH = Tr::kThreads;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    E *sK = (E *)smem_raw, *sV = sK + R * S, *sQ = sV + R * S, *sdO = sQ + 2 * C * S;
-    float *sL = (float *)(sdO + 2 * C * S), *sD = sL + 2 * C;
+    E *sK = (E *)smem_raw, *sV = sK + R * SA, *sQ = sV + R * SA, *sdO = sQ + 2 * C * SB;
+    float *sL = (float *)(sdO + 2 * C * SB), *sD = sL + 2 * C;
     const int bg = attn_block_head(), b = bg / p.Hkv, g_kv = bg % p.Hkv, k0 = attn_block_tile(false) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
     const int g = lane >> 2, c = 2 * (lane & 3);
@@ -635,10 +636,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
     const int h_first = g_kv * p.group, total = p.group * (m_end - m_first); /* (head, tile) pairs */
     const bool atomic = X && p.mx.dbias_atomic;
 
-    load_rows_async<R, D, Tr::kThreads>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
-    load_rows_async<R, D, Tr::kThreads>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
+    Ops::template load_rows<R, D, TH, SA>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
+    Ops::template load_rows<R, D, TH, SA>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
     if (total > 0)
-        load_query_side<E, D, C, Tr::kThreads>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
+        load_query_side<Ops, D, C, TH, SB>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
                                             obase + (long long)h_first * D, (long long)b * p.H + h_first,
                                             m_first * C);
     cp_async_commit();
@@ -655,17 +656,23 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
         int nh = h, nmi = mi + 1; /* the next pair; nmi == m_first: head h ends with this tile */
         if (nmi == m_end) { nmi = m_first; nh++; }
         if (it + 1 < total)
-            load_query_side<E, D, C, Tr::kThreads>(sQ + (stage ^ 1) * C * S, sdO + (stage ^ 1) * C * S,
+            load_query_side<Ops, D, C, TH, SB>(sQ + (stage ^ 1) * C * SB, sdO + (stage ^ 1) * C * SB,
                                                 sL + (stage ^ 1) * C, sD + (stage ^ 1) * C, p,
                                                 qbase + (long long)nh * D, obase + (long long)nh * D,
                                                 (long long)b * p.H + nh, nmi * C);
         cp_async_commit();
         cp_async_wait<1>();
+        E *q_t = sQ + stage * C * SB, *do_t = sdO + stage * C * SB;
+        if (it == 0) {
+            Ops::template round_rows<R, D, TH, SA>(sK);
+            Ops::template round_rows<R, D, TH, SA>(sV);
+        }
+        Ops::template round_rows<C, D, TH, SB>(q_t);
+        Ops::template round_rows<C, D, TH, SB>(do_t);
         __syncthreads();
-        const E *q_t = sQ + stage * C * S, *do_t = sdO + stage * C * S;
         const float *L_t = sL + stage * C, *D_t = sD + stage * C;
         float st[NQ][4], dpt[NQ][4];
-        mma_pair_tile<NQ, KD>(st, dpt, sK, sV, q_t, do_t, S, warp * 16);
+        Ops::template mma_pair<Tr::KS, SA, SB, SB>(st, dpt, sK, sV, q_t, do_t, warp * 16);
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++)
 #pragma unroll
@@ -715,21 +722,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
                 }
             }
         }
-        uint32_t pf[NQ / 2][4], dsf[NQ / 2][4];
-        acc_to_a_frags<E, NQ>(pf, st);
-        acc_to_a_frags<E, NQ>(dsf, dpt);
-#pragma unroll
-        for (int kk = 0; kk < NQ / 2; kk++)
-#pragma unroll
-            for (int dp = 0; dp < ND / 2; dp++) {
-                uint32_t bo[4], bq[4];
-                load_b_frags(bo, do_t, S, kk * 16, dp * 16);
-                load_b_frags(bq, q_t, S, kk * 16, dp * 16);
-                mma_16816<E>(dv[2 * dp], pf[kk], bo[0], bo[1]);
-                mma_16816<E>(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
-                mma_16816<E>(dk[2 * dp], dsf[kk], bq[0], bq[1]);
-                mma_16816<E>(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
-            }
+        uint32_t pf[Tr::KC][4], dsf[Tr::KC][4];
+        Ops::acc_to_a(pf, st);
+        Ops::acc_to_a(dsf, dpt);
+        Ops::mma_ab2(dv, pf, do_t, dk, dsf, q_t, SB);
         __syncthreads(); /* this stage is reloaded two tiles on */
         h = nh;
         mi = nmi;
@@ -740,13 +736,16 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dkv_ker
 
 /* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:
  *   S = Q K^T, P = 2^(S - L), dP = dO V^T, dS = P (dP - D), dQ += dS K in registers. */
-template <typename E, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
-    using Tr = MemeffTcTraits<D>;
-    constexpr int R = Tr::Rows, C = Tr::Cols, S = Tr::kStride, NT = C / 8, ND = D / 8, KD = D / 16;
+template <class Ops, int D, int MASK, bool X>
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
+    using Tr = MemeffTcTraits<Ops, D>;
+    using E = typename Ops::Elem;
+    constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NT = C / 8, ND = D / 8;
+    constexpr int TH = Tr::kThreads;
     constexpr bool CAUSAL = MASK == ATTN_MASK_CAUSAL;
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    E *sQ = (E *)smem_raw, *sdO = sQ + R * S, *sK = sdO + R * S, *sV = sK + 2 * C * S;
+    /* K is read as B^T (S = Q K^T) and as B (dQ += dS K): stride_b; V as B^T only */
+    E *sQ = (E *)smem_raw, *sdO = sQ + R * SA, *sK = sdO + R * SA, *sV = sK + 2 * C * SB;
     const int bh = attn_block_head(), b = bh / p.H, h = bh % p.H, hk = h / p.group;
     const int q0 = attn_block_tile(true) * R;
     const int warp = threadIdx.x / 32, lane = threadIdx.x & 31, T = p.T;
@@ -762,10 +761,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_async<R, D, Tr::kThreads>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
-    load_rows_async<R, D, Tr::kThreads>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
-    load_rows_async<C, D, Tr::kThreads>(sK, gk, p.ld_qkv, j_lo * C, T);
-    load_rows_async<C, D, Tr::kThreads>(sV, gv, p.ld_qkv, j_lo * C, T);
+    Ops::template load_rows<R, D, TH, SA>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
+    Ops::template load_rows<R, D, TH, SA>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
+    Ops::template load_rows<C, D, TH, SB>(sK, gk, p.ld_qkv, j_lo * C, T);
+    Ops::template load_rows<C, D, TH, SA>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
     const int row0 = q0 + warp * 16;
     float L2[2], Dv[2], dq[ND][4];
@@ -780,15 +779,21 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
     for (int j = j_lo; j < n_tiles; j++) {
         const int stage = (j - j_lo) & 1;
         if (j + 1 < n_tiles) {
-            load_rows_async<C, D, Tr::kThreads>(sK + (stage ^ 1) * C * S, gk, p.ld_qkv, (j + 1) * C, T);
-            load_rows_async<C, D, Tr::kThreads>(sV + (stage ^ 1) * C * S, gv, p.ld_qkv, (j + 1) * C, T);
+            Ops::template load_rows<C, D, TH, SB>(sK + (stage ^ 1) * C * SB, gk, p.ld_qkv, (j + 1) * C, T);
+            Ops::template load_rows<C, D, TH, SA>(sV + (stage ^ 1) * C * SA, gv, p.ld_qkv, (j + 1) * C, T);
         }
         cp_async_commit();
         cp_async_wait<1>();
+        E *k_t = sK + stage * C * SB, *v_t = sV + stage * C * SA;
+        if (j == j_lo) {
+            Ops::template round_rows<R, D, TH, SA>(sQ);
+            Ops::template round_rows<R, D, TH, SA>(sdO);
+        }
+        Ops::template round_rows<C, D, TH, SB>(k_t);
+        Ops::template round_rows<C, D, TH, SA>(v_t);
         __syncthreads();
-        const E *k_t = sK + stage * C * S, *v_t = sV + stage * C * S;
         float s[NT][4], dp[NT][4];
-        mma_pair_tile<NT, KD>(s, dp, sQ, sdO, k_t, v_t, S, warp * 16);
+        Ops::template mma_pair<Tr::KS, SA, SB, SA>(s, dp, sQ, sdO, k_t, v_t, warp * 16);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -807,17 +812,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
                 float pv = exp2f(s[nt][e] - L2[e >> 1]);
                 dp[nt][e] = pv * (dp[nt][e] - Dv[e >> 1]);
             }
-        uint32_t dsf[NT / 2][4];
-        acc_to_a_frags<E, NT>(dsf, dp);
-#pragma unroll
-        for (int kk = 0; kk < NT / 2; kk++)
-#pragma unroll
-            for (int dpp = 0; dpp < ND / 2; dpp++) {
-                uint32_t bk[4];
-                load_b_frags(bk, k_t, S, kk * 16, dpp * 16);
-                mma_16816<E>(dq[2 * dpp], dsf[kk], bk[0], bk[1]);
-                mma_16816<E>(dq[2 * dpp + 1], dsf[kk], bk[2], bk[3]);
-            }
+        uint32_t dsf[Tr::KC][4];
+        Ops::acc_to_a(dsf, dp);
+        Ops::mma_ab(dq, dsf, k_t, SB);
         __syncthreads();
     }
     cp_async_wait<0>();
@@ -828,14 +825,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<D>::kThreads) memeff_tc_dq_kern
         if (t < T) {
             E *row = (E *)p.dq + qhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
-            for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(row + dt * 8) = pack2<E>(dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
+            for (int dt = 0; dt < ND; dt++) store2<E>(row + dt * 8, dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
         }
     }
 }
-
-/* ---- fp32 on TF32 tensor cores (AttnShape::tf32) ---------------------------------------------- */
-#include "attention/memeff_tf32.cuh"
 
 /* ---- host side ------------------------------------------------------------------------------ */
 
@@ -852,42 +845,28 @@ static int memeff_launch(void (*kernel)(MemeffParams), const AttnShape *s, int r
 static long long memeff_q_heads(const AttnShape *s) { return (long long)s->B * s->H; }
 static long long memeff_kv_heads(const AttnShape *s) { return (long long)s->B * attn_kv_heads(s); }
 
+/* The tensor-core policy of an element type: 16-bit MMA for bf16 / fp16, TF32 for fp32. */
+template <typename E> struct MemeffOps { using type = MmaOps16<E>; };
+template <> struct MemeffOps<float> { using type = MmaOpsTf32; };
+
 template <typename E, int D, int MASK, bool X>
 static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    using Tr = MemeffTcTraits<D>;
-    return memeff_launch(memeff_tc_forward_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
-                         Tr::kSmemBytes, p, st);
-}
-
-template <typename E, int D, int MASK, bool X>
-static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    using Tr = MemeffTcTraits<D>;
-    long long rows = attn_rows(s);
-    memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
-    ATTN_LAUNCH_CHECK();
-    int rc = memeff_launch(memeff_tc_dkv_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
-                           Tr::kSmemBytes, p, st);
-    return rc ? rc : memeff_launch(memeff_tc_dq_kernel<E, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
-                                   Tr::kSmemBytes, p, st);
-}
-
-/* The TF32 kernels (E is float: the tensor-core dispatch's signature). */
-template <typename E, int D, int MASK, bool X>
-static int memeff_tf32_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    using Tr = MemeffTf32Traits<D>;
-    return memeff_launch(memeff_tf32_forward_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+    using Ops = typename MemeffOps<E>::type;
+    using Tr = MemeffTcTraits<Ops, D>;
+    return memeff_launch(memeff_tc_forward_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
                          Tr::kFwdSmem, p, st);
 }
 
 template <typename E, int D, int MASK, bool X>
-static int memeff_tf32_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    using Tr = MemeffTf32Traits<D>;
+static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+    using Ops = typename MemeffOps<E>::type;
+    using Tr = MemeffTcTraits<Ops, D>;
     long long rows = attn_rows(s);
-    memeff_rowdot_kernel<float><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
     ATTN_LAUNCH_CHECK();
-    int rc = memeff_launch(memeff_tf32_dkv_kernel<D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
+    int rc = memeff_launch(memeff_tc_dkv_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
                            Tr::kDkvSmem, p, st);
-    return rc ? rc : memeff_launch(memeff_tf32_dq_kernel<D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
+    return rc ? rc : memeff_launch(memeff_tc_dq_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
                                    Tr::kDqSmem, p, st);
 }
 
@@ -1017,7 +996,7 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
     const bool x = memeff_x_forward(s);
     if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, x, s, s, p, attn_stream(stream));
     if (memeff_use_tf32(s, ptrs, 4))
-        return MEMEFF_TC_DISPATCH_E(memeff_tf32_launch_forward, float, x, s, s, p, attn_stream(stream));
+        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_forward, float, x, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_forward, x, s, s, p, attn_stream(stream));
 }
 
@@ -1035,7 +1014,7 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
     const bool x = memeff_x_backward(s);
     if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, x, s, s, p, attn_stream(stream));
     if (memeff_use_tf32(s, ptrs, 8))
-        return MEMEFF_TC_DISPATCH_E(memeff_tf32_launch_backward, float, x, s, s, p, attn_stream(stream));
+        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_backward, float, x, s, s, p, attn_stream(stream));
     return MEMEFF_DISPATCH(memeff_launch_backward, x, s, s, p, attn_stream(stream));
 }
 

@@ -192,4 +192,100 @@ __device__ __forceinline__ void mma_pair_tile(float (&x)[NT][4], float (&y)[NT][
     }
 }
 
+/* The A fragments (element type E) of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
+template <typename E, int NT>
+__device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
+#pragma unroll
+    for (int kk = 0; kk < NT / 2; kk++) {
+        a[kk][0] = pack2<E>(s[2 * kk][0], s[2 * kk][1]);
+        a[kk][1] = pack2<E>(s[2 * kk][2], s[2 * kk][3]);
+        a[kk][2] = pack2<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        a[kk][3] = pack2<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+}
+
+/* The 16-bit operand policy of the skeletons that run on either MMA (memeff.cu's tensor-core
+ * kernels; mma_tf32.cuh has the TF32 one with the same members): the element type in smem and out,
+ * the MMA's k, the padded smem rows, the row loads, and the warp products over a tile. A product's
+ * A operand is a warp's 16 rows as KS fragments (k = kK KS); its B tile is row-major in smem,
+ * [n][k] for A B^T and [k][n] for A B; accumulators are NT (ND) C tiles of 8 columns. Array sizes
+ * are deduced from the arguments. */
+template <typename E> struct MmaOps16 {
+    using Elem = E;
+    static constexpr int kK = 16;
+    /* smem row strides (elements) of tiles read as A or B^T (stride_a) and as B (stride_b) */
+    template <int D> static constexpr int stride_a() { return D + 8; }
+    template <int D> static constexpr int stride_b() { return D + 8; }
+    template <int ROWS, int D, int THREADS, int STRIDE>
+    static __device__ __forceinline__ void load_rows(E *tile, const E *g, long long ld, int row0, int T) {
+        static_assert(STRIDE == D + 8, "MmaOps16: tiles are D + 8 elements a row");
+        load_rows_async<ROWS, D, THREADS>(tile, g, ld, row0, T);
+    }
+    /* after a tile's cp.async group: nothing to do (TF32 rounds here) */
+    template <int ROWS, int D, int THREADS, int STRIDE> static __device__ __forceinline__ void round_rows(E *) {}
+    template <int KS>
+    static __device__ __forceinline__ void load_a(uint32_t (&a)[KS][4], const E *tile, int stride, int r0) {
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) load_a_frag(a[kk], tile, stride, r0, kk * 16);
+    }
+    /* acc += A B^T */
+    template <int NT, int KS>
+    static __device__ __forceinline__ void mma_abt(float (&acc)[NT][4], const uint32_t (&a)[KS][4], const E *b, int stride) {
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                uint32_t f[4];
+                load_bt_frags(f, b, stride, np * 16, kk * 16);
+                mma_16816<E>(acc[2 * np], a[kk], f[0], f[1]);
+                mma_16816<E>(acc[2 * np + 1], a[kk], f[2], f[3]);
+            }
+    }
+    /* acc += A B */
+    template <int ND, int KS>
+    static __device__ __forceinline__ void mma_ab(float (&acc)[ND][4], const uint32_t (&a)[KS][4], const E *b, int stride) {
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t f[4];
+                load_b_frags(f, b, stride, kk * 16, dp * 16);
+                mma_16816<E>(acc[2 * dp], a[kk], f[0], f[1]);
+                mma_16816<E>(acc[2 * dp + 1], a[kk], f[2], f[3]);
+            }
+    }
+    /* x += A1 B1 and y += A2 B2 in one pass (the backward's dV and dK) */
+    template <int ND, int KS>
+    static __device__ __forceinline__ void mma_ab2(float (&x)[ND][4], const uint32_t (&a1)[KS][4], const E *b1,
+                                                   float (&y)[ND][4], const uint32_t (&a2)[KS][4], const E *b2,
+                                                   int stride) {
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++)
+#pragma unroll
+            for (int dp = 0; dp < ND / 2; dp++) {
+                uint32_t f1[4], f2[4];
+                load_b_frags(f1, b1, stride, kk * 16, dp * 16);
+                load_b_frags(f2, b2, stride, kk * 16, dp * 16);
+                mma_16816<E>(x[2 * dp], a1[kk], f1[0], f1[1]);
+                mma_16816<E>(x[2 * dp + 1], a1[kk], f1[2], f1[3]);
+                mma_16816<E>(y[2 * dp], a2[kk], f2[0], f2[1]);
+                mma_16816<E>(y[2 * dp + 1], a2[kk], f2[2], f2[3]);
+            }
+    }
+    /* x = A1 B1^T and y = A2 B2^T over KS k steps, A1, A2 rows a_row0.. of smem tiles (mma_pair_tile;
+     * strides SA of the A tiles, SB1 and SB2 of the B tiles: one stride for all 16-bit tiles) */
+    template <int KS, int SA, int SB1, int SB2, int NT>
+    static __device__ __forceinline__ void mma_pair(float (&x)[NT][4], float (&y)[NT][4], const E *a1, const E *a2,
+                                                    const E *b1, const E *b2, int a_row0) {
+        static_assert(SA == SB1 && SA == SB2, "MmaOps16: one stride for all tiles");
+        mma_pair_tile<NT, KS>(x, y, a1, a2, b1, b2, SA, a_row0);
+    }
+    /* the A fragments (k = its 8 NT columns) of a 16 x (8 NT) fp32 accumulator block */
+    template <int NA, int NT>
+    static __device__ __forceinline__ void acc_to_a(uint32_t (&a)[NA][4], const float (&s)[NT][4]) {
+        static_assert(NA * 2 == NT, "MmaOps16: two C tiles make one A fragment");
+        acc_to_a_frags<E, NT>(a, s);
+    }
+};
+
 #endif

@@ -1,7 +1,6 @@
 /* attention/tc_attention.cuh: attention-specific pieces of the tensor-core (mma.sync) kernels,
  * shared by flash.cu and memeff.cu: quad reductions over a fragment row, masking a score block,
- * the online-softmax step, turning an fp32 accumulator block into 16-bit (bf16 or fp16) A
- * fragments, and the forward's O / L and the backward's dK / dV epilogues; the element type E is
+ * the online-softmax step, and the forward's O / L and the backward's dK / dV epilogues; the element type E is
  * a template parameter where it matters (mma_bf16.cuh).
  * Scores are kept in log2 units (scale * log2(e) folded in) so that exp is one exp2.
  */
@@ -50,18 +49,6 @@ __device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int 
         }
 }
 
-/* The A fragments (element type E) of a 16 x (8*NT) fp32 accumulator block (k = its columns). */
-template <typename E, int NT>
-__device__ __forceinline__ void acc_to_a_frags(uint32_t a[][4], const float s[][4]) {
-#pragma unroll
-    for (int kk = 0; kk < NT / 2; kk++) {
-        a[kk][0] = pack2<E>(s[2 * kk][0], s[2 * kk][1]);
-        a[kk][1] = pack2<E>(s[2 * kk][2], s[2 * kk][3]);
-        a[kk][2] = pack2<E>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        a[kk][3] = pack2<E>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-    }
-}
-
 /* Online-softmax step for the warp's 16 rows (this thread: rows g and g+8 = half 0, 1): turns
  * the scores s into P = 2^(scale * s - m) in place and rescales o, l; m is kept in the scaled
  * (log2) units. Taking the max on unscaled s (scale > 0) lets scale ride in one FFMA per score. */
@@ -96,9 +83,17 @@ __device__ __forceinline__ void online_softmax_step(float s[][4], float o[][4], 
     }
 }
 
+/* Two adjacent outputs as one store: packed to E (bf16, fp16), or a float2 (fp32). */
+template <typename E> __device__ __forceinline__ void store2(E *p, float lo, float hi) {
+    *(uint32_t *)p = pack2<E>(lo, hi);
+}
+template <> __device__ __forceinline__ void store2<float>(float *p, float lo, float hi) {
+    *(float2 *)p = make_float2(lo, hi);
+}
+
 /* The forward's epilogue for a warp's 16 rows [row0, row0 + 16) (this thread: g and g + 8):
- * O / l to the element type E in the token-major output (out_head = the head's row 0, rows ld_o apart) and
- * L = ln 2 (m + log2 l) into lse_head, +inf for a row that saw no key (backward's exp(S - L) = 0). */
+ * O / l to the element type E (bf16, fp16 or fp32) in the token-major output (out_head = the
+ * head's row 0, rows ld_o apart) and L = ln 2 (m + log2 l) into lse_head, +inf for a row that saw no key (backward's exp(S - L) = 0). */
 template <int ND, typename E>
 __device__ __forceinline__ void store_o_and_lse(E *out_head, long long ld_o, float *lse_head,
                                                 const float o[][4], const float m[2], const float l[2],
@@ -113,18 +108,10 @@ __device__ __forceinline__ void store_o_and_lse(E *out_head, long long ld_o, flo
             E *orow = out_head + (long long)t * ld_o;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++)
-                *(uint32_t *)(orow + dt * 8 + c) = pack2<E>(o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
+                store2<E>(orow + dt * 8 + c, o[dt][2 * half] * inv, o[dt][2 * half + 1] * inv);
             if ((lane & 3) == 0) lse_head[t] = lsum > 0.0f ? (m[half] + log2f(lsum)) * LN2_F : INFINITY;
         }
     }
-}
-
-/* Two adjacent outputs as one store: packed to E (bf16, fp16), or a float2 (fp32). */
-template <typename E> __device__ __forceinline__ void store2(E *p, float lo, float hi) {
-    *(uint32_t *)p = pack2<E>(lo, hi);
-}
-template <> __device__ __forceinline__ void store2<float>(float *p, float lo, float hi) {
-    *(float2 *)p = make_float2(lo, hi);
 }
 
 /* The backward's epilogue: dK = p.scale * (the accumulated dS^T Q) and dV of a warp's 16 keys
@@ -132,7 +119,7 @@ template <> __device__ __forceinline__ void store2<float>(float *p, float lo, fl
  * lane's fragment row g = lane / 4 and column c = 2 * (lane % 4), as the kernels hold them) into
  * p.dk and p.dv as OutE (the output type), rows p.ld_qkv apart from kv_off, the K/V head's first
  * element; keys >= T are not written. Shared by every tensor-core backward (flash's three,
- * memeff's two); P: any of their parameter structs. */
+ * memeff's skeleton); P: any of their parameter structs. */
 template <int ND, typename OutE, class P>
 __device__ __forceinline__ void store_dk_dv(const P &p, long long kv_off, const float dk[][4], const float dv[][4],
                                             int key_row0, int g, int c, int T) {
