@@ -429,18 +429,7 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams<E> &p, con
         }
 
         /* dV += P^T dO, dK += dS^T Q */
-#pragma unroll
-        for (int kk = 0; kk < NQ / 2; kk++)
-#pragma unroll
-            for (int dp = 0; dp < ND / 2; dp++) {
-                uint32_t bo[4], bq[4];
-                load_b_frags(bo, do_t, S, kk * 16, dp * 16);
-                load_b_frags(bq, q_t, S, kk * 16, dp * 16);
-                mma_16816<E>(dv[2 * dp], pf[kk], bo[0], bo[1]);
-                mma_16816<E>(dv[2 * dp + 1], pf[kk], bo[2], bo[3]);
-                mma_16816<E>(dk[2 * dp], dsf[kk], bq[0], bq[1]);
-                mma_16816<E>(dk[2 * dp + 1], dsf[kk], bq[2], bq[3]);
-            }
+        MmaOps16<E>::mma_ab2(dv, pf, do_t, dk, dsf, q_t, S);
         __syncthreads(); /* sdS complete */
 
         /* dQ[q0 + rows, cols] += dS K for this warp's 16 queries x kDqCols columns, into query
