@@ -43,6 +43,7 @@
 #include "attention/flash_sm90_tma_bwd.h"
 #include "attention/mma_bf16.cuh"
 #include "attention/tc_attention.cuh"
+#include "attention/rowdot.cuh"
 
 
 /* ---- tile shapes ----------------------------------------------------------------------------- */
@@ -254,32 +255,6 @@ template <int D> struct FlashRowTraits {
     static constexpr int kLanes = D / 8;            /* threads per row */
     static constexpr int kRows = 256 / kLanes;      /* rows per 256-thread block */
 };
-
-/* D_i = sum_d dO[i,d] O[i,d]; zeroes the dQ accumulator's row. */
-template <typename E, int D>
-__global__ void __launch_bounds__(256) flash_bwd_preprocess(FlashParams<E> p) {
-    using R = FlashRowTraits<D>;
-    const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-    const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
-    float acc = 0.0f;
-    if (t < p.T) {
-        long long off = ((long long)b * p.T + t) * p.ld_o + (long long)h * D + part * 8;
-        uint4 x = *(const uint4 *)(p.dout + off), y = *(const uint4 *)(p.o + off);
-        const uint32_t *xa = (const uint32_t *)&x, *ya = (const uint32_t *)&y;
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            float2 xf = unpack2<E>(xa[e]), yf = unpack2<E>(ya[e]);
-            acc = fmaf(xf.x, yf.x, acc);
-            acc = fmaf(xf.y, yf.y, acc);
-        }
-        float4 *dst = (float4 *)(p.dq_accum + ((long long)bh * p.T + t) * D + part * 8);
-        dst[0] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        dst[1] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    }
-#pragma unroll
-    for (int x = R::kLanes / 2; x > 0; x >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, x);
-    if (t < p.T && part == 0) p.dvec[(long long)bh * p.T + t] = acc;
-}
 
 /* dQ = scale * accumulator, into the token-major output (element type E). */
 template <typename E, int D>
@@ -559,7 +534,7 @@ template <typename E, int D, bool CAUSAL>
 static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st, FlashBwdMain main_kernel) {
     using R = FlashRowTraits<D>;
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
-    flash_bwd_preprocess<E, D><<<row_grid, 256, 0, st>>>(p);
+    attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, p.dq_accum, true, st); /* and zeroes dQ's accumulator */
     ATTN_LAUNCH_CHECK();
     FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
     int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &hopper, st) : -1; /* -1: not applicable */

@@ -49,6 +49,7 @@
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/tc_attention.cuh"
+#include "attention/rowdot.cuh"
 
 struct MemeffTraits {
     static constexpr int kThreads = 128;
@@ -296,21 +297,6 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
         for (int j = 0; j < ND; j++) orow[c0 + 16 * j] = from_float<E>(o[i][j] * inv);
         if (c0 == 0) p.lse[(long long)bh * T + t] = l[i] > 0.0f ? m[i] + logf(l[i]) : INFINITY;
     }
-}
-
-/* D_i = sum_d dO[i,d] O[i,d]: one warp per row. */
-template <typename E>
-__global__ void memeff_rowdot_kernel(MemeffParams p, int D, long long rows) {
-    long long r = (long long)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
-    if (r >= rows) return;
-    int lane = threadIdx.x & 31, t = (int)(r % p.T);
-    long long bh = r / p.T;
-    long long off = ((bh / p.H) * p.T + t) * p.ld_o + (bh % p.H) * D;
-    float acc = 0.0f;
-    for (int d = lane; d < D; d += 32)
-        acc += to_float(((const E *)p.dout)[off + d]) * to_float(((const E *)p.o)[off + d]);
-    for (int x = 16; x > 0; x >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, x);
-    if (lane == 0) p.dvec[r] = acc;
 }
 
 template <int D>
@@ -861,8 +847,7 @@ template <typename E, int D, int MASK, bool X>
 static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
     using Ops = typename MemeffOps<E>::type;
     using Tr = MemeffTcTraits<Ops, D>;
-    long long rows = attn_rows(s);
-    memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, nullptr, attn_rowdot_vec<E>(p.o, p.dout, p.ld_o), st);
     ATTN_LAUNCH_CHECK();
     int rc = memeff_launch(memeff_tc_dkv_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
                            Tr::kDkvSmem, p, st);
@@ -962,8 +947,7 @@ static int memeff_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_
 
 template <typename E, int D, bool X, bool CAUSAL>
 static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
-    long long rows = attn_rows(s);
-    memeff_rowdot_kernel<E><<<(unsigned)((rows + 7) / 8), 256, 0, st>>>(p, D, rows);
+    attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, nullptr, attn_rowdot_vec<E>(p.o, p.dout, p.ld_o), st);
     ATTN_LAUNCH_CHECK();
     int rc = memeff_launch(memeff_dkv_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_kv_heads(s),
                            MemeffTraits::kThreads, memeff_dkv_smem<D>(), p, st);

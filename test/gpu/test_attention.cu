@@ -432,7 +432,7 @@ static std::vector<uint8_t> bytes_of(const void *d, size_t n) {
 static const char *g_kernel = NULL, *g_dtype = NULL;
 
 static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err ref16, const char *variant = "",
-                     int tf32 = 0) {
+                     int tf32 = 0, bool unaligned = false) {
     /* (ref16: the plain reference's error in dt (bf16 or fp16), or TF32's with tf32, that this
      * kernel is held to) */
     if (g_kernel && strcmp(g_kernel, attn_kernel_name(impl->kernel))) return;
@@ -502,10 +502,18 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
         if (d.bias) cudaFree(d.bias);
         return;
     }
-    CUDA_OK(cudaMalloc(&d.qkv, nqkv * es));
-    CUDA_OK(cudaMalloc(&d.dqkv, nqkv * es));
-    CUDA_OK(cudaMalloc(&d.dout, no * es));
-    CUDA_OK(cudaMalloc(&d.o, no * es));
+    /* unaligned: every tensor one element past a 256-byte boundary (the kernels' fallback for rows
+     * that 16-byte loads cannot read) */
+    const size_t shift = unaligned ? es : 0;
+    void *base[4];
+    CUDA_OK(cudaMalloc(&base[0], nqkv * es + shift));
+    CUDA_OK(cudaMalloc(&base[1], nqkv * es + shift));
+    CUDA_OK(cudaMalloc(&base[2], no * es + shift));
+    CUDA_OK(cudaMalloc(&base[3], no * es + shift));
+    d.qkv = (char *)base[0] + shift;
+    d.dqkv = (char *)base[1] + shift;
+    d.dout = (char *)base[2] + shift;
+    d.o = (char *)base[3] + shift;
     size_t nsaved = impl->saved_bytes(&s), nws = impl->workspace_bytes(&s);
     if (nsaved) CUDA_OK(cudaMalloc(&d.saved, nsaved));
     if (nws) CUDA_OK(cudaMalloc(&d.ws, nws));
@@ -550,7 +558,7 @@ static void run_case(const Problem &p, const AttnImpl *impl, AttnDtype dt, Err r
                 CHECK(bytes_of(d.dqkv, nqkv * es) == dqkv_first, "%s: backward not deterministic", tag);
         }
     }
-    cudaFree(d.qkv); cudaFree(d.dqkv); cudaFree(d.dout); cudaFree(d.o);
+    for (void *x : base) cudaFree(x);
     cudaFree(d.saved); cudaFree(d.ws); cudaFree(d.bias);
 }
 
@@ -583,7 +591,12 @@ static void run_problem(int B, int T, int H, int Hkv, int D, AttnMaskKind mask, 
         const AttnImpl *impl = attn_impl((AttnKernel)kk, ATTN_CUDA);
         if (!impl) { n_skipped += 3; continue; }
         run_case(p, impl, ATTN_FP32, r16);
-        if (impl->kernel == ATTN_MEMEFF) run_case(p, impl, ATTN_FP32, rtf, "(tf32)", 1); /* TF32 tensor cores */
+        if (impl->kernel == ATTN_MEMEFF) {
+            run_case(p, impl, ATTN_FP32, rtf, "(tf32)", 1); /* TF32 tensor cores */
+            /* rows 16-byte loads cannot read: the CUDA-core kernels and the element-wise row dot */
+            run_case(p, impl, ATTN_BF16, r16, "(unaligned)", 0, true);
+            run_case(p, impl, ATTN_FP32, rtf, "(tf32, unaligned)", 1, true);
+        }
         if (impl->kernel == ATTN_CUDNN && !p.dqkv16g.empty()) {
             /* cuDNN's GQA dK, dV carry a rounding to 16 bits per query head before the group's
              * sum (2026-12-02, H200: B=2 H=4 Hkv=1 T=127 D=32 dV 0.00658, 2.4x the plain bf16
