@@ -487,10 +487,10 @@ template <class Ops, int D_> struct MemeffTcTraits {
     static constexpr int kStrideA = Ops::template stride_a<D_>(), kStrideB = Ops::template stride_b<D_>();
     static constexpr int KS = D_ / Ops::kK;           /* k steps over D */
     static constexpr int KC = Cols / Ops::kK;         /* k steps over a streamed tile */
-    static constexpr int E = sizeof(Elem);
-    static constexpr int kFwdSmem = (Rows * kStrideA + 2 * Cols * kStrideA + 2 * Cols * kStrideB) * E;
-    static constexpr int kDkvSmem = (2 * Rows * kStrideA + 2 * 2 * Cols * kStrideB) * E + 2 * 2 * Cols * 4;
-    static constexpr int kDqSmem = (2 * Rows * kStrideA + 2 * Cols * kStrideB + 2 * Cols * kStrideA) * E;
+    static constexpr int kElemBytes = sizeof(Elem);
+    static constexpr int kFwdSmem = (Rows * kStrideA + 2 * Cols * kStrideA + 2 * Cols * kStrideB) * kElemBytes;
+    static constexpr int kDkvSmem = (2 * Rows * kStrideA + 2 * 2 * Cols * kStrideB) * kElemBytes + 2 * 2 * Cols * 4;
+    static constexpr int kDqSmem = (2 * Rows * kStrideA + 2 * Cols * kStrideB + 2 * Cols * kStrideA) * kElemBytes;
 };
 
 /* The X kernels' mask on one 16 x (8 NT) score block in log2 units (rows from row0, columns from
