@@ -410,8 +410,8 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             z = wg_row0 >= T ? a : CAUSAL ? min(j1, (min(wg_row0 + 63, T - 1) + Bc) / Bc) : j1;
         }
         /* tile jt's buffer and the parity of its fill */
-        auto stage_of = [&](int jt) { return (g + jt - j0) % S; };
-        auto parity_of = [&](int jt) { return (uint32_t)(((g + jt - j0) / S) & 1); };
+        auto stage_of = [&](int jt) { return (int)((unsigned)(g + jt - j0) % S); }; /* unsigned: a mask, not a signed % */
+        auto parity_of = [&](int jt) { return ((unsigned)(g + jt - j0) / S) & 1u; };
         /* step t of the item outside this warpgroup's range: K_t and V_{t-1} (those that exist)
          * are waited for (so that the release counts towards this fill of the buffer, not the
          * next) and released, and the turn passes through */
@@ -436,30 +436,31 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         for (int dt = 0; dt < ND; dt++) o[dt][0] = o[dt][1] = o[dt][2] = o[dt][3] = 0.0f;
 
         if (a < z) { /* steps a .. z */
-            const uint32_t q_base = smem_addr(sQ + qb * Tr::kQBytes) + cw * 64 * 128; /* this warpgroup's 64 rows of each Q panel */
+            /* this warpgroup's 64 rows of each Q panel, as a descriptor's low half (sw128_desc_at) */
+            const uint32_t q_desc = sw128_desc_lo(smem_addr(sQ + qb * Tr::kQBytes) + cw * 64 * 128);
             float sc[NT][4], corr[2];
             uint32_t pf[NT / 2][4];
 
             auto issue_s = [&](int s) { /* S = Q K^T, both K-major */
-                const uint32_t k_base = smem_addr(sK + s * Tr::kTileBytes);
+                const uint32_t k_desc = sw128_desc_lo(smem_addr(sK + s * Tr::kTileBytes));
                 wgmma_fence();
 #pragma unroll
                 for (int kk = 0; kk < KD; kk++) {
-                    const uint64_t da = sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
-                                   db = sw128_desc(k_base + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
+                    const uint64_t da = sw128_desc_at(q_desc, (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32),
+                                   db = sw128_desc_at(k_desc, (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32);
                     wgmma_ss<E, Bc, 0>(sc, da, db, kk > 0);
                 }
                 wgmma_commit();
             };
             auto issue_pv = [&](int s) { /* O += P V, V MN-major, one 64-column panel at a time */
-                const uint32_t v_base = smem_addr(sV + s * Tr::kTileBytes);
+                const uint32_t v_desc = sw128_desc_lo(smem_addr(sV + s * Tr::kTileBytes));
                 wgmma_fence();
 #pragma unroll
                 for (int kk = 0; kk < NT / 2; kk++)
 #pragma unroll
                     for (int pn = 0; pn < Tr::kPanels; pn++)
                         wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&o[pn * 8]), pf[kk],
-                                           sw128_desc(v_base + pn * Tr::kKVBoxBytes + kk * 16 * 128), 1);
+                                           sw128_desc_at(v_desc, pn * Tr::kKVBoxBytes + kk * 16 * 128), 1);
                 wgmma_commit();
             };
             auto rescale_o = [&]() {

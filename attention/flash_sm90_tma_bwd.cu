@@ -244,10 +244,11 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     const bool wg_leader = (threadIdx.x & 127) == 0; /* issues this warpgroup's dQ reduce-adds */
     const int key_row0 = k0 + cw * 64 + warp * 16;   /* this warp's 16 keys */
     /* this warpgroup's 64 rows of each K / V panel (the A operand of S^T and dP^T) */
-    const uint32_t k_rows = smem_addr(sK) + cw * 64 * 128, v_rows = smem_addr(sV) + cw * 64 * 128;
+    /* operands as descriptors' low halves (sw128_desc_at adds each k step's offset) */
+    const uint32_t k_desc = sw128_desc_lo(smem_addr(sK) + cw * 64 * 128), v_desc = sw128_desc_lo(smem_addr(sV) + cw * 64 * 128);
     /* its part of dQ = dS K: A = the dS^T panel of its query rows, B = K from its first column */
     const int dq_row_off = Br == 128 ? cw * 64 : 0, dq_col0 = Br == 128 ? 0 : cw * DQN;
-    const uint32_t dq_b_base = smem_addr(sK) + (dq_col0 / 64) * Tr::kKVBoxBytes + (dq_col0 % 64) * 2;
+    const uint32_t dq_b_desc = sw128_desc_lo(smem_addr(sK) + (dq_col0 / 64) * Tr::kKVBoxBytes + (dq_col0 % 64) * 2);
     const int dq_a_panel = dq_row_off / 64;
     unsigned char *stage_dq = sdQ + cw * Tr::kDqBytes;
     /* EXTRA: the query tiles inside [full_lo, full_hi) are seen by all 16 of this warp's keys;
@@ -284,9 +285,9 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     mbar_wait(&bar.kv_full, 0);
     int ti = 0, hq = h0;
     for (int i = 0; i < n_iter; i++) {
-        const int s = i % S, q0 = tile_at(ti) * Br;
-        const uint32_t ph = (uint32_t)((i / S) & 1);
-        const uint32_t q_base = smem_addr(sQ + s * Tr::kQBytes), do_base = smem_addr(sdO + s * Tr::kQBytes);
+        const int s = (int)((unsigned)i % S), q0 = tile_at(ti) * Br;
+        const uint32_t ph = ((unsigned)i / S) & 1u;
+        const uint32_t q_desc = sw128_desc_lo(smem_addr(sQ + s * Tr::kQBytes)), do_desc = sw128_desc_lo(smem_addr(sdO + s * Tr::kQBytes));
         const int row_off = ((b * p.H + hq) * T + q0) & 3; /* the tile's first entry in its L / D_i box */
         const float *L_t = sL + s * Tr::kRowStride + row_off, *D_t = sDv + s * Tr::kRowStride + row_off;
         unsigned char *ds_tile = sdS + (i & 1) * Tr::kDsBytes;
@@ -297,15 +298,15 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
-            wgmma_ss<E, Br, 0>(st, sw128_desc(k_rows + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32),
-                               sw128_desc(q_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32), kk > 0);
+            wgmma_ss<E, Br, 0>(st, sw128_desc_at(k_desc, (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32),
+                               sw128_desc_at(q_desc, (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32), kk > 0);
         wgmma_commit();
         mbar_wait(&bar.do_full[s], ph);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < KD; kk++)
-            wgmma_ss<E, Br, 0>(dpt, sw128_desc(v_rows + (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32),
-                               sw128_desc(do_base + (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32), kk > 0);
+            wgmma_ss<E, Br, 0>(dpt, sw128_desc_at(v_desc, (kk / 4) * Tr::kKVBoxBytes + (kk % 4) * 32),
+                               sw128_desc_at(do_desc, (kk / 4) * Tr::kQBoxBytes + (kk % 4) * 32), kk > 0);
         wgmma_commit();
 
         /* P^T while dP^T runs: rows past T, keys past T and (causal) keys after the query masked */
@@ -348,9 +349,9 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
 #pragma unroll
             for (int pn = 0; pn < Tr::kPanels; pn++) {
                 wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&dv[pn * 8]), pf[kk],
-                                   sw128_desc(do_base + pn * Tr::kQBoxBytes + kk * 16 * 128), 1);
+                                   sw128_desc_at(do_desc, pn * Tr::kQBoxBytes + kk * 16 * 128), 1);
                 wgmma_rs<E, 64, 1>(*reinterpret_cast<float(*)[8][4]>(&dk[pn * 8]), dsf[kk],
-                                   sw128_desc(q_base + pn * Tr::kQBoxBytes + kk * 16 * 128), 1);
+                                   sw128_desc_at(q_desc, pn * Tr::kQBoxBytes + kk * 16 * 128), 1);
             }
         wgmma_commit();
 
@@ -375,11 +376,11 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
 
         /* dQ part = dS K over the Bc keys (A = dS^T MN-major, B = K MN-major) */
         float dq[DQN / 8][4];
-        const uint32_t ds_base = smem_addr(ds_tile) + dq_a_panel * (Bc * 128);
+        const uint32_t ds_desc = sw128_desc_lo(smem_addr(ds_tile) + dq_a_panel * (Bc * 128));
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < Bc / 16; kk++)
-            wgmma_ss<E, DQN, 1>(dq, sw128_desc(ds_base + kk * 16 * 128), sw128_desc(dq_b_base + kk * 16 * 128), kk > 0);
+            wgmma_ss<E, DQN, 1>(dq, sw128_desc_at(ds_desc, kk * 16 * 128), sw128_desc_at(dq_b_desc, kk * 16 * 128), kk > 0);
         wgmma_commit();
         wgmma_wait<1>(); /* dV, dK retired: Q and dO are read */
         wgmma_fence_operands(dv);
