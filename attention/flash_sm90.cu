@@ -102,7 +102,7 @@ flash_fwd_sm90_kernel(Sm90XParams<E> px) {
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16;
     constexpr int kStages = Tr::kStages, kPrefetch = Tr::kPrefetch;
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *sQ = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    unsigned char *sQ = smem_align1024(smem_raw);
     unsigned char *sK = sQ + Tr::kQBytes;              /* [kStages][Bc x D] */
     unsigned char *sV = sK + kStages * Tr::kTileBytes; /* [kStages][Bc x D] */
 
@@ -310,7 +310,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
     const Sm90BwdParams<E> &p = px.p;
     constexpr int D = Tr::D, Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16;
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *sK = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    unsigned char *sK = smem_align1024(smem_raw);
     unsigned char *sV = sK + Tr::kKVBytes;
     unsigned char *sQ = sV + Tr::kKVBytes;      /* [2][Br x D] */
     unsigned char *sdO = sQ + 2 * Tr::kQBytes;  /* [2][Br x D] */

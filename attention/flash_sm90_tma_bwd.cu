@@ -157,7 +157,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
     constexpr int Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
     constexpr int DQN = Tr::kDqCols;
     extern __shared__ unsigned char smem_raw[];
-    unsigned char *sK = (unsigned char *)(((uintptr_t)smem_raw + 1023) & ~(uintptr_t)1023);
+    unsigned char *sK = smem_align1024(smem_raw);
     unsigned char *sV = sK + Tr::kKVBytes;
     unsigned char *sQ = sV + Tr::kKVBytes;         /* [S][kPanels][Br][64] */
     unsigned char *sdO = sQ + S * Tr::kQBytes;     /* [S][kPanels][Br][64] */

@@ -45,6 +45,12 @@ __device__ __forceinline__ uint64_t sw128_desc_at(uint32_t lo, uint32_t off) {
 }
 __device__ __forceinline__ uint64_t sw128_desc(uint32_t addr) { return sw128_desc_at(sw128_desc_lo(addr), 0); }
 
+/* The first 1024-byte-aligned byte (the swizzle's period) at or after p, a shared-memory pointer:
+ * p plus an offset, not an integer cast back to a pointer, so the compiler still knows that what is
+ * derived from it is shared and reads and writes it with LDS / STS and 32-bit addresses (after
+ * the cast it used generic 64-bit loads, ncu's view of flash-tma's backward). */
+__device__ __forceinline__ unsigned char *smem_align1024(unsigned char *p) { return p + ((0u - smem_addr(p)) & 1023u); }
+
 /* Byte offset of element (r, col) in an SW128 tile of R rows (col < D, any panel). */
 template <int R>
 __device__ __forceinline__ uint32_t sw128_offset(int r, int col) {
