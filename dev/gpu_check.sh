@@ -20,10 +20,11 @@
 #   bytes      byte-level GPT-2 small, 32768 tokens a step, T = 1024 / 4096 / 8192, every kernel
 #   grids      the bench presets: xformers-issue and flash-blog ($FLASH_BLOG_ARGS, default
 #              --bench-quick --bench-max-seconds 200)
-#   attnbase   an older version's attention kernels side by side: $BASELINE (a `git archive` tarball
-#              in local/, carried along) is built in /tmp/baseline (bench_attention only; no cuDNN there)
-#              and $AB_KERNEL (default flash-tma) runs at each of $AB_SHAPES (one per line) with the
-#              old and this build's bench_attention, alternating, twice: a same-call ratio of two builds
+#   attnbase   older versions' attention kernels side by side: $BASELINE (a `git archive` tarball
+#              in local/, carried along; or several, space-separated: variants to compare in one
+#              call) is built in /tmp/baseline_N (bench_attention only; no cuDNN there) and
+#              $AB_KERNEL (default flash-tma) runs at each of $AB_SHAPES (one per line) with each
+#              of them and this build's bench_attention, alternating, twice: same-call ratios
 #   baseline   an older version side by side: $BASELINE (a `git archive` tarball in local/,
 #              carried along) is built in /tmp/baseline and GPT-2 124M B=16 flash with CUDA
 #              graphs runs twice with each binary, alternating (same-call ratio of two builds;
@@ -186,18 +187,31 @@ stage_baseline() {
 }
 
 stage_attnbase() {
-    [ -f "${BASELINE:-}" ] || { echo "attnbase: set BASELINE=local/NAME.tar.gz"; return; }
-    header "attention baseline build ($BASELINE)"
-    rm -rf /tmp/baseline && mkdir -p /tmp/baseline && tar -xzf "$BASELINE" -C /tmp/baseline
-    (cd /tmp/baseline && make -j16 GPU_ARCH=90 build/dev/bench_attention >build.log 2>&1) || { tail -20 /tmp/baseline/build.log; return; }
-    header "bench_attention ${AB_KERNEL:-flash-tma}: $BASELINE (old) and this build (new), alternating, fwd / fwd+bwd TFLOP/s"
+    # BASELINE: one tarball (tag "old"), or several separated by spaces (tag: each one's file name
+    # without .tar.gz), built side by side in /tmp/baseline_N; this build is tagged "new"
+    local tars=(${BASELINE:-}) bins=() tags=() i t
+    [ ${#tars[@]} -gt 0 ] || { echo "attnbase: set BASELINE=local/NAME.tar.gz (or several)"; return; }
+    for t in "${tars[@]}"; do [ -f "$t" ] || { echo "attnbase: no file $t"; return; }; done
+    header "attention baseline builds (${tars[*]})"
+    local jobs=$(( 16 / ${#tars[@]} )); [ $jobs -ge 2 ] || jobs=2
+    for i in "${!tars[@]}"; do
+        rm -rf /tmp/baseline_$i && mkdir -p /tmp/baseline_$i && tar -xzf "${tars[$i]}" -C /tmp/baseline_$i
+        (cd /tmp/baseline_$i && make -j$jobs GPU_ARCH=90 build/dev/bench_attention >build.log 2>&1) &
+        bins+=(/tmp/baseline_$i/build/dev/bench_attention)
+        if [ ${#tars[@]} -eq 1 ]; then tags+=(old); else t=$(basename "${tars[$i]}"); tags+=("${t%.tar.gz}"); fi
+    done
+    wait
+    for i in "${!tars[@]}"; do
+        [ -x "${bins[$i]}" ] || { echo "attnbase: ${tars[$i]} did not build"; tail -20 /tmp/baseline_$i/build.log; return; }
+    done
+    bins+=(./build/dev/bench_attention); tags+=(new)
+    header "bench_attention ${AB_KERNEL:-flash-tma}: ${tags[*]} (new: this build), alternating, fwd / fwd+bwd TFLOP/s"
     local shape
     while IFS= read -r shape; do
         [ -n "$shape" ] || continue
         for round in 1 2; do
-            for b in /tmp/baseline/build/dev/bench_attention ./build/dev/bench_attention; do
-                local tag=new; [ "$b" = ./build/dev/bench_attention ] || tag=old
-                timeout 60 $b ${AB_KERNEL:-flash-tma} $shape 2>&1 | grep -E "^${AB_KERNEL:-flash-tma} |rror" | sed "s/^/[$tag $shape] /"
+            for i in "${!bins[@]}"; do
+                timeout 60 ${bins[$i]} ${AB_KERNEL:-flash-tma} $shape 2>&1 | grep -E "^${AB_KERNEL:-flash-tma} |rror" | sed "s/^/[${tags[$i]} $shape] /"
             done
         done
     done <<< "${AB_SHAPES:-T=1024 D=64
