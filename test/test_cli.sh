@@ -273,13 +273,16 @@ tail -c 200000 "$tmp/data.txt" >"$tmp/shards/part_0.txt"
 expect_usage_error "data glob matching nothing" "${TINY[@]}" --data "$tmp/shards/none_*.bin"
 expect_usage_error "data mixing bytes and tokens" "${TINY[@]}" --data "$tmp/shards/part_0.txt,$tmp/data.tok"
 
-# --- the default first run looks healthy: after warm-up no step's loss above the untrained one ----
+# --- the default first run looks healthy: after warm-up no 5 steps' mean loss above the untrained
+# one (a mean: one batch of 256 bytes from a hard stretch of the embedded corpus, which changes with
+# every README edit, may alone score above it), and no loss that is not a number ------------------
 "$BIN" --device cpu --steps 60 --val-every 0 --sample-len 0 >"$tmp/default.out" 2>&1 && ok || bad "the default run failed"
-read -r first worst < <(awk '/^step/ { split($0, a, "|"); split(a[1], s, "/"); n = s[1]; sub(/step +/, "", n);
-        split(a[2], l, " "); if (n + 0 == 1) f = l[2] + 0; if (n + 0 > 5 && l[2] + 0 > w) w = l[2] + 0 }
-        END { print f + 0, w + 0 }' "$tmp/default.out")
+read -r first worst < <(awk '/^step/ { split($0, a, "|"); split(a[1], s, "/"); n = s[1]; sub(/step +/, "", n); n += 0;
+        split(a[2], l, " "); if (l[2] !~ /^[0-9.]+$/) bad = 1; loss[n] = l[2] + 0; if (n == 1) f = loss[n];
+        if (n >= 10) { m = 0; for (i = n - 4; i <= n; i++) m += loss[i] / 5; if (m > w) w = m } }
+        END { print f + 0, (bad ? -1 : w + 0) }' "$tmp/default.out")
 awk -v f="$first" -v w="$worst" 'BEGIN { exit !(w > 0 && w < f) }' && ok \
-    || bad "the default run's loss rose to $worst after warm-up (step 1: $first)"
+    || bad "the default run's 5-step mean loss rose to $worst after warm-up (step 1: $first; -1: a loss not a number)"
 expect_usage_error "resume with --sequential of a shuffled run" "${COMMON[@]}" --steps 12 --checkpoint-dir "$tmp/a" --resume \
     --sequential
 
