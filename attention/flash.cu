@@ -36,6 +36,7 @@
  *   entries); all else is.
  * Any T: rows past T load as zeros and are masked or not stored.
  */
+#include "attention/attn_params.cuh"
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
@@ -87,22 +88,6 @@ template <int D_> struct FlashBwdTraits {
                                       + 2 * 2 * Br * 4;                   /* 2 x (L, D) */
 };
 
-template <typename E> struct FlashParams {
-    const E *q, *k, *v, *o, *dout;
-    E *out, *dq, *dk, *dv;
-    float *lse, *dvec, *dq_accum;
-    int T, H;
-    int Hkv, group;          /* K/V heads and query heads per K/V head (H = Hkv * group) */
-    int ld_qkv, ld_o;        /* as AttnShape's (int): every product with them is taken in 64 bits */
-    float scale, scale_log2;
-};
-
-template <typename E> struct FlashXParams {
-    FlashParams<E> p;
-    FlashMask x;
-    FlashBias bias;
-};
-
 /* What an EXTRA instantiation does with a dense bias: nothing, read it into the scores, or read it
  * and add the backward's dS into its gradient (backward only). */
 enum FlashBiasUse { kNoBias = 0, kBias = 1, kBiasGrad = 2 };
@@ -110,8 +95,10 @@ enum FlashBiasUse { kNoBias = 0, kBias = 1, kBiasGrad = 2 };
 /* ---- forward ------------------------------------------------------------------------------- */
 
 template <typename E, int D, bool CAUSAL, bool EXTRA, int BIAS>
-__device__ __forceinline__ void flash_forward_body(const FlashParams<E> &p, const FlashMask &x, const FlashBias &bias) {
+__device__ __forceinline__ void flash_forward_body(const AttnParams<E> &p) {
     static_assert(BIAS == kNoBias || (EXTRA && BIAS == kBias), "the forward reads a bias only in EXTRA");
+    const FlashMask &x = p.x;     /* read by EXTRA only */
+    const FlashBias &bias = p.bias; /* read by BIAS only */
     using Tr = FlashFwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, MT = Tr::kRowTiles;
     constexpr int NT = Bc / 8, ND = D / 8, KD = D / 16;
@@ -238,13 +225,13 @@ __device__ __forceinline__ void flash_forward_body(const FlashParams<E> &p, cons
 
 template <typename E, int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
-flash_forward_kernel(FlashParams<E> p) {
-    flash_forward_body<E, D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
+flash_forward_kernel(AttnParams<E> p) {
+    flash_forward_body<E, D, CAUSAL, false, kNoBias>(p);
 }
 template <typename E, int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashFwdTraits<D>::kThreads, FlashFwdTraits<D>::kMinBlocks)
-flash_forward_x_kernel(FlashXParams<E> px) {
-    flash_forward_body<E, D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
+flash_forward_x_kernel(AttnParams<E> p) {
+    flash_forward_body<E, D, CAUSAL, true, BIAS>(p);
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
@@ -258,7 +245,7 @@ template <int D> struct FlashRowTraits {
 
 /* dQ = scale * accumulator, into the token-major output (element type E). */
 template <typename E, int D>
-__global__ void __launch_bounds__(256) flash_bwd_convert_dq(FlashParams<E> p) {
+__global__ void __launch_bounds__(256) flash_bwd_convert_dq(AttnParams<E> p) {
     using R = FlashRowTraits<D>;
     const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
     const int t = blockIdx.x * R::kRows + threadIdx.x / R::kLanes, part = threadIdx.x % R::kLanes;
@@ -284,8 +271,10 @@ __device__ __forceinline__ void atomic_add2(float *dst, float a, float b) {
 }
 
 template <typename E, int D, bool CAUSAL, bool EXTRA, int BIAS>
-__device__ __forceinline__ void flash_backward_body(const FlashParams<E> &p, const FlashMask &x, const FlashBias &bias) {
+__device__ __forceinline__ void flash_backward_body(const AttnParams<E> &p) {
     static_assert(BIAS == kNoBias || EXTRA, "the backward reads a bias only in EXTRA");
+    const FlashMask &x = p.x;     /* read by EXTRA only */
+    const FlashBias &bias = p.bias; /* read by BIAS only */
     using Tr = FlashBwdTraits<D>;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, S = Tr::kStride, DS = Tr::kDsStride;
     constexpr int NQ = Br / 8, ND = D / 8, KD = D / 16;
@@ -452,13 +441,13 @@ __device__ __forceinline__ void flash_backward_body(const FlashParams<E> &p, con
 
 template <typename E, int D, bool CAUSAL>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
-flash_backward_kernel(FlashParams<E> p) {
-    flash_backward_body<E, D, CAUSAL, false, kNoBias>(p, FlashMask{}, FlashBias{});
+flash_backward_kernel(AttnParams<E> p) {
+    flash_backward_body<E, D, CAUSAL, false, kNoBias>(p);
 }
 template <typename E, int D, bool CAUSAL, int BIAS>
 __global__ void __launch_bounds__(FlashBwdTraits<D>::kThreads, FlashBwdTraits<D>::kMinBlocks)
-flash_backward_x_kernel(FlashXParams<E> px) {
-    flash_backward_body<E, D, CAUSAL, true, BIAS>(px.p, px.x, px.bias);
+flash_backward_x_kernel(AttnParams<E> p) {
+    flash_backward_body<E, D, CAUSAL, true, BIAS>(p);
 }
 
 /* ---- host side ------------------------------------------------------------------------------ */
@@ -484,16 +473,6 @@ static size_t flash_dvec_bytes(const AttnShape *s) { return ((size_t)attn_rows(s
 static size_t flash_counter_offset(const AttnShape *s) { return flash_dvec_bytes(s) + (size_t)attn_rows(s) * s->D * 4; }
 static size_t flash_workspace_bytes(const AttnShape *s) { return flash_counter_offset(s) + 256; }
 
-template <typename E> static FlashParams<E> flash_params(const AttnShape *s) {
-    FlashParams<E> p;
-    memset(&p, 0, sizeof p);
-    p.T = s->T; p.H = s->H;
-    p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
-    p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
-    p.scale = s->scale;
-    p.scale_log2 = s->scale * LOG2E_F;
-    return p;
-}
 static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 
 
@@ -501,23 +480,24 @@ static bool misaligned(const void *x) { return ((uintptr_t)x & 15) != 0; }
 static bool flash_needs_extra(const AttnShape *s) { return flash_mask_has_extras(s) || flash_mask_has_bias(s); }
 
 template <typename E, int D, bool CAUSAL>
-static int launch_forward(const AttnShape *s, FlashParams<E> p, cudaStream_t st) {
+static int launch_forward(const AttnShape *s, const AttnIO &io, cudaStream_t st) {
     using Tr = FlashFwdTraits<D>;
+    const AttnParams<E> p = attn_params<E>(s, io);
     if (flash_needs_extra(s)) {
-        FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
         return s->mask.bias
                    ? attn_launch_tiled(flash_forward_x_kernel<E, D, CAUSAL, kBias>, s, Tr::Br, Tr::kThreads,
-                                       Tr::kSmemBytes, px, st)
+                                       Tr::kSmemBytes, p, st)
                    : attn_launch_tiled(flash_forward_x_kernel<E, D, CAUSAL, kNoBias>, s, Tr::Br, Tr::kThreads,
-                                       Tr::kSmemBytes, px, st);
+                                       Tr::kSmemBytes, p, st);
     }
     return attn_launch_tiled(flash_forward_kernel<E, D, CAUSAL>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 
 /* The backward's main kernel: one block per (key tile of Bc keys, batch * K/V head), unlike
  * attn_launch_tiled's batch * query head. */
-template <int D, typename Params>
-static int launch_backward_main(void (*kernel)(Params), const AttnShape *s, Params p, cudaStream_t st) {
+template <int D, typename E>
+static int launch_backward_main(void (*kernel)(AttnParams<E>), const AttnShape *s, const AttnParams<E> &p,
+                                cudaStream_t st) {
     using Tr = FlashBwdTraits<D>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * attn_kv_heads(s)));
@@ -531,19 +511,18 @@ static int launch_backward_main(void (*kernel)(Params), const AttnShape *s, Para
 enum FlashBwdMain { kBwdMma, kBwdSm90, kBwdTma };
 
 template <typename E, int D, bool CAUSAL>
-static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st, FlashBwdMain main_kernel) {
+static int launch_backward(const AttnShape *s, const AttnIO &io, cudaStream_t st, FlashBwdMain main_kernel) {
     using R = FlashRowTraits<D>;
+    const AttnParams<E> p = attn_params<E>(s, io);
     dim3 row_grid((unsigned)((s->T + R::kRows - 1) / R::kRows), (unsigned)(s->B * s->H));
     attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, p.dq_accum, true, st); /* and zeroes dQ's accumulator */
     ATTN_LAUNCH_CHECK();
-    FlashSm90Bwd hopper = {p.q, p.k, p.v, p.dout, p.dk, p.dv, p.lse, p.dvec, p.dq_accum};
-    int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &hopper, st) : -1; /* -1: not applicable */
-    if (rc < 0 && main_kernel != kBwdMma) rc = flash_sm90_backward_main(s, &hopper, st); /* wgmma, where it applies */
+    int rc = main_kernel == kBwdTma ? flash_tma_backward_main(s, &io, st) : -1; /* -1: not applicable */
+    if (rc < 0 && main_kernel != kBwdMma) rc = flash_sm90_backward_main(s, &io, st); /* wgmma, where it applies */
     if (rc < 0 && flash_needs_extra(s)) {
-        FlashXParams<E> px = {p, flash_mask(s), flash_bias(s)};
-        rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBiasGrad>, s, px, st)
-             : s->mask.bias ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBias>, s, px, st)
-                            : launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kNoBias>, s, px, st);
+        rc = s->mask.dbias  ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBiasGrad>, s, p, st)
+             : s->mask.bias ? launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kBias>, s, p, st)
+                            : launch_backward_main<D>(flash_backward_x_kernel<E, D, CAUSAL, kNoBias>, s, p, st);
     } else if (rc < 0) {
         rc = launch_backward_main<D>(flash_backward_kernel<E, D, CAUSAL>, s, p, st);
     }
@@ -565,13 +544,13 @@ static int launch_backward(const AttnShape *s, FlashParams<E> p, cudaStream_t st
 template <typename E>
 static int flash_forward_as(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v, void *o,
                             void *saved, void *stream) {
-    FlashParams<E> p = flash_params<E>(s);
-    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
-    p.out = (E *)o;
-    p.lse = (float *)saved;
-    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, p.lse, attn_stream(stream)) : -1; /* -1: not applicable */
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v;
+    io.out = o;
+    io.lse = (float *)saved;
+    int rc = hopper ? flash_sm90_forward(s, q, k, v, o, io.lse, attn_stream(stream)) : -1; /* -1: not applicable */
     if (rc >= 0) return rc;
-    return FLASH_DISPATCH(launch_forward, E, s, s, p, attn_stream(stream));
+    return FLASH_DISPATCH(launch_forward, E, s, s, io, attn_stream(stream));
 }
 static int flash_forward_with(bool hopper, const AttnShape *s, const void *q, const void *k, const void *v, void *o,
                               void *saved, void *stream) {
@@ -590,14 +569,13 @@ template <typename E>
 static int flash_backward_as(FlashBwdMain main_kernel, const AttnShape *s, const void *q, const void *k, const void *v,
                              const void *o, const void *dout, const void *saved, void *dq, void *dk, void *dv,
                              void *workspace, void *stream) {
-    FlashParams<E> p = flash_params<E>(s);
-    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
-    p.o = (const E *)o; p.dout = (const E *)dout;
-    p.dq = (E *)dq; p.dk = (E *)dk; p.dv = (E *)dv;
-    p.lse = (float *)saved;
-    p.dvec = (float *)workspace;
-    p.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
-    return FLASH_DISPATCH(launch_backward, E, s, s, p, attn_stream(stream), main_kernel);
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v; io.o = o; io.dout = dout;
+    io.dq = dq; io.dk = dk; io.dv = dv;
+    io.lse = (float *)saved;
+    io.dvec = (float *)workspace;
+    io.dq_accum = (float *)((char *)workspace + flash_dvec_bytes(s));
+    return FLASH_DISPATCH(launch_backward, E, s, s, io, attn_stream(stream), main_kernel);
 }
 static int flash_backward_with(FlashBwdMain main_kernel, const AttnShape *s, const void *q, const void *k, const void *v,
                                const void *o, const void *dout, const void *saved, void *dq, void *dk,

@@ -36,6 +36,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include "attention/attn_params.cuh"
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
@@ -78,27 +79,13 @@ template <class Tr> struct Sm90FwdExtra {
     float slope;
 };
 
-template <typename E> struct Sm90Params {
-    const E *q, *k, *v;
-    E *out;
-    float *lse;
-    int T, H, group; /* group = H / Hkv query heads per K/V head */
-    long long ld_qkv, ld_o;
-    float scale_log2;
-};
-template <typename E> struct Sm90XParams {
-    Sm90Params<E> p;
-    FlashMask x; /* read by the EXTRA instantiations only */
-};
-
 /* The mask family in closed form (Sm90Spans, sm90_mask_tile): attention/flash_sm90_spans.cuh. */
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(Sm90FwdTraits<D>::kThreads, Sm90FwdTraits<D>::kMinBlocks)
-flash_fwd_sm90_kernel(Sm90XParams<E> px) {
+flash_fwd_sm90_kernel(AttnParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90FwdTraits<D>;
-    const Sm90Params<E> &p = px.p;
     constexpr int Br = Tr::Br, Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16;
     constexpr int kStages = Tr::kStages, kPrefetch = Tr::kPrefetch;
     extern __shared__ unsigned char smem_raw[];
@@ -122,11 +109,11 @@ flash_fwd_sm90_kernel(Sm90XParams<E> px) {
 
     /* EXTRA: the block visits the key tiles [j, n_tiles) of its hull */
     __shared__ Sm90FwdExtra<Tr> ex;
-    const bool doc_cols = EXTRA && !CAUSAL && px.x.doc; /* per-score document test against ex.key_doc */
-    const int *doc = px.x.doc ? px.x.doc + (long long)b * T : nullptr;
+    const bool doc_cols = EXTRA && !CAUSAL && p.x.doc; /* per-score document test against ex.key_doc */
+    const int *doc = p.x.doc ? p.x.doc + (long long)b * T : nullptr;
     int j = 0;
     if (EXTRA) {
-        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(px.x, b, T);
+        const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
         const int lo = sp.klo(q0), hi = sp.khi_doc(min(q0 + Br, T) - 1);
         j = lo / Bc;
         n_tiles = min(n_tiles, (hi + Bc - 1) / Bc);
@@ -146,7 +133,7 @@ flash_fwd_sm90_kernel(Sm90XParams<E> px) {
             if (wg_hi <= wg_lo) wg_lo = wg_hi = 0;
             if ((threadIdx.x & 31) == 0) ex.wg_hull[wg] = make_int2(wg_lo, wg_hi);
         }
-        if (threadIdx.x == 0) ex.slope = px.x.slopes ? __ldg(px.x.slopes + h) * px.x.inv_scale : 0.0f;
+        if (threadIdx.x == 0) ex.slope = flash_mask_slope(p.x, h);
     } /* published by the first tile's barrier */
 
     auto load_tile = [&](int jt) {
@@ -230,7 +217,7 @@ flash_fwd_sm90_kernel(Sm90XParams<E> px) {
                 const int rdoc[2] = {ex.row_doc[rl], ex.row_doc[rl + 8]};
                 sm90_mask_tile<NT>(s, lo, hi, doc_cols ? ex.key_doc[stage] : nullptr, rdoc, col0);
             }
-            if (px.x.slopes) alibi_tile<NT>(s, ex.slope, warp_row0, col0, false);
+            if (p.x.slopes) alibi_tile<NT>(s, ex.slope, warp_row0, col0, false);
         } else {
             bool needs_mask = col0 + Bc > T || (CAUSAL && col0 + Bc - 1 > warp_row0);
             if (needs_mask) mask_tile<NT, CAUSAL>(s, warp_row0, col0, T, false);
@@ -282,20 +269,6 @@ struct Sm90BwdTraits {
     static constexpr int kDocBytes = 2 * Br * 4; /* EXTRA: the query tiles' document starts */
 };
 
-template <typename E> struct Sm90BwdParams {
-    const E *q, *k, *v, *dout;
-    E *dk, *dv;
-    const float *lse, *dvec;
-    float *dq_accum;
-    int T, H, Hkv, group; /* group = H / Hkv */
-    long long ld_qkv, ld_o;
-    float scale, scale_log2;
-};
-template <typename E> struct Sm90BwdXParams {
-    Sm90BwdParams<E> p;
-    FlashMask x; /* read by the EXTRA instantiations only */
-};
-
 /* dst[0..1] += (a, b): one fp32 vector reduction */
 __device__ __forceinline__ void red_add_f32x2(float *dst, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -304,10 +277,9 @@ __device__ __forceinline__ void red_add_f32x2(float *dst, float a, float b) {
 }
 
 template <typename E, bool CAUSAL, bool EXTRA>
-__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(Sm90BwdXParams<E> px) {
+__global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_kernel(AttnParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = Sm90BwdTraits;
-    const Sm90BwdParams<E> &p = px.p;
     constexpr int D = Tr::D, Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16;
     extern __shared__ unsigned char smem_raw[];
     unsigned char *sK = smem_align1024(smem_raw);
@@ -337,7 +309,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
      * starts at a different tile of that range (rotated), so that the key blocks of a head do
      * not all add into the same dQ rows at once. A warp's tile inside [full_lo, full_hi) is
      * visible to all of its 16 keys (no per-element mask). */
-    const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(px.x, b, T);
+    const Sm90Spans<CAUSAL> sp = sm90_spans<CAUSAL, EXTRA>(p.x, b, T);
     int m_first, m_end, full_lo = 0, full_hi = 0;
     sp.template query_tiles<EXTRA>(k0, Bc, Br, m_first, m_end);
     if (EXTRA) {
@@ -386,7 +358,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
         cp_async_commit();
         const uint32_t q_base = smem_addr(sQ + stage * Tr::kQBytes), do_base = smem_addr(sdO + stage * Tr::kQBytes);
         const float *L_t = sL + stage * Br, *D_t = sD + stage * Br;
-        const float slope = EXTRA && px.x.slopes ? __ldg(px.x.slopes + hq) * px.x.inv_scale : 0.0f;
+        const float slope = EXTRA ? flash_mask_slope(p.x, hq) : 0.0f;
 
         /* S^T = K Q^T, dP^T = V dO^T */
         float st[NQ][4], dpt[NQ][4];
@@ -414,7 +386,7 @@ __global__ void __launch_bounds__(Sm90BwdTraits::kThreads, 1) flash_bwd_sm90_ker
                 }
                 sm90_mask_tile<NQ>(st, lo, hi, sp.d ? sDq + stage * Br : nullptr, rdoc, q0);
             }
-            if (px.x.slopes) alibi_tile<NQ>(st, slope, key_row0, q0, true);
+            if (p.x.slopes) alibi_tile<NQ>(st, slope, key_row0, q0, true);
         } else {
             bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
             if (needs_mask) mask_tile<NQ, CAUSAL>(st, key_row0, q0, T, true);
@@ -523,32 +495,27 @@ const char *flash_sm90_refuses(const AttnShape *s) {
 }
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
-static int launch_sm90_forward(const AttnShape *s, const Sm90XParams<E> &px, cudaStream_t st) {
+static int launch_sm90_forward(const AttnShape *s, const AttnParams<E> &p, cudaStream_t st) {
     using Tr = Sm90FwdTraits<D>;
-    return attn_launch_tiled(flash_fwd_sm90_kernel<E, D, CAUSAL, EXTRA>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, px, st);
+    return attn_launch_tiled(flash_fwd_sm90_kernel<E, D, CAUSAL, EXTRA>, s, Tr::Br, Tr::kThreads, Tr::kSmemBytes, p, st);
 }
 template <typename E, int D, bool CAUSAL>
-static int launch_sm90_forward(const AttnShape *s, const Sm90XParams<E> &px, bool extra, cudaStream_t st) {
-    return extra ? launch_sm90_forward<E, D, CAUSAL, true>(s, px, st) : launch_sm90_forward<E, D, CAUSAL, false>(s, px, st);
+static int launch_sm90_forward(const AttnShape *s, const AttnParams<E> &p, bool extra, cudaStream_t st) {
+    return extra ? launch_sm90_forward<E, D, CAUSAL, true>(s, p, st) : launch_sm90_forward<E, D, CAUSAL, false>(s, p, st);
 }
 
 template <typename E>
 static int sm90_forward_as(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                            cudaStream_t stream) {
-    Sm90XParams<E> px;
-    memset(&px, 0, sizeof px);
-    Sm90Params<E> &p = px.p;
-    p.q = (const E *)q; p.k = (const E *)k; p.v = (const E *)v;
-    p.out = (E *)o;
-    p.lse = lse;
-    p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
-    p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
-    p.scale_log2 = s->scale * LOG2E_F;
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v;
+    io.out = o;
+    io.lse = lse;
+    const AttnParams<E> p = attn_params<E>(s, io);
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
-    if (extra) px.x = flash_mask(s);
     if (s->D == 64)
-        return causal ? launch_sm90_forward<E, 64, true>(s, px, extra, stream) : launch_sm90_forward<E, 64, false>(s, px, extra, stream);
-    return causal ? launch_sm90_forward<E, 128, true>(s, px, extra, stream) : launch_sm90_forward<E, 128, false>(s, px, extra, stream);
+        return causal ? launch_sm90_forward<E, 64, true>(s, p, extra, stream) : launch_sm90_forward<E, 64, false>(s, p, extra, stream);
+    return causal ? launch_sm90_forward<E, 128, true>(s, p, extra, stream) : launch_sm90_forward<E, 128, false>(s, p, extra, stream);
 }
 
 int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
@@ -563,36 +530,26 @@ int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const v
 
 /* One block per (key block, batch * K/V head): attn_launch_tiled's grid has B * H rows. */
 template <typename E, bool CAUSAL, bool EXTRA>
-static int launch_sm90_backward(const AttnShape *s, const Sm90BwdXParams<E> &px, cudaStream_t st) {
+static int launch_sm90_backward(const AttnShape *s, const AttnParams<E> &p, cudaStream_t st) {
     using Tr = Sm90BwdTraits;
-    void (*kernel)(Sm90BwdXParams<E>) = flash_bwd_sm90_kernel<E, CAUSAL, EXTRA>;
+    void (*kernel)(AttnParams<E>) = flash_bwd_sm90_kernel<E, CAUSAL, EXTRA>;
     const int smem = Tr::kSmemBytes + (EXTRA ? Tr::kDocBytes : 0);
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * attn_kv_heads(s)));
-    kernel<<<grid, Tr::kThreads, smem, st>>>(px);
+    kernel<<<grid, Tr::kThreads, smem, st>>>(p);
     ATTN_LAUNCH_CHECK();
     return 0;
 }
 
 template <typename E>
-static int sm90_backward_main_as(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
-    Sm90BwdXParams<E> px;
-    memset(&px, 0, sizeof px);
-    Sm90BwdParams<E> &p = px.p;
-    p.q = (const E *)a->q; p.k = (const E *)a->k; p.v = (const E *)a->v; p.dout = (const E *)a->dout;
-    p.dk = (E *)a->dk; p.dv = (E *)a->dv;
-    p.lse = a->lse; p.dvec = a->dvec; p.dq_accum = a->dq_accum;
-    p.T = s->T; p.H = s->H; p.Hkv = attn_kv_heads(s); p.group = s->H / p.Hkv;
-    p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
-    p.scale = s->scale;
-    p.scale_log2 = s->scale * LOG2E_F;
+static int sm90_backward_main_as(const AttnShape *s, const AttnIO *a, cudaStream_t stream) {
+    const AttnParams<E> p = attn_params<E>(s, *a);
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
-    if (extra) px.x = flash_mask(s);
-    if (causal) return extra ? launch_sm90_backward<E, true, true>(s, px, stream) : launch_sm90_backward<E, true, false>(s, px, stream);
-    return extra ? launch_sm90_backward<E, false, true>(s, px, stream) : launch_sm90_backward<E, false, false>(s, px, stream);
+    if (causal) return extra ? launch_sm90_backward<E, true, true>(s, p, stream) : launch_sm90_backward<E, true, false>(s, p, stream);
+    return extra ? launch_sm90_backward<E, false, true>(s, p, stream) : launch_sm90_backward<E, false, false>(s, p, stream);
 }
 
-int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
+int flash_sm90_backward_main(const AttnShape *s, const AttnIO *a, cudaStream_t stream) {
     if (s->D != 64 || flash_sm90_refuses(s)) return -1;
     switch (s->dtype) {
     case ATTN_BF16: return sm90_backward_main_as<bf16>(s, a, stream);

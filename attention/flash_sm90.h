@@ -15,14 +15,11 @@ bool flash_sm90_enabled(void);
 const char *flash_sm90_refuses(const AttnShape *s);
 
 /* The backward's main kernel (dK, dV and the fp32 dQ accumulator) on wgmma, D = 64; flash.cu
- * runs the row kernels around it (D_i and zeroing the accumulator before, dQ's conversion after). */
-struct FlashSm90Bwd {
-    const void *q, *k, *v, *dout;
-    void *dk, *dv;
-    const float *lse, *dvec;
-    float *dq_accum;
-};
-int flash_sm90_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream);
+ * runs the row kernels around it (D_i and zeroing the accumulator before, dQ's conversion after).
+ * Of the call's buffers (AttnIO, attn_params.cuh) it reads q, k, v, dout, lse and dvec, writes dk
+ * and dv, and adds into dq_accum. */
+struct AttnIO;
+int flash_sm90_backward_main(const AttnShape *s, const AttnIO *a, cudaStream_t stream);
 int flash_sm90_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                        cudaStream_t stream);
 

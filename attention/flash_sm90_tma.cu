@@ -67,6 +67,7 @@
 #include <limits.h>
 #include <string.h>
 #include <algorithm>
+#include "attention/attn_params.cuh"
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
@@ -140,21 +141,12 @@ template <class Tr> struct TmaFwdExtra {
  * finishes early takes more, as the hardware's block scheduler would, and items are taken in
  * the order the non-persistent grid ran them: batch * head by batch * head (the blocks running
  * at once share a few heads' K and V in L2), within one its query tiles heaviest (causal: last)
- * first. */
+ * first. The kernel takes it as an argument of its own, beside the AttnParams every tiled kernel
+ * shares (attn_params.cuh): it belongs to this launch's grid, not to the shape. */
 struct TmaFwdSchedule {
     int n_m;       /* query tiles per head */
     int items;     /* n_m * batch * heads */
     int *counter;  /* items taken beyond the first gridDim.x */
-};
-
-template <typename E> struct TmaFwdParams {
-    E *out;
-    float *lse;
-    int T, H, group; /* group = H / Hkv query heads per K/V head */
-    long long ld_o;
-    float scale_log2;
-    FlashMask x; /* read by the EXTRA instantiations only */
-    TmaFwdSchedule sched;
 };
 
 /* Named barriers (ids 1..15; id 0 is __syncthreads): `bar.sync id, n` blocks the calling warp until
@@ -213,17 +205,18 @@ struct TmaFwdItem {
     int b, h, q0, j0, j1;
 };
 template <class Tr, typename E>
-__device__ __forceinline__ TmaFwdItem tma_fwd_coords(const TmaFwdParams<E> &p, int w) { /* b, h, q0 */
-    const int bh = w / p.sched.n_m, rank = w - bh * p.sched.n_m; /* rank 0: the heaviest tile */
+__device__ __forceinline__ TmaFwdItem tma_fwd_coords(const AttnParams<E> &p, const TmaFwdSchedule &sched,
+                                                     int w) { /* b, h, q0 */
+    const int bh = w / sched.n_m, rank = w - bh * sched.n_m; /* rank 0: the heaviest tile */
     TmaFwdItem it;
     it.b = bh / p.H;
     it.h = bh - it.b * p.H;
-    it.q0 = (p.sched.n_m - 1 - rank) * Tr::Br;
+    it.q0 = (sched.n_m - 1 - rank) * Tr::Br;
     return it;
 }
 template <class Tr, typename E, bool CAUSAL, bool EXTRA>
-__device__ __forceinline__ TmaFwdItem tma_fwd_item(const TmaFwdParams<E> &p, int w) {
-    TmaFwdItem it = tma_fwd_coords<Tr, E>(p, w);
+__device__ __forceinline__ TmaFwdItem tma_fwd_item(const AttnParams<E> &p, const TmaFwdSchedule &sched, int w) {
+    TmaFwdItem it = tma_fwd_coords<Tr, E>(p, sched, w);
     const int T = p.T;
     it.j0 = 0;
     it.j1 = (T + Tr::Bc - 1) / Tr::Bc;
@@ -241,7 +234,7 @@ __device__ __forceinline__ TmaFwdItem tma_fwd_item(const TmaFwdParams<E> &p, int
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 __global__ void __launch_bounds__(TmaFwdTraits<D, 128>::kThreads, 1)
 flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
-                     const __grid_constant__ CUtensorMap tm_v, const TmaFwdParams<E> p) {
+                     const __grid_constant__ CUtensorMap tm_v, const AttnParams<E> p, const TmaFwdSchedule sched) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
     constexpr int Bc = Tr::Bc, NT = Bc / 8, ND = D / 8, KD = D / 16, S = Tr::kStages, QB = Tr::kQBufs;
@@ -290,8 +283,8 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             if (lane == 0) { /* item k and its Q, once every consumer warp is done with the buffer's item k - QB */
                 if (k >= QB) mbar_wait(&bar.q_empty[qb], ((k / QB) - 1) & 1);
                 item_of[qb] = w;
-                if (w < p.sched.items) {
-                    const TmaFwdItem c = tma_fwd_coords<Tr, E>(p, w);
+                if (w < sched.items) {
+                    const TmaFwdItem c = tma_fwd_coords<Tr, E>(p, sched, w);
                     mbar_arrive_expect_tx(&bar.q_full[qb], Tr::kQBytes);
 #pragma unroll
                     for (int pn = 0; pn < Tr::kPanels; pn++)
@@ -301,8 +294,8 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
                     mbar_arrive(&bar.q_full[qb]); /* the end, for the consumers */
                 }
             }
-            if (w >= p.sched.items) break;
-            const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, w);
+            if (w >= sched.items) break;
+            const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, sched, w);
             const int n = it.j1 - it.j0, kvh = it.h / p.group;
             const int *doc = doc_cols ? p.x.doc + (long long)it.b * T : nullptr;
             /* load i (i-th tile of the item) of one ring, the ring's (g + i)-th: its buffer's previous
@@ -348,7 +341,7 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
              * one's end), not when this one began: taken a whole item ahead, the last heavy items
              * were held by busy blocks while others ran out of work (2-3% at T = 16K) */
             int w_next = 0;
-            if (lane == 0) w_next = gridDim.x + atomicAdd(p.sched.counter, 1);
+            if (lane == 0) w_next = gridDim.x + atomicAdd(sched.counter, 1);
             w = __shfl_sync(0xffffffffu, w_next, 0);
         }
         return;
@@ -375,8 +368,8 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
         const int qb = k % QB;
         mbar_wait(&bar.q_full[qb], (k / QB) & 1); /* item k's Q (or the end) */
         const int w = item_of[qb];
-        if (w >= p.sched.items) break;
-        const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, w);
+        if (w >= sched.items) break;
+        const TmaFwdItem it = tma_fwd_item<Tr, E, CAUSAL, EXTRA>(p, sched, w);
         const int j0 = it.j0, j1 = it.j1, q0 = it.q0;
         const int wg_row0 = q0 + cw * 64, warp_row0 = wg_row0 + warp * 16;
         const int wi = cw * 4 + warp; /* this warp's entries of the EXTRA tables */
@@ -402,7 +395,7 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
             }
             if (lane == 0) {
                 ex.warp_full[wi] = make_int2(full_lo, full_hi);
-                ex.warp_slope[wi] = p.x.slopes ? __ldg(p.x.slopes + it.h) * p.x.inv_scale : 0.0f;
+                ex.warp_slope[wi] = flash_mask_slope(p.x, it.h);
             }
             __syncwarp();
         } else {
@@ -548,7 +541,7 @@ flash_fwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
            * again from an opaque copy of w, so that it is not held in registers through the loop. */
             int w2;
             asm volatile("mov.b32 %0, %1;\n" : "=r"(w2) : "r"(w));
-            const TmaFwdItem e = tma_fwd_coords<Tr, E>(p, w2);
+            const TmaFwdItem e = tma_fwd_coords<Tr, E>(p, sched, w2);
             store_o_and_lse<ND>(p.out + (long long)e.b * T * p.ld_o + (long long)e.h * D, p.ld_o,
                                 p.lse + ((long long)e.b * p.H + e.h) * T, o, m, l, e.q0 + wi * 16, T);
         }
@@ -617,27 +610,28 @@ int flash_tma_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, in
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const CUtensorMap &mk, const CUtensorMap &mv,
-                              const TmaFwdParams<E> &p, cudaStream_t st) {
+                              const AttnParams<E> &p, int *counter, cudaStream_t st) {
     using Tr = TmaFwdTraits<D, tma_fwd_bc(D, CAUSAL, EXTRA)>;
-    void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const TmaFwdParams<E>) =
+    void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const AttnParams<E>, const TmaFwdSchedule) =
         flash_fwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     int dev = 0, sms = 0;
     ATTN_CUDA_TRY(cudaGetDevice(&dev));
     ATTN_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    TmaFwdParams<E> q = p;
-    q.sched.n_m = (s->T + Tr::Br - 1) / Tr::Br;
-    q.sched.items = q.sched.n_m * s->B * s->H;
-    ATTN_CUDA_TRY(cudaMemsetAsync(q.sched.counter, 0, sizeof(int), st));
-    const int grid = std::max(1, std::min(q.sched.items, sms));
-    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, q);
+    TmaFwdSchedule sched;
+    sched.n_m = (s->T + Tr::Br - 1) / Tr::Br;
+    sched.items = sched.n_m * s->B * s->H;
+    sched.counter = counter;
+    ATTN_CUDA_TRY(cudaMemsetAsync(sched.counter, 0, sizeof(int), st));
+    const int grid = std::max(1, std::min(sched.items, sms));
+    kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, p, sched);
     ATTN_LAUNCH_CHECK();
     return 0;
 }
 
 template <typename E, int D>
-static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const void *v, const TmaFwdParams<E> &p,
-                         cudaStream_t st) {
+static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const void *v, const AttnParams<E> &p,
+                         int *counter, cudaStream_t st) {
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     const int Br = TmaFwdTraits<D, 128>::Br, Bc = tma_fwd_bc(D, causal, extra); /* the kernel's tiles */
     const int Hkv = attn_kv_heads(s);
@@ -647,25 +641,21 @@ static int tma_forward_d(const AttnShape *s, const void *q, const void *k, const
         flash_tma_map_tokens(&mv, v, s->dtype, Hkv * D, s->T, s->B, s->ld_qkv, Bc))
         return 1;
     if (causal)
-        return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, st)
-                     : launch_tma_forward<E, D, true, false>(s, mq, mk, mv, p, st);
-    return extra ? launch_tma_forward<E, D, false, true>(s, mq, mk, mv, p, st)
-                 : launch_tma_forward<E, D, false, false>(s, mq, mk, mv, p, st);
+        return extra ? launch_tma_forward<E, D, true, true>(s, mq, mk, mv, p, counter, st)
+                     : launch_tma_forward<E, D, true, false>(s, mq, mk, mv, p, counter, st);
+    return extra ? launch_tma_forward<E, D, false, true>(s, mq, mk, mv, p, counter, st)
+                 : launch_tma_forward<E, D, false, false>(s, mq, mk, mv, p, counter, st);
 }
 
 template <typename E>
 static int tma_forward_as(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                           int *counter, cudaStream_t st) {
-    TmaFwdParams<E> p;
-    memset(&p, 0, sizeof p);
-    p.out = (E *)o;
-    p.lse = lse;
-    p.T = s->T; p.H = s->H; p.group = s->H / attn_kv_heads(s);
-    p.ld_o = s->ld_o;
-    p.scale_log2 = s->scale * LOG2E_F;
-    p.sched.counter = counter;
-    if (flash_mask_has_extras(s)) p.x = flash_mask(s);
-    return s->D == 64 ? tma_forward_d<E, 64>(s, q, k, v, p, st) : tma_forward_d<E, 128>(s, q, k, v, p, st);
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v; /* read through the tensor maps */
+    io.out = o;
+    io.lse = lse;
+    const AttnParams<E> p = attn_params<E>(s, io);
+    return s->D == 64 ? tma_forward_d<E, 64>(s, q, k, v, p, counter, st) : tma_forward_d<E, 128>(s, q, k, v, p, counter, st);
 }
 
 int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,

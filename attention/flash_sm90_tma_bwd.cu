@@ -46,6 +46,7 @@
  */
 #include <limits.h>
 #include <string.h>
+#include "attention/attn_params.cuh"
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/flash_sm90.h"
@@ -108,14 +109,6 @@ template <class Tr> struct TmaBwdBarriers {
     uint64_t q_full[Tr::kStages], do_full[Tr::kStages], empty[Tr::kStages];
 };
 
-template <typename E> struct TmaBwdParams {
-    E *dk, *dv;
-    int T, H, Hkv, group; /* group = H / Hkv */
-    long long ld_qkv;
-    float scale, scale_log2;
-    FlashMask x; /* read by the EXTRA instantiations only */
-};
-
 /* ---- asynchronous-copy pieces this kernel adds to tma_sm90.cuh's --------------------------- */
 /* TMA: the box at element c0 of the 1-D tensor `map` -> shared memory at dst, completing on bar. */
 __device__ __forceinline__ void tma_load_1d(void *dst, const CUtensorMap *map, int c0, uint64_t *bar) {
@@ -151,7 +144,7 @@ __global__ void __launch_bounds__(TmaBwdTraits<D>::kThreads, 1)
 flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_constant__ CUtensorMap tm_k,
                      const __grid_constant__ CUtensorMap tm_v, const __grid_constant__ CUtensorMap tm_do,
                      const __grid_constant__ CUtensorMap tm_lse, const __grid_constant__ CUtensorMap tm_dvec,
-                     const __grid_constant__ CUtensorMap tm_dq, const TmaBwdParams<E> p) {
+                     const __grid_constant__ CUtensorMap tm_dq, const AttnParams<E> p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using Tr = TmaBwdTraits<D>;
     constexpr int Bc = Tr::Bc, Br = Tr::Br, NQ = Br / 8, ND = D / 8, KD = D / 16, S = Tr::kStages;
@@ -317,7 +310,7 @@ flash_bwd_tma_kernel(const __grid_constant__ CUtensorMap tm_q, const __grid_cons
                 const int no_doc[2] = {0, 0};
                 sm90_mask_tile<NQ>(st, q_lo, q_hi, nullptr, no_doc, q0);
             }
-            if (p.x.slopes) alibi_tile<NQ>(st, __ldg(p.x.slopes + hq) * p.x.inv_scale, key_row0, q0, true);
+            if (p.x.slopes) alibi_tile<NQ>(st, flash_mask_slope(p.x, hq), key_row0, q0, true);
         } else {
             const bool needs_mask = q0 + Br > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0);
             if (needs_mask) mask_tile<NQ, CAUSAL ? ATTN_MASK_CAUSAL : ATTN_MASK_NONE>(st, key_row0, q0, T, true);
@@ -443,7 +436,7 @@ static int tma_bwd_map_rows(CUtensorMap *map, const float *base, long long n, in
 }
 
 template <typename E, int D, bool CAUSAL, bool EXTRA>
-static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
+static int launch_tma_backward(const AttnShape *s, const AttnIO *a, cudaStream_t st) {
     using Tr = TmaBwdTraits<D>;
     const int Hkv = attn_kv_heads(s);
     const long long rows = attn_rows(s);
@@ -463,17 +456,9 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
         flash_tma_map_tokens(&mdo, a->dout, s->dtype, s->H * D, s->T, s->B, s->ld_o, Tr::Br) ||
         tma_bwd_map_rows(&ml, a->lse, rows, Tr::kRowBox) || tma_bwd_map_rows(&mdv, a->dvec, rows, Tr::kRowBox))
         return 1;
-    TmaBwdParams<E> p;
-    memset(&p, 0, sizeof p);
-    p.dk = (E *)a->dk;
-    p.dv = (E *)a->dv;
-    p.T = s->T; p.H = s->H; p.Hkv = Hkv; p.group = s->H / Hkv;
-    p.ld_qkv = s->ld_qkv;
-    p.scale = s->scale;
-    p.scale_log2 = s->scale * LOG2E_F;
-    if (EXTRA) p.x = flash_mask(s);
+    const AttnParams<E> p = attn_params<E>(s, *a); /* the kernel writes dk, dv; the rest comes by tensor maps */
     void (*kernel)(const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap, const CUtensorMap,
-                   const CUtensorMap, const CUtensorMap, const TmaBwdParams<E>) =
+                   const CUtensorMap, const CUtensorMap, const AttnParams<E>) =
         flash_bwd_tma_kernel<E, D, CAUSAL, EXTRA>;
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::kSmemBytes));
     dim3 grid((unsigned)((s->T + Tr::Bc - 1) / Tr::Bc), (unsigned)(s->B * Hkv));
@@ -483,19 +468,19 @@ static int launch_tma_backward(const AttnShape *s, const FlashSm90Bwd *a, cudaSt
 }
 
 template <typename E, int D>
-static int tma_backward_d(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
+static int tma_backward_d(const AttnShape *s, const AttnIO *a, cudaStream_t st) {
     const bool extra = flash_mask_has_extras(s), causal = s->mask.kind == ATTN_MASK_CAUSAL;
     if (causal)
         return extra ? launch_tma_backward<E, D, true, true>(s, a, st) : launch_tma_backward<E, D, true, false>(s, a, st);
     return extra ? launch_tma_backward<E, D, false, true>(s, a, st) : launch_tma_backward<E, D, false, false>(s, a, st);
 }
 template <typename E>
-static int tma_backward_as(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t st) {
+static int tma_backward_as(const AttnShape *s, const AttnIO *a, cudaStream_t st) {
     return s->D == 64 ? tma_backward_d<E, 64>(s, a, st) : tma_backward_d<E, 128>(s, a, st);
 }
 #endif
 
-int flash_tma_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream) {
+int flash_tma_backward_main(const AttnShape *s, const AttnIO *a, cudaStream_t stream) {
     if (!FLASH_SM90 || flash_tma_refuses(s)) return -1;
     if (misaligned16(a->lse) || misaligned16(a->dvec) || misaligned16(a->dq_accum)) return -1;
     if ((long long)s->T * s->ld_o * 2 >= (1LL << 40)) return -1; /* dO's sequence stride, as ld_qkv's */

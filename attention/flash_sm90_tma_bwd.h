@@ -14,6 +14,6 @@
  * family: window, documents, key padding, ALiBi; bf16 or fp16, GQA). -1 where it does not apply
  * (everything flash_tma_refuses() refuses, a dense bias among them; L, D_i or the accumulator not
  * 16-byte aligned), so the caller runs flash-sm90's backward; otherwise 0, or 1 on a CUDA error. */
-int flash_tma_backward_main(const AttnShape *s, const FlashSm90Bwd *a, cudaStream_t stream);
+int flash_tma_backward_main(const AttnShape *s, const AttnIO *a, cudaStream_t stream);
 
 #endif

@@ -119,7 +119,7 @@ __device__ __forceinline__ void store_o_and_lse(E *out_head, long long ld_o, flo
  * lane's fragment row g = lane / 4 and column c = 2 * (lane % 4), as the kernels hold them) into
  * p.dk and p.dv as OutE (the output type), rows p.ld_qkv apart from kv_off, the K/V head's first
  * element; keys >= T are not written. Shared by every tensor-core backward (flash's three,
- * memeff's skeleton); P: any of their parameter structs. */
+ * memeff's skeleton); P: their AttnParams (attn_params.cuh). */
 template <int ND, typename OutE, class P>
 __device__ __forceinline__ void store_dk_dv(const P &p, long long kv_off, const float dk[][4], const float dv[][4],
                                             int key_row0, int g, int c, int T) {
