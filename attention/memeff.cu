@@ -20,10 +20,10 @@
  * Two instantiations of every kernel (template flag X):
  *   X = false  kind + constant DENSE bias (the plain cases): causal cuts the key (query) range at
  *              the diagonal, only tiles crossing it or T's ragged end are masked element by element.
- *   X = true   the rest of the mask family (MemeffMaskX): key tiles (forward, dQ) and query tiles
- *              (dKV) that no pair of the block can see are not visited (flash_live_tiles), tiles
- *              whose every pair is visible (flash_tile_full) only add bias and ALiBi, the others are
- *              masked element by element; the bias (with any kind) and ALiBi are read in the kernel.
+ *   X = true   the rest of the mask family (AttnParams' x and bias): key tiles (forward, dQ) and
+ *              query tiles (dKV) that no pair of the block can see are not visited (flash_live_tiles),
+ *              tiles whose every pair is visible (flash_tile_full) only add bias and ALiBi, the others
+ *              are masked element by element; the bias (with any kind) and ALiBi are read in the kernel.
  *   The bias gradient (X only) is written by the dKV pass, which owns keys j of (b, K/V head) and
  *   sees every query row i of every head of the group: dbias[b, h, i, j] += dS_ij. With stride_row
  *   = 0 (one bias row for all queries) a block sums its queries first (fixed order) and adds once
@@ -46,6 +46,7 @@
  * 16 threads of a half warp (column = tid % 16 + 16 j), so a row's values live in one half warp
  * and its reductions are 4 shuffles. Smem rows are padded by one float (no bank conflicts).
  */
+#include "attention/attn_params.cuh"
 #include "attention/cuda_common.cuh"
 #include "attention/flash_mask.cuh"
 #include "attention/tc_attention.cuh"
@@ -59,25 +60,10 @@ struct MemeffTraits {
     static constexpr int kColsPerThread = Cols / kColStep; /* 4 */
 };
 
-/* The mask beyond kind + constant DENSE bias, read by the X instantiations (device pointers). */
-struct MemeffMaskX {
-    FlashMask x;                      /* window, documents, key padding, ALiBi (inv_scale unused) */
-    const float *bias;                /* NULL, or the additive bias (with any kind) */
-    float *dbias;                     /* NULL, or the bias gradient (backward adds dS) */
-    long long stride_b, stride_h, stride_row;
-    int dbias_atomic;                 /* 1: a stride of 0 shares dbias entries between blocks */
-};
-
-struct MemeffParams {
-    const void *q, *k, *v, *o, *dout;
-    void *out, *dq, *dk, *dv;
-    float *lse, *dvec;
-    MaskDev mask;                     /* kind + DENSE bias (the X = false kernels) */
-    MemeffMaskX mx;                   /* the X = true kernels */
-    int T, H, Hkv, group;             /* group = H / Hkv query heads per K/V head */
-    long long ld_qkv, ld_o;
-    float scale;
-};
+/* The kernels take attn_params.cuh's AttnParams<E> (E: bf16, fp16 or float). The plain (X = false)
+ * kernels read the kind at run time and a DENSE kind's bias through attn_mask_dev; the X kernels
+ * read x (window, documents, key padding, ALiBi; its inv_scale unused: memeff scales the dot
+ * product, not the bias), bias (the additive bias with any kind, and dbias) and dbias_atomic. */
 
 /* What the X kernels need of the mask for one (b, h), resolved once. */
 struct MemeffRowX {
@@ -89,18 +75,19 @@ struct MemeffRowX {
     float slope;                      /* ALiBi slope of h (0: none) */
 };
 
-__device__ __forceinline__ MemeffRowX memeff_row_x(const MemeffParams &p, int b, int h) {
-    const MemeffMaskX &m = p.mx;
+template <typename E> __device__ __forceinline__ MemeffRowX memeff_row_x(const AttnParams<E> &p, int b, int h) {
+    const FlashMask &x = p.x;
+    const FlashBias &m = p.bias;
     MemeffRowX r;
-    r.kb = m.x.key_begin ? m.x.key_begin[b] : 0;
-    r.ke = m.x.key_end ? m.x.key_end[b] : p.T;
-    r.window = m.x.window;
-    r.doc = m.x.doc ? m.x.doc + (long long)b * p.T : nullptr;
+    r.kb = x.key_begin ? x.key_begin[b] : 0;
+    r.ke = x.key_end ? x.key_end[b] : p.T;
+    r.window = x.window;
+    r.doc = x.doc ? x.doc + (long long)b * p.T : nullptr;
     const long long at = (long long)b * m.stride_b + (long long)h * m.stride_h;
     r.bias = m.bias ? m.bias + at : nullptr;
     r.dbias = m.dbias ? m.dbias + at : nullptr;
     r.stride_row = m.stride_row;
-    r.slope = m.x.slopes ? m.x.slopes[h] : 0.0f;
+    r.slope = x.slopes ? x.slopes[h] : 0.0f;
     return r;
 }
 
@@ -121,7 +108,7 @@ __device__ __forceinline__ float memeff_bias_x(const MemeffRowX &r, int query, i
     return x;
 }
 
-/* dbias[query, key] += ds; atomic where blocks share entries (MemeffMaskX::dbias_atomic). */
+/* dbias[query, key] += ds; atomic where blocks share entries (AttnParams::dbias_atomic). */
 __device__ __forceinline__ void memeff_add_dbias(float *dst, float ds, bool atomic) {
     if (atomic) atomicAdd(dst, ds);
     else *dst += ds;
@@ -191,25 +178,25 @@ __device__ __forceinline__ float row_sum16(float x) {
 
 /* The score of (query, key) from s = q . k. X = false: scale s + the kind's bias, -inf outside
  * [0, T). X = true: the structural mask (unless the tile is `full`), bias and ALiBi. */
-template <bool X, bool CAUSAL>
-__device__ __forceinline__ float masked_score(const MemeffParams &p, const MemeffRowX &r, float s, int b, int h,
+template <bool X, bool CAUSAL, typename E>
+__device__ __forceinline__ float masked_score(const AttnParams<E> &p, const MemeffRowX &r, float s, int b, int h,
                                               int query, int key, bool full) {
     if (X) {
         if (!full && memeff_dead<CAUSAL>(r, p.T, query, key)) return -INFINITY;
         return s * p.scale + memeff_bias_x(r, query, key);
     }
     if (query >= p.T || key >= p.T) return -INFINITY;
-    return s * p.scale + mask_bias(p.mask, b, h, query, key);
+    return s * p.scale + mask_bias(attn_mask_dev(p), b, h, query, key);
 }
 
 /* The streamed tiles [*lo, *hi) (of `tile` rows, `n` of them) that the block's fixed rows
  * [f0, f1) may meet: X asks flash_live_tiles, else all of [*lo, n). */
-template <bool X, bool CAUSAL>
-__device__ __forceinline__ void memeff_live(const MemeffParams &p, int b, int f0, int f1, int tile, int n,
+template <bool X, bool CAUSAL, typename E>
+__device__ __forceinline__ void memeff_live(const AttnParams<E> &p, int b, int f0, int f1, int tile, int n,
                                             bool fixed_is_queries, int &lo, int &hi) {
     if (X) {
         int a, e;
-        flash_live_tiles<CAUSAL>(p.mx.x, b, p.T, f0, f1, tile, n, fixed_is_queries, a, e);
+        flash_live_tiles<CAUSAL>(p.x, b, p.T, f0, f1, tile, n, fixed_is_queries, a, e);
         lo = a;
         hi = e;
     } else {
@@ -225,7 +212,7 @@ static constexpr int memeff_fwd_smem() {
 
 /* X = false reads the kind at run time (CAUSAL unused); X = true takes it from CAUSAL. */
 template <typename E, int D, bool X, bool CAUSAL>
-__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(AttnParams<E> p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sK = sQ + R * (D + 1), *sV = sK + C * (D + 1), *sP = sV + C * (D + 1);
@@ -234,7 +221,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
     const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
-    const E *gq = (const E *)p.q + qhead, *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
+    const E *gq = p.q + qhead, *gk = p.k + kvhead, *gv = p.v + kvhead;
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
 
@@ -246,7 +233,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
 #pragma unroll
         for (int j = 0; j < ND; j++) o[i][j] = 0.0f;
     }
-    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    const bool causal = X ? CAUSAL : p.kind == ATTN_MASK_CAUSAL;
     int k_begin = 0, k_end = causal ? min(T, q0 + R) : T;
     if (X) { /* only the key tiles some pair of the block sees */
         int lo = 0, hi;
@@ -258,7 +245,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
         load_rows_f32<E, C, D>(sK, gk, p.ld_qkv, k0, T);
         load_rows_f32<E, C, D>(sV, gv, p.ld_qkv, k0, T);
         __syncthreads();
-        const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + R, k0, k0 + C);
+        const bool full = X && flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + R, k0, k0 + C);
         float s[4][4];
         tile_abt<D>(s, sQ, sK);
 #pragma unroll
@@ -292,7 +279,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_forward_kernel(
         int t = q0 + r0 + i;
         if (t >= T) continue;
         float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
-        E *orow = (E *)p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
+        E *orow = p.out + ((long long)b * T + t) * p.ld_o + (long long)h * D;
 #pragma unroll
         for (int j = 0; j < ND; j++) orow[c0 + 16 * j] = from_float<E>(o[i][j] * inv);
         if (c0 == 0) p.lse[(long long)bh * T + t] = l[i] > 0.0f ? m[i] + logf(l[i]) : INFINITY;
@@ -308,7 +295,7 @@ static constexpr int memeff_dkv_smem() {
 /* dK, dV for 32 keys of K/V head g: rows of the tiles are keys, columns queries; the query heads
  * of g's group one after another. X: also dbias (this block owns keys [k0, k0 + 32) of (b, g)). */
 template <typename E, int D, bool X, bool CAUSAL>
-__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(AttnParams<E> p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sK = smem_f, *sV = sK + R * (D + 1), *sQ = sV + R * (D + 1), *sdO = sQ + C * (D + 1);
@@ -317,14 +304,14 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(Meme
     const int T = p.T, r0 = (threadIdx.x / 16) * 4, c0 = threadIdx.x % 16;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)g * D;
 
-    load_rows_f32<E, R, D>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
-    load_rows_f32<E, R, D>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
+    load_rows_f32<E, R, D>(sK, p.k + kvhead, p.ld_qkv, k0, T);
+    load_rows_f32<E, R, D>(sV, p.v + kvhead, p.ld_qkv, k0, T);
     float dk[4][ND], dv[4][ND];
 #pragma unroll
     for (int i = 0; i < 4; i++)
 #pragma unroll
         for (int j = 0; j < ND; j++) dk[i][j] = dv[i][j] = 0.0f;
-    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    const bool causal = X ? CAUSAL : p.kind == ATTN_MASK_CAUSAL;
     /* the query tiles [q_begin, q_end) that meet these keys (the same for every head) */
     int q_begin = causal ? (k0 / C) * C : 0, q_end = T;
     if (X) {
@@ -333,7 +320,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(Meme
         q_begin = lo * C;
         q_end = min(T, hi * C);
     }
-    const bool atomic = X && p.mx.dbias_atomic;
+    const bool atomic = X && p.dbias_atomic;
     for (int h = g * p.group; h < (g + 1) * p.group; h++) {
         const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
         const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
@@ -343,15 +330,15 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(Meme
         const bool key_sums = X && rx.dbias && rx.stride_row == 0; /* dbias[b, h, key] = sum over queries */
         float ksum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         for (int q0 = q_begin; q0 < q_end; q0 += C) {
-            load_rows_f32<E, C, D>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
-            load_rows_f32<E, C, D>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
+            load_rows_f32<E, C, D>(sQ, p.q + qhead, p.ld_qkv, q0, T);
+            load_rows_f32<E, C, D>(sdO, p.dout + ohead, p.ld_o, q0, T);
             for (int x = threadIdx.x; x < C; x += MemeffTraits::kThreads) {
                 int t = q0 + x;
                 sL[x] = t < T ? p.lse[bh * T + t] : INFINITY;
                 sD[x] = t < T ? p.dvec[bh * T + t] : 0.0f;
             }
             __syncthreads();
-            const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + C, k0, k0 + R);
+            const bool full = X && flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + C, k0, k0 + R);
             float st[4][4], dpt[4][4];
             tile_abt<D>(st, sK, sQ);
             tile_abt<D>(dpt, sV, sdO);
@@ -391,8 +378,8 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dkv_kernel(Meme
         long long off = kvhead + (long long)t * p.ld_qkv;
 #pragma unroll
         for (int j = 0; j < ND; j++) {
-            ((E *)p.dk)[off + c0 + 16 * j] = from_float<E>(dk[i][j] * p.scale);
-            ((E *)p.dv)[off + c0 + 16 * j] = from_float<E>(dv[i][j]);
+            p.dk[off + c0 + 16 * j] = from_float<E>(dk[i][j] * p.scale);
+            p.dv[off + c0 + 16 * j] = from_float<E>(dv[i][j]);
         }
     }
 }
@@ -405,7 +392,7 @@ static constexpr int memeff_dq_smem() {
 
 /* dQ for 32 queries: rows are queries, columns keys. */
 template <typename E, int D, bool X, bool CAUSAL>
-__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(AttnParams<E> p) {
     constexpr int R = MemeffTraits::Rows, C = MemeffTraits::Cols, ND = D / 16;
     extern __shared__ float smem_f[];
     float *sQ = smem_f, *sdO = sQ + R * (D + 1), *sK = sdO + R * (D + 1), *sV = sK + C * (D + 1);
@@ -419,8 +406,8 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
 
-    load_rows_f32<E, R, D>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
-    load_rows_f32<E, R, D>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
+    load_rows_f32<E, R, D>(sQ, p.q + qhead, p.ld_qkv, q0, T);
+    load_rows_f32<E, R, D>(sdO, p.dout + ohead, p.ld_o, q0, T);
     float L[4], Dv[4], dq[4][ND];
 #pragma unroll
     for (int i = 0; i < 4; i++) {
@@ -430,7 +417,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
 #pragma unroll
         for (int j = 0; j < ND; j++) dq[i][j] = 0.0f;
     }
-    const bool causal = X ? CAUSAL : p.mask.kind == ATTN_MASK_CAUSAL;
+    const bool causal = X ? CAUSAL : p.kind == ATTN_MASK_CAUSAL;
     int k_begin = 0, k_end = causal ? min(T, q0 + R) : T;
     if (X) { /* only the key tiles some pair of the block sees */
         int lo = 0, hi;
@@ -439,10 +426,10 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
         k_end = min(k_end, hi * C);
     }
     for (int k0 = k_begin; k0 < k_end; k0 += C) {
-        load_rows_f32<E, C, D>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
-        load_rows_f32<E, C, D>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
+        load_rows_f32<E, C, D>(sK, p.k + kvhead, p.ld_qkv, k0, T);
+        load_rows_f32<E, C, D>(sV, p.v + kvhead, p.ld_qkv, k0, T);
         __syncthreads();
-        const bool full = X && flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + R, k0, k0 + C);
+        const bool full = X && flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + R, k0, k0 + C);
         float s[4][4], dp[4][4];
         tile_abt<D>(s, sQ, sK);
         tile_abt<D>(dp, sdO, sV);
@@ -462,7 +449,7 @@ __global__ void __launch_bounds__(MemeffTraits::kThreads) memeff_dq_kernel(Memef
     for (int i = 0; i < 4; i++) {
         int t = q0 + r0 + i;
         if (t >= T) continue;
-        E *row = (E *)p.dq + qhead + (long long)t * p.ld_qkv;
+        E *row = p.dq + qhead + (long long)t * p.ld_qkv;
 #pragma unroll
         for (int j = 0; j < ND; j++) row[c0 + 16 * j] = from_float<E>(dq[i][j] * p.scale);
     }
@@ -513,7 +500,7 @@ __device__ __forceinline__ void memeff_mask_frag(float s[][4], const MemeffRowX 
 /* Forward: one block per 64 queries; as flash's forward with MT = 1 plus the dense bias.
  * X = false: MASK is the kind (DENSE: the constant bias); X = true: MASK is CAUSAL or NONE. */
 template <class Ops, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_forward_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_forward_kernel(AttnParams<typename Ops::Elem> p) {
     using Tr = MemeffTcTraits<Ops, D>;
     using E = typename Ops::Elem;
     constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NT = C / 8, ND = D / 8;
@@ -526,13 +513,14 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
     const int warp = threadIdx.x / 32, T = p.T;
     const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
-    const E *gq = (const E *)p.q + qhead, *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
+    const E *gq = p.q + qhead, *gk = p.k + kvhead, *gv = p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
     int n_tiles = (T + C - 1) / C, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
     memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, n_tiles, true, j_lo, n_tiles);
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
+    const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
 
     Ops::template load_rows<R, D, TH, SA>(sQ, gq, p.ld_qkv, q0, T);
     Ops::template load_rows<C, D, TH, SA>(sK, gk, p.ld_qkv, j_lo * C, T);
@@ -568,9 +556,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
         const int col0 = j * C;
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
-                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, row0, row0 + 16, col0, col0 + C));
+                                         flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
         else if (MASK == ATTN_MASK_DENSE || col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
-            mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
+            mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
         online_softmax_step<NT, ND>(s, o, m, l);
         uint32_t pf[Tr::KC][4];
         Ops::acc_to_a(pf, s);
@@ -578,17 +566,17 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
         __syncthreads();
     }
     cp_async_wait<0>();
-    store_o_and_lse<ND>((E *)p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o,
+    store_o_and_lse<ND>(p.out + (long long)b * T * p.ld_o + (long long)h * D, p.ld_o,
                         p.lse + (long long)bh * T, o, m, l, row0, T);
 }
 
 /* Loads query tile rows [q0, q0 + C) of Q and dO, and their L and D, into one stage. */
 template <class Ops, int D, int ROWS, int THREADS, int STRIDE, typename E>
 __device__ __forceinline__ void load_query_side(E *sQ, E *sdO, float *sL, float *sD,
-                                                const MemeffParams &p, long long head,
+                                                const AttnParams<E> &p, long long head,
                                                 long long ohead, long long bh, int q0) {
-    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sQ, (const E *)p.q + head, p.ld_qkv, q0, p.T);
-    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, p.T);
+    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sQ, p.q + head, p.ld_qkv, q0, p.T);
+    Ops::template load_rows<ROWS, D, THREADS, STRIDE>(sdO, p.dout + ohead, p.ld_o, q0, p.T);
     for (int x = threadIdx.x; x < ROWS; x += THREADS) {
         int t = q0 + x;
         bool ok = t < p.T;
@@ -602,7 +590,7 @@ __device__ __forceinline__ void load_query_side(E *sQ, E *sdO, float *sL, float 
  *   S^T = K Q^T, P^T = 2^(S^T - L), dP^T = V dO^T, dS^T = P^T (dP^T - D);
  *   dV += P^T dO, dK += dS^T Q, all in registers. X: dbias += dS (this block owns its keys). */
 template <class Ops, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dkv_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dkv_kernel(AttnParams<typename Ops::Elem> p) {
     using Tr = MemeffTcTraits<Ops, D>;
     using E = typename Ops::Elem;
     constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NQ = C / 8, ND = D / 8;
@@ -620,10 +608,11 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
     int m_first = CAUSAL ? k0 / C : 0, m_end = (T + C - 1) / C;
     memeff_live<X, CAUSAL>(p, b, k0, min(k0 + R, T), C, m_end, false, m_first, m_end);
     const int h_first = g_kv * p.group, total = p.group * (m_end - m_first); /* (head, tile) pairs */
-    const bool atomic = X && p.mx.dbias_atomic;
+    const bool atomic = X && p.dbias_atomic;
+    const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
 
-    Ops::template load_rows<R, D, TH, SA>(sK, (const E *)p.k + kvhead, p.ld_qkv, k0, T);
-    Ops::template load_rows<R, D, TH, SA>(sV, (const E *)p.v + kvhead, p.ld_qkv, k0, T);
+    Ops::template load_rows<R, D, TH, SA>(sK, p.k + kvhead, p.ld_qkv, k0, T);
+    Ops::template load_rows<R, D, TH, SA>(sV, p.v + kvhead, p.ld_qkv, k0, T);
     if (total > 0)
         load_query_side<Ops, D, C, TH, SB>(sQ, sdO, sL, sD, p, qbase + (long long)h_first * D,
                                             obase + (long long)h_first * D, (long long)b * p.H + h_first,
@@ -668,10 +657,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
         if (X) {
             rx = memeff_row_x(p, b, h);
             memeff_mask_frag<NQ, CAUSAL>(st, rx, T, key_row0, q0, true,
-                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, q0, q0 + C, key_row0, key_row0 + 16));
+                                         flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + C, key_row0, key_row0 + 16));
         } else if (MASK == ATTN_MASK_DENSE || q0 + C > T || key_row0 + 16 > T ||
                    (CAUSAL && key_row0 + 15 > q0)) {
-            mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &p.mask, b, h);
+            mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &md, b, h);
         }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
@@ -723,7 +712,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
 /* dQ for 64 queries (16 per warp, the MMA rows), key tiles streamed:
  *   S = Q K^T, P = 2^(S - L), dP = dO V^T, dS = P (dP - D), dQ += dS K in registers. */
 template <class Ops, int D, int MASK, bool X>
-__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq_kernel(MemeffParams p) {
+__global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq_kernel(AttnParams<typename Ops::Elem> p) {
     using Tr = MemeffTcTraits<Ops, D>;
     using E = typename Ops::Elem;
     constexpr int R = Tr::Rows, C = Tr::Cols, SA = Tr::kStrideA, SB = Tr::kStrideB, NT = C / 8, ND = D / 8;
@@ -739,16 +728,17 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
     const long long qhead = (long long)b * T * p.ld_qkv + (long long)h * D;
     const long long kvhead = (long long)b * T * p.ld_qkv + (long long)hk * D;
     const long long ohead = (long long)b * T * p.ld_o + (long long)h * D;
-    const E *gk = (const E *)p.k + kvhead, *gv = (const E *)p.v + kvhead;
+    const E *gk = p.k + kvhead, *gv = p.v + kvhead;
     const float scale_log2 = p.scale * LOG2E_F;
     int n_tiles = (T + C - 1) / C, j_lo = 0;
     if (CAUSAL) n_tiles = min(n_tiles, (min(q0 + R, T) + C - 1) / C);
     memeff_live<X, CAUSAL>(p, b, q0, min(q0 + R, T), C, n_tiles, true, j_lo, n_tiles);
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
+    const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
 
-    Ops::template load_rows<R, D, TH, SA>(sQ, (const E *)p.q + qhead, p.ld_qkv, q0, T);
-    Ops::template load_rows<R, D, TH, SA>(sdO, (const E *)p.dout + ohead, p.ld_o, q0, T);
+    Ops::template load_rows<R, D, TH, SA>(sQ, p.q + qhead, p.ld_qkv, q0, T);
+    Ops::template load_rows<R, D, TH, SA>(sdO, p.dout + ohead, p.ld_o, q0, T);
     Ops::template load_rows<C, D, TH, SB>(sK, gk, p.ld_qkv, j_lo * C, T);
     Ops::template load_rows<C, D, TH, SA>(sV, gv, p.ld_qkv, j_lo * C, T);
     cp_async_commit();
@@ -787,10 +777,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
         const int col0 = j * C;
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
-                                         flash_tile_full<CAUSAL>(p.mx.x, b, T, row0, row0 + 16, col0, col0 + C));
+                                         flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
         else if (MASK == ATTN_MASK_DENSE || col0 + C > T || row0 + 16 > T ||
                  (CAUSAL && col0 + C - 1 > row0))
-            mask_tile<NT, MASK>(s, row0, col0, T, false, &p.mask, b, h);
+            mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -809,7 +799,7 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
     for (int half = 0; half < 2; half++) {
         int t = row0 + g + 8 * half;
         if (t < T) {
-            E *row = (E *)p.dq + qhead + (long long)t * p.ld_qkv + c;
+            E *row = p.dq + qhead + (long long)t * p.ld_qkv + c;
 #pragma unroll
             for (int dt = 0; dt < ND; dt++) store2<E>(row + dt * 8, dq[dt][2 * half] * p.scale, dq[dt][2 * half + 1] * p.scale);
         }
@@ -820,8 +810,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
 
 /* Launches a tiled kernel over (tiles of `rows` rows of T, `heads`) blocks: the query heads B*H
  * (forward, dQ) or the K/V heads B*Hkv (dKV). */
-static int memeff_launch(void (*kernel)(MemeffParams), const AttnShape *s, int rows, long long heads, int threads,
-                         int smem, MemeffParams p, cudaStream_t st) {
+template <typename E>
+static int memeff_launch(void (*kernel)(AttnParams<E>), const AttnShape *s, int rows, long long heads, int threads,
+                         int smem, const AttnParams<E> &p, cudaStream_t st) {
     ATTN_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     dim3 grid((unsigned)((s->T + rows - 1) / rows), (unsigned)heads);
     kernel<<<grid, threads, smem, st>>>(p);
@@ -831,22 +822,34 @@ static int memeff_launch(void (*kernel)(MemeffParams), const AttnShape *s, int r
 static long long memeff_q_heads(const AttnShape *s) { return (long long)s->B * s->H; }
 static long long memeff_kv_heads(const AttnShape *s) { return (long long)s->B * attn_kv_heads(s); }
 
+/* The kernels' parameters (attn_params) and where blocks share dbias entries: blocks are (key
+ * tile, b, K/V head), so only across a broadcast b or a head stride of 0 between K/V heads (a
+ * group's heads run in one block, in order). */
+template <typename E> static AttnParams<E> memeff_params(const AttnShape *s, const AttnIO &io) {
+    AttnParams<E> p = attn_params<E>(s, io);
+    const AttnMask *m = &s->mask;
+    p.dbias_atomic = (m->stride_b == 0 && s->B > 1) || (m->stride_h == 0 && attn_kv_heads(s) > 1);
+    return p;
+}
+
 /* The tensor-core policy of an element type: 16-bit MMA for bf16 / fp16, TF32 for fp32. */
 template <typename E> struct MemeffOps { using type = MmaOps16<E>; };
 template <> struct MemeffOps<float> { using type = MmaOpsTf32; };
 
 template <typename E, int D, int MASK, bool X>
-static int memeff_tc_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+static int memeff_tc_launch_forward(const AttnShape *s, const AttnIO &io, cudaStream_t st) {
     using Ops = typename MemeffOps<E>::type;
     using Tr = MemeffTcTraits<Ops, D>;
+    const AttnParams<E> p = memeff_params<E>(s, io);
     return memeff_launch(memeff_tc_forward_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_q_heads(s), Tr::kThreads,
                          Tr::kFwdSmem, p, st);
 }
 
 template <typename E, int D, int MASK, bool X>
-static int memeff_tc_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+static int memeff_tc_launch_backward(const AttnShape *s, const AttnIO &io, cudaStream_t st) {
     using Ops = typename MemeffOps<E>::type;
     using Tr = MemeffTcTraits<Ops, D>;
+    const AttnParams<E> p = memeff_params<E>(s, io);
     attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, nullptr, attn_rowdot_vec<E>(p.o, p.dout, p.ld_o), st);
     ATTN_LAUNCH_CHECK();
     int rc = memeff_launch(memeff_tc_dkv_kernel<Ops, D, MASK, X>, s, Tr::Rows, memeff_kv_heads(s), Tr::kThreads,
@@ -919,34 +922,16 @@ static const char *memeff_unsupported(const AttnShape *s) {
 static size_t memeff_saved_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
 static size_t memeff_workspace_bytes(const AttnShape *s) { return (size_t)attn_rows(s) * 4; }
 
-static MemeffParams memeff_params(const AttnShape *s) {
-    MemeffParams p;
-    memset(&p, 0, sizeof p);
-    const AttnMask *m = &s->mask;
-    p.mask = mask_dev(s);
-    p.mx.x = flash_mask(s);
-    p.mx.bias = m->bias;
-    p.mx.dbias = m->dbias;
-    p.mx.stride_b = m->stride_b; p.mx.stride_h = m->stride_h; p.mx.stride_row = m->stride_row;
-    /* blocks are (key tile, b, K/V head): they share dbias entries only across a broadcast b or
-     * a head stride of 0 between K/V heads (a group's heads run in one block, in order) */
-    p.mx.dbias_atomic = (m->stride_b == 0 && s->B > 1) || (m->stride_h == 0 && attn_kv_heads(s) > 1);
-    p.T = s->T; p.H = s->H;
-    p.Hkv = attn_kv_heads(s);
-    p.group = s->H / p.Hkv;
-    p.ld_qkv = s->ld_qkv; p.ld_o = s->ld_o;
-    p.scale = s->scale;
-    return p;
-}
-
 template <typename E, int D, bool X, bool CAUSAL>
-static int memeff_launch_forward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+static int memeff_launch_forward(const AttnShape *s, const AttnIO &io, cudaStream_t st) {
+    const AttnParams<E> p = memeff_params<E>(s, io);
     return memeff_launch(memeff_forward_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_q_heads(s),
                          MemeffTraits::kThreads, memeff_fwd_smem<D>(), p, st);
 }
 
 template <typename E, int D, bool X, bool CAUSAL>
-static int memeff_launch_backward(const AttnShape *s, MemeffParams p, cudaStream_t st) {
+static int memeff_launch_backward(const AttnShape *s, const AttnIO &io, cudaStream_t st) {
+    const AttnParams<E> p = memeff_params<E>(s, io);
     attn_rowdot<E, D>(p.o, p.dout, p.ld_o, s->B, p.T, p.H, p.dvec, nullptr, attn_rowdot_vec<E>(p.o, p.dout, p.ld_o), st);
     ATTN_LAUNCH_CHECK();
     int rc = memeff_launch(memeff_dkv_kernel<E, D, X, CAUSAL>, s, MemeffTraits::Rows, memeff_kv_heads(s),
@@ -973,15 +958,15 @@ static int memeff_forward(const AttnShape *s, const void *q, const void *k, cons
                           void *saved, void *workspace, void *stream) {
     const char *why = memeff_unsupported(s);
     if (why) return attn_cuda_fail("memeff forward: %s", why);
-    MemeffParams p = memeff_params(s);
-    p.q = q; p.k = k; p.v = v; p.out = o;
-    p.lse = (float *)saved;
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v; io.out = o;
+    io.lse = (float *)saved;
     const void *ptrs[] = {q, k, v, o};
     const bool x = memeff_x_forward(s);
-    if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, x, s, s, p, attn_stream(stream));
+    if (memeff_use_tc(s, ptrs, 4)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_forward, x, s, s, io, attn_stream(stream));
     if (memeff_use_tf32(s, ptrs, 4))
-        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_forward, float, x, s, s, p, attn_stream(stream));
-    return MEMEFF_DISPATCH(memeff_launch_forward, x, s, s, p, attn_stream(stream));
+        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_forward, float, x, s, s, io, attn_stream(stream));
+    return MEMEFF_DISPATCH(memeff_launch_forward, x, s, s, io, attn_stream(stream));
 }
 
 static int memeff_backward(const AttnShape *s, const void *q, const void *k, const void *v,
@@ -989,17 +974,17 @@ static int memeff_backward(const AttnShape *s, const void *q, const void *k, con
                            void *dv, void *workspace, void *stream) {
     const char *why = memeff_unsupported(s);
     if (why) return attn_cuda_fail("memeff backward: %s", why);
-    MemeffParams p = memeff_params(s);
-    p.q = q; p.k = k; p.v = v; p.o = o; p.dout = dout;
-    p.dq = dq; p.dk = dk; p.dv = dv;
-    p.lse = (float *)saved;
-    p.dvec = (float *)workspace;
+    AttnIO io = {};
+    io.q = q; io.k = k; io.v = v; io.o = o; io.dout = dout;
+    io.dq = dq; io.dk = dk; io.dv = dv;
+    io.lse = (float *)saved;
+    io.dvec = (float *)workspace;
     const void *ptrs[] = {q, k, v, o, dout, dq, dk, dv};
     const bool x = memeff_x_backward(s);
-    if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, x, s, s, p, attn_stream(stream));
+    if (memeff_use_tc(s, ptrs, 8)) return MEMEFF_TC_DISPATCH(memeff_tc_launch_backward, x, s, s, io, attn_stream(stream));
     if (memeff_use_tf32(s, ptrs, 8))
-        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_backward, float, x, s, s, p, attn_stream(stream));
-    return MEMEFF_DISPATCH(memeff_launch_backward, x, s, s, p, attn_stream(stream));
+        return MEMEFF_TC_DISPATCH_E(memeff_tc_launch_backward, float, x, s, s, io, attn_stream(stream));
+    return MEMEFF_DISPATCH(memeff_launch_backward, x, s, s, io, attn_stream(stream));
 }
 
 const AttnImpl attn_memeff_cuda = {ATTN_MEMEFF,        ATTN_CUDA,          memeff_unsupported,
