@@ -521,6 +521,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
     const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
+    /* X = false, DENSE: the bias of each tile is read ahead of its MMA (bias_frag_load) */
+    constexpr bool kPre = !X && MASK == ATTN_MASK_DENSE;
+    const float *bias_head = kPre ? md.bias + (long long)b * md.stride_b + (long long)h * md.stride_h : nullptr;
 
     Ops::template load_rows<R, D, TH, SA>(sQ, gq, p.ld_qkv, q0, T);
     Ops::template load_rows<C, D, TH, SA>(sK, gk, p.ld_qkv, j_lo * C, T);
@@ -538,6 +541,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
             Ops::template load_rows<C, D, TH, SB>(sV + (stage ^ 1) * C * SB, gv, p.ld_qkv, (j + 1) * C, T);
         }
         cp_async_commit();
+        float bfr[NT][4];
+        if constexpr (kPre) bias_frag_load<NT>(bfr, bias_head, md.stride_row, row0, j * C, T, false);
         cp_async_wait<1>();
         E *k_t = sK + stage * C * SA, *v_t = sV + stage * C * SB;
         if (j == j_lo) Ops::template round_rows<R, D, TH, SA>(sQ);
@@ -557,7 +562,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
                                          flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
-        else if (MASK == ATTN_MASK_DENSE || col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
+        else if (kPre)
+            mask_tile_preloaded<NT>(s, bfr, row0, col0, T, false);
+        else if (col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
             mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
         online_softmax_step<NT, ND>(s, o, m, l);
         uint32_t pf[Tr::KC][4];
@@ -610,6 +617,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
     const int h_first = g_kv * p.group, total = p.group * (m_end - m_first); /* (head, tile) pairs */
     const bool atomic = X && p.dbias_atomic;
     const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
+    /* X = false, DENSE: the bias of each tile is read ahead of its MMA (bias_frag_load) */
+    constexpr bool kPre = !X && MASK == ATTN_MASK_DENSE;
 
     Ops::template load_rows<R, D, TH, SA>(sK, p.k + kvhead, p.ld_qkv, k0, T);
     Ops::template load_rows<R, D, TH, SA>(sV, p.v + kvhead, p.ld_qkv, k0, T);
@@ -636,6 +645,10 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
                                                 qbase + (long long)nh * D, obase + (long long)nh * D,
                                                 (long long)b * p.H + nh, nmi * C);
         cp_async_commit();
+        float bfr[NQ][4];
+        if constexpr (kPre)
+            bias_frag_load<NQ>(bfr, md.bias + (long long)b * md.stride_b + (long long)h * md.stride_h, md.stride_row,
+                               key_row0, mi * C, T, true);
         cp_async_wait<1>();
         E *q_t = sQ + stage * C * SB, *do_t = sdO + stage * C * SB;
         if (it == 0) {
@@ -658,8 +671,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
             rx = memeff_row_x(p, b, h);
             memeff_mask_frag<NQ, CAUSAL>(st, rx, T, key_row0, q0, true,
                                          flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + C, key_row0, key_row0 + 16));
-        } else if (MASK == ATTN_MASK_DENSE || q0 + C > T || key_row0 + 16 > T ||
-                   (CAUSAL && key_row0 + 15 > q0)) {
+        } else if (kPre) {
+            mask_tile_preloaded<NQ>(st, bfr, key_row0, q0, T, true);
+        } else if (q0 + C > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0)) {
             mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &md, b, h);
         }
 #pragma unroll
@@ -736,6 +750,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
     MemeffRowX rx = {};
     if (X) rx = memeff_row_x(p, b, h);
     const MaskDev md = attn_mask_dev(p); /* X = false: the kind and a DENSE bias */
+    /* X = false, DENSE: the bias of each tile is read ahead of its MMA (bias_frag_load) */
+    constexpr bool kPre = !X && MASK == ATTN_MASK_DENSE;
+    const float *bias_head = kPre ? md.bias + (long long)b * md.stride_b + (long long)h * md.stride_h : nullptr;
 
     Ops::template load_rows<R, D, TH, SA>(sQ, p.q + qhead, p.ld_qkv, q0, T);
     Ops::template load_rows<R, D, TH, SA>(sdO, p.dout + ohead, p.ld_o, q0, T);
@@ -759,6 +776,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
             Ops::template load_rows<C, D, TH, SA>(sV + (stage ^ 1) * C * SA, gv, p.ld_qkv, (j + 1) * C, T);
         }
         cp_async_commit();
+        float bfr[NT][4];
+        if constexpr (kPre) bias_frag_load<NT>(bfr, bias_head, md.stride_row, row0, j * C, T, false);
         cp_async_wait<1>();
         E *k_t = sK + stage * C * SB, *v_t = sV + stage * C * SA;
         if (j == j_lo) {
@@ -778,8 +797,9 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
                                          flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
-        else if (MASK == ATTN_MASK_DENSE || col0 + C > T || row0 + 16 > T ||
-                 (CAUSAL && col0 + C - 1 > row0))
+        else if (kPre)
+            mask_tile_preloaded<NT>(s, bfr, row0, col0, T, false);
+        else if (col0 + C > T || row0 + 16 > T || (CAUSAL && col0 + C - 1 > row0))
             mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)

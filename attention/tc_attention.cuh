@@ -49,6 +49,35 @@ __device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int 
         }
 }
 
+/* A DENSE kind's bias for one 16 x (8*NT) score block (positions as mask_tile's), read into
+ * registers ahead of the MMA that makes the scores, so that the loads' L2 latency runs under that
+ * MMA and the tile's barrier instead of after them (mask_tile's own read waits for each load
+ * where it adds it). `head` is the bias at (b, h, 0, 0); a position outside [0, T) reads the
+ * clamped one, which mask_tile_preloaded then masks. */
+template <int NT>
+__device__ __forceinline__ void bias_frag_load(float bf[][4], const float *head, long long stride_row, int row0,
+                                               int col0, int T, bool keys_are_rows) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
+            bf[nt][e] = __ldg(head + (long long)min(query, T - 1) * stride_row + min(key, T - 1));
+        }
+}
+/* mask_tile of a DENSE kind whose bias bias_frag_load read: -inf outside [0, T), else + log2(e) bias. */
+template <int NT>
+__device__ __forceinline__ void mask_tile_preloaded(float s[][4], const float bf[][4], int row0, int col0, int T,
+                                                    bool keys_are_rows) {
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
+            s[nt][e] = key >= T || query >= T ? -INFINITY : s[nt][e] + LOG2E_F * bf[nt][e];
+        }
+}
+
 /* Online-softmax step for the warp's 16 rows (this thread: rows g and g+8 = half 0, 1): turns
  * the scores s into P = 2^(scale * s - m) in place and rescales o, l; m is kept in the scaled
  * (log2) units. Taking the max on unscaled s (scale > 0) lets scale ride in one FFMA per score. */
