@@ -5,14 +5,16 @@
  * Times: CUDA events around each call, 2 warm-up calls, median of repeats (at least 3, about
  * 0.3 s worth). "Extra memory" is the kernel's saved + workspace bytes. A configuration whose
  * buffers do not fit in free device memory (cudaMemGetInfo) is reported as OOM, never run.
- * Usage: bench_attention [kernel ...] [bf16|fp16|fp32|tf32] [T=N] [D=N] [B=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias]
+ * Usage: bench_attention [kernel ...] [bf16|fp16|fp32|tf32] [T=N] [D=N] [B=N] [none] [window=W] [docs=L] [alibi] [kv=N] [bias|dbias] [dense]
  *   B=N: N sequences instead of 65536 / T (a small B keeps compute-sanitizer runs short)
  *   none: no mask (every key; FLOPs count all T^2 pairs), instead of causal
  *   kernel: any name of the registry (attention.c) that this build has on CUDA, e.g. flash,
  *   flash-mma, flash-tma, cudnn; default: every kernel that is not a variant of another (naive, memeff,
  *   flash, and cudnn where built), every configuration.
  *   mask pieces: window=W docs=L alibi; kv=N (N K/V heads, GQA); bias (a constant T x T fp32
- *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient)
+ *   bias broadcast over batch and heads, with causal), dbias (the same with its gradient); dense:
+ *   that bias as the mask kind DENSE (no causal cut, FLOPs of all T^2 pairs: the trainer's
+ *   --mask dense, a constant bias)
  *   bf16 | fp16 | fp32: the element type (default bf16); tf32: fp32 with AttnShape::tf32 = 1 (TF32
  *   tensor cores allowed, the trainer's default for fp32; memeff only)
  */
@@ -89,7 +91,7 @@ template <typename F> static double time_ms(F fn) {
 
 /* The mask family (window=W, docs=L for documents of L tokens, alibi): causal plus these; the
  * TFLOP/s count the unmasked (query, key) pairs only. */
-struct BenchMask { int window = 0, doc_len = 0; bool alibi = false, none = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
+struct BenchMask { int window = 0, doc_len = 0; bool alibi = false, none = false, dense = false; int kv = 0, bias = 0; /* 1 bias, 2 + dbias */ };
 static BenchMask g_mask;
 static AttnDtype g_dtype = ATTN_BF16;
 static int g_tf32 = 0;
@@ -127,7 +129,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     const int Hkv = g_mask.kv > 0 ? g_mask.kv : H;
     s.Hkv = Hkv;
     s.ld_qkv = (H + 2 * Hkv) * D; s.ld_o = H * D;
-    s.mask.kind = g_mask.none ? ATTN_MASK_NONE : ATTN_MASK_CAUSAL;
+    s.mask.kind = g_mask.none ? ATTN_MASK_NONE : g_mask.dense ? ATTN_MASK_DENSE : ATTN_MASK_CAUSAL;
     s.dtype = g_dtype;
     s.tf32 = g_tf32;
     float *d_bias = NULL, *d_dbias = NULL;
@@ -199,7 +201,7 @@ static Row bench_one(const AttnImpl *impl, const char *name, int B, int T, int H
     CUDA_OK(cudaDeviceSynchronize());
     if (failed) { fprintf(stderr, "%s T=%d: a call failed: %s\n", name, T, attn_cuda_last_error()); exit(3); }
     double flops_fwd = mask_extras() ? 4.0 * B * H * D * unmasked_pairs(T)
-                                     : 4.0 * B * H * (double)T * T * D / (g_mask.none ? 1.0 : 2.0);
+                                     : 4.0 * B * H * (double)T * T * D / (g_mask.none || g_mask.dense ? 1.0 : 2.0);
     cudaFree(d_doc);
     cudaFree(d_slopes);
     r.fwd_tflops = flops_fwd / (r.fwd_ms * 1e-3) / 1e12;
@@ -223,6 +225,7 @@ int main(int argc, char **argv) {
         else if (!strncmp(argv[i], "kv=", 3)) g_mask.kv = atoi(argv[i] + 3);
         else if (!strcmp(argv[i], "bias")) g_mask.bias = 1;
         else if (!strcmp(argv[i], "dbias")) g_mask.bias = 2;
+        else if (!strcmp(argv[i], "dense")) g_mask.dense = true;
         else if (!strcmp(argv[i], "bf16")) g_dtype = ATTN_BF16;
         else if (!strcmp(argv[i], "fp16")) g_dtype = ATTN_FP16;
         else if (!strcmp(argv[i], "fp32")) g_dtype = ATTN_FP32, g_tf32 = 0;
@@ -234,7 +237,7 @@ int main(int argc, char **argv) {
             }
             want[k] = any = true;
         } else {
-            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 fp32 tf32 T=N D=N B=N none window=W docs=L alibi kv=N bias dbias)\n",
+            fprintf(stderr, "bench_attention: unknown argument '%s' (kernels: %s; bf16 fp16 fp32 tf32 T=N D=N B=N none window=W docs=L alibi kv=N bias dbias dense)\n",
                     argv[i], attn_kernel_names_list());
             return 1;
         }
@@ -243,12 +246,17 @@ int main(int argc, char **argv) {
         for (int k = 0; k < ATTN_NUM_IMPLS; k++) want[k] = !attn_kernel_is_variant((AttnKernel)k);
     cudaDeviceProp prop;
     CUDA_OK(cudaGetDeviceProperties(&prop, 0));
+    if (g_mask.dense && (g_mask.none || mask_extras() || g_mask.bias > 1)) {
+        fprintf(stderr, "bench_attention: dense (a constant bias as the mask) does not combine with none, window, docs, alibi or dbias\n");
+        return 1;
+    }
+    if (g_mask.dense) g_mask.bias = 1;
     if (g_mask.none && (mask_extras() || g_mask.bias)) {
         fprintf(stderr, "bench_attention: none (no mask) does not combine with window, docs, alibi or bias\n");
         return 1;
     }
     printf("device: %s, %d SMs; %s, %s%s", prop.name, prop.multiProcessorCount, g_tf32 ? "fp32 on TF32" : attn_dtype_name(g_dtype),
-           g_mask.none ? "no mask (FLOPs of all T^2 pairs)" : "causal",
+           g_mask.none ? "no mask (FLOPs of all T^2 pairs)" : g_mask.dense ? "dense bias as the mask (FLOPs of all T^2 pairs)" : "causal",
            mask_extras() ? " +" : "\n");
     if (mask_extras())
         printf("%s%s%s (TFLOP/s over the unmasked pairs)\n", g_mask.window ? " window" : "", g_mask.doc_len ? " documents" : "",
