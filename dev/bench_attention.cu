@@ -264,8 +264,11 @@ int main(int argc, char **argv) {
     if (g_mask.kv > 0) printf("GQA: %d K/V heads\n", g_mask.kv);
     if (g_mask.bias) printf("bias: T x T fp32, broadcast over batch and heads%s\n", g_mask.bias > 1 ? ", with dbias" : "");
 
-    struct Cfg { int D, T; } cfgs[] = {{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {64, 16384},
-                                      {32, 4096}, {128, 4096}};
+    struct Cfg { int D, T; };
+    std::vector<Cfg> cfgs = {{64, 1024}, {64, 2048}, {64, 4096}, {64, 8192}, {64, 16384}, {32, 4096}, {128, 4096}};
+    /* T=N and D=N together name one configuration, a listed one or not (e.g. the trainer's D = 128
+     * at T = 2048) */
+    if (only_T > 0 && only_D > 0) cfgs = {{only_D, only_T}};
     const int H = 12;
     std::vector<Row> rows;
     for (int kk = 0; kk < ATTN_NUM_IMPLS; kk++) {
@@ -274,7 +277,7 @@ int main(int argc, char **argv) {
         const char *name = attn_kernel_name((AttnKernel)kk);
         for (const Cfg &c : cfgs) {
             if ((only_T && c.T != only_T) || (only_D && c.D != only_D)) continue;
-            int B = only_B > 0 ? only_B : 65536 / c.T;
+            int B = only_B > 0 ? only_B : std::max(1, 65536 / c.T);
             Row r = bench_one(impl, name, B, c.T, H, c.D);
             if (r.oom) printf("%-10s D=%3d T=%5d B=%2d: OOM (needs %.0f MB extra)\n", r.kernel, r.D, r.T, r.B, r.extra_mb);
             else if (r.unsupported) printf("%-10s D=%3d T=%5d: unsupported (%s)\n", r.kernel, r.D, r.T, r.why);

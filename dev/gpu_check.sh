@@ -42,7 +42,7 @@
 #              sampled for both: the xFormers issue's model (6 layers, 1024 channels, 8 heads, vocab
 #              256, T = 2048, 2 x 4 accumulation) in fp32 (TF32 allowed) causal / none / dense with
 #              PyTorch's efficient kernel vs memeff, bf16 dense vs memeff; and byte-level GPT-2 small
-#              at B = 1, T = $LONG_TS (16K 32K 64K) with PyTorch's cuDNN SDPA vs $LONG_ATTNS
+#              at B = 1, T = $LONG_TS (16K 32K 64K; empty: none) with PyTorch's cuDNN SDPA vs $LONG_ATTNS
 # ATTNS="flash" limits the gpt2 and bytes stages to those kernels.
 # cudnn: attention/cudnn.cu takes minutes to compile (cudnn-frontend's headers) on one core. To save
 # device time, compile it here with a portable host ISA and carry the objects (and
@@ -309,7 +309,7 @@ stage_torchgpt() {
         peer "torch-xf-bf16-dense-efficient" $x --accum 4 --precision bf16 --backend efficient --mask dense
         ours "ours-xf-bf16-dense-memeff" $x --grad-accum 4 --precision bf16 --attn memeff --mask dense
     fi
-    for T in ${LONG_TS:-16384 32768 65536}; do
+    for T in ${LONG_TS-16384 32768 65536}; do
         peer "torch-long-T$T-cudnn" --seq-len $T --batch 1 --precision bf16 --backend cudnn --steps 8
         for attn in ${LONG_ATTNS:-flash flash-tma}; do
             ours "ours-long-T$T-$attn" --model gpt2 --max-seq-len $T --seq-len $T --batch 1 --attn $attn
