@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc torchgpt
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc kernels torchgpt
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -38,6 +38,9 @@
 #              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
 #              is sampled with nvidia-smi for both (MiB used over the idle level), beside each
 #              one's own figure.
+#   kernels    one training step's GPU time per kernel under ncu (dev/kernel_times.py): GPT-2 124M,
+#              vocab 50257, T = 1024, bf16, B = 16, eager, 3 steps, the last reported; $KERNELS_ARGS
+#              replaces the trainer flags (default --attn flash)
 #   torchgpt   PyTorch eager training peers (dev/torch_gpt2_bench.py) beside this trainer, memory
 #              sampled for both: the xFormers issue's model (6 layers, 1024 channels, 8 heads, vocab
 #              256, T = 2048, 2 x 4 accumulation) in fp32 (TF32 allowed) causal / none / dense with
@@ -297,6 +300,19 @@ ours() {
     echo "| $name | $(python3 dev/llmc_tokens.py --row-ours "$OUT/$name.jsonl" "$mem" | cut -d'|' -f2) | $mem | |" | tee -a "$TABLE"
 }
 
+stage_kernels() {
+    header "kernels (ncu)"
+    local d=/tmp/llmc_data
+    mkdir -p $d
+    python3 dev/llmc_tokens.py "$DATA" $d/train.bin $d/val.bin || return
+    timeout 400 ncu --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+        ./train_gpt2 --data $d/train.bin --steps 3 --warmup 2 --val-every 0 --val-batches 1 \
+        --sample-len 0 --quiet --no-cuda-graph --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 \
+        ${KERNELS_ARGS:---attn flash} >"$OUT/kernels.csv" 2>"$OUT/kernels.err"
+    { echo; echo "### kernels of one step: ${KERNELS_ARGS:---attn flash}"; echo
+      python3 dev/kernel_times.py "$OUT/kernels.csv"; } | tee -a "$TABLE"
+}
+
 stage_torchgpt() {
     { echo; echo "### PyTorch eager peers in training ($(date -u +%F)): tokens/sec, peak GiB (nvidia-smi, over idle)"; echo
       echo "| run | tokens/sec | peak GiB | note |"; echo "|---|---|---|---|"; } | tee -a "$TABLE"
@@ -319,7 +335,7 @@ stage_torchgpt() {
 
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|torchgpt) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|kernels|torchgpt) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
