@@ -6,7 +6,8 @@
  * Backward without atomics, in a fixed order (reproducible):
  *   dwpe[t, c] += sum_b dout[b, t, c]: a thread per (t, c) walks the batch;
  *   dwte[v, :] += sum of dout rows whose token is v: the host (which holds the tokens) groups
- *   rows by token with a counting sort; a block per distinct token sums its rows. With per-token
+ *   rows by token with a counting sort; a block per distinct token sums its rows (its warps
+ *   taking turns over them, needing C a multiple of 16 bytes' worth of elements). With per-token
  *   positions dwpe is the same kind of grouped sum (rows grouped by position), by the same kernel.
  * Bytes: forward 3 N C, backward 2 N C reads of dout plus the touched rows of dwte.
  */
@@ -45,18 +46,59 @@ __global__ void encoder_backward_wpe_kernel(float *dwpe, const T *dout, int B, i
 }
 
 /* A block per distinct token (or position): grid-stride over them, so the grid is fixed for graph
- * replay. rows[start[u] .. start[u+1]) are the rows of group u, ascending. */
+ * replay. rows[start[u] .. start[u+1]) are the rows of group u, ascending. Byte data makes the
+ * groups lopsided (a space is ~1/7 of enwik8: ~2300 of 16384 rows), so a group's rows are split
+ * over the block's ENC_WARPS warps (warp w takes rows w, w + ENC_WARPS, ..., ENC_UNROLL at a time
+ * in flight), each lane holding ENC_PACKS 16-byte packs of the columns, and the warps' sums are
+ * added in warp order through shared memory: a fixed order, as before. (The block-per-group
+ * kernel with a thread per column and one row at a time took 0.43 ms at GPT-2 124M, B = 16, on
+ * enwik8 bytes: ncu on an H200, dev/cuda_trainer_notes.md.) */
+enum { ENC_WARPS = 8, ENC_PACKS = 4, ENC_UNROLL = 4 };
 template <typename T>
-__global__ void encoder_backward_wte_kernel(float *dwte, const T *dout, const int *uniq,
-                                            const int *start, const int *rows,
-                                            const int *num_uniq, int C) {
-    int U = *num_uniq;
+__global__ void __launch_bounds__(ENC_WARPS * 32)
+encoder_backward_wte_kernel(float *dwte, const T *dout, const int *uniq, const int *start,
+                            const int *rows, const int *num_uniq, int C) {
+    constexpr int P = Pack16<T>::n, W = 32 * P * ENC_PACKS; /* columns per pass */
+    __shared__ float acc[ENC_WARPS][W];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int U = *num_uniq;
     for (int u = blockIdx.x; u < U; u += gridDim.x) {
-        int tok = uniq[u], k0 = start[u], k1 = start[u + 1];
-        for (int c = threadIdx.x; c < C; c += blockDim.x) {
-            float s = 0.0f;
-            for (int k = k0; k < k1; k++) s += to_f32(dout[(size_t)rows[k] * C + c]);
-            dwte[(size_t)tok * C + c] += s;
+        const int tok = uniq[u], k0 = start[u], k1 = start[u + 1];
+        for (int c0 = 0; c0 < C; c0 += W) {
+            float s[ENC_PACKS][P];
+#pragma unroll
+            for (int q = 0; q < ENC_PACKS; q++)
+#pragma unroll
+                for (int j = 0; j < P; j++) s[q][j] = 0.0f;
+            for (int k = k0 + warp; k < k1; k += ENC_WARPS * ENC_UNROLL) {
+                int r[ENC_UNROLL];
+#pragma unroll
+                for (int i = 0; i < ENC_UNROLL; i++) r[i] = k + i * ENC_WARPS < k1 ? rows[k + i * ENC_WARPS] : -1;
+#pragma unroll
+                for (int i = 0; i < ENC_UNROLL; i++) {
+                    if (r[i] < 0) continue;
+#pragma unroll
+                    for (int q = 0; q < ENC_PACKS; q++) {
+                        int c = c0 + (lane + 32 * q) * P;
+                        if (c < C) {
+                            Pack16<T> v = load16(dout + (size_t)r[i] * C + c);
+#pragma unroll
+                            for (int j = 0; j < P; j++) s[q][j] += to_f32(v.v[j]);
+                        }
+                    }
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < ENC_PACKS; q++)
+#pragma unroll
+                for (int j = 0; j < P; j++) acc[warp][(lane + 32 * q) * P + j] = s[q][j];
+            __syncthreads();
+            for (int i = threadIdx.x; i < W && c0 + i < C; i += blockDim.x) {
+                float t = 0.0f;
+                for (int w = 0; w < ENC_WARPS; w++) t += acc[w][i];
+                dwte[(size_t)tok * C + c0 + i] += t;
+            }
+            __syncthreads();
         }
     }
 }
@@ -102,9 +144,8 @@ extern "C" int cuda_encoder_group_tokens(const int *inp, int N, int V, int *uniq
 template <typename T>
 static void grouped_rows_sum(float *dst, const T *dout, const EncoderGroups *g, int C, cudaStream_t stream) {
     const unsigned blocks = 1024;
-    int threads = C < 256 ? C : 256;
-    encoder_backward_wte_kernel<<<blocks, threads, 0, stream>>>(dst, dout, g->uniq, g->start, g->rows,
-                                                                g->num_uniq, C);
+    encoder_backward_wte_kernel<<<blocks, ENC_WARPS * 32, 0, stream>>>(dst, dout, g->uniq, g->start, g->rows,
+                                                                       g->num_uniq, C);
     CUDA_LAUNCH_CHECK();
 }
 
