@@ -562,10 +562,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_fo
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
                                          flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
-        else if (kPre)
-            mask_tile_preloaded<NT>(s, bfr, row0, col0, T, false);
-        else if (col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
-            mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
+        else if (kPre || col0 + C > T || (CAUSAL && col0 + C - 1 > row0))
+            mask_tile<NT, MASK>(s, row0, col0, T, false, bfr);
         online_softmax_step<NT, ND>(s, o, m, l);
         uint32_t pf[Tr::KC][4];
         Ops::acc_to_a(pf, s);
@@ -671,10 +669,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dk
             rx = memeff_row_x(p, b, h);
             memeff_mask_frag<NQ, CAUSAL>(st, rx, T, key_row0, q0, true,
                                          flash_tile_full<CAUSAL>(p.x, b, T, q0, q0 + C, key_row0, key_row0 + 16));
-        } else if (kPre) {
-            mask_tile_preloaded<NQ>(st, bfr, key_row0, q0, T, true);
-        } else if (q0 + C > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0)) {
-            mask_tile<NQ, MASK>(st, key_row0, q0, T, true, &md, b, h);
+        } else if (kPre || q0 + C > T || key_row0 + 16 > T || (CAUSAL && key_row0 + 15 > q0)) {
+            mask_tile<NQ, MASK>(st, key_row0, q0, T, true, bfr);
         }
 #pragma unroll
         for (int nt = 0; nt < NQ; nt++) {
@@ -797,10 +793,8 @@ __global__ void __launch_bounds__(MemeffTcTraits<Ops, D>::kThreads) memeff_tc_dq
         if (X)
             memeff_mask_frag<NT, CAUSAL>(s, rx, T, row0, col0, false,
                                          flash_tile_full<CAUSAL>(p.x, b, T, row0, row0 + 16, col0, col0 + C));
-        else if (kPre)
-            mask_tile_preloaded<NT>(s, bfr, row0, col0, T, false);
-        else if (col0 + C > T || row0 + 16 > T || (CAUSAL && col0 + C - 1 > row0))
-            mask_tile<NT, MASK>(s, row0, col0, T, false, &md, b, h);
+        else if (kPre || col0 + C > T || row0 + 16 > T || (CAUSAL && col0 + C - 1 > row0))
+            mask_tile<NT, MASK>(s, row0, col0, T, false, bfr);
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
 #pragma unroll

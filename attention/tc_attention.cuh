@@ -31,29 +31,11 @@ __device__ __forceinline__ ScorePos score_pos(int row0, int col0, int nt, int e,
     return {keys_are_rows ? a.col : a.row, keys_are_rows ? a.row : a.col};
 }
 
-/* Masks one 16 x (8*NT) accumulator block of scores in log2 units whose rows start at row0 and
- * columns at col0 (global indices); with `keys_are_rows` the rows are keys and the columns queries
- * (backward). Outside [0, T) and above the causal diagonal: -inf; MASK == ATTN_MASK_DENSE adds
- * log2(e) * bias[b, h, query, key]. */
-template <int NT, int MASK>
-__device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows,
-                                          const MaskDev *bias = nullptr, int b = 0, int h = 0) {
-#pragma unroll
-    for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-            const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
-            bool dead = key >= T || query >= T || (MASK == ATTN_MASK_CAUSAL && key > query);
-            if (dead) s[nt][e] = -INFINITY;
-            else if (MASK == ATTN_MASK_DENSE) s[nt][e] += LOG2E_F * mask_bias(*bias, b, h, query, key);
-        }
-}
-
 /* A DENSE kind's bias for one 16 x (8*NT) score block (positions as mask_tile's), read into
  * registers ahead of the MMA that makes the scores, so that the loads' L2 latency runs under that
- * MMA and the tile's barrier instead of after them (mask_tile's own read waits for each load
- * where it adds it). `head` is the bias at (b, h, 0, 0); a position outside [0, T) reads the
- * clamped one, which mask_tile_preloaded then masks. */
+ * MMA and the tile's barrier instead of after them (reading each element where it is added waits
+ * for each load there). `head` is the bias at (b, h, 0, 0); a position outside [0, T) reads the
+ * clamped one, which mask_tile then masks. */
 template <int NT>
 __device__ __forceinline__ void bias_frag_load(float bf[][4], const float *head, long long stride_row, int row0,
                                                int col0, int T, bool keys_are_rows) {
@@ -65,16 +47,22 @@ __device__ __forceinline__ void bias_frag_load(float bf[][4], const float *head,
             bf[nt][e] = __ldg(head + (long long)min(query, T - 1) * stride_row + min(key, T - 1));
         }
 }
-/* mask_tile of a DENSE kind whose bias bias_frag_load read: -inf outside [0, T), else + log2(e) bias. */
-template <int NT>
-__device__ __forceinline__ void mask_tile_preloaded(float s[][4], const float bf[][4], int row0, int col0, int T,
-                                                    bool keys_are_rows) {
+
+/* Masks one 16 x (8*NT) accumulator block of scores in log2 units whose rows start at row0 and
+ * columns at col0 (global indices); with `keys_are_rows` the rows are keys and the columns queries
+ * (backward). Outside [0, T) and above the causal diagonal: -inf; MASK == ATTN_MASK_DENSE adds
+ * log2(e) * bias, the block's bias as bias_frag_load read it (unused by the other kinds). */
+template <int NT, int MASK>
+__device__ __forceinline__ void mask_tile(float s[][4], int row0, int col0, int T, bool keys_are_rows,
+                                          const float (*bias)[4] = nullptr) {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const auto [query, key] = score_pos(row0, col0, nt, e, keys_are_rows);
-            s[nt][e] = key >= T || query >= T ? -INFINITY : s[nt][e] + LOG2E_F * bf[nt][e];
+            bool dead = key >= T || query >= T || (MASK == ATTN_MASK_CAUSAL && key > query);
+            if (dead) s[nt][e] = -INFINITY;
+            else if (MASK == ATTN_MASK_DENSE) s[nt][e] += LOG2E_F * bias[nt][e];
         }
 }
 
