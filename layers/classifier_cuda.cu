@@ -148,6 +148,14 @@ __device__ __forceinline__ void stage_wait_all() {
 #endif
 }
 
+#define LOG2E_CLS 1.4426950408889634f
+/* 2^x by the SFU alone (what __expf does after its multiply), flushing subnormal results. */
+__device__ __forceinline__ float ex2_fast(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 /* The register kernel's arithmetic over rows blockIdx.x, blockIdx.x + gridDim.x, ..., with the
  * next row staged in shared memory (stage[k * blockDim.x + t] is thread t's pack k) while the
  * current one is reduced and written. A thread reads back only what it staged itself, so the
@@ -183,22 +191,35 @@ classifier_stream_kernel(T *logits, float *losses, const int *targets, const flo
         /* thread 0's read of the target logit, from L2 (just staged), before block_max's
          * barrier, so no thread has overwritten it with its gradient yet */
         const float zt = threadIdx.x == 0 && target >= 0 ? to_f32(logits[(size_t)row * ld + target]) : 0.0f;
+        /* Packs wholly below V (all but the row's last few) take the unchecked path: ncu
+         * found the per-element bounds tests and the FADD + FMUL ahead of each exponential
+         * keeping the SM 76% busy and DRAM at 44%. */
         float m = -INFINITY;
 #pragma unroll
         for (int k = 0; k < NP; k++) {
             int i = (threadIdx.x + k * blockDim.x) * P;
+            if (i + P <= V) {
 #pragma unroll
-            for (int j = 0; j < P; j++)
-                if (i + j < V) m = fmaxf(m, to_f32(x[k].v[j]));
+                for (int j = 0; j < P; j++) m = fmaxf(m, to_f32(x[k].v[j]));
+            } else {
+#pragma unroll
+                for (int j = 0; j < P; j++)
+                    if (i + j < V) m = fmaxf(m, to_f32(x[k].v[j]));
+            }
         }
-        const float M = block_max(m, shared);
+        const float M = block_max(m, shared), Ml = M * LOG2E_CLS;
         float s = 0.0f;
 #pragma unroll
         for (int k = 0; k < NP; k++) {
             int i = (threadIdx.x + k * blockDim.x) * P;
+            if (i + P <= V) {
 #pragma unroll
-            for (int j = 0; j < P; j++)
-                if (i + j < V) s += __expf(to_f32(x[k].v[j]) - M);
+                for (int j = 0; j < P; j++) s += ex2_fast(fmaf(to_f32(x[k].v[j]), LOG2E_CLS, -Ml));
+            } else {
+#pragma unroll
+                for (int j = 0; j < P; j++)
+                    if (i + j < V) s += ex2_fast(fmaf(to_f32(x[k].v[j]), LOG2E_CLS, -Ml));
+            }
         }
         const float S = block_sum(s, shared);
         if (threadIdx.x == 0) losses[row] = target >= 0 ? M + logf(S) - zt : 0.0f;
@@ -210,18 +231,23 @@ classifier_stream_kernel(T *logits, float *losses, const int *targets, const flo
         }
         if (!write_dlogits) continue;
         T *z = logits + (size_t)row * ld;
-        const float dloss = target >= 0 ? dloss_all : 0.0f, inv_S = 1.0f / S;
+        const float dloss = target >= 0 ? dloss_all : 0.0f, c = dloss / S;
 #pragma unroll
         for (int k = 0; k < NP; k++) {
             int i = (threadIdx.x + k * blockDim.x) * P;
             if (i >= ld) continue;
             Pack16<T> d;
+            if (i + P <= V && (target < i || target >= i + P)) {
 #pragma unroll
-            for (int j = 0; j < P; j++) {
-                int col = i + j;
-                float g = 0.0f;
-                if (col < V) g = (__expf(to_f32(x[k].v[j]) - M) * inv_S - (col == target ? 1.0f : 0.0f)) * dloss;
-                d.v[j] = from_f32<T>(g);
+                for (int j = 0; j < P; j++) d.v[j] = from_f32<T>(ex2_fast(fmaf(to_f32(x[k].v[j]), LOG2E_CLS, -Ml)) * c);
+            } else {
+#pragma unroll
+                for (int j = 0; j < P; j++) {
+                    int col = i + j;
+                    float g = 0.0f;
+                    if (col < V) g = ex2_fast(fmaf(to_f32(x[k].v[j]), LOG2E_CLS, -Ml)) * c - (col == target ? dloss : 0.0f);
+                    d.v[j] = from_f32<T>(g);
+                }
             }
             store16(z + i, d);
         }

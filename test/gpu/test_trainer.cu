@@ -978,6 +978,14 @@ int main(void) {
     check_graphs(padded, 4, 32, PRECISION_FP32);
     check_graphs(padded, 4, 32, PRECISION_FP16);
     check_graphs(padded, 4, 32, PRECISION_FP32, kPlain, RECOMPUTE_ALL);
+    /* rows long enough for the streaming classifier (more than 1024 packs: bf16 / fp16 past 8192
+     * logits, fp32 past 4096) and more rows than SMs; GPT-2's vocabulary, and an fp32 one whose
+     * last pack straddles V */
+    GPT2Config gpt2_vocab = small_config(50257, 1, 64, 4, 64);
+    GPT2Config fp32_long = small_config(6001, 1, 64, 4, 64);
+    check_bf16("bf16 V=50257 B=5 T=61 (streaming classifier)", gpt2_vocab, 5, 61);
+    check_fp16("fp16 V=50257 B=5 T=61 (streaming classifier)", gpt2_vocab, 5, 61);
+    check_fp32("fp32 V=6001 B=5 T=61 (streaming classifier)", fp32_long, 5, 61, RECOMPUTE_GELU, 0);
     check_fp16_overflow(padded, 4, 32);
     check_too_big();
     check_attention_options(padded);
