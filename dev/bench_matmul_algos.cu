@@ -3,7 +3,9 @@
  * operand layouts and epilogues as layers/matmul_cuda.cu) it asks for up to 16 algorithms and
  * times each (CUDA events, median of 10 after 2 warm-ups), printing the first one's time, the
  * best one's and their ratio. Experiment only: production keeps the first heuristic unless this
- * shows a gap worth an autotuner.
+ * shows a gap worth an autotuner. The "+bgrad" rows ask for the bias gradient from the GEMM
+ * itself (fp32, into the bias pointer): fcproj's input gradient with DGELU_BGRAD would give fc's
+ * bias gradient, a weight gradient with BGRADB its own, against colsum_cuda.cu's separate pass.
  *   build/dev/bench_matmul_algos [N ...]      (default N = 16384 and 65536 tokens)
  */
 #include <cublasLt.h>
@@ -41,7 +43,7 @@ struct Gemm {
     const char *name;
     int m, n, k, transa, transb, d32, beta1;
     cublasLtEpilogue_t epi;
-    int has_bias, has_aux;
+    int has_bias, has_aux, bias32; /* bias32: the bias (gradient) vector in fp32 */
 };
 
 static float median_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
@@ -81,7 +83,7 @@ int main(int argc, char **argv) {
     void *B = dalloc(big * 2);
     void *D = dalloc(big * 2); /* bf16 N x V, or fp32 V x C */
     void *aux = dalloc((size_t)Nmax * 4 * C * 2);
-    void *bias = dalloc(4 * C * 2);
+    void *bias = dalloc(4 * C * 4);
     double total_first = 0, total_best = 0;
     for (int N : Ns) {
         /* m, n, k, transa, transb, fp32 D, beta 1, epilogue, bias, aux: as lt_matmul is called */
@@ -95,10 +97,12 @@ int main(int argc, char **argv) {
             {"attproj dinp", C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fc dinp", C, N, 4 * C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fcproj dinp+dgelu", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DGELU, 0, 1},
+            {"fcproj dinp+dgelu+bgrad", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DGELU_BGRAD, 1, 1, 1},
             {"lm head dinp", C, N, V, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"qkv dW", C, 3 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"attproj dW", C, C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fc dW", C, 4 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
+            {"fc dW+bgrad", C, 4 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_BGRADB, 1, 0, 1},
             {"fcproj dW", 4 * C, C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"lm head dW", C, V, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"qkv dW bf16 out", C, 3 * C, N, 0, 1, 0, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
@@ -114,6 +118,10 @@ int main(int argc, char **argv) {
             LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
             LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &g.epi, sizeof g.epi));
             if (g.has_bias) LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+            if (g.bias32) {
+                cudaDataType bt = CUDA_R_32F;
+                LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+            }
             if (g.has_aux) {
                 int64_t ldaux = g.m;
                 LT(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
@@ -140,7 +148,7 @@ int main(int argc, char **argv) {
             if (found && first > 0) {
                 printf("%-20s %5d %7.3f (%5.0f) %7.3f (%5.0f) %7.3f  %d\n", g.name, found, first, fl / first / 1e9, best,
                        fl / best / 1e9, first / best, bi);
-                if (strstr(g.name, "bf16 out") == NULL) { total_first += first; total_best += best; }
+                if (!strstr(g.name, "bf16 out") && !strstr(g.name, "+bgrad")) { total_first += first; total_best += best; }
             } else {
                 printf("%-20s %5d no algorithm\n", g.name, found);
             }

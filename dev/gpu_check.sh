@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc kernels torchgpt
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc kernels gemms torchgpt
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -41,6 +41,8 @@
 #   kernels    one training step's GPU time per kernel under ncu (dev/kernel_times.py): GPT-2 124M,
 #              vocab 50257, T = 1024, bf16, B = 16, eager, 3 steps, the last reported; $KERNELS_ARGS
 #              replaces the trainer flags (default --attn flash)
+#   gemms      dev/bench_matmul_algos: every cuBLASLt heuristic for each GEMM of a GPT-2 124M step
+#              (and the bias-gradient epilogues), first pick against the fastest
 #   torchgpt   PyTorch eager training peers (dev/torch_gpt2_bench.py) beside this trainer, memory
 #              sampled for both: the xFormers issue's model (6 layers, 1024 channels, 8 heads, vocab
 #              256, T = 2048, 2 x 4 accumulation) in fp32 (TF32 allowed) causal / none / dense with
@@ -315,6 +317,12 @@ stage_kernels() {
       python3 dev/kernel_times.py "$OUT/kernels.csv"; } | tee -a "$TABLE"
 }
 
+stage_gemms() {
+    header "gemms (every cuBLASLt heuristic)"
+    make -j16 GPU_ARCH=90 build/dev/bench_matmul_algos >"$OUT/gemms_build.log" 2>&1 || { tail -20 "$OUT/gemms_build.log"; return; }
+    timeout 300 build/dev/bench_matmul_algos ${GEMM_NS:-16384 65536} 2>&1 | tee "$OUT/gemms.txt"
+}
+
 stage_torchgpt() {
     { echo; echo "### PyTorch eager peers in training ($(date -u +%F)): tokens/sec, peak GiB (nvidia-smi, over idle)"; echo
       echo "| run | tokens/sec | peak GiB | note |"; echo "|---|---|---|---|"; } | tee -a "$TABLE"
@@ -337,7 +345,7 @@ stage_torchgpt() {
 
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|kernels|torchgpt) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|kernels|gemms|torchgpt) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
