@@ -6,6 +6,8 @@
  * shows a gap worth an autotuner. The "+bgrad" rows ask for the bias gradient from the GEMM
  * itself (fp32, into the bias pointer): fcproj's input gradient with DGELU_BGRAD would give fc's
  * bias gradient, a weight gradient with BGRADB its own, against colsum_cuda.cu's separate pass.
+ * The "(alt)" rows are the fused GEMMs without their GELU work (or without the aux store): what
+ * the epilogue costs. Neither they nor "+bgrad" / "bf16 out" count in the per-layer sums.
  *   build/dev/bench_matmul_algos [N ...]      (default N = 16384 and 65536 tokens)
  */
 #include <cublasLt.h>
@@ -45,6 +47,18 @@ struct Gemm {
     cublasLtEpilogue_t epi;
     int has_bias, has_aux, bias32; /* bias32: the bias (gradient) vector in fp32 */
 };
+
+/* "algo id/tile/stages/splitK/cluster" of one heuristic result, to tell kernels apart */
+static const char *algo_desc(const cublasLtMatmulAlgo_t *a, char *buf, size_t n) {
+    int id = 0; uint32_t tile = 0, stages = 0, cluster = 0; int32_t splitk = 0; size_t w;
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof id, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile, sizeof tile, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_STAGES_ID, &stages, sizeof stages, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splitk, sizeof splitk, &w);
+    cublasLtMatmulAlgoConfigGetAttribute(a, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID, &cluster, sizeof cluster, &w);
+    snprintf(buf, n, "a%d/t%u/s%u/k%d/c%u", id, tile, stages, splitk, cluster);
+    return buf;
+}
 
 static float median_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
                        cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t *algo, const void *A,
@@ -91,12 +105,15 @@ int main(int argc, char **argv) {
             {"qkv fwd", 3 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
             {"attproj fwd", C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
             {"fc fwd+gelu", 4 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_GELU_AUX_BIAS, 1, 1},
+            {"fc fwd bias (alt)", 4 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
+            {"fc fwd gelu (alt)", 4 * C, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_GELU_BIAS, 1, 0},
             {"fcproj fwd", C, N, 4 * C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_BIAS, 1, 0},
             {"lm head fwd", V, N, C, 1, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"qkv dinp", C, N, 3 * C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"attproj dinp", C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fc dinp", C, N, 4 * C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fcproj dinp+dgelu", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DGELU, 0, 1},
+            {"fcproj dinp (alt)", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"fcproj dinp+dgelu+bgrad", 4 * C, N, C, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DGELU_BGRAD, 1, 1, 1},
             {"lm head dinp", C, N, V, 0, 0, 0, 0, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
             {"qkv dW", C, 3 * C, N, 0, 1, 1, 1, CUBLASLT_EPILOGUE_DEFAULT, 0, 0},
@@ -146,9 +163,11 @@ int main(int argc, char **argv) {
                 if (ms > 0 && ms < best) { best = ms; bi = i; }
             }
             if (found && first > 0) {
-                printf("%-20s %5d %7.3f (%5.0f) %7.3f (%5.0f) %7.3f  %d\n", g.name, found, first, fl / first / 1e9, best,
-                       fl / best / 1e9, first / best, bi);
-                if (!strstr(g.name, "bf16 out") && !strstr(g.name, "+bgrad")) { total_first += first; total_best += best; }
+                char d0[64], d1[64];
+                printf("%-20s %5d %7.3f (%5.0f) %7.3f (%5.0f) %7.3f  %d  %s -> %s\n", g.name, found, first, fl / first / 1e9,
+                       best, fl / best / 1e9, first / best, bi, algo_desc(&res[0].algo, d0, sizeof d0),
+                       algo_desc(&res[bi].algo, d1, sizeof d1));
+                if (!strstr(g.name, "bf16 out") && !strstr(g.name, "+bgrad") && !strstr(g.name, "(alt)")) { total_first += first; total_best += best; }
             } else {
                 printf("%-20s %5d no algorithm\n", g.name, found);
             }
