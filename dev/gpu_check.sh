@@ -31,7 +31,8 @@
 #              $OLD_ARGS: extra flags for the old binary, e.g. --cuda-graph before 2026-12-01)
 #   llmc       llm.c side by side: GPT-2 124M (d12, vocab 50257 padded to 50304), T = 1024, bf16,
 #              B = $LLMC_BS (16 64): this trainer ($LLMC_OURS, default --attn flash and cudnn; an
-#              entry KERNEL:MODE adds --recompute MODE, a +fp8 after it --matmul fp8; plus $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
+#              entry KERNEL:MODE adds --recompute MODE, a +fp8 after it --matmul fp8, each @FLAG
+#              after those --FLAG (flash@no-cuda-graph); plus $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
 #              alternating, $LLMC_ROUNDS (2) times. llm.c's source is a git-ignored copy in local/llmc (carried;
 #              built there with USE_CUDNN=1 unless local/llmc/train_gpt2cu exists) whose
 #              cudaMallocConditionallyManaged exits instead of falling back to managed memory.
@@ -269,11 +270,15 @@ stage_llmc() {
     for B in ${LLMC_BS:-16 64}; do
         for round in $(seq ${LLMC_ROUNDS:-2}); do
             for spec in ${LLMC_OURS:-flash cudnn}; do
-                # KERNEL, KERNEL:RECOMPUTE (e.g. flash-tma:none), either with +fp8 (--matmul fp8)
+                # KERNEL, KERNEL:RECOMPUTE (e.g. flash-tma:none), either with +fp8 (--matmul fp8),
+                # then any @FLAG (flash@no-cuda-graph: --no-cuda-graph)
+                local full=$spec xflag=""
+                if [[ $spec == *@* ]]; then xflag="--${spec#*@}"; xflag=${xflag//@/ --}; spec=${spec%%@*}; fi
                 local base=${spec%%+*} rflag=""
                 local attn=${base%%:*}
                 [ "$base" != "$attn" ] && rflag="--recompute ${base#*:}"
                 [ "$spec" != "$base" ] && rflag="$rflag --matmul ${spec#*+}"
+                rflag="$rflag $xflag"; spec=$full
                 rm -f "$OUT/llmc-ours.jsonl"
                 mem=$(sampled ours "$OUT/llmc-ours-${spec/:/-}-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
                     --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
