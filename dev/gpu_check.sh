@@ -280,7 +280,7 @@ stage_llmc() {
                 [ "$spec" != "$base" ] && rflag="$rflag --matmul ${spec#*+}"
                 rflag="$rflag $xflag"; spec=$full
                 rm -f "$OUT/llmc-ours.jsonl"
-                mem=$(sampled ours "$OUT/llmc-ours-${spec/:/-}-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
+                mem=$(sampled ours "$OUT/llmc-ours-${spec//[:@+]/-}-B$B-$round.out" timeout 240 ./train_gpt2 --data $d/train.bin --steps "$STEPS" --warmup 2 \
                     --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
                     --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn $rflag ${OURS_ARGS:-})
                 row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
