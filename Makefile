@@ -73,7 +73,7 @@ TEST_SRCS  := $(wildcard test/test_*.c)
 TEST_BINS  := $(TEST_SRCS:%.c=$(BUILD)/%)
 GPU_TEST_SRCS := $(wildcard test/gpu/test_*.cu)
 GPU_TEST_BINS := $(GPU_TEST_SRCS:%.cu=$(BUILD)/%)
-DEV_C_BINS := $(patsubst %.c,$(BUILD)/%,$(wildcard dev/*.c))
+DEV_C_BINS := $(patsubst %.c,$(BUILD)/%,$(filter-out dev/cupti_trace.c,$(wildcard dev/*.c))) # cupti_trace: mk/trace.mk
 DEV_CU_BINS:= $(patsubst %.cu,$(BUILD)/%,$(wildcard dev/*.cu))
 
 ifneq ($(NVCC),)

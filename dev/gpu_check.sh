@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dev/gpu_check.sh: everything a GPU session checks, in one script, a short table last.
 #
-#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc kernels gemms torchgpt
+#   bash dev/gpu_check.sh build tests attention masks peers ctypes gpt2 sizes bytes grids attnbase llmc kernels trace gemms torchgpt
 #
 # Stages (any subset, in this order):
 #   build      make for sm_90 (16 jobs): the trainer, the GPU tests, the benchmarks
@@ -42,6 +42,10 @@
 #   kernels    one training step's GPU time per kernel under ncu (dev/kernel_times.py): GPT-2 124M,
 #              vocab 50257, T = 1024, bf16, B = 16, eager, 3 steps, the last reported; $KERNELS_ARGS
 #              replaces the trainer flags (default --attn flash)
+#   trace      the time between kernels: GPT-2 124M, vocab 50257, T = 1024, bf16, B = 16, 12 steps
+#              under dev/cupti_trace.c (CUPTI activity records through CUDA's injection hook), with
+#              CUDA graphs and without, summarised by dev/trace_gaps.py (wall, busy, idle by cause,
+#              largest gaps); $TRACE_ARGS replaces the trainer flags (default --attn flash)
 #   gemms      dev/bench_matmul_algos: every cuBLASLt heuristic for each GEMM of a GPT-2 124M step
 #              (and the bias-gradient epilogues), first pick against the fastest
 #   torchgpt   PyTorch eager training peers (dev/torch_gpt2_bench.py) beside this trainer, memory
@@ -322,6 +326,29 @@ stage_kernels() {
       python3 dev/kernel_times.py "$OUT/kernels.csv"; } | tee -a "$TABLE"
 }
 
+stage_trace() {
+    header "trace (CUPTI): the time between kernels"
+    make -s GPU_ARCH=90 build/dev/libcupti_trace.so >"$OUT/trace_build.log" 2>&1 || { tail -10 "$OUT/trace_build.log"; return; }
+    local d=/tmp/llmc_data mode
+    mkdir -p $d
+    python3 dev/llmc_tokens.py "$DATA" $d/train.bin $d/val.bin || return
+    for mode in graph no-cuda-graph; do
+        local flag=""; [ $mode = graph ] || flag=--$mode
+        rm -f "$OUT/trace-$mode.jsonl" "$OUT/untraced-$mode.jsonl"
+        timeout 240 ./train_gpt2 --data $d/train.bin --steps 12 --warmup 2 --val-every 0 --val-batches 1 --sample-len 0 \
+            --quiet --log "$OUT/untraced-$mode.jsonl" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 \
+            ${TRACE_ARGS:---attn flash} $flag >/dev/null 2>&1
+        CUDA_INJECTION64_PATH=$PWD/build/dev/libcupti_trace.so CUPTI_TRACE_OUT=/tmp/trace-$mode.csv timeout 240 \
+            ./train_gpt2 --data $d/train.bin --steps 12 --warmup 2 --val-every 0 --val-batches 1 --sample-len 0 \
+            --quiet --log "$OUT/trace-$mode.jsonl" --model gpt2 --vocab 50257 --seq-len 1024 --batch 16 \
+            ${TRACE_ARGS:---attn flash} $flag >"$OUT/trace-$mode.out" 2>&1
+        local rc=$?
+        { echo; echo "### trace, ${TRACE_ARGS:---attn flash} $flag (rc $rc; traced run: $(python3 dev/llmc_tokens.py --row-ours "$OUT/trace-$mode.jsonl" 0 | cut -d'|' -f2-3); untraced: $(python3 dev/llmc_tokens.py --row-ours "$OUT/untraced-$mode.jsonl" 0 | cut -d'|' -f2-3))"; echo
+          python3 dev/trace_gaps.py /tmp/trace-$mode.csv; } 2>&1 | tee -a "$TABLE"
+        gzip -c /tmp/trace-$mode.csv >"$OUT/trace-$mode.csv.gz"
+    done
+}
+
 stage_gemms() {
     header "gemms (every cuBLASLt heuristic)"
     make -j16 GPU_ARCH=90 build/dev/bench_matmul_algos >"$OUT/gemms_build.log" 2>&1 || { tail -20 "$OUT/gemms_build.log"; return; }
@@ -350,7 +377,7 @@ stage_torchgpt() {
 
 for stage in "$@"; do
     case "$stage" in
-        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|kernels|gemms|torchgpt) "stage_$stage" ;;
+        build|tests|attention|masks|peers|ctypes|gpt2|sizes|bytes|grids|attnbase|baseline|llmc|kernels|trace|gemms|torchgpt) "stage_$stage" ;;
         *) echo "unknown stage $stage"; exit 2 ;;
     esac
 done
