@@ -8,6 +8,8 @@
  * bias gradient, a weight gradient with BGRADB its own, against colsum_cuda.cu's separate pass.
  * The "(alt)" rows are the fused GEMMs without their GELU work (or without the aux store): what
  * the epilogue costs. Neither they nor "+bgrad" / "bf16 out" count in the per-layer sums.
+ * Below each row, the first pick inside a CUDA graph, 20 calls back to back (graph_ms): with the
+ * 32 MiB workspace (cuBLASLt may put a memset of it before the kernel) and with none.
  *   build/dev/bench_matmul_algos [N ...]      (default N = 16384 and 65536 tokens)
  */
 #include <cublasLt.h>
@@ -82,6 +84,65 @@ static float median_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cub
     return t[t.size() / 2];
 }
 
+/* The first pick's cost inside a CUDA graph, as the trainer runs it: one call captured to count the
+ * graph nodes cuBLASLt makes of it (a kernel, or a memset of its workspace before the kernel),
+ * then 20 calls back to back in one graph, timed per call (median of 5 replays). With workspace
+ * bytes wsb (0: the algorithms that need none). *nodes, *memsets: what one call adds. */
+static float graph_ms(cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t la, cublasLtMatrixLayout_t lb,
+                      cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t *algo, const void *A, const void *B,
+                      void *D, float beta, size_t wsb, int *nodes, int *memsets) {
+    float alpha = 1.0f;
+    cudaStream_t st;
+    CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+    float out = -1.0f;
+    for (int reps : {1, 20}) {
+        cudaGraph_t g;
+        CK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+        int ok = 1;
+        for (int r = 0; r < reps && ok; r++)
+            ok = cublasLtMatmul(lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, algo, wsb ? ws : NULL, wsb, st) ==
+                 CUBLAS_STATUS_SUCCESS;
+        CK(cudaStreamEndCapture(st, &g));
+        if (!ok) { cudaGraphDestroy(g); break; }
+        if (reps == 1) {
+            size_t n = 0;
+            CK(cudaGraphGetNodes(g, NULL, &n));
+            std::vector<cudaGraphNode_t> v(n);
+            CK(cudaGraphGetNodes(g, v.data(), &n));
+            *nodes = (int)n;
+            *memsets = 0;
+            for (auto nd : v) {
+                cudaGraphNodeType t;
+                CK(cudaGraphNodeGetType(nd, &t));
+                *memsets += t == cudaGraphNodeTypeMemset;
+            }
+            cudaGraphDestroy(g);
+            continue;
+        }
+        cudaGraphExec_t ex;
+        CK(cudaGraphInstantiate(&ex, g, 0));
+        cudaEvent_t a, b;
+        cudaEventCreate(&a); cudaEventCreate(&b);
+        std::vector<float> t;
+        for (int i = 0; i < 7; i++) {
+            cudaEventRecord(a, st);
+            CK(cudaGraphLaunch(ex, st));
+            cudaEventRecord(b, st);
+            CK(cudaEventSynchronize(b));
+            float ms;
+            cudaEventElapsedTime(&ms, a, b);
+            if (i >= 2) t.push_back(ms / reps);
+        }
+        std::sort(t.begin(), t.end());
+        out = t[t.size() / 2];
+        cudaEventDestroy(a); cudaEventDestroy(b);
+        cudaGraphExecDestroy(ex);
+        cudaGraphDestroy(g);
+    }
+    cudaStreamDestroy(st);
+    return out;
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* lines survive a crash */
     std::vector<int> Ns;
@@ -98,7 +159,7 @@ int main(int argc, char **argv) {
     void *D = dalloc(big * 2); /* bf16 N x V, or fp32 V x C */
     void *aux = dalloc((size_t)Nmax * 4 * C * 2);
     void *bias = dalloc(4 * C * 4);
-    double total_first = 0, total_best = 0;
+    double total_first = 0, total_best = 0, graph_first = 0, graph_zero = 0;
     for (int N : Ns) {
         /* m, n, k, transa, transb, fp32 D, beta 1, epilogue, bias, aux: as lt_matmul is called */
         Gemm G[] = {
@@ -171,12 +232,33 @@ int main(int argc, char **argv) {
             } else {
                 printf("%-20s %5d no algorithm\n", g.name, found);
             }
+            /* in a graph, 20 back to back: the first pick with the workspace, and with none */
+            if (found && !strstr(g.name, "(alt)")) {
+                int n32 = 0, m32 = 0, n0 = 0, m0 = 0;
+                float beta = g.beta1 ? 1.0f : 0.0f;
+                float t32 = graph_ms(desc, la, lb, ld, &res[0].algo, A, B, D, beta, ws_bytes, &n32, &m32);
+                size_t zero = 0;
+                LT(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &zero, sizeof zero));
+                cublasLtMatmulHeuristicResult_t r0;
+                int f0 = 0;
+                cublasLtMatmulAlgoGetHeuristic(lt, desc, la, lb, ld, ld, pref, 1, &r0, &f0);
+                float t0 = f0 ? graph_ms(desc, la, lb, ld, &r0.algo, A, B, D, beta, 0, &n0, &m0) : -1.0f;
+                char d0[64];
+                printf("  in a graph x20: workspace 32 MiB %.4f ms/call (%d nodes, %d memset)  |  workspace 0 %.4f ms/call "
+                       "(%d nodes, %d memset) %s  ratio %.3f\n", t32, n32, m32, t0, n0, m0,
+                       f0 ? algo_desc(&r0.algo, d0, sizeof d0) : "none", t0 > 0 ? t32 / t0 : 0.0);
+                if (!strstr(g.name, "bf16 out") && !strstr(g.name, "+bgrad")) {
+                    graph_first += t32;
+                    graph_zero += t0 > 0 ? t0 : t32;
+                }
+            }
             cublasLtMatmulPreferenceDestroy(pref);
             cublasLtMatrixLayoutDestroy(la); cublasLtMatrixLayoutDestroy(lb); cublasLtMatrixLayoutDestroy(ld);
             cublasLtMatmulDescDestroy(desc);
         }
-        printf("sum over one layer's GEMMs + lm head: first %.3f ms, best %.3f ms\n\n", total_first, total_best);
-        total_first = total_best = 0;
+        printf("sum over one layer's GEMMs + lm head: first %.3f ms, best %.3f ms\n", total_first, total_best);
+        printf("in graphs (first pick): workspace 32 MiB %.3f ms, workspace 0 %.3f ms\n\n", graph_first, graph_zero);
+        total_first = total_best = graph_first = graph_zero = 0;
     }
     return 0;
 }

@@ -14,7 +14,8 @@
  * GEMM runs and the pointwise kernels (gelu_cuda.cu, colsum_cuda.cu) do the rest: same math.
  * Parameter gradients are fp32 in every precision (bf16 or fp16 A/B with fp32 C/D and fp32 compute;
  * activations out of a 16-bit GEMM are rounded from the fp32 accumulator, fp16 saturating to inf).
- * One handle and one 32 MiB workspace per process; algorithm choices are cached per shape.
+ * One handle and one 32 MiB workspace per process, offered to the GEMMs that gain from it
+ * (workspace_for); algorithm choices are cached per shape.
  * The FP8 GEMMs of --matmul fp8 (cuda_matmul_fp8, driven by layers/fp8_cuda.cu) go through the
  * same path with E4M3 / E5M2 operands, a device scale per operand and fp32 accumulation.
  */
@@ -76,6 +77,7 @@ typedef struct {
     MatmulKey key;
     int found; /* 1: algo valid, 0: cuBLASLt offers none */
     cublasLtMatmulAlgo_t algo;
+    size_t workspace; /* the bytes it was chosen with and runs with (workspace_for) */
 } MatmulCacheEntry;
 enum { MATMUL_CACHE_SIZE = 256 };
 static MatmulCacheEntry g_cache[MATMUL_CACHE_SIZE];
@@ -93,6 +95,27 @@ static const char *type_name(cudaDataType t) {
     case CUDA_R_8F_E5M2: return "e5m2";
     default: return "?";
     }
+}
+
+/* The workspace a GEMM is offered: 0 or the whole 32 MiB. Given one, cuBLASLt's Hopper kernels
+ * keep a tile counter in it (a dynamically balanced persistent schedule), zeroed by a 4-byte
+ * memset before every call; without one the same kernel runs a static schedule and no memset,
+ * and a weight gradient one un-split kernel instead of split-K and its reduce. A memset between
+ * two kernels leaves the GPU idle ~3-5 us (dev/trace_gaps.py: 111 of them, ~0.5 ms of a GPT-2
+ * 124M B = 16 step). In a CUDA graph, 20 calls back to back (dev/bench_matmul_algos, H200,
+ * 2026-12-04, bf16, C = 768): without the workspace a layer's forward and input-gradient GEMMs
+ * are 2-8% faster at N = 16384 tokens and 0.5-3% at 65536; the weight gradients (k = N) 0-15%
+ * faster at 16384 but 1-23% slower at 65536 (there split-K pays: the output is 768 x 768 to
+ * 768 x 3072, few tiles); the lm head's (50304 x 16384 x 768) 2-7% slower; fcproj's DGELU input
+ * gradient 2.6-2.8x slower (the one workspace-free algorithm). So 16-bit GEMMs get none, except
+ * DGELU's, those of more than 2^38 multiply-adds and those with k above 32768; fp32 (TF32) and
+ * FP8 GEMMs, not measured without, keep it. A shape without a workspace-free algorithm falls
+ * back to the workspace. */
+static size_t workspace_for(cudaDataType a_type, int m, int n, int k, cublasLtEpilogue_t epilogue) {
+    const int sixteen_bit = a_type == CUDA_R_16BF || a_type == CUDA_R_16F;
+    const int dgelu = epilogue == CUBLASLT_EPILOGUE_DGELU || epilogue == CUBLASLT_EPILOGUE_DGELU_BGRAD;
+    const int large = (double)m * n * k > 274877906944.0 /* 2^38 */ || k > 32768;
+    return sixteen_bit && !dgelu && !large ? 0 : g_workspace_bytes;
 }
 
 /* What the last refused or failed GEMM was (cuda_matmul_last_refusal). */
@@ -143,6 +166,7 @@ static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataTyp
     CUBLAS_CHECK(cublasLtMatmulDescCreate(&desc, compute, CUDA_R_32F));
     int rc = -1;
     cublasLtMatmulAlgo_t algo;
+    size_t workspace = 0;
     MatmulCacheEntry *hit = NULL;
     if (cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa) ||
         cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb) ||
@@ -176,19 +200,25 @@ static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataTyp
     if (hit) {
         if (!hit->found) { rc = 1; goto done; }
         algo = hit->algo;
+        workspace = hit->workspace;
     } else {
         cublasLtMatmulPreference_t pref = NULL;
         cublasLtMatmulHeuristicResult_t result;
         int found = 0;
         uint32_t aa = key.align_a, ab = key.align_b, ad = key.align_d;
         if (cublasLtMatmulPreferenceCreate(&pref)) goto done;
-        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                             &g_workspace_bytes, sizeof g_workspace_bytes);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa, sizeof aa);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab, sizeof ab);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ad, sizeof ad);
         cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ad, sizeof ad);
-        st = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &result, &found);
+        workspace = workspace_for(a_type, m, n, k, epilogue);
+        for (;;) { /* without a workspace first where workspace_for says so, then with it */
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                                 sizeof workspace);
+            st = cublasLtMatmulAlgoGetHeuristic(g_lt, desc, la, lb, ld, ld, pref, 1, &result, &found);
+            if ((st == CUBLAS_STATUS_SUCCESS && found > 0) || workspace == g_workspace_bytes) break;
+            workspace = g_workspace_bytes;
+        }
         cublasLtMatmulPreferenceDestroy(pref);
         if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
             found = 0;
@@ -199,13 +229,14 @@ static int lt_matmul_typed(cudaDataType a_type, cudaDataType b_type, cudaDataTyp
             e->key = key;
             e->found = found != 0;
             if (found) e->algo = result.algo;
+            e->workspace = workspace;
             hit = e;
         }
         if (!found) { rc = 1; goto done; }
         algo = result.algo;
     }
-    st = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo, g_workspace,
-                        g_workspace_bytes, stream);
+    st = cublasLtMatmul(g_lt, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &algo, workspace ? g_workspace : NULL,
+                        workspace, stream);
     rc = 0;
     if (st != CUBLAS_STATUS_SUCCESS) {
         /* refused at run time (e.g. NOT_SUPPORTED for an alignment the heuristic did not weigh):
