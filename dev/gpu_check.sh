@@ -33,7 +33,9 @@
 #              B = $LLMC_BS (16 64): this trainer ($LLMC_OURS, default --attn flash and cudnn; an
 #              entry KERNEL:MODE adds --recompute MODE, a +fp8 after it --matmul fp8, each @FLAG
 #              after those --FLAG (flash@no-cuda-graph); plus $OURS_ARGS) and llm.c's train_gpt2cu (cuDNN attention, its default recompute 1)
-#              alternating, $LLMC_ROUNDS (2) times. llm.c's source is a git-ignored copy in local/llmc (carried;
+#              alternating, $LLMC_ROUNDS (2) times; $LLMC_BUILDS ("TAG=local/NAME.tar.gz ...", `git
+#              archive` tarballs carried along) adds other builds of this trainer (built in
+#              /tmp/llmc_build_TAG, without cuDNN), each run with --attn flash $OURS_ARGS in every round. llm.c's source is a git-ignored copy in local/llmc (carried;
 #              built there with USE_CUDNN=1 unless local/llmc/train_gpt2cu exists) whose
 #              cudaMallocConditionallyManaged exits instead of falling back to managed memory.
 #              Both read the same bytes as one llm.c token file (dev/llmc_tokens.py); peak memory
@@ -265,7 +267,18 @@ stage_llmc() {
         (cd local/llmc && make train_gpt2cu USE_CUDNN=1 GPU_COMPUTE_CAPABILITY=90 NO_MULTI_GPU=1 \
             NO_USE_MPI=1 >build_device.log 2>&1) || { tail -20 local/llmc/build_device.log; return; }
     fi
-    local d=/tmp/llmc_data
+    local d=/tmp/llmc_data tb tag tags=()
+    for tb in ${LLMC_BUILDS:-}; do
+        tag=${tb%%=*}; tb=${tb#*=}
+        [ -f "$tb" ] || { echo "llmc: no file $tb"; return; }
+        rm -rf /tmp/llmc_build_$tag && mkdir -p /tmp/llmc_build_$tag && tar -xzf "$tb" -C /tmp/llmc_build_$tag
+        (cd /tmp/llmc_build_$tag && make -j8 GPU_ARCH=90 train_gpt2 >build.log 2>&1) &
+        tags+=("$tag")
+    done
+    wait
+    for tag in "${tags[@]}"; do
+        [ -x /tmp/llmc_build_$tag/train_gpt2 ] || { echo "llmc: build $tag failed"; tail -20 /tmp/llmc_build_$tag/build.log; return; }
+    done
     mkdir -p $d
     python3 dev/llmc_tokens.py "$DATA" $d/train.bin $d/val.bin || return
     { echo; echo "### llm.c side by side: GPT-2 124M, vocab 50257, T=1024, bf16 ($(date -u +%F), $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1))"; echo
@@ -289,6 +302,14 @@ stage_llmc() {
                     --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn $attn $rflag ${OURS_ARGS:-})
                 row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
                 echo "| ours $spec B=$B #$round $row" | tee -a "$TABLE"
+            done
+            for tag in "${tags[@]}"; do
+                rm -f "$OUT/llmc-ours.jsonl"
+                mem=$(sampled ours "$OUT/llmc-build-$tag-B$B-$round.out" timeout 240 /tmp/llmc_build_$tag/train_gpt2 --data $d/train.bin \
+                    --steps "$STEPS" --warmup 2 --val-every 0 --val-batches 1 --sample-len 0 --quiet --log "$OUT/llmc-ours.jsonl" \
+                    --model gpt2 --vocab 50257 --seq-len 1024 --batch $B --attn flash ${OURS_ARGS:-})
+                row=$(python3 dev/llmc_tokens.py --row-ours "$OUT/llmc-ours.jsonl" "$mem")
+                echo "| build $tag flash B=$B #$round $row" | tee -a "$TABLE"
             done
             mem=$(sampled llmc "$OUT/llmc-B$B-$round.out" timeout 240 local/llmc/train_gpt2cu -i $d/train.bin -j $d/val.bin -e d12 \
                 -b $B -t 1024 -d $((B * 1024)) -x "$STEPS" -v 100000 -s 100000 -r 1)
