@@ -115,6 +115,21 @@ def main(argv):
     print(f"{len(gpu)} GPU operations, {len(api)} API calls, {len(steps)} steps; medians over the last {len(tail)}:")
     print(f"  wall {med('wall'):.3f} ms, busy {med('busy'):.3f} ms, idle {med('wall') - med('busy'):.3f} ms, "
           f"sum of durations {med('sum'):.3f} ms, {statistics.median(len(s['ops']) for s in tail):.0f} operations a step")
+    def causes(step):
+        out = defaultdict(int)
+        ops = step["ops"]
+        for g, i, prev_end in gaps_of(ops):
+            nxt = ops[i]
+            if launch_end.get(nxt[3], 0) > prev_end:
+                out["host"] += g
+            elif nxt[4] != 0 and ops[i - 1][4] == nxt[4]:
+                out["device, inside a graph"] += g
+            else:
+                out["device"] += g
+        return out
+    per = [causes(s) for s in tail]
+    print("  idle by cause (median us over those steps): " + ", ".join(
+        f"{c} {statistics.median(p[c] for p in per) / 1e3:.0f}" for c in ("host", "device, inside a graph", "device")))
     st = steps[-1]
     ops = st["ops"]
     gaps = gaps_of(ops)
