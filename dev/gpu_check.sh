@@ -97,6 +97,12 @@ EOF
     echo "| $name $row" | tee -a "$TABLE"
 }
 
+# build_tarball DIR TARBALL JOBS TARGET: an older build (a `git archive` tarball) unpacked into
+# DIR (emptied first) and TARGET made there; the log in DIR/build.log.
+build_tarball() {
+    rm -rf "$1" && mkdir -p "$1" && tar -xzf "$2" -C "$1" && (cd "$1" && make -j"$3" GPU_ARCH=90 "$4" >build.log 2>&1)
+}
+
 table_header() {
     { echo; echo "### $*"; echo; echo "| run | tokens/sec | ms/step | MFU | peak GiB (held) |"; echo "|---|---|---|---|---|"; } | tee -a "$TABLE"
 }
@@ -188,8 +194,7 @@ stage_grids() {
 stage_baseline() {
     [ -f "${BASELINE:-}" ] || { echo "baseline: set BASELINE=local/NAME.tar.gz"; return; }
     header "baseline build ($BASELINE)"
-    rm -rf /tmp/baseline && mkdir -p /tmp/baseline && tar -xzf "$BASELINE" -C /tmp/baseline
-    (cd /tmp/baseline && make -j16 GPU_ARCH=90 train_gpt2 >build.log 2>&1) || { tail -20 /tmp/baseline/build.log; return; }
+    build_tarball /tmp/baseline "$BASELINE" 16 train_gpt2 || { tail -20 /tmp/baseline/build.log; return; }
     table_header "this build vs $BASELINE, GPT-2 124M, vocab 50257, T=1024, bf16, B=16, flash, CUDA graphs"
     local here=$PWD
     for round in 1 2; do
@@ -207,8 +212,7 @@ stage_attnbase() {
     header "attention baseline builds (${tars[*]})"
     local jobs=$(( 16 / ${#tars[@]} )); [ $jobs -ge 2 ] || jobs=2
     for i in "${!tars[@]}"; do
-        rm -rf /tmp/baseline_$i && mkdir -p /tmp/baseline_$i && tar -xzf "${tars[$i]}" -C /tmp/baseline_$i
-        (cd /tmp/baseline_$i && make -j$jobs GPU_ARCH=90 build/dev/bench_attention >build.log 2>&1) &
+        build_tarball /tmp/baseline_$i "${tars[$i]}" $jobs build/dev/bench_attention &
         bins+=(/tmp/baseline_$i/build/dev/bench_attention)
         if [ ${#tars[@]} -eq 1 ]; then tags+=(old); else t=$(basename "${tars[$i]}"); tags+=("${t%.tar.gz}"); fi
     done
@@ -271,8 +275,7 @@ stage_llmc() {
     for tb in ${LLMC_BUILDS:-}; do
         tag=${tb%%=*}; tb=${tb#*=}
         [ -f "$tb" ] || { echo "llmc: no file $tb"; return; }
-        rm -rf /tmp/llmc_build_$tag && mkdir -p /tmp/llmc_build_$tag && tar -xzf "$tb" -C /tmp/llmc_build_$tag
-        (cd /tmp/llmc_build_$tag && make -j8 GPU_ARCH=90 train_gpt2 >build.log 2>&1) &
+        build_tarball /tmp/llmc_build_$tag "$tb" 8 train_gpt2 &
         tags+=("$tag")
     done
     wait

@@ -24,6 +24,13 @@ def short(name):
     return name.strip()[:70]
 
 
+def update_ends(names):
+    """Indices of the last AdamW kernel of each update: a step ends there (several AdamW
+    launches in a row are one update)."""
+    ends = [i for i, n in enumerate(names) if "adamw" in n.lower()]
+    return [i for k, i in enumerate(ends) if k + 1 == len(ends) or ends[k + 1] != i + 1]
+
+
 def main(argv):
     rows = []
     with open(argv[0], newline="", errors="replace") as f:
@@ -35,9 +42,7 @@ def main(argv):
         unit = r.get("Metric Unit", "ns")
         scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3}.get(unit, 1e-3)
         rows.append((short(r["Kernel Name"]), v * scale))
-    ends = [i for i, (n, _) in enumerate(rows) if "adamw" in n.lower()]
-    # a step ends after its (last) AdamW kernel; several AdamW launches in a row are one update
-    bounds = [i for k, i in enumerate(ends) if k + 1 == len(ends) or ends[k + 1] != i + 1]
+    bounds = update_ends([n for n, _ in rows])
     if len(bounds) < 2:
         print(f"kernel_times: {len(rows)} kernels, fewer than two AdamW updates found")
         return 1

@@ -22,6 +22,8 @@ import subprocess
 import sys
 from collections import defaultdict
 
+from kernel_times import short, update_ends  # dev/kernel_times.py: names and the step split
+
 GPU_KINDS = ("kernel", "memcpy", "memset")
 SYNC_APIS = ("Synchronize", "cudaMemcpy_", "cudaMemcpy_v", "cuMemcpyDtoH_v2", "cuMemcpyHtoD_v2")
 
@@ -36,16 +38,6 @@ def demangle(names):
     except (OSError, subprocess.SubprocessError):
         pass
     return {n: n for n in names}
-
-
-def short(name):
-    for cut in ("(", "<"):
-        i = name.find(cut)
-        if i > 0:
-            name = name[:i]
-    if name.startswith("void "):
-        name = name[5:]
-    return name.strip()[:48]
 
 
 def load(path):
@@ -98,8 +90,7 @@ def main(argv):
     launch_end = {}
     for s, e, th, c, _, n, k in api:  # the latest-returning API call of each correlation id
         launch_end[c] = max(launch_end.get(c, 0), e)
-    ends = [i for i, g in enumerate(gpu) if g[6] == "kernel" and "adamw" in g[5].lower()]
-    bounds = [i for k, i in enumerate(ends) if k + 1 == len(ends) or ends[k + 1] != i + 1]
+    bounds = update_ends([g[5] if g[6] == "kernel" else "" for g in gpu])
     if len(bounds) < 3:
         print(f"trace_gaps: {len(gpu)} GPU operations, fewer than three AdamW updates")
         return 1
@@ -115,17 +106,16 @@ def main(argv):
     print(f"{len(gpu)} GPU operations, {len(api)} API calls, {len(steps)} steps; medians over the last {len(tail)}:")
     print(f"  wall {med('wall'):.3f} ms, busy {med('busy'):.3f} ms, idle {med('wall') - med('busy'):.3f} ms, "
           f"sum of durations {med('sum'):.3f} ms, {statistics.median(len(s['ops']) for s in tail):.0f} operations a step")
+    def cause(ops, i, prev_end):
+        nxt = ops[i]
+        if launch_end.get(nxt[3], 0) > prev_end:
+            return "host"
+        return "device, inside a graph" if nxt[4] != 0 and ops[i - 1][4] == nxt[4] else "device"
+
     def causes(step):
         out = defaultdict(int)
-        ops = step["ops"]
-        for g, i, prev_end in gaps_of(ops):
-            nxt = ops[i]
-            if launch_end.get(nxt[3], 0) > prev_end:
-                out["host"] += g
-            elif nxt[4] != 0 and ops[i - 1][4] == nxt[4]:
-                out["device, inside a graph"] += g
-            else:
-                out["device"] += g
+        for g, i, prev_end in gaps_of(step["ops"]):
+            out[cause(step["ops"], i, prev_end)] += g
         return out
     per = [causes(s) for s in tail]
     print("  idle by cause (median us over those steps): " + ", ".join(
@@ -143,12 +133,9 @@ def main(argv):
         b = next(e for e in edges if g < e)
         by_size[b][0] += 1
         by_size[b][1] += g
-        nxt = ops[i]
-        host = launch_end.get(nxt[3], 0) > prev_end
-        in_graph = nxt[4] != 0 and any(o[4] == nxt[4] for o in ops[max(0, i - 1):i])
-        cause = "host" if host else ("device, inside a graph" if in_graph else "device")
-        by_cause[cause][0] += 1
-        by_cause[cause][1] += g
+        c = cause(ops, i, prev_end)
+        by_cause[c][0] += 1
+        by_cause[c][1] += g
     print("| idle gap | count | total us |")
     print("|---|---:|---:|")
     lo = 0
@@ -161,8 +148,8 @@ def main(argv):
     print(f"| all | {len(gaps)} | {sum(g for g, _, _ in gaps) / 1e3 + lead / 1e3:.1f} (with the lead) |")
     print("| cause | count | total us |")
     print("|---|---:|---:|")
-    for cause, (c, t) in sorted(by_cause.items(), key=lambda kv: -kv[1][1]):
-        print(f"| {cause} | {c} | {t / 1e3:.1f} |")
+    for why, (c, t) in sorted(by_cause.items(), key=lambda kv: -kv[1][1]):
+        print(f"| {why} | {c} | {t / 1e3:.1f} |")
     per_stream = defaultdict(int)
     for g in ops:
         per_stream[g[2]] += g[1] - g[0]
@@ -172,8 +159,7 @@ def main(argv):
     for g, i, prev_end in sorted(gaps, reverse=True)[:top]:
         nxt = ops[i]
         prev = max((o for o in ops[:i] if o[1] == prev_end), key=lambda o: o[0], default=ops[i - 1])
-        host = launch_end.get(nxt[3], 0) > prev_end
-        print(f"| {i} | {g / 1e3:.1f} | {prev[5]} | {nxt[5]} | {'host' if host else 'device'} |")
+        print(f"| {i} | {g / 1e3:.1f} | {prev[5]} | {nxt[5]} | {cause(ops, i, prev_end)} |")
     syncs = defaultdict(int)
     for s, e, th, c, _, n, k in api:
         if s >= st["t0"] and e <= ops[-1][1] and any(x in n for x in SYNC_APIS):

@@ -106,8 +106,9 @@ static const char *type_name(cudaDataType t) {
  * 2026-12-04, bf16, C = 768): without the workspace a layer's forward and input-gradient GEMMs
  * are 2-8% faster at N = 16384 tokens and 0.5-3% at 65536; the weight gradients (k = N) 0-15%
  * faster at 16384, at 65536 qkv's 8% faster but the others 1-23% slower (there split-K pays:
- * the output is 768 x 768 to 768 x 3072, few tiles); the lm head's (50304 x 16384 x 768) 2-7% slower; fcproj's DGELU input
- * gradient 2.6-2.8x slower (the one workspace-free algorithm). So 16-bit GEMMs get none, except
+ * the output is 768 x 768 to 768 x 3072, few tiles); the lm head's (50304 x 16384 x 768) 2-7%
+ * slower; fcproj's DGELU input gradient 2.6-2.8x slower (the one workspace-free algorithm).
+ * So 16-bit GEMMs get none, except
  * DGELU's, those of more than 2^38 multiply-adds and those with k above 32768; fp32 (TF32) and
  * FP8 GEMMs, not measured without, keep it. A shape without a workspace-free algorithm falls
  * back to the workspace. */
