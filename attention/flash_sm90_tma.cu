@@ -137,11 +137,11 @@ template <class Tr> struct TmaFwdExtra {
 
 /* The persistent schedule: gridDim.x blocks (at most one per SM); block i starts with work item
  * i, and each next item is the first not yet taken: gridDim.x + a counter the producer warps
- * count up (atomicAdd, in the call's workspace, zeroed before the launch). So a block that
- * finishes early takes more, as the hardware's block scheduler would, and items are taken in
- * the order the non-persistent grid ran them: batch * head by batch * head (the blocks running
- * at once share a few heads' K and V in L2), within one its query tiles heaviest (causal: last)
- * first. The kernel takes it as an argument of its own, beside the AttnParams every tiled kernel
+ * count up (atomicAdd, in the call's workspace, zeroed by a one-thread kernel before the
+ * launch). So a block that finishes early takes more, as the hardware's block scheduler would,
+ * and items are taken in the order the non-persistent grid ran them: batch * head by batch *
+ * head (the blocks running at once share a few heads' K and V in L2), within one its query
+ * tiles heaviest (causal: last) first. The kernel takes it as an argument of its own, beside the AttnParams every tiled kernel
  * shares (attn_params.cuh): it belongs to this launch's grid, not to the shape. */
 struct TmaFwdSchedule {
     int n_m;       /* query tiles per head */
@@ -608,6 +608,10 @@ int flash_tma_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, in
     return 0;
 }
 
+/* Zeroes the persistent schedule's work counter. A kernel, not cudaMemsetAsync: a memset between
+ * two kernels leaves the GPU idle ~3-5 us (dev/trace_gaps.py, H200 2026-12-04), a kernel ~1 us. */
+__global__ void tma_counter_zero_kernel(int *counter) { *counter = 0; }
+
 template <typename E, int D, bool CAUSAL, bool EXTRA>
 static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const CUtensorMap &mk, const CUtensorMap &mv,
                               const AttnParams<E> &p, int *counter, cudaStream_t st) {
@@ -622,7 +626,8 @@ static int launch_tma_forward(const AttnShape *s, const CUtensorMap &mq, const C
     sched.n_m = (s->T + Tr::Br - 1) / Tr::Br;
     sched.items = sched.n_m * s->B * s->H;
     sched.counter = counter;
-    ATTN_CUDA_TRY(cudaMemsetAsync(sched.counter, 0, sizeof(int), st));
+    tma_counter_zero_kernel<<<1, 1, 0, st>>>(sched.counter);
+    ATTN_LAUNCH_CHECK();
     const int grid = std::max(1, std::min(sched.items, sms));
     kernel<<<grid, Tr::kThreads, Tr::kSmemBytes, st>>>(mq, mk, mv, p, sched);
     ATTN_LAUNCH_CHECK();

@@ -29,7 +29,8 @@ int flash_tma_map_tokens(CUtensorMap *map, const void *base, AttnDtype dtype, in
 
 /* O and L (natural log-sum-exp per row, +inf for a row that saw no key), exactly what
  * flash_sm90_forward writes. counter: one int of device scratch (the persistent blocks' tile
- * counter, zeroed on the stream here). -1 where flash_tma_refuses(s), else 0, or 1 on a CUDA error. */
+ * counter, zeroed on the stream here by a one-thread kernel). -1 where flash_tma_refuses(s),
+ * else 0, or 1 on a CUDA error. */
 int flash_tma_forward(const AttnShape *s, const void *q, const void *k, const void *v, void *o, float *lse,
                       int *counter, cudaStream_t stream);
 
