@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     void *res = dalloc((size_t)N * C * 2), *o = dalloc((size_t)N * C * 2);
     float *mean, *rstd; CK(cudaMalloc(&mean, N * 4)); CK(cudaMalloc(&rstd, N * 4));
     double ln = time_ms([&] { cuda_residual_layernorm_forward(P, res, o, mean, rstd, x, dout, bias, bias, N, C, 0); });
-    double lnb = time_ms([&] { cuda_layernorm_backward(P, dinp, dw, db, dout, x, bias, mean, rstd, N, C, scratch, 0); });
+    double lnb = time_ms([&] { cuda_layernorm_backward(P, dinp, dw, db, NULL, dout, x, bias, mean, rstd, N, C, scratch, 0); });
     printf("residual+layernorm fwd %.3f ms (%.0f GB/s)  layernorm bwd %.3f ms (%.0f GB/s at 4 NC)\n", ln, 4.0 * N * C * 2 / ln / 1e6,
            lnb, 4.0 * N * C * 2 / lnb / 1e6);
     float *p32, *g32, *m32, *v32; size_t np = 124475904;

@@ -15,6 +15,12 @@
  * (16 warps) adds its warps' sums in a fixed order into one slice of the scratch and the finish
  * kernel adds the slices. DRAM bytes 4 N C x 2 (read dout, x, dinp; write dinp) against the
  * three-kernel path's ~8 N C x 2, and no second launch over the rows.
+ * dres_sum (optional): the column sums of dinp after the update, i.e. the bias gradient of the
+ * linear layer whose output is this residual stream (GPT-2's attproj and fcproj: their output's
+ * gradient is the residual's). The fused kernel sums the values it stores (each warp in its own
+ * shared-memory row, as a third slice of the partials), which saves the separate column-sum pass
+ * over dinp (N C x 2 bytes read, two launches); the other path runs that pass
+ * (cuda_colsum_accumulate) after it.
  */
 #include "layers/layers_cuda.h"
 #include "layers/cuda_common.cuh"
@@ -169,46 +175,65 @@ __global__ void layernorm_params_partials_kernel(float *partials, const T *dout,
 }
 /* block (32, LN_ROWGROUPS): column blockIdx.x * 32 + x; thread y adds slices y, y + 8, ... in
  * order, thread y = 0 then the 8 sums in order (a thread per column adding all S slices one after
- * another was latency-bound: 7 us a call at S = 128, C = 768 on an H200). */
-__global__ void layernorm_params_finish_kernel(float *dw, float *db, const float *partials, int S, int C) {
-    __shared__ float accw[LN_ROWGROUPS][32], accb[LN_ROWGROUPS][32];
+ * another was latency-bound: 7 us a call at S = 128, C = 768 on an H200). A slice is K C floats:
+ * dw's, db's and, with K = 3, dres_sum's. */
+__global__ void layernorm_params_finish_kernel(float *dw, float *db, float *dd, const float *partials, int S,
+                                               int C, int K) {
+    __shared__ float accw[LN_ROWGROUPS][32], accb[LN_ROWGROUPS][32], accd[LN_ROWGROUPS][32];
     int c = blockIdx.x * 32 + threadIdx.x;
-    float sw = 0.0f, sb = 0.0f;
+    float sw = 0.0f, sb = 0.0f, sd = 0.0f;
     if (c < C) {
 #pragma unroll 4
         for (int i = threadIdx.y; i < S; i += LN_ROWGROUPS) {
-            sw += partials[(size_t)i * 2 * C + c];
-            sb += partials[(size_t)i * 2 * C + C + c];
+            sw += partials[(size_t)i * K * C + c];
+            sb += partials[(size_t)i * K * C + C + c];
+            if (K == 3) sd += partials[(size_t)i * K * C + 2 * C + c];
         }
     }
     accw[threadIdx.y][threadIdx.x] = sw;
     accb[threadIdx.y][threadIdx.x] = sb;
+    accd[threadIdx.y][threadIdx.x] = sd;
     __syncthreads();
     if (threadIdx.y != 0 || c >= C) return;
-    float tw = 0.0f, tb = 0.0f;
-    for (int y = 0; y < LN_ROWGROUPS; y++) { tw += accw[y][threadIdx.x]; tb += accb[y][threadIdx.x]; }
+    float tw = 0.0f, tb = 0.0f, td = 0.0f;
+    for (int y = 0; y < LN_ROWGROUPS; y++) {
+        tw += accw[y][threadIdx.x];
+        tb += accb[y][threadIdx.x];
+        td += accd[y][threadIdx.x];
+    }
     dw[c] += tw;
     db[c] += tb;
+    if (K == 3) dd[c] += td;
 }
-static void layernorm_params_finish(float *dw, float *db, const float *partials, int S, int C, cudaStream_t stream) {
-    layernorm_params_finish_kernel<<<ceil_div_u(C, 32), dim3(32, LN_ROWGROUPS), 0, stream>>>(dw, db, partials, S, C);
+static void layernorm_params_finish(float *dw, float *db, float *dd, const float *partials, int S, int C,
+                                    cudaStream_t stream) {
+    layernorm_params_finish_kernel<<<ceil_div_u(C, 32), dim3(32, LN_ROWGROUPS), 0, stream>>>(dw, db, dd, partials, S,
+                                                                                           C, dd ? 3 : 2);
     CUDA_LAUNCH_CHECK();
 }
 
-/* One pass: dx, and this block's slice of the dw / db sums. NP packs a lane (C <= 32 NP P). */
+/* One pass: dx, and this block's slice of the dw / db sums (with DRES also of the updated dinp).
+ * NP packs a lane (C <= 32 NP P). */
 enum { LNF_WARPS = 16 };
-template <typename T, int NP>
+template <typename T, int NP, bool DRES>
 __global__ void __launch_bounds__(32 * LNF_WARPS, 1)
 layernorm_backward_fused_kernel(T *dinp, float *partials, const T *dout, const T *inp, const T *w,
                                 const float *mean, const float *rstd, int N, int C) {
-    constexpr int P = Pack16<T>::n;
-    extern __shared__ float lnf_smem[]; /* [LNF_WARPS / 2][2 C] */
+    constexpr int P = Pack16<T>::n, K = DRES ? 3 : 2;
+    /* [LNF_WARPS / 2][K C] for the block's sums; with DRES first each warp's dinp sums,
+     * [LNF_WARPS][NP P][32] (lane-minor: no bank conflicts; 128 registers a thread are already
+     * taken, so these live in shared memory) */
+    extern __shared__ float lnf_smem[];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float *dsum = lnf_smem + (size_t)(LNF_WARPS / 2) * K * C + (size_t)warp * NP * P * 32;
     float aw[NP][P], ab[NP][P];
 #pragma unroll
     for (int q = 0; q < NP; q++)
 #pragma unroll
-        for (int j = 0; j < P; j++) aw[q][j] = ab[q][j] = 0.0f;
+        for (int j = 0; j < P; j++) {
+            aw[q][j] = ab[q][j] = 0.0f;
+            if (DRES) dsum[(q * P + j) * 32 + lane] = 0.0f;
+        }
     for (int row = blockIdx.x * LNF_WARPS + warp; row < N; row += gridDim.x * LNF_WARPS) {
         const size_t off = (size_t)row * C;
         Pack16<T> dy[NP], x[NP], ww[NP]; /* w from L1 each row: registers are the limit here */
@@ -252,13 +277,14 @@ layernorm_backward_fused_kernel(T *dinp, float *partials, const T *dout, const T
                 float xhat = (to_f32(x[q].v[j]) - m) * r;
                 float g = to_f32(dy[q].v[j]) * to_f32(ww[q].v[j]);
                 dx.v[j] = from_f32<T>(to_f32(dx.v[j]) + r * (g - g_mean - xhat * gx_mean));
+                if (DRES) dsum[(q * P + j) * 32 + lane] += to_f32(dx.v[j]);
             }
             store16(dinp + off + c, dx);
         }
     }
     /* the block's sums in a fixed order: warps 8..15 store, warps 0..7 add theirs, then slot 0..7 */
     constexpr int HALF = LNF_WARPS / 2;
-    float *slot = lnf_smem + (size_t)(warp % HALF) * 2 * C;
+    float *slot = lnf_smem + (size_t)(warp % HALF) * K * C;
     for (int pass = 0; pass < 2; pass++) {
         if ((warp >= HALF) == (pass == 0)) {
 #pragma unroll
@@ -276,37 +302,56 @@ layernorm_backward_fused_kernel(T *dinp, float *partials, const T *dout, const T
     }
     for (int i = threadIdx.x; i < 2 * C; i += blockDim.x) {
         float t = 0.0f;
-        for (int k = 0; k < HALF; k++) t += lnf_smem[(size_t)k * 2 * C + i];
-        partials[(size_t)blockIdx.x * 2 * C + i] = t;
+        for (int k = 0; k < HALF; k++) t += lnf_smem[(size_t)k * K * C + i];
+        partials[(size_t)blockIdx.x * K * C + i] = t;
     }
+    if (DRES) { /* column c's sums: warp by warp in order, from its lane-minor slot */
+        const float *all = lnf_smem + (size_t)HALF * K * C;
+        for (int c = threadIdx.x; c < C; c += blockDim.x) {
+            int idx = ((c / (32 * P)) * P + c % P) * 32 + (c / P) % 32;
+            float t = 0.0f;
+            for (int k = 0; k < LNF_WARPS; k++) t += all[(size_t)k * NP * P * 32 + idx];
+            partials[(size_t)blockIdx.x * K * C + 2 * C + c] = t;
+        }
+    }
+}
+
+template <typename T>
+using LnFusedFn = void (*)(T *, float *, const T *, const T *, const T *, const float *, const float *, int, int);
+template <typename T, int NP>
+static LnFusedFn<T> ln_fused_kernel(bool dres) {
+    return dres ? layernorm_backward_fused_kernel<T, NP, true> : layernorm_backward_fused_kernel<T, NP, false>;
 }
 
 /* The fused path where it applies (16-bit rows of at most 3 packs a lane: C <= 768); 0 otherwise. */
 template <typename T>
-static int layernorm_backward_fused(T *dinp, float *dw, float *db, const T *dout, const T *inp,
+static int layernorm_backward_fused(T *dinp, float *dw, float *db, float *dres_sum, const T *dout, const T *inp,
                                     const T *w, const float *mean, const float *rstd, int N, int C,
                                     float *scratch, cudaStream_t stream) {
     constexpr int P = Pack16<T>::n;
     if (sizeof(T) != 2 || C % P != 0 || C > 3 * 32 * P) return 0;
     int S = ceil_div_u(N, LNF_WARPS);
     if (S > LN_SLICES) S = LN_SLICES;
-    size_t smem = (size_t)(LNF_WARPS / 2) * 2 * C * sizeof(float);
-    void (*kernel)(T *, float *, const T *, const T *, const T *, const float *, const float *, int, int) =
-        C > 2 * 32 * P ? layernorm_backward_fused_kernel<T, 3>
-                       : (C > 32 * P ? layernorm_backward_fused_kernel<T, 2> : layernorm_backward_fused_kernel<T, 1>);
+    const int np = C > 2 * 32 * P ? 3 : C > 32 * P ? 2 : 1;
+    const bool dres = dres_sum != NULL;
+    size_t smem = (size_t)(LNF_WARPS / 2) * (dres ? 3 : 2) * C * sizeof(float);
+    if (dres) smem += (size_t)LNF_WARPS * np * P * 32 * sizeof(float);
+    LnFusedFn<T> kernel = np == 3 ? ln_fused_kernel<T, 3>(dres) : np == 2 ? ln_fused_kernel<T, 2>(dres)
+                                                                       : ln_fused_kernel<T, 1>(dres);
     if (smem > 48 * 1024)
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     kernel<<<S, 32 * LNF_WARPS, smem, stream>>>(dinp, scratch, dout, inp, w, mean, rstd, N, C);
     CUDA_LAUNCH_CHECK();
-    layernorm_params_finish(dw, db, scratch, S, C, stream);
+    layernorm_params_finish(dw, db, dres_sum, scratch, S, C, stream);
     return 1;
 }
 
+/* 1 if dres_sum was summed too (the fused path), 0 if the caller must. */
 template <typename T>
-static void layernorm_backward(T *dinp, float *dw, float *db, const T *dout, const T *inp,
-                               const T *w, const float *mean, const float *rstd, int N, int C,
-                               float *scratch, cudaStream_t stream) {
-    if (layernorm_backward_fused(dinp, dw, db, dout, inp, w, mean, rstd, N, C, scratch, stream)) return;
+static int layernorm_backward(T *dinp, float *dw, float *db, float *dres_sum, const T *dout, const T *inp,
+                              const T *w, const float *mean, const float *rstd, int N, int C,
+                              float *scratch, cudaStream_t stream) {
+    if (layernorm_backward_fused(dinp, dw, db, dres_sum, dout, inp, w, mean, rstd, N, C, scratch, stream)) return 1;
     layernorm_backward_input_kernel<T><<<ceil_div_u(N, 8), 256, 0, stream>>>(dinp, dout, inp, w, mean, rstd, N, C);
     CUDA_LAUNCH_CHECK();
     int S = (N + 31) / 32;
@@ -315,23 +360,31 @@ static void layernorm_backward(T *dinp, float *dw, float *db, const T *dout, con
     dim3 grid(ceil_div_u(C, LN_COLS), S), block(32, LN_ROWGROUPS);
     layernorm_params_partials_kernel<T><<<grid, block, 0, stream>>>(scratch, dout, inp, mean, rstd, N, C, rows);
     CUDA_LAUNCH_CHECK();
-    layernorm_params_finish(dw, db, scratch, S, C, stream);
+    layernorm_params_finish(dw, db, NULL, scratch, S, C, stream);
+    return 0;
 }
 
-extern "C" size_t cuda_layernorm_scratch_floats(int C) { return (size_t)2 * LN_SLICES * C; }
+/* 3 C floats a slice (dw, db, dres_sum), at least what the column sum of the other path needs. */
+extern "C" size_t cuda_layernorm_scratch_floats(int C) {
+    size_t ln = (size_t)3 * LN_SLICES * C, cs = cuda_colsum_scratch_floats(C);
+    return ln > cs ? ln : cs;
+}
 
-extern "C" void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db,
+extern "C" void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db, float *dres_sum,
                                         const void *dout, const void *inp, const void *w,
                                         const float *mean, const float *rstd, int N, int C,
                                         float *scratch, cudaStream_t stream) {
     if (N <= 0) return;
+    int summed;
     if (p == PRECISION_BF16)
-        layernorm_backward((bf16 *)dinp, dw, db, (const bf16 *)dout, (const bf16 *)inp,
-                           (const bf16 *)w, mean, rstd, N, C, scratch, stream);
+        summed = layernorm_backward((bf16 *)dinp, dw, db, dres_sum, (const bf16 *)dout, (const bf16 *)inp,
+                                    (const bf16 *)w, mean, rstd, N, C, scratch, stream);
     else if (p == PRECISION_FP16)
-        layernorm_backward((half *)dinp, dw, db, (const half *)dout, (const half *)inp,
-                           (const half *)w, mean, rstd, N, C, scratch, stream);
+        summed = layernorm_backward((half *)dinp, dw, db, dres_sum, (const half *)dout, (const half *)inp,
+                                    (const half *)w, mean, rstd, N, C, scratch, stream);
     else
-        layernorm_backward((float *)dinp, dw, db, (const float *)dout, (const float *)inp,
-                           (const float *)w, mean, rstd, N, C, scratch, stream);
+        summed = layernorm_backward((float *)dinp, dw, db, dres_sum, (const float *)dout, (const float *)inp,
+                                    (const float *)w, mean, rstd, N, C, scratch, stream);
+    /* after the finish above has read the scratch (same stream) */
+    if (dres_sum && !summed) cuda_colsum_accumulate(p, dres_sum, dinp, N, C, C, 1.0f, scratch, stream);
 }

@@ -146,10 +146,12 @@ void cuda_residual_layernorm_forward(Precision p, void *res, void *out, float *m
                                      float *rstd, const void *a, const void *b,
                                      const void *w, const void *bias, int N, int C,
                                      cudaStream_t stream);
-/* dinp += dx (ACCUMULATES: the residual stream's gradient), dw += .., db += .. (fp32).
+/* dinp += dx (ACCUMULATES: the residual stream's gradient), dw += .., db += .. (fp32), and
+ * when dres_sum is not NULL dres_sum[c] += sum_n dinp[n, c] after the update (the bias gradient
+ * of the linear layer that writes this residual stream, without a pass of its own).
  * scratch: cuda_layernorm_scratch_floats(C) floats. */
 size_t cuda_layernorm_scratch_floats(int C);
-void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db, const void *dout,
+void cuda_layernorm_backward(Precision p, void *dinp, float *dw, float *db, float *dres_sum, const void *dout,
                              const void *inp, const void *w, const float *mean,
                              const float *rstd, int N, int C, float *scratch,
                              cudaStream_t stream);

@@ -18,11 +18,14 @@
  *            -> attention (its mask: kind, window, ALiBi slopes, the batch's documents) -> proj -> residual+LN2 -> fc+GELU ->
  *            fcproj -> residual+next LN], logits = lnf wte^T, fused softmax/CE which already
  *            writes dlogits = (p - y)/n_valid over the logits (bf16; fp32 in row chunks).
- *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; bias gradients and
- *            GELU' ride on the matmuls' epilogues. ModelOptions.recompute: with gelu (the
- *            default) each layer's GELU output is recomputed from its kept pre-activation just
- *            before fcproj's backward, with all also its two LayerNorm outputs (from the kept
- *            residual stream) before the fc and qkv backward GEMMs read them.
+ *   backward: lm head (alpha = loss_scale), LNf, L x [...], encoder; GELU' rides on fcproj's
+ *            input-gradient epilogue; the bias gradients of qkv and fc are column-sum passes,
+ *            those of attproj and fcproj (whose output gradient is the residual stream's) come
+ *            out of the LayerNorm backward that writes that gradient. ModelOptions.recompute:
+ *            with gelu (the default) each layer's GELU output is recomputed from its kept
+ *            pre-activation just before fcproj's backward, with all also its two LayerNorm
+ *            outputs (from the kept residual stream) before the fc and qkv backward GEMMs read
+ *            them.
  * Memory: the plan (model/memory_plan_cuda.h) overlays the buffers of disjoint phases of a step:
  * the logits live from the lm head's forward to its backward, the blocks' scratch (proj, dres,
  * dbig, dqkv, the attention workspace, recompute's shared buffers) only inside the blocks, so
@@ -466,15 +469,17 @@ static int linear_forward(Model *m, int l, int lin, int wt, int bt, void *out, v
     m->fp8.work.calibrate = m->fp8.fwd_calls == 0;
     return cuda_fp8_matmul_forward(&f, &m->fp8.work, out, gelu_pre, inp, wx(m, wt, l), wx(m, bt, l), N, C, OC, m->stream);
 }
+/* bt < 0: the bias gradient is summed elsewhere (the LayerNorm backward that wrote dout). */
 static int linear_backward(Model *m, int l, int lin, int wt, int bt, void *dinp, const void *dout, const void *inp,
                            const void *gelu_pre, int N) {
     const int C = fp8_width(m, lin, 0), OC = fp8_width(m, lin, 1);
+    float *dbias = bt >= 0 ? gr(m, bt, l) : NULL;
     if (!m->fp8.on || N % 16 != 0)
-        return cuda_matmul_backward(m->prec, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, wx(m, wt, l), gelu_pre, N,
+        return cuda_matmul_backward(m->prec, dinp, gr(m, wt, l), dbias, dout, inp, wx(m, wt, l), gelu_pre, N,
                                     C, OC, 0, 1.0f, m->mem.s.reduce, m->stream);
     Fp8Linear f = fp8_linear(m, l, lin);
     m->fp8.work.calibrate = m->fp8.bwd_calls == 0;
-    return cuda_fp8_matmul_backward(&f, &m->fp8.work, dinp, gr(m, wt, l), gr(m, bt, l), dout, inp, wx(m, wt, l),
+    return cuda_fp8_matmul_backward(&f, &m->fp8.work, dinp, gr(m, wt, l), dbias, dout, inp, wx(m, wt, l),
                                     gelu_pre, N, C, OC, 1.0f, m->mem.s.reduce, m->stream);
 }
 
@@ -616,8 +621,10 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
     }
     CUDA_CHECK(cudaMemsetAsync(s->dres, 0, (size_t)N * Ce, st));
     void *last = L > 0 ? act(m, a->res3, L - 1, C, 0) : a->encoded;
-    cuda_layernorm_backward(p, s->dres, gr(m, P_LNFW, 0), gr(m, P_LNFB, 0), s->dln, last, wx(m, P_LNFW, 0),
-                            a->lnf_mean, a->lnf_rstd, N, C, s->reduce, st);
+    /* each LayerNorm backward also sums the residual gradient it leaves in dres: the bias gradient
+     * of the projection whose output that is (fcproj's of the layer below, attproj's of its own) */
+    cuda_layernorm_backward(p, s->dres, gr(m, P_LNFW, 0), gr(m, P_LNFB, 0), L > 0 ? gr(m, P_FCPROJB, L - 1) : NULL,
+                            s->dln, last, wx(m, P_LNFW, 0), a->lnf_mean, a->lnf_rstd, N, C, s->reduce, st);
     prof_mark(&m->prof, PF_LN_BWD);
 
     for (int l = L - 1; l >= 0; l--) {
@@ -640,16 +647,16 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
             prof_mark(&m->prof, PF_RECOMPUTE); /* the wait for the side stream, if any */
         }
         /* MLP: dres is d(res3) = d(res2) through the add, and the fcproj input gradient */
-        check_mm(linear_backward(m, l, LIN_FCPROJ, P_FCPROJW, P_FCPROJB, s->dbig, s->dres, fch_gelu, fch, N),
+        check_mm(linear_backward(m, l, LIN_FCPROJ, P_FCPROJW, -1, s->dbig, s->dres, fch_gelu, fch, N),
                  "fcproj backward");
         prof_mark(&m->prof, PF_FCPROJ_BWD);
         check_mm(linear_backward(m, l, LIN_FC, P_FCW, P_FCB, s->dln, s->dbig, ln2, NULL, N), "fc backward");
         prof_mark(&m->prof, PF_FC_BWD);
-        cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), s->dln, res2, wx(m, P_LN2W, l),
-                                ln2_mean, ln2_rstd, N, C, s->reduce, st);
+        cuda_layernorm_backward(p, s->dres, gr(m, P_LN2W, l), gr(m, P_LN2B, l), gr(m, P_ATTPROJB, l), s->dln, res2,
+                                wx(m, P_LN2W, l), ln2_mean, ln2_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
         /* attention: dres is now d(res2) */
-        check_mm(linear_backward(m, l, LIN_ATTPROJ, P_ATTPROJW, P_ATTPROJB, s->dln, s->dres, atty, NULL, N),
+        check_mm(linear_backward(m, l, LIN_ATTPROJ, P_ATTPROJW, -1, s->dln, s->dres, atty, NULL, N),
                  "attproj backward");
         prof_mark(&m->prof, PF_ATTPROJ_BWD);
         if (m->attn->backward(&shape, qkvc, qkvc + Ce, qkvc + Ce + KVe, atty, s->dln,
@@ -661,8 +668,8 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
         prof_mark(&m->prof, PF_ATTN_BWD);
         check_mm(linear_backward(m, l, LIN_QKV, P_QKVW, P_QKVB, s->dln, s->dqkv, ln1, NULL, N), "qkv backward");
         prof_mark(&m->prof, PF_QKV_BWD);
-        cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), s->dln, residual, wx(m, P_LN1W, l),
-                                ln1_mean, ln1_rstd, N, C, s->reduce, st);
+        cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), l > 0 ? gr(m, P_FCPROJB, l - 1) : NULL,
+                                s->dln, residual, wx(m, P_LN1W, l), ln1_mean, ln1_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
         if (side) CUDA_CHECK(cudaEventRecord(m->rc_free[l & 1], st)); /* layer l's copies are read */
         gsync_layer_done(&m->gs, l);

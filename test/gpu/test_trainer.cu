@@ -41,6 +41,15 @@
 
 typedef std::vector<float> Vec;
 
+#define CUDA_OK(call)                                                                          \
+    do {                                                                                       \
+        cudaError_t err_ = (call);                                                             \
+        if (err_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, cudaGetErrorString(err_));     \
+            exit(1);                                                                           \
+        }                                                                                      \
+    } while (0)
+
 static const Backend *gpu;
 
 /* The attention's model options of a case (model/backend.h, model/gpt2.h). */
@@ -945,6 +954,97 @@ static void check_attention_options(const GPT2Config &base) {
     check_graphs(c4, 4, 32, PRECISION_BF16, gqa);
 }
 
+/* ---- the LayerNorm backward's residual column sum (layers/layernorm_cuda.cu) ----------------- */
+
+/* A host array as precision p on the device (rounded there by the library's own conversion). */
+static void *upload_as(Precision p, const Vec &x) {
+    float *f = NULL;
+    void *d = NULL;
+    CUDA_OK(cudaMalloc(&f, x.size() * 4));
+    CUDA_OK(cudaMalloc(&d, x.size() * precision_esize(p)));
+    CUDA_OK(cudaMemcpy(f, x.data(), x.size() * 4, cudaMemcpyHostToDevice));
+    if (p == PRECISION_FP32) CUDA_OK(cudaMemcpy(d, f, x.size() * 4, cudaMemcpyDeviceToDevice));
+    else cuda_convert_from_f32(p, d, f, x.size(), 0);
+    CUDA_OK(cudaDeviceSynchronize());
+    cudaFree(f);
+    return d;
+}
+static float elem_to_f32(Precision p, const unsigned char *b) {
+    if (p == PRECISION_FP32) { float v; memcpy(&v, b, 4); return v; }
+    uint16_t h;
+    memcpy(&h, b, 2);
+    if (p == PRECISION_FP16) { __half_raw r; r.x = h; return __half2float(__half(r)); }
+    uint32_t u = (uint32_t)h << 16;
+    float v;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+/* With dres_sum the kernel must leave dinp, dw and db bitwise as without it, and add to dres_sum
+ * (poisoned with random values first) the column sums of the dinp it stored: checked against a
+ * double sum of those stored values, within fp32 summation's bound (N eps sum |x|). Shapes: the
+ * fused path's 1, 2 and 3 packs a lane (C = 64, 200, 768; 16-bit), the other path (C = 1024
+ * 16-bit; fp32), N from 1 to more rows than the fused kernel has slices. */
+static void check_layernorm_residual_sum(void) {
+    const Precision precs[3] = {PRECISION_BF16, PRECISION_FP16, PRECISION_FP32};
+    const int Cs[4] = {64, 200, 768, 1024}, Ns[3] = {1, 37, 5000};
+    uint64_t rng = 77;
+    for (Precision p : precs)
+        for (int C : Cs)
+            for (int N : Ns) {
+                const size_t e = precision_esize(p), nc = (size_t)N * C;
+                Vec dout(nc), inp(nc), dinp0(nc), w(C), mean(N), rstd(N), poison(C);
+                for (auto &v : dout) v = test_randf(&rng);
+                for (auto &v : inp) v = 2.0f * test_randf(&rng);
+                for (auto &v : dinp0) v = test_randf(&rng);
+                for (auto &v : w) v = 1.0f + 0.5f * test_randf(&rng);
+                for (int n = 0; n < N; n++) { mean[n] = 0.5f * test_randf(&rng); rstd[n] = 1.0f + 0.5f * test_randf(&rng); }
+                for (auto &v : poison) v = 4.0f * test_randf(&rng);
+                void *d_dout = upload_as(p, dout), *d_inp = upload_as(p, inp), *d_w = upload_as(p, w);
+                void *d_x[2] = {upload_as(p, dinp0), upload_as(p, dinp0)};
+                float *d_mean, *d_rstd, *d_g, *d_scratch;
+                const size_t scratch = cuda_layernorm_scratch_floats(C);
+                CUDA_OK(cudaMalloc(&d_mean, N * 4));
+                CUDA_OK(cudaMalloc(&d_rstd, N * 4));
+                CUDA_OK(cudaMalloc(&d_g, 5 * C * 4)); /* dw, db twice; dres_sum */
+                CUDA_OK(cudaMalloc(&d_scratch, scratch * 4));
+                CUDA_OK(cudaMemcpy(d_mean, mean.data(), N * 4, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemcpy(d_rstd, rstd.data(), N * 4, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemset(d_g, 0, 4 * C * 4));
+                CUDA_OK(cudaMemcpy(d_g + 4 * C, poison.data(), C * 4, cudaMemcpyHostToDevice));
+                CUDA_OK(cudaMemset(d_scratch, 0xff, scratch * 4)); /* NaN: a slice left unwritten shows */
+                cuda_layernorm_backward(p, d_x[0], d_g, d_g + C, NULL, d_dout, d_inp, d_w, d_mean, d_rstd, N, C,
+                                        d_scratch, 0);
+                CUDA_OK(cudaMemset(d_scratch, 0xff, scratch * 4));
+                cuda_layernorm_backward(p, d_x[1], d_g + 2 * C, d_g + 3 * C, d_g + 4 * C, d_dout, d_inp, d_w, d_mean,
+                                        d_rstd, N, C, d_scratch, 0);
+                CUDA_OK(cudaDeviceSynchronize());
+                std::vector<unsigned char> x0(nc * e), x1(nc * e);
+                Vec g(5 * C);
+                CUDA_OK(cudaMemcpy(x0.data(), d_x[0], nc * e, cudaMemcpyDeviceToHost));
+                CUDA_OK(cudaMemcpy(x1.data(), d_x[1], nc * e, cudaMemcpyDeviceToHost));
+                CUDA_OK(cudaMemcpy(g.data(), d_g, 5 * C * 4, cudaMemcpyDeviceToHost));
+                int same = memcmp(x0.data(), x1.data(), nc * e) == 0 && memcmp(&g[0], &g[2 * C], 2 * C * 4) == 0;
+                double worst = 0.0;
+                for (int c = 0; c < C; c++) {
+                    double sum = poison[c], mag = fabs(poison[c]);
+                    for (int n = 0; n < N; n++) {
+                        double v = elem_to_f32(p, &x1[((size_t)n * C + c) * e]);
+                        sum += v;
+                        mag += fabs(v);
+                    }
+                    double bound = (N + 2) * 6e-8 * mag + 1e-30;
+                    double r = fabs(g[4 * C + c] - sum) / bound;
+                    if (!(r <= worst)) worst = r; /* NaN shows as failure */
+                }
+                CHECK(same && worst <= 1.0,
+                      "layernorm backward with its residual sum (%s C=%d N=%d): dinp/dw/db %s, sum error %.2f of the bound",
+                      precision_name(p), C, N, same ? "unchanged" : "CHANGED", worst);
+                cudaFree(d_dout); cudaFree(d_inp); cudaFree(d_w); cudaFree(d_x[0]); cudaFree(d_x[1]);
+                cudaFree(d_mean); cudaFree(d_rstd); cudaFree(d_g); cudaFree(d_scratch);
+            }
+}
+
 int main(void) {
     check_memory_plans();
     char why[256];
@@ -953,6 +1053,7 @@ int main(void) {
         printf("no GPU (%s): skipped\n", why);
         return test_summary("test_trainer_gpu");
     }
+    check_layernorm_residual_sum();
     GPT2Config padded = small_config(300, 2, 64, 4, 64);   /* Vp = 384 */
     GPT2Config awkward = small_config(250, 2, 64, 4, 64);  /* Vp = V = 250 */
     /* every recompute mode, with one classifier chunk and with several */
