@@ -141,8 +141,9 @@ template <class Tr> struct TmaFwdExtra {
  * launch). So a block that finishes early takes more, as the hardware's block scheduler would,
  * and items are taken in the order the non-persistent grid ran them: batch * head by batch *
  * head (the blocks running at once share a few heads' K and V in L2), within one its query
- * tiles heaviest (causal: last) first. The kernel takes it as an argument of its own, beside the AttnParams every tiled kernel
- * shares (attn_params.cuh): it belongs to this launch's grid, not to the shape. */
+ * tiles heaviest (causal: last) first. The kernel takes it as an argument of its own, beside the
+ * AttnParams every tiled kernel shares (attn_params.cuh): it belongs to this launch's grid, not
+ * to the shape. */
 struct TmaFwdSchedule {
     int n_m;       /* query tiles per head */
     int items;     /* n_m * batch * heads */
