@@ -147,6 +147,11 @@ typedef struct {
      * over the ranks, and the loop's loss_scale holds 1/world so that the sum is the mean; with
      * one process it changes nothing. */
     void (*backward)(Model *m, float loss_scale, int sync_grads);
+    /* A training micro-step: forward over (inputs, targets) then backward(loss_scale, sync_grads);
+     * returns the forward's mean loss. The CUDA backend queues both before it waits for the
+     * loss, so the GPU does not sit idle while the host reads it and launches the backward. */
+    float (*forward_backward)(Model *m, const int *inputs, const int *targets, int B, int T, float loss_scale,
+                              int sync_grads);
     float (*grad_norm)(Model *m);                          /* global L2 norm of all grads */
     void (*update)(Model *m, const AdamWStep *s);
     /* Device memory: what the program holds now, and the peak it reached. 0 on the CPU. */

@@ -394,6 +394,13 @@ static size_t cpu_memory_in_use(Model *m) { return 0; }
 /* One process: a mean over one rank is itself. */
 static double cpu_mean_over_ranks(Model *m, double x) { return x; }
 
+static float cpu_forward_backward(Model *m, const int *inputs, const int *targets, int B, int T, float loss_scale,
+                                  int sync_grads) {
+    float loss = cpu_forward(m, inputs, targets, B, T);
+    cpu_backward(m, loss_scale, sync_grads);
+    return loss;
+}
+
 const Backend cpu_backend = {
     .name = "cpu",
     .create = cpu_create,
@@ -407,6 +414,7 @@ const Backend cpu_backend = {
     .logits_at = cpu_logits_at,
     .zero_grad = cpu_zero_grad,
     .backward = cpu_backward,
+    .forward_backward = cpu_forward_backward,
     .grad_norm = cpu_grad_norm,
     .update = cpu_update,
     .memory_in_use = cpu_memory_in_use,

@@ -103,8 +103,9 @@ struct Model {
     /* host staging (pinned) of what forward uploads */
     int *h_inputs, *h_targets, *h_uniq, *h_start, *h_pos, *h_counts, *h_num_uniq;
     int *h_doc, *h_doc_pos, *h_pos_uniq, *h_pos_start, *h_pos_rows, *h_pos_num_uniq; /* documents */
-    float *h_dloss, *h_dlogits_scale, *h_out;
-    cudaEvent_t staged; /* the last upload finished: staging may be rewritten */
+    float *h_dloss, *h_dlogits_scale, *h_out, *h_loss;
+    cudaEvent_t staged;     /* the last upload finished: staging may be rewritten */
+    cudaEvent_t loss_ready; /* the last forward's loss is in h_loss */
     /* state of the last forward */
     int B, T, has_targets, dlogits_ready;
     GraphSlot fwd_graph, bwd_graph;
@@ -284,6 +285,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
                m->mem.gcomm, m->stream);
 
     CUDA_CHECK(cudaEventCreateWithFlags(&m->staged, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&m->loss_ready, cudaEventDisableTiming));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_inputs, N * 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_targets, N * 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_uniq, N * 4));
@@ -293,6 +295,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     CUDA_CHECK(cudaMallocHost((void **)&m->h_dloss, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_dlogits_scale, 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_out, 4));
+    CUDA_CHECK(cudaMallocHost((void **)&m->h_loss, 4));
     if (in->packed_docs) {
         CUDA_CHECK(cudaMallocHost((void **)&m->h_doc, N * 4));
         CUDA_CHECK(cudaMallocHost((void **)&m->h_doc_pos, N * 4));
@@ -344,11 +347,12 @@ static void cuda_destroy(Model *m) {
     cudaFree(m->scratch_arena);
     cudaFreeHost(m->h_inputs); cudaFreeHost(m->h_targets); cudaFreeHost(m->h_uniq);
     cudaFreeHost(m->h_start); cudaFreeHost(m->h_pos); cudaFreeHost(m->h_num_uniq);
-    cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_dlogits_scale); cudaFreeHost(m->h_out);
+    cudaFreeHost(m->h_dloss); cudaFreeHost(m->h_dlogits_scale); cudaFreeHost(m->h_out); cudaFreeHost(m->h_loss);
     cudaFreeHost(m->h_doc); cudaFreeHost(m->h_doc_pos); cudaFreeHost(m->h_pos_uniq);
     cudaFreeHost(m->h_pos_start); cudaFreeHost(m->h_pos_rows); cudaFreeHost(m->h_pos_num_uniq);
     free(m->h_counts);
     if (m->staged) cudaEventDestroy(m->staged);
+    if (m->loss_ready) cudaEventDestroy(m->loss_ready);
     if (m->side) {
         cudaStreamSynchronize(m->side);
         cudaEventDestroy(m->rc_start);
@@ -746,7 +750,9 @@ static void upload_documents(Model *m, const int *inputs, int B, int T) {
     CUDA_CHECK(cudaMemcpyAsync(s->pos_num_uniq, m->h_pos_num_uniq, 4, cudaMemcpyHostToDevice, st));
 }
 
-static float cuda_forward(Model *m, const int *inputs, const int *targets, int B, int T) {
+/* Everything forward does without waiting: the uploads, the body, and with targets the loss's
+ * copy into h_loss, after which loss_ready is recorded. Returns whether there is a loss. */
+static int forward_queue(Model *m, const int *inputs, const int *targets, int B, int T) {
     if (B > m->maxB || T > m->maxT || B < 1 || T < 1) {
         fprintf(stderr, "cuda backend: forward with B=%d T=%d beyond the created %d x %d\n", B, T, m->maxB, m->maxT);
         exit(1);
@@ -781,11 +787,17 @@ static float cuda_forward(Model *m, const int *inputs, const int *targets, int B
     prof_forward_begin(&m->prof);
     run_body(m, &m->fwd_graph, B, T, targets != NULL, forward_fn);
     m->dlogits_ready = targets != NULL;
-    if (!targets) return 0.0f;
-    CUDA_CHECK(cudaMemcpyAsync(m->h_out, s->loss, 4, cudaMemcpyDeviceToHost, st));
+    if (!targets) return 0;
+    CUDA_CHECK(cudaMemcpyAsync(m->h_loss, s->loss, 4, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaEventRecord(m->loss_ready, st));
+    return 1;
+}
+
+static float cuda_forward(Model *m, const int *inputs, const int *targets, int B, int T) {
+    if (!forward_queue(m, inputs, targets, B, T)) return 0.0f;
     gsync_stream_sync(&m->gs, m->stream);
     prof_collect(&m->prof);
-    return *m->h_out;
+    return *m->h_loss;
 }
 
 static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
@@ -799,6 +811,23 @@ static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
     memcpy(&flag, &loss_scale, sizeof flag);
     run_body(m, &m->bwd_graph, m->B, m->T, flag, backward_fn);
     m->dlogits_ready = 0; /* the logits buffer was backward's scratch (model/memory_plan_cuda.h) */
+}
+
+/* Backward is queued behind forward before the host waits for the loss (an event after its
+ * copy, which the backward cannot overwrite: the copy precedes it on the stream). The old order,
+ * forward's wait then backward, stays where the wait does more: --profile without graphs (its
+ * forward times are read at forward's end) and several processes (the wait watches NCCL). */
+static float cuda_forward_backward(Model *m, const int *inputs, const int *targets, int B, int T, float loss_scale,
+                                   int sync_grads) {
+    if (m->prof.record || m->gs.comm) {
+        float loss = cuda_forward(m, inputs, targets, B, T);
+        cuda_backward(m, loss_scale, sync_grads);
+        return loss;
+    }
+    forward_queue(m, inputs, targets, B, T);
+    cuda_backward(m, loss_scale, sync_grads);
+    CUDA_CHECK(cudaEventSynchronize(m->loss_ready));
+    return *m->h_loss;
 }
 
 static void cuda_logits_at(Model *m, int b, int t, float *out) {
@@ -858,7 +887,8 @@ static const Backend cuda_backend = {
     "cuda",           cuda_create,      cuda_destroy,        cuda_set_params,
     cuda_get_params,  cuda_get_grads,   cuda_set_adam_state, cuda_get_adam_state,
     cuda_forward,     cuda_logits_at,   cuda_zero_grad,      cuda_backward,
-    cuda_grad_norm,   cuda_update,      cuda_memory_in_use,  cuda_mean_over_ranks,
+    cuda_forward_backward, cuda_grad_norm, cuda_update,      cuda_memory_in_use,
+    cuda_mean_over_ranks,
 };
 
 extern "C" const Backend *cuda_backend_if_available(char *why, size_t whylen) {

@@ -350,6 +350,16 @@ static void test_grad_accumulation(void) {
     }
     cpu_backend.get_grads(m, g2);
     CHECK(test_max_err_scaled(g2, g1, n) < 1e-6, "accumulated gradient differs");
+    /* forward_backward is forward then backward: the same loss and, bit for bit, the same sum */
+    float *g3 = malloc(n * sizeof(float));
+    cpu_backend.zero_grad(m);
+    float l0 = cpu_backend.forward(m, inputs, targets, B, T), l1 = 0.0f;
+    cpu_backend.zero_grad(m);
+    for (int i = 0; i < 2; i++) l1 = cpu_backend.forward_backward(m, inputs, targets, B, T, 0.5f, i == 1);
+    cpu_backend.get_grads(m, g3);
+    CHECK(l1 == l0 && l0 > 0.0f, "forward_backward's loss %g, forward's %g", l1, l0);
+    CHECK(memcmp(g3, g2, n * sizeof(float)) == 0, "forward_backward's gradient differs from forward + backward");
+    free(g3);
     free(g1);
     free(g2);
     free(p);

@@ -206,8 +206,8 @@ float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSou
     float loss_scale = 1.0f / ((float)shape->grad_accum * shape->world) * S;
     for (int micro = 0; micro < shape->grad_accum; micro++) {
         next(ctx, inputs, targets);
-        loss += be->forward(m, inputs, targets, shape->B, shape->T);
-        be->backward(m, loss_scale, micro == shape->grad_accum - 1); /* the last one sums over the ranks */
+        /* forward and backward; the last micro-batch's backward also sums over the ranks */
+        loss += be->forward_backward(m, inputs, targets, shape->B, shape->T, loss_scale, micro == shape->grad_accum - 1);
     }
     loss = be->mean_over_ranks(m, loss / shape->grad_accum);
     float scaled_norm = be->grad_norm(m); /* inf or NaN when any gradient is (every rank sees the same) */

@@ -954,6 +954,51 @@ static void check_attention_options(const GPT2Config &base) {
     check_graphs(c4, 4, 32, PRECISION_BF16, gqa);
 }
 
+/* forward_backward (backward queued before the loss is read) against forward then backward:
+ * the same losses and, bit for bit, the same gradients (naive attention: no atomics), eager and
+ * through CUDA graphs, two micro-batches a step, three steps of new data. */
+static void check_forward_backward(const GPT2Config &c, int B, int T, Precision prec, int graphs) {
+    uint64_t rng = 31;
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n), g0(n), g1(n);
+    gpt2_init_params(&c, params.data(), 5);
+    Model *ma = make(gpu, c, B, T, prec, RECOMPUTE_GELU, 0, 0, graphs);
+    Model *mb = make(gpu, c, B, T, prec, RECOMPUTE_GELU, 0, 0, graphs);
+    CHECK(ma && mb, "forward_backward: create");
+    if (!ma || !mb) return;
+    gpu->set_params(ma, params.data());
+    gpu->set_params(mb, params.data());
+    std::vector<int> inp(B * T), tgt(B * T);
+    int same = 1;
+    float first = 0.0f, last = 0.0f;
+    for (int step = 0; step < 3; step++) {
+        gpu->zero_grad(ma);
+        gpu->zero_grad(mb);
+        for (int micro = 0; micro < 2; micro++) {
+            random_tokens(inp, c.vocab_size, &rng, 0);
+            random_tokens(tgt, c.vocab_size, &rng, 1);
+            /* one model's work at a time: the two models' streams share the process's one cuBLASLt
+             * workspace (layers/matmul_cuda.cu), and neither call waits for its backward */
+            float la = gpu->forward(ma, inp.data(), tgt.data(), B, T);
+            gpu->backward(ma, 0.5f, micro == 1);
+            CUDA_OK(cudaDeviceSynchronize());
+            float lb = gpu->forward_backward(mb, inp.data(), tgt.data(), B, T, 0.5f, micro == 1);
+            CUDA_OK(cudaDeviceSynchronize());
+            same &= la == lb;
+            if (step == 0 && micro == 0) first = lb;
+            last = lb;
+        }
+        gpu->get_grads(ma, g0.data());
+        gpu->get_grads(mb, g1.data());
+        same &= memcmp(g0.data(), g1.data(), n * 4) == 0;
+    }
+    CHECK(same && first != last, "forward_backward (%s, graphs %d): differs from forward + backward",
+          precision_name(prec), graphs);
+    gpu->destroy(ma);
+    gpu->destroy(mb);
+}
+
 /* ---- the LayerNorm backward's residual column sum (layers/layernorm_cuda.cu) ----------------- */
 
 /* A host array as precision p on the device (rounded there by the library's own conversion). */
@@ -1088,6 +1133,9 @@ int main(void) {
     check_fp16("fp16 V=50257 B=5 T=61 (streaming classifier)", gpt2_vocab, 5, 61);
     check_fp32("fp32 V=6001 B=5 T=61 (streaming classifier)", fp32_long, 5, 61, RECOMPUTE_GELU, 0);
     check_fp16_overflow(padded, 4, 32);
+    check_forward_backward(padded, 4, 32, PRECISION_BF16, 0);
+    check_forward_backward(padded, 4, 32, PRECISION_BF16, 1);
+    check_forward_backward(padded, 4, 32, PRECISION_FP32, 1);
     check_too_big();
     check_attention_options(padded);
     printf("matmul epilogue fallbacks: %ld\n", cuda_matmul_fallback_count());
