@@ -1,6 +1,6 @@
 /* dev/memory_plan.cu: the CUDA backend's memory plan for a configuration, without a GPU.
  *
- *   build/dev/memory_plan MODEL B T [fp32|bf16|fp16] [recompute=none|gelu|all] [attn=NAME]
+ *   build/dev/memory_plan MODEL B T [fp32|bf16|fp16] [recompute=none|gelu|all] [keep=K] [attn=NAME]
  *                         [vocab=V] [world=N] [zero] [chunk=ROWS]
  * MODEL is a preset (gpt2, gpt2-medium, ...; default vocabulary 50257, padded to 50304). Prints
  * every buffer of model/memory_plan_cuda.h (arena, phases, offset, MiB, bytes per token) and the
@@ -18,7 +18,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s MODEL B T [fp32|bf16|fp16] [recompute=none|gelu|all] [attn=NAME] [vocab=V] "
+        fprintf(stderr, "usage: %s MODEL B T [fp32|bf16|fp16] [recompute=none|gelu|all] [keep=K] [attn=NAME] [vocab=V] "
                 "[world=N] [zero] [chunk=ROWS]\n", argv[0]);
         return 2;
     }
@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
         if (precision_from_name(a, &o.precision) == 0) continue;
         if (!strncmp(a, "recompute=", 10) && recompute_from_name(a + 10, &o.recompute) == 0) continue;
         if (!strncmp(a, "attn=", 5) && attn_kernel_from_name(a + 5, &o.attn) == 0) continue;
+        if (!strncmp(a, "keep=", 5)) { o.keep_layers = atoi(a + 5); continue; }
         if (!strncmp(a, "vocab=", 6)) { c.vocab_size = atoi(a + 6); continue; }
         if (!strncmp(a, "world=", 6)) { o.world = atoi(a + 6); continue; }
         if (!strncmp(a, "chunk=", 6)) { o.logits_chunk_rows = atoi(a + 6); continue; }
@@ -61,9 +62,9 @@ int main(int argc, char **argv) {
     memplan_input(&o, attn, &gs, &in);
     MemoryLayout lay;
     memory_plan(&in, o.B, NULL, NULL, NULL, &lay);
-    printf("%s B=%d T=%d vocab %d (padded %d), %s, recompute %s, attention %s, world %d%s: %zu parameters\n",
+    printf("%s B=%d T=%d vocab %d (padded %d), %s, recompute %s (last %d layers keep), attention %s, world %d%s: %zu parameters\n",
            argv[1], o.B, o.T, c.vocab_size, c.padded_vocab_size, precision_name(o.precision),
-           recompute_name(o.recompute), attn_kernel_name(o.attn), gs.world, gs.zero ? " (ZeRO-1)" : "", n);
+           recompute_name(o.recompute), o.keep_layers, attn_kernel_name(o.attn), gs.world, gs.zero ? " (ZeRO-1)" : "", n);
     memory_plan_print(&lay, o.B, o.T, stdout);
     return 0;
 }

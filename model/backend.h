@@ -62,6 +62,8 @@ typedef struct {
     int doc_positions;      /* with doc_sep: positions restart at 0 at each document */
     Precision precision;
     RecomputeMode recompute;/* what backward recomputes (GPU; RECOMPUTE_DEFAULT) */
+    int keep_layers;        /* the last keep_layers layers keep what recompute would recompute
+                             * (0: every layer recomputes; >= layers: as RECOMPUTE_NONE) */
     int no_linear_bias;     /* linear layers without bias: their bias tensors are held at zero
                              * and never updated (the file format keeps them, as zeros) */
     int threads;            /* CPU: OpenMP threads, 0 = default */

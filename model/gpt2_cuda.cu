@@ -25,7 +25,7 @@
  *            with gelu (the default) each layer's GELU output is recomputed from its kept
  *            pre-activation just before fcproj's backward, with all also its two LayerNorm
  *            outputs (from the kept residual stream) before the fc and qkv backward GEMMs read
- *            them.
+ *            them; ModelOptions.keep_layers: the last layers keep those instead.
  * Memory: the plan (model/memory_plan_cuda.h) overlays the buffers of disjoint phases of a step:
  * the logits live from the lm head's forward to its backward, the blocks' scratch (proj, dres,
  * dbig, dqkv, the attention workspace, recompute's shared buffers) only inside the blocks, so
@@ -173,6 +173,10 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
     }
     if (opt->recompute != RECOMPUTE_NONE && opt->recompute != RECOMPUTE_GELU && opt->recompute != RECOMPUTE_ALL) {
         set_err(err, errlen, "recompute mode %d is none (0), gelu (1) or all (2)", (int)opt->recompute);
+        return NULL;
+    }
+    if (opt->keep_layers < 0) {
+        set_err(err, errlen, "keep_layers %d is negative", opt->keep_layers);
         return NULL;
     }
     const AttnImpl *attn = attn_impl(opt->attn, ATTN_CUDA);
@@ -384,6 +388,14 @@ static void *act(const Model *m, void *base, int l, int width, int shared) {
     int idx = shared ? (l & 1) : l;
     return (char *)base + (size_t)idx * N * width * m->esize;
 }
+/* A buffer recompute may share (ln1, ln2, fch_gelu): per layer when it is not shared; when it is,
+ * layer l's parity copy if l recomputes it (l < rc_layers), else its slot among the last layers,
+ * which keep theirs (--keep-layers). */
+static void *act_rc(const Model *m, void *base, void *kept, int l, int width, int shared) {
+    if (shared && l >= m->mem.rc_layers) return act(m, kept, l - m->mem.rc_layers, width, 0);
+    return act(m, base, l, width, shared);
+}
+static int recomputes(const Model *m, int l) { return l < m->mem.rc_layers; }
 /* The position table as the encoder reads it; NULL with ALiBi (there is none). */
 static void *wpe_x(Model *m) { return m->plan.alibi ? NULL : wx(m, P_WPE, 0); }
 static float *stat(const Model *m, float *base, int l) { return base + (size_t)l * m->maxB * m->maxT; }
@@ -512,15 +524,15 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
     cuda_encoder_forward(p, a->encoded, m->mem.s.inputs, m->mem.s.doc_pos, wx(m, P_WTE, 0), wpe_x(m), B, T, C, st);
     prof_mark(&m->prof, PF_ENCODER);
     const int sln = m->mem.share_ln, sgelu = m->mem.share_gelu;
-    cuda_layernorm_forward(p, act(m, a->ln1, 0, C, sln), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
+    cuda_layernorm_forward(p, act_rc(m, a->ln1, a->ln1_kept, 0, C, sln), stat(m, a->ln1_mean, 0), stat(m, a->ln1_rstd, 0),
                            a->encoded, wx(m, P_LN1W, 0), wx(m, P_LN1B, 0), N, C, st);
     prof_mark(&m->prof, PF_LN_FWD);
     for (int l = 0; l < L; l++) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
+        void *ln1 = act_rc(m, a->ln1, a->ln1_kept, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
-        void *ln2 = act(m, a->ln2, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
-        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, sgelu), *res3 = act(m, a->res3, l, C, 0);
+        void *ln2 = act_rc(m, a->ln2, a->ln2_kept, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act_rc(m, a->fch_gelu, a->fch_gelu_kept, l, 4 * C, sgelu), *res3 = act(m, a->res3, l, C, 0);
         char *qkvc = (char *)qkv;
         size_t Ce = (size_t)C * m->esize, KVe = (size_t)m->KV * m->esize; /* q, k, v at 0, Ce, Ce + KVe */
 
@@ -544,7 +556,7 @@ static void forward_body(Model *m, int B, int T, int has_targets) {
         /* res3 = res2 + proj, and the next LayerNorm (LN1 of layer l+1, or the final one) */
         if (l + 1 < L) gsync_wait_params(&m->gs, l + 2);
         if (l + 1 < L)
-            cuda_residual_layernorm_forward(p, res3, act(m, a->ln1, l + 1, C, sln), stat(m, a->ln1_mean, l + 1),
+            cuda_residual_layernorm_forward(p, res3, act_rc(m, a->ln1, a->ln1_kept, l + 1, C, sln), stat(m, a->ln1_mean, l + 1),
                                             stat(m, a->ln1_rstd, l + 1), res2, m->mem.s.proj,
                                             wx(m, P_LN1W, l + 1), wx(m, P_LN1B, l + 1), N, C, st);
         else
@@ -611,17 +623,19 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
                  "lm head backward");
         prof_mark(&m->prof, PF_LMHEAD_BWD);
     }
-    /* Recompute (the plan's shared buffers, two copies by layer parity): the side stream rewrites
-     * layer l-1's copy while this stream runs layer l, once layer l+1 (same parity) is done with
-     * it; layer l waits for its own. Starting here: the logits, which the copies overlay in the
-     * scratch region, are dead. Every side-stream operation ends before rc_done[0], which this
-     * stream waits for at layer 0 (a captured graph's fork joins). */
-    const int sln = m->mem.share_ln, sgelu = m->mem.share_gelu, side = (sln || sgelu) && L > 0;
+    /* Recompute (the plan's shared buffers, two copies by layer parity) in layers 0 .. R-1, R =
+     * rc_layers (the last L - R keep theirs): the side stream rewrites layer l-1's copy while this
+     * stream runs layer l, once layer l+1 (same parity) is done with it; layer l waits for its
+     * own. Layer R-1's starts here, beside the backward of the layers above it: the logits, which
+     * the copies overlay in the scratch region, are dead. Every side-stream operation ends before
+     * rc_done[0], which this stream waits for at layer 0 (a captured graph's fork joins). */
+    const int sln = m->mem.share_ln, sgelu = m->mem.share_gelu, R = m->mem.rc_layers;
+    const int side = (sln || sgelu) && R > 0;
     if (side) {
         CUDA_CHECK(cudaEventRecord(m->rc_start, st));
         CUDA_CHECK(cudaStreamWaitEvent(m->side, m->rc_start, 0));
-        recompute_layer(m, L - 1, N, m->side);
-        CUDA_CHECK(cudaEventRecord(m->rc_done[(L - 1) & 1], m->side));
+        recompute_layer(m, R - 1, N, m->side);
+        CUDA_CHECK(cudaEventRecord(m->rc_done[(R - 1) & 1], m->side));
     }
     CUDA_CHECK(cudaMemsetAsync(s->dres, 0, (size_t)N * Ce, st));
     void *last = L > 0 ? act(m, a->res3, L - 1, C, 0) : a->encoded;
@@ -633,17 +647,17 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
 
     for (int l = L - 1; l >= 0; l--) {
         void *residual = l == 0 ? a->encoded : act(m, a->res3, l - 1, C, 0);
-        void *ln1 = act(m, a->ln1, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
+        void *ln1 = act_rc(m, a->ln1, a->ln1_kept, l, C, sln), *qkv = act(m, a->qkv, l, m->Q, 0);
         void *atty = act(m, a->atty, l, C, 0), *res2 = act(m, a->res2, l, C, 0);
-        void *ln2 = act(m, a->ln2, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
-        void *fch_gelu = act(m, a->fch_gelu, l, 4 * C, sgelu);
+        void *ln2 = act_rc(m, a->ln2, a->ln2_kept, l, C, sln), *fch = act(m, a->fch, l, 4 * C, 0);
+        void *fch_gelu = act_rc(m, a->fch_gelu, a->fch_gelu_kept, l, 4 * C, sgelu);
         float *ln1_mean = stat(m, a->ln1_mean, l), *ln1_rstd = stat(m, a->ln1_rstd, l);
         float *ln2_mean = stat(m, a->ln2_mean, l), *ln2_rstd = stat(m, a->ln2_rstd, l);
         char *qkvc = (char *)qkv, *dqkvc = (char *)s->dqkv;
 
-        if (side) {
+        if (side && recomputes(m, l)) {
             if (l >= 1) { /* copy (l-1) & 1 was last read by layer l+1 (none before it in this pass) */
-                if (l + 1 < L) CUDA_CHECK(cudaStreamWaitEvent(m->side, m->rc_free[(l + 1) & 1], 0));
+                if (l + 1 < R) CUDA_CHECK(cudaStreamWaitEvent(m->side, m->rc_free[(l + 1) & 1], 0));
                 recompute_layer(m, l - 1, N, m->side);
                 CUDA_CHECK(cudaEventRecord(m->rc_done[(l - 1) & 1], m->side));
             }
@@ -675,7 +689,7 @@ static void backward_body(Model *m, int B, int T, float loss_scale) {
         cuda_layernorm_backward(p, s->dres, gr(m, P_LN1W, l), gr(m, P_LN1B, l), l > 0 ? gr(m, P_FCPROJB, l - 1) : NULL,
                                 s->dln, residual, wx(m, P_LN1W, l), ln1_mean, ln1_rstd, N, C, s->reduce, st);
         prof_mark(&m->prof, PF_LN_BWD);
-        if (side) CUDA_CHECK(cudaEventRecord(m->rc_free[l & 1], st)); /* layer l's copies are read */
+        if (side && recomputes(m, l)) CUDA_CHECK(cudaEventRecord(m->rc_free[l & 1], st)); /* its copies are read */
         gsync_layer_done(&m->gs, l);
     }
     EncoderGroups by_token = {s->uniq, s->start, s->pos, s->num_uniq};

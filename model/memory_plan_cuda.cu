@@ -58,6 +58,7 @@ void memplan_input(const ModelOptions *opt, const AttnImpl *attn, const GradSync
     in->Vp = c->padded_vocab_size; in->maxT = opt->T;
     in->Hkv = gpt2_kv_heads(c); in->Q = gpt2_qkv_channels(c);
     in->recompute = opt->recompute;
+    in->keep_layers = opt->keep_layers < 0 ? 0 : opt->keep_layers > c->num_layers ? c->num_layers : opt->keep_layers;
     in->mask = opt->mask;
     in->window = opt->attn_window;
     in->alibi = c->pos == GPT2_POS_ALIBI;
@@ -111,7 +112,9 @@ static size_t plan_acts(const MemPlanInput *in, MemoryLayout *o, Arena *a, int B
     size_t N = (size_t)B * T, C = in->C, L = in->L, e = esize_of(in);
     Acts *x = &o->a;
     x->encoded = arena_take(a, "encoded", N * C * e);
+    const size_t kept = L - (size_t)o->rc_layers; /* layers that keep a buffer recompute shares */
     if (!o->share_ln) x->ln1 = arena_take(a, "ln1 (per layer)", L * N * C * e);
+    else if (kept) x->ln1_kept = arena_take(a, "ln1 (kept layers)", kept * N * C * e);
     x->ln1_mean = (float *)arena_take(a, "ln1 mean", L * N * 4);
     x->ln1_rstd = (float *)arena_take(a, "ln1 rstd", L * N * 4);
     x->qkv = arena_take(a, "qkv", L * N * (size_t)in->Q * e);
@@ -119,10 +122,12 @@ static size_t plan_acts(const MemPlanInput *in, MemoryLayout *o, Arena *a, int B
     x->att_saved = (char *)arena_take(a, "attention saved", L * o->att_saved_per_layer);
     x->res2 = arena_take(a, "res2", L * N * C * e);
     if (!o->share_ln) x->ln2 = arena_take(a, "ln2 (per layer)", L * N * C * e);
+    else if (kept) x->ln2_kept = arena_take(a, "ln2 (kept layers)", kept * N * C * e);
     x->ln2_mean = (float *)arena_take(a, "ln2 mean", L * N * 4);
     x->ln2_rstd = (float *)arena_take(a, "ln2 rstd", L * N * 4);
     x->fch = arena_take(a, "fch (GELU input)", L * N * 4 * C * e);
     if (!o->share_gelu) x->fch_gelu = arena_take(a, "fch_gelu (per layer)", L * N * 4 * C * e);
+    else if (kept) x->fch_gelu_kept = arena_take(a, "fch_gelu (kept layers)", kept * N * 4 * C * e);
     x->res3 = arena_take(a, "res3", L * N * C * e);
     x->lnf = arena_take(a, "lnf", N * C * e);
     x->lnf_mean = (float *)arena_take(a, "lnf mean", N * 4);
@@ -212,8 +217,9 @@ size_t memory_plan(const MemPlanInput *in, int B, char *param_arena, char *act_a
     out->att_ws_bytes = in->attn->workspace_bytes(&shape);
     out->ld_logits = (in->Vp + 7) & ~7;
     out->chunk_rows = logits_chunk_rows(in, out->ld_logits, B * T);
-    out->share_gelu = in->recompute >= RECOMPUTE_GELU;
-    out->share_ln = in->recompute >= RECOMPUTE_ALL;
+    out->rc_layers = in->recompute == RECOMPUTE_NONE ? 0 : in->L - in->keep_layers;
+    out->share_gelu = in->recompute >= RECOMPUTE_GELU && out->rc_layers > 0;
+    out->share_ln = in->recompute >= RECOMPUTE_ALL && out->rc_layers > 0;
     Arena p = {param_arena, 0, MEMARENA_PARAMS, MEMPHASE_ALL, out};
     Arena x = {act_arena, 0, MEMARENA_ACTS, MEMPHASE_ALL, out};
     Arena s = {scratch_arena, 0, MEMARENA_SCRATCH, MEMPHASE_ALL, out};

@@ -9,7 +9,8 @@
  *            scalars) and one phase-shared region (below)
  * --recompute (model/backend.h): gelu keeps no GELU output per layer, all also no LayerNorm
  * output; each of those has two shared copies (by layer parity: backward recomputes layer l-1's
- * on a second stream while layer l reads its own), in the phase-shared region.
+ * on a second stream while layer l reads its own), in the phase-shared region. --keep-layers K:
+ * the last K layers keep theirs anyway, in the acts arena (K slots of each such buffer).
  *
  * The phase-shared region. A step's device work runs in order on one stream, in three phases:
  *   BLOCKS_FWD  forward's embedding and transformer blocks, up to and with the final LayerNorm
@@ -54,6 +55,9 @@
 typedef struct {
     /* per layer (L copies) unless recompute shares them (then two, by parity, in scratch's region) */
     void *ln1, *qkv, *atty, *res2, *ln2, *fch, *fch_gelu, *res3;
+    /* with a shared buffer, the slots of the last layers that keep theirs (--keep-layers): layer
+     * l >= rc_layers at index l - rc_layers; NULL when none keep it */
+    void *ln1_kept, *ln2_kept, *fch_gelu_kept;
     float *ln1_mean, *ln1_rstd, *ln2_mean, *ln2_rstd;
     char *att_saved;
     void *encoded, *lnf;
@@ -87,6 +91,7 @@ typedef struct {
     int L, C, H, Vp, maxT;
     int Hkv, Q;              /* K/V heads; QKV projection outputs C + 2 Hkv D */
     RecomputeMode recompute;
+    int keep_layers;         /* the last ones keep what recompute would recompute (0..L) */
     AttnMaskKind mask;
     int window;              /* the attention's sliding window (0 = none) */
     int alibi;               /* ALiBi: a device array of H slopes */
@@ -129,6 +134,8 @@ typedef struct {
     int chunk_rows;          /* rows of logits per classifier chunk */
     int share_ln, share_gelu;/* recompute: shared LayerNorm / GELU output buffers (two copies,
                               * layer l's is l & 1), rewritten by backward before each layer's use */
+    int rc_layers;           /* the layers 0 .. rc_layers-1 recompute (L - keep_layers, or 0 with
+                              * recompute none); the rest keep theirs in the acts arena */
     /* params arena */
     float *params, *grads, *adam_m, *adam_v;
     void *params_x;          /* the weights the matmuls read: bf16 / fp16 copy, or == params in fp32 */

@@ -69,6 +69,7 @@ static const OptSpec SPECS[] = {
     {"threads", 0, OPT_INT, F(threads), 0, 4096, "N", "CPU threads (0 = OpenMP's default)"},
     {"no-linear-bias", 0, OPT_FLAG, F(no_linear_bias), 0, 1, NULL, "linear layers without bias (biases held at zero, not trained), as in the flash-blog models"},
     {"recompute", 0, OPT_STR, F(recompute), 0, 0, "MODE", "GPU: what backward recomputes instead of keeping from forward: none, gelu (each layer's GELU output, from its kept input, as llm.c's recompute 1) or all (also the two LayerNorm outputs per layer); each trades memory for an elementwise pass per layer, run beside the backward of the layer after"},
+    {"keep-layers", 0, OPT_INT, F(keep_layers), 0, 1 << 20, "N", "GPU: the last N layers keep what --recompute would recompute (their GELU output; with all also their LayerNorm outputs): N layers' worth of that memory for their elementwise passes; N >= the layer count is --recompute none (default: 0)"},
     {"no-cuda-graph", 0, OPT_FLAG, F(no_cuda_graph), 0, 1, NULL, "GPU: run every step eagerly; by default one GPU captures the step as a CUDA graph and replays it (graphs are off with several GPUs, whose gradient sync differs between micro-batches, and with --profile)"},
     {"peak-tflops", 0, OPT_DOUBLE, F(peak_tflops), 0, 1e6, "X", "peak TFLOP/s for MFU (default: from the GPU model)"},
     {"no-tf32", 0, OPT_FLAG, F(no_tf32), 0, 1, NULL, "fp32 matmuls in full fp32, not on TF32 tensor cores (for exact comparisons)"},

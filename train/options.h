@@ -42,6 +42,7 @@ typedef struct {
     const char *device;          /* auto | cpu | cuda */
     int threads;
     const char *recompute;       /* none | gelu | all (model/backend.h RecomputeMode) */
+    int keep_layers;             /* the last N layers keep what recompute would recompute */
     int no_linear_bias;
     int no_cuda_graph;           /* eager steps; default: CUDA graphs on one GPU */
     double peak_tflops;          /* 0 = from the GPU table */

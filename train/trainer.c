@@ -110,6 +110,7 @@ float *trainer_dense_causal_bias(int T) {
 
 void trainer_model_options(const Options *o, ModelOptions *m) {
     if (recompute_from_name(o->recompute, &m->recompute) != 0) m->recompute = RECOMPUTE_GELU; /* options_parse refused others */
+    m->keep_layers = o->keep_layers;
     m->no_linear_bias = o->no_linear_bias;
     m->threads = o->threads;
     m->cuda_graphs = !o->no_cuda_graph && !o->profile; /* --profile times the parts of eager steps */
@@ -699,14 +700,14 @@ static void log_run(Trainer *tr) {
     log_record(tr, "{\"type\":\"run\",\"start_step\":%d,\"steps\":%d,\"backend\":\"%s\",\"precision\":\"%s\","
                "\"attn\":\"%s\",\"mask\":\"%s\",\"window\":%d,\"doc_sep\":%s,\"doc_positions\":%s,\"layers\":%d,"
                "\"heads\":%d,\"kv_heads\":%d,\"channels\":%d,\"vocab\":%d,\"pos\":\"%s\",\"batch\":%d,\"seq_len\":%d,"
-               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"recompute\":\"%s\",\"loss_scaling\":\"%s\",\"loss_scale_window\":%d,"
+               "\"grad_accum\":%d,\"gpus\":%d,\"cuda_graphs\":%s,\"recompute\":\"%s\",\"keep_layers\":%d,\"loss_scaling\":\"%s\",\"loss_scale_window\":%d,"
                "\"matmul\":\"%s\"}\n",
                tr->start_step, o->steps, tr->be->name, precision_name(m->precision), attn_kernel_name(m->attn),
                attn_mask_name(m->mask), m->attn_window, sep,
                m->doc_sep.len > 0 && m->doc_positions ? "true" : "false", c->num_layers, c->num_heads,
                gpt2_kv_heads(c), c->channels, c->vocab_size, gpt2_pos_name(c->pos), o->batch, o->seq_len,
                o->grad_accum, tr->dist.world, tr->gpu && m->cuda_graphs ? "true" : "false",
-               tr->gpu ? recompute_name(m->recompute) : "none", loss_scale_mode_name(tr->scaler.mode), tr->scaler.window,
+               tr->gpu ? recompute_name(m->recompute) : "none", tr->gpu ? m->keep_layers : 0, loss_scale_mode_name(tr->scaler.mode), tr->scaler.window,
                m->matmul_fp8 ? "fp8" : "bf16");
 }
 
@@ -735,11 +736,13 @@ static void print_header(const Trainer *tr) {
         printf("\n");
     }
     /* the GPU's switches: graphs and TF32 always, the measuring ones when set */
-    char gpu_set[192] = "";
+    char gpu_set[256] = "";
     if (tr->gpu) {
         const ModelOptions *mo = &tr->mopt;
         int n = snprintf(gpu_set, sizeof gpu_set, ", cuda graphs %s, tf32 %s, recompute %s", mo->cuda_graphs ? "on" : "off",
                          mo->tf32 ? "on" : "off", recompute_name(mo->recompute));
+        if (mo->keep_layers && mo->recompute != RECOMPUTE_NONE)
+            n += snprintf(gpu_set + n, sizeof gpu_set - n, " (the last %d layers keep theirs)", mo->keep_layers);
         if (mo->logits_chunk_rows) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", logits chunk %d", mo->logits_chunk_rows);
         if (!mo->matmul_fusion) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fusion off");
         if (mo->matmul_fp8) n += snprintf(gpu_set + n, sizeof gpu_set - n, ", matmul fp8 (block linears; lm head bf16)");

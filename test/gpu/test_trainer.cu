@@ -4,7 +4,8 @@
  *     CPU (error scaled by each tensor's largest magnitude); shapes: V=300 (padded to 384),
  *     V=250 unpadded with odd T=31 and B=1, a chunked classifier; each --recompute mode (none, gelu,
  *     all) in fp32 (one classifier chunk and several), bf16, fp16 and CUDA graphs (the default,
- *     gelu, everywhere else; bf16 / fp16's emulation recomputes GELU as the GPU does).
+ *     gelu, everywhere else; bf16 / fp16's emulation recomputes GELU as the GPU does), and with
+ *     --keep-layers (the last layer of three keeps its buffers) in fp32, bf16, fp16 and graphs.
  *  The memory plan, on the host (runs without a GPU): every buffer inside its arena, buffers that
  *     share memory never live in one phase, the recompute modes drop exactly their buffers.
  *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU.
@@ -61,6 +62,7 @@ struct Extras {
     int window = 0;
     int doc_sep = -1;       /* a one-token separator; -1 none */
     int doc_positions = 0;
+    int keep_layers = 0;    /* --keep-layers: the last ones keep what recompute would recompute */
 };
 static const Extras kPlain;
 
@@ -106,6 +108,7 @@ static Model *make(const Backend *be, const GPT2Config &c, int B, int T, Precisi
         o.doc_sep.tokens[0] = x.doc_sep;
     }
     o.doc_positions = x.doc_positions;
+    o.keep_layers = x.keep_layers;
     char err[512] = "";
     Model *m = be->create(&o, err, sizeof err);
     if (!m) fprintf(stderr, "%s create failed: %s\n", be->name, err);
@@ -340,7 +343,7 @@ static float emu_step(const GPT2Config &c, const Vec &params_in, const std::vect
          * recomputed and rounded again (forward's came from the unrounded one); the LayerNorm
          * recompute of all gives forward's values exactly (it reads the rounded residual) */
         const Vec *gelu_out = &fchg[l];
-        if (recompute >= RECOMPUTE_GELU) {
+        if (recompute >= RECOMPUTE_GELU && l < L - x.keep_layers) { /* the last keep_layers keep theirs */
             fchg_again.assign(4 * NC, 0.0f);
             gelu_forward(fchg_again.data(), fch[l].data(), 4 * NC);
             rnd(fchg_again, round);
@@ -508,6 +511,8 @@ static size_t check_plan(const char *label, const ModelOptions &o, MemoryLayout 
     same &= at.a.fch == bases[1] + plan_buffer(lay, "fch (GELU input)")->offset;
     const MemPlanBuffer *g = plan_buffer(lay, lay.share_gelu ? "fch_gelu (shared)" : "fch_gelu (per layer)");
     same &= g && (char *)at.a.fch_gelu == bases[g->arena] + g->offset;
+    const MemPlanBuffer *gk = plan_buffer(lay, "fch_gelu (kept layers)");
+    same &= gk ? (char *)at.a.fch_gelu_kept == bases[gk->arena] + gk->offset : at.a.fch_gelu_kept == NULL;
     CHECK(same, "plan %s: laid-out pointers are not the bases plus the measured offsets", label);
     if (out) *out = lay;
     return held;
@@ -549,6 +554,36 @@ static void check_memory_plans(void) {
         CHECK(!lay[0].share_gelu && !lay[0].share_ln && lay[1].share_gelu && !lay[1].share_ln && lay[2].share_gelu &&
                   lay[2].share_ln && plan_buffer(lay[2], "ln1 (shared)") && !plan_buffer(lay[1], "ln1 (shared)"),
               "plan %s: the shared buffers do not follow the mode", precision_name(p));
+    }
+    /* --keep-layers K: the last K layers keep their copies in the acts arena (K slots of each
+     * shared buffer); K >= L is recompute none's layout */
+    for (int i = 1; i < 3; i++) {
+        static MemoryLayout kept[3];
+        const int Ks[3] = {1, 3, 5};
+        for (int k = 0; k < 3; k++) {
+            snprintf(label, sizeof label, "bf16 recompute %s, keep %d of 3 layers", recompute_name(modes[i]), Ks[k]);
+            ModelOptions o = plan_options(small, 4, 32, PRECISION_BF16, modes[i], ATTN_FLASH);
+            o.keep_layers = Ks[k];
+            check_plan(label, o, &kept[k]);
+        }
+        snprintf(label, sizeof label, "bf16 recompute %s", recompute_name(modes[i]));
+        ModelOptions o = plan_options(small, 4, 32, PRECISION_BF16, modes[i], ATTN_FLASH);
+        static MemoryLayout base, none;
+        check_plan(label, o, &base);
+        o.recompute = RECOMPUTE_NONE;
+        check_plan("bf16 recompute none", o, &none);
+        const size_t per_layer = N * 4 * C * 2 + (i == 2 ? 2 * N * C * 2 : 0);
+        const MemPlanBuffer *gk = plan_buffer(kept[0], "fch_gelu (kept layers)");
+        const MemPlanBuffer *lk = plan_buffer(kept[0], "ln1 (kept layers)");
+        CHECK(kept[0].rc_layers == 2 && kept[0].share_gelu && kept[0].share_ln == (i == 2) && gk &&
+                  gk->bytes == N * 4 * C * 2 && (lk != NULL) == (i == 2) &&
+                  kept[0].act_bytes - base.act_bytes == per_layer,
+              "plan recompute %s keep 1: rc_layers %d, %zu more act bytes (expected %zu)", recompute_name(modes[i]),
+              kept[0].rc_layers, kept[0].act_bytes - base.act_bytes, per_layer);
+        for (int k = 1; k < 3; k++)
+            CHECK(kept[k].rc_layers == 0 && !kept[k].share_gelu && !kept[k].share_ln &&
+                      kept[k].act_bytes == none.act_bytes && kept[k].scratch_bytes == none.scratch_bytes,
+                  "plan recompute %s keep %d of 3: not recompute none's layout", recompute_name(modes[i]), Ks[k]);
     }
     /* fp32's chunked classifier, the mask's and documents' arrays, data parallel's bf16 copy, ZeRO */
     for (int i = 0; i < 3; i++) {
@@ -1124,6 +1159,18 @@ int main(void) {
     check_graphs(padded, 4, 32, PRECISION_FP32);
     check_graphs(padded, 4, 32, PRECISION_FP16);
     check_graphs(padded, 4, 32, PRECISION_FP32, kPlain, RECOMPUTE_ALL);
+    /* --keep-layers: 3 layers, the last keeps its buffers, layers 0 and 1 recompute theirs (their
+     * parity copies, the side stream's first recompute beside the kept layer's backward) */
+    GPT2Config three = small_config(300, 3, 64, 4, 64);
+    Extras keep1;
+    keep1.name = "last layer keeps";
+    keep1.keep_layers = 1;
+    check_fp32("fp32 3 layers, recompute gelu, the last keeps", three, 4, 32, RECOMPUTE_GELU, 0, keep1);
+    check_fp32("fp32 3 layers, recompute all, the last keeps", three, 4, 32, RECOMPUTE_ALL, 0, keep1);
+    check_bf16("bf16 3 layers, recompute gelu, the last keeps", three, 4, 32, keep1, RECOMPUTE_GELU);
+    check_fp16("fp16 3 layers, recompute all, the last keeps", three, 4, 32, keep1, RECOMPUTE_ALL);
+    check_graphs(three, 4, 32, PRECISION_BF16, keep1, RECOMPUTE_GELU);
+    check_graphs(three, 4, 32, PRECISION_FP32, keep1, RECOMPUTE_ALL);
     /* rows long enough for the streaming classifier (more than 1024 packs: bf16 / fp16 past 8192
      * logits, fp32 past 4096) and more rows than SMs; GPT-2's vocabulary, and an fp32 one whose
      * last pack straddles V */
