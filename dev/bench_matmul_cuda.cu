@@ -80,7 +80,10 @@ int main(int argc, char **argv) {
     float *p32, *g32, *m32, *v32; size_t np = 124475904;
     CK(cudaMalloc(&p32, np * 4)); CK(cudaMalloc(&g32, np * 4)); CK(cudaMalloc(&m32, np * 4)); CK(cudaMalloc(&v32, np * 4));
     cudaMemset(p32, 0, np * 4); cudaMemset(g32, 0, np * 4); cudaMemset(m32, 0, np * 4); cudaMemset(v32, 0, np * 4);
-    double ad = time_ms([&] { cuda_adamw(P, p32, y, g32, m32, v32, np, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 1, 0); });
+    float *gsc = NULL;
+    CK(cudaMalloc(&gsc, 2 * sizeof(float)));
+    cuda_adamw_scale_set(gsc, 1.0f, 0);
+    double ad = time_ms([&] { cuda_adamw(P, p32, y, g32, m32, v32, np, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, gsc, 1, 0); });
     printf("adamw 124M %.3f ms (%.0f GB/s at 30 B/param)\n", ad, 30.0 * np / ad / 1e6);
     return 0;
 }

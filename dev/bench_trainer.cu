@@ -70,9 +70,8 @@ int main(int argc, char **argv) {
         be->zero_grad(m);
         loss = be->forward(m, inp.data(), tgt.data(), B, T);
         be->backward(m, 1.0f, 1);
-        norm = be->grad_norm(m);
-        AdamWStep st = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, norm > 1.0f ? 1.0f / norm : 1.0f, step + 1};
-        be->update(m, &st);
+        AdamWStep st = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, step + 1};
+        norm = be->clip_and_update(m, &st, 1.0f, 1.0f, 0); /* as the trainer's step, clipping at 1 */
         cudaDeviceSynchronize();
         auto t1 = std::chrono::steady_clock::now();
         if (step >= 3) ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());

@@ -8,8 +8,12 @@
  * thread moves four parameters with 16-byte loads and stores (adamw4_kernel): the one-float
  * version reached ~2.9 TB/s on an H200 (1.28 ms for GPT-2 124M), the H200's ~4.8 TB/s needs
  * wider accesses. Same arithmetic per parameter, so both give the same bits.
+ * The multiplier (clip x 1/S) and whether to step at all come from device memory, written by a
+ * one-thread kernel from the gradients' sum of squares (or from a host value), so the trainer
+ * need not read the norm before AdamW is queued.
  */
 #include "layers/layers_cuda.h"
+#include "layers/layers.h"
 #include "layers/cuda_common.cuh"
 #include <math.h>
 
@@ -32,9 +36,10 @@ __device__ __forceinline__ float adamw_update(float &p, float grad, float &m, fl
 template <typename T>
 __global__ void adamw_kernel(float *params, T *params_x, const float *grads, float *m, float *v,
                              size_t n, float lr, float beta1, float beta2, float bc1, float bc2,
-                             float eps, float wd, float grad_scale) {
+                             float eps, float wd, const float *gsc) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n) return;
+    if (i >= n || gsc[1] == 0.0f) return;
+    const float grad_scale = gsc[0];
     const float p = adamw_update(params[i], grads[i], m[i], v[i], lr, beta1, beta2, bc1, bc2, eps, wd, grad_scale);
     if (params_x) params_x[i] = from_f32<T>(p);
 }
@@ -43,9 +48,10 @@ template <typename T> struct Pack4 { T v[4]; };
 template <typename T>
 __global__ void adamw4_kernel(float *params, T *params_x, const float *grads, float *m, float *v,
                               size_t n4, float lr, float beta1, float beta2, float bc1, float bc2,
-                              float eps, float wd, float grad_scale) {
+                              float eps, float wd, const float *gsc) {
     size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n4) return;
+    if (i >= n4 || gsc[1] == 0.0f) return;
+    const float grad_scale = gsc[0];
     float4 g = __ldcs(reinterpret_cast<const float4 *>(grads) + i);
     float4 mm = __ldcs(reinterpret_cast<const float4 *>(m) + i);
     float4 vv = __ldcs(reinterpret_cast<const float4 *>(v) + i);
@@ -70,7 +76,7 @@ static int aligned(const void *p, size_t a) { return p == NULL || ((size_t)p % a
 template <typename T>
 static void adamw_as(float *params, T *params_x, const float *grads, float *m, float *v, size_t n,
                      float lr, float beta1, float beta2, float bc1, float bc2, float eps, float wd,
-                     float grad_scale, cudaStream_t stream) {
+                     const float *grad_scale, cudaStream_t stream) {
     size_t n4 = 0;
     if (aligned(params, 16) && aligned(grads, 16) && aligned(m, 16) && aligned(v, 16) &&
         aligned(params_x, 4 * sizeof(T)))
@@ -91,7 +97,7 @@ static void adamw_as(float *params, T *params_x, const float *grads, float *m, f
 
 extern "C" void cuda_adamw(Precision p, float *params, void *params_x, const float *grads,
                            float *m, float *v, size_t n, float lr, float beta1, float beta2,
-                           float eps, float weight_decay, float grad_scale, int t,
+                           float eps, float weight_decay, const float *grad_scale, int t,
                            cudaStream_t stream) {
     if (n == 0) return;
     float bc1 = 1.0f - powf(beta1, (float)t), bc2 = 1.0f - powf(beta2, (float)t);
@@ -101,6 +107,27 @@ extern "C" void cuda_adamw(Precision p, float *params, void *params_x, const flo
         adamw_as(params, (half *)params_x, grads, m, v, n, lr, beta1, beta2, bc1, bc2, eps, weight_decay, grad_scale, stream);
     else
         adamw_as(params, (float *)params_x, grads, m, v, n, lr, beta1, beta2, bc1, bc2, eps, weight_decay, grad_scale, stream);
+}
+
+__global__ void adamw_scale_set_kernel(float *gsc, float scale) {
+    gsc[0] = scale;
+    gsc[1] = 1.0f;
+}
+extern "C" void cuda_adamw_scale_set(float *grad_scale, float scale, cudaStream_t stream) {
+    adamw_scale_set_kernel<<<1, 1, 0, stream>>>(grad_scale, scale);
+    CUDA_LAUNCH_CHECK();
+}
+/* sqrtf is IEEE-rounded here (no fast math), as the host's sqrtf of the same sum */
+__global__ void adamw_scale_from_sumsq_kernel(float *gsc, const float *sumsq, float max_norm, float S, int skip) {
+    float scale = 0.0f;
+    int run = adamw_grad_scale(sqrtf(*sumsq), max_norm, S, skip, &scale);
+    gsc[0] = run ? scale : 0.0f;
+    gsc[1] = run ? 1.0f : 0.0f;
+}
+extern "C" void cuda_adamw_scale_from_sumsq(float *grad_scale, const float *sumsq, float max_norm, float loss_scale,
+                                            int skip_nonfinite, cudaStream_t stream) {
+    adamw_scale_from_sumsq_kernel<<<1, 1, 0, stream>>>(grad_scale, sumsq, max_norm, loss_scale, skip_nonfinite);
+    CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>

@@ -70,6 +70,23 @@ void adamw_update(float *params, const float *grads, float *m, float *v, size_t 
                   float lr, float beta1, float beta2, float eps, float weight_decay,
                   float grad_scale, int t);
 
+/* The step's gradient multiplier from the global norm of gradients that carry a loss scale S
+ * (scaled_norm = S x the true norm): clip to max_norm when max_norm > 0 and the true norm is
+ * above it, and undo S. Returns 0 (skip the step, *grad_scale untouched) when skip_nonfinite and
+ * the norm is inf or NaN, else 1. One rule for the host and the device (the CUDA backend decides
+ * on the GPU, layers/adamw_cuda.cu), in plain fp32 operations so both give the same bits. */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int adamw_grad_scale(float scaled_norm, float max_norm, float S, int skip_nonfinite,
+                                   float *grad_scale) {
+    if (skip_nonfinite && !(scaled_norm - scaled_norm == 0.0f)) return 0; /* inf - inf, NaN: not 0 */
+    float norm = scaled_norm / S;
+    float clip = (max_norm > 0 && norm > max_norm) ? max_norm / norm : 1.0f;
+    *grad_scale = clip * (1.0f / S);
+    return 1;
+}
+
 /* sum of x[i]^2 in double (for the global gradient norm) */
 double sum_of_squares(const float *x, size_t n);
 

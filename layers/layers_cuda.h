@@ -210,10 +210,18 @@ void cuda_logits_row(Precision p, float *out, const void *x, const void *wte, in
 
 /* ---- optimizer (layers/adamw_cuda.cu) -------------------------------------------------------- */
 /* AdamW over n fp32 master params (see layers.h adamw_update), and when params_x is not NULL
- * the updated value is also written there rounded to X (the bf16 copy the matmuls read). */
+ * the updated value is also written there rounded to X (the bf16 copy the matmuls read).
+ * grad_scale is a device pair {multiplier, run}: with run == 0 nothing is touched (a skipped
+ * step), so the decision can be made on the device by one of the two kernels below. */
 void cuda_adamw(Precision p, float *params, void *params_x, const float *grads, float *m,
                 float *v, size_t n, float lr, float beta1, float beta2, float eps,
-                float weight_decay, float grad_scale, int t, cudaStream_t stream);
+                float weight_decay, const float *grad_scale, int t, cudaStream_t stream);
+/* grad_scale = {scale, 1}, a host choice */
+void cuda_adamw_scale_set(float *grad_scale, float scale, cudaStream_t stream);
+/* grad_scale from the gradients' sum of squares on the device (one float, the loss-scaled
+ * gradients'): layers.h adamw_grad_scale of sqrtf(*sumsq), {0, 0} when it says skip. */
+void cuda_adamw_scale_from_sumsq(float *grad_scale, const float *sumsq, float max_norm, float loss_scale,
+                                 int skip_nonfinite, cudaStream_t stream);
 /* dst (X) = src (fp32) rounded */
 void cuda_convert_from_f32(Precision p, void *dst, const float *src, size_t n,
                            cudaStream_t stream);

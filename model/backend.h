@@ -156,6 +156,12 @@ typedef struct {
                               int sync_grads);
     float (*grad_norm)(Model *m);                          /* global L2 norm of all grads */
     void (*update)(Model *m, const AdamWStep *s);
+    /* The optimizer step after the last backward: the global norm of the gradients, which carry
+     * the loss scale S (returned, as grad_norm), then AdamW with its gradient multiplier from
+     * layers.h adamw_grad_scale (clip to max_norm when max_norm > 0, undo S; no update at all
+     * when skip_nonfinite and the norm is inf or NaN); s->grad_scale is not read. The CUDA
+     * backend decides on the device and waits for the norm only after AdamW is queued. */
+    float (*clip_and_update)(Model *m, const AdamWStep *s, float max_norm, float loss_scale, int skip_nonfinite);
     /* Device memory: what the program holds now, and the peak it reached. 0 on the CPU. */
     size_t (*memory_in_use)(Model *m);
     /* The mean of x over the ranks (collective); x itself in one process. */

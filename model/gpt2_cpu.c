@@ -374,6 +374,13 @@ static void cpu_update(Model *m, const AdamWStep *s) {
     }
 }
 
+static float cpu_clip_and_update(Model *m, const AdamWStep *s, float max_norm, float loss_scale, int skip_nonfinite) {
+    float scaled_norm = cpu_grad_norm(m);
+    AdamWStep u = *s;
+    if (adamw_grad_scale(scaled_norm, max_norm, loss_scale, skip_nonfinite, &u.grad_scale)) cpu_update(m, &u);
+    return scaled_norm;
+}
+
 static void cpu_set_params(Model *m, const float *p) {
     memcpy(m->params, p, m->num_params * sizeof(float));
     for (int t = 0; t < GPT2_NUM_PARAM_TENSORS; t++)
@@ -417,6 +424,7 @@ const Backend cpu_backend = {
     .forward_backward = cpu_forward_backward,
     .grad_norm = cpu_grad_norm,
     .update = cpu_update,
+    .clip_and_update = cpu_clip_and_update,
     .memory_in_use = cpu_memory_in_use,
     .mean_over_ranks = cpu_mean_over_ranks,
 };

@@ -856,7 +856,8 @@ static void cuda_zero_grad(Model *m) {
     CUDA_CHECK(cudaMemsetAsync(m->mem.grads, 0, m->gs.n_pad * 4, m->stream));
 }
 
-static float cuda_grad_norm(Model *m) {
+/* The loss-scaled gradients' sum of squares into s.sumsq (queued; collective with ZeRO-1). */
+static void queue_sum_of_squares(Model *m) {
     gsync_join_gather(&m->gs);
     prof_mark(&m->prof, PF_START);
     if (m->gs.zero) { /* the reduced gradient exists as shards: their sums of squares, summed */
@@ -868,13 +869,22 @@ static float cuda_grad_norm(Model *m) {
         cuda_sum_of_squares(m->mem.s.sumsq, m->mem.grads, m->num_params, m->mem.s.norm_partials, m->stream);
     }
     prof_mark(&m->prof, PF_NORM);
+}
+/* The host waits for the sum of squares (the step's one wait when AdamW is queued before it). */
+static float read_norm(Model *m) {
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->mem.s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
     gsync_stream_sync(&m->gs, m->stream);
     prof_collect(&m->prof);
     return sqrtf(*m->h_out);
 }
 
-static void cuda_update(Model *m, const AdamWStep *s) {
+static float cuda_grad_norm(Model *m) {
+    queue_sum_of_squares(m);
+    return read_norm(m);
+}
+
+/* AdamW with the device pair s.adamw_scale as its gradient multiplier (and go-ahead). */
+static void queue_update(Model *m, const AdamWStep *s) {
     prof_step(&m->prof);
     /* ZeRO-1: this rank updates [lo, hi) of the flat parameters; m and v hold that range only */
     size_t lo, hi;
@@ -887,10 +897,24 @@ static void cuda_update(Model *m, const AdamWStep *s) {
         void *px = m->prec != PRECISION_FP32 ? (char *)m->mem.params_x + a * 2 : NULL;
         float wd = gpt2_param_decays(t) ? s->weight_decay : 0.0f;
         cuda_adamw(m->prec, m->mem.params + a, px, m->mem.grads + a, m->mem.adam_m + (a - lo), m->mem.adam_v + (a - lo), b - a,
-                   s->lr, s->beta1, s->beta2, s->eps, wd, s->grad_scale, s->t, m->stream);
+                   s->lr, s->beta1, s->beta2, s->eps, wd, m->mem.s.adamw_scale, s->t, m->stream);
     }
     gsync_after_update(&m->gs); /* ZeRO-1: everyone's updated shard to everyone */
     prof_mark(&m->prof, PF_ADAMW);
+}
+
+static void cuda_update(Model *m, const AdamWStep *s) {
+    cuda_adamw_scale_set(m->mem.s.adamw_scale, s->grad_scale, m->stream);
+    queue_update(m, s);
+}
+
+/* The norm, the clip / skip decision and AdamW all queued before the host waits, once, for the
+ * norm it returns: the GPU runs from the gradient norm into AdamW without the host's round trip. */
+static float cuda_clip_and_update(Model *m, const AdamWStep *s, float max_norm, float loss_scale, int skip_nonfinite) {
+    queue_sum_of_squares(m);
+    cuda_adamw_scale_from_sumsq(m->mem.s.adamw_scale, m->mem.s.sumsq, max_norm, loss_scale, skip_nonfinite, m->stream);
+    queue_update(m, s);
+    return read_norm(m);
 }
 
 static double cuda_mean_over_ranks(Model *m, double x) { return gsync_mean(&m->gs, x); }
@@ -901,7 +925,7 @@ static const Backend cuda_backend = {
     "cuda",           cuda_create,      cuda_destroy,        cuda_set_params,
     cuda_get_params,  cuda_get_grads,   cuda_set_adam_state, cuda_get_adam_state,
     cuda_forward,     cuda_logits_at,   cuda_zero_grad,      cuda_backward,
-    cuda_forward_backward, cuda_grad_norm, cuda_update,      cuda_memory_in_use,
+    cuda_forward_backward, cuda_grad_norm, cuda_update,      cuda_clip_and_update, cuda_memory_in_use,
     cuda_mean_over_ranks,
 };
 

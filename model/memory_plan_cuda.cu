@@ -169,6 +169,7 @@ static size_t plan_scratch(const MemPlanInput *in, MemoryLayout *o, Arena *a, in
     s->dlogits_scale = in->prec == PRECISION_FP16 ? (float *)arena_take(a, "dlogits scale", 4) : s->dloss;
     s->loss = (float *)arena_take(a, "loss", 4);
     s->sumsq = (float *)arena_take(a, "sum of squares", 4);
+    s->adamw_scale = (float *)arena_take(a, "adamw scale", 2 * 4);
     /* the phase-shared region (the header comment says who lives when) */
     Overlay region, dir;
     overlay_begin(&region, a);

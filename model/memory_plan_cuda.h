@@ -80,6 +80,7 @@ typedef struct {
      * and, with restarting positions, its position and the rows grouped by position (dwpe) */
     int *doc, *doc_pos, *pos_uniq, *pos_start, *pos_rows, *pos_num_uniq;
     float *dloss, *loss, *sumsq;
+    float *adamw_scale;  /* {multiplier, run}: AdamW's gradient scale, decided on the device */
     /* the classifier's factor on dlogits: == dloss (1/valid tokens) in fp32 and bf16; in fp16 its
      * own float, G/valid tokens (gpt2_cuda.cu: the lm head's backward divides G out again) */
     float *dlogits_scale;

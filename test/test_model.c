@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "layers/layers.h"
 #include "model/backend.h"
 #include "model/gpt2.h"
 #include "model/model_file.h"
@@ -1443,12 +1444,93 @@ static void test_packed_documents_text_separator(void) {
     free(p);
 }
 
+/* clip_and_update is grad_norm, layers.h adamw_grad_scale and update: the same parameters and
+ * moments bit for bit, with and without clipping and a loss scale; a non-finite norm skips the
+ * step (weights and moments untouched) only when asked to. */
+static void test_clip_and_update(void) {
+    float gs = -1.0f;
+    CHECK(adamw_grad_scale(8.0f, 1.0f, 4.0f, 1, &gs) == 1 && gs == 0.125f, "adamw_grad_scale(8, clip 1, S 4) = %g", gs);
+    CHECK(adamw_grad_scale(1.0f, 3.0f, 2.0f, 1, &gs) == 1 && gs == 0.5f, "adamw_grad_scale(1, clip 3, S 2) = %g", gs);
+    gs = -1.0f;
+    CHECK(adamw_grad_scale(NAN, 1.0f, 1.0f, 1, &gs) == 0 && adamw_grad_scale(INFINITY, 0.0f, 1.0f, 1, &gs) == 0 &&
+              gs == -1.0f, "adamw_grad_scale skips a non-finite norm");
+    /* not skipped (no loss scaling): the old rule's arithmetic, clip = max_norm / inf = 0, or 1 for NaN */
+    float g_inf = -1.0f, g_nan = -1.0f;
+    CHECK(adamw_grad_scale(INFINITY, 1.0f, 1.0f, 0, &g_inf) == 1 && g_inf == 0.0f &&
+              adamw_grad_scale(NAN, 1.0f, 1.0f, 0, &g_nan) == 1 && g_nan == 1.0f,
+          "adamw_grad_scale without skipping: %g for inf, %g for NaN", g_inf, g_nan);
+    GPT2Config c = tiny_config();
+    const int B = 2, T = 5;
+    size_t n = gpt2_num_params(&c);
+    float *p = random_params(&c, 9);
+    float *out[2][3];
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 3; j++) out[k][j] = malloc(n * sizeof(float));
+    int inputs[10], targets[10];
+    uint64_t s = 3;
+    random_tokens(inputs, 10, c.vocab_size, &s);
+    random_tokens(targets, 10, c.vocab_size, &s);
+    /* max_norm, S, the backward's loss scale, skip_nonfinite */
+    const float cases[4][4] = {{0.0f, 1.0f, 1.0f, 0}, {1e-3f, 4.0f, 4.0f, 1}, {0.5f, 2.0f, INFINITY, 1},
+                               {0.5f, 2.0f, INFINITY, 0}};
+    for (int ci = 0; ci < 4; ci++) {
+        const float max_norm = cases[ci][0], S = cases[ci][1], ls = cases[ci][2];
+        const int skip = cases[ci][3] != 0.0f;
+        float norms[2];
+        for (int k = 0; k < 2; k++) {
+            Model *m = make_model(&c, B, T, ATTN_NAIVE);
+            cpu_backend.set_params(m, p);
+            for (int step = 1; step <= 2; step++) {
+                cpu_backend.zero_grad(m);
+                cpu_backend.forward(m, inputs, targets, B, T);
+                cpu_backend.backward(m, step == 2 ? ls : S, 1);
+                AdamWStep a = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f,
+                               .grad_scale = 7.0f /* not read by clip_and_update */, .t = step};
+                if (k == 0) {
+                    norms[k] = cpu_backend.grad_norm(m);
+                    if (adamw_grad_scale(norms[k], max_norm, S, skip, &a.grad_scale)) cpu_backend.update(m, &a);
+                } else {
+                    norms[k] = cpu_backend.clip_and_update(m, &a, max_norm, S, skip);
+                }
+            }
+            cpu_backend.get_params(m, out[k][0]);
+            cpu_backend.get_adam_state(m, out[k][1], out[k][2]);
+            cpu_backend.destroy(m);
+        }
+        int same = memcmp(&norms[0], &norms[1], sizeof(float)) == 0;
+        for (int j = 0; j < 3; j++) same &= memcmp(out[0][j], out[1][j], n * sizeof(float)) == 0;
+        CHECK(same, "clip_and_update case %d: differs from grad_norm + adamw_grad_scale + update", ci);
+        if (ci >= 2) { /* the second step's gradients are inf / NaN */
+            CHECK(!isfinite(norms[1]), "case %d: the norm %g should not be finite", ci, norms[1]);
+            size_t changed = 0;
+            Model *m = make_model(&c, B, T, ATTN_NAIVE); /* step 1 alone: what a skipped step 2 leaves */
+            cpu_backend.set_params(m, p);
+            cpu_backend.zero_grad(m);
+            cpu_backend.forward(m, inputs, targets, B, T);
+            cpu_backend.backward(m, S, 1);
+            AdamWStep a = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .t = 1};
+            cpu_backend.clip_and_update(m, &a, max_norm, S, skip);
+            float *ref = malloc(n * sizeof(float));
+            cpu_backend.get_params(m, ref);
+            for (size_t i = 0; i < n; i++) changed += memcmp(&ref[i], &out[1][0][i], sizeof(float)) != 0;
+            CHECK(skip ? changed == 0 : changed > 0, "case %d (skip %d): %zu of %zu weights changed by the step", ci,
+                  skip, changed, n);
+            free(ref);
+            cpu_backend.destroy(m);
+        }
+    }
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 3; j++) free(out[k][j]);
+    free(p);
+}
+
 int main(void) {
     for (int k = 0; k < ATTN_NUM_KERNELS; k++) test_gradients_match_finite_differences((AttnKernel)k);
     test_kernels_agree();
     test_gradients_extensions();
     test_extensions_equivalences();
     test_grad_accumulation();
+    test_clip_and_update();
     test_packed_documents();
     test_doc_separator();
     test_packed_documents_text_separator();

@@ -211,15 +211,13 @@ float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSou
         loss += be->forward_backward(m, inputs, targets, shape->B, shape->T, loss_scale, micro == shape->grad_accum - 1);
     }
     loss = be->mean_over_ranks(m, loss / shape->grad_accum);
-    float scaled_norm = be->grad_norm(m); /* inf or NaN when any gradient is (every rank sees the same) */
-    int skip = ls ? loss_scale_after_backward(ls, scaled_norm) : 0;
-    float norm = scaled_norm / S;         /* exact for a power of two S */
-    if (!skip) {
-        float clip = (shape->grad_clip > 0 && norm > shape->grad_clip) ? shape->grad_clip / norm : 1.0f;
-        s->grad_scale = clip * (1.0f / S);
-        be->update(m, s);
-    }
-    *norm_out = norm;
+    /* the norm (inf or NaN when any gradient is; every rank sees the same), clipping, and with loss
+     * scaling the skip of a non-finite step: decided by the backend (the GPU's on the device) by
+     * the same rule that loss_scale_after_backward applies to the scaler here */
+    const int skip_nonfinite = ls && ls->mode != LOSS_SCALE_OFF;
+    float scaled_norm = be->clip_and_update(m, s, shape->grad_clip, S, skip_nonfinite);
+    if (ls) loss_scale_after_backward(ls, scaled_norm);
+    *norm_out = scaled_norm / S; /* exact for a power of two S */
     return (float)loss;
 }
 

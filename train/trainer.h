@@ -100,7 +100,8 @@ int trainer_loss_scaler(const Options *o, Precision p, int refuse_unused, LossSc
  * the last backward sums them over the ranks. Then the global norm of the scaled gradients,
  * which decides through ls whether the step is skipped (loss_scale_after_backward: no AdamW, the
  * weights and moments untouched), the norm unscaled (/S), clipping, and AdamW with s (lr, betas,
- * eps, decay, t; its grad_scale, set here, holds the clip factor and 1/S). Returns the mean loss
+ * eps, decay, t; its grad_scale is not used: the backend's clip_and_update computes the clip
+ * factor x 1/S, on the GPU without a host round trip). Returns the mean loss
  * over the ranks; *norm_out the unscaled norm (inf or NaN on a skipped step). */
 float trainer_step(const Backend *be, Model *m, const StepShape *shape, BatchSource next, void *ctx,
                    int *inputs, int *targets, AdamWStep *s, LossScaler *ls, float *norm_out);

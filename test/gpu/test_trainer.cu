@@ -8,7 +8,8 @@
  *     --keep-layers (the last layer of three keeps its buffers) in fp32, bf16, fp16 and graphs.
  *  The memory plan, on the host (runs without a GPU): every buffer inside its arena, buffers that
  *     share memory never live in one phase, the recompute modes drop exactly their buffers.
- *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU.
+ *  20 AdamW steps (2 micro-batches each, clipping, weight decay): the losses track the CPU;
+ *  clip_and_update (decided on the device) equals grad_norm + the host's rule + update bitwise.
  *  bf16 and fp16: the GPU's error against the fp32 CPU result must be within 2x (+ a tiny floor)
  *     of the error of a CPU emulation that rounds to bf16 / fp16 at the points the GPU does
  *     (weights, every activation and activation gradient, attention's P and dS; fp16's dlogits
@@ -1125,6 +1126,50 @@ static void check_layernorm_residual_sum(void) {
             }
 }
 
+/* clip_and_update (the clip / skip decided on the device, the norm read after AdamW is queued)
+ * against grad_norm, layers.h adamw_grad_scale on the host and update: the same norms, weights
+ * and moments bit for bit over three steps with clipping active and a loss scale of 4. The two
+ * models run one after the other (their streams share the process's cuBLASLt workspace). */
+static void check_clip_and_update(const GPT2Config &c, int B, int T, Precision prec) {
+    size_t sz[GPT2_NUM_PARAM_TENSORS];
+    size_t n = gpt2_param_sizes(&c, sz);
+    Vec params(n), out[2][3];
+    gpt2_init_params(&c, params.data(), 13);
+    float norms[2][3];
+    for (int k = 0; k < 2; k++) {
+        uint64_t rng = 41;
+        Model *m = make(gpu, c, B, T, prec, RECOMPUTE_GELU, 0, 0, 1);
+        CHECK(m != NULL, "clip_and_update: create");
+        if (!m) return;
+        gpu->set_params(m, params.data());
+        std::vector<int> inp(B * T), tgt(B * T);
+        for (int step = 0; step < 3; step++) {
+            random_tokens(inp, c.vocab_size, &rng, 0);
+            random_tokens(tgt, c.vocab_size, &rng, 1);
+            gpu->zero_grad(m);
+            gpu->forward(m, inp.data(), tgt.data(), B, T);
+            gpu->backward(m, 4.0f, 1);
+            AdamWStep a = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 7.0f, step + 1};
+            const float max_norm = 0.05f; /* below the norm: every step clips */
+            if (k == 0) {
+                norms[k][step] = gpu->grad_norm(m);
+                if (adamw_grad_scale(norms[k][step], max_norm, 4.0f, 1, &a.grad_scale)) gpu->update(m, &a);
+            } else {
+                norms[k][step] = gpu->clip_and_update(m, &a, max_norm, 4.0f, 1);
+            }
+        }
+        for (int j = 0; j < 3; j++) out[k][j].resize(n);
+        gpu->get_params(m, out[k][0].data());
+        gpu->get_adam_state(m, out[k][1].data(), out[k][2].data());
+        gpu->destroy(m);
+        CUDA_OK(cudaDeviceSynchronize());
+    }
+    int same = memcmp(norms[0], norms[1], sizeof norms[0]) == 0 && norms[0][2] / 4.0f > 0.05f;
+    for (int j = 0; j < 3; j++) same &= memcmp(out[0][j].data(), out[1][j].data(), n * 4) == 0;
+    CHECK(same, "clip_and_update (%s): differs from grad_norm + update (norms %g %g %g)", precision_name(prec),
+          norms[1][0], norms[1][1], norms[1][2]);
+}
+
 int main(void) {
     check_memory_plans();
     char why[256];
@@ -1183,6 +1228,8 @@ int main(void) {
     check_forward_backward(padded, 4, 32, PRECISION_BF16, 0);
     check_forward_backward(padded, 4, 32, PRECISION_BF16, 1);
     check_forward_backward(padded, 4, 32, PRECISION_FP32, 1);
+    check_clip_and_update(padded, 4, 32, PRECISION_BF16);
+    check_clip_and_update(padded, 4, 32, PRECISION_FP32);
     check_too_big();
     check_attention_options(padded);
     printf("matmul epilogue fallbacks: %ld\n", cuda_matmul_fallback_count());
