@@ -120,10 +120,11 @@ void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root,
     settle(c, ncclBroadcast(buf, buf, count, nccl_type(t), root, c->comm, stream), "broadcast");
 }
 
-void distc_sync(DistComm *c, cudaStream_t stream) {
+/* Polls `stream`, or `event` when it is not NULL, until it is done, watching NCCL meanwhile. */
+static void wait_watched(DistComm *c, cudaStream_t stream, cudaEvent_t event) {
     double deadline = now_s() + c->timeout_s;
     for (;;) {
-        cudaError_t q = cudaStreamQuery(stream);
+        cudaError_t q = event ? cudaEventQuery(event) : cudaStreamQuery(stream);
         if (q == cudaSuccess) return;
         if (q != cudaErrorNotReady) die(c, "CUDA error while waiting for the GPU", cudaGetErrorString(q));
         ncclResult_t st = ncclSuccess;
@@ -134,6 +135,9 @@ void distc_sync(DistComm *c, cudaStream_t stream) {
         usleep(20);
     }
 }
+
+void distc_sync(DistComm *c, cudaStream_t stream) { wait_watched(c, stream, NULL); }
+void distc_sync_event(DistComm *c, cudaEvent_t event) { wait_watched(c, NULL, event); }
 
 #else /* no NCCL in this build */
 
@@ -153,6 +157,7 @@ void distc_all_gather(DistComm *c, void *buf, size_t count, DistType t, cudaStre
 void distc_reduce_sum(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {}
 void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root, cudaStream_t stream) {}
 void distc_sync(DistComm *c, cudaStream_t stream) { cudaStreamSynchronize(stream); }
+void distc_sync_event(DistComm *c, cudaEvent_t event) { cudaEventSynchronize(event); }
 
 #endif
 

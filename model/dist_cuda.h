@@ -38,6 +38,8 @@ void distc_broadcast(DistComm *c, void *buf, size_t count, DistType t, int root,
 /* Waits for the stream, watching NCCL and the deadline; prints one line and exit(1) when a peer
  * failed or nothing finished within the timeout. */
 void distc_sync(DistComm *c, cudaStream_t stream);
+/* The same for one event of a stream (the work queued before it; what follows may still run). */
+void distc_sync_event(DistComm *c, cudaEvent_t event);
 
 /* A fresh NCCL unique id (DIST_ID_BYTES) for rank 0 to hand out. 0, or -1 with err. */
 int distc_unique_id(void *id, char *err, size_t errlen);

@@ -106,6 +106,7 @@ struct Model {
     float *h_dloss, *h_dlogits_scale, *h_out, *h_loss;
     cudaEvent_t staged;     /* the last upload finished: staging may be rewritten */
     cudaEvent_t loss_ready; /* the last forward's loss is in h_loss */
+    cudaEvent_t norm_ready; /* clip_and_update's sum of squares is in h_out */
     /* state of the last forward */
     int B, T, has_targets, dlogits_ready;
     GraphSlot fwd_graph, bwd_graph;
@@ -290,6 +291,7 @@ static Model *cuda_create(const ModelOptions *opt, char *err, size_t errlen) {
 
     CUDA_CHECK(cudaEventCreateWithFlags(&m->staged, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&m->loss_ready, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&m->norm_ready, cudaEventDisableTiming));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_inputs, N * 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_targets, N * 4));
     CUDA_CHECK(cudaMallocHost((void **)&m->h_uniq, N * 4));
@@ -357,6 +359,7 @@ static void cuda_destroy(Model *m) {
     free(m->h_counts);
     if (m->staged) cudaEventDestroy(m->staged);
     if (m->loss_ready) cudaEventDestroy(m->loss_ready);
+    if (m->norm_ready) cudaEventDestroy(m->norm_ready);
     if (m->side) {
         cudaStreamSynchronize(m->side);
         cudaEventDestroy(m->rc_start);
@@ -828,19 +831,19 @@ static void cuda_backward(Model *m, float loss_scale, int sync_grads) {
 }
 
 /* Backward is queued behind forward before the host waits for the loss (an event after its
- * copy, which the backward cannot overwrite: the copy precedes it on the stream). The old order,
- * forward's wait then backward, stays where the wait does more: --profile without graphs (its
- * forward times are read at forward's end) and several processes (the wait watches NCCL). */
+ * copy, which the backward cannot overwrite: the copy precedes it on the stream; with peers the
+ * wait watches NCCL). The old order, forward's wait then backward, stays for --profile without
+ * graphs: its forward times are read at forward's end. */
 static float cuda_forward_backward(Model *m, const int *inputs, const int *targets, int B, int T, float loss_scale,
                                    int sync_grads) {
-    if (m->prof.record || m->gs.comm) {
+    if (m->prof.record) {
         float loss = cuda_forward(m, inputs, targets, B, T);
         cuda_backward(m, loss_scale, sync_grads);
         return loss;
     }
     forward_queue(m, inputs, targets, B, T);
     cuda_backward(m, loss_scale, sync_grads);
-    CUDA_CHECK(cudaEventSynchronize(m->loss_ready));
+    gsync_event_sync(&m->gs, m->loss_ready);
     return *m->h_loss;
 }
 
@@ -870,17 +873,12 @@ static void queue_sum_of_squares(Model *m) {
     }
     prof_mark(&m->prof, PF_NORM);
 }
-/* The host waits for the sum of squares (the step's one wait when AdamW is queued before it). */
-static float read_norm(Model *m) {
+static float cuda_grad_norm(Model *m) {
+    queue_sum_of_squares(m);
     CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->mem.s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
     gsync_stream_sync(&m->gs, m->stream);
     prof_collect(&m->prof);
     return sqrtf(*m->h_out);
-}
-
-static float cuda_grad_norm(Model *m) {
-    queue_sum_of_squares(m);
-    return read_norm(m);
 }
 
 /* AdamW with the device pair s.adamw_scale as its gradient multiplier (and go-ahead). */
@@ -909,12 +907,19 @@ static void cuda_update(Model *m, const AdamWStep *s) {
 }
 
 /* The norm, the clip / skip decision and AdamW all queued before the host waits, once, for the
- * norm it returns: the GPU runs from the gradient norm into AdamW without the host's round trip. */
+ * norm it returns: the GPU runs from the gradient norm into AdamW without the host's round trip,
+ * and the host waits for the norm's copy only (an event before AdamW), so it prepares the next
+ * step while AdamW runs. --profile waits for the stream: its AdamW time is read here. */
 static float cuda_clip_and_update(Model *m, const AdamWStep *s, float max_norm, float loss_scale, int skip_nonfinite) {
     queue_sum_of_squares(m);
+    CUDA_CHECK(cudaMemcpyAsync(m->h_out, m->mem.s.sumsq, 4, cudaMemcpyDeviceToHost, m->stream));
+    CUDA_CHECK(cudaEventRecord(m->norm_ready, m->stream));
     cuda_adamw_scale_from_sumsq(m->mem.s.adamw_scale, m->mem.s.sumsq, max_norm, loss_scale, skip_nonfinite, m->stream);
     queue_update(m, s);
-    return read_norm(m);
+    if (m->prof.record) gsync_stream_sync(&m->gs, m->stream);
+    else gsync_event_sync(&m->gs, m->norm_ready);
+    prof_collect(&m->prof);
+    return sqrtf(*m->h_out);
 }
 
 static double cuda_mean_over_ranks(Model *m, double x) { return gsync_mean(&m->gs, x); }

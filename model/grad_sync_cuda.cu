@@ -93,6 +93,11 @@ void gsync_stream_sync(GradSync *g, cudaStream_t stream) {
     else CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
+void gsync_event_sync(GradSync *g, cudaEvent_t event) {
+    if (g->comm) distc_sync_event(g->comm, event);
+    else CUDA_CHECK(cudaEventSynchronize(event));
+}
+
 void gsync_drain(GradSync *g) {
     if (g->comm) distc_sync(g->comm, g->comm_stream);
 }

@@ -87,6 +87,8 @@ static inline int gsync_active(const GradSync *g) { return g->comm != NULL; }
 
 /* Waits for `stream`; with peers, a wait that can end in a clear error instead of a hang. */
 void gsync_stream_sync(GradSync *g, cudaStream_t stream);
+/* Waits for `event` (what was queued before it), the same way. */
+void gsync_event_sync(GradSync *g, cudaEvent_t event);
 /* Before teardown: whatever the second stream still has in flight (a weight gather). */
 void gsync_drain(GradSync *g);
 
